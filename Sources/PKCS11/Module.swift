@@ -1,0 +1,193 @@
+import CPKCS11
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A PKCS#11 module (the vendor's shared library), loaded and initialized once per process.
+///
+/// ``load(path:)`` returns the same instance for the same file however often it is called, because
+/// `C_Initialize` belongs to the process, not to a caller. The module is initialized with
+/// `CKF_OS_LOCKING_OK`, so it may be called from many threads; a `CKR_CRYPTOKI_ALREADY_INITIALIZED`
+/// answer (another library in the process got there first) is accepted, and then ``finalize()`` leaves
+/// the module to its owner.
+///
+/// Every function on this type calls into the module and may block: call it where blocking is fine
+/// (start-up, a command-line tool, or a thread pool), never on an event loop.
+public final class PKCS11Module: @unchecked Sendable {
+    // @unchecked: the stored properties are immutable pointers; the module was initialized with
+    // CKF_OS_LOCKING_OK, so the functions behind them may be called concurrently.
+
+    /// The file the module was loaded from, as configured.
+    public let path: String
+    /// Whether this process's `C_Initialize` call initialized the module.
+    public let initializedHere: Bool
+
+    let functions: UnsafeMutablePointer<CK_FUNCTION_LIST>
+    private let canonicalPath: String
+    private let isFinalized = Atomic<Bool>(false)
+
+    private static let loaded = Mutex<[String: PKCS11Module]>([:])
+
+    private init(path: String, canonicalPath: String, functions: UnsafeMutablePointer<CK_FUNCTION_LIST>, initializedHere: Bool) {
+        self.path = path
+        self.canonicalPath = canonicalPath
+        self.functions = functions
+        self.initializedHere = initializedHere
+    }
+
+    /// Loads the module at `path` and initializes it, or returns the instance this process already has.
+    ///
+    /// - Parameter path: the module's file, e.g. `/usr/lib/softhsm/libsofthsm2.so`.
+    /// - Returns: the process-wide instance for that file.
+    /// - Throws: ``ModuleLoadError`` when the file is missing, cannot be loaded or is not a PKCS#11 module;
+    ///   ``PKCS11Error`` when `C_GetFunctionList` or `C_Initialize` fails.
+    public static func load(path: String) throws -> PKCS11Module {
+        guard let resolved = realpath(path, nil) else {
+            throw ModuleLoadError(
+                code: .moduleNotFound,
+                path: path,
+                reason: "no PKCS#11 module at '\(path)'; install the vendor's package (for SoftHSM2: apt-get install softhsm2) or set COUNTERSIGN_PKCS11_MODULE"
+            )
+        }
+        let canonicalPath = String(cString: resolved)
+        free(resolved)
+
+        return try Self.loaded.withLock { loaded in
+            if let module = loaded[canonicalPath] {
+                return module
+            }
+            let module = try Self.open(path: path, canonicalPath: canonicalPath)
+            loaded[canonicalPath] = module
+            return module
+        }
+    }
+
+    private static func open(path: String, canonicalPath: String) throws -> PKCS11Module {
+        _ = dlerror()
+        guard let library = dlopen(canonicalPath, RTLD_NOW | RTLD_LOCAL) else {
+            let loaderMessage = dlerror().map { String(cString: $0) } ?? "unknown reason"
+            throw ModuleLoadError(
+                code: .moduleNotLoadable,
+                path: path,
+                reason: "'\(path)' could not be loaded as a shared library: \(loaderMessage)"
+            )
+        }
+        // The library stays loaded for the life of the process: unloading a module whose threads or
+        // atexit handlers are still registered crashes at exit, and nothing is gained by it.
+        guard let symbol = dlsym(library, "C_GetFunctionList") else {
+            dlclose(library)
+            throw ModuleLoadError(
+                code: .notAPKCS11Module,
+                path: path,
+                reason: "'\(path)' is a shared library but not a PKCS#11 module: it has no C_GetFunctionList"
+            )
+        }
+        let getFunctionList = unsafeBitCast(symbol, to: CK_C_GetFunctionList.self)
+        var list: UnsafeMutablePointer<CK_FUNCTION_LIST>?
+        try PKCS11Error.check("C_GetFunctionList", getFunctionList(&list))
+        guard let list, let initialize = list.pointee.C_Initialize else {
+            throw ModuleLoadError(
+                code: .notAPKCS11Module,
+                path: path,
+                reason: "'\(path)' returned no PKCS#11 function list"
+            )
+        }
+
+        var arguments = CK_C_INITIALIZE_ARGS(
+            CreateMutex: nil,
+            DestroyMutex: nil,
+            LockMutex: nil,
+            UnlockMutex: nil,
+            flags: CK_FLAGS(CKF_OS_LOCKING_OK),
+            pReserved: nil
+        )
+        let rv = withUnsafeMutablePointer(to: &arguments) { initialize(UnsafeMutableRawPointer($0)) }
+        let initializedHere: Bool
+        switch ReturnCode(rawValue: rv) {
+        case .ok: initializedHere = true
+        case .cryptokiAlreadyInitialized: initializedHere = false
+        default: throw PKCS11Error(function: "C_Initialize", code: ReturnCode(rawValue: rv))
+        }
+        return PKCS11Module(path: path, canonicalPath: canonicalPath, functions: list, initializedHere: initializedHere)
+    }
+
+    /// Calls `C_Finalize` if this process initialized the module; later calls do nothing.
+    ///
+    /// Close every session pool first. After this, ``load(path:)`` initializes the module afresh.
+    /// - Throws: ``PKCS11Error`` when `C_Finalize` fails.
+    public func finalize() throws {
+        guard !self.isFinalized.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        Self.loaded.withLock { loaded in
+            if loaded[self.canonicalPath] === self {
+                loaded[self.canonicalPath] = nil
+            }
+        }
+        guard self.initializedHere else { return }
+        let finalize = try self.function("C_Finalize", \.C_Finalize)
+        try PKCS11Error.check("C_Finalize", finalize(nil))
+    }
+
+    /// Looks up a function in the module's function list.
+    ///
+    /// - Throws: ``PKCS11Error`` with `CKR_FUNCTION_NOT_SUPPORTED` when the module leaves the entry empty.
+    func function<Function>(
+        _ name: String,
+        _ entry: KeyPath<CK_FUNCTION_LIST, Function?>
+    ) throws(PKCS11Error) -> Function {
+        guard let function = self.functions.pointee[keyPath: entry] else {
+            throw PKCS11Error(function: name, code: .functionNotSupported)
+        }
+        return function
+    }
+
+    /// What the module says about itself (`C_GetInfo`).
+    public func info() throws -> ModuleInfo {
+        let getInfo = try self.function("C_GetInfo", \.C_GetInfo)
+        var info = CK_INFO()
+        try PKCS11Error.check("C_GetInfo", getInfo(&info))
+        return ModuleInfo(
+            cryptokiVersion: Version(info.cryptokiVersion),
+            manufacturer: paddedString(info.manufacturerID),
+            libraryDescription: paddedString(info.libraryDescription),
+            libraryVersion: Version(info.libraryVersion)
+        )
+    }
+}
+
+/// `C_GetInfo`'s answer.
+public struct ModuleInfo: Sendable, Hashable {
+    public var cryptokiVersion: Version
+    public var manufacturer: String
+    public var libraryDescription: String
+    public var libraryVersion: Version
+}
+
+/// A `CK_VERSION`.
+public struct Version: Sendable, Hashable, CustomStringConvertible {
+    public var major: UInt8
+    public var minor: UInt8
+
+    init(_ version: CK_VERSION) {
+        self.major = version.major
+        self.minor = version.minor
+    }
+
+    public var description: String { "\(self.major).\(self.minor)" }
+}
+
+/// Decodes one of PKCS#11's fixed-size, blank-padded character fields.
+func paddedString<Field>(_ field: Field) -> String {
+    withUnsafeBytes(of: field) { bytes in
+        var end = bytes.count
+        while end > 0, bytes[end - 1] == 0x20 || bytes[end - 1] == 0 {
+            end -= 1
+        }
+        return String(decoding: bytes[0..<end], as: UTF8.self)
+    }
+}

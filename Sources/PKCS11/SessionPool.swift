@@ -1,0 +1,388 @@
+import Logging
+import NIOCore
+import NIOPosix
+import Synchronization
+
+/// Logged-in sessions on one token, lent to one task at a time.
+///
+/// ```swift
+/// let signature = try await pool.withSession { session in
+///     try session.signECDSA(digest: digest, with: key)
+/// }
+/// ```
+///
+/// The body runs on the pool's `NIOThreadPool`, because every PKCS#11 call blocks: never on an event loop,
+/// never on Swift's cooperative pool. Sessions are opened lazily up to a capacity taken from the
+/// configuration and capped by the token's `ulMaxRwSessionCount`. A task that finds every session busy
+/// waits at most the acquire timeout (measured on an injected clock), then gets
+/// ``SessionPoolError/Code/acquireTimeout``. A session whose call reports that it is gone (token removed,
+/// session invalid, logged out) is closed and replaced by a fresh, logged-in one on the next lease.
+public final class PKCS11SessionPool: Sendable {
+    public struct Configuration: Sendable, Hashable {
+        /// The most sessions the pool opens; lowered to the token's own limit when that is smaller.
+        public var maximumSessions: Int
+        /// How long a task waits for a free session before it is refused.
+        public var acquireTimeout: Duration
+
+        public init(maximumSessions: Int = 16, acquireTimeout: Duration = .seconds(2)) {
+            self.maximumSessions = maximumSessions
+            self.acquireTimeout = acquireTimeout
+        }
+    }
+
+    /// A snapshot of the pool, for metrics and health checks.
+    public struct Statistics: Sendable, Hashable {
+        public var capacity: Int
+        public var open: Int
+        public var inUse: Int
+        public var waiting: Int
+    }
+
+    public let token: PKCS11Token
+    /// The most sessions this pool will have open at once.
+    public let capacity: Int
+
+    private let pin: PIN
+    private let threadPool: NIOThreadPool
+    private let clock: any Clock<Duration>
+    private let acquireTimeout: Duration
+    private let logger: Logger
+    private let state = Mutex(State())
+
+    /// - Parameters:
+    ///   - token: the token whose sessions to pool.
+    ///   - pin: the user PIN. The pool keeps it (zeroed when the pool is released) to log in again after the
+    ///     token drops every session, e.g. an HSM restart; it is passed to `C_Login` and nowhere else.
+    ///   - configuration: capacity and acquire timeout.
+    ///   - threadPool: where the blocking PKCS#11 calls run; the caller starts and stops it.
+    ///   - clock: measures the acquire timeout.
+    public init(
+        token: PKCS11Token,
+        pin: PIN,
+        configuration: Configuration = .init(),
+        threadPool: NIOThreadPool,
+        clock: any Clock<Duration> = ContinuousClock(),
+        logger: Logger = Logger(label: "countersign.pkcs11")
+    ) {
+        self.token = token
+        self.pin = pin
+        self.threadPool = threadPool
+        self.clock = clock
+        self.acquireTimeout = configuration.acquireTimeout
+        self.logger = logger
+        var capacity = max(1, configuration.maximumSessions)
+        if case .limited(let tokenLimit) = token.info.maximumReadWriteSessions, tokenLimit > 0 {
+            capacity = min(capacity, tokenLimit)
+        }
+        self.capacity = capacity
+    }
+
+    /// Lends a logged-in session to `body`, which runs on the thread pool.
+    ///
+    /// - Parameter body: the work; it must not keep the session beyond its return.
+    /// - Returns: what `body` returned.
+    /// - Throws: ``SessionPoolError`` when no session frees up in time or the pool is closed;
+    ///   ``PKCS11Error`` from opening or logging in a session; whatever `body` throws.
+    public func withSession<Result: Sendable>(
+        _ body: @escaping @Sendable (borrowing PKCS11Session) throws -> Result
+    ) async throws -> Result {
+        let lease = try await self.acquire()
+        let token = self.token
+        let pin = self.pin
+        let outcome: Outcome<Result>
+        do {
+            outcome = try await self.threadPool.runIfActive { () -> Outcome<Result> in
+                let handle: SessionHandle
+                switch lease {
+                case .session(let existing):
+                    handle = existing
+                case .mustOpen:
+                    do {
+                        handle = try Self.openLoggedInSession(token: token, pin: pin)
+                    } catch {
+                        return .failed(error, session: nil)
+                    }
+                }
+                do {
+                    return .succeeded(try body(PKCS11Session(token: token, handle: handle)), session: handle)
+                } catch {
+                    return .failed(error, session: handle)
+                }
+            }
+        } catch {
+            // The thread pool refused the work: give the lease back untouched.
+            switch lease {
+            case .session(let handle): self.release(handle, discard: false)
+            case .mustOpen: self.release(nil, discard: true)
+            }
+            throw error
+        }
+        switch outcome {
+        case .succeeded(let result, let handle):
+            self.release(handle, discard: false)
+            return result
+        case .failed(let error, let handle):
+            let sessionIsGone = (error as? PKCS11Error)?.code.invalidatesSession ?? false
+            if sessionIsGone {
+                self.logger.warning("dropping PKCS#11 session after error", metadata: ["error": "\(error)"])
+            }
+            self.release(handle, discard: handle == nil || sessionIsGone)
+            throw error
+        }
+    }
+
+    /// What the pool holds right now.
+    public var statistics: Statistics {
+        self.state.withLock { state in
+            Statistics(capacity: self.capacity, open: state.open, inUse: state.inUse, waiting: state.waiters.count)
+        }
+    }
+
+    /// Refuses new leases, fails every waiting task, closes idle sessions and waits until the sessions still
+    /// in use come back, closing them too. Call before finalizing the module.
+    public func close() async {
+        let closed = SessionPoolError(code: .poolClosed, reason: "the HSM session pool is closed; the server is shutting down")
+        let (sessions, suspended) = self.state.withLock { state -> ([SessionHandle], [CheckedContinuation<Lease, any Error>]) in
+            state.isClosed = true
+            var sessions = state.idle
+            state.open -= state.idle.count
+            state.idle = []
+            var suspended: [CheckedContinuation<Lease, any Error>] = []
+            var unresumed: [Waiter] = []
+            for var waiter in state.waiters {
+                switch waiter.stage {
+                case .suspended(let continuation):
+                    suspended.append(continuation)
+                    continue
+                case .resolved(.success(let lease)):
+                    // Handed a place but not yet resumed: take the place back.
+                    state.inUse -= 1
+                    state.open -= 1
+                    if case .session(let handle) = lease { sessions.append(handle) }
+                case .registered, .resolved(.failure):
+                    break
+                }
+                // Not yet suspended: it finds this error when it does.
+                waiter.stage = .resolved(.failure(closed))
+                unresumed.append(waiter)
+            }
+            state.waiters = unresumed
+            return (sessions, suspended)
+        }
+        for continuation in suspended {
+            continuation.resume(throwing: closed)
+        }
+        await self.closeSessions(sessions)
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let drained = self.state.withLock { state -> Bool in
+                if state.inUse == 0 { return true }
+                state.drainWaiters.append(continuation)
+                return false
+            }
+            if drained { continuation.resume() }
+        }
+    }
+
+    // MARK: Leases
+
+    private enum Lease: Sendable {
+        /// An open, logged-in session.
+        case session(SessionHandle)
+        /// A free place in the pool: the holder opens a session in it.
+        case mustOpen
+    }
+
+    private enum Outcome<Result: Sendable>: Sendable {
+        case succeeded(Result, session: SessionHandle)
+        case failed(any Error, session: SessionHandle?)
+    }
+
+    private struct Waiter {
+        enum Stage {
+            case registered
+            case suspended(CheckedContinuation<Lease, any Error>)
+            case resolved(Swift.Result<Lease, any Error>)
+        }
+
+        var id: UInt64
+        var stage: Stage
+    }
+
+    private struct State {
+        var idle: [SessionHandle] = []
+        /// Sessions open or being opened, idle or not.
+        var open = 0
+        var inUse = 0
+        var waiters: [Waiter] = []
+        var nextWaiterID: UInt64 = 0
+        var isClosed = false
+        var drainWaiters: [CheckedContinuation<Void, Never>] = []
+    }
+
+    private enum Admission {
+        case granted(Lease)
+        case refused(SessionPoolError)
+        case queued(UInt64)
+    }
+
+    private func acquire() async throws -> Lease {
+        let admission = self.state.withLock { state -> Admission in
+            if state.isClosed {
+                return .refused(SessionPoolError(code: .poolClosed, reason: "the HSM session pool is closed; the server is shutting down"))
+            }
+            if let handle = state.idle.popLast() {
+                state.inUse += 1
+                return .granted(.session(handle))
+            }
+            if state.open < self.capacity {
+                state.open += 1
+                state.inUse += 1
+                return .granted(.mustOpen)
+            }
+            let id = state.nextWaiterID
+            state.nextWaiterID += 1
+            state.waiters.append(Waiter(id: id, stage: .registered))
+            return .queued(id)
+        }
+        switch admission {
+        case .granted(let lease):
+            return lease
+        case .refused(let error):
+            throw error
+        case .queued(let id):
+            let timeout = self.acquireTimeout
+            let clock = self.clock
+            let capacity = self.capacity
+            let timer = Task {
+                do {
+                    try await clock.sleep(for: timeout)
+                } catch {
+                    return  // the waiter was served or cancelled first
+                }
+                self.resolveWaiter(
+                    id,
+                    with: .failure(
+                        SessionPoolError(
+                            code: .acquireTimeout,
+                            reason: "all \(capacity) HSM sessions stayed busy for \(timeout); the token is overloaded or not answering"
+                        )
+                    )
+                )
+            }
+            defer { timer.cancel() }
+            return try await withTaskCancellationHandler {
+                try await withCheckedThrowingContinuation { continuation in
+                    let early = self.state.withLock { state -> Swift.Result<Lease, any Error>? in
+                        guard let index = state.waiters.firstIndex(where: { $0.id == id }) else {
+                            return .failure(CancellationError())
+                        }
+                        if case .resolved(let result) = state.waiters[index].stage {
+                            state.waiters.remove(at: index)
+                            return result
+                        }
+                        state.waiters[index].stage = .suspended(continuation)
+                        return nil
+                    }
+                    if let early {
+                        continuation.resume(with: early)
+                    }
+                }
+            } onCancel: {
+                self.resolveWaiter(id, with: .failure(CancellationError()))
+            }
+        }
+    }
+
+    /// Ends a wait with `result` unless it already ended.
+    private func resolveWaiter(_ id: UInt64, with result: Swift.Result<Lease, any Error>) {
+        let continuation = self.state.withLock { state -> CheckedContinuation<Lease, any Error>? in
+            guard let index = state.waiters.firstIndex(where: { $0.id == id }) else { return nil }
+            switch state.waiters[index].stage {
+            case .registered:
+                state.waiters[index].stage = .resolved(result)
+                return nil
+            case .suspended(let continuation):
+                state.waiters.remove(at: index)
+                return continuation
+            case .resolved:
+                return nil
+            }
+        }
+        continuation?.resume(with: result)
+    }
+
+    /// Returns a lease. `handle` is the session to reuse, or `nil` when none was opened; `discard` closes it.
+    private func release(_ handle: SessionHandle?, discard: Bool) {
+        struct Next {
+            var close: SessionHandle?
+            var handOver: (CheckedContinuation<Lease, any Error>, Lease)?
+            var drained: [CheckedContinuation<Void, Never>] = []
+        }
+        let next = self.state.withLock { state -> Next in
+            var next = Next()
+            let reusable = discard || state.isClosed ? nil : handle
+            if reusable == nil {
+                next.close = handle
+            }
+            let lease = reusable.map(Lease.session) ?? .mustOpen
+            let waiting = state.waiters.firstIndex {
+                if case .resolved = $0.stage { false } else { true }
+            }
+            if !state.isClosed, let index = waiting {
+                // The place in the pool, and its inUse count, pass straight to the oldest waiter.
+                switch state.waiters[index].stage {
+                case .suspended(let continuation):
+                    state.waiters.remove(at: index)
+                    next.handOver = (continuation, lease)
+                default:
+                    state.waiters[index].stage = .resolved(.success(lease))
+                }
+            } else {
+                state.inUse -= 1
+                if let reusable {
+                    state.idle.append(reusable)
+                } else {
+                    state.open -= 1
+                }
+            }
+            if state.isClosed, state.inUse == 0 {
+                next.drained = state.drainWaiters
+                state.drainWaiters = []
+            }
+            return next
+        }
+        if let handle = next.close {
+            let token = self.token
+            self.threadPool.submit { _ in try? token.closeSession(handle) }
+        }
+        if let (continuation, lease) = next.handOver {
+            continuation.resume(returning: lease)
+        }
+        for continuation in next.drained {
+            continuation.resume()
+        }
+    }
+
+    private func closeSessions(_ handles: [SessionHandle]) async {
+        guard !handles.isEmpty else { return }
+        let token = self.token
+        _ = try? await self.threadPool.runIfActive {
+            for handle in handles {
+                try? token.closeSession(handle)
+            }
+        }
+    }
+
+    private static func openLoggedInSession(token: PKCS11Token, pin: PIN) throws -> SessionHandle {
+        let handle = try token.openSession()
+        do {
+            // Login belongs to the application; every new session checks it, which also restores it
+            // after the token dropped all sessions.
+            try PKCS11Session(token: token, handle: handle).login(pin)
+        } catch {
+            try? token.closeSession(handle)
+            throw error
+        }
+        return handle
+    }
+}

@@ -1,0 +1,157 @@
+import CPKCS11
+
+/// A token found on a module: where it is and what it says about itself.
+public struct PKCS11Token: Sendable {
+    public let module: PKCS11Module
+    public let slot: SlotID
+    /// The token's description of itself when it was found.
+    public let info: TokenInfo
+
+    /// The mechanisms the token offers (`C_GetMechanismList`).
+    public func mechanisms() throws -> Set<MechanismType> {
+        let getList = try self.module.function("C_GetMechanismList", \.C_GetMechanismList)
+        var count: CK_ULONG = 0
+        try PKCS11Error.check("C_GetMechanismList", getList(CK_SLOT_ID(self.slot.rawValue), nil, &count))
+        var types = [CK_MECHANISM_TYPE](repeating: 0, count: Int(count))
+        try PKCS11Error.check("C_GetMechanismList", getList(CK_SLOT_ID(self.slot.rawValue), &types, &count))
+        return Set(types.prefix(Int(count)).map { MechanismType(rawValue: UInt($0)) })
+    }
+
+    /// The token's current description (`C_GetTokenInfo`), e.g. for its session counts.
+    public func currentInfo() throws -> TokenInfo {
+        try self.module.tokenInfo(slot: self.slot)
+    }
+
+    /// Opens a read-write session (`C_OpenSession`). Prefer a ``PKCS11SessionPool``.
+    public func openSession() throws -> SessionHandle {
+        let open = try self.module.function("C_OpenSession", \.C_OpenSession)
+        var handle: CK_SESSION_HANDLE = 0
+        let flags = CK_FLAGS(CKF_SERIAL_SESSION | CKF_RW_SESSION)
+        try PKCS11Error.check("C_OpenSession", open(CK_SLOT_ID(self.slot.rawValue), flags, nil, nil, &handle))
+        return SessionHandle(rawValue: UInt(handle))
+    }
+
+    /// Closes a session (`C_CloseSession`). Closing the last session of a token logs the application out.
+    public func closeSession(_ handle: SessionHandle) throws {
+        let close = try self.module.function("C_CloseSession", \.C_CloseSession)
+        try PKCS11Error.check("C_CloseSession", close(CK_SESSION_HANDLE(handle.rawValue)))
+    }
+}
+
+/// `C_GetTokenInfo`'s answer.
+public struct TokenInfo: Sendable, Hashable {
+    /// A session limit as the token reports it.
+    public enum SessionLimit: Sendable, Hashable, CustomStringConvertible {
+        case unlimited
+        case unknown
+        case limited(Int)
+
+        init(_ value: CK_ULONG) {
+            switch value {
+            case CK_ULONG(CK_EFFECTIVELY_INFINITE): self = .unlimited
+            case CountersignCKUnavailableInformation: self = .unknown
+            default: self = .limited(Int(clamping: value))
+            }
+        }
+
+        public var description: String {
+            switch self {
+            case .unlimited: "unlimited"
+            case .unknown: "unknown"
+            case .limited(let count): String(count)
+            }
+        }
+    }
+
+    public var label: String
+    public var manufacturer: String
+    public var model: String
+    public var serialNumber: String
+    public var isInitialized: Bool
+    public var isLoginRequired: Bool
+    public var isUserPINInitialized: Bool
+    public var hasProtectedAuthenticationPath: Bool
+    public var maximumSessions: SessionLimit
+    public var maximumReadWriteSessions: SessionLimit
+    public var hardwareVersion: Version
+    public var firmwareVersion: Version
+
+    init(_ info: CK_TOKEN_INFO) {
+        self.label = paddedString(info.label)
+        self.manufacturer = paddedString(info.manufacturerID)
+        self.model = paddedString(info.model)
+        self.serialNumber = paddedString(info.serialNumber)
+        self.isInitialized = info.flags & CK_FLAGS(CKF_TOKEN_INITIALIZED) != 0
+        self.isLoginRequired = info.flags & CK_FLAGS(CKF_LOGIN_REQUIRED) != 0
+        self.isUserPINInitialized = info.flags & CK_FLAGS(CKF_USER_PIN_INITIALIZED) != 0
+        self.hasProtectedAuthenticationPath = info.flags & CK_FLAGS(CKF_PROTECTED_AUTHENTICATION_PATH) != 0
+        self.maximumSessions = SessionLimit(info.ulMaxSessionCount)
+        self.maximumReadWriteSessions = SessionLimit(info.ulMaxRwSessionCount)
+        self.hardwareVersion = Version(info.hardwareVersion)
+        self.firmwareVersion = Version(info.firmwareVersion)
+    }
+}
+
+extension PKCS11Module {
+    /// The slots that hold a token (`C_GetSlotList` with `tokenPresent`).
+    public func slotsWithToken() throws -> [SlotID] {
+        let getList = try self.function("C_GetSlotList", \.C_GetSlotList)
+        var count: CK_ULONG = 0
+        try PKCS11Error.check("C_GetSlotList", getList(CK_BBOOL(CK_TRUE), nil, &count))
+        var slots = [CK_SLOT_ID](repeating: 0, count: Int(count))
+        try PKCS11Error.check("C_GetSlotList", getList(CK_BBOOL(CK_TRUE), &slots, &count))
+        return slots.prefix(Int(count)).map { SlotID(rawValue: UInt($0)) }
+    }
+
+    /// What the token in `slot` says about itself (`C_GetTokenInfo`).
+    public func tokenInfo(slot: SlotID) throws -> TokenInfo {
+        let getInfo = try self.function("C_GetTokenInfo", \.C_GetTokenInfo)
+        var info = CK_TOKEN_INFO()
+        try PKCS11Error.check("C_GetTokenInfo", getInfo(CK_SLOT_ID(slot.rawValue), &info))
+        return TokenInfo(info)
+    }
+
+    /// Every initialized token on the module.
+    public func tokens() throws -> [PKCS11Token] {
+        try self.slotsWithToken().compactMap { slot in
+            let info = try self.tokenInfo(slot: slot)
+            return info.isInitialized ? PKCS11Token(module: self, slot: slot, info: info) : nil
+        }
+    }
+
+    /// The one initialized token with this label.
+    ///
+    /// - Throws: ``TokenLookupError`` when no token or several tokens carry the label.
+    public func token(label: String) throws -> PKCS11Token {
+        try self.uniqueToken(described: "label '\(label)'") { $0.label == label }
+    }
+
+    /// The one initialized token with this serial number.
+    ///
+    /// - Throws: ``TokenLookupError`` when no token or several tokens carry the serial number.
+    public func token(serialNumber: String) throws -> PKCS11Token {
+        try self.uniqueToken(described: "serial number '\(serialNumber)'") { $0.serialNumber == serialNumber }
+    }
+
+    private func uniqueToken(described: String, where matches: (TokenInfo) -> Bool) throws -> PKCS11Token {
+        let tokens = try self.tokens()
+        let matching = tokens.filter { matches($0.info) }
+        switch matching.count {
+        case 1:
+            return matching[0]
+        case 0:
+            let labels = tokens.map { "'\($0.info.label)'" }.joined(separator: ", ")
+            throw TokenLookupError(
+                code: .tokenNotFound,
+                reason: "no initialized token with \(described) on module '\(self.path)'"
+                    + (tokens.isEmpty ? "; the module has no initialized token" : "; tokens present: \(labels)")
+            )
+        default:
+            let slots = matching.map(\.slot.description).joined(separator: ", ")
+            throw TokenLookupError(
+                code: .ambiguousToken,
+                reason: "\(matching.count) tokens with \(described) on module '\(self.path)' (slots \(slots)); give each token a unique label or select by serial number"
+            )
+        }
+    }
+}

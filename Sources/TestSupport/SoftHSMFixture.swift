@@ -1,0 +1,152 @@
+import Foundation
+import PKCS11
+
+/// A fresh SoftHSM2 set-up for one test process: a temporary token directory with its own
+/// `softhsm2.conf`, tokens made by the project's own `hsm-config/init-token.sh`, and the module loaded
+/// with `SOFTHSM2_CONF` pointing there.
+///
+/// SoftHSM reads its configuration once, in `C_Initialize`, and `C_Initialize` belongs to the process,
+/// so there is one fixture per process: ``shared()``. Tests keep out of each other's way by labelling
+/// their keys uniquely (``uniqueLabel(_:)``).
+public final class SoftHSMFixture: Sendable {
+    /// The token every test signs with; the fixture knows its PIN.
+    public static let tokenLabel = "countersign-test"
+    /// A second token that nobody logs in to, so a wrong PIN is judged by the token rather than answered
+    /// with `CKR_USER_ALREADY_LOGGED_IN`.
+    public static let untouchedTokenLabel = "countersign-test-untouched"
+
+    public let directory: URL
+    public let configurationFile: URL
+    public let modulePath: String
+    public let module: PKCS11Module
+    /// The user PIN of both tokens, made up per run.
+    public let userPIN: String
+
+    public static func shared() throws -> SoftHSMFixture {
+        try sharedFixture.get()
+    }
+
+    /// The repository's root, found from this file's place in it.
+    public static let repositoryRoot: URL = URL(fileURLWithPath: #filePath)
+        .deletingLastPathComponent()  // TestSupport
+        .deletingLastPathComponent()  // Sources
+        .deletingLastPathComponent()
+
+    fileprivate init() throws {
+        self.modulePath = ProcessInfo.processInfo.environment["COUNTERSIGN_PKCS11_MODULE"] ?? "/usr/lib/softhsm/libsofthsm2.so"
+        self.directory = FileManager.default.temporaryDirectory
+            .appendingPathComponent("countersign-tests-\(ProcessInfo.processInfo.processIdentifier)-\(UUID().uuidString.prefix(8))")
+        self.userPIN = "test-" + UUID().uuidString.prefix(12)
+        let soPIN = "so-" + UUID().uuidString.prefix(12)
+        for label in [Self.tokenLabel, Self.untouchedTokenLabel] {
+            try Self.initializeToken(in: self.directory, label: label, soPIN: soPIN, userPIN: self.userPIN, module: self.modulePath)
+        }
+        self.configurationFile = self.directory.appendingPathComponent("softhsm2.conf")
+        setenv("SOFTHSM2_CONF", self.configurationFile.path, 1)
+        self.module = try PKCS11Module.load(path: self.modulePath)
+    }
+
+    /// The token the tests sign with.
+    public func token() throws -> PKCS11Token {
+        try self.module.token(label: Self.tokenLabel)
+    }
+
+    public func pin() -> PIN {
+        PIN(self.userPIN)
+    }
+
+    /// The environment a child process (the `countersign` CLI) needs to reach the fixture's token.
+    public func environment(pin: String? = nil) -> [String: String] {
+        var environment = ProcessInfo.processInfo.environment
+        environment["SOFTHSM2_CONF"] = self.configurationFile.path
+        environment["COUNTERSIGN_PKCS11_MODULE"] = self.modulePath
+        environment["COUNTERSIGN_TOKEN_LABEL"] = Self.tokenLabel
+        environment["COUNTERSIGN_HSM_PIN"] = pin ?? self.userPIN
+        environment["COUNTERSIGN_HSM_PIN_FILE"] = nil
+        return environment
+    }
+
+    /// Runs `hsm-config/init-token.sh` for one token in `directory`.
+    @discardableResult
+    public static func initializeToken(in directory: URL, label: String, soPIN: String, userPIN: String, module: String) throws -> ProcessResult {
+        let script = Self.repositoryRoot.appendingPathComponent("hsm-config/init-token.sh")
+        var environment = ProcessInfo.processInfo.environment
+        environment["COUNTERSIGN_HSM_DIR"] = directory.path
+        environment["COUNTERSIGN_TOKEN_LABEL"] = label
+        environment["COUNTERSIGN_HSM_SO_PIN"] = soPIN
+        environment["COUNTERSIGN_HSM_PIN"] = userPIN
+        environment["COUNTERSIGN_PKCS11_MODULE"] = module
+        let result = try ProcessResult.run(executable: URL(fileURLWithPath: "/bin/bash"), arguments: [script.path], environment: environment)
+        guard result.status == 0 else {
+            throw FixtureError(reason: "init-token.sh failed with status \(result.status): \(result.standardError)")
+        }
+        return result
+    }
+
+    /// A label no other test in this run uses.
+    public static func uniqueLabel(_ prefix: String) -> String {
+        "\(prefix)-\(UUID().uuidString.prefix(8).lowercased())"
+    }
+}
+
+private let sharedFixture = Result { try SoftHSMFixture() }
+
+public struct FixtureError: Error, CustomStringConvertible {
+    public var reason: String
+    public var description: String { self.reason }
+}
+
+/// A finished child process.
+public struct ProcessResult: Sendable {
+    public var status: Int32
+    public var standardOutput: String
+    public var standardError: String
+
+    /// Runs a program to completion and collects its output.
+    public static func run(executable: URL, arguments: [String], environment: [String: String]) throws -> ProcessResult {
+        let process = Process()
+        process.executableURL = executable
+        process.arguments = arguments
+        process.environment = environment
+        let output = Pipe()
+        let error = Pipe()
+        process.standardOutput = output
+        process.standardError = error
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        // Read both pipes before waiting so a chatty child never blocks on a full pipe.
+        let errorData = ErrorCollector(error.fileHandleForReading)
+        let outputData = output.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return ProcessResult(
+            status: process.terminationStatus,
+            standardOutput: String(decoding: outputData, as: UTF8.self),
+            standardError: String(decoding: errorData.wait(), as: UTF8.self)
+        )
+    }
+
+    /// The path of an executable product built next to the test bundle, e.g. `countersign`.
+    public static func builtProduct(_ name: String) -> URL {
+        let testBinary = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+        return testBinary.deletingLastPathComponent().appendingPathComponent(name)
+    }
+}
+
+/// Reads a pipe to its end on a thread of its own.
+private final class ErrorCollector: @unchecked Sendable {
+    // @unchecked: `data` is written by the reading thread before `done` is signalled and read only after.
+    private var data = Data()
+    private let done = DispatchSemaphore(value: 0)
+
+    init(_ handle: FileHandle) {
+        Thread.detachNewThread {
+            self.data = handle.readDataToEndOfFile()
+            self.done.signal()
+        }
+    }
+
+    func wait() -> Data {
+        self.done.wait()
+        return self.data
+    }
+}

@@ -1,0 +1,9 @@
+import ArgumentParser
+import CountersignCLI
+
+@main
+struct CountersignMain {
+    static func main() async {
+        await CountersignCommand.main()
+    }
+}
