@@ -36,6 +36,13 @@ public final class PKCS11SessionPool: Sendable {
         public var open: Int
         public var inUse: Int
         public var waiting: Int
+
+        public init(capacity: Int, open: Int, inUse: Int, waiting: Int) {
+            self.capacity = capacity
+            self.open = open
+            self.inUse = inUse
+            self.waiting = waiting
+        }
     }
 
     public let token: PKCS11Token

@@ -14,6 +14,9 @@ public final class SoftHSMFixture: Sendable {
     /// A second token that nobody logs in to, so a wrong PIN is judged by the token rather than answered
     /// with `CKR_USER_ALREADY_LOGGED_IN`.
     public static let untouchedTokenLabel = "countersign-test-untouched"
+    /// The token that child processes (the `countersign` CLI) use, so their writes never race the test
+    /// process's own view of the signing token.
+    public static let cliTokenLabel = "countersign-test-cli"
 
     public let directory: URL
     public let configurationFile: URL
@@ -38,7 +41,7 @@ public final class SoftHSMFixture: Sendable {
             .appendingPathComponent("countersign-tests-\(ProcessInfo.processInfo.processIdentifier)-\(UUID().uuidString.prefix(8))")
         self.userPIN = "test-" + UUID().uuidString.prefix(12)
         let soPIN = "so-" + UUID().uuidString.prefix(12)
-        for label in [Self.tokenLabel, Self.untouchedTokenLabel] {
+        for label in [Self.tokenLabel, Self.untouchedTokenLabel, Self.cliTokenLabel] {
             try Self.initializeToken(in: self.directory, label: label, soPIN: soPIN, userPIN: self.userPIN, module: self.modulePath)
         }
         self.configurationFile = self.directory.appendingPathComponent("softhsm2.conf")
@@ -60,7 +63,7 @@ public final class SoftHSMFixture: Sendable {
         var environment = ProcessInfo.processInfo.environment
         environment["SOFTHSM2_CONF"] = self.configurationFile.path
         environment["COUNTERSIGN_PKCS11_MODULE"] = self.modulePath
-        environment["COUNTERSIGN_TOKEN_LABEL"] = Self.tokenLabel
+        environment["COUNTERSIGN_TOKEN_LABEL"] = Self.cliTokenLabel
         environment["COUNTERSIGN_HSM_PIN"] = pin ?? self.userPIN
         environment["COUNTERSIGN_HSM_PIN_FILE"] = nil
         return environment

@@ -1,0 +1,63 @@
+# Countersign: `make run` and `make test` work on a fresh Debian machine; everything they need is set up here.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+export PATH := $(PATH):/opt/swift/usr/bin
+
+# Development token (hsm-config/init-token.sh). The PINs below are development defaults only.
+HSM_DIR        ?= $(CURDIR)/.hsm
+TOKEN_LABEL    ?= countersign
+PKCS11_MODULE  ?= /usr/lib/softhsm/libsofthsm2.so
+DEV_HSM_PIN    ?= countersign-dev
+DEV_HSM_SO_PIN ?= countersign-so-dev
+
+SWIFT_BUILD_FLAGS ?=
+APT_PACKAGES := softhsm2 opensc libp11-kit-dev libssl-dev pkg-config
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+HSM_ENV := SOFTHSM2_CONF=$(HSM_DIR)/softhsm2.conf \
+	COUNTERSIGN_PKCS11_MODULE=$(PKCS11_MODULE) \
+	COUNTERSIGN_TOKEN_LABEL=$(TOKEN_LABEL)
+
+.PHONY: help setup packages token build test run clean
+
+help:
+	@echo "make run    set up, build, and run countersign against the development token"
+	@echo "make test   set up, build, and run every test against a real SoftHSM2 token"
+	@echo "make setup  install missing system packages and create the development token"
+	@echo "make build  build the package (debug)"
+	@echo "make clean  remove build products and local state (.build, .hsm, .data)"
+
+setup: packages token
+
+# apt-get only when something is missing; `apt-get update` first, as a fresh machine has no lists.
+packages:
+	@missing=""; \
+	for package in $(APT_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$package 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$package"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+token: packages
+	@COUNTERSIGN_HSM_DIR=$(HSM_DIR) COUNTERSIGN_TOKEN_LABEL=$(TOKEN_LABEL) COUNTERSIGN_PKCS11_MODULE=$(PKCS11_MODULE) \
+		COUNTERSIGN_HSM_PIN=$(DEV_HSM_PIN) COUNTERSIGN_HSM_SO_PIN=$(DEV_HSM_SO_PIN) \
+		./hsm-config/init-token.sh
+
+build: packages
+	swift build $(SWIFT_BUILD_FLAGS)
+
+# The tests make their own tokens in a temporary directory; `setup` proves the development path works too.
+test: setup
+	swift build --build-tests $(SWIFT_BUILD_FLAGS)
+	swift test --skip-build $(SWIFT_BUILD_FLAGS)
+
+run: setup build
+	$(HSM_ENV) .build/debug/countersign hsm info
+	$(HSM_ENV) COUNTERSIGN_HSM_PIN=$(DEV_HSM_PIN) .build/debug/countersign hsm selftest
+
+clean:
+	rm -rf .build .hsm .data

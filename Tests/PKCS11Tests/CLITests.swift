@@ -1,0 +1,110 @@
+import Foundation
+import Testing
+import TestSupport
+
+@Suite("countersign hsm", .serialized)
+struct CLITests {
+    let countersign = ProcessResult.builtProduct("countersign")
+
+    @Test("selftest succeeds on the fixture token and prints each step")
+    func selftest() throws {
+        let fixture = try SoftHSMFixture.shared()
+        let result = try ProcessResult.run(executable: self.countersign, arguments: ["hsm", "selftest"], environment: fixture.environment())
+        #expect(result.status == 0, "\(result.standardOutput)\(result.standardError)")
+        let steps = result.standardOutput.split(separator: "\n").filter { $0.hasPrefix("ok    ") }
+        #expect(steps.count == 11, "\(result.standardOutput)")
+        #expect(result.standardOutput.contains("ok    verify the signature with swift-crypto"))
+        #expect(result.standardOutput.contains("ok    destroy the throw-away keys: 3 objects destroyed"))
+        #expect(result.standardOutput.contains("selftest passed"))
+    }
+
+    @Test("selftest reads the PIN from --pin-file")
+    func selftestWithPINFile() throws {
+        let fixture = try SoftHSMFixture.shared()
+        let pinFile = fixture.directory.appendingPathComponent("pin-\(UUID())")
+        try Data((fixture.userPIN + "\n").utf8).write(to: pinFile)
+        var environment = fixture.environment()
+        environment["COUNTERSIGN_HSM_PIN"] = nil
+        let result = try ProcessResult.run(executable: self.countersign, arguments: ["hsm", "selftest", "--pin-file", pinFile.path], environment: environment)
+        #expect(result.status == 0, "\(result.standardOutput)\(result.standardError)")
+    }
+
+    @Test("info lists the token and the mechanisms Countersign needs")
+    func info() throws {
+        let fixture = try SoftHSMFixture.shared()
+        let result = try ProcessResult.run(executable: self.countersign, arguments: ["hsm", "info"], environment: fixture.environment())
+        #expect(result.status == 0, "\(result.standardError)")
+        #expect(result.standardOutput.contains("token:         \(SoftHSMFixture.cliTokenLabel)"))
+        for mechanism in ["CKM_EC_KEY_PAIR_GEN", "CKM_ECDSA", "CKM_AES_KEY_GEN", "CKM_AES_GCM"] {
+            let line = result.standardOutput.split(separator: "\n").first { $0.contains(mechanism + " ") }
+            #expect(line?.contains("present") == true, "\(mechanism)")
+        }
+    }
+
+    @Test("a wrong PIN fails with CKR_PIN_INCORRECT and the PIN is never printed")
+    func wrongPIN() throws {
+        let fixture = try SoftHSMFixture.shared()
+        let wrong = "wrong-pin-\(UUID().uuidString.prefix(6))"
+        let result = try ProcessResult.run(executable: self.countersign, arguments: ["hsm", "selftest"], environment: fixture.environment(pin: wrong))
+        #expect(result.status != 0)
+        #expect(result.standardOutput.contains("FAIL  log in: C_Login failed: CKR_PIN_INCORRECT (0xA0)"))
+        #expect(!(result.standardOutput + result.standardError).contains(wrong))
+        #expect(!(result.standardOutput + result.standardError).contains(fixture.userPIN))
+    }
+
+    @Test("a missing module and an unknown token label fail with their codes")
+    func lookupFailures() throws {
+        let fixture = try SoftHSMFixture.shared()
+        let missing = try ProcessResult.run(
+            executable: self.countersign,
+            arguments: ["hsm", "info", "--module", "/nonexistent/libpkcs11.so"],
+            environment: fixture.environment()
+        )
+        #expect(missing.status != 0)
+        #expect(missing.standardError.contains("MODULE_NOT_FOUND"))
+        let unknown = try ProcessResult.run(
+            executable: self.countersign,
+            arguments: ["hsm", "info", "--token-label", "nobody-has-this"],
+            environment: fixture.environment()
+        )
+        #expect(unknown.status != 0)
+        #expect(unknown.standardError.contains("TOKEN_NOT_FOUND"))
+    }
+}
+
+@Suite("hsm-config/init-token.sh")
+struct InitTokenScriptTests {
+    @Test("running it twice creates one token, prints the module and label, and never the PINs")
+    func idempotent() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("init-token-\(UUID())")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let module = try SoftHSMFixture.shared().modulePath
+        var outputs: [String] = []
+        for _ in 0..<2 {
+            let result = try SoftHSMFixture.initializeToken(in: directory, label: "idempotent", soPIN: "so-secret-1", userPIN: "user-secret-2", module: module)
+            outputs.append(result.standardOutput + result.standardError)
+            #expect(result.standardOutput.contains("COUNTERSIGN_PKCS11_MODULE=\(module)"))
+            #expect(result.standardOutput.contains("COUNTERSIGN_TOKEN_LABEL=idempotent"))
+            #expect(result.standardOutput.contains("SOFTHSM2_CONF=\(directory.path)/softhsm2.conf"))
+        }
+        #expect(outputs[0].contains("created token 'idempotent'"))
+        #expect(outputs[1].contains("already exists"))
+        #expect(!outputs.joined().contains("so-secret-1") && !outputs.joined().contains("user-secret-2"))
+
+        var environment = ProcessInfo.processInfo.environment
+        environment["SOFTHSM2_CONF"] = directory.appendingPathComponent("softhsm2.conf").path
+        let slots = try ProcessResult.run(executable: URL(fileURLWithPath: "/usr/bin/softhsm2-util"), arguments: ["--show-slots"], environment: environment)
+        let labels = slots.standardOutput.split(separator: "\n").filter { $0.contains("Label:") && $0.contains("idempotent") }
+        #expect(labels.count == 1)
+    }
+
+    @Test("a PIN shorter than 4 characters is refused before softhsm2-util could prompt")
+    func shortPIN() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("init-token-\(UUID())")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let error = #expect(throws: FixtureError.self) {
+            try SoftHSMFixture.initializeToken(in: directory, label: "short", soPIN: "so-pin-ok", userPIN: "123", module: try SoftHSMFixture.shared().modulePath)
+        }
+        #expect(error?.reason.contains("at least 4 characters") == true)
+    }
+}

@@ -1,0 +1,148 @@
+import Crypto
+import NIOPosix
+import PKCS11
+import Testing
+import TestSupport
+
+@Suite("The session pool")
+struct SessionPoolTests {
+    @Test("a wrong PIN fails the lease with C_Login's code, returns the place, and does not hang the next caller")
+    func wrongPIN() async throws {
+        let fixture = try SoftHSMFixture.shared()
+        let threadPool = NIOThreadPool(numberOfThreads: 1)
+        threadPool.start()
+        let pool = PKCS11SessionPool(
+            token: try fixture.module.token(label: SoftHSMFixture.untouchedTokenLabel),
+            pin: PIN("wrong-pin-0000"),
+            configuration: .init(maximumSessions: 1),
+            threadPool: threadPool
+        )
+        for _ in 0..<2 {
+            let error = await #expect(throws: PKCS11Error.self) { try await pool.withSession { _ in } }
+            #expect(error == PKCS11Error(function: "C_Login", code: .pinIncorrect))
+            #expect(error?.description == "C_Login failed: CKR_PIN_INCORRECT (0xA0)")
+            #expect(pool.statistics == .init(capacity: 1, open: 0, inUse: 0, waiting: 0))
+        }
+        await pool.close()
+        try await threadPool.shutdownGracefully()
+    }
+
+    @Test("no more sessions than the capacity are opened; waiting tasks are served as sessions come back")
+    func capacity() async throws {
+        let fixture = try SoftHSMFixture.shared()
+        let threadPool = NIOThreadPool(numberOfThreads: 4)
+        threadPool.start()
+        let pool = PKCS11SessionPool(token: try fixture.token(), pin: fixture.pin(), configuration: .init(maximumSessions: 2), threadPool: threadPool)
+        #expect(pool.capacity == 2)
+        let gate = Gate()
+        try await withThrowingTaskGroup(of: SessionHandle.self) { group in
+            for _ in 0..<4 {
+                group.addTask {
+                    try await pool.withSession { (session: borrowing PKCS11Session) throws in
+                        gate.wait()
+                        return session.handle
+                    }
+                }
+            }
+            try await eventually("two leases held and two waiting") {
+                pool.statistics == .init(capacity: 2, open: 2, inUse: 2, waiting: 2)
+            }
+            gate.open()
+            var handles: Set<SessionHandle> = []
+            for try await handle in group {
+                handles.insert(handle)
+            }
+            #expect(handles.count == 2, "four leases shared two sessions")
+        }
+        #expect(pool.statistics == .init(capacity: 2, open: 2, inUse: 0, waiting: 0))
+        await pool.close()
+        #expect(pool.statistics.open == 0)
+        try await threadPool.shutdownGracefully()
+    }
+
+    @Test("a task that waits longer than the acquire timeout gets HSM_SESSION_TIMEOUT, measured on the injected clock")
+    func acquireTimeout() async throws {
+        let fixture = try SoftHSMFixture.shared()
+        let clock = ManualClock()
+        let threadPool = NIOThreadPool(numberOfThreads: 2)
+        threadPool.start()
+        let pool = PKCS11SessionPool(
+            token: try fixture.token(),
+            pin: fixture.pin(),
+            configuration: .init(maximumSessions: 1, acquireTimeout: .seconds(2)),
+            threadPool: threadPool,
+            clock: clock
+        )
+        let gate = Gate()
+        let holder = Task { try await pool.withSession { _ in gate.wait() } }
+        try await eventually("the only session is lent out") { pool.statistics.inUse == 1 }
+
+        let waiter = Task { try await pool.withSession { _ in } }
+        await clock.waitForSleepers(1)
+        clock.advance(by: .milliseconds(1999))
+        #expect(pool.statistics.waiting == 1, "still within the timeout")
+        clock.advance(by: .milliseconds(1))
+        let error = await #expect(throws: SessionPoolError.self) { try await waiter.value }
+        #expect(error?.code == .acquireTimeout)
+        #expect(error?.description == "HSM_SESSION_TIMEOUT: all 1 HSM sessions stayed busy for 2.0 seconds; the token is overloaded or not answering")
+        #expect(pool.statistics.waiting == 0)
+
+        gate.open()
+        try await holder.value
+        try await pool.withSession { _ in }  // the pool serves again once the session is back
+        await pool.close()
+        try await threadPool.shutdownGracefully()
+    }
+
+    @Test("closing fails waiting tasks, refuses new ones, and waits for the session in use")
+    func close() async throws {
+        let fixture = try SoftHSMFixture.shared()
+        let threadPool = NIOThreadPool(numberOfThreads: 2)
+        threadPool.start()
+        let pool = PKCS11SessionPool(token: try fixture.token(), pin: fixture.pin(), configuration: .init(maximumSessions: 1), threadPool: threadPool)
+        let gate = Gate()
+        let holder = Task { try await pool.withSession { _ in gate.wait(); return 42 } }
+        try await eventually("the only session is lent out") { pool.statistics.inUse == 1 }
+        let waiter = Task { try await pool.withSession { _ in 0 } }
+        try await eventually("a task waits") { pool.statistics.waiting == 1 }
+
+        let closing = Task { await pool.close() }
+        let waiterError = await #expect(throws: SessionPoolError.self) { try await waiter.value }
+        #expect(waiterError?.code == .poolClosed)
+        let lateError = await #expect(throws: SessionPoolError.self) { try await pool.withSession { _ in } }
+        #expect(lateError?.code == .poolClosed)
+
+        gate.open()
+        #expect(try await holder.value == 42, "the lease in flight finishes")
+        await closing.value
+        #expect(pool.statistics == .init(capacity: 1, open: 0, inUse: 0, waiting: 0))
+        try await threadPool.shutdownGracefully()
+    }
+
+    @Test("a session that the token no longer knows is dropped and replaced by a fresh, logged-in one")
+    func brokenSessionIsReplaced() async throws {
+        try await withFixturePool(maximumSessions: 1) { pool in
+            let first = try await pool.withSession { $0.handle }
+            let error = await #expect(throws: PKCS11Error.self) {
+                try await pool.withSession { (session: borrowing PKCS11Session) throws in
+                    try session.token.closeSession(session.handle)  // as if the HSM had restarted
+                    _ = try session.generateRandom(count: 8)
+                }
+            }
+            #expect(error?.code == .sessionHandleInvalid)
+            #expect(pool.statistics.open == 0)
+
+            let label = SoftHSMFixture.uniqueLabel("after-restart")
+            let (second, signature) = try await pool.withSession { (session: borrowing PKCS11Session) throws in
+                let pair = try session.generateP256SigningKeyPair(label: label, id: Array(label.utf8))
+                defer {
+                    try? session.destroyObject(pair.privateKey)
+                    try? session.destroyObject(pair.publicKey)
+                }
+                return (session.handle, try session.signECDSA(digest: SHA256.hash(data: [1]), with: pair.privateKey).rawRepresentation)
+            }
+            #expect(second != first)
+            #expect(signature.count == 64)
+        }
+    }
+}
