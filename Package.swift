@@ -6,18 +6,32 @@ let swiftSettings: [SwiftSetting] = [
     .enableUpcomingFeature("MemberImportVisibility"),
 ]
 
+let nioCore = Target.Dependency.product(name: "NIOCore", package: "swift-nio")
+let nioPosix = Target.Dependency.product(name: "NIOPosix", package: "swift-nio")
+let crypto = Target.Dependency.product(name: "Crypto", package: "swift-crypto")
+let logging = Target.Dependency.product(name: "Logging", package: "swift-log")
+let argumentParser = Target.Dependency.product(name: "ArgumentParser", package: "swift-argument-parser")
+
 let package = Package(
     name: "Countersign",
     platforms: [.macOS(.v15)],
     products: [
         .library(name: "PKCS11", targets: ["PKCS11"]),
+        .library(name: "CountersignClient", targets: ["CountersignClient"]),
         .executable(name: "countersign", targets: ["countersign"]),
+        .executable(name: "countersignd", targets: ["countersignd"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
-        .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
+        .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
     ],
     targets: [
         // p11-kit's pkcs11.h. The PKCS#11 module itself is dlopen'ed at run time from a configured path.
@@ -27,47 +41,66 @@ let package = Package(
             providers: [.apt(["libp11-kit-dev"])]
         ),
         // A Swift API over PKCS#11 with typed handles, owned attribute templates and a session pool.
+        .target(name: "PKCS11", dependencies: ["CPKCS11", nioCore, nioPosix, crypto, logging], swiftSettings: swiftSettings),
+        // The framed-TCP protocol: frames, the codec, message bodies, the handshake transcript.
+        .target(name: "Wire", dependencies: ["Signing", nioCore, crypto], swiftSettings: swiftSettings),
+        // Pure policy: currencies, money, tiers, decisions. No I/O.
+        .target(name: "Policy", dependencies: [crypto], swiftSettings: swiftSettings),
+        // Signed authorizations: the signer protocol, software keys, JWS and JWKS.
+        .target(name: "Signing", dependencies: ["Policy", crypto], swiftSettings: swiftSettings),
+        // The HSM backend of `Signing`: keys on a PKCS#11 token behind a circuit breaker.
+        .target(name: "HSMSigning", dependencies: ["Signing", "PKCS11", crypto, logging], swiftSettings: swiftSettings),
+        // The durable store: principals and key metadata (SQLite through GRDB).
+        .target(name: "Ledger", dependencies: [.product(name: "GRDB", package: "GRDB.swift"), crypto], swiftSettings: swiftSettings),
         .target(
-            name: "PKCS11",
+            name: "CountersignServer",
             dependencies: [
-                "CPKCS11",
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "Crypto", package: "swift-crypto"),
-                .product(name: "Logging", package: "swift-log"),
+                "Wire", "Policy", "Signing", "HSMSigning", "Ledger", "PKCS11",
+                nioCore, nioPosix, crypto, logging,
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Yams", package: "Yams"),
             ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "CountersignClient",
+            dependencies: ["Wire", nioCore, nioPosix, crypto, .product(name: "NIOSSL", package: "swift-nio-ssl")],
             swiftSettings: swiftSettings
         ),
         // Commands shared by the `countersign` executable; a library so tests can reach its pieces.
         .target(
             name: "CountersignCLI",
-            dependencies: [
-                "PKCS11",
-                .product(name: "Crypto", package: "swift-crypto"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            ],
+            dependencies: ["PKCS11", "CountersignClient", "Wire", "Signing", "Policy", crypto, nioPosix, .product(name: "NIOSSL", package: "swift-nio-ssl"), argumentParser],
             swiftSettings: swiftSettings
         ),
+        .executableTarget(name: "countersign", dependencies: ["CountersignCLI", argumentParser], swiftSettings: swiftSettings),
         .executableTarget(
-            name: "countersign",
-            dependencies: ["CountersignCLI", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            name: "countersignd",
+            dependencies: ["CountersignServer", "Policy", argumentParser, logging, .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"), .product(name: "UnixSignals", package: "swift-service-lifecycle")],
             swiftSettings: swiftSettings
         ),
-        // Test fixtures: a fresh SoftHSM2 token per test process, a manual clock.
-        .target(
-            name: "TestSupport",
-            dependencies: ["PKCS11"],
+        // Test fixtures: a fresh SoftHSM2 token per test process, a manual clock, a fault-injecting module.
+        .target(name: "TestSupport", dependencies: ["PKCS11", "CPKCS11"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "PKCS11Tests",
+            dependencies: ["PKCS11", "TestSupport", "countersign", crypto, nioPosix],
             swiftSettings: swiftSettings
         ),
         .testTarget(
-            name: "PKCS11Tests",
+            name: "WireTests",
+            dependencies: ["Wire", nioCore, crypto, .product(name: "NIOEmbedded", package: "swift-nio"), .product(name: "NIOTestUtils", package: "swift-nio")],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "CountersignTests",
             dependencies: [
-                "PKCS11",
-                "TestSupport",
-                "countersign",
-                .product(name: "Crypto", package: "swift-crypto"),
-                .product(name: "NIOPosix", package: "swift-nio"),
+                "CountersignServer", "CountersignClient", "Wire", "Policy", "Signing", "HSMSigning", "Ledger", "PKCS11", "TestSupport",
+                "countersign", "countersignd", crypto, nioCore, nioPosix, logging,
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: swiftSettings
         ),

@@ -34,7 +34,7 @@ public final class PKCS11Module: @unchecked Sendable {
 
     private static let loaded = Mutex<[String: PKCS11Module]>([:])
 
-    private init(path: String, canonicalPath: String, functions: UnsafeMutablePointer<CK_FUNCTION_LIST>, initializedHere: Bool) {
+    init(path: String, canonicalPath: String, functions: UnsafeMutablePointer<CK_FUNCTION_LIST>, initializedHere: Bool) {
         self.path = path
         self.canonicalPath = canonicalPath
         self.functions = functions

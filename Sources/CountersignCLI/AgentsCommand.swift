@@ -1,0 +1,87 @@
+import ArgumentParser
+import CountersignClient
+import Foundation
+import Wire
+
+/// `countersign agents add|list|revoke` (admins).
+struct AgentsCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "agents",
+        abstract: "Register, list and revoke principals (admin credential required).",
+        subcommands: [Add.self, List.self, Revoke.self]
+    )
+
+    struct Add: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Register a principal: its key pair is made here, only the public key goes to the server, the credential file is written with mode 0600."
+        )
+
+        @Argument(help: "The new principal's id.")
+        var id: String
+
+        @Option(help: "ES256 or Ed25519.")
+        var algorithm: String = "ES256"
+
+        @Option(help: "agent or admin.")
+        var role: String = "agent"
+
+        @Option(name: .customLong("out"), help: "Where to write the credential file (default <id>.credential).")
+        var output: String?
+
+        @OptionGroup var client: ClientOptions
+
+        func run() async throws {
+            guard let algorithm = CredentialAlgorithm(rawValue: self.algorithm) else { throw ValidationError("--algorithm is ES256 or Ed25519") }
+            guard let role = Role(rawValue: self.role) else { throw ValidationError("--role is agent or admin") }
+            let path = self.output ?? "\(self.id).credential"
+            guard !FileManager.default.fileExists(atPath: path) else {
+                throw ValidationError("'\(path)' exists; choose another --out")
+            }
+            let key = CredentialPrivateKey.generate(algorithm)
+            let connection = try await self.client.connect()
+            defer { Task { await connection.close() } }
+            let info = try await connection.addAgent(id: self.id, publicKey: key.publicKey, role: role)
+            let server = try self.client.endpoint(credential: nil)
+            try CredentialFile(principal: info.id, key: key, server: "\(server.host):\(server.port)").write(path: path)
+            print("added \(info.role.rawValue) '\(info.id)' (\(info.algorithm.rawValue)); credential written to \(path) (mode 0600)")
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List principals.")
+
+        @Flag(help: "Print JSON.")
+        var json = false
+
+        @OptionGroup var client: ClientOptions
+
+        func run() async throws {
+            let connection = try await self.client.connect()
+            defer { Task { await connection.close() } }
+            let agents = try await connection.listAgents()
+            if self.json {
+                try JSONOutput.print(AgentsList(agents: agents))
+                return
+            }
+            for agent in agents {
+                let status = agent.revokedAt.map { "revoked at \($0)" } ?? "active"
+                print("\(agent.id)\t\(agent.role.rawValue)\t\(agent.algorithm.rawValue)\t\(status)")
+            }
+        }
+    }
+
+    struct Revoke: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Revoke a principal: it can never authenticate again.")
+
+        @Argument var id: String
+
+        @OptionGroup var client: ClientOptions
+
+        func run() async throws {
+            let connection = try await self.client.connect()
+            defer { Task { await connection.close() } }
+            let info = try await connection.revokeAgent(id: self.id)
+            print("revoked '\(info.id)'")
+        }
+    }
+}

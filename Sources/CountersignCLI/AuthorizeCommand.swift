@@ -1,0 +1,79 @@
+import ArgumentParser
+import CountersignClient
+import Foundation
+import Policy
+import Wire
+
+/// `countersign authorize`: ask for a signed payment authorization and print the JWS.
+struct AuthorizeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "authorize",
+        abstract: "Request a signed payment authorization; prints the JWS (the whole response with --json)."
+    )
+
+    @OptionGroup var client: ClientOptions
+
+    @Option(help: "Amount in major units, e.g. 12.50 (at most the currency's decimals).")
+    var amount: String
+
+    @Option(help: "ISO 4217 currency code, e.g. USD.")
+    var currency: String
+
+    @Option(help: "Merchant id.")
+    var merchant: String
+
+    @Option(help: "Merchant category code (ISO 18245, four digits).")
+    var mcc: String
+
+    @Option(help: "What the agent is buying, in words.")
+    var intent: String
+
+    @Option(name: .customLong("order-hash"), help: "The merchant's order or cart hash.")
+    var orderHash: String?
+
+    @Option(name: .customLong("item"), help: "A line item as description:quantity:unit-amount-in-major-units; repeatable.")
+    var items: [String] = []
+
+    @Option(name: .customLong("idempotency-key"), help: "Unique per intended payment (default: a random UUID).")
+    var idempotencyKey: String?
+
+    @Flag(help: "Print the whole response as JSON.")
+    var json = false
+
+    func run() async throws {
+        guard let currency = Currency(code: self.currency.uppercased()) else {
+            throw ValidationError("'\(self.currency)' is not an ISO 4217 currency code")
+        }
+        guard let amount = Money(decimal: self.amount, currency: currency) else {
+            throw ValidationError("'\(self.amount)' is not an amount in \(currency.code) (at most \(currency.minorUnitDigits) decimals)")
+        }
+        let lineItems = try self.items.map { try Self.lineItem($0, currency: currency) }
+        let request = AuthorizeRequest(
+            idempotencyKey: self.idempotencyKey ?? UUID().uuidString,
+            amount: amount.minorUnits,
+            currency: currency.code,
+            merchantID: self.merchant,
+            merchantCategoryCode: self.mcc,
+            intent: Intent(description: self.intent, lineItems: lineItems.isEmpty ? nil : lineItems, orderHash: self.orderHash)
+        )
+        if lineItems.isEmpty, self.orderHash == nil {
+            throw ValidationError("give --order-hash or at least one --item")
+        }
+        let connection = try await self.client.connect()
+        defer { Task { await connection.close() } }
+        let authorization = try await connection.authorize(request)
+        if self.json {
+            try JSONOutput.print(authorization)
+        } else {
+            print(authorization.jws)
+        }
+    }
+
+    static func lineItem(_ text: String, currency: Currency) throws -> LineItem {
+        let parts = text.split(separator: ":", omittingEmptySubsequences: false)
+        guard parts.count == 3, let quantity = Int64(parts[1]), let unit = Money(decimal: String(parts[2]), currency: currency) else {
+            throw ValidationError("--item must be description:quantity:unit-amount, e.g. 'USB cable:2:4.99'")
+        }
+        return LineItem(description: String(parts[0]), quantity: quantity, unitAmount: unit.minorUnits)
+    }
+}

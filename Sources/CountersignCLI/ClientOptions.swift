@@ -1,0 +1,57 @@
+import ArgumentParser
+import CountersignClient
+import Foundation
+import NIOSSL
+import Wire
+
+/// How a command reaches the server: flags first, then the environment.
+struct ClientOptions: ParsableArguments {
+    @Option(name: .long, help: "host:port of countersignd (env COUNTERSIGN_SERVER; default 127.0.0.1:7600).")
+    var server: String?
+
+    @Option(name: .long, help: "Credential file (env COUNTERSIGN_CREDENTIAL).")
+    var credential: String?
+
+    @Option(name: .customLong("tls-ca"), help: "PEM file of the CA that signed the server's certificate; connects with TLS.")
+    var tlsCA: String?
+
+    private var environment: [String: String] { ProcessInfo.processInfo.environment }
+
+    func endpoint(credential: CredentialFile?) throws -> (host: String, port: Int) {
+        let text = self.server ?? self.environment["COUNTERSIGN_SERVER"] ?? credential?.server ?? "127.0.0.1:7600"
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (1...65535).contains(port) else {
+            throw ValidationError("--server must be host:port, not '\(text)'")
+        }
+        var host = String(text[..<colon])
+        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        return (host, port)
+    }
+
+    func credentialFile() throws -> CredentialFile {
+        guard let path = self.credential ?? self.environment["COUNTERSIGN_CREDENTIAL"] else {
+            throw ValidationError("no credential: give --credential <file> or set COUNTERSIGN_CREDENTIAL")
+        }
+        return try CredentialFile.read(path: path)
+    }
+
+    func connect() async throws -> CountersignClient {
+        let credential = try self.credentialFile()
+        let (host, port) = try self.endpoint(credential: credential)
+        var tls: TLSConfiguration?
+        if let ca = self.tlsCA {
+            var configuration = TLSConfiguration.makeClientConfiguration()
+            configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(ca))
+            tls = configuration
+        }
+        return try await CountersignClient.connect(host: host, port: port, principal: credential.principal, key: try credential.key(), tls: tls)
+    }
+}
+
+/// Prints JSON with sorted keys, one value per invocation.
+enum JSONOutput {
+    static func print(_ value: some Encodable) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
+        Swift.print(String(decoding: try encoder.encode(value), as: UTF8.self))
+    }
+}

@@ -1,0 +1,222 @@
+import NIOCore
+import NIOPosix
+import NIOSSL
+import Signing
+import Synchronization
+import Wire
+
+/// An async client for `countersignd`: connect, prove who you are, then send requests, as many at once as
+/// you like (they are pipelined on one connection and answered in any order).
+///
+/// ```swift
+/// let client = try await CountersignClient.connect(host: "127.0.0.1", port: 7600, credential: credential)
+/// let authorization = try await client.authorize(request)
+/// ```
+///
+/// Refusals throw ``WireError`` with the server's stable `code`; a dropped connection throws
+/// ``ClientError``.
+public final class CountersignClient: Sendable {
+    private let channel: any Channel
+    private let router: ResponseRouter
+    private let nextRequestID = Atomic<UInt32>(1)
+    /// The principal this connection authenticated as, and its role.
+    public let welcome: Welcome
+
+    private init(channel: any Channel, router: ResponseRouter, welcome: Welcome) {
+        self.channel = channel
+        self.router = router
+        self.welcome = welcome
+    }
+
+    /// Connects and completes the handshake.
+    ///
+    /// - Parameters:
+    ///   - tls: TLS settings for a server that listens with TLS; `nil` for plaintext (loopback).
+    ///   - serverHostname: the name to check the server's certificate against, when it differs from `host`.
+    /// - Throws: ``WireError`` (`AUTHENTICATION_FAILED`, `PRINCIPAL_REVOKED`, …) or ``ClientError``.
+    public static func connect(
+        host: String,
+        port: Int,
+        principal: String,
+        key: CredentialPrivateKey,
+        tls: TLSConfiguration? = nil,
+        serverHostname: String? = nil,
+        maximumFrameLength: Int = WireProtocol.defaultMaximumFrameLength,
+        eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+    ) async throws -> CountersignClient {
+        let sslContext = try tls.map { try NIOSSLContext(configuration: $0) }
+        let router = ResponseRouter()
+        let channel = try await ClientBootstrap(group: eventLoopGroup)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    if let sslContext {
+                        try channel.pipeline.syncOperations.addHandler(
+                            try NIOSSLClientHandler(context: sslContext, serverHostname: serverHostname ?? (host.first?.isNumber == true ? nil : host))
+                        )
+                    }
+                    try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(FrameEncoder()))
+                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder(maximumFrameLength: maximumFrameLength)))
+                    try channel.pipeline.syncOperations.addHandler(router)
+                }
+            }
+            .connect(host: host, port: port)
+            .get()
+        do {
+            let challengeFrame = try await router.send(Frame(type: .hello, requestID: 1, body: WireJSON.encode(Hello(principal: principal, client: "countersign-swift"))), on: channel)
+            let challenge = try Self.decode(Challenge.self, from: challengeFrame, expecting: .challenge)
+            guard let challengeBytes = Base64URL.decode(challenge.challenge) else {
+                throw ClientError.unexpectedResponse("the challenge is not base64url")
+            }
+            let transcript = Handshake.transcript(version: WireProtocol.version, principal: principal, challenge: challengeBytes)
+            let auth = Auth(algorithm: key.algorithm, signature: Base64URL.encode(try key.signature(for: transcript)))
+            let welcomeFrame = try await router.send(Frame(type: .auth, requestID: 2, body: WireJSON.encode(auth)), on: channel)
+            let welcome = try Self.decode(Welcome.self, from: welcomeFrame, expecting: .welcome)
+            let client = CountersignClient(channel: channel, router: router, welcome: welcome)
+            client.nextRequestID.store(3, ordering: .relaxed)
+            return client
+        } catch {
+            try? await channel.close()
+            throw error
+        }
+    }
+
+    /// Connects with a credential file's principal and key.
+    public static func connect(host: String, port: Int, credential: CredentialFile, tls: TLSConfiguration? = nil) async throws -> CountersignClient {
+        try await Self.connect(host: host, port: port, principal: credential.principal, key: try credential.key(), tls: tls)
+    }
+
+    /// Round trip with no effect.
+    public func ping() async throws {
+        _ = try await self.request(.ping, Empty(), expecting: Empty.self)
+    }
+
+    /// Asks for a signed payment authorization (agents only).
+    public func authorize(_ request: AuthorizeRequest) async throws -> Authorization {
+        try await self.request(.authorize, request, expecting: Authorization.self)
+    }
+
+    /// The published key set (JWKS).
+    public func keys() async throws -> JWKSet {
+        try await self.request(.getKeys, Empty(), expecting: JWKSet.self)
+    }
+
+    /// Registers a principal by its public key (admins only).
+    public func addAgent(id: String, publicKey: CredentialPublicKey, role: Role = .agent) async throws -> PrincipalInfo {
+        let request = AgentsAddRequest(agentID: id, algorithm: publicKey.algorithm, publicKey: Base64URL.encode(publicKey.rawRepresentation), role: role)
+        return try await self.request(.agentsAdd, request, expecting: PrincipalInfo.self)
+    }
+
+    public func listAgents() async throws -> [PrincipalInfo] {
+        try await self.request(.agentsList, Empty(), expecting: AgentsList.self).agents
+    }
+
+    public func revokeAgent(id: String) async throws -> PrincipalInfo {
+        try await self.request(.agentsRevoke, AgentsRevokeRequest(agentID: id), expecting: PrincipalInfo.self)
+    }
+
+    /// Sends any request and decodes its response. The building block of the typed methods.
+    public func request<Body: Encodable, Response: Decodable>(_ type: MessageType, _ body: Body, expecting: Response.Type) async throws -> Response {
+        let id = self.nextRequestID.wrappingAdd(1, ordering: .relaxed).oldValue
+        let frame = try await self.router.send(Frame(type: type, requestID: id, body: WireJSON.encode(body)), on: self.channel)
+        return try Self.decode(Response.self, from: frame, expecting: type.response)
+    }
+
+    /// Sends a raw frame and returns the raw answer, for tests and tools that speak the protocol by hand.
+    public func send(_ frame: Frame) async throws -> Frame {
+        try await self.router.send(frame, on: self.channel)
+    }
+
+    public func close() async {
+        try? await self.channel.close()
+    }
+
+    private static func decode<Response: Decodable>(_ type: Response.Type, from frame: Frame, expecting expected: MessageType) throws -> Response {
+        if frame.type == .error {
+            throw (try? WireJSON.decode(WireError.self, from: frame.body)) ?? ClientError.unexpectedResponse("an error frame without a valid body")
+        }
+        guard frame.type == expected else {
+            throw ClientError.unexpectedResponse("expected \(expected), got \(frame.type)")
+        }
+        do {
+            return try WireJSON.decode(type, from: frame.body)
+        } catch {
+            throw ClientError.unexpectedResponse("the \(expected) body does not decode: \(error)")
+        }
+    }
+}
+
+/// The connection failed rather than the server refusing.
+public enum ClientError: Error, Hashable, Sendable, CustomStringConvertible {
+    case connectionClosed
+    case unexpectedResponse(String)
+    case duplicateRequestID(UInt32)
+
+    public var description: String {
+        switch self {
+        case .connectionClosed: "CONNECTION_CLOSED: the server closed the connection"
+        case .unexpectedResponse(let reason): "UNEXPECTED_RESPONSE: \(reason)"
+        case .duplicateRequestID(let id): "DUPLICATE_REQUEST_ID: request id \(id) is already waiting for its answer"
+        }
+    }
+}
+
+/// Matches responses to requests by request id. Lives on the channel's event loop.
+final class ResponseRouter: ChannelInboundHandler, Sendable {
+    typealias InboundIn = Frame
+    typealias OutboundOut = Frame
+
+    private let state = Mutex<State>(State())
+
+    private struct State {
+        var pending: [UInt32: EventLoopPromise<Frame>] = [:]
+        var isClosed = false
+        /// A connection-level error (request id 0) that arrived before the close.
+        var connectionError: Frame?
+    }
+
+    func send(_ frame: Frame, on channel: any Channel) async throws -> Frame {
+        let promise = channel.eventLoop.makePromise(of: Frame.self)
+        let registered = self.state.withLock { state -> (any Error)? in
+            if state.isClosed { return ClientError.connectionClosed }
+            if state.pending[frame.requestID] != nil { return ClientError.duplicateRequestID(frame.requestID) }
+            state.pending[frame.requestID] = promise
+            return nil
+        }
+        if let registered {
+            promise.fail(registered)
+            throw registered
+        }
+        channel.writeAndFlush(frame).whenFailure { error in
+            self.state.withLock { $0.pending.removeValue(forKey: frame.requestID) }?.fail(error)
+        }
+        return try await promise.futureResult.get()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = Self.unwrapInboundIn(data)
+        let promise = self.state.withLock { state -> EventLoopPromise<Frame>? in
+            if let promise = state.pending.removeValue(forKey: frame.requestID) { return promise }
+            if frame.type == .error { state.connectionError = frame }
+            return nil
+        }
+        promise?.succeed(frame)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        let (pending, connectionError) = self.state.withLock { state in
+            state.isClosed = true
+            defer { state.pending = [:] }
+            return (state.pending, state.connectionError)
+        }
+        for (_, promise) in pending {
+            // A connection-level error (e.g. IDLE_TIMEOUT, FRAME_TOO_LARGE) explains the close better.
+            if let connectionError { promise.succeed(connectionError) } else { promise.fail(ClientError.connectionClosed) }
+        }
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+}

@@ -1,0 +1,230 @@
+import Ledger
+import Logging
+import NIOCore
+import Policy
+import Signing
+import Synchronization
+import Wire
+
+/// What the server knows of one open connection, shared between its task and the server's shutdown.
+final class ConnectionState: Sendable {
+    private struct Counters {
+        var inFlight = 0
+        var isDraining = false
+        var isAuthenticated = false
+        var lastActivity: Duration
+    }
+
+    let channel: any Channel
+    private let counters: Mutex<Counters>
+
+    init(channel: any Channel, now: Duration) {
+        self.channel = channel
+        self.counters = Mutex(Counters(lastActivity: now))
+    }
+
+    var isAuthenticated: Bool { self.counters.withLock { $0.isAuthenticated } }
+    var isDraining: Bool { self.counters.withLock { $0.isDraining } }
+
+    func authenticated() {
+        self.counters.withLock { $0.isAuthenticated = true }
+    }
+
+    func touched(at now: Duration) {
+        self.counters.withLock { $0.lastActivity = now }
+    }
+
+    /// How long the connection has been quiet with nothing in flight, or `nil` while a request runs.
+    func quietFor(now: Duration) -> Duration? {
+        self.counters.withLock { $0.inFlight == 0 ? now - $0.lastActivity : nil }
+    }
+
+    func requestStarted() {
+        self.counters.withLock { $0.inFlight += 1 }
+    }
+
+    /// Counts a request done; closes the connection if the server is draining and nothing else is in flight.
+    func requestFinished() {
+        let close = self.counters.withLock { counters -> Bool in
+            counters.inFlight -= 1
+            return counters.isDraining && counters.inFlight == 0
+        }
+        if close { self.channel.close(promise: nil) }
+    }
+
+    /// The server is shutting down: no new requests; close once the ones in flight are answered.
+    func drain() {
+        let close = self.counters.withLock { counters -> Bool in
+            counters.isDraining = true
+            return counters.inFlight == 0
+        }
+        if close { self.channel.close(promise: nil) }
+    }
+}
+
+/// Serves one connection: the handshake, then pipelined requests answered in any order.
+///
+/// Never throws: whatever a client sends, the worst it gets is an error frame and a closed connection.
+struct ConnectionHandler: Sendable {
+    let requests: RequestHandler
+    let principals: PrincipalDirectory
+    let limits: ServerConfiguration.Limits
+    let time: MonotonicTime
+    let random: RandomSource
+    let logger: Logger
+
+    private enum HandshakeState {
+        case awaitingHello
+        case awaitingAuth(principal: String, challenge: [UInt8])
+        case authenticated(principal: String)
+    }
+
+    func serve(_ channel: NIOAsyncChannel<Frame, Frame>, state: ConnectionState) async {
+        do {
+            try await channel.executeThenClose { inbound, outbound in
+                let watchdog = self.startWatchdog(state: state, outbound: outbound)
+                defer { watchdog.cancel() }
+                await withTaskGroup(of: Void.self) { requests in
+                    var handshake = HandshakeState.awaitingHello
+                    var inFlight = 0
+                    do {
+                        reading: for try await frame in inbound {
+                            state.touched(at: self.time.now)
+                            guard frame.version == WireProtocol.version else {
+                                let error = WireError(.unsupportedVersion, "protocol version \(frame.version) is not supported; this server speaks version \(WireProtocol.version)")
+                                try await outbound.write(Self.errorFrame(error, requestID: frame.requestID))
+                                break reading
+                            }
+                            switch handshake {
+                            case .awaitingHello, .awaitingAuth:
+                                let (next, reply) = await self.handshakeStep(handshake, frame: frame)
+                                handshake = next
+                                try await outbound.write(reply)
+                                if case .authenticated = next {
+                                    state.authenticated()
+                                } else if reply.type == .error, let error = try? WireJSON.decode(WireError.self, from: reply.body), error.closesConnection {
+                                    break reading
+                                }
+                            case .authenticated(let principal):
+                                if state.isDraining {
+                                    let error = WireError(.shuttingDown, "the server is shutting down; reconnect to another instance", retryable: true)
+                                    try await outbound.write(Self.errorFrame(error, requestID: frame.requestID))
+                                    continue
+                                }
+                                // Backpressure: while the connection has its maximum in flight, stop reading.
+                                while inFlight >= self.limits.maximumInFlight {
+                                    _ = await requests.next()
+                                    inFlight -= 1
+                                }
+                                inFlight += 1
+                                state.requestStarted()
+                                requests.addTask {
+                                    let response = await self.requests.respond(to: frame, from: principal)
+                                    try? await outbound.write(response)
+                                    state.touched(at: self.time.now)
+                                    state.requestFinished()
+                                }
+                            }
+                        }
+                    } catch let error as WireError {
+                        try? await outbound.write(Self.errorFrame(error, requestID: 0))
+                    } catch {
+                        self.logger.debug("connection ended", metadata: ["error": "\(error)"])
+                    }
+                    await requests.waitForAll()
+                }
+            }
+        } catch {
+            self.logger.debug("connection closed with error", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// One step of the handshake: the next state and the frame to send back.
+    private func handshakeStep(_ handshake: HandshakeState, frame: Frame) async -> (HandshakeState, Frame) {
+        func refuse(_ error: WireError, staying state: HandshakeState) -> (HandshakeState, Frame) {
+            (state, Self.errorFrame(error, requestID: frame.requestID))
+        }
+        switch (handshake, frame.type) {
+        case (.awaitingHello, .hello):
+            let hello: Hello
+            do {
+                hello = try WireJSON.decode(Hello.self, from: frame.body)
+                try PrincipalID.validate(hello.principal, field: "principal")
+            } catch {
+                return refuse(WireError(converting: error), staying: .awaitingHello)
+            }
+            // The challenge is sent whether or not the principal exists, so ids cannot be probed.
+            let challenge = self.random.bytes(Handshake.challengeLength)
+            let body = Challenge(challenge: Base64URL.encode(challenge), algorithms: CredentialAlgorithm.allCases)
+            return (.awaitingAuth(principal: hello.principal, challenge: challenge), Frame(type: .challenge, requestID: frame.requestID, body: WireJSON.encode(body)))
+
+        case (.awaitingAuth(let principal, let challenge), .auth):
+            // The challenge is spent by this one attempt, whatever its outcome.
+            let failed = WireError(.authenticationFailed, "authentication failed: unknown principal, wrong algorithm or bad signature")
+            guard let auth = try? WireJSON.decode(Auth.self, from: frame.body), let signature = Base64URL.decode(auth.signature),
+                let entry = self.principals.lookup(principal), entry.key.algorithm == auth.algorithm
+            else {
+                self.logger.notice("authentication failed", metadata: ["principal": "\(principal)"])
+                return refuse(failed, staying: .awaitingHello)
+            }
+            let transcript = Handshake.transcript(version: frame.version, principal: principal, challenge: challenge)
+            guard entry.key.isValidSignature(signature, for: transcript) else {
+                self.logger.notice("authentication failed", metadata: ["principal": "\(principal)"])
+                return refuse(failed, staying: .awaitingHello)
+            }
+            guard entry.record.revokedAt == nil else {
+                self.logger.notice("revoked principal refused", metadata: ["principal": "\(principal)"])
+                return refuse(WireError(.principalRevoked, "the credential of '\(principal)' has been revoked"), staying: .awaitingHello)
+            }
+            self.logger.info("authenticated", metadata: ["principal": "\(principal)", "role": "\(entry.role.rawValue)"])
+            let welcome = Welcome(principal: principal, role: entry.role)
+            return (.authenticated(principal: principal), Frame(type: .welcome, requestID: frame.requestID, body: WireJSON.encode(welcome)))
+
+        case (_, let type) where !MessageType.requests.contains(type):
+            return refuse(WireError(.unknownMessageType, "message type \(type) is not a request this server knows"), staying: handshake)
+        case (.awaitingHello, _):
+            return refuse(WireError(.handshakeRequired, "send HELLO and AUTH before any other request"), staying: handshake)
+        case (.awaitingAuth, _):
+            return refuse(WireError(.handshakeRequired, "answer the challenge with AUTH before any other request"), staying: handshake)
+        case (.authenticated, _):
+            return refuse(WireError(.invalidRequest, "the handshake is already complete"), staying: handshake)
+        }
+    }
+
+    /// Closes connections that do not finish the handshake in time, or stay idle too long.
+    private func startWatchdog(state: ConnectionState, outbound: NIOAsyncChannelOutboundWriter<Frame>) -> Task<Void, Never> {
+        Task {
+            do {
+                try await self.time.sleep(for: self.limits.handshakeTimeout)
+                if !state.isAuthenticated {
+                    let error = WireError(.handshakeTimeout, "the handshake did not complete within \(self.limits.handshakeTimeout)")
+                    try? await outbound.write(Self.errorFrame(error, requestID: 0))
+                    state.channel.close(promise: nil)
+                    return
+                }
+                while true {
+                    let quiet = state.quietFor(now: self.time.now) ?? .zero
+                    if quiet >= self.limits.idleTimeout {
+                        let error = WireError(.idleTimeout, "the connection was idle for \(self.limits.idleTimeout)", retryable: true)
+                        try? await outbound.write(Self.errorFrame(error, requestID: 0))
+                        state.channel.close(promise: nil)
+                        return
+                    }
+                    try await self.time.sleep(for: self.limits.idleTimeout - quiet)
+                }
+            } catch {
+                return  // cancelled: the connection ended
+            }
+        }
+    }
+
+    static func errorFrame(_ error: WireError, requestID: UInt32) -> Frame {
+        Frame(type: .error, requestID: requestID, body: WireJSON.encode(error))
+    }
+}
+
+extension WireError {
+    init(converting error: any Error) {
+        self = (error as? WireError) ?? WireError(.invalidRequest, "\(error)")
+    }
+}

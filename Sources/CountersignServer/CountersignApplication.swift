@@ -1,0 +1,166 @@
+import Foundation
+import HSMSigning
+import Ledger
+import Logging
+import NIOCore
+import NIOPosix
+import NIOSSL
+import PKCS11
+import Policy
+import ServiceLifecycle
+import Signing
+import Wire
+
+/// What the server takes from its surroundings; tests replace any of it.
+public struct ServerEnvironment: Sendable {
+    public var time: MonotonicTime = .continuous
+    public var wallClock: WallClock = .system
+    public var random: RandomSource = .system
+    public var logger = Logger(label: "countersign")
+    /// A module to use instead of loading `hsm.module` (tests inject faults through one).
+    public var pkcs11Module: PKCS11Module?
+    public var eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+
+    public init() {}
+}
+
+/// The assembled server: store, HSM, keys, principals and both listeners, as services for one `ServiceGroup`.
+public final class CountersignApplication: Sendable {
+    public let configuration: ServerConfiguration
+    public let store: LedgerStore
+    public let hsm: HSMRuntime
+    public let keyRing: KeyRing
+    public let framedServer: FramedServer
+    public let httpServer: HTTPServer
+    public let metrics: ServerMetrics
+
+    /// Opens the store, logs in to the HSM, loads every tier's key and the principals.
+    /// - Throws: ``StartupError``, ``ConfigurationError`` or an HSM error, each with a reason to act on.
+    public init(configuration: ServerConfiguration, pin: PIN, environment: ServerEnvironment = .init()) async throws {
+        try configuration.validateTransportSecurity()
+        self.configuration = configuration
+        self.store = try Self.openStore(dataDirectory: configuration.dataDirectory)
+        self.hsm = try HSMRuntime(configuration: configuration.hsm, pin: pin, time: environment.time, logger: environment.logger, module: environment.pkcs11Module)
+        do {
+            self.keyRing = try await KeyRing.load(tiers: configuration.tiers, store: self.store, hsm: self.hsm)
+        } catch {
+            await self.hsm.shutdown()
+            throw error
+        }
+        let principals = PrincipalDirectory(store: self.store)
+        try await principals.load()
+        let metrics = ServerMetrics()
+        self.metrics = metrics
+        let requests = RequestHandler(
+            keyRing: self.keyRing, principals: principals, issuer: configuration.issuer, wallClock: environment.wallClock, time: environment.time,
+            random: environment.random, metrics: metrics, logger: environment.logger
+        )
+        let connections = ConnectionHandler(
+            requests: requests, principals: principals, limits: configuration.limits, time: environment.time, random: environment.random,
+            logger: environment.logger
+        )
+        self.framedServer = FramedServer(
+            endpoint: configuration.listen, tls: try configuration.tls.map(Self.tlsContext), limits: configuration.limits,
+            connectionHandler: connections, group: environment.eventLoopGroup, metrics: metrics, logger: environment.logger
+        )
+        let keyRing = self.keyRing
+        let hsm = self.hsm
+        let store = self.store
+        self.httpServer = HTTPServer(
+            endpoint: configuration.http,
+            routes: .init(
+                keySet: { keyRing.keySet },
+                metrics: {
+                    let statistics = hsm.pool.statistics
+                    let breakerOpen = if case .closed = hsm.signer.breaker.currentState { false } else { true }
+                    metrics.hsmPool(open: statistics.open, inUse: statistics.inUse, waiting: statistics.waiting, breakerOpen: breakerOpen)
+                    return metrics.exposition()
+                },
+                notReadyBecause: {
+                    guard (try? await store.principals()) != nil else { return "the store does not answer" }
+                    guard await hsm.signer.isReady() else { return "the HSM does not answer" }
+                    return nil
+                }
+            ),
+            group: environment.eventLoopGroup,
+            logger: environment.logger
+        )
+    }
+
+    /// The services in start order; `ServiceGroup` stops them in reverse: the framed listener first (in-flight
+    /// requests are answered), then HTTP, then the HSM (sessions closed, module finalized).
+    public var services: [any Service] {
+        [HSMShutdownService(hsm: self.hsm), self.httpServer, self.framedServer]
+    }
+
+    static func openStore(dataDirectory: String) throws -> LedgerStore {
+        do {
+            try FileManager.default.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        } catch {
+            throw StartupError("cannot create the data directory '\(dataDirectory)': \(error.localizedDescription)")
+        }
+        return try LedgerStore(path: (dataDirectory as NSString).appendingPathComponent("countersign.sqlite"))
+    }
+
+    static func tlsContext(_ tls: ServerConfiguration.TLS) throws -> NIOSSLContext {
+        do {
+            let chain = try NIOSSLCertificate.fromPEMFile(tls.certificatePath).map { NIOSSLCertificateSource.certificate($0) }
+            let key = try NIOSSLPrivateKey(file: tls.privateKeyPath, format: .pem)
+            var configuration = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(key))
+            configuration.minimumTLSVersion = .tlsv12
+            return try NIOSSLContext(configuration: configuration)
+        } catch {
+            throw StartupError("cannot load the TLS certificate '\(tls.certificatePath)' and key '\(tls.privateKeyPath)': \(error)")
+        }
+    }
+}
+
+/// Keeps the HSM until every listener has stopped, then closes its sessions and finalizes the module.
+struct HSMShutdownService: Service {
+    let hsm: HSMRuntime
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        await self.hsm.shutdown()
+    }
+}
+
+/// `countersignd init`: what it created.
+public struct InitializationReport: Sendable {
+    public var created: [String]
+    /// Where the first admin's credential was written, if it was.
+    public var adminCredentialPath: String?
+}
+
+extension CountersignApplication {
+    /// Creates the store, the sealing key and every tier's first key version, and the first admin with its
+    /// credential file (mode 0600). Idempotent: what exists is kept.
+    public static func initialize(
+        configuration: ServerConfiguration, pin: PIN, adminID: String = "admin", environment: ServerEnvironment = .init()
+    ) async throws -> InitializationReport {
+        let store = try Self.openStore(dataDirectory: configuration.dataDirectory)
+        let hsm = try HSMRuntime(configuration: configuration.hsm, pin: pin, time: environment.time, logger: environment.logger, module: environment.pkcs11Module)
+        do {
+            var report = InitializationReport(created: [], adminCredentialPath: nil)
+            report.created += try await KeyRing.provision(tiers: configuration.tiers, store: store, hsm: hsm, now: environment.wallClock.secondsSince1970, random: environment.random)
+            if try await !store.principals().contains(where: { $0.role == Role.admin.rawValue }) {
+                let path = (configuration.dataDirectory as NSString).appendingPathComponent("\(adminID).credential")
+                let key = CredentialPrivateKey.generate(.es256)
+                try CredentialFile(principal: adminID, key: key, server: configuration.listen.description).write(path: path)
+                try await store.insertPrincipal(
+                    PrincipalRecord(
+                        id: adminID, role: Role.admin.rawValue, algorithm: key.algorithm.rawValue, publicKey: key.publicKey.rawRepresentation,
+                        createdAt: environment.wallClock.secondsSince1970
+                    )
+                )
+                report.created.append("admin '\(adminID)' with its credential in \(path)")
+                report.adminCredentialPath = path
+            }
+            await hsm.shutdown()
+            return report
+        } catch {
+            await hsm.shutdown()
+            throw error
+        }
+    }
+}

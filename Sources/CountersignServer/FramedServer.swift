@@ -1,0 +1,116 @@
+import Logging
+import NIOCore
+import NIOPosix
+import NIOSSL
+import Policy
+import ServiceLifecycle
+import Synchronization
+import Wire
+
+/// The framed-TCP listener (default `127.0.0.1:7600`).
+///
+/// On graceful shutdown it stops accepting, refuses new requests on open connections with `SHUTTING_DOWN`,
+/// answers every request already in flight, then closes.
+public final class FramedServer: Service, Sendable {
+    private let endpoint: ServerConfiguration.Endpoint
+    private let tls: NIOSSLContext?
+    private let limits: ServerConfiguration.Limits
+    private let connectionHandler: ConnectionHandler
+    private let group: any EventLoopGroup
+    private let metrics: ServerMetrics
+    private let logger: Logger
+    private let bound: EventLoopPromise<SocketAddress>
+    private let connections = Mutex<[ObjectIdentifier: ConnectionState]>([:])
+    private let isShuttingDown = Atomic<Bool>(false)
+
+    init(
+        endpoint: ServerConfiguration.Endpoint, tls: NIOSSLContext?, limits: ServerConfiguration.Limits, connectionHandler: ConnectionHandler,
+        group: any EventLoopGroup, metrics: ServerMetrics, logger: Logger
+    ) {
+        self.endpoint = endpoint
+        self.tls = tls
+        self.limits = limits
+        self.connectionHandler = connectionHandler
+        self.group = group
+        self.metrics = metrics
+        self.logger = logger
+        self.bound = group.next().makePromise()
+    }
+
+    /// Where the listener is bound, once it is (port 0 in the configuration picks a free port).
+    public var localAddress: SocketAddress {
+        get async throws { try await self.bound.futureResult.get() }
+    }
+
+    public func run() async throws {
+        let maximumFrameLength = self.limits.maximumFrameLength
+        let tls = self.tls
+        let server: NIOAsyncChannel<NIOAsyncChannel<Frame, Frame>, Never>
+        do {
+            server = try await ServerBootstrap(group: self.group)
+                .serverChannelOption(.backlog, value: 512)
+                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+                .bind(host: self.endpoint.host, port: self.endpoint.port) { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        if let tls {
+                            try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls))
+                        }
+                        try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(FrameEncoder()))
+                        try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder(maximumFrameLength: maximumFrameLength)))
+                        return try NIOAsyncChannel<Frame, Frame>(wrappingChannelSynchronously: channel)
+                    }
+                }
+        } catch {
+            self.bound.fail(error)
+            throw StartupError("cannot listen on \(self.endpoint): \(error)")
+        }
+        self.bound.succeed(server.channel.localAddress!)
+        self.logger.notice("listening", metadata: ["address": "\(server.channel.localAddress!)", "tls": "\(tls != nil)"])
+
+        try await withGracefulShutdownHandler {
+            try await server.executeThenClose { inbound in
+                try await withThrowingDiscardingTaskGroup { group in
+                    for try await connection in inbound {
+                        group.addTask { await self.accept(connection) }
+                    }
+                }
+            }
+        } onGracefulShutdown: {
+            self.logger.notice("shutting down: no new connections, answering requests in flight")
+            self.isShuttingDown.store(true, ordering: .sequentiallyConsistent)
+            server.channel.close(promise: nil)
+            for connection in self.connections.withLock({ Array($0.values) }) {
+                connection.drain()
+            }
+        }
+        self.logger.notice("framed listener stopped")
+    }
+
+    private func accept(_ connection: NIOAsyncChannel<Frame, Frame>) async {
+        let state = ConnectionState(channel: connection.channel, now: self.connectionHandler.time.now)
+        let key = ObjectIdentifier(state)
+        let admitted = self.connections.withLock { connections -> Bool in
+            guard connections.count < self.limits.maximumConnections else { return false }
+            connections[key] = state
+            return true
+        }
+        guard admitted else {
+            let error = WireError(.tooManyConnections, "the server has its maximum of \(self.limits.maximumConnections) connections", retryable: true)
+            try? await connection.executeThenClose { _, outbound in
+                try await outbound.write(ConnectionHandler.errorFrame(error, requestID: 0))
+            }
+            return
+        }
+        self.metrics.connectionsChanged(open: self.connections.withLock { $0.count })
+        if self.isShuttingDown.load(ordering: .sequentiallyConsistent) {
+            state.drain()
+        }
+        await self.connectionHandler.serve(connection, state: state)
+        let open = self.connections.withLock { connections -> Int in
+            connections[key] = nil
+            return connections.count
+        }
+        self.metrics.connectionsChanged(open: open)
+    }
+}

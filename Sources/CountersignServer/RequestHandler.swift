@@ -1,0 +1,211 @@
+import Crypto
+import Foundation
+import Ledger
+import Logging
+import NIOCore
+import Policy
+import Signing
+import Wire
+
+/// Random bytes, injectable so tests can fix them.
+public struct RandomSource: Sendable {
+    private let generate: @Sendable (Int) -> [UInt8]
+
+    public init(_ generate: @escaping @Sendable (Int) -> [UInt8]) {
+        self.generate = generate
+    }
+
+    public func bytes(_ count: Int) -> [UInt8] { self.generate(count) }
+
+    public static let system = RandomSource { count in
+        var generator = SystemRandomNumberGenerator()
+        return (0..<count).map { _ in UInt8.random(in: .min ... .max, using: &generator) }
+    }
+}
+
+/// Answers the requests of an authenticated principal: one frame in, one frame out, never a throw.
+final class RequestHandler: Sendable {
+    private let keyRing: KeyRing
+    private let principals: PrincipalDirectory
+    private let issuer: String
+    private let wallClock: WallClock
+    private let time: MonotonicTime
+    private let random: RandomSource
+    private let metrics: ServerMetrics
+    private let logger: Logger
+
+    init(
+        keyRing: KeyRing, principals: PrincipalDirectory, issuer: String, wallClock: WallClock, time: MonotonicTime, random: RandomSource,
+        metrics: ServerMetrics, logger: Logger
+    ) {
+        self.keyRing = keyRing
+        self.principals = principals
+        self.issuer = issuer
+        self.wallClock = wallClock
+        self.time = time
+        self.random = random
+        self.metrics = metrics
+        self.logger = logger
+    }
+
+    func respond(to frame: Frame, from principal: String) async -> Frame {
+        let started = self.time.now
+        let type = frame.type.name ?? "unknown"
+        let result: Result<ByteBuffer, WireError>
+        do {
+            result = .success(try await self.dispatch(frame, from: principal))
+        } catch let error as WireError {
+            result = .failure(error)
+        } catch {
+            self.logger.error("request failed", metadata: ["type": "\(type)", "principal": "\(principal)", "error": "\(error)"])
+            result = .failure(WireError(.internalError, "the server failed to handle the request; the error is in its log", retryable: true))
+        }
+        let outcome: String
+        let response: Frame
+        switch result {
+        case .success(let body):
+            outcome = "ok"
+            response = Frame(type: frame.type.response, requestID: frame.requestID, body: body)
+        case .failure(let error):
+            outcome = error.code.rawValue
+            response = Frame(type: .error, requestID: frame.requestID, body: WireJSON.encode(error))
+        }
+        self.metrics.requestAnswered(type: type, outcome: outcome, duration: self.time.now - started)
+        return response
+    }
+
+    private func dispatch(_ frame: Frame, from principalID: String) async throws -> ByteBuffer {
+        // The directory is consulted on every request so that a revocation also ends open connections' rights.
+        guard let principal = self.principals.lookup(principalID), principal.record.revokedAt == nil else {
+            throw WireError(.principalRevoked, "the credential of '\(principalID)' has been revoked")
+        }
+        switch frame.type {
+        case .ping:
+            _ = try WireJSON.decode(Empty.self, from: frame.body)
+            return WireJSON.encode(Empty())
+        case .getKeys:
+            _ = try WireJSON.decode(Empty.self, from: frame.body)
+            return WireJSON.encode(self.keyRing.keySet)
+        case .authorize:
+            try Self.require(.agent, principal.role, for: frame.type)
+            let request = try Self.decode(AuthorizeRequest.self, from: frame.body)
+            return WireJSON.encode(try await self.authorize(request, agent: principalID))
+        case .agentsAdd:
+            try Self.require(.admin, principal.role, for: frame.type)
+            let request = try Self.decode(AgentsAddRequest.self, from: frame.body)
+            let key = try CredentialPublicKey(algorithm: request.algorithm, base64URL: request.publicKey)
+            let record: PrincipalRecord
+            do {
+                record = try await self.principals.add(id: request.agentID, role: request.role ?? .agent, key: key, at: self.wallClock.secondsSince1970)
+            } catch let error as LedgerError where error.code == .principalExists {
+                throw WireError(.principalExists, error.reason)
+            }
+            self.logger.notice("principal added", metadata: ["by": "\(principalID)", "principal": "\(record.id)", "role": "\(record.role)"])
+            return WireJSON.encode(record.info)
+        case .agentsList:
+            try Self.require(.admin, principal.role, for: frame.type)
+            _ = try WireJSON.decode(Empty.self, from: frame.body)
+            return WireJSON.encode(AgentsList(agents: self.principals.all().compactMap(\.info)))
+        case .agentsRevoke:
+            try Self.require(.admin, principal.role, for: frame.type)
+            let request = try Self.decode(AgentsRevokeRequest.self, from: frame.body)
+            let record: PrincipalRecord
+            do {
+                record = try await self.principals.revoke(id: request.agentID, at: self.wallClock.secondsSince1970)
+            } catch let error as LedgerError where error.code == .principalNotFound {
+                throw WireError(.principalNotFound, error.reason)
+            }
+            self.logger.notice("principal revoked", metadata: ["by": "\(principalID)", "principal": "\(record.id)"])
+            return WireJSON.encode(record.info)
+        case .hello, .auth:
+            throw WireError(.invalidRequest, "the handshake is already complete on this connection")
+        default:
+            throw WireError(.unknownMessageType, "message type \(frame.type) is not a request this server knows")
+        }
+    }
+
+    private static func require(_ role: Role, _ actual: Role, for type: MessageType) throws(WireError) {
+        guard role == actual else {
+            throw WireError(.forbidden, "\(type.name ?? "this request") is for \(role.rawValue)s; this credential is an \(actual.rawValue)'s")
+        }
+    }
+
+    private static func decode<Request: ValidatedRequest>(_ type: Request.Type, from body: ByteBuffer) throws(WireError) -> Request {
+        let request = try WireJSON.decode(type, from: body)
+        try request.validate()
+        return request
+    }
+
+    // MARK: Authorization
+
+    private func authorize(_ request: AuthorizeRequest, agent: String) async throws -> Authorization {
+        let started = self.time.now
+        var tierName = "none"
+        do {
+            let authorization = try await self.decide(request, agent: agent, tierName: &tierName)
+            self.metrics.authorizationDecided(tier: tierName, outcome: "authorized", duration: self.time.now - started)
+            return authorization
+        } catch let error as WireError {
+            self.metrics.authorizationDecided(tier: tierName, outcome: error.code.rawValue, duration: self.time.now - started)
+            throw error
+        }
+    }
+
+    private func decide(_ request: AuthorizeRequest, agent: String, tierName: inout String) async throws -> Authorization {
+        guard let currency = Currency(code: request.currency) else {
+            throw WireError(.currencyNotAccepted, "'\(request.currency)' is not an ISO 4217 currency")
+        }
+        let amount = Money(minorUnits: request.amount, currency: currency)
+        let tier: Tier
+        switch self.keyRing.tiers.tier(for: amount) {
+        case .success(let found):
+            tier = found
+        case .failure(.currencyNotAccepted(let code, let accepted)):
+            throw WireError(.currencyNotAccepted, "\(code) is not accepted; this server authorizes \(accepted.joined(separator: ", "))")
+        case .failure(.amountAboveLimit(let money)):
+            throw WireError(.amountAboveLimit, "\(money) is above the highest tier's limit")
+        }
+        tierName = tier.name
+        guard let key = self.keyRing.key(for: tier) else {
+            throw WireError(.signingUnavailable, "no active key for tier '\(tier.name)'", retryable: true)
+        }
+        let now = self.wallClock.secondsSince1970
+        let claims = AuthorizationClaims(
+            iss: self.issuer,
+            sub: agent,
+            aud: request.merchantID,
+            jti: Base64URL.encode(self.random.bytes(16)),
+            iat: now,
+            nbf: now,
+            exp: now + tier.lifetimeSeconds,
+            amount: request.amount,
+            currency: currency.code,
+            mcc: request.merchantCategoryCode,
+            intentHash: IntentHash.of(request.intent),
+            tier: tier.name,
+            policyVersion: self.keyRing.tiers.version
+        )
+        let jws: String
+        do {
+            jws = try await CompactJWS.sign(claims, with: key)
+        } catch let error as SigningError {
+            switch error.code {
+            case .hsmUnavailable: throw WireError(.hsmUnavailable, error.reason, retryable: true)
+            case .keyUnavailable: throw WireError(.signingUnavailable, error.reason, retryable: true)
+            }
+        }
+        return Authorization(
+            jws: jws, authorizationID: claims.jti, tier: tier.name, kid: key.keyID.kid, keyName: key.keyID.name, keyVersion: key.keyID.version,
+            keyBackend: key.backend.rawValue, expiresAt: claims.exp
+        )
+    }
+}
+
+/// The hash of an agent's stated intent, bound into its authorization.
+public enum IntentHash {
+    /// base64url of SHA-256 over the intent's canonical JSON (sorted keys, no whitespace, no escaped '/').
+    public static func of(_ intent: Intent) -> String {
+        let canonical = WireJSON.encode(intent)
+        return Base64URL.encode(Array(SHA256.hash(data: Data(canonical.readableBytesView))))
+    }
+}

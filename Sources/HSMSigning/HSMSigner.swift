@@ -1,0 +1,152 @@
+import Crypto
+import Foundation
+import Logging
+import PKCS11
+import Policy
+import Signing
+import Synchronization
+
+/// Signs with keys on the HSM, through the session pool, within a deadline, behind a circuit breaker.
+///
+/// An HSM that errors or stops answering costs a caller at most ``Configuration/timeout``; then the breaker
+/// opens and callers are refused at once with `HSM_UNAVAILABLE` until a probe succeeds. There is no fallback
+/// to a software key, ever.
+public final class HSMSigner: Sendable {
+    public struct Configuration: Sendable {
+        /// The longest a signature may take, waiting for a session included.
+        public var timeout: Duration
+        public var failureThreshold: Int
+        public var cooldown: Duration
+
+        public init(timeout: Duration = .seconds(2), failureThreshold: Int = 3, cooldown: Duration = .seconds(5)) {
+            self.timeout = timeout
+            self.failureThreshold = failureThreshold
+            self.cooldown = cooldown
+        }
+    }
+
+    public let pool: PKCS11SessionPool
+    public let breaker: CircuitBreaker
+    private let timeout: Duration
+    private let time: MonotonicTime
+    private let logger: Logger
+
+    public init(pool: PKCS11SessionPool, configuration: Configuration = .init(), time: MonotonicTime, logger: Logger = Logger(label: "countersign.hsm")) {
+        self.pool = pool
+        self.timeout = configuration.timeout
+        self.time = time
+        self.logger = logger
+        self.breaker = CircuitBreaker(failureThreshold: configuration.failureThreshold, cooldown: configuration.cooldown, time: time)
+    }
+
+    /// Signs a SHA-256 digest with a private key on the token; returns raw `r‖s`.
+    ///
+    /// - Throws: ``SigningError`` with `HSM_UNAVAILABLE` when the breaker is open, the token fails, or the
+    ///   deadline passes.
+    public func sign(digest: SHA256Digest, with privateKey: ObjectHandle) async throws -> [UInt8] {
+        switch self.breaker.admit() {
+        case .refused(let retryAfter):
+            throw SigningError(.hsmUnavailable, "the HSM is failing; high-value signing is paused (next probe in \(retryAfter.roundedUpToSeconds) s)")
+        case .allowed, .probe:
+            break
+        }
+        let pool = self.pool
+        do {
+            let signature = try await withDeadline(self.timeout, time: self.time) {
+                try await pool.withSession { session in
+                    Array(try session.signECDSA(digest: digest, with: privateKey).rawRepresentation)
+                }
+            }
+            self.breaker.recordSuccess()
+            return signature
+        } catch let error as DeadlineExceeded {
+            self.breaker.recordFailure()
+            self.logger.error("HSM signing timed out", metadata: ["timeout": "\(error.timeout)", "breaker": "\(self.breaker.currentState)"])
+            throw SigningError(.hsmUnavailable, "the HSM did not answer within \(self.timeout)")
+        } catch {
+            self.breaker.recordFailure()
+            self.logger.error("HSM signing failed", metadata: ["error": "\(error)", "breaker": "\(self.breaker.currentState)"])
+            throw SigningError(.hsmUnavailable, "the HSM could not sign: \(error)")
+        }
+    }
+
+    /// Whether the token answers now: a session is lent and `C_GetSessionInfo`-free work (random bytes) runs.
+    public func isReady() async -> Bool {
+        if case .open = self.breaker.currentState { return false }
+        let pool = self.pool
+        return (try? await withDeadline(self.timeout, time: self.time) {
+            try await pool.withSession { session in _ = try session.generateRandom(count: 1) }
+        }) != nil
+    }
+}
+
+/// A P-256 signing key version on the HSM.
+public struct HSMSigningKey: AuthorizationSigningKey {
+    public let keyID: KeyID
+    public let publicKeyX963: Data
+    public var backend: KeyBackend { .hsm }
+    private let privateKey: ObjectHandle
+    private let signer: HSMSigner
+
+    public init(keyID: KeyID, publicKeyX963: Data, privateKey: ObjectHandle, signer: HSMSigner) {
+        self.keyID = keyID
+        self.publicKeyX963 = publicKeyX963
+        self.privateKey = privateKey
+        self.signer = signer
+    }
+
+    public func sign(_ message: [UInt8]) async throws -> [UInt8] {
+        try await self.signer.sign(digest: SHA256.hash(data: message), with: self.privateKey)
+    }
+}
+
+/// The deadline passed before the work finished.
+public struct DeadlineExceeded: Error, Sendable {
+    public var timeout: Duration
+}
+
+/// Runs `work` and returns its result, or throws ``DeadlineExceeded`` after `timeout` on `time`.
+///
+/// Unlike a task group, this does not wait for `work` to finish once the deadline passes: a PKCS#11 call
+/// that hangs cannot be cancelled, and the caller must not hang with it. The abandoned work finishes (or
+/// not) on its own; its result is discarded.
+public func withDeadline<Result: Sendable>(
+    _ timeout: Duration,
+    time: MonotonicTime,
+    _ work: @escaping @Sendable () async throws -> Result
+) async throws -> Result {
+    let outcome = ResumeOnce<Result>()
+    return try await withCheckedThrowingContinuation { continuation in
+        outcome.set(continuation)
+        let timer = Task {
+            guard (try? await time.sleep(for: timeout)) != nil else { return }  // cancelled: the work finished
+            outcome.take()?.resume(throwing: DeadlineExceeded(timeout: timeout))
+        }
+        Task {
+            let result: Swift.Result<Result, any Error>
+            do { result = .success(try await work()) } catch { result = .failure(error) }
+            timer.cancel()
+            outcome.take()?.resume(with: result)
+        }
+    }
+}
+
+/// A continuation that exactly one of several racers resumes.
+private final class ResumeOnce<Result: Sendable>: Sendable {
+    private let continuation = Mutex<CheckedContinuation<Result, any Error>?>(nil)
+
+    func set(_ continuation: CheckedContinuation<Result, any Error>) {
+        self.continuation.withLock { $0 = continuation }
+    }
+
+    func take() -> CheckedContinuation<Result, any Error>? {
+        self.continuation.withLock { $0.take() }
+    }
+}
+
+extension Duration {
+    var roundedUpToSeconds: Int64 {
+        let (seconds, attoseconds) = self.components
+        return attoseconds > 0 ? seconds + 1 : seconds
+    }
+}

@@ -1,0 +1,224 @@
+import Foundation
+import GRDB
+
+/// The durable store: principals and key versions (SQLite through GRDB, WAL mode).
+///
+/// Every method is async and runs on GRDB's own queues, never on an event loop. The schema is created
+/// and migrated on open.
+public final class LedgerStore: Sendable {
+    public let path: String
+    private let database: DatabasePool
+
+    /// Opens (creating if needed) the store at `path`.
+    /// - Throws: ``LedgerError`` when the file cannot be opened or migrated.
+    public init(path: String) throws {
+        self.path = path
+        do {
+            var configuration = Configuration()
+            configuration.busyMode = .timeout(5)
+            self.database = try DatabasePool(path: path, configuration: configuration)
+            try Self.migrator.migrate(self.database)
+        } catch {
+            throw LedgerError(.storeUnavailable, "cannot open the store at '\(path)': \(error)")
+        }
+    }
+
+    private static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1: principals and key versions") { db in
+            try db.create(table: "principal") { table in
+                table.primaryKey("id", .text)
+                table.column("role", .text).notNull()
+                table.column("algorithm", .text).notNull()
+                table.column("publicKey", .blob).notNull()
+                table.column("createdAt", .integer).notNull()
+                table.column("revokedAt", .integer)
+            }
+            try db.create(table: "keyVersion") { table in
+                table.column("name", .text).notNull()
+                table.column("version", .integer).notNull()
+                table.column("backend", .text).notNull()
+                table.column("state", .text).notNull()
+                table.column("publicKey", .blob).notNull()
+                table.column("sealedPrivateKey", .blob)
+                table.column("hsmLabel", .text)
+                table.column("hsmID", .blob)
+                table.column("createdAt", .integer).notNull()
+                table.primaryKey(["name", "version"])
+            }
+        }
+        migrator.registerMigration("v1: settings") { db in
+            try db.create(table: "setting") { table in
+                table.primaryKey("name", .text)
+                table.column("value", .blob).notNull()
+            }
+        }
+        return migrator
+    }
+
+    // MARK: Settings
+
+    /// The value stored under `name`, storing `proposed` first if there is none. Atomic: two callers racing
+    /// get the same value.
+    public func setting(_ name: String, storingIfAbsent proposed: Data) async throws -> Data {
+        try await self.write { db in
+            try db.execute(sql: "INSERT OR IGNORE INTO setting (name, value) VALUES (?, ?)", arguments: [name, proposed])
+            return try Data.fetchOne(db, sql: "SELECT value FROM setting WHERE name = ?", arguments: [name])!
+        }
+    }
+
+    public func setting(_ name: String) async throws -> Data? {
+        try await self.read { db in try Data.fetchOne(db, sql: "SELECT value FROM setting WHERE name = ?", arguments: [name]) }
+    }
+
+    // MARK: Principals
+
+    /// Registers a principal.
+    /// - Throws: ``LedgerError`` with `PRINCIPAL_EXISTS` when the id is taken, even by a revoked principal.
+    public func insertPrincipal(_ principal: PrincipalRecord) async throws {
+        try await self.write { db in
+            if try PrincipalRecord.fetchOne(db, key: principal.id) != nil {
+                throw LedgerError(.principalExists, "a principal named '\(principal.id)' already exists; ids are never reused")
+            }
+            try principal.insert(db)
+        }
+    }
+
+    public func principal(id: String) async throws -> PrincipalRecord? {
+        try await self.read { db in try PrincipalRecord.fetchOne(db, key: id) }
+    }
+
+    public func principals() async throws -> [PrincipalRecord] {
+        try await self.read { db in try PrincipalRecord.order(Column("id")).fetchAll(db) }
+    }
+
+    /// Marks a principal revoked; it can never authenticate again.
+    /// - Throws: ``LedgerError`` with `PRINCIPAL_NOT_FOUND`.
+    public func revokePrincipal(id: String, at time: Int64) async throws -> PrincipalRecord {
+        try await self.write { db in
+            guard var principal = try PrincipalRecord.fetchOne(db, key: id) else {
+                throw LedgerError(.principalNotFound, "no principal named '\(id)'")
+            }
+            if principal.revokedAt == nil {
+                principal.revokedAt = time
+                try principal.update(db)
+            }
+            return principal
+        }
+    }
+
+    // MARK: Keys
+
+    public func insertKeyVersion(_ key: KeyVersionRecord) async throws {
+        try await self.write { db in
+            if try KeyVersionRecord.fetchOne(db, key: ["name": key.name, "version": key.version]) != nil {
+                throw LedgerError(.keyVersionExists, "key '\(key.name)/v\(key.version)' already exists; versions are never reused")
+            }
+            try key.insert(db)
+        }
+    }
+
+    public func keyVersions() async throws -> [KeyVersionRecord] {
+        try await self.read { db in try KeyVersionRecord.order(Column("name"), Column("version")).fetchAll(db) }
+    }
+
+    // MARK: Access
+
+    private func read<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+        do {
+            return try await self.database.read(body)
+        } catch let error as LedgerError {
+            throw error
+        } catch {
+            throw LedgerError(.storeUnavailable, "the store at '\(self.path)' could not be read: \(error)")
+        }
+    }
+
+    private func write<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+        do {
+            return try await self.database.write(body)
+        } catch let error as LedgerError {
+            throw error
+        } catch {
+            throw LedgerError(.storeUnavailable, "the store at '\(self.path)' could not be written: \(error)")
+        }
+    }
+}
+
+/// A principal: an agent or an admin, known by its public credential key only.
+public struct PrincipalRecord: Codable, Sendable, Hashable, FetchableRecord, PersistableRecord {
+    public static let databaseTableName = "principal"
+
+    public var id: String
+    /// `agent` or `admin`.
+    public var role: String
+    /// `ES256` or `Ed25519`.
+    public var algorithm: String
+    public var publicKey: Data
+    public var createdAt: Int64
+    public var revokedAt: Int64?
+
+    public init(id: String, role: String, algorithm: String, publicKey: Data, createdAt: Int64, revokedAt: Int64? = nil) {
+        self.id = id
+        self.role = role
+        self.algorithm = algorithm
+        self.publicKey = publicKey
+        self.createdAt = createdAt
+        self.revokedAt = revokedAt
+    }
+}
+
+/// A key version's metadata. Software private keys are stored only sealed by the HSM's AES key; HSM
+/// private keys are only referenced (label and `CKA_ID`).
+public struct KeyVersionRecord: Codable, Sendable, Hashable, FetchableRecord, PersistableRecord {
+    public static let databaseTableName = "keyVersion"
+
+    public var name: String
+    public var version: Int
+    /// `software` or `hsm`.
+    public var backend: String
+    /// `active` for now; rotation adds the other states.
+    public var state: String
+    /// X9.62 uncompressed point.
+    public var publicKey: Data
+    /// `nonce ‖ ciphertext ‖ tag` from the HSM's AES-256-GCM, for software keys.
+    public var sealedPrivateKey: Data?
+    public var hsmLabel: String?
+    public var hsmID: Data?
+    public var createdAt: Int64
+
+    public init(
+        name: String, version: Int, backend: String, state: String, publicKey: Data, sealedPrivateKey: Data?, hsmLabel: String?, hsmID: Data?,
+        createdAt: Int64
+    ) {
+        self.name = name
+        self.version = version
+        self.backend = backend
+        self.state = state
+        self.publicKey = publicKey
+        self.sealedPrivateKey = sealedPrivateKey
+        self.hsmLabel = hsmLabel
+        self.hsmID = hsmID
+        self.createdAt = createdAt
+    }
+}
+
+/// The store refused or failed.
+public struct LedgerError: Error, Hashable, Sendable, CustomStringConvertible {
+    public enum Code: String, Sendable, Hashable {
+        case storeUnavailable = "STORE_UNAVAILABLE"
+        case principalExists = "PRINCIPAL_EXISTS"
+        case principalNotFound = "PRINCIPAL_NOT_FOUND"
+        case keyVersionExists = "KEY_VERSION_EXISTS"
+    }
+
+    public var code: Code
+    public var reason: String
+
+    public init(_ code: Code, _ reason: String) {
+        self.code = code
+        self.reason = reason
+    }
+
+    public var description: String { "\(self.code.rawValue): \(self.reason)" }
+}

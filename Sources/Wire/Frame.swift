@@ -1,0 +1,77 @@
+import NIOCore
+
+/// Constants of the framed-TCP protocol (see docs/protocol.md).
+public enum WireProtocol {
+    /// The protocol version this code speaks, carried in every frame.
+    public static let version: UInt8 = 1
+    /// Version, type and request id: the bytes every frame has after its length.
+    public static let headerLength = 6
+    /// The default largest value of a frame's length field (64 KiB).
+    public static let defaultMaximumFrameLength = 64 * 1024
+}
+
+/// A message type. A response's type is its request's type with the high bit set; ``error`` answers anything.
+public struct MessageType: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
+    public let rawValue: UInt8
+    public init(rawValue: UInt8) { self.rawValue = rawValue }
+
+    public static let hello = MessageType(rawValue: 0x01)
+    public static let auth = MessageType(rawValue: 0x02)
+    public static let ping = MessageType(rawValue: 0x10)
+    public static let authorize = MessageType(rawValue: 0x11)
+    public static let getKeys = MessageType(rawValue: 0x12)
+    public static let agentsAdd = MessageType(rawValue: 0x20)
+    public static let agentsList = MessageType(rawValue: 0x21)
+    public static let agentsRevoke = MessageType(rawValue: 0x22)
+
+    public static let challenge = MessageType.hello.response
+    public static let welcome = MessageType.auth.response
+    public static let error = MessageType(rawValue: 0x7F)
+
+    /// The type that answers this request.
+    public var response: MessageType { MessageType(rawValue: self.rawValue | 0x80) }
+
+    /// Every request type a server understands.
+    public static let requests: Set<MessageType> = [.hello, .auth, .ping, .authorize, .getKeys, .agentsAdd, .agentsList, .agentsRevoke]
+
+    public var name: String? {
+        switch self {
+        case .hello: "HELLO"
+        case .auth: "AUTH"
+        case .ping: "PING"
+        case .authorize: "AUTHORIZE"
+        case .getKeys: "GET_KEYS"
+        case .agentsAdd: "AGENTS_ADD"
+        case .agentsList: "AGENTS_LIST"
+        case .agentsRevoke: "AGENTS_REVOKE"
+        case .error: "ERROR"
+        default:
+            if self.rawValue & 0x80 != 0, let request = MessageType(rawValue: self.rawValue & 0x7F).name {
+                request + "_RESPONSE"
+            } else {
+                nil
+            }
+        }
+    }
+
+    public var description: String {
+        let hex = "0x" + String(self.rawValue, radix: 16, uppercase: true)
+        return self.name.map { "\($0) (\(hex))" } ?? hex
+    }
+}
+
+/// One frame: `length (u32 BE) ‖ version (u8) ‖ type (u8) ‖ request id (u32 BE) ‖ UTF-8 JSON body`.
+public struct Frame: Sendable, Hashable {
+    public var version: UInt8
+    public var type: MessageType
+    /// Chosen by the client; the response carries it back. Responses may arrive in any order.
+    public var requestID: UInt32
+    public var body: ByteBuffer
+
+    public init(version: UInt8 = WireProtocol.version, type: MessageType, requestID: UInt32, body: ByteBuffer) {
+        self.version = version
+        self.type = type
+        self.requestID = requestID
+        self.body = body
+    }
+}

@@ -1,0 +1,314 @@
+import Signing
+
+// The JSON bodies of every message. Field names are snake_case on the wire; docs/protocol.md lists them.
+
+/// `HELLO` (client → server): who is connecting.
+public struct Hello: Codable, Sendable, Hashable {
+    public var principal: String
+    /// Free text naming the client software, for logs.
+    public var client: String?
+
+    public init(principal: String, client: String? = nil) {
+        self.principal = principal
+        self.client = client
+    }
+}
+
+/// `HELLO_RESPONSE` (server → client): a fresh random challenge to sign.
+public struct Challenge: Codable, Sendable, Hashable {
+    /// 32 random bytes, base64url without padding.
+    public var challenge: String
+    public var algorithms: [CredentialAlgorithm]
+
+    public init(challenge: String, algorithms: [CredentialAlgorithm]) {
+        self.challenge = challenge
+        self.algorithms = algorithms
+    }
+}
+
+/// `AUTH` (client → server): the signature of the handshake transcript (see ``Handshake``).
+public struct Auth: Codable, Sendable, Hashable {
+    public var algorithm: CredentialAlgorithm
+    /// base64url without padding: 64 bytes r‖s for ES256, 64 bytes for Ed25519.
+    public var signature: String
+
+    public init(algorithm: CredentialAlgorithm, signature: String) {
+        self.algorithm = algorithm
+        self.signature = signature
+    }
+}
+
+/// `AUTH_RESPONSE` (server → client): the handshake succeeded.
+public struct Welcome: Codable, Sendable, Hashable {
+    public var principal: String
+    public var role: Role
+
+    public init(principal: String, role: Role) {
+        self.principal = principal
+        self.role = role
+    }
+}
+
+/// What a principal may do.
+public enum Role: String, Codable, Sendable, Hashable, CaseIterable {
+    /// Requests authorizations.
+    case agent
+    /// Manages agents (and later keys and approvals). Cannot request authorizations.
+    case admin
+}
+
+/// An empty body (`{}`), for requests and responses that carry nothing.
+public struct Empty: Codable, Sendable, Hashable {
+    public init() {}
+}
+
+/// `AUTHORIZE` (agent → server): may I pay?
+public struct AuthorizeRequest: Codable, Sendable, Hashable, ValidatedRequest {
+    /// Chosen by the agent, unique per intended payment; 1 to 200 printable ASCII characters.
+    public var idempotencyKey: String
+    /// Integer minor units (cents for USD, yen for JPY).
+    public var amount: Int64
+    /// ISO 4217 alphabetic code, e.g. `USD`.
+    public var currency: String
+    public var merchantID: String
+    /// ISO 18245 merchant category code: four digits.
+    public var merchantCategoryCode: String
+    public var intent: Intent
+
+    enum CodingKeys: String, CodingKey {
+        case idempotencyKey = "idempotency_key"
+        case amount, currency
+        case merchantID = "merchant_id"
+        case merchantCategoryCode = "merchant_category_code"
+        case intent
+    }
+
+    public init(idempotencyKey: String, amount: Int64, currency: String, merchantID: String, merchantCategoryCode: String, intent: Intent) {
+        self.idempotencyKey = idempotencyKey
+        self.amount = amount
+        self.currency = currency
+        self.merchantID = merchantID
+        self.merchantCategoryCode = merchantCategoryCode
+        self.intent = intent
+    }
+
+    public func validate() throws(WireError) {
+        guard (1...200).contains(self.idempotencyKey.utf8.count), self.idempotencyKey.utf8.allSatisfy({ (0x21...0x7E).contains($0) }) else {
+            throw WireError(.invalidRequest, "field 'idempotency_key' must be 1 to 200 printable ASCII characters without spaces")
+        }
+        guard self.amount > 0, self.amount <= 1_000_000_000_000_000 else {
+            throw WireError(.invalidRequest, "field 'amount' must be a positive integer number of minor units (at most 10^15)")
+        }
+        guard self.currency.utf8.count == 3, self.currency.utf8.allSatisfy({ (0x41...0x5A).contains($0) }) else {
+            throw WireError(.invalidRequest, "field 'currency' must be an ISO 4217 code of three capital letters, e.g. USD")
+        }
+        guard (1...128).contains(self.merchantID.utf8.count) else {
+            throw WireError(.invalidRequest, "field 'merchant_id' must be 1 to 128 bytes")
+        }
+        guard self.merchantCategoryCode.utf8.count == 4, self.merchantCategoryCode.utf8.allSatisfy({ (0x30...0x39).contains($0) }) else {
+            throw WireError(.invalidRequest, "field 'merchant_category_code' must be four digits (ISO 18245), e.g. 5734")
+        }
+        try self.intent.validate()
+    }
+}
+
+/// What the agent says it is buying. Its SHA-256 (of the canonical JSON) is bound into the authorization.
+public struct Intent: Codable, Sendable, Hashable {
+    public var description: String
+    public var lineItems: [LineItem]?
+    /// The merchant's order or cart hash, when the agent has one instead of line items.
+    public var orderHash: String?
+
+    enum CodingKeys: String, CodingKey {
+        case description
+        case lineItems = "line_items"
+        case orderHash = "order_hash"
+    }
+
+    public init(description: String, lineItems: [LineItem]? = nil, orderHash: String? = nil) {
+        self.description = description
+        self.lineItems = lineItems
+        self.orderHash = orderHash
+    }
+
+    func validate() throws(WireError) {
+        guard (1...1000).contains(self.description.utf8.count) else {
+            throw WireError(.invalidRequest, "field 'intent.description' must be 1 to 1000 bytes")
+        }
+        if self.lineItems == nil, self.orderHash == nil {
+            throw WireError(.invalidRequest, "field 'intent' needs 'line_items' or 'order_hash'")
+        }
+        if let lineItems = self.lineItems {
+            guard (1...100).contains(lineItems.count) else {
+                throw WireError(.invalidRequest, "field 'intent.line_items' must hold 1 to 100 items")
+            }
+            for (index, item) in lineItems.enumerated() {
+                guard (1...500).contains(item.description.utf8.count), item.quantity > 0, item.quantity <= 1_000_000, item.unitAmount >= 0,
+                    item.unitAmount <= 1_000_000_000_000_000
+                else {
+                    throw WireError(.invalidRequest, "field 'intent.line_items[\(index)]' needs a description, a positive quantity and a non-negative unit_amount")
+                }
+            }
+        }
+        if let orderHash = self.orderHash, !(1...128).contains(orderHash.utf8.count) {
+            throw WireError(.invalidRequest, "field 'intent.order_hash' must be 1 to 128 bytes")
+        }
+    }
+}
+
+public struct LineItem: Codable, Sendable, Hashable {
+    public var description: String
+    public var quantity: Int64
+    /// Integer minor units per item.
+    public var unitAmount: Int64
+    /// Optional category, e.g. an MCC or the merchant's own product category.
+    public var category: String?
+
+    enum CodingKeys: String, CodingKey {
+        case description, quantity
+        case unitAmount = "unit_amount"
+        case category
+    }
+
+    public init(description: String, quantity: Int64, unitAmount: Int64, category: String? = nil) {
+        self.description = description
+        self.quantity = quantity
+        self.unitAmount = unitAmount
+        self.category = category
+    }
+}
+
+/// `AUTHORIZE_RESPONSE`: the signed authorization.
+public struct Authorization: Codable, Sendable, Hashable {
+    /// The compact JWS (ES256) to hand to the merchant.
+    public var jws: String
+    /// The `jti` claim: 128 random bits, base64url.
+    public var authorizationID: String
+    public var tier: String
+    /// `<key name>/v<version>`, the JWS header's `kid`.
+    public var kid: String
+    public var keyName: String
+    public var keyVersion: Int
+    /// `software` or `hsm`.
+    public var keyBackend: String
+    /// The `exp` claim, seconds since 1970.
+    public var expiresAt: Int64
+
+    enum CodingKeys: String, CodingKey {
+        case jws
+        case authorizationID = "authorization_id"
+        case tier, kid
+        case keyName = "key_name"
+        case keyVersion = "key_version"
+        case keyBackend = "key_backend"
+        case expiresAt = "expires_at"
+    }
+
+    public init(jws: String, authorizationID: String, tier: String, kid: String, keyName: String, keyVersion: Int, keyBackend: String, expiresAt: Int64) {
+        self.jws = jws
+        self.authorizationID = authorizationID
+        self.tier = tier
+        self.kid = kid
+        self.keyName = keyName
+        self.keyVersion = keyVersion
+        self.keyBackend = keyBackend
+        self.expiresAt = expiresAt
+    }
+}
+
+/// `GET_KEYS_RESPONSE` is the ``JWKSet`` itself.
+public typealias KeysResponse = JWKSet
+
+/// `AGENTS_ADD` (admin → server): register a principal by its public key.
+public struct AgentsAddRequest: Codable, Sendable, Hashable, ValidatedRequest {
+    public var agentID: String
+    public var algorithm: CredentialAlgorithm
+    /// base64url: the X9.62 uncompressed point for ES256, the 32 raw bytes for Ed25519.
+    public var publicKey: String
+    /// `agent` unless given.
+    public var role: Role?
+
+    enum CodingKeys: String, CodingKey {
+        case agentID = "agent_id"
+        case algorithm
+        case publicKey = "public_key"
+        case role
+    }
+
+    public init(agentID: String, algorithm: CredentialAlgorithm, publicKey: String, role: Role? = nil) {
+        self.agentID = agentID
+        self.algorithm = algorithm
+        self.publicKey = publicKey
+        self.role = role
+    }
+
+    public func validate() throws(WireError) {
+        try PrincipalID.validate(self.agentID, field: "agent_id")
+        do {
+            _ = try CredentialPublicKey(algorithm: self.algorithm, base64URL: self.publicKey)
+        } catch {
+            throw WireError(.invalidRequest, "field 'public_key' is not a valid \(self.algorithm.rawValue) public key")
+        }
+    }
+}
+
+/// `AGENTS_REVOKE` (admin → server).
+public struct AgentsRevokeRequest: Codable, Sendable, Hashable, ValidatedRequest {
+    public var agentID: String
+
+    enum CodingKeys: String, CodingKey {
+        case agentID = "agent_id"
+    }
+
+    public init(agentID: String) {
+        self.agentID = agentID
+    }
+
+    public func validate() throws(WireError) {
+        try PrincipalID.validate(self.agentID, field: "agent_id")
+    }
+}
+
+/// A registered principal, as admins see it. Never holds a secret.
+public struct PrincipalInfo: Codable, Sendable, Hashable {
+    public var id: String
+    public var role: Role
+    public var algorithm: CredentialAlgorithm
+    public var createdAt: Int64
+    public var revokedAt: Int64?
+
+    enum CodingKeys: String, CodingKey {
+        case id, role, algorithm
+        case createdAt = "created_at"
+        case revokedAt = "revoked_at"
+    }
+
+    public init(id: String, role: Role, algorithm: CredentialAlgorithm, createdAt: Int64, revokedAt: Int64?) {
+        self.id = id
+        self.role = role
+        self.algorithm = algorithm
+        self.createdAt = createdAt
+        self.revokedAt = revokedAt
+    }
+}
+
+/// `AGENTS_LIST_RESPONSE`.
+public struct AgentsList: Codable, Sendable, Hashable {
+    public var agents: [PrincipalInfo]
+
+    public init(agents: [PrincipalInfo]) {
+        self.agents = agents
+    }
+}
+
+/// Principal ids: 1 to 64 characters from `[A-Za-z0-9._-]`.
+public enum PrincipalID {
+    public static func validate(_ id: String, field: String) throws(WireError) {
+        let allowed = id.utf8.allSatisfy { byte in
+            (0x30...0x39).contains(byte) || (0x41...0x5A).contains(byte) || (0x61...0x7A).contains(byte) || byte == 0x2E || byte == 0x5F || byte == 0x2D
+        }
+        guard (1...64).contains(id.utf8.count), allowed else {
+            throw WireError(.invalidRequest, "field '\(field)' must be 1 to 64 characters from A-Z, a-z, 0-9, '.', '_' and '-'")
+        }
+    }
+}

@@ -1,0 +1,78 @@
+/// A stable, machine-readable refusal code. Clients branch on these; they never change meaning.
+public struct ErrorCode: RawRepresentable, Hashable, Sendable, Codable, CustomStringConvertible, ExpressibleByStringLiteral {
+    public let rawValue: String
+    public init(rawValue: String) { self.rawValue = rawValue }
+    public init(stringLiteral value: String) { self.rawValue = value }
+    public var description: String { self.rawValue }
+
+    // Framing: the connection is closed after these, since the byte stream cannot be trusted any more.
+    public static let frameTooLarge: ErrorCode = "FRAME_TOO_LARGE"
+    public static let malformedFrame: ErrorCode = "MALFORMED_FRAME"
+    public static let truncatedFrame: ErrorCode = "TRUNCATED_FRAME"
+    public static let unsupportedVersion: ErrorCode = "UNSUPPORTED_VERSION"
+
+    // Requests: the connection stays open.
+    public static let unknownMessageType: ErrorCode = "UNKNOWN_MESSAGE_TYPE"
+    public static let malformedJSON: ErrorCode = "MALFORMED_JSON"
+    public static let invalidRequest: ErrorCode = "INVALID_REQUEST"
+    public static let tooManyInFlight: ErrorCode = "TOO_MANY_IN_FLIGHT"
+
+    // Handshake and identity.
+    public static let handshakeRequired: ErrorCode = "HANDSHAKE_REQUIRED"
+    public static let handshakeTimeout: ErrorCode = "HANDSHAKE_TIMEOUT"
+    public static let authenticationFailed: ErrorCode = "AUTHENTICATION_FAILED"
+    public static let forbidden: ErrorCode = "FORBIDDEN"
+    public static let principalRevoked: ErrorCode = "PRINCIPAL_REVOKED"
+
+    // Connection limits and lifecycle.
+    public static let tooManyConnections: ErrorCode = "TOO_MANY_CONNECTIONS"
+    public static let idleTimeout: ErrorCode = "IDLE_TIMEOUT"
+    public static let shuttingDown: ErrorCode = "SHUTTING_DOWN"
+
+    // Authorization.
+    public static let amountAboveLimit: ErrorCode = "AMOUNT_ABOVE_LIMIT"
+    public static let currencyNotAccepted: ErrorCode = "CURRENCY_NOT_ACCEPTED"
+    public static let hsmUnavailable: ErrorCode = "HSM_UNAVAILABLE"
+    public static let signingUnavailable: ErrorCode = "SIGNING_UNAVAILABLE"
+
+    // Administration.
+    public static let principalExists: ErrorCode = "PRINCIPAL_EXISTS"
+    public static let principalNotFound: ErrorCode = "PRINCIPAL_NOT_FOUND"
+
+    public static let internalError: ErrorCode = "INTERNAL_ERROR"
+}
+
+/// A refusal: a stable code, a sentence for people, and whether trying again can help.
+///
+/// It travels as the body of an ``MessageType/error`` frame: `{"code": "…", "message": "…", "retryable": false}`.
+public struct WireError: Error, Hashable, Sendable, Codable, CustomStringConvertible {
+    public var code: ErrorCode
+    public var message: String
+    public var retryable: Bool
+
+    public init(_ code: ErrorCode, _ message: String, retryable: Bool = false) {
+        self.code = code
+        self.message = message
+        self.retryable = retryable
+    }
+
+    public var description: String { "\(self.code): \(self.message)" }
+
+    /// Whether the server closes the connection after sending this error.
+    public var closesConnection: Bool {
+        [.frameTooLarge, .malformedFrame, .truncatedFrame, .unsupportedVersion, .handshakeTimeout,
+         .authenticationFailed, .tooManyConnections, .idleTimeout, .shuttingDown].contains(self.code)
+    }
+
+    public static func frameTooLarge(length: UInt64, maximum: Int) -> WireError {
+        WireError(.frameTooLarge, "the frame announces \(length) bytes; the limit is \(maximum)")
+    }
+
+    public static func frameTooShort(length: Int) -> WireError {
+        WireError(.malformedFrame, "the frame announces \(length) bytes, fewer than the \(WireProtocol.headerLength)-byte header")
+    }
+
+    public static func truncatedFrame(expected: Int, received: Int) -> WireError {
+        WireError(.truncatedFrame, "the connection ended \(received) bytes into a frame of \(expected)")
+    }
+}

@@ -1,0 +1,76 @@
+import Foundation
+import NIOCore
+
+/// JSON bodies in and out of frames, with decoding failures turned into stable codes.
+public enum WireJSON {
+    private static let encoder: JSONEncoder = {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return encoder
+    }()
+
+    /// Encodes `value` as a frame body.
+    public static func encode(_ value: some Encodable) -> ByteBuffer {
+        do {
+            return ByteBuffer(bytes: try Self.encoder.encode(value))
+        } catch {
+            // Every body type is plain data; failing to encode one is a programming error.
+            preconditionFailure("cannot encode \(type(of: value)): \(error)")
+        }
+    }
+
+    /// Decodes a frame body.
+    ///
+    /// - Throws: ``WireError`` with `MALFORMED_JSON` for bytes that are not JSON (or not UTF-8), or
+    ///   `INVALID_REQUEST` naming the field for JSON of the wrong shape.
+    public static func decode<Body: Decodable>(_ type: Body.Type, from buffer: ByteBuffer) throws(WireError) -> Body {
+        let bytes = Data(buffer.readableBytesView)
+        do {
+            return try JSONDecoder().decode(type, from: bytes.isEmpty ? Data("{}".utf8) : bytes)
+        } catch let error as DecodingError {
+            throw Self.describe(error)
+        } catch let error as WireError {
+            throw error
+        } catch {
+            throw WireError(.malformedJSON, "the body is not valid JSON")
+        }
+    }
+
+    static func describe(_ error: DecodingError) -> WireError {
+        func path(_ context: DecodingError.Context, appending key: (any CodingKey)? = nil) -> String {
+            let keys = context.codingPath + (key.map { [$0] } ?? [])
+            let rendered = keys.map { $0.intValue.map { "[\($0)]" } ?? ".\($0.stringValue)" }.joined()
+            return rendered.hasPrefix(".") ? String(rendered.dropFirst()) : (rendered.isEmpty ? "(body)" : rendered)
+        }
+        switch error {
+        case .dataCorrupted(let context) where context.codingPath.isEmpty:
+            return WireError(.malformedJSON, "the body is not valid JSON")
+        case .dataCorrupted(let context):
+            return WireError(.invalidRequest, "field '\(path(context))': \(context.debugDescription)")
+        case .keyNotFound(let key, let context):
+            return WireError(.invalidRequest, "field '\(path(context, appending: key))' is required")
+        case .typeMismatch(let expected, let context):
+            return WireError(.invalidRequest, "field '\(path(context))' must be \(Self.name(of: expected))")
+        case .valueNotFound(let expected, let context):
+            return WireError(.invalidRequest, "field '\(path(context))' must be \(Self.name(of: expected)), not null")
+        @unknown default:
+            return WireError(.invalidRequest, "the body does not have the expected shape")
+        }
+    }
+
+    private static func name(of type: Any.Type) -> String {
+        switch type {
+        case is String.Type: "a string"
+        case is Int.Type, is Int64.Type, is UInt32.Type, is UInt64.Type, is Int32.Type: "an integer"
+        case is Bool.Type: "true or false"
+        case is [Any].Type: "an array"
+        default: type == [String: Any].self ? "an object" : "of type \(type)"
+        }
+    }
+}
+
+/// Validation of decoded bodies: each request type checks its own values after decoding.
+public protocol ValidatedRequest: Decodable, Sendable {
+    /// - Throws: ``WireError`` with `INVALID_REQUEST` and a sentence naming the field.
+    func validate() throws(WireError)
+}

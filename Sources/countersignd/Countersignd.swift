@@ -1,0 +1,134 @@
+import ArgumentParser
+import CountersignServer
+import Foundation
+import Logging
+import Policy
+import ServiceLifecycle
+import UnixSignals
+
+@main
+struct Countersignd: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "countersignd",
+        abstract: "The Countersign server: signed payment authorizations for AI agents.",
+        subcommands: [Serve.self, Init.self, CheckConfig.self],
+        defaultSubcommand: Serve.self
+    )
+}
+
+/// Options every subcommand shares: where the configuration and the state are.
+struct ServerOptions: ParsableArguments {
+    @Option(name: .long, help: "Configuration file (env COUNTERSIGN_CONFIG; default hsm-config/countersign.yaml).")
+    var config: String?
+
+    @Option(name: .customLong("data-dir"), help: "State directory (env COUNTERSIGN_DATA_DIR; default: data_dir in the configuration).")
+    var dataDirectory: String?
+
+    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
+    var logLevel: Logger.Level = .info
+
+    var environment: [String: String] { ProcessInfo.processInfo.environment }
+
+    func load() throws -> ServerConfiguration {
+        let path = self.config ?? self.environment["COUNTERSIGN_CONFIG"] ?? "hsm-config/countersign.yaml"
+        var configuration = try ServerConfiguration.load(path: path)
+        if let dataDirectory = self.dataDirectory ?? self.environment["COUNTERSIGN_DATA_DIR"] {
+            configuration.dataDirectory = dataDirectory
+        }
+        return configuration
+    }
+
+    func bootstrapLogging() -> Logger {
+        let level = self.logLevel
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        return Logger(label: "countersignd")
+    }
+}
+
+extension Logger.Level: @retroactive ExpressibleByArgument {}
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run the server until SIGTERM or SIGINT.")
+
+    @OptionGroup var options: ServerOptions
+
+    @Option(name: .customLong("tls-cert"), help: "PEM certificate chain for the framed listener.")
+    var tlsCertificate: String?
+
+    @Option(name: .customLong("tls-key"), help: "PEM private key for the framed listener.")
+    var tlsKey: String?
+
+    @Flag(name: .customLong("insecure-plaintext"), help: "Allow a non-loopback listener without TLS.")
+    var insecurePlaintext = false
+
+    func run() async throws {
+        let logger = self.options.bootstrapLogging()
+        var configuration = try self.options.load()
+        switch (self.tlsCertificate, self.tlsKey) {
+        case (let certificate?, let key?):
+            configuration.tls = .init(certificatePath: certificate, privateKeyPath: key)
+        case (nil, nil):
+            break
+        default:
+            throw ValidationError("--tls-cert and --tls-key go together")
+        }
+        if self.insecurePlaintext { configuration.insecurePlaintext = true }
+        let pin = try HSMPINSource.read(pinFile: configuration.hsm.pinFile, environment: self.options.environment)
+        var environment = ServerEnvironment()
+        environment.logger = logger
+        let application = try await CountersignApplication(configuration: configuration, pin: pin, environment: environment)
+        let group = ServiceGroup(
+            configuration: .init(services: application.services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        )
+        try await group.run()
+    }
+}
+
+struct Init: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Create the store, the keys of every tier and the first admin credential. Safe to run again."
+    )
+
+    @OptionGroup var options: ServerOptions
+
+    @Option(name: .customLong("admin"), help: "The first admin's principal id.")
+    var adminID = "admin"
+
+    func run() async throws {
+        var logger = self.options.bootstrapLogging()
+        logger.logLevel = .warning
+        let configuration = try self.options.load()
+        let pin = try HSMPINSource.read(pinFile: configuration.hsm.pinFile, environment: self.options.environment)
+        var environment = ServerEnvironment()
+        environment.logger = logger
+        let report = try await CountersignApplication.initialize(configuration: configuration, pin: pin, adminID: self.adminID, environment: environment)
+        if report.created.isEmpty {
+            print("nothing to do: the store in \(configuration.dataDirectory) and its keys exist")
+        }
+        for line in report.created {
+            print("created \(line)")
+        }
+        if let path = report.adminCredentialPath {
+            print("keep \(path) secret: it is the admin's private key (mode 0600)")
+        }
+    }
+}
+
+struct CheckConfig: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "check-config",
+        abstract: "Validate the configuration file and exit: the line and the reason of the first problem."
+    )
+
+    @OptionGroup var options: ServerOptions
+
+    func run() async throws {
+        let configuration = try self.options.load()
+        try configuration.validateTransportSecurity()
+        print("configuration OK: \(configuration.tiers.tiers.count) tiers, policy \(configuration.tiers.version), listening on \(configuration.listen)")
+    }
+}
