@@ -28,11 +28,39 @@ public enum WireJSON {
         do {
             return try JSONDecoder().decode(type, from: bytes.isEmpty ? Data("{}".utf8) : bytes)
         } catch let error as DecodingError {
+            guard (try? JSONSerialization.jsonObject(with: bytes, options: [.fragmentsAllowed])) != nil else {
+                throw WireError(.malformedJSON, "the body is not valid JSON")
+            }
+            if case .dataCorrupted(let context) = error, context.codingPath.isEmpty {
+                // Foundation reports a number that does not fit the field's integer type without a path.
+                // Every number in this protocol is an integer, so the first other number is the culprit.
+                let path = Self.firstNonInteger(in: try? JSONSerialization.jsonObject(with: bytes, options: [.fragmentsAllowed]), path: "")
+                throw WireError(.invalidRequest, "field '\(path ?? "(body)")' must be an integer (amounts are integer minor units)")
+            }
             throw Self.describe(error)
         } catch let error as WireError {
             throw error
         } catch {
             throw WireError(.malformedJSON, "the body is not valid JSON")
+        }
+    }
+
+    private static func firstNonInteger(in value: Any?, path: String) -> String? {
+        switch value {
+        case let object as [String: Any]:
+            for key in object.keys.sorted() {
+                if let found = Self.firstNonInteger(in: object[key], path: path.isEmpty ? key : "\(path).\(key)") { return found }
+            }
+            return nil
+        case let array as [Any]:
+            for (index, element) in array.enumerated() {
+                if let found = Self.firstNonInteger(in: element, path: "\(path)[\(index)]") { return found }
+            }
+            return nil
+        case let number as NSNumber:
+            return Int64(exactly: number.doubleValue) == nil || number.stringValue.contains(".") || number.stringValue.contains("e") ? path : nil
+        default:
+            return nil
         }
     }
 
