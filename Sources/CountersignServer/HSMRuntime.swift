@@ -13,6 +13,8 @@ public final class HSMRuntime: Sendable {
     public let pool: PKCS11SessionPool
     public let signer: HSMSigner
     private let threadPool: NIOThreadPool
+    /// Whether this runtime loaded the module and so finalizes it; an injected module belongs to its giver.
+    private let ownsModule: Bool
 
     /// The AES-256 key on the token that seals software signing keys.
     static let sealingKeyLabel = "countersign-seal"
@@ -20,6 +22,7 @@ public final class HSMRuntime: Sendable {
     /// Loads the module, finds the token and starts the pool. Nothing is signed yet.
     /// - Throws: ``ModuleLoadError``, ``TokenLookupError`` or ``PKCS11Error`` with a clear reason.
     public init(configuration: ServerConfiguration.HSM, pin: PIN, time: MonotonicTime, logger: Logger, module: PKCS11Module? = nil) throws {
+        self.ownsModule = module == nil
         self.module = try module ?? PKCS11Module.load(path: configuration.modulePath)
         self.token = try self.module.token(label: configuration.tokenLabel)
         self.threadPool = NIOThreadPool(numberOfThreads: max(2, System.coreCount))
@@ -44,7 +47,9 @@ public final class HSMRuntime: Sendable {
     public func shutdown() async {
         await self.pool.close()
         try? await self.threadPool.shutdownGracefully()
-        try? self.module.finalize()
+        if self.ownsModule {
+            try? self.module.finalize()
+        }
     }
 }
 

@@ -1,0 +1,134 @@
+import CountersignClient
+import CountersignServer
+import Foundation
+import Logging
+import NIOCore
+import Testing
+import PKCS11
+import Policy
+import ServiceLifecycle
+import Signing
+import TestSupport
+import Wire
+
+/// A real `countersignd` in the test process: its own data directory, the fixture's SoftHSM token, both
+/// listeners on free loopback ports.
+final class TestServer: Sendable {
+    let application: CountersignApplication
+    let serviceGroup: ServiceGroup
+    let running: Task<Void, any Error>
+    let dataDirectory: URL
+    let admin: CredentialFile
+    let port: Int
+    let httpPort: Int
+
+    struct Options {
+        var handshakeTimeout = "5s"
+        var idleTimeout = "300s"
+        var maxInFlight = 64
+        var maxConnections = 1024
+        var hsmTimeout = "2s"
+        var breakerCooldown = "5s"
+        var faultyHSM = false
+        var clock: ManualClock?
+        var tls: (certificate: String, key: String)?
+    }
+
+    static func yaml(dataDirectory: URL, options: Options) -> String {
+        var text = """
+            issuer: countersign.test
+            listen: { address: 127.0.0.1, port: 0 }
+            http: { address: 127.0.0.1, port: 0 }
+            data_dir: \(dataDirectory.path)
+            hsm:
+              token_label: \(SoftHSMFixture.tokenLabel)
+              max_sessions: 4
+              timeout: \(options.hsmTimeout)
+              breaker_failures: 3
+              breaker_cooldown: \(options.breakerCooldown)
+            limits:
+              handshake_timeout: \(options.handshakeTimeout)
+              idle_timeout: \(options.idleTimeout)
+              max_in_flight: \(options.maxInFlight)
+              max_connections: \(options.maxConnections)
+            tiers:
+              - { name: standard, max_amount: { USD: 50000, JPY: 75000 }, key: standard, backend: software, lifetime: 5m }
+              - { name: high, max_amount: { USD: 5000000 }, key: high, backend: hsm, lifetime: 2m }
+
+            """
+        if let tls = options.tls {
+            text += "tls: { certificate: \(tls.certificate), private_key: \(tls.key) }\n"
+        }
+        return text
+    }
+
+    static func start(_ options: Options = Options()) async throws -> TestServer {
+        let fixture = try SoftHSMFixture.shared()
+        let dataDirectory = fixture.directory.appendingPathComponent("server-\(UUID().uuidString.prefix(8))")
+        let configuration = try ServerConfiguration.parse(yaml: Self.yaml(dataDirectory: dataDirectory, options: options), file: "test.yaml")
+        var environment = ServerEnvironment()
+        var logger = Logger(label: "countersign.test")
+        logger.logLevel = .warning
+        environment.logger = logger
+        environment.pkcs11Module = options.faultyHSM ? FaultInjection.module(wrapping: fixture.module) : fixture.module
+        if let clock = options.clock {
+            environment.time = MonotonicTime(clock)
+        }
+        let report = try await CountersignApplication.initialize(configuration: configuration, pin: fixture.pin(), environment: environment)
+        let admin = try CredentialFile.read(path: try #require(report.adminCredentialPath))
+        let application = try await CountersignApplication(configuration: configuration, pin: fixture.pin(), environment: environment)
+        let group = ServiceGroup(configuration: .init(services: application.services, logger: logger))
+        let running = Task { try await group.run() }
+        let port = try await application.framedServer.localAddress.port!
+        let httpPort = try await application.httpServer.localAddress.port!
+        return TestServer(application: application, serviceGroup: group, running: running, dataDirectory: dataDirectory, admin: admin, port: port, httpPort: httpPort)
+    }
+
+    private init(application: CountersignApplication, serviceGroup: ServiceGroup, running: Task<Void, any Error>, dataDirectory: URL, admin: CredentialFile, port: Int, httpPort: Int) {
+        self.application = application
+        self.serviceGroup = serviceGroup
+        self.running = running
+        self.dataDirectory = dataDirectory
+        self.admin = admin
+        self.port = port
+        self.httpPort = httpPort
+    }
+
+    func connect(_ credential: CredentialFile) async throws -> CountersignClient {
+        try await CountersignClient.connect(host: "127.0.0.1", port: self.port, credential: credential)
+    }
+
+    /// Registers a principal through the admin connection and returns its credential.
+    func addPrincipal(_ id: String, algorithm: CredentialAlgorithm = .es256, role: Role = .agent) async throws -> CredentialFile {
+        let key = CredentialPrivateKey.generate(algorithm)
+        let admin = try await self.connect(self.admin)
+        defer { Task { await admin.close() } }
+        _ = try await admin.addAgent(id: id, publicKey: key.publicKey, role: role)
+        return CredentialFile(principal: id, key: key, server: "127.0.0.1:\(self.port)")
+    }
+
+    func stop() async throws {
+        await self.serviceGroup.triggerGracefulShutdown()
+        try await self.running.value
+    }
+
+    /// A well-formed AUTHORIZE body for `amount` minor units of `currency`.
+    static func request(_ amount: Int64, _ currency: String = "USD", key: String = UUID().uuidString) -> AuthorizeRequest {
+        AuthorizeRequest(
+            idempotencyKey: key, amount: amount, currency: currency, merchantID: "m-42", merchantCategoryCode: "5734",
+            intent: Intent(description: "USB-C cables", lineItems: [LineItem(description: "USB-C cable", quantity: 2, unitAmount: amount / 2)])
+        )
+    }
+}
+
+/// Runs `body` with a started server and stops it afterwards, also when `body` throws.
+func withServer(_ options: TestServer.Options = .init(), _ body: (TestServer) async throws -> Void) async throws {
+    let server = try await TestServer.start(options)
+    do {
+        try await body(server)
+    } catch {
+        try? await server.stop()
+        throw error
+    }
+    try await server.stop()
+}
