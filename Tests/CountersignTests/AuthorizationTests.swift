@@ -10,7 +10,7 @@ import Testing
 import TestSupport
 import Wire
 
-@Suite("Authorizations end to end over loopback TCP against SoftHSM")
+@Suite("Authorizations end to end over loopback TCP against SoftHSM", .timeLimit(.minutes(2)))
 struct AuthorizationTests {
     @Test("a small and a large authorization verify against the JWKS; the small is software-signed, the large by a key inside the token")
     func smallAndLarge() async throws {
