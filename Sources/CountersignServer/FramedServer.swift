@@ -51,6 +51,8 @@ public final class FramedServer: Service, Sendable {
                 .serverChannelOption(.backlog, value: 512)
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
                 .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+                // A client that stops sending (half-close) still gets its answers, or TRUNCATED_FRAME.
+                .childChannelOption(.allowRemoteHalfClosure, value: true)
                 .bind(host: self.endpoint.host, port: self.endpoint.port) { channel in
                     channel.eventLoop.makeCompletedFuture {
                         if let tls {
