@@ -187,8 +187,8 @@ final class ResponseRouter: ChannelInboundHandler, Sendable {
             promise.fail(registered)
             throw registered
         }
-        channel.writeAndFlush(frame).whenFailure { error in
-            self.state.withLock { $0.pending.removeValue(forKey: frame.requestID) }?.fail(error)
+        channel.writeAndFlush(frame).whenFailure { _ in
+            self.state.withLock { $0.pending.removeValue(forKey: frame.requestID) }?.fail(ClientError.connectionClosed)
         }
         return try await promise.futureResult.get()
     }

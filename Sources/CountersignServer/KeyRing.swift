@@ -76,7 +76,9 @@ public final class KeyRing: Sendable {
                 guard point == record.publicKey else {
                     throw StartupError("HSM key '\(keyID)' on the token does not match its stored public key")
                 }
-                keys[tier.keyName] = HSMSigningKey(keyID: keyID, publicKeyX963: point, privateKey: privateKey, signer: hsm.signer)
+                keys[tier.keyName] = HSMSigningKey(
+                    keyID: keyID, publicKeyX963: point, privateKey: TokenKeyReference(id: Array(id), handle: privateKey), signer: hsm.signer
+                )
             }
         }
         return KeyRing(tiers: tiers, keys: keys)

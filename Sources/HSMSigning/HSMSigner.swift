@@ -43,7 +43,7 @@ public final class HSMSigner: Sendable {
     ///
     /// - Throws: ``SigningError`` with `HSM_UNAVAILABLE` when the breaker is open, the token fails, or the
     ///   deadline passes.
-    public func sign(digest: SHA256Digest, with privateKey: ObjectHandle) async throws -> [UInt8] {
+    public func sign(digest: SHA256Digest, with privateKey: TokenKeyReference) async throws -> [UInt8] {
         switch self.breaker.admit() {
         case .refused(let retryAfter):
             throw SigningError(.hsmUnavailable, "the HSM is failing; high-value signing is paused (next probe in \(retryAfter.roundedUpToSeconds) s)")
@@ -54,7 +54,15 @@ public final class HSMSigner: Sendable {
         do {
             let signature = try await withDeadline(self.timeout, time: self.time) {
                 try await pool.withSession { session in
-                    Array(try session.signECDSA(digest: digest, with: privateKey).rawRepresentation)
+                    let handle = try privateKey.handle(in: session)
+                    do {
+                        return Array(try session.signECDSA(digest: digest, with: handle).rawRepresentation)
+                    } catch let error as PKCS11Error where error.code == .objectHandleInvalid || error.code == .keyHandleInvalid {
+                        // Handles of private objects do not survive a logout (SoftHSM renumbers them when the
+                        // token's last session closes); find the key again by its CKA_ID.
+                        let fresh = try privateKey.handle(in: session, refresh: true)
+                        return Array(try session.signECDSA(digest: digest, with: fresh).rawRepresentation)
+                    }
                 }
             }
             self.breaker.recordSuccess()
@@ -80,15 +88,36 @@ public final class HSMSigner: Sendable {
     }
 }
 
+/// A private key on the token, found by its `CKA_ID`; the handle is cached and looked up again when the
+/// token no longer knows it.
+public final class TokenKeyReference: Sendable {
+    public let id: [UInt8]
+    private let cached = Mutex<ObjectHandle?>(nil)
+
+    public init(id: [UInt8], handle: ObjectHandle? = nil) {
+        self.id = id
+        self.cached.withLock { $0 = handle }
+    }
+
+    func handle(in session: borrowing PKCS11Session, refresh: Bool = false) throws -> ObjectHandle {
+        if !refresh, let handle = self.cached.withLock({ $0 }) {
+            return handle
+        }
+        let handle = try session.findKey(.privateKey, id: self.id)
+        self.cached.withLock { $0 = handle }
+        return handle
+    }
+}
+
 /// A P-256 signing key version on the HSM.
 public struct HSMSigningKey: AuthorizationSigningKey {
     public let keyID: KeyID
     public let publicKeyX963: Data
     public var backend: KeyBackend { .hsm }
-    private let privateKey: ObjectHandle
+    private let privateKey: TokenKeyReference
     private let signer: HSMSigner
 
-    public init(keyID: KeyID, publicKeyX963: Data, privateKey: ObjectHandle, signer: HSMSigner) {
+    public init(keyID: KeyID, publicKeyX963: Data, privateKey: TokenKeyReference, signer: HSMSigner) {
         self.keyID = keyID
         self.publicKeyX963 = publicKeyX963
         self.privateKey = privateKey

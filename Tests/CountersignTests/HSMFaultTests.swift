@@ -1,0 +1,123 @@
+import CountersignClient
+import CountersignServer
+import Foundation
+import HSMSigning
+import PKCS11
+import Testing
+import TestSupport
+import Wire
+
+/// Faults are injected process-wide (see `FaultInjection`), so these tests run one at a time.
+@Suite("When the HSM fails", .serialized, .timeLimit(.minutes(1)))
+struct HSMFaultTests {
+    @Test("a failing token answers HSM_UNAVAILABLE, the breaker stops sending it work, software tiers keep working, and a probe restores it")
+    func failingToken() async throws {
+        let clock = ManualClock()
+        FaultInjection.set(.none)
+        try await withServer(.init(breakerCooldown: "5s", faultyHSM: true, clock: clock)) { server in
+            let client = try await server.connect(try await server.addPrincipal("agent-hsm-fails"))
+            #expect(try await client.authorize(TestServer.request(100_000)).keyBackend == "hsm")
+
+            FaultInjection.set(.fail(.deviceError))
+            for _ in 0..<3 {
+                let error = await #expect(throws: WireError.self) { try await client.authorize(TestServer.request(100_000)) }
+                #expect(error?.code == .hsmUnavailable)
+                #expect(error?.retryable == true)
+                #expect(error?.message.contains("CKR_DEVICE_ERROR") == true)
+                // The software tier is untouched.
+                #expect(try await client.authorize(TestServer.request(100)).keyBackend == "software")
+            }
+            #expect(server.application.hsm.signer.breaker.currentState.description == "open")
+            let callsWhenOpened = FaultInjection.signCalls
+            let refused = await #expect(throws: WireError.self) { try await client.authorize(TestServer.request(100_000)) }
+            #expect(refused?.code == .hsmUnavailable)
+            #expect(refused?.message.contains("paused") == true)
+            #expect(FaultInjection.signCalls == callsWhenOpened, "an open breaker sends the token no work")
+
+            // The token recovers; after the cooldown one request probes it and closes the breaker.
+            FaultInjection.set(.none)
+            let stillOpen = await #expect(throws: WireError.self) { try await client.authorize(TestServer.request(100_000)) }
+            #expect(stillOpen?.code == .hsmUnavailable)
+            clock.advance(by: .seconds(5))
+            let probe = try await client.authorize(TestServer.request(100_000))
+            #expect(probe.keyBackend == "hsm")
+            #expect(server.application.hsm.signer.breaker.currentState.description == "closed")
+            #expect(try await client.authorize(TestServer.request(2_000_000)).tier == "high")
+            await client.close()
+        }
+    }
+
+    @Test("a token that stops answering costs a request the HSM timeout, measured on the injected clock, and never a software signature")
+    func hangingToken() async throws {
+        let clock = ManualClock()
+        let gate = Gate()
+        FaultInjection.set(.none)
+        try await withServer(.init(hsmTimeout: "2s", faultyHSM: true, clock: clock)) { server in
+            let client = try await server.connect(try await server.addPrincipal("agent-hsm-hangs"))
+            let callsBefore = FaultInjection.signCalls
+            FaultInjection.set(.hang(gate))
+            let pending = Task { try await client.authorize(TestServer.request(100_000)) }
+            try await eventually("C_Sign is entered and hangs") { FaultInjection.signCalls > callsBefore }
+            // The connection's handshake timer and the signing deadline sleep on the clock.
+            await clock.waitForSleepers(2)
+            #expect(try await client.authorize(TestServer.request(100)).keyBackend == "software", "software signing goes on meanwhile")
+            clock.advance(by: .seconds(2))
+            let error = await #expect(throws: WireError.self) { try await pending.value }
+            #expect(error?.code == .hsmUnavailable)
+            #expect(error?.message == "the HSM did not answer within 2.0 seconds")
+            FaultInjection.set(.none)
+            gate.open()
+            await client.close()
+        }
+    }
+
+    @Test("graceful shutdown: a request in flight is answered; new requests get SHUTTING_DOWN; then the listener closes")
+    func gracefulShutdown() async throws {
+        let gate = Gate()
+        FaultInjection.set(.none)
+        let server = try await TestServer.start(.init(hsmTimeout: "60s", faultyHSM: true))
+        let credential = try await server.addPrincipal("agent-shutdown")
+        let inFlight = try await server.connect(credential)
+        let other = try await server.connect(credential)
+        let callsBefore = FaultInjection.signCalls
+        FaultInjection.set(.hang(gate))
+        let pending = Task { try await inFlight.authorize(TestServer.request(100_000)) }
+        try await eventually("the request is inside C_Sign") { FaultInjection.signCalls > callsBefore }
+
+        let stopping = Task { try await server.stop() }
+        try await eventually("the listener stopped accepting") {
+            !Self.canConnect(port: server.port)
+        }
+        // The connection with a request in flight refuses new ones; an idle one is closed at once.
+        let refused = await #expect(throws: WireError.self) { try await inFlight.authorize(TestServer.request(100)) }
+        #expect(refused?.code == .shuttingDown)
+        #expect(refused?.retryable == true)
+        do {
+            _ = try await other.authorize(TestServer.request(100))
+            Issue.record("an idle connection was still served during shutdown")
+        } catch let error as ClientError {
+            #expect(error == .connectionClosed)
+        } catch let error as WireError {
+            #expect(error.code == .shuttingDown, "the request raced the close")
+        }
+
+        FaultInjection.set(.none)
+        gate.open()
+        let answer = try await pending.value
+        #expect(answer.tier == "high" && answer.keyBackend == "hsm")
+        try await stopping.value
+        #expect(server.application.hsm.pool.statistics.open == 0, "HSM sessions are closed after the listeners")
+    }
+
+    static func canConnect(port: Int) -> Bool {
+        let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(descriptor) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        return withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+        }
+    }
+}
