@@ -100,8 +100,10 @@ let package = Package(
             dependencies: [
                 "CountersignServer", "CountersignClient", "Wire", "Policy", "Signing", "HSMSigning", "Ledger", "PKCS11", "TestSupport",
                 "countersign", "countersignd", crypto, nioCore, nioPosix, logging,
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
+            exclude: ["Scripts"],
             swiftSettings: swiftSettings
         ),
     ]

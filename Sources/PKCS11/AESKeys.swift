@@ -1,4 +1,5 @@
 import CPKCS11
+import Synchronization
 
 /// What an AES key on the token may be used for. A key gets exactly one use.
 public enum AESKeyUsage: Sendable, Hashable {
@@ -54,7 +55,7 @@ extension PKCS11Session {
         var mechanism = CK_MECHANISM(mechanism: CK_MECHANISM_TYPE(CKM_AES_KEY_GEN), pParameter: nil, ulParameterLen: 0)
         var key: CK_OBJECT_HANDLE = 0
         try template.withUnsafeAttributes { attributes, count in
-            try PKCS11Error.check("C_GenerateKey", generate(self.rawHandle, &mechanism, attributes, count, &key))
+            try PKCS11Error.check("C_GenerateKey", self.module.objectStoreLock.withLock { _ in generate(self.rawHandle, &mechanism, attributes, count, &key) })
         }
         return ObjectHandle(rawValue: UInt(key))
     }

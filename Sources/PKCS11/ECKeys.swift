@@ -1,4 +1,5 @@
 import CPKCS11
+import Synchronization
 import Crypto
 
 /// The two halves of a key pair generated on the token.
@@ -54,7 +55,7 @@ extension PKCS11Session {
             try privateTemplate.withUnsafeAttributes { privateAttributes, privateCount in
                 try PKCS11Error.check(
                     "C_GenerateKeyPair",
-                    generate(self.rawHandle, &mechanism, publicAttributes, publicCount, privateAttributes, privateCount, &publicKey, &privateKey)
+                    self.module.objectStoreLock.withLock { _ in generate(self.rawHandle, &mechanism, publicAttributes, publicCount, privateAttributes, privateCount, &publicKey, &privateKey) }
                 )
             }
         }

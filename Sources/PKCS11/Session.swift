@@ -1,4 +1,5 @@
 import CPKCS11
+import Synchronization
 
 /// A logged-in session on a token, lent to one task at a time by a ``PKCS11SessionPool``.
 ///
@@ -76,7 +77,7 @@ public struct PKCS11Session: ~Copyable {
     /// Destroys an object on the token (`C_DestroyObject`).
     public func destroyObject(_ object: ObjectHandle) throws {
         let destroy = try self.module.function("C_DestroyObject", \.C_DestroyObject)
-        try PKCS11Error.check("C_DestroyObject", destroy(self.rawHandle, CK_OBJECT_HANDLE(object.rawValue)))
+        try PKCS11Error.check("C_DestroyObject", self.module.objectStoreLock.withLock { _ in destroy(self.rawHandle, CK_OBJECT_HANDLE(object.rawValue)) })
     }
 
     // MARK: Attributes

@@ -47,8 +47,12 @@ public struct TierTable: Sendable, Hashable {
     public init(_ tiers: [Tier]) throws(PolicyError) {
         guard !tiers.isEmpty else { throw PolicyError("at least one tier is required") }
         var names: Set<String> = []
+        var keys: Set<String> = []
         for tier in tiers {
             guard names.insert(tier.name).inserted else { throw PolicyError("tier '\(tier.name)' is defined twice") }
+            guard keys.insert(tier.keyName).inserted else {
+                throw PolicyError("tier '\(tier.name)' names key '\(tier.keyName)', which another tier uses; each tier has its own key")
+            }
             guard !tier.maximumAmounts.isEmpty else { throw PolicyError("tier '\(tier.name)' accepts no currency") }
             for (code, maximum) in tier.maximumAmounts {
                 guard Currency(code: code) != nil else { throw PolicyError("tier '\(tier.name)': '\(code)' is not an ISO 4217 currency code") }

@@ -96,6 +96,7 @@ private let sharedFixture = Result { try SoftHSMFixture() }
 
 public struct FixtureError: Error, CustomStringConvertible {
     public var reason: String
+    public init(reason: String) { self.reason = reason }
     public var description: String { self.reason }
 }
 

@@ -1,0 +1,83 @@
+import CountersignServer
+import Foundation
+import Policy
+import Testing
+import TestSupport
+
+@Suite("Configuration: refused at start with the line and the reason")
+struct ConfigurationTests {
+    static let valid = """
+        listen: { address: 127.0.0.1, port: 7600 }
+        tiers:
+          - name: standard
+            max_amount: { USD: 50000 }
+            key: standard
+            backend: software
+          - name: high
+            max_amount: { USD: 5000000 }
+            key: high
+            backend: hsm
+            lifetime: 2m
+        """
+
+    func parse(_ yaml: String) throws -> ServerConfiguration {
+        try ServerConfiguration.parse(yaml: yaml, file: "countersign.yaml")
+    }
+
+    @Test("the example configuration in the repository is valid")
+    func example() throws {
+        let path = SoftHSMFixture.repositoryRoot.appendingPathComponent("hsm-config/countersign.yaml").path
+        let configuration = try ServerConfiguration.load(path: path)
+        #expect(configuration.tiers.tiers.map(\.name) == ["standard", "high"])
+        #expect(configuration.tiers.tiers.map(\.backend) == [.software, .hsm])
+        #expect(configuration.listen.description == "127.0.0.1:7600" && configuration.http.description == "127.0.0.1:7680")
+        #expect(configuration.hsm.timeout == .seconds(2))
+    }
+
+    @Test("defaults fill what is not given")
+    func defaults() throws {
+        let configuration = try self.parse(Self.valid)
+        #expect(configuration.tiers.tiers[0].lifetimeSeconds == 300 && configuration.tiers.tiers[1].lifetimeSeconds == 120)
+        #expect(configuration.limits.handshakeTimeout == .seconds(5) && configuration.limits.maximumFrameLength == 65536)
+    }
+
+    @Test(
+        "each mistake names its line",
+        arguments: [
+            ("tiers:\n  - name: a\n    max_amount: { USD: 10 }\n    key: a\n    backend: software\n    thresold: 3\n", 6, "unknown key 'tiers[0].thresold'"),
+            ("listen: { address: 127.0.0.1, port: 7600 }\nlistn: { port: 1 }\n", 2, "unknown key 'listn'"),
+            ("tiers:\n  - name: a\n    max_amount: { USD: -10 }\n    key: a\n    backend: software\n", 3, "outside 1...1000000000000000"),
+            ("tiers:\n  - name: a\n    max_amount: { USD: 12.50 }\n    key: a\n    backend: software\n", 3, "expected an integer"),
+            ("tiers:\n  - name: a\n    max_amount: { XYZ: 10 }\n    key: a\n    backend: software\n", 3, "'XYZ' is not an ISO 4217 currency code"),
+            ("tiers:\n  - name: a\n    max_amount: { USD: 10 }\n    key: a\n    backend: cloud\n", 5, "'cloud' is not a backend"),
+            ("tiers:\n  - name: a\n    max_amount: { USD: 100 }\n    key: a\n    backend: software\n  - name: b\n    max_amount: { USD: 50 }\n    key: b\n    backend: hsm\n", 2, "tier 'b' must have a higher bound for USD than tier 'a'"),
+            ("tiers:\n  - name: a\n    max_amount: { USD: 10 }\n    key: a\n    backend: software\n    lifetime: 5 minutes\n", 6, "expected a duration"),
+            ("tiers: [\n", 2, "not valid YAML"),
+            ("issuer: x\n", 1, "'tiers' is required"),
+        ]
+    )
+    func mistakes(_ yaml: String, line: Int, reason: String) {
+        let error = #expect(throws: ConfigurationError.self) { try self.parse(yaml) }
+        #expect(error?.line == line, "\(error?.description ?? "")")
+        #expect(error?.description.contains(reason) == true, "\(error?.description ?? "")")
+        #expect(error?.description.hasPrefix("countersign.yaml:") == true)
+    }
+
+    @Test("a missing file is refused")
+    func missingFile() {
+        let error = #expect(throws: ConfigurationError.self) { try ServerConfiguration.load(path: "/nonexistent/countersign.yaml") }
+        #expect(error?.description == "/nonexistent/countersign.yaml: cannot read the configuration file")
+    }
+
+    @Test("a non-loopback listener without TLS is refused unless the operator insists")
+    func plaintextOnTheNetwork() throws {
+        var configuration = try self.parse(Self.valid.replacingOccurrences(of: "127.0.0.1", with: "0.0.0.0"))
+        let error = #expect(throws: ConfigurationError.self) { try configuration.validateTransportSecurity() }
+        #expect(error?.reason.contains("without TLS") == true)
+        configuration.insecurePlaintext = true
+        try configuration.validateTransportSecurity()
+        configuration.insecurePlaintext = false
+        configuration.tls = .init(certificatePath: "c.pem", privateKeyPath: "k.pem")
+        try configuration.validateTransportSecurity()
+    }
+}
