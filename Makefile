@@ -10,25 +10,26 @@ TOKEN_LABEL    ?= countersign
 PKCS11_MODULE  ?= /usr/lib/softhsm/libsofthsm2.so
 DEV_HSM_PIN    ?= countersign-dev
 DEV_HSM_SO_PIN ?= countersign-so-dev
+CONFIG         ?= hsm-config/countersign.yaml
 
 SWIFT_BUILD_FLAGS ?=
-APT_PACKAGES := softhsm2 opensc libp11-kit-dev libssl-dev pkg-config
+APT_PACKAGES := softhsm2 opensc libp11-kit-dev libssl-dev libsqlite3-dev pkg-config openssl curl python3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 HSM_ENV := SOFTHSM2_CONF=$(HSM_DIR)/softhsm2.conf \
 	COUNTERSIGN_PKCS11_MODULE=$(PKCS11_MODULE) \
 	COUNTERSIGN_TOKEN_LABEL=$(TOKEN_LABEL)
 
-.PHONY: help setup packages token build test run clean
+.PHONY: help setup packages python-packages token build test run clean
 
 help:
-	@echo "make run    set up, build, and run countersign against the development token"
+	@echo "make run    set up, build, initialize and start countersignd with the example config"
 	@echo "make test   set up, build, and run every test against a real SoftHSM2 token"
 	@echo "make setup  install missing system packages and create the development token"
 	@echo "make build  build the package (debug)"
 	@echo "make clean  remove build products and local state (.build, .hsm, .data)"
 
-setup: packages token
+setup: packages python-packages token
 
 # apt-get only when something is missing; `apt-get update` first, as a fresh machine has no lists.
 packages:
@@ -41,6 +42,12 @@ packages:
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
+
+# The interoperability test verifies authorizations with joserfc, a JOSE library nobody here wrote.
+python-packages: packages
+	@python3 -c "import joserfc" 2>/dev/null || { \
+		python3 -m pip --version >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq python3-pip >/dev/null; \
+		python3 -m pip install --quiet joserfc 2>/dev/null || python3 -m pip install --quiet --break-system-packages joserfc; }
 
 token: packages
 	@COUNTERSIGN_HSM_DIR=$(HSM_DIR) COUNTERSIGN_TOKEN_LABEL=$(TOKEN_LABEL) COUNTERSIGN_PKCS11_MODULE=$(PKCS11_MODULE) \
@@ -55,9 +62,11 @@ test: setup
 	swift build --build-tests $(SWIFT_BUILD_FLAGS)
 	swift test --skip-build $(SWIFT_BUILD_FLAGS)
 
+# Checks the token, creates the store, keys and first admin if needed, then serves until Ctrl-C.
 run: setup build
 	$(HSM_ENV) .build/debug/countersign hsm info
-	$(HSM_ENV) COUNTERSIGN_HSM_PIN=$(DEV_HSM_PIN) .build/debug/countersign hsm selftest
+	$(HSM_ENV) COUNTERSIGN_HSM_PIN=$(DEV_HSM_PIN) .build/debug/countersignd init --config $(CONFIG)
+	$(HSM_ENV) COUNTERSIGN_HSM_PIN=$(DEV_HSM_PIN) .build/debug/countersignd serve --config $(CONFIG)
 
 clean:
 	rm -rf .build .hsm .data
