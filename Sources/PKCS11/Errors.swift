@@ -27,8 +27,21 @@ extension PKCS11Error {
     }
 }
 
+/// A failure with a stable code and a sentence, printed as `CODE: reason` (the swift-certificates habit).
+public protocol CodedError: Error, CustomStringConvertible {
+    associatedtype Code: RawRepresentable where Code.RawValue == String
+    var code: Code { get }
+    var reason: String { get }
+}
+
+extension CodedError {
+    public var description: String {
+        "\(self.code.rawValue): \(self.reason)"
+    }
+}
+
 /// Loading a PKCS#11 module from a file failed before any PKCS#11 function could run.
-public struct ModuleLoadError: Error, Hashable, Sendable, CustomStringConvertible {
+public struct ModuleLoadError: CodedError, Hashable, Sendable {
     public enum Code: String, Hashable, Sendable {
         /// Nothing exists at the configured path.
         case moduleNotFound = "MODULE_NOT_FOUND"
@@ -43,13 +56,10 @@ public struct ModuleLoadError: Error, Hashable, Sendable, CustomStringConvertibl
     /// A sentence for people; includes the loader's own message where there is one.
     public var reason: String
 
-    public var description: String {
-        "\(self.code.rawValue): \(self.reason)"
-    }
 }
 
 /// No usable token matched the requested label or serial number.
-public struct TokenLookupError: Error, Hashable, Sendable, CustomStringConvertible {
+public struct TokenLookupError: CodedError, Hashable, Sendable {
     public enum Code: String, Hashable, Sendable {
         case tokenNotFound = "TOKEN_NOT_FOUND"
         /// Several tokens carry the label; Countersign refuses to guess which one holds the keys.
@@ -59,13 +69,10 @@ public struct TokenLookupError: Error, Hashable, Sendable, CustomStringConvertib
     public var code: Code
     public var reason: String
 
-    public var description: String {
-        "\(self.code.rawValue): \(self.reason)"
-    }
 }
 
 /// The session pool could not hand out a session.
-public struct SessionPoolError: Error, Hashable, Sendable, CustomStringConvertible {
+public struct SessionPoolError: CodedError, Hashable, Sendable {
     public enum Code: String, Hashable, Sendable {
         /// Every session stayed busy for the whole acquire timeout.
         case acquireTimeout = "HSM_SESSION_TIMEOUT"
@@ -76,13 +83,10 @@ public struct SessionPoolError: Error, Hashable, Sendable, CustomStringConvertib
     public var code: Code
     public var reason: String
 
-    public var description: String {
-        "\(self.code.rawValue): \(self.reason)"
-    }
 }
 
 /// A key on the token is not what Countersign can use, or its material is malformed.
-public struct KeyError: Error, Hashable, Sendable, CustomStringConvertible {
+public struct KeyError: CodedError, Hashable, Sendable {
     public enum Code: String, Hashable, Sendable {
         case keyNotFound = "KEY_NOT_FOUND"
         case ambiguousKey = "KEY_AMBIGUOUS"
@@ -95,7 +99,4 @@ public struct KeyError: Error, Hashable, Sendable, CustomStringConvertible {
     public var code: Code
     public var reason: String
 
-    public var description: String {
-        "\(self.code.rawValue): \(self.reason)"
-    }
 }
