@@ -41,7 +41,7 @@ public final class CountersignClient: Sendable {
         key: CredentialPrivateKey,
         tls: TLSConfiguration? = nil,
         serverHostname: String? = nil,
-        maximumFrameLength: Int = WireProtocol.defaultMaximumFrameLength,
+        maximumFrameLength: Int = 16 * 1024 * 1024,
         eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) async throws -> CountersignClient {
         let sslContext = try tls.map { try NIOSSLContext(configuration: $0) }
@@ -117,7 +117,11 @@ public final class CountersignClient: Sendable {
 
     /// Sends any request and decodes its response. The building block of the typed methods.
     public func request<Body: Encodable, Response: Decodable>(_ type: MessageType, _ body: Body, expecting: Response.Type) async throws -> Response {
-        let id = self.nextRequestID.wrappingAdd(1, ordering: .relaxed).oldValue
+        var id = self.nextRequestID.wrappingAdd(1, ordering: .relaxed).oldValue
+        if id == 0 {
+            // 0 is the id of connection-level errors; skip it when the counter wraps.
+            id = self.nextRequestID.wrappingAdd(1, ordering: .relaxed).oldValue
+        }
         let frame = try await self.router.send(Frame(type: type, requestID: id, body: WireJSON.encode(body)), on: self.channel)
         return try Self.decode(Response.self, from: frame, expecting: type.response)
     }

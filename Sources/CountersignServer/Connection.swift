@@ -24,7 +24,6 @@ final class ConnectionState: Sendable {
     }
 
     var isAuthenticated: Bool { self.counters.withLock { $0.isAuthenticated } }
-    var isDraining: Bool { self.counters.withLock { $0.isDraining } }
 
     func authenticated() {
         self.counters.withLock { $0.isAuthenticated = true }
@@ -34,13 +33,19 @@ final class ConnectionState: Sendable {
         self.counters.withLock { $0.lastActivity = now }
     }
 
-    /// How long the connection has been quiet with nothing in flight, or `nil` while a request runs.
-    func quietFor(now: Duration) -> Duration? {
-        self.counters.withLock { $0.inFlight == 0 ? now - $0.lastActivity : nil }
+    /// How long since the client last sent a frame or was last sent an answer. Requests in flight do not
+    /// count: a client that pipelines requests and never reads its answers must not hold the connection.
+    func quietFor(now: Duration) -> Duration {
+        self.counters.withLock { now - $0.lastActivity }
     }
 
-    func requestStarted() {
-        self.counters.withLock { $0.inFlight += 1 }
+    /// Counts a request in, unless the server is draining; one step, so `drain()` cannot slip between.
+    func tryStartRequest() -> Bool {
+        self.counters.withLock { counters in
+            guard !counters.isDraining else { return false }
+            counters.inFlight += 1
+            return true
+        }
     }
 
     /// Counts a request done; closes the connection if the server is draining and nothing else is in flight.
@@ -52,13 +57,29 @@ final class ConnectionState: Sendable {
         if close { self.channel.close(promise: nil) }
     }
 
-    /// The server is shutting down: no new requests; close once the ones in flight are answered.
-    func drain() {
+    /// The server is shutting down: no new requests; close once the ones in flight are answered, or after
+    /// `grace` whatever happens (a client that never reads its answers must not hold the shutdown).
+    func drain(grace: TimeAmount) {
         let close = self.counters.withLock { counters -> Bool in
             counters.isDraining = true
             return counters.inFlight == 0
         }
-        if close { self.channel.close(promise: nil) }
+        if close {
+            self.channel.close(promise: nil)
+        } else {
+            let channel = self.channel
+            channel.eventLoop.scheduleTask(in: grace) { channel.close(promise: nil) }
+        }
+    }
+
+    /// Sends a connection-level error and closes, without waiting on a client that does not read: the close
+    /// follows the write, or a second later if the write cannot complete.
+    func closeWithError(_ error: WireError) {
+        let channel = self.channel
+        channel.writeAndFlush(ConnectionHandler.errorFrame(error, requestID: 0)).whenComplete { _ in
+            channel.close(promise: nil)
+        }
+        channel.eventLoop.scheduleTask(in: .seconds(1)) { channel.close(promise: nil) }
     }
 }
 
@@ -82,7 +103,7 @@ struct ConnectionHandler: Sendable {
     func serve(_ channel: NIOAsyncChannel<Frame, Frame>, state: ConnectionState) async {
         do {
             try await channel.executeThenClose { inbound, outbound in
-                let watchdog = self.startWatchdog(state: state, outbound: outbound)
+                let watchdog = self.startWatchdog(state: state)
                 defer { watchdog.cancel() }
                 await withTaskGroup(of: Void.self) { requests in
                     var handshake = HandshakeState.awaitingHello
@@ -106,18 +127,17 @@ struct ConnectionHandler: Sendable {
                                     break reading
                                 }
                             case .authenticated(let principal):
-                                if state.isDraining {
-                                    let error = WireError(.shuttingDown, "the server is shutting down; reconnect to another instance", retryable: true)
-                                    try await outbound.write(Self.errorFrame(error, requestID: frame.requestID))
-                                    continue
-                                }
                                 // Backpressure: while the connection has its maximum in flight, stop reading.
                                 while inFlight >= self.limits.maximumInFlight {
                                     _ = await requests.next()
                                     inFlight -= 1
                                 }
+                                guard state.tryStartRequest() else {
+                                    let error = WireError(.shuttingDown, "the server is shutting down; reconnect to another instance", retryable: true)
+                                    try await outbound.write(Self.errorFrame(error, requestID: frame.requestID))
+                                    continue
+                                }
                                 inFlight += 1
-                                state.requestStarted()
                                 requests.addTask {
                                     let response = await self.requests.respond(to: frame, from: principal)
                                     try? await outbound.write(response)
@@ -161,13 +181,15 @@ struct ConnectionHandler: Sendable {
         case (.awaitingAuth(let principal, let challenge), .auth):
             // The challenge is spent by this one attempt, whatever its outcome.
             let failed = WireError(.authenticationFailed, "authentication failed: unknown principal, wrong algorithm or bad signature")
+            let transcript = Handshake.transcript(version: frame.version, principal: principal, challenge: challenge)
             guard let auth = try? WireJSON.decode(Auth.self, from: frame.body), let signature = Base64URL.decode(auth.signature),
                 let entry = self.principals.lookup(principal), entry.key.algorithm == auth.algorithm
             else {
+                // Spend the time of a verification anyway, so the refusal does not tell which ids exist.
+                _ = Self.decoyKey.isValidSignature([UInt8](repeating: 1, count: 64), for: transcript)
                 self.logger.notice("authentication failed", metadata: ["principal": "\(principal)"])
                 return refuse(failed, staying: .awaitingHello)
             }
-            let transcript = Handshake.transcript(version: frame.version, principal: principal, challenge: challenge)
             guard entry.key.isValidSignature(signature, for: transcript) else {
                 self.logger.notice("authentication failed", metadata: ["principal": "\(principal)"])
                 return refuse(failed, staying: .awaitingHello)
@@ -192,22 +214,18 @@ struct ConnectionHandler: Sendable {
     }
 
     /// Closes connections that do not finish the handshake in time, or stay idle too long.
-    private func startWatchdog(state: ConnectionState, outbound: NIOAsyncChannelOutboundWriter<Frame>) -> Task<Void, Never> {
+    private func startWatchdog(state: ConnectionState) -> Task<Void, Never> {
         Task {
             do {
                 try await self.time.sleep(for: self.limits.handshakeTimeout)
                 if !state.isAuthenticated {
-                    let error = WireError(.handshakeTimeout, "the handshake did not complete within \(self.limits.handshakeTimeout)")
-                    try? await outbound.write(Self.errorFrame(error, requestID: 0))
-                    state.channel.close(promise: nil)
+                    state.closeWithError(WireError(.handshakeTimeout, "the handshake did not complete within \(self.limits.handshakeTimeout)"))
                     return
                 }
                 while true {
-                    let quiet = state.quietFor(now: self.time.now) ?? .zero
+                    let quiet = state.quietFor(now: self.time.now)
                     if quiet >= self.limits.idleTimeout {
-                        let error = WireError(.idleTimeout, "the connection was idle for \(self.limits.idleTimeout)", retryable: true)
-                        try? await outbound.write(Self.errorFrame(error, requestID: 0))
-                        state.channel.close(promise: nil)
+                        state.closeWithError(WireError(.idleTimeout, "the connection was idle for \(self.limits.idleTimeout)", retryable: true))
                         return
                     }
                     try await self.time.sleep(for: self.limits.idleTimeout - quiet)
@@ -217,6 +235,8 @@ struct ConnectionHandler: Sendable {
             }
         }
     }
+
+    private static let decoyKey = CredentialPrivateKey.generate(.es256).publicKey
 
     static func errorFrame(_ error: WireError, requestID: UInt32) -> Frame {
         Frame(type: .error, requestID: requestID, body: WireJSON.encode(error))

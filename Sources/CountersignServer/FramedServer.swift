@@ -83,7 +83,7 @@ public final class FramedServer: Service, Sendable {
             self.isShuttingDown.store(true, ordering: .sequentiallyConsistent)
             server.channel.close(promise: nil)
             for connection in self.connections.withLock({ Array($0.values) }) {
-                connection.drain()
+                connection.drain(grace: self.limits.shutdownGrace)
             }
         }
         self.logger.notice("framed listener stopped")
@@ -106,7 +106,7 @@ public final class FramedServer: Service, Sendable {
         }
         self.metrics.connectionsChanged(open: self.connections.withLock { $0.count })
         if self.isShuttingDown.load(ordering: .sequentiallyConsistent) {
-            state.drain()
+            state.drain(grace: self.limits.shutdownGrace)
         }
         await self.connectionHandler.serve(connection, state: state)
         let open = self.connections.withLock { connections -> Int in

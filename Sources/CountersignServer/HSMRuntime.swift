@@ -15,6 +15,7 @@ public final class HSMRuntime: Sendable {
     private let threadPool: NIOThreadPool
     /// Whether this runtime loaded the module and so finalizes it; an injected module belongs to its giver.
     private let ownsModule: Bool
+    private let logger: Logger
 
     /// The AES-256 key on the token that seals software signing keys.
     static let sealingKeyLabel = "countersign-seal"
@@ -23,6 +24,7 @@ public final class HSMRuntime: Sendable {
     /// - Throws: ``ModuleLoadError``, ``TokenLookupError`` or ``PKCS11Error`` with a clear reason.
     public init(configuration: ServerConfiguration.HSM, pin: PIN, time: MonotonicTime, logger: Logger, module: PKCS11Module? = nil) throws {
         self.ownsModule = module == nil
+        self.logger = logger
         self.module = try module ?? PKCS11Module.load(path: configuration.modulePath)
         self.token = try self.module.token(label: configuration.tokenLabel)
         self.threadPool = NIOThreadPool(numberOfThreads: max(2, System.coreCount))
@@ -45,7 +47,12 @@ public final class HSMRuntime: Sendable {
 
     /// Closes the pool (waiting for sessions in use), stops the thread pool and finalizes the module.
     public func shutdown() async {
-        await self.pool.close()
+        guard await self.pool.close(timeout: .seconds(10)) else {
+            // A PKCS#11 call still hangs: finalizing under it could crash, and waiting could hang the
+            // shutdown. The process is exiting; the token's sessions end with it.
+            self.logger.error("HSM sessions still in use after 10 s; leaving the PKCS#11 module initialized")
+            return
+        }
         try? await self.threadPool.shutdownGracefully()
         if self.ownsModule {
             try? self.module.finalize()

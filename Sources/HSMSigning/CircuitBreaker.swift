@@ -22,17 +22,23 @@ public final class CircuitBreaker: Sendable {
         }
     }
 
-    /// What the caller may do now.
+    /// What the caller may do now. An admitted caller reports its outcome with the ticket it got, so an
+    /// outcome that arrives after the breaker changed state (a slow request admitted before it opened) is
+    /// ignored rather than closing the breaker early or stretching its cooldown.
     public enum Admission: Sendable, Hashable {
-        case allowed
-        case probe
+        case allowed(Ticket)
+        case probe(Ticket)
         case refused(retryAfter: Duration)
+    }
+
+    public struct Ticket: Sendable, Hashable {
+        fileprivate let generation: UInt64
     }
 
     private let failureThreshold: Int
     private let cooldown: Duration
     private let time: MonotonicTime
-    private let state = Mutex(State.closed(consecutiveFailures: 0))
+    private let state = Mutex((state: State.closed(consecutiveFailures: 0), generation: UInt64(0)))
 
     public init(failureThreshold: Int = 3, cooldown: Duration = .seconds(5), time: MonotonicTime) {
         self.failureThreshold = max(1, failureThreshold)
@@ -40,17 +46,18 @@ public final class CircuitBreaker: Sendable {
         self.time = time
     }
 
-    public var currentState: State { self.state.withLock { $0 } }
+    public var currentState: State { self.state.withLock { $0.state } }
 
     public func admit() -> Admission {
         let now = self.time.now
-        return self.state.withLock { state in
-            switch state {
+        return self.state.withLock { breaker in
+            switch breaker.state {
             case .closed:
-                return .allowed
+                return .allowed(Ticket(generation: breaker.generation))
             case .open(let until) where now >= until:
-                state = .halfOpen
-                return .probe
+                breaker.state = .halfOpen
+                breaker.generation += 1
+                return .probe(Ticket(generation: breaker.generation))
             case .open(let until):
                 return .refused(retryAfter: until - now)
             case .halfOpen:
@@ -59,20 +66,31 @@ public final class CircuitBreaker: Sendable {
         }
     }
 
-    public func recordSuccess() {
-        self.state.withLock { $0 = .closed(consecutiveFailures: 0) }
+    public func recordSuccess(_ ticket: Ticket) {
+        self.state.withLock { breaker in
+            guard ticket.generation == breaker.generation else { return }
+            if case .closed = breaker.state {
+                breaker.state = .closed(consecutiveFailures: 0)
+            } else {
+                breaker.state = .closed(consecutiveFailures: 0)
+                breaker.generation += 1
+            }
+        }
     }
 
-    public func recordFailure() {
+    public func recordFailure(_ ticket: Ticket) {
         let now = self.time.now
-        self.state.withLock { state in
-            switch state {
+        self.state.withLock { breaker in
+            guard ticket.generation == breaker.generation else { return }
+            switch breaker.state {
             case .closed(let failures) where failures + 1 >= self.failureThreshold:
-                state = .open(until: now + self.cooldown)
+                breaker.state = .open(until: now + self.cooldown)
+                breaker.generation += 1
             case .closed(let failures):
-                state = .closed(consecutiveFailures: failures + 1)
+                breaker.state = .closed(consecutiveFailures: failures + 1)
             case .halfOpen, .open:
-                state = .open(until: now + self.cooldown)
+                breaker.state = .open(until: now + self.cooldown)
+                breaker.generation += 1
             }
         }
     }

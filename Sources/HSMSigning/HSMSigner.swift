@@ -44,11 +44,12 @@ public final class HSMSigner: Sendable {
     /// - Throws: ``SigningError`` with `HSM_UNAVAILABLE` when the breaker is open, the token fails, or the
     ///   deadline passes.
     public func sign(digest: SHA256Digest, with privateKey: TokenKeyReference) async throws -> [UInt8] {
+        let ticket: CircuitBreaker.Ticket
         switch self.breaker.admit() {
         case .refused(let retryAfter):
             throw SigningError(.hsmUnavailable, "the HSM is failing; high-value signing is paused (next probe in \(retryAfter.roundedUpToSeconds) s)")
-        case .allowed, .probe:
-            break
+        case .allowed(let admitted), .probe(let admitted):
+            ticket = admitted
         }
         let pool = self.pool
         do {
@@ -65,16 +66,21 @@ public final class HSMSigner: Sendable {
                     }
                 }
             }
-            self.breaker.recordSuccess()
+            self.breaker.recordSuccess(ticket)
             return signature
         } catch let error as DeadlineExceeded {
-            self.breaker.recordFailure()
+            self.breaker.recordFailure(ticket)
             self.logger.error("HSM signing timed out", metadata: ["timeout": "\(error.timeout)", "breaker": "\(self.breaker.currentState)"])
             throw SigningError(.hsmUnavailable, "the HSM did not answer within \(self.timeout)")
+        } catch let error as SessionPoolError where error.code == .poolClosed {
+            // Shutting down is not the token's fault.
+            throw SigningError(.hsmUnavailable, "the server is shutting down")
         } catch {
-            self.breaker.recordFailure()
+            self.breaker.recordFailure(ticket)
+            // The details (function, return code, key id) are for the operator's log, not for the agent.
             self.logger.error("HSM signing failed", metadata: ["error": "\(error)", "breaker": "\(self.breaker.currentState)"])
-            throw SigningError(.hsmUnavailable, "the HSM could not sign: \(error)")
+            let code = (error as? PKCS11Error).map { " (\($0.code.name ?? "vendor error"))" } ?? ""
+            throw SigningError(.hsmUnavailable, "the HSM could not sign\(code); the server log has the details")
         }
     }
 

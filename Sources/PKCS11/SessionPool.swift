@@ -133,7 +133,9 @@ public final class PKCS11SessionPool: Sendable {
             if sessionIsGone {
                 self.logger.warning("dropping PKCS#11 session after error", metadata: ["error": "\(error)"])
             }
-            self.release(handle, discard: handle == nil || sessionIsGone)
+            // When the token dropped one session it has usually dropped them all (a restart): the idle ones
+            // are closed too, so the next requests do not each find a dead session.
+            self.release(handle, discard: handle == nil || sessionIsGone, discardIdle: sessionIsGone)
             throw error
         }
     }
@@ -147,7 +149,12 @@ public final class PKCS11SessionPool: Sendable {
 
     /// Refuses new leases, fails every waiting task, closes idle sessions and waits until the sessions still
     /// in use come back, closing them too. Call before finalizing the module.
-    public func close() async {
+    ///
+    /// - Parameter timeout: how long to wait for sessions in use; a PKCS#11 call that hangs never returns its
+    ///   session, and shutdown must not hang with it.
+    /// - Returns: whether every session came back (only then is it safe to finalize the module).
+    @discardableResult
+    public func close(timeout: Duration = .seconds(10)) async -> Bool {
         let closed = SessionPoolError(code: .poolClosed, reason: "the HSM session pool is closed; the server is shutting down")
         let (sessions, suspended) = self.state.withLock { state -> ([SessionHandle], [CheckedContinuation<Lease, any Error>]) in
             state.isClosed = true
@@ -180,13 +187,23 @@ public final class PKCS11SessionPool: Sendable {
             continuation.resume(throwing: closed)
         }
         await self.closeSessions(sessions)
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+        let clock = self.clock
+        let timer = Task {
+            guard (try? await clock.sleep(for: timeout)) != nil else { return }
+            let waiters = self.state.withLock { state in
+                defer { state.drainWaiters = [] }
+                return state.drainWaiters
+            }
+            waiters.forEach { $0.resume(returning: false) }
+        }
+        defer { timer.cancel() }
+        return await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
             let drained = self.state.withLock { state -> Bool in
                 if state.inUse == 0 { return true }
                 state.drainWaiters.append(continuation)
                 return false
             }
-            if drained { continuation.resume() }
+            if drained { continuation.resume(returning: true) }
         }
     }
 
@@ -223,7 +240,7 @@ public final class PKCS11SessionPool: Sendable {
         var waiters: [Waiter] = []
         var nextWaiterID: UInt64 = 0
         var isClosed = false
-        var drainWaiters: [CheckedContinuation<Void, Never>] = []
+        var drainWaiters: [CheckedContinuation<Bool, Never>] = []
     }
 
     private enum Admission {
@@ -319,14 +336,20 @@ public final class PKCS11SessionPool: Sendable {
     }
 
     /// Returns a lease. `handle` is the session to reuse, or `nil` when none was opened; `discard` closes it.
-    private func release(_ handle: SessionHandle?, discard: Bool) {
+    private func release(_ handle: SessionHandle?, discard: Bool, discardIdle: Bool = false) {
         struct Next {
             var close: SessionHandle?
+            var closeIdle: [SessionHandle] = []
             var handOver: (CheckedContinuation<Lease, any Error>, Lease)?
-            var drained: [CheckedContinuation<Void, Never>] = []
+            var drained: [CheckedContinuation<Bool, Never>] = []
         }
         let next = self.state.withLock { state -> Next in
             var next = Next()
+            if discardIdle {
+                next.closeIdle = state.idle
+                state.open -= state.idle.count
+                state.idle = []
+            }
             let reusable = discard || state.isClosed ? nil : handle
             if reusable == nil {
                 next.close = handle
@@ -358,15 +381,18 @@ public final class PKCS11SessionPool: Sendable {
             }
             return next
         }
-        if let handle = next.close {
+        let closing = (next.close.map { [$0] } ?? []) + next.closeIdle
+        if !closing.isEmpty {
             let token = self.token
-            self.threadPool.submit { _ in try? token.closeSession(handle) }
+            self.threadPool.submit { _ in
+                for handle in closing { try? token.closeSession(handle) }
+            }
         }
         if let (continuation, lease) = next.handOver {
             continuation.resume(returning: lease)
         }
         for continuation in next.drained {
-            continuation.resume()
+            continuation.resume(returning: true)
         }
     }
 

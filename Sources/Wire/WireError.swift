@@ -61,7 +61,7 @@ public struct WireError: Error, Hashable, Sendable, Codable, CustomStringConvert
     /// Whether the server closes the connection after sending this error.
     public var closesConnection: Bool {
         [.frameTooLarge, .malformedFrame, .truncatedFrame, .unsupportedVersion, .handshakeTimeout,
-         .authenticationFailed, .tooManyConnections, .idleTimeout, .shuttingDown].contains(self.code)
+         .authenticationFailed, .principalRevoked, .tooManyConnections, .idleTimeout].contains(self.code)
     }
 
     public static func frameTooLarge(length: UInt64, maximum: Int) -> WireError {

@@ -24,9 +24,10 @@ public enum WireJSON {
     /// - Throws: ``WireError`` with `MALFORMED_JSON` for bytes that are not JSON (or not UTF-8), or
     ///   `INVALID_REQUEST` naming the field for JSON of the wrong shape.
     public static func decode<Body: Decodable>(_ type: Body.Type, from buffer: ByteBuffer) throws(WireError) -> Body {
-        let bytes = Data(buffer.readableBytesView)
+        // An empty body means `{}`.
+        let bytes = buffer.readableBytes == 0 ? Data("{}".utf8) : Data(buffer.readableBytesView)
         do {
-            return try JSONDecoder().decode(type, from: bytes.isEmpty ? Data("{}".utf8) : bytes)
+            return try JSONDecoder().decode(type, from: bytes)
         } catch let error as DecodingError {
             guard (try? JSONSerialization.jsonObject(with: bytes, options: [.fragmentsAllowed])) != nil else {
                 throw WireError(.malformedJSON, "the body is not valid JSON")

@@ -72,6 +72,10 @@ struct BadInputTests {
                 clumsy.send(Frame(type: .authorize, requestID: 102, body: ByteBuffer(string: #"{"idempotency_key":"k","amount":12.5,"currency":"USD","merchant_id":"m","merchant_category_code":"5734","intent":{"description":"d","order_hash":"h"}}"#))),
                 clumsy.send(Frame(type: MessageType(rawValue: 0x66), requestID: 103, body: ByteBuffer())),
             ]
+            let empty = try await clumsy.send(Frame(type: .authorize, requestID: 104, body: ByteBuffer()))
+            let emptyError = try WireJSON.decode(WireError.self, from: empty.body)
+            #expect(emptyError.code == .invalidRequest, "an empty body is {}")
+            #expect(emptyError.message == "field 'idempotency_key' is required")
             let codes = try answers.map { try WireJSON.decode(WireError.self, from: $0.body).code }
             #expect(codes == [.malformedJSON, .invalidRequest, .invalidRequest, .unknownMessageType])
             #expect(answers.map(\.requestID) == [100, 101, 102, 103])

@@ -75,6 +75,12 @@ struct HandshakeTests {
 
             let refused = await #expect(throws: WireError.self) { try await server.connect(credential) }
             #expect(refused?.code == .principalRevoked)
+            try await RawConnection.with(port: server.port) { raw in
+                let challenge = try await Self.hello(raw, principal: credential.principal)
+                try await raw.write(.auth, id: 2, try Self.auth(credential, challenge: challenge))
+                #expect(try await raw.nextError()?.code == .principalRevoked)
+                #expect(try await raw.next() == nil, "the connection is closed after PRINCIPAL_REVOKED")
+            }
             let cut = await #expect(throws: WireError.self) { try await connected.authorize(TestServer.request(100)) }
             #expect(cut?.code == .principalRevoked)
 
