@@ -102,6 +102,7 @@ let package = Package(
                 "countersign", "countersignd", crypto, nioCore, nioPosix, logging,
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "GRDB", package: "GRDB.swift"),
             ],
             exclude: ["Scripts"],
             swiftSettings: swiftSettings

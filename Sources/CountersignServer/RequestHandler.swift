@@ -25,6 +25,7 @@ public struct RandomSource: Sendable {
 
 /// Answers the requests of an authenticated principal: one frame in, one frame out, never a throw.
 final class RequestHandler: Sendable {
+    private let store: LedgerStore
     private let keyRing: KeyRing
     private let principals: PrincipalDirectory
     private let issuer: String
@@ -35,9 +36,10 @@ final class RequestHandler: Sendable {
     private let logger: Logger
 
     init(
-        keyRing: KeyRing, principals: PrincipalDirectory, issuer: String, wallClock: WallClock, time: MonotonicTime, random: RandomSource,
+        store: LedgerStore, keyRing: KeyRing, principals: PrincipalDirectory, issuer: String, wallClock: WallClock, time: MonotonicTime, random: RandomSource,
         metrics: ServerMetrics, logger: Logger
     ) {
+        self.store = store
         self.keyRing = keyRing
         self.principals = principals
         self.issuer = issuer
@@ -152,6 +154,11 @@ final class RequestHandler: Sendable {
     }
 
     private func decide(_ request: AuthorizeRequest, agent: String, tierName: inout String) async throws -> Authorization {
+        // A retry with the same idempotency key and body gets the original answer; nothing is signed again.
+        let requestHash = Data(SHA256.hash(data: Data(WireJSON.encode(request).readableBytesView)))
+        if let earlier = try await self.storedAuthorization(agent: agent, idempotencyKey: request.idempotencyKey) {
+            return try Self.replay(earlier, for: requestHash)
+        }
         guard let currency = Currency(code: request.currency) else {
             throw WireError(.currencyNotAccepted, "'\(request.currency)' is not an ISO 4217 currency")
         }
@@ -194,10 +201,46 @@ final class RequestHandler: Sendable {
             case .keyUnavailable: throw WireError(.signingUnavailable, error.reason, retryable: true)
             }
         }
-        return Authorization(
+        let authorization = Authorization(
             jws: jws, authorizationID: claims.jti, tier: tier.name, kid: key.keyID.kid, keyName: key.keyID.name, keyVersion: key.keyID.version,
             keyBackend: key.backend.rawValue, expiresAt: claims.exp
         )
+        // Durable before the answer leaves: if the record cannot be written, the JWS is never sent.
+        let record = AuthorizationRecord(
+            id: claims.jti, agent: agent, idempotencyKey: request.idempotencyKey, requestHash: requestHash,
+            response: Data(WireJSON.encode(authorization).readableBytesView), amount: request.amount, currency: currency.code, tier: tier.name,
+            kid: key.keyID.kid, expiresAt: claims.exp, createdAt: now
+        )
+        let stored: AuthorizationRecord
+        do {
+            stored = try await self.store.recordAuthorization(record)
+        } catch {
+            self.logger.error("authorization not recorded; not sent", metadata: ["agent": "\(agent)", "error": "\(error)"])
+            throw WireError(.storeUnavailable, "the authorization could not be recorded durably, so it was not issued", retryable: true)
+        }
+        if stored.id != record.id {
+            // A concurrent request with the same key was recorded first; this signature is discarded unsent.
+            return try Self.replay(stored, for: requestHash)
+        }
+        return authorization
+    }
+
+    private func storedAuthorization(agent: String, idempotencyKey: String) async throws -> AuthorizationRecord? {
+        do {
+            return try await self.store.authorization(agent: agent, idempotencyKey: idempotencyKey)
+        } catch {
+            throw WireError(.storeUnavailable, "the store does not answer", retryable: true)
+        }
+    }
+
+    private static func replay(_ record: AuthorizationRecord, for requestHash: Data) throws -> Authorization {
+        guard record.requestHash == requestHash else {
+            throw WireError(
+                .idempotencyConflict,
+                "idempotency key '\(record.idempotencyKey)' was used for a different request; use a new key for a new payment"
+            )
+        }
+        return try WireJSON.decode(Authorization.self, from: ByteBuffer(bytes: record.response))
     }
 }
 

@@ -8,6 +8,7 @@ import GRDB
 public final class LedgerStore: Sendable {
     public let path: String
     private let database: DatabasePool
+    private let committer: GroupCommitter
 
     /// Opens (creating if needed) the store at `path`.
     /// - Throws: ``LedgerError`` when the file cannot be opened or migrated.
@@ -16,8 +17,11 @@ public final class LedgerStore: Sendable {
         do {
             var configuration = Configuration()
             configuration.busyMode = .timeout(5)
+            // WAL's default (NORMAL) may lose the last commits on power loss; an answered request must not.
+            configuration.prepareDatabase { db in try db.execute(sql: "PRAGMA synchronous = FULL") }
             self.database = try DatabasePool(path: path, configuration: configuration)
             try Self.migrator.migrate(self.database)
+            self.committer = GroupCommitter(database: self.database)
         } catch {
             throw LedgerError(.storeUnavailable, "cannot open the store at '\(path)': \(error)")
         }
@@ -53,8 +57,54 @@ public final class LedgerStore: Sendable {
                 table.column("value", .blob).notNull()
             }
         }
+        migrator.registerMigration("v2: authorizations") { db in
+            try db.create(table: "authorization") { table in
+                table.primaryKey("id", .text)
+                table.column("agent", .text).notNull()
+                table.column("idempotencyKey", .text).notNull()
+                table.column("requestHash", .blob).notNull()
+                table.column("response", .blob).notNull()
+                table.column("amount", .integer).notNull()
+                table.column("currency", .text).notNull()
+                table.column("tier", .text).notNull()
+                table.column("kid", .text).notNull()
+                table.column("expiresAt", .integer).notNull()
+                table.column("createdAt", .integer).notNull()
+                table.uniqueKey(["agent", "idempotencyKey"])
+            }
+        }
         return migrator
     }
+
+    // MARK: Authorizations
+
+    /// Records a signed authorization durably, grouped with concurrent ones into one transaction.
+    ///
+    /// - Returns: the record stored for the agent's idempotency key: `record`, or the one a concurrent
+    ///   request with the same key stored first.
+    /// - Throws: ``LedgerError`` with `STORE_UNAVAILABLE` when the transaction fails; then nothing was stored.
+    public func recordAuthorization(_ record: AuthorizationRecord) async throws -> AuthorizationRecord {
+        try await self.committer.commit(record)
+    }
+
+    /// The authorization an agent obtained with an idempotency key, if any.
+    public func authorization(agent: String, idempotencyKey: String) async throws -> AuthorizationRecord? {
+        try await self.read { db in
+            try AuthorizationRecord.filter(Column("agent") == agent && Column("idempotencyKey") == idempotencyKey).fetchOne(db)
+        }
+    }
+
+    public func authorizationCount() async throws -> Int {
+        try await self.read { db in try AuthorizationRecord.fetchCount(db) }
+    }
+
+    /// How many transactions the group committer ran, and for how many records.
+    public var groupCommitStatistics: (transactions: Int, records: Int) { self.committer.statistics }
+
+    /// Holds group commits back until ``resumeCommits()`` (for tests of grouping).
+    @_spi(Testing) public func pauseCommits() { self.committer.pause() }
+    @_spi(Testing) public func resumeCommits() { self.committer.resume() }
+    @_spi(Testing) public var pendingCommits: Int { self.committer.pendingCount }
 
     // MARK: Settings
 

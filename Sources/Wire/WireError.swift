@@ -34,6 +34,8 @@ public struct ErrorCode: RawRepresentable, Hashable, Sendable, Codable, CustomSt
     public static let currencyNotAccepted: ErrorCode = "CURRENCY_NOT_ACCEPTED"
     public static let hsmUnavailable: ErrorCode = "HSM_UNAVAILABLE"
     public static let signingUnavailable: ErrorCode = "SIGNING_UNAVAILABLE"
+    public static let idempotencyConflict: ErrorCode = "IDEMPOTENCY_CONFLICT"
+    public static let storeUnavailable: ErrorCode = "STORE_UNAVAILABLE"
 
     // Administration.
     public static let principalExists: ErrorCode = "PRINCIPAL_EXISTS"

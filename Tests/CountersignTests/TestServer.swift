@@ -32,6 +32,8 @@ final class TestServer: Sendable {
         var faultyHSM = false
         var clock: ManualClock?
         var tls: (certificate: String, key: String)?
+        /// Reuse a data directory (a restart); a fresh one otherwise.
+        var dataDirectory: URL?
     }
 
     static func yaml(dataDirectory: URL, options: Options) -> String {
@@ -64,7 +66,7 @@ final class TestServer: Sendable {
 
     static func start(_ options: Options = Options()) async throws -> TestServer {
         let fixture = try SoftHSMFixture.shared()
-        let dataDirectory = fixture.directory.appendingPathComponent("server-\(UUID().uuidString.prefix(8))")
+        let dataDirectory = options.dataDirectory ?? fixture.directory.appendingPathComponent("server-\(UUID().uuidString.prefix(8))")
         let configuration = try ServerConfiguration.parse(yaml: Self.yaml(dataDirectory: dataDirectory, options: options), file: "test.yaml")
         var environment = ServerEnvironment()
         var logger = Logger(label: "countersign.test")
@@ -75,7 +77,7 @@ final class TestServer: Sendable {
             environment.time = MonotonicTime(clock)
         }
         let report = try await CountersignApplication.initialize(configuration: configuration, pin: fixture.pin(), environment: environment)
-        let admin = try CredentialFile.read(path: try #require(report.adminCredentialPath))
+        let admin = try CredentialFile.read(path: report.adminCredentialPath ?? dataDirectory.appendingPathComponent("admin.credential").path)
         let application = try await CountersignApplication(configuration: configuration, pin: fixture.pin(), environment: environment)
         let group = ServiceGroup(configuration: .init(services: application.services, logger: logger))
         let running = Task { try await group.run() }

@@ -1,0 +1,123 @@
+import CountersignClient
+import CountersignServer
+import Foundation
+import GRDB
+@_spi(Testing) import Ledger
+import Testing
+import TestSupport
+import Wire
+
+@Suite("Idempotent retries and durable records", .timeLimit(.minutes(1)))
+struct IdempotencyTests {
+    @Test("the same key and body returns the original answer; the same key with another body is refused")
+    func sameKey() async throws {
+        try await withServer { server in
+            let client = try await server.connect(try await server.addPrincipal("agent-retry"))
+            let request = TestServer.request(1_250, key: "order-77")
+            let first = try await client.authorize(request)
+            let again = try await client.authorize(request)
+            #expect(again == first, "the very same JWS, id and expiry")
+            var changed = request
+            changed.amount = 1_251
+            let conflict = await #expect(throws: WireError.self) { try await client.authorize(changed) }
+            #expect(conflict?.code == .idempotencyConflict)
+            #expect(try await server.application.store.authorizationCount() == 1)
+            // Keys belong to their agent: another agent's "order-77" is its own payment.
+            let other = try await server.connect(try await server.addPrincipal("agent-retry-2"))
+            #expect(try await other.authorize(request).authorizationID != first.authorizationID)
+            await client.close()
+            await other.close()
+        }
+    }
+
+    @Test("20 concurrent retries of one request yield one authorization and one record")
+    func concurrentRetries() async throws {
+        try await withServer { server in
+            let credential = try await server.addPrincipal("agent-impatient")
+            let clients = try await (0..<4).asyncMap { _ in try await server.connect(credential) }
+            let request = TestServer.request(200_000, key: "same-key")  // the HSM tier: the slowest to sign
+            let answers = try await withThrowingTaskGroup(of: Authorization.self) { group in
+                for index in 0..<20 {
+                    group.addTask { try await clients[index % clients.count].authorize(request) }
+                }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            #expect(answers.count == 20)
+            #expect(Set(answers.map(\.authorizationID)).count == 1)
+            #expect(Set(answers.map(\.jws)).count == 1)
+            #expect(try await server.application.store.authorizationCount() == 1)
+            for client in clients { await client.close() }
+        }
+    }
+
+    @Test("a recorded authorization survives a restart: the retry after it gets the same answer")
+    func survivesRestart() async throws {
+        let server = try await TestServer.start()
+        let credential = try await server.addPrincipal("agent-restart")
+        let client = try await server.connect(credential)
+        let request = TestServer.request(700, key: "before-restart")
+        let first = try await client.authorize(request)
+        await client.close()
+        try await server.stop()
+
+        try await withServer(.init(dataDirectory: server.dataDirectory)) { restarted in
+            let client = try await restarted.connect(credential)
+            #expect(try await client.authorize(request) == first)
+            await client.close()
+        }
+    }
+
+    @Test("when the record cannot be written, no authorization is issued (STORE_UNAVAILABLE); service resumes after")
+    func failClosed() async throws {
+        try await withServer { server in
+            let client = try await server.connect(try await server.addPrincipal("agent-fail-closed"))
+            let database = try DatabaseQueue(path: server.dataDirectory.appendingPathComponent("countersign.sqlite").path)
+            try await database.write { db in
+                try db.execute(sql: "CREATE TRIGGER refuse BEFORE INSERT ON authorization BEGIN SELECT RAISE(ABORT, 'disk full'); END")
+            }
+            let refused = await #expect(throws: WireError.self) { try await client.authorize(TestServer.request(300)) }
+            #expect(refused?.code == .storeUnavailable)
+            #expect(refused?.retryable == true)
+            #expect(try await server.application.store.authorizationCount() == 0)
+            try await database.write { db in try db.execute(sql: "DROP TRIGGER refuse") }
+            #expect(try await client.authorize(TestServer.request(300)).tier == "standard")
+            await client.close()
+        }
+    }
+
+    @Test("records that arrive together are committed in one transaction")
+    func groupCommit() async throws {
+        let directory = try SoftHSMFixture.shared().directory.appendingPathComponent("ledger-\(UUID().uuidString.prefix(6))")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let store = try LedgerStore(path: directory.appendingPathComponent("ledger.sqlite").path)
+        store.pauseCommits()
+        let records = (0..<50).map { index in
+            AuthorizationRecord(
+                id: "jti-\(index)", agent: "agent-\(index % 5)", idempotencyKey: "key-\(index)", requestHash: Data([UInt8(index)]), response: Data("{}".utf8),
+                amount: Int64(index + 1), currency: "USD", tier: "standard", kid: "standard/v1", expiresAt: 1_000, createdAt: 0
+            )
+        }
+        let committing = Task {
+            try await withThrowingTaskGroup(of: AuthorizationRecord.self) { group in
+                for record in records { group.addTask { try await store.recordAuthorization(record) } }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+        }
+        try await eventually("all 50 records wait for the commit") { store.pendingCommits == 50 }
+        #expect(try await store.authorizationCount() == 0, "nothing is durable, so nothing has been answered")
+        store.resumeCommits()
+        let stored = try await committing.value
+        #expect(Set(stored.map(\.id)) == Set(records.map(\.id)))
+        #expect(store.groupCommitStatistics.transactions == 1)
+        #expect(store.groupCommitStatistics.records == 50)
+        #expect(try await store.authorizationCount() == 50)
+    }
+}
+
+extension Sequence {
+    func asyncMap<T>(_ transform: (Element) async throws -> T) async rethrows -> [T] {
+        var results: [T] = []
+        for element in self { results.append(try await transform(element)) }
+        return results
+    }
+}
