@@ -21,7 +21,7 @@ public final class FramedServer: Service, Sendable {
     private let logger: Logger
     private let bound: EventLoopPromise<SocketAddress>
     private let connections = Mutex<[ObjectIdentifier: ConnectionState]>([:])
-    private let isShuttingDown = Atomic<Bool>(false)
+    private let isShuttingDown = ShutdownFlag()
 
     init(
         endpoint: ServerConfiguration.Endpoint, tls: NIOSSLContext?, limits: ServerConfiguration.Limits, connectionHandler: ConnectionHandler,
@@ -45,7 +45,8 @@ public final class FramedServer: Service, Sendable {
     public func run() async throws {
         let maximumFrameLength = self.limits.maximumFrameLength
         let tls = self.tls
-        let server: NIOAsyncChannel<NIOAsyncChannel<Frame, Frame>, Never>
+        let isShuttingDown = self.isShuttingDown
+        let server: NIOAsyncChannel<NIOAsyncChannel<Frame, Frame>?, Never>
         do {
             server = try await ServerBootstrap(group: self.group)
                 .serverChannelOption(.backlog, value: 512)
@@ -55,6 +56,12 @@ public final class FramedServer: Service, Sendable {
                 .childChannelOption(.allowRemoteHalfClosure, value: true)
                 .bind(host: self.endpoint.host, port: self.endpoint.port) { channel in
                     channel.eventLoop.makeCompletedFuture {
+                        // A connection accepted while the listener closes would be wrapped and then dropped
+                        // unconsumed, which NIOAsyncChannel forbids: close it instead of wrapping it.
+                        guard !isShuttingDown.isSet else {
+                            channel.close(promise: nil)
+                            return nil
+                        }
                         if let tls {
                             try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls))
                         }
@@ -74,13 +81,14 @@ public final class FramedServer: Service, Sendable {
             try await server.executeThenClose { inbound in
                 try await withThrowingDiscardingTaskGroup { group in
                     for try await connection in inbound {
+                        guard let connection else { continue }
                         group.addTask { await self.accept(connection) }
                     }
                 }
             }
         } onGracefulShutdown: {
             self.logger.notice("shutting down: no new connections, answering requests in flight")
-            self.isShuttingDown.store(true, ordering: .sequentiallyConsistent)
+            self.isShuttingDown.set()
             server.channel.close(promise: nil)
             for connection in self.connections.withLock({ Array($0.values) }) {
                 connection.drain(grace: self.limits.shutdownGrace)
@@ -105,7 +113,7 @@ public final class FramedServer: Service, Sendable {
             return
         }
         self.metrics.connectionsChanged(open: self.connections.withLock { $0.count })
-        if self.isShuttingDown.load(ordering: .sequentiallyConsistent) {
+        if self.isShuttingDown.isSet {
             state.drain(grace: self.limits.shutdownGrace)
         }
         await self.connectionHandler.serve(connection, state: state)
@@ -114,5 +122,18 @@ public final class FramedServer: Service, Sendable {
             return connections.count
         }
         self.metrics.connectionsChanged(open: open)
+    }
+}
+
+/// Set once when shutdown begins; read from child-channel initializers on any event loop.
+final class ShutdownFlag: Sendable {
+    private let value = Atomic<Bool>(false)
+
+    func set() {
+        self.value.store(true, ordering: .sequentiallyConsistent)
+    }
+
+    var isSet: Bool {
+        self.value.load(ordering: .sequentiallyConsistent)
     }
 }

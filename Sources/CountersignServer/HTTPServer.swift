@@ -22,6 +22,7 @@ public final class HTTPServer: Service, Sendable {
     private let group: any EventLoopGroup
     private let logger: Logger
     private let bound: EventLoopPromise<SocketAddress>
+    private let isShuttingDown = ShutdownFlag()
 
     init(endpoint: ServerConfiguration.Endpoint, routes: Routes, group: any EventLoopGroup, logger: Logger) {
         self.endpoint = endpoint
@@ -36,12 +37,17 @@ public final class HTTPServer: Service, Sendable {
     }
 
     public func run() async throws {
-        let server: NIOAsyncChannel<NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, Never>
+        let isShuttingDown = self.isShuttingDown
+        let server: NIOAsyncChannel<NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>?, Never>
         do {
             server = try await ServerBootstrap(group: self.group)
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
                 .bind(host: self.endpoint.host, port: self.endpoint.port) { channel in
                     channel.eventLoop.makeCompletedFuture {
+                        guard !isShuttingDown.isSet else {
+                            channel.close(promise: nil)
+                            return nil
+                        }
                         try channel.pipeline.syncOperations.configureHTTPServerPipeline()
                         return try NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>(wrappingChannelSynchronously: channel)
                     }
@@ -56,11 +62,13 @@ public final class HTTPServer: Service, Sendable {
             try await server.executeThenClose { inbound in
                 try await withThrowingDiscardingTaskGroup { group in
                     for try await connection in inbound {
+                        guard let connection else { continue }
                         group.addTask { await self.serve(connection) }
                     }
                 }
             }
         } onGracefulShutdown: {
+            self.isShuttingDown.set()
             server.channel.close(promise: nil)
         }
     }

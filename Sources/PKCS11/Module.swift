@@ -30,9 +30,10 @@ public final class PKCS11Module: @unchecked Sendable {
 
     let functions: UnsafeMutablePointer<CK_FUNCTION_LIST>
     private let canonicalPath: String
-    /// Serializes calls that create or destroy token objects. SoftHSM 2.6's file object store can fail
-    /// (`CKR_GENERAL_ERROR`) or corrupt an object when two threads create objects at once (SoftHSMv2 #573);
-    /// key creation is rare (initialization, rotation), so serializing it costs nothing that matters.
+    /// Serializes calls that create, destroy or search token objects. SoftHSM 2.6's file object store can
+    /// fail (`CKR_GENERAL_ERROR`) or corrupt an object when one thread creates an object while another creates
+    /// one or re-reads the store (SoftHSMv2 #573). These calls are rare (start-up, initialization, rotation);
+    /// signing and encryption are not serialized.
     let objectStoreLock = Mutex<Void>(())
     private let isFinalized = Atomic<Bool>(false)
 

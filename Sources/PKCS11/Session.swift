@@ -43,7 +43,8 @@ public struct PKCS11Session: ~Copyable {
         let find = try self.module.function("C_FindObjects", \.C_FindObjects)
         let findFinal = try self.module.function("C_FindObjectsFinal", \.C_FindObjectsFinal)
         try template.withUnsafeAttributes { attributes, count in
-            try PKCS11Error.check("C_FindObjectsInit", findInit(self.rawHandle, attributes, count))
+            // Searching re-reads SoftHSM's object store: it shares the object-store lock with creation.
+            try PKCS11Error.check("C_FindObjectsInit", self.module.objectStoreLock.withLock { _ in findInit(self.rawHandle, attributes, count) })
         }
         // A search left open blocks the next one on this session, so it is always finished.
         defer { _ = findFinal(self.rawHandle) }
