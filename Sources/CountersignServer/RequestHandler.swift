@@ -27,6 +27,7 @@ public struct RandomSource: Sendable {
 final class RequestHandler: Sendable {
     private let store: LedgerStore
     private let keyRing: KeyRing
+    private let budgets: BudgetTable
     private let principals: PrincipalDirectory
     private let issuer: String
     private let wallClock: WallClock
@@ -36,11 +37,12 @@ final class RequestHandler: Sendable {
     private let logger: Logger
 
     init(
-        store: LedgerStore, keyRing: KeyRing, principals: PrincipalDirectory, issuer: String, wallClock: WallClock, time: MonotonicTime, random: RandomSource,
+        store: LedgerStore, keyRing: KeyRing, budgets: BudgetTable, principals: PrincipalDirectory, issuer: String, wallClock: WallClock, time: MonotonicTime, random: RandomSource,
         metrics: ServerMetrics, logger: Logger
     ) {
         self.store = store
         self.keyRing = keyRing
+        self.budgets = budgets
         self.principals = principals
         self.issuer = issuer
         self.wallClock = wallClock
@@ -211,9 +213,24 @@ final class RequestHandler: Sendable {
             response: Data(WireJSON.encode(authorization).readableBytesView), amount: request.amount, currency: currency.code, tier: tier.name,
             kid: key.keyID.kid, expiresAt: claims.exp, createdAt: now
         )
+        // The budget check and the record are one step of one transaction: concurrent requests cannot overspend.
+        let limits = self.budgets.checks(agent: agent, currency: currency.code, now: now).map {
+            SpendingLimit(windowStart: $0.windowStart, limit: $0.limit, name: $0.window.description)
+        }
         let stored: AuthorizationRecord
         do {
-            stored = try await self.store.recordAuthorization(record)
+            switch try await self.store.recordAuthorization(record, limits: limits) {
+            case .recorded(let recorded):
+                stored = recorded
+            case .overLimit(let limit, let spent):
+                // The signature is discarded unsent.
+                throw WireError(
+                    .budgetExceeded,
+                    "\(amount) would exceed \(agent)'s \(limit.name) budget of \(Money(minorUnits: limit.limit, currency: currency)); \(Money(minorUnits: spent, currency: currency)) already spent"
+                )
+            }
+        } catch let error as WireError {
+            throw error
         } catch {
             self.logger.error("authorization not recorded; not sent", metadata: ["agent": "\(agent)", "error": "\(error)"])
             throw WireError(.storeUnavailable, "the authorization could not be recorded durably, so it was not issued", retryable: true)

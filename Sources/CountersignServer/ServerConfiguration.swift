@@ -67,6 +67,8 @@ public struct ServerConfiguration: Sendable {
     public var hsm = HSM()
     public var limits = Limits()
     public var tiers: TierTable
+    /// Per-agent spending limits over windows; an agent without a budget is limited only by the tiers.
+    public var budgets = BudgetTable([])
 
     public init(tiers: TierTable) {
         self.tiers = tiers
@@ -83,7 +85,7 @@ public struct ServerConfiguration: Sendable {
 
     public static func parse(yaml: String, file: String) throws -> ServerConfiguration {
         let root = try ConfigurationReader.parse(yaml: yaml, file: file)
-        let entries = try root.mapping(allowing: ["issuer", "listen", "http", "tls", "insecure_plaintext", "data_dir", "hsm", "limits", "tiers"])
+        let entries = try root.mapping(allowing: ["issuer", "listen", "http", "tls", "insecure_plaintext", "data_dir", "hsm", "limits", "tiers", "budgets"])
         guard let tierList = entries["tiers"] else {
             throw root.error("'tiers' is required: at least one tier")
         }
@@ -102,6 +104,7 @@ public struct ServerConfiguration: Sendable {
         if let dataDirectory = entries["data_dir"] { configuration.dataDirectory = try dataDirectory.string() }
         if let hsm = entries["hsm"] { configuration.hsm = try Self.hsm(hsm) }
         if let limits = entries["limits"] { configuration.limits = try Self.limits(limits) }
+        if let budgets = entries["budgets"] { configuration.budgets = try Self.budgets(budgets) }
         return configuration
     }
 
@@ -151,6 +154,31 @@ public struct ServerConfiguration: Sendable {
             limits.shutdownGrace = .nanoseconds(duration.components.seconds * 1_000_000_000 + duration.components.attoseconds / 1_000_000_000)
         }
         return limits
+    }
+
+    private static func budgets(_ reader: ConfigurationReader) throws -> BudgetTable {
+        var budgets: [Budget] = []
+        for entry in try reader.sequence() {
+            let fields = try entry.mapping(allowing: ["agent", "limit", "window"])
+            guard let agent = fields["agent"], let limit = fields["limit"], let window = fields["window"] else {
+                throw entry.error("a budget needs 'agent', 'limit' and 'window'")
+            }
+            var limits: [String: Int64] = [:]
+            for (code, amount) in try limit.mapping(allowing: nil) {
+                guard Currency(code: code) != nil else { throw amount.error("'\(code)' is not an ISO 4217 currency code") }
+                limits[code] = try amount.integer(in: 1...1_000_000_000_000_000)
+            }
+            guard !limits.isEmpty else { throw limit.error("give at least one currency, e.g. USD: 100000 (minor units)") }
+            let budgetWindow: BudgetWindow
+            switch try window.string() {
+            case "day": budgetWindow = .day
+            case "week": budgetWindow = .week
+            case "month": budgetWindow = .month
+            default: budgetWindow = .rolling(seconds: try window.duration(in: .seconds(1) ... .seconds(366 * 86_400)).components.seconds)
+            }
+            budgets.append(Budget(agent: try agent.string(), limits: limits, window: budgetWindow))
+        }
+        return BudgetTable(budgets)
     }
 
     private static func tiers(_ reader: ConfigurationReader) throws -> TierTable {

@@ -39,13 +39,37 @@ public struct AuthorizationRecord: Codable, Sendable, Hashable, FetchableRecord,
     }
 }
 
+/// A limit checked in the same transaction that records an authorization: the agent's spending in the
+/// record's currency since `windowStart` (seconds since 1970), plus the record's amount, must not exceed `limit`.
+public struct SpendingLimit: Sendable, Hashable {
+    public var windowStart: Int64
+    public var limit: Int64
+    /// Names the budget in refusals, e.g. `day (UTC)`.
+    public var name: String
+
+    public init(windowStart: Int64, limit: Int64, name: String) {
+        self.windowStart = windowStart
+        self.limit = limit
+        self.name = name
+    }
+}
+
+/// What recording an authorization came to.
+public enum RecordingOutcome: Sendable, Hashable {
+    /// Stored: the record itself, or the one an earlier request with the same idempotency key stored.
+    case recorded(AuthorizationRecord)
+    /// Not stored: it would take the agent's spending past `limit`; `spent` was already spent in its window.
+    case overLimit(SpendingLimit, spent: Int64)
+}
+
 /// Commits the records of concurrent requests together: one durable transaction (one fsync) for everything
 /// that arrived while the previous transaction was committing. No caller returns before its record is
 /// committed, so no answer leaves the server before it is durable.
 final class GroupCommitter: Sendable {
     private struct Pending {
         var record: AuthorizationRecord
-        var continuation: CheckedContinuation<AuthorizationRecord, any Error>
+        var limits: [SpendingLimit]
+        var continuation: CheckedContinuation<RecordingOutcome, any Error>
     }
 
     private struct State {
@@ -63,12 +87,12 @@ final class GroupCommitter: Sendable {
         self.database = database
     }
 
-    /// Commits `record` in the next group; returns the stored record for its (agent, idempotency key),
-    /// which is `record` itself or the one an earlier request stored first.
-    func commit(_ record: AuthorizationRecord) async throws -> AuthorizationRecord {
+    /// Commits `record` in the next group, unless it would pass one of `limits`. The check and the insert are
+    /// one step of one serialized transaction, so no interleaving of requests can overspend.
+    func commit(_ record: AuthorizationRecord, limits: [SpendingLimit]) async throws -> RecordingOutcome {
         try await withCheckedThrowingContinuation { continuation in
             let startFlush = self.state.withLock { state -> Bool in
-                state.pending.append(Pending(record: record, continuation: continuation))
+                state.pending.append(Pending(record: record, limits: limits, continuation: continuation))
                 guard !state.isFlushing, !state.isPaused else { return false }
                 state.isFlushing = true
                 return true
@@ -93,21 +117,32 @@ final class GroupCommitter: Sendable {
             if batch.isEmpty { return }
             do {
                 let stored = try await self.database.write { db in
-                    try batch.map { pending -> AuthorizationRecord in
+                    try batch.map { pending -> RecordingOutcome in
+                        let record = pending.record
                         let existing = try AuthorizationRecord
-                            .filter(Column("agent") == pending.record.agent && Column("idempotencyKey") == pending.record.idempotencyKey)
+                            .filter(Column("agent") == record.agent && Column("idempotencyKey") == record.idempotencyKey)
                             .fetchOne(db)
-                        if let existing { return existing }
-                        try pending.record.insert(db)
-                        return pending.record
+                        if let existing { return .recorded(existing) }
+                        for limit in pending.limits {
+                            let spent = try Int64.fetchOne(
+                                db,
+                                sql: "SELECT COALESCE(SUM(amount), 0) FROM authorization WHERE agent = ? AND currency = ? AND createdAt >= ?",
+                                arguments: [record.agent, record.currency, limit.windowStart]
+                            ) ?? 0
+                            if spent > limit.limit - record.amount {
+                                return .overLimit(limit, spent: spent)
+                            }
+                        }
+                        try record.insert(db)
+                        return .recorded(record)
                     }
                 }
                 self.state.withLock { state in
                     state.transactions += 1
                     state.records += batch.count
                 }
-                for (pending, record) in zip(batch, stored) {
-                    pending.continuation.resume(returning: record)
+                for (pending, outcome) in zip(batch, stored) {
+                    pending.continuation.resume(returning: outcome)
                 }
             } catch {
                 let failure = LedgerError(.storeUnavailable, "the authorization could not be recorded durably: \(error)")

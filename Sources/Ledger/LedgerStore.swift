@@ -73,18 +73,33 @@ public final class LedgerStore: Sendable {
                 table.uniqueKey(["agent", "idempotencyKey"])
             }
         }
+        migrator.registerMigration("v3: spending index") { db in
+            try db.create(index: "authorization_spending", on: "authorization", columns: ["agent", "currency", "createdAt"])
+        }
         return migrator
     }
 
     // MARK: Authorizations
 
-    /// Records a signed authorization durably, grouped with concurrent ones into one transaction.
+    /// Records a signed authorization durably, grouped with concurrent ones into one transaction, unless it
+    /// would take the agent past one of `limits` (checked in the same transaction).
     ///
-    /// - Returns: the record stored for the agent's idempotency key: `record`, or the one a concurrent
-    ///   request with the same key stored first.
+    /// - Returns: the record stored for the agent's idempotency key (`record`, or the one a concurrent request
+    ///   with the same key stored first), or the limit it would pass.
     /// - Throws: ``LedgerError`` with `STORE_UNAVAILABLE` when the transaction fails; then nothing was stored.
-    public func recordAuthorization(_ record: AuthorizationRecord) async throws -> AuthorizationRecord {
-        try await self.committer.commit(record)
+    public func recordAuthorization(_ record: AuthorizationRecord, limits: [SpendingLimit] = []) async throws -> RecordingOutcome {
+        try await self.committer.commit(record, limits: limits)
+    }
+
+    /// What an agent spent in `currency` since `windowStart`.
+    public func spent(agent: String, currency: String, since windowStart: Int64) async throws -> Int64 {
+        try await self.read { db in
+            try Int64.fetchOne(
+                db,
+                sql: "SELECT COALESCE(SUM(amount), 0) FROM authorization WHERE agent = ? AND currency = ? AND createdAt >= ?",
+                arguments: [agent, currency, windowStart]
+            ) ?? 0
+        }
     }
 
     /// The authorization an agent obtained with an idempotency key, if any.

@@ -35,6 +35,7 @@ public struct ErrorCode: RawRepresentable, Hashable, Sendable, Codable, CustomSt
     public static let hsmUnavailable: ErrorCode = "HSM_UNAVAILABLE"
     public static let signingUnavailable: ErrorCode = "SIGNING_UNAVAILABLE"
     public static let idempotencyConflict: ErrorCode = "IDEMPOTENCY_CONFLICT"
+    public static let budgetExceeded: ErrorCode = "BUDGET_EXCEEDED"
     public static let storeUnavailable: ErrorCode = "STORE_UNAVAILABLE"
 
     // Administration.

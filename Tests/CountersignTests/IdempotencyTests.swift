@@ -99,7 +99,14 @@ struct IdempotencyTests {
         }
         let committing = Task {
             try await withThrowingTaskGroup(of: AuthorizationRecord.self) { group in
-                for record in records { group.addTask { try await store.recordAuthorization(record) } }
+                for record in records {
+                    group.addTask {
+                        guard case .recorded(let stored) = try await store.recordAuthorization(record) else {
+                            throw FixtureError(reason: "no limit was given, so none can be exceeded")
+                        }
+                        return stored
+                    }
+                }
                 return try await group.reduce(into: []) { $0.append($1) }
             }
         }

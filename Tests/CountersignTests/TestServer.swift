@@ -34,6 +34,8 @@ final class TestServer: Sendable {
         var tls: (certificate: String, key: String)?
         /// Reuse a data directory (a restart); a fresh one otherwise.
         var dataDirectory: URL?
+        /// A `budgets:` section, verbatim.
+        var budgets = ""
     }
 
     static func yaml(dataDirectory: URL, options: Options) -> String {
@@ -58,6 +60,7 @@ final class TestServer: Sendable {
               - { name: high, max_amount: { USD: 5000000 }, key: high, backend: hsm, lifetime: 2m }
 
             """
+        text += options.budgets
         if let tls = options.tls {
             text += "tls: { certificate: \(tls.certificate), private_key: \(tls.key) }\n"
         }

@@ -1,0 +1,110 @@
+/// The period a budget counts spending over.
+public enum BudgetWindow: Sendable, Hashable, CustomStringConvertible {
+    /// The last `seconds` seconds.
+    case rolling(seconds: Int64)
+    /// The current calendar day, ISO week (from Monday) or month, in UTC.
+    case day
+    case week
+    case month
+
+    /// The first second (since 1970) that counts at `now`.
+    public func start(at now: Int64) -> Int64 {
+        let day: Int64 = 86_400
+        switch self {
+        case .rolling(let seconds):
+            return now - seconds + 1
+        case .day:
+            return Self.floor(now, day)
+        case .week:
+            // 1970-01-01 was a Thursday; Monday-based weeks start 3 days before each Thursday-aligned week.
+            let days = Self.floor(now, day) / day
+            let sinceMonday = ((days + 3) % 7 + 7) % 7
+            return (days - sinceMonday) * day
+        case .month:
+            let (year, month, _) = Self.civilDate(fromDays: Self.floor(now, day) / day)
+            return Self.days(year: year, month: month, day: 1) * day
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .rolling(let seconds): "rolling \(seconds) s"
+        case .day: "day (UTC)"
+        case .week: "week (UTC, from Monday)"
+        case .month: "month (UTC)"
+        }
+    }
+
+    private static func floor(_ value: Int64, _ unit: Int64) -> Int64 {
+        let quotient = value / unit
+        return (value % unit < 0 ? quotient - 1 : quotient) * unit
+    }
+
+    /// Howard Hinnant's `civil_from_days`: the proleptic Gregorian date of a day number.
+    static func civilDate(fromDays days: Int64) -> (year: Int64, month: Int64, day: Int64) {
+        let z = days + 719_468
+        let era = (z >= 0 ? z : z - 146_096) / 146_097
+        let dayOfEra = z - era * 146_097
+        let yearOfEra = (dayOfEra - dayOfEra / 1460 + dayOfEra / 36524 - dayOfEra / 146_096) / 365
+        let dayOfYear = dayOfEra - (365 * yearOfEra + yearOfEra / 4 - yearOfEra / 100)
+        let monthPrime = (5 * dayOfYear + 2) / 153
+        let day = dayOfYear - (153 * monthPrime + 2) / 5 + 1
+        let month = monthPrime < 10 ? monthPrime + 3 : monthPrime - 9
+        return (yearOfEra + era * 400 + (month <= 2 ? 1 : 0), month, day)
+    }
+
+    /// Howard Hinnant's `days_from_civil`.
+    static func days(year: Int64, month: Int64, day: Int64) -> Int64 {
+        let y = month <= 2 ? year - 1 : year
+        let era = (y >= 0 ? y : y - 399) / 400
+        let yearOfEra = y - era * 400
+        let dayOfYear = (153 * (month > 2 ? month - 3 : month + 9) + 2) / 5 + day - 1
+        let dayOfEra = yearOfEra * 365 + yearOfEra / 4 - yearOfEra / 100 + dayOfYear
+        return era * 146_097 + dayOfEra - 719_468
+    }
+}
+
+/// A spending limit for one agent over a window, per currency, in minor units.
+public struct Budget: Sendable, Hashable {
+    public var agent: String
+    public var limits: [String: Int64]
+    public var window: BudgetWindow
+
+    public init(agent: String, limits: [String: Int64], window: BudgetWindow) {
+        self.agent = agent
+        self.limits = limits
+        self.window = window
+    }
+}
+
+/// One check the store makes atomically with the record: the agent's spending in `currency` since
+/// `windowStart`, plus this amount, must not exceed `limit`.
+public struct BudgetCheck: Sendable, Hashable {
+    public var windowStart: Int64
+    public var limit: Int64
+    public var window: BudgetWindow
+
+    public init(windowStart: Int64, limit: Int64, window: BudgetWindow) {
+        self.windowStart = windowStart
+        self.limit = limit
+        self.window = window
+    }
+}
+
+/// The agents' budgets, as loaded from the configuration.
+public struct BudgetTable: Sendable, Hashable {
+    public let budgets: [Budget]
+
+    public init(_ budgets: [Budget]) {
+        self.budgets = budgets
+    }
+
+    /// The checks a request by `agent` in `currency` must pass at `now`. A currency a budget does not name is
+    /// not limited by it.
+    public func checks(agent: String, currency: String, now: Int64) -> [BudgetCheck] {
+        self.budgets.compactMap { budget in
+            guard budget.agent == agent, let limit = budget.limits[currency] else { return nil }
+            return BudgetCheck(windowStart: budget.window.start(at: now), limit: limit, window: budget.window)
+        }
+    }
+}
