@@ -77,3 +77,23 @@ struct AuthorizeCommand: AsyncParsableCommand {
         return LineItem(description: String(parts[0]), quantity: quantity, unitAmount: unit.minorUnits)
     }
 }
+
+/// `countersign void <authorization id>`.
+struct VoidCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "void",
+        abstract: "Void one of your own unexpired authorizations: its amount no longer counts against your budgets."
+    )
+
+    @Argument(help: "The authorization id (the jti).")
+    var authorizationID: String
+
+    @OptionGroup var client: ClientOptions
+
+    func run() async throws {
+        let connection = try await self.client.connect()
+        let voided = try await connection.void(authorizationID: self.authorizationID)
+        await connection.close()
+        print("voided \(voided.authorizationID) at \(voided.voidedAt)")
+    }
+}

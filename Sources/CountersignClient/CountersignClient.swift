@@ -96,6 +96,11 @@ public final class CountersignClient: Sendable {
         try await self.request(.authorize, request, expecting: Authorization.self)
     }
 
+    /// Voids one of this agent's own unexpired authorizations.
+    public func void(authorizationID: String) async throws -> Voided {
+        try await self.request(.void, VoidRequest(authorizationID: authorizationID), expecting: Voided.self)
+    }
+
     /// The published key set (JWKS).
     public func keys() async throws -> JWKSet {
         try await self.request(.getKeys, Empty(), expecting: JWKSet.self)

@@ -94,6 +94,21 @@ final class RequestHandler: Sendable {
             try Self.require(.agent, principal.role, for: frame.type)
             let request = try Self.decode(AuthorizeRequest.self, from: frame.body)
             return WireJSON.encode(try await self.authorize(request, agent: principalID))
+        case .void:
+            try Self.require(.agent, principal.role, for: frame.type)
+            let request = try Self.decode(VoidRequest.self, from: frame.body)
+            do {
+                let record = try await self.store.voidAuthorization(id: request.authorizationID, agent: principalID, at: self.wallClock.secondsSince1970)
+                self.logger.info("authorization voided", metadata: ["agent": "\(principalID)", "authorization": "\(record.id)"])
+                return WireJSON.encode(Voided(authorizationID: record.id, voidedAt: record.voidedAt ?? 0))
+            } catch let error as LedgerError {
+                switch error.code {
+                case .authorizationNotFound: throw WireError(.authorizationNotFound, error.reason)
+                case .authorizationExpired: throw WireError(.authorizationExpired, error.reason)
+                case .notYours: throw WireError(.forbidden, "an agent may void only its own authorizations")
+                default: throw WireError(.storeUnavailable, "the store does not answer", retryable: true)
+                }
+            }
         case .agentsAdd:
             try Self.require(.admin, principal.role, for: frame.type)
             let request = try Self.decode(AgentsAddRequest.self, from: frame.body)

@@ -20,10 +20,12 @@ public struct AuthorizationRecord: Codable, Sendable, Hashable, FetchableRecord,
     public var kid: String
     public var expiresAt: Int64
     public var createdAt: Int64
+    /// When the agent voided it; a voided authorization no longer counts against budgets.
+    public var voidedAt: Int64?
 
     public init(
         id: String, agent: String, idempotencyKey: String, requestHash: Data, response: Data, amount: Int64, currency: String, tier: String,
-        kid: String, expiresAt: Int64, createdAt: Int64
+        kid: String, expiresAt: Int64, createdAt: Int64, voidedAt: Int64? = nil
     ) {
         self.id = id
         self.agent = agent
@@ -36,6 +38,7 @@ public struct AuthorizationRecord: Codable, Sendable, Hashable, FetchableRecord,
         self.kid = kid
         self.expiresAt = expiresAt
         self.createdAt = createdAt
+        self.voidedAt = voidedAt
     }
 }
 
@@ -126,7 +129,7 @@ final class GroupCommitter: Sendable {
                         for limit in pending.limits {
                             let spent = try Int64.fetchOne(
                                 db,
-                                sql: "SELECT COALESCE(SUM(amount), 0) FROM authorization WHERE agent = ? AND currency = ? AND createdAt >= ?",
+                                sql: LedgerStore.spendingQuery,
                                 arguments: [record.agent, record.currency, limit.windowStart]
                             ) ?? 0
                             if spent > limit.limit - record.amount {

@@ -76,6 +76,9 @@ public final class LedgerStore: Sendable {
         migrator.registerMigration("v3: spending index") { db in
             try db.create(index: "authorization_spending", on: "authorization", columns: ["agent", "currency", "createdAt"])
         }
+        migrator.registerMigration("v4: voids") { db in
+            try db.alter(table: "authorization") { table in table.add(column: "voidedAt", .integer) }
+        }
         return migrator
     }
 
@@ -91,12 +94,41 @@ public final class LedgerStore: Sendable {
         try await self.committer.commit(record, limits: limits)
     }
 
+    /// What counts against a budget: the agent's authorizations in the currency since the window's start,
+    /// less the voided ones.
+    static let spendingQuery = """
+        SELECT COALESCE(SUM(amount), 0) FROM authorization
+        WHERE agent = ? AND currency = ? AND createdAt >= ? AND voidedAt IS NULL
+        """
+
+    /// Voids an agent's own authorization.
+    /// - Returns: the record, with the time it was first voided.
+    /// - Throws: ``LedgerError`` with `AUTHORIZATION_NOT_FOUND` (no such id, or another agent's),
+    ///   `AUTHORIZATION_EXPIRED` (nothing left to withdraw).
+    public func voidAuthorization(id: String, agent: String, at now: Int64) async throws -> AuthorizationRecord {
+        try await self.write { db in
+            guard var record = try AuthorizationRecord.fetchOne(db, key: id) else {
+                throw LedgerError(.authorizationNotFound, "no authorization '\(id)'")
+            }
+            guard record.agent == agent else {
+                throw LedgerError(.notYours, "authorization '\(id)' belongs to another agent")
+            }
+            if record.voidedAt != nil { return record }
+            guard now < record.expiresAt else {
+                throw LedgerError(.authorizationExpired, "authorization '\(id)' expired at \(record.expiresAt); there is nothing to void")
+            }
+            record.voidedAt = now
+            try record.update(db)
+            return record
+        }
+    }
+
     /// What an agent spent in `currency` since `windowStart`.
     public func spent(agent: String, currency: String, since windowStart: Int64) async throws -> Int64 {
         try await self.read { db in
             try Int64.fetchOne(
                 db,
-                sql: "SELECT COALESCE(SUM(amount), 0) FROM authorization WHERE agent = ? AND currency = ? AND createdAt >= ?",
+                sql: Self.spendingQuery,
                 arguments: [agent, currency, windowStart]
             ) ?? 0
         }
@@ -275,6 +307,9 @@ public struct LedgerError: Error, Hashable, Sendable, CustomStringConvertible {
         case principalExists = "PRINCIPAL_EXISTS"
         case principalNotFound = "PRINCIPAL_NOT_FOUND"
         case keyVersionExists = "KEY_VERSION_EXISTS"
+        case authorizationNotFound = "AUTHORIZATION_NOT_FOUND"
+        case authorizationExpired = "AUTHORIZATION_EXPIRED"
+        case notYours = "FORBIDDEN"
     }
 
     public var code: Code

@@ -20,6 +20,7 @@ public struct MessageType: RawRepresentable, Hashable, Sendable, CustomStringCon
     public static let ping = MessageType(rawValue: 0x10)
     public static let authorize = MessageType(rawValue: 0x11)
     public static let getKeys = MessageType(rawValue: 0x12)
+    public static let void = MessageType(rawValue: 0x13)
     public static let agentsAdd = MessageType(rawValue: 0x20)
     public static let agentsList = MessageType(rawValue: 0x21)
     public static let agentsRevoke = MessageType(rawValue: 0x22)
@@ -32,7 +33,7 @@ public struct MessageType: RawRepresentable, Hashable, Sendable, CustomStringCon
     public var response: MessageType { MessageType(rawValue: self.rawValue | 0x80) }
 
     /// Every request type a server understands.
-    public static let requests: Set<MessageType> = [.hello, .auth, .ping, .authorize, .getKeys, .agentsAdd, .agentsList, .agentsRevoke]
+    public static let requests: Set<MessageType> = [.hello, .auth, .ping, .authorize, .getKeys, .void, .agentsAdd, .agentsList, .agentsRevoke]
 
     public var name: String? {
         switch self {
@@ -41,6 +42,7 @@ public struct MessageType: RawRepresentable, Hashable, Sendable, CustomStringCon
         case .ping: "PING"
         case .authorize: "AUTHORIZE"
         case .getKeys: "GET_KEYS"
+        case .void: "VOID"
         case .agentsAdd: "AGENTS_ADD"
         case .agentsList: "AGENTS_LIST"
         case .agentsRevoke: "AGENTS_REVOKE"

@@ -312,3 +312,40 @@ public enum PrincipalID {
         }
     }
 }
+
+/// `VOID` (agent → server): withdraw one of the agent's own unexpired authorizations; its amount no longer
+/// counts against the agent's budgets. The JWS stays cryptographically valid until its `exp`.
+public struct VoidRequest: Codable, Sendable, Hashable, ValidatedRequest {
+    public var authorizationID: String
+
+    enum CodingKeys: String, CodingKey {
+        case authorizationID = "authorization_id"
+    }
+
+    public init(authorizationID: String) {
+        self.authorizationID = authorizationID
+    }
+
+    public func validate() throws(WireError) {
+        guard (1...64).contains(self.authorizationID.utf8.count) else {
+            throw WireError(.invalidRequest, "field 'authorization_id' must be 1 to 64 characters")
+        }
+    }
+}
+
+/// `VOID_RESPONSE`.
+public struct Voided: Codable, Sendable, Hashable {
+    public var authorizationID: String
+    /// Seconds since 1970; a repeated VOID returns the first time.
+    public var voidedAt: Int64
+
+    enum CodingKeys: String, CodingKey {
+        case authorizationID = "authorization_id"
+        case voidedAt = "voided_at"
+    }
+
+    public init(authorizationID: String, voidedAt: Int64) {
+        self.authorizationID = authorizationID
+        self.voidedAt = voidedAt
+    }
+}

@@ -36,6 +36,8 @@ public struct ErrorCode: RawRepresentable, Hashable, Sendable, Codable, CustomSt
     public static let signingUnavailable: ErrorCode = "SIGNING_UNAVAILABLE"
     public static let idempotencyConflict: ErrorCode = "IDEMPOTENCY_CONFLICT"
     public static let budgetExceeded: ErrorCode = "BUDGET_EXCEEDED"
+    public static let authorizationNotFound: ErrorCode = "AUTHORIZATION_NOT_FOUND"
+    public static let authorizationExpired: ErrorCode = "AUTHORIZATION_EXPIRED"
     public static let storeUnavailable: ErrorCode = "STORE_UNAVAILABLE"
 
     // Administration.

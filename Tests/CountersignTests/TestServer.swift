@@ -36,6 +36,7 @@ final class TestServer: Sendable {
         var dataDirectory: URL?
         /// A `budgets:` section, verbatim.
         var budgets = ""
+        var wallClock: WallClock?
     }
 
     static func yaml(dataDirectory: URL, options: Options) -> String {
@@ -78,6 +79,9 @@ final class TestServer: Sendable {
         environment.pkcs11Module = options.faultyHSM ? FaultInjection.module(wrapping: fixture.module) : fixture.module
         if let clock = options.clock {
             environment.time = MonotonicTime(clock)
+        }
+        if let wallClock = options.wallClock {
+            environment.wallClock = wallClock
         }
         let report = try await CountersignApplication.initialize(configuration: configuration, pin: fixture.pin(), environment: environment)
         let admin = try CredentialFile.read(path: report.adminCredentialPath ?? dataDirectory.appendingPathComponent("admin.credential").path)
