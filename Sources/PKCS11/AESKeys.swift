@@ -55,7 +55,7 @@ extension PKCS11Session {
         var mechanism = CK_MECHANISM(mechanism: CK_MECHANISM_TYPE(CKM_AES_KEY_GEN), pParameter: nil, ulParameterLen: 0)
         var key: CK_OBJECT_HANDLE = 0
         try template.withUnsafeAttributes { attributes, count in
-            try PKCS11Error.check("C_GenerateKey", self.module.objectStoreLock.withLock { _ in generate(self.rawHandle, &mechanism, attributes, count, &key) })
+            try PKCS11Error.check("C_GenerateKey", self.module.objectStoreLock.withWriteLock { generate(self.rawHandle, &mechanism, attributes, count, &key) })
         }
         return ObjectHandle(rawValue: UInt(key))
     }
@@ -131,14 +131,16 @@ extension PKCS11Session {
                         pParameter: UnsafeMutableRawPointer(parametersPointer),
                         ulParameterLen: CK_ULONG(MemoryLayout<CK_GCM_PARAMS>.size)
                     )
-                    try PKCS11Error.check(names.0, initialize(self.rawHandle, &mechanism, CK_OBJECT_HANDLE(key.rawValue)))
+                    let rv = self.module.objectStoreLock.withReadLock { initialize(self.rawHandle, &mechanism, CK_OBJECT_HANDLE(key.rawValue)) }
+                    try PKCS11Error.check(names.0, rv)
                 }
             }
         }
         var input = input
         var output = [UInt8](repeating: 0, count: max(outputCapacity, 1))
         var length = CK_ULONG(output.count)
-        try PKCS11Error.check(names.1, run(self.rawHandle, &input, CK_ULONG(input.count), &output, &length))
+        let rv = self.module.objectStoreLock.withReadLock { run(self.rawHandle, &input, CK_ULONG(input.count), &output, &length) }
+        try PKCS11Error.check(names.1, rv)
         explicitZeroArray(&input)
         return Array(output.prefix(Int(length)))
     }

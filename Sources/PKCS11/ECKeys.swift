@@ -55,7 +55,7 @@ extension PKCS11Session {
             try privateTemplate.withUnsafeAttributes { privateAttributes, privateCount in
                 try PKCS11Error.check(
                     "C_GenerateKeyPair",
-                    self.module.objectStoreLock.withLock { _ in generate(self.rawHandle, &mechanism, publicAttributes, publicCount, privateAttributes, privateCount, &publicKey, &privateKey) }
+                    self.module.objectStoreLock.withWriteLock { generate(self.rawHandle, &mechanism, publicAttributes, publicCount, privateAttributes, privateCount, &publicKey, &privateKey) }
                 )
             }
         }
@@ -101,12 +101,14 @@ extension PKCS11Session {
         let signInit = try self.module.function("C_SignInit", \.C_SignInit)
         let sign = try self.module.function("C_Sign", \.C_Sign)
         var mechanism = CK_MECHANISM(mechanism: CK_MECHANISM_TYPE(type.rawValue), pParameter: nil, ulParameterLen: 0)
-        try PKCS11Error.check("C_SignInit", signInit(self.rawHandle, &mechanism, CK_OBJECT_HANDLE(key.rawValue)))
         var signature = [UInt8](repeating: 0, count: maximumLength)
         var length = CK_ULONG(maximumLength)
         var input = data
-        // Any C_Sign result but CKR_BUFFER_TOO_SMALL ends the operation, so the session is clean afterwards.
-        try PKCS11Error.check("C_Sign", sign(self.rawHandle, &input, CK_ULONG(input.count), &signature, &length))
+        try self.module.objectStoreLock.withReadLock { () throws(PKCS11Error) in
+            try PKCS11Error.check("C_SignInit", signInit(self.rawHandle, &mechanism, CK_OBJECT_HANDLE(key.rawValue)))
+            // Any C_Sign result but CKR_BUFFER_TOO_SMALL ends the operation, so the session is clean afterwards.
+            try PKCS11Error.check("C_Sign", sign(self.rawHandle, &input, CK_ULONG(input.count), &signature, &length))
+        }
         return Array(signature.prefix(Int(length)))
     }
 }

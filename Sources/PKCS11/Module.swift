@@ -30,11 +30,8 @@ public final class PKCS11Module: @unchecked Sendable {
 
     let functions: UnsafeMutablePointer<CK_FUNCTION_LIST>
     private let canonicalPath: String
-    /// Serializes calls that create, destroy or search token objects. SoftHSM 2.6's file object store can
-    /// fail (`CKR_GENERAL_ERROR`) or corrupt an object when one thread creates an object while another creates
-    /// one or re-reads the store (SoftHSMv2 #573). These calls are rare (start-up, initialization, rotation);
-    /// signing and encryption are not serialized.
-    let objectStoreLock = Mutex<Void>(())
+    /// Keeps object creation apart from every other use of the object store (see ``ObjectStoreLock``).
+    let objectStoreLock = ObjectStoreLock()
     private let isFinalized = Atomic<Bool>(false)
 
     private static let loaded = Mutex<[String: PKCS11Module]>([:])

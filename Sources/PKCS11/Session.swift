@@ -25,10 +25,10 @@ public struct PKCS11Session: ~Copyable {
     /// - Throws: ``PKCS11Error``, e.g. `C_Login failed: CKR_PIN_INCORRECT (0xA0)`.
     public func login(_ pin: PIN) throws {
         let login = try self.module.function("C_Login", \.C_Login)
-        let rv = pin.withUnsafeBytes { bytes in
+        let rv = pin.withUnsafeBytes { bytes in self.module.objectStoreLock.withReadLock {
             // C_Login takes a non-const pointer but does not write through it.
             login(self.rawHandle, CK_USER_TYPE(CKU_USER), UnsafeMutablePointer(mutating: bytes.bindMemory(to: UInt8.self).baseAddress), CK_ULONG(bytes.count))
-        }
+        } }
         switch ReturnCode(rawValue: rv) {
         case .ok, .userAlreadyLoggedIn: return
         case let code: throw PKCS11Error(function: "C_Login", code: code)
@@ -44,7 +44,7 @@ public struct PKCS11Session: ~Copyable {
         let findFinal = try self.module.function("C_FindObjectsFinal", \.C_FindObjectsFinal)
         try template.withUnsafeAttributes { attributes, count in
             // Searching re-reads SoftHSM's object store: it shares the object-store lock with creation.
-            try PKCS11Error.check("C_FindObjectsInit", self.module.objectStoreLock.withLock { _ in findInit(self.rawHandle, attributes, count) })
+            try PKCS11Error.check("C_FindObjectsInit", self.module.objectStoreLock.withReadLock { findInit(self.rawHandle, attributes, count) })
         }
         // A search left open blocks the next one on this session, so it is always finished.
         defer { _ = findFinal(self.rawHandle) }
@@ -52,7 +52,8 @@ public struct PKCS11Session: ~Copyable {
         var batch = [CK_OBJECT_HANDLE](repeating: 0, count: 32)
         while true {
             var returned: CK_ULONG = 0
-            try PKCS11Error.check("C_FindObjects", find(self.rawHandle, &batch, CK_ULONG(batch.count), &returned))
+            let rv = self.module.objectStoreLock.withReadLock { find(self.rawHandle, &batch, CK_ULONG(batch.count), &returned) }
+            try PKCS11Error.check("C_FindObjects", rv)
             found.append(contentsOf: batch.prefix(Int(returned)).map { ObjectHandle(rawValue: UInt($0)) })
             if returned < batch.count { return found }
         }
@@ -78,7 +79,7 @@ public struct PKCS11Session: ~Copyable {
     /// Destroys an object on the token (`C_DestroyObject`).
     public func destroyObject(_ object: ObjectHandle) throws {
         let destroy = try self.module.function("C_DestroyObject", \.C_DestroyObject)
-        try PKCS11Error.check("C_DestroyObject", self.module.objectStoreLock.withLock { _ in destroy(self.rawHandle, CK_OBJECT_HANDLE(object.rawValue)) })
+        try PKCS11Error.check("C_DestroyObject", self.module.objectStoreLock.withWriteLock { destroy(self.rawHandle, CK_OBJECT_HANDLE(object.rawValue)) })
     }
 
     // MARK: Attributes
@@ -90,7 +91,8 @@ public struct PKCS11Session: ~Copyable {
     public func attribute(_ type: AttributeType, of object: ObjectHandle) throws -> [UInt8] {
         let getValue = try self.module.function("C_GetAttributeValue", \.C_GetAttributeValue)
         var attribute = CK_ATTRIBUTE(type: CK_ATTRIBUTE_TYPE(type.rawValue), pValue: nil, ulValueLen: 0)
-        try PKCS11Error.check("C_GetAttributeValue", getValue(self.rawHandle, CK_OBJECT_HANDLE(object.rawValue), &attribute, 1))
+        let sized = self.module.objectStoreLock.withReadLock { getValue(self.rawHandle, CK_OBJECT_HANDLE(object.rawValue), &attribute, 1) }
+        try PKCS11Error.check("C_GetAttributeValue", sized)
         // Some modules report CKR_OK with CK_UNAVAILABLE_INFORMATION instead of an error code.
         if attribute.ulValueLen == CountersignCKUnavailableInformation {
             throw PKCS11Error(function: "C_GetAttributeValue", code: .attributeSensitive)
@@ -99,7 +101,8 @@ public struct PKCS11Session: ~Copyable {
         try value.withUnsafeMutableBytes { buffer in
             attribute.pValue = buffer.baseAddress
             defer { attribute.pValue = nil }
-            try PKCS11Error.check("C_GetAttributeValue", getValue(self.rawHandle, CK_OBJECT_HANDLE(object.rawValue), &attribute, 1))
+            let rv = self.module.objectStoreLock.withReadLock { getValue(self.rawHandle, CK_OBJECT_HANDLE(object.rawValue), &attribute, 1) }
+            try PKCS11Error.check("C_GetAttributeValue", rv)
         }
         return Array(value.prefix(Int(attribute.ulValueLen)))
     }

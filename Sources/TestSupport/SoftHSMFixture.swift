@@ -17,6 +17,9 @@ public final class SoftHSMFixture: Sendable {
     /// The token that child processes (the `countersign` CLI) use, so their writes never race the test
     /// process's own view of the signing token.
     public static let cliTokenLabel = "countersign-test-cli"
+    /// The token of the `countersignd` processes, apart from the CLI's: SoftHSM's object store is not safe
+    /// for two processes creating objects on one token at once.
+    public static let daemonTokenLabel = "countersign-test-daemon"
 
     public let directory: URL
     public let configurationFile: URL
@@ -41,7 +44,7 @@ public final class SoftHSMFixture: Sendable {
             .appendingPathComponent("countersign-tests-\(ProcessInfo.processInfo.processIdentifier)-\(UUID().uuidString.prefix(8))")
         self.userPIN = "test-" + UUID().uuidString.prefix(12)
         let soPIN = "so-" + UUID().uuidString.prefix(12)
-        for label in [Self.tokenLabel, Self.untouchedTokenLabel, Self.cliTokenLabel] {
+        for label in [Self.tokenLabel, Self.untouchedTokenLabel, Self.cliTokenLabel, Self.daemonTokenLabel] {
             try Self.initializeToken(in: self.directory, label: label, soPIN: soPIN, userPIN: self.userPIN, module: self.modulePath)
         }
         self.configurationFile = self.directory.appendingPathComponent("softhsm2.conf")

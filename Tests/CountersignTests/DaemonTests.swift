@@ -17,7 +17,7 @@ struct DaemonTests {
             listen: { address: 127.0.0.1, port: 0 }
             http: { address: 127.0.0.1, port: 0 }
             data_dir: \(directory.appendingPathComponent("data").path)
-            hsm: { module: \(fixture.modulePath), token_label: \(SoftHSMFixture.cliTokenLabel) }
+            hsm: { module: \(fixture.modulePath), token_label: \(SoftHSMFixture.daemonTokenLabel) }
             tiers:
               - { name: standard, max_amount: { USD: 50000 }, key: standard, backend: software }
               - { name: high, max_amount: { USD: 5000000 }, key: high, backend: hsm }
@@ -51,6 +51,7 @@ struct DaemonTests {
         let config = try self.configuration(in: directory)
         var environment = fixture.environment()
         environment["COUNTERSIGN_CONFIG"] = config.path
+        environment["COUNTERSIGN_TOKEN_LABEL"] = SoftHSMFixture.daemonTokenLabel
         var transcript = ""
 
         let initialized = try ProcessResult.run(executable: self.countersignd, arguments: ["init"], environment: environment)
