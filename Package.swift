@@ -90,6 +90,7 @@ let package = Package(
             dependencies: ["PKCS11", "TestSupport", "countersign", crypto, nioPosix],
             swiftSettings: swiftSettings
         ),
+        .testTarget(name: "PolicyTests", dependencies: ["Policy"], swiftSettings: swiftSettings),
         .testTarget(
             name: "WireTests",
             dependencies: ["Wire", "Signing", nioCore, crypto, .product(name: "NIOEmbedded", package: "swift-nio"), .product(name: "NIOTestUtils", package: "swift-nio")],

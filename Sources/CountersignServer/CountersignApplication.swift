@@ -52,7 +52,7 @@ public final class CountersignApplication: Sendable {
         let metrics = ServerMetrics()
         self.metrics = metrics
         let requests = RequestHandler(
-            store: self.store, keyRing: self.keyRing, budgets: configuration.budgets, principals: principals, issuer: configuration.issuer, wallClock: environment.wallClock, time: environment.time,
+            store: self.store, keyRing: self.keyRing, policy: configuration.policy, budgets: configuration.budgets, principals: principals, issuer: configuration.issuer, wallClock: environment.wallClock, time: environment.time,
             random: environment.random, metrics: metrics, logger: environment.logger
         )
         let connections = ConnectionHandler(

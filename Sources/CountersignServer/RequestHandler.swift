@@ -27,6 +27,7 @@ public struct RandomSource: Sendable {
 final class RequestHandler: Sendable {
     private let store: LedgerStore
     private let keyRing: KeyRing
+    private let policy: PolicyEngine
     private let budgets: BudgetTable
     private let principals: PrincipalDirectory
     private let issuer: String
@@ -37,11 +38,12 @@ final class RequestHandler: Sendable {
     private let logger: Logger
 
     init(
-        store: LedgerStore, keyRing: KeyRing, budgets: BudgetTable, principals: PrincipalDirectory, issuer: String, wallClock: WallClock, time: MonotonicTime, random: RandomSource,
+        store: LedgerStore, keyRing: KeyRing, policy: PolicyEngine, budgets: BudgetTable, principals: PrincipalDirectory, issuer: String, wallClock: WallClock, time: MonotonicTime, random: RandomSource,
         metrics: ServerMetrics, logger: Logger
     ) {
         self.store = store
         self.keyRing = keyRing
+        self.policy = policy
         self.budgets = budgets
         self.principals = principals
         self.issuer = issuer
@@ -180,14 +182,19 @@ final class RequestHandler: Sendable {
             throw WireError(.currencyNotAccepted, "'\(request.currency)' is not an ISO 4217 currency")
         }
         let amount = Money(minorUnits: request.amount, currency: currency)
+        let decision = self.policy.evaluate(
+            PolicyRequest(agent: agent, amount: amount, merchant: request.merchantID, merchantCategoryCode: request.merchantCategoryCode)
+        )
         let tier: Tier
-        switch self.keyRing.tiers.tier(for: amount) {
-        case .success(let found):
-            tier = found
-        case .failure(.currencyNotAccepted(let code, let accepted)):
-            throw WireError(.currencyNotAccepted, "\(code) is not accepted; this server authorizes \(accepted.joined(separator: ", "))")
-        case .failure(.amountAboveLimit(let money)):
-            throw WireError(.amountAboveLimit, "\(money) is above the highest tier's limit")
+        switch decision.outcome {
+        case .authorized(let decided):
+            tier = decided
+        case .denied(let code, let reason):
+            self.logger.info(
+                "authorization denied",
+                metadata: ["agent": "\(agent)", "code": "\(code)", "checks": "\(decision.checks.map { "\($0.name)=\($0.passed)" })"]
+            )
+            throw WireError(ErrorCode(rawValue: code), reason)
         }
         tierName = tier.name
         guard let key = self.keyRing.key(for: tier) else {
@@ -207,7 +214,7 @@ final class RequestHandler: Sendable {
             mcc: request.merchantCategoryCode,
             intentHash: IntentHash.of(request.intent),
             tier: tier.name,
-            policyVersion: self.keyRing.tiers.version
+            policyVersion: decision.policyVersion
         )
         let jws: String
         do {

@@ -66,12 +66,14 @@ public struct ServerConfiguration: Sendable {
     public var dataDirectory = ".data"
     public var hsm = HSM()
     public var limits = Limits()
-    public var tiers: TierTable
+    /// The tiers and the agent profiles.
+    public var policy: PolicyEngine
+    public var tiers: TierTable { self.policy.tiers }
     /// Per-agent spending limits over windows; an agent without a budget is limited only by the tiers.
     public var budgets = BudgetTable([])
 
     public init(tiers: TierTable) {
-        self.tiers = tiers
+        self.policy = PolicyEngine(tiers: tiers)
     }
 
     /// Loads and validates a configuration file.
@@ -85,7 +87,7 @@ public struct ServerConfiguration: Sendable {
 
     public static func parse(yaml: String, file: String) throws -> ServerConfiguration {
         let root = try ConfigurationReader.parse(yaml: yaml, file: file)
-        let entries = try root.mapping(allowing: ["issuer", "listen", "http", "tls", "insecure_plaintext", "data_dir", "hsm", "limits", "tiers", "budgets"])
+        let entries = try root.mapping(allowing: ["issuer", "listen", "http", "tls", "insecure_plaintext", "data_dir", "hsm", "limits", "tiers", "profiles", "budgets"])
         guard let tierList = entries["tiers"] else {
             throw root.error("'tiers' is required: at least one tier")
         }
@@ -105,6 +107,14 @@ public struct ServerConfiguration: Sendable {
         if let hsm = entries["hsm"] { configuration.hsm = try Self.hsm(hsm) }
         if let limits = entries["limits"] { configuration.limits = try Self.limits(limits) }
         if let budgets = entries["budgets"] { configuration.budgets = try Self.budgets(budgets) }
+        if let profiles = entries["profiles"] {
+            let parsed = try Self.profiles(profiles)
+            do {
+                configuration.policy = try PolicyEngine(tiers: configuration.tiers, profiles: parsed)
+            } catch {
+                throw profiles.error(error.reason)
+            }
+        }
         return configuration
     }
 
@@ -154,6 +164,43 @@ public struct ServerConfiguration: Sendable {
             limits.shutdownGrace = .nanoseconds(duration.components.seconds * 1_000_000_000 + duration.components.attoseconds / 1_000_000_000)
         }
         return limits
+    }
+
+    private static func profiles(_ reader: ConfigurationReader) throws -> [AgentProfile] {
+        try reader.sequence().map { entry in
+            let fields = try entry.mapping(allowing: ["name", "agents", "highest_tier", "max_per_authorization", "merchants", "categories"])
+            guard let name = fields["name"], let agents = fields["agents"] else {
+                throw entry.error("a profile needs 'name' and 'agents'")
+            }
+            var profile = AgentProfile(name: try name.string(), agents: Set(try agents.sequence().map { try $0.string() }))
+            if let tier = fields["highest_tier"] { profile.highestTier = try tier.string() }
+            if let maximum = fields["max_per_authorization"] {
+                for (code, amount) in try maximum.mapping(allowing: nil) {
+                    guard Currency(code: code) != nil else { throw amount.error("'\(code)' is not an ISO 4217 currency code") }
+                    profile.maximumPerAuthorization[code] = try amount.integer(in: 1...1_000_000_000_000_000)
+                }
+            }
+            if let merchants = fields["merchants"] {
+                let lists = try merchants.mapping(allowing: ["allow", "block"])
+                profile.allowedMerchants = try lists["allow"].map { Set(try $0.sequence().map { try $0.string() }) }
+                profile.blockedMerchants = try lists["block"].map { Set(try $0.sequence().map { try $0.string() }) } ?? []
+            }
+            if let categories = fields["categories"] {
+                let lists = try categories.mapping(allowing: ["allow", "block"])
+                let codes: (ConfigurationReader) throws -> Set<String> = { list in
+                    Set(try list.sequence().map { item in
+                        let code = try item.string()
+                        guard code.count == 4, code.allSatisfy(\.isASCII), code.allSatisfy(\.isNumber) else {
+                            throw item.error("'\(code)' is not a merchant category code (four digits)")
+                        }
+                        return code
+                    })
+                }
+                profile.allowedCategories = try lists["allow"].map(codes)
+                profile.blockedCategories = try lists["block"].map(codes) ?? []
+            }
+            return profile
+        }
     }
 
     private static func budgets(_ reader: ConfigurationReader) throws -> BudgetTable {

@@ -47,7 +47,7 @@ public struct PKCS11Session: ~Copyable {
             try PKCS11Error.check("C_FindObjectsInit", self.module.objectStoreLock.withReadLock { findInit(self.rawHandle, attributes, count) })
         }
         // A search left open blocks the next one on this session, so it is always finished.
-        defer { _ = findFinal(self.rawHandle) }
+        defer { _ = self.module.objectStoreLock.withReadLock { findFinal(self.rawHandle) } }
         var found: [ObjectHandle] = []
         var batch = [CK_OBJECT_HANDLE](repeating: 0, count: 32)
         while true {
@@ -119,7 +119,8 @@ public struct PKCS11Session: ~Copyable {
     public func generateRandom(count: Int) throws -> [UInt8] {
         let generate = try self.module.function("C_GenerateRandom", \.C_GenerateRandom)
         var bytes = [UInt8](repeating: 0, count: count)
-        try PKCS11Error.check("C_GenerateRandom", generate(self.rawHandle, &bytes, CK_ULONG(count)))
+        let rv = self.module.objectStoreLock.withReadLock { generate(self.rawHandle, &bytes, CK_ULONG(count)) }
+        try PKCS11Error.check("C_GenerateRandom", rv)
         return bytes
     }
 }

@@ -27,14 +27,16 @@ public struct PKCS11Token: Sendable {
         let open = try self.module.function("C_OpenSession", \.C_OpenSession)
         var handle: CK_SESSION_HANDLE = 0
         let flags = CK_FLAGS(CKF_SERIAL_SESSION | CKF_RW_SESSION)
-        try PKCS11Error.check("C_OpenSession", open(CK_SLOT_ID(self.slot.rawValue), flags, nil, nil, &handle))
+        let rv = self.module.objectStoreLock.withReadLock { open(CK_SLOT_ID(self.slot.rawValue), flags, nil, nil, &handle) }
+        try PKCS11Error.check("C_OpenSession", rv)
         return SessionHandle(rawValue: UInt(handle))
     }
 
     /// Closes a session (`C_CloseSession`). Closing the last session of a token logs the application out.
     public func closeSession(_ handle: SessionHandle) throws {
         let close = try self.module.function("C_CloseSession", \.C_CloseSession)
-        try PKCS11Error.check("C_CloseSession", close(CK_SESSION_HANDLE(handle.rawValue)))
+        // Closing the token's last session logs the application out, which touches every private object.
+        try PKCS11Error.check("C_CloseSession", self.module.objectStoreLock.withReadLock { close(CK_SESSION_HANDLE(handle.rawValue)) })
     }
 }
 
@@ -107,7 +109,8 @@ extension PKCS11Module {
     public func tokenInfo(slot: SlotID) throws -> TokenInfo {
         let getInfo = try self.function("C_GetTokenInfo", \.C_GetTokenInfo)
         var info = CK_TOKEN_INFO()
-        try PKCS11Error.check("C_GetTokenInfo", getInfo(CK_SLOT_ID(slot.rawValue), &info))
+        let rv = self.objectStoreLock.withReadLock { getInfo(CK_SLOT_ID(slot.rawValue), &info) }
+        try PKCS11Error.check("C_GetTokenInfo", rv)
         return TokenInfo(info)
     }
 

@@ -129,6 +129,6 @@ struct CheckConfig: AsyncParsableCommand {
     func run() async throws {
         let configuration = try self.options.load()
         try configuration.validateTransportSecurity()
-        print("configuration OK: \(configuration.tiers.tiers.count) tiers, policy \(configuration.tiers.version), listening on \(configuration.listen)")
+        print("configuration OK: \(configuration.tiers.tiers.count) tiers, \(configuration.policy.profiles.count) profiles, policy \(configuration.policy.version), listening on \(configuration.listen)")
     }
 }

@@ -45,7 +45,7 @@ struct AuthorizationTests {
             #expect(claims.mcc == "5734" && claims.tier == "high" && claims.iss == "countersign.test")
             #expect(claims.exp - claims.iat == 120 && claims.nbf == claims.iat && claims.exp == large.expiresAt)
             #expect(claims.intentHash == IntentHash.of(TestServer.request(1_200_000).intent))
-            #expect(claims.policyVersion == server.application.keyRing.tiers.version)
+            #expect(claims.policyVersion == server.application.configuration.policy.version)
             #expect(Base64URL.decode(claims.jti)?.count == 16)
 
             // The low-tier key cannot vouch for the high amount: a merchant checking max_amount refuses it.

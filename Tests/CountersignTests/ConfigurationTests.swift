@@ -54,6 +54,10 @@ struct ConfigurationTests {
             ("tiers:\n  - name: a\n    max_amount: { USD: 10 }\n    key: a\n    backend: software\n    lifetime: 5 minutes\n", 6, "expected a duration"),
             ("tiers: [\n", 2, "not valid YAML"),
             ("issuer: x\n", 1, "'tiers' is required"),
+            ("tiers:\n  - { name: a, max_amount: { USD: 10 }, key: a, backend: software }\nprofiles:\n  - { name: p, agents: [x], highest_tier: gold }\n", 4, "names tier 'gold', which is not defined"),
+            ("tiers:\n  - { name: a, max_amount: { USD: 10 }, key: a, backend: software }\nprofiles:\n  - { name: p, agents: [x] }\n  - { name: q, agents: [x] }\n", 4, "agent 'x' is in profiles 'p' and 'q'"),
+            ("tiers:\n  - { name: a, max_amount: { USD: 10 }, key: a, backend: software }\nprofiles:\n  - name: p\n    agents: [x]\n    categories: { block: [57x4] }\n", 6, "'57x4' is not a merchant category code"),
+            ("tiers:\n  - { name: a, max_amount: { USD: 10 }, key: a, backend: software }\nbudgets:\n  - { agent: x, limit: { USD: 5 }, window: fortnight }\n", 4, "expected a duration"),
         ]
     )
     func mistakes(_ yaml: String, line: Int, reason: String) {

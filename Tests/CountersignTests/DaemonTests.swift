@@ -34,7 +34,7 @@ struct DaemonTests {
         let good = try self.configuration(in: directory)
         let ok = try ProcessResult.run(executable: self.countersignd, arguments: ["check-config", "--config", good.path], environment: [:])
         #expect(ok.status == 0, "\(ok.standardError)")
-        #expect(ok.standardOutput.contains("configuration OK: 2 tiers"))
+        #expect(ok.standardOutput.contains("configuration OK: 2 tiers, 0 profiles"))
 
         let bad = directory.appendingPathComponent("bad.yaml")
         try Data(try String(contentsOf: good, encoding: .utf8).replacingOccurrences(of: "USD: 50000", with: "USD: 50000, ZZZ: 1").utf8).write(to: bad)

@@ -36,6 +36,8 @@ final class TestServer: Sendable {
         var dataDirectory: URL?
         /// A `budgets:` section, verbatim.
         var budgets = ""
+        /// A `profiles:` section, verbatim.
+        var profiles = ""
         var wallClock: WallClock?
     }
 
@@ -61,7 +63,7 @@ final class TestServer: Sendable {
               - { name: high, max_amount: { USD: 5000000 }, key: high, backend: hsm, lifetime: 2m }
 
             """
-        text += options.budgets
+        text += options.budgets + options.profiles
         if let tls = options.tls {
             text += "tls: { certificate: \(tls.certificate), private_key: \(tls.key) }\n"
         }
