@@ -31,12 +31,16 @@ public final class PKCS11Module: @unchecked Sendable {
     let functions: UnsafeMutablePointer<CK_FUNCTION_LIST>
     private let canonicalPath: String
     /// Keeps object creation apart from every other use of the object store (see ``ObjectStoreLock``).
-    let objectStoreLock = ObjectStoreLock()
+    let objectStoreLock: ObjectStoreLock
     private let isFinalized = Atomic<Bool>(false)
 
     private static let loaded = Mutex<[String: PKCS11Module]>([:])
 
-    init(path: String, canonicalPath: String, functions: UnsafeMutablePointer<CK_FUNCTION_LIST>, initializedHere: Bool) {
+    init(
+        path: String, canonicalPath: String, functions: UnsafeMutablePointer<CK_FUNCTION_LIST>, initializedHere: Bool,
+        objectStoreLock: ObjectStoreLock = ObjectStoreLock()
+    ) {
+        self.objectStoreLock = objectStoreLock
         self.path = path
         self.canonicalPath = canonicalPath
         self.functions = functions

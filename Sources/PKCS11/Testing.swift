@@ -2,10 +2,14 @@ import CPKCS11
 
 extension PKCS11Module {
     /// A module that calls through `functions` instead of the loaded library's own list, for tests that
-    /// inject faults. The result shares `module`'s path; it never finalizes (the original owns that).
+    /// inject faults. The result shares `module`'s path and its object-store lock (both reach the same
+    /// library); it never finalizes (the original owns that).
     @_spi(Testing)
     public static func wrapping(_ module: PKCS11Module, functions: UnsafeMutablePointer<CK_FUNCTION_LIST>) -> PKCS11Module {
-        PKCS11Module(path: module.path, canonicalPath: "wrapped:\(module.path)", functions: functions, initializedHere: false)
+        PKCS11Module(
+            path: module.path, canonicalPath: "wrapped:\(module.path)", functions: functions, initializedHere: false,
+            objectStoreLock: module.objectStoreLock
+        )
     }
 
     /// The function list this module calls.

@@ -11,9 +11,12 @@ public struct PKCS11Token: Sendable {
     public func mechanisms() throws -> Set<MechanismType> {
         let getList = try self.module.function("C_GetMechanismList", \.C_GetMechanismList)
         var count: CK_ULONG = 0
-        try PKCS11Error.check("C_GetMechanismList", getList(CK_SLOT_ID(self.slot.rawValue), nil, &count))
-        var types = [CK_MECHANISM_TYPE](repeating: 0, count: Int(count))
-        try PKCS11Error.check("C_GetMechanismList", getList(CK_SLOT_ID(self.slot.rawValue), &types, &count))
+        var types: [CK_MECHANISM_TYPE] = []
+        try self.module.objectStoreLock.withReadLock { () throws(PKCS11Error) in
+            try PKCS11Error.check("C_GetMechanismList", getList(CK_SLOT_ID(self.slot.rawValue), nil, &count))
+            types = [CK_MECHANISM_TYPE](repeating: 0, count: Int(count))
+            try PKCS11Error.check("C_GetMechanismList", getList(CK_SLOT_ID(self.slot.rawValue), &types, &count))
+        }
         return Set(types.prefix(Int(count)).map { MechanismType(rawValue: UInt($0)) })
     }
 
@@ -99,9 +102,13 @@ extension PKCS11Module {
     public func slotsWithToken() throws -> [SlotID] {
         let getList = try self.function("C_GetSlotList", \.C_GetSlotList)
         var count: CK_ULONG = 0
-        try PKCS11Error.check("C_GetSlotList", getList(CK_BBOOL(CK_TRUE), nil, &count))
-        var slots = [CK_SLOT_ID](repeating: 0, count: Int(count))
-        try PKCS11Error.check("C_GetSlotList", getList(CK_BBOOL(CK_TRUE), &slots, &count))
+        // SoftHSM rescans its token directories here, which races a key being created: hence the lock.
+        var slots: [CK_SLOT_ID] = []
+        try self.objectStoreLock.withReadLock { () throws(PKCS11Error) in
+            try PKCS11Error.check("C_GetSlotList", getList(CK_BBOOL(CK_TRUE), nil, &count))
+            slots = [CK_SLOT_ID](repeating: 0, count: Int(count))
+            try PKCS11Error.check("C_GetSlotList", getList(CK_BBOOL(CK_TRUE), &slots, &count))
+        }
         return slots.prefix(Int(count)).map { SlotID(rawValue: UInt($0)) }
     }
 
