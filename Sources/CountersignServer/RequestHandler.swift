@@ -197,10 +197,21 @@ final class RequestHandler: Sendable {
             throw WireError(ErrorCode(rawValue: code), reason)
         }
         tierName = tier.name
+        let now = self.wallClock.secondsSince1970
+        let limits = self.budgets.checks(agent: agent, currency: currency.code, now: now).map {
+            SpendingLimit(windowStart: $0.windowStart, limit: $0.limit, name: $0.window.description)
+        }
+        // A cheap early refusal, so an agent over its budget cannot make the HSM sign for nothing; the atomic
+        // check at the commit below is the one that counts.
+        for limit in limits {
+            let spent = (try? await self.store.spent(agent: agent, currency: currency.code, since: limit.windowStart)) ?? 0
+            if spent > limit.limit - amount.minorUnits {
+                throw Self.budgetExceeded(amount, agent: agent, limit: limit, spent: spent)
+            }
+        }
         guard let key = self.keyRing.key(for: tier) else {
             throw WireError(.signingUnavailable, "no active key for tier '\(tier.name)'", retryable: true)
         }
-        let now = self.wallClock.secondsSince1970
         let claims = AuthorizationClaims(
             iss: self.issuer,
             sub: agent,
@@ -236,9 +247,6 @@ final class RequestHandler: Sendable {
             kid: key.keyID.kid, expiresAt: claims.exp, createdAt: now
         )
         // The budget check and the record are one step of one transaction: concurrent requests cannot overspend.
-        let limits = self.budgets.checks(agent: agent, currency: currency.code, now: now).map {
-            SpendingLimit(windowStart: $0.windowStart, limit: $0.limit, name: $0.window.description)
-        }
         let stored: AuthorizationRecord
         do {
             switch try await self.store.recordAuthorization(record, limits: limits) {
@@ -246,10 +254,7 @@ final class RequestHandler: Sendable {
                 stored = recorded
             case .overLimit(let limit, let spent):
                 // The signature is discarded unsent.
-                throw WireError(
-                    .budgetExceeded,
-                    "\(amount) would exceed \(agent)'s \(limit.name) budget of \(Money(minorUnits: limit.limit, currency: currency)); \(Money(minorUnits: spent, currency: currency)) already spent"
-                )
+                throw Self.budgetExceeded(amount, agent: agent, limit: limit, spent: spent)
             }
         } catch let error as WireError {
             throw error
@@ -262,6 +267,14 @@ final class RequestHandler: Sendable {
             return try Self.replay(stored, for: requestHash)
         }
         return authorization
+    }
+
+    private static func budgetExceeded(_ amount: Money, agent: String, limit: SpendingLimit, spent: Int64) -> WireError {
+        let currency = amount.currency
+        return WireError(
+            .budgetExceeded,
+            "\(amount) would exceed \(agent)'s \(limit.name) budget of \(Money(minorUnits: limit.limit, currency: currency)); \(Money(minorUnits: spent, currency: currency)) already spent"
+        )
     }
 
     private func storedAuthorization(agent: String, idempotencyKey: String) async throws -> AuthorizationRecord? {

@@ -71,6 +71,23 @@ struct HSMFaultTests {
         }
     }
 
+    @Test("an agent over its budget cannot make the HSM sign: the refusal comes before the signature")
+    func budgetBeforeSigning() async throws {
+        FaultInjection.set(.none)
+        let budgets = "budgets:\n  - { agent: agent-hsm-budget, limit: { USD: 150000 }, window: day }\n"
+        try await withServer(.init(faultyHSM: true, budgets: budgets)) { server in
+            let client = try await server.connect(try await server.addPrincipal("agent-hsm-budget"))
+            #expect(try await client.authorize(TestServer.request(100_000)).keyBackend == "hsm")
+            let calls = FaultInjection.signCalls
+            for _ in 0..<5 {
+                let error = await #expect(throws: WireError.self) { try await client.authorize(TestServer.request(100_000)) }
+                #expect(error?.code == .budgetExceeded)
+            }
+            #expect(FaultInjection.signCalls == calls, "no HSM signature was spent on a refusal")
+            await client.close()
+        }
+    }
+
     @Test("graceful shutdown: a request in flight is answered; new requests get SHUTTING_DOWN; then the listener closes")
     func gracefulShutdown() async throws {
         let gate = Gate()
