@@ -51,7 +51,7 @@ let package = Package(
         // The HSM backend of `Signing`: keys on a PKCS#11 token behind a circuit breaker.
         .target(name: "HSMSigning", dependencies: ["Signing", "PKCS11", crypto, logging], swiftSettings: swiftSettings),
         // The durable store: principals and key metadata (SQLite through GRDB).
-        .target(name: "Ledger", dependencies: [.product(name: "GRDB", package: "GRDB.swift"), crypto], swiftSettings: swiftSettings),
+        .target(name: "Ledger", dependencies: ["Policy", .product(name: "GRDB", package: "GRDB.swift"), crypto], swiftSettings: swiftSettings),
         .target(
             name: "CountersignServer",
             dependencies: [

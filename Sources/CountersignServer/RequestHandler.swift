@@ -198,9 +198,7 @@ final class RequestHandler: Sendable {
         }
         tierName = tier.name
         let now = self.wallClock.secondsSince1970
-        let limits = self.budgets.checks(agent: agent, currency: currency.code, now: now).map {
-            SpendingLimit(windowStart: $0.windowStart, limit: $0.limit, name: $0.window.description)
-        }
+        let limits = self.budgets.checks(agent: agent, currency: currency.code, now: now)
         // A cheap early refusal, so an agent over its budget cannot make the HSM sign for nothing; the atomic
         // check at the commit below is the one that counts.
         for limit in limits {
@@ -269,11 +267,11 @@ final class RequestHandler: Sendable {
         return authorization
     }
 
-    private static func budgetExceeded(_ amount: Money, agent: String, limit: SpendingLimit, spent: Int64) -> WireError {
+    private static func budgetExceeded(_ amount: Money, agent: String, limit: BudgetCheck, spent: Int64) -> WireError {
         let currency = amount.currency
         return WireError(
             .budgetExceeded,
-            "\(amount) would exceed \(agent)'s \(limit.name) budget of \(Money(minorUnits: limit.limit, currency: currency)); \(Money(minorUnits: spent, currency: currency)) already spent"
+            "\(amount) would exceed \(agent)'s \(limit.window) budget of \(Money(minorUnits: limit.limit, currency: currency)); \(Money(minorUnits: spent, currency: currency)) already spent"
         )
     }
 

@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import Policy
 import Synchronization
 
 /// A signed authorization as the store keeps it: enough to answer a retry with the very same response.
@@ -42,27 +43,12 @@ public struct AuthorizationRecord: Codable, Sendable, Hashable, FetchableRecord,
     }
 }
 
-/// A limit checked in the same transaction that records an authorization: the agent's spending in the
-/// record's currency since `windowStart` (seconds since 1970), plus the record's amount, must not exceed `limit`.
-public struct SpendingLimit: Sendable, Hashable {
-    public var windowStart: Int64
-    public var limit: Int64
-    /// Names the budget in refusals, e.g. `day (UTC)`.
-    public var name: String
-
-    public init(windowStart: Int64, limit: Int64, name: String) {
-        self.windowStart = windowStart
-        self.limit = limit
-        self.name = name
-    }
-}
-
 /// What recording an authorization came to.
 public enum RecordingOutcome: Sendable, Hashable {
     /// Stored: the record itself, or the one an earlier request with the same idempotency key stored.
     case recorded(AuthorizationRecord)
-    /// Not stored: it would take the agent's spending past `limit`; `spent` was already spent in its window.
-    case overLimit(SpendingLimit, spent: Int64)
+    /// Not stored: it would take the agent's spending past the check's limit; `spent` was already spent in its window.
+    case overLimit(BudgetCheck, spent: Int64)
 }
 
 /// Commits the records of concurrent requests together: one durable transaction (one fsync) for everything
@@ -71,7 +57,7 @@ public enum RecordingOutcome: Sendable, Hashable {
 final class GroupCommitter: Sendable {
     private struct Pending {
         var record: AuthorizationRecord
-        var limits: [SpendingLimit]
+        var limits: [BudgetCheck]
         var continuation: CheckedContinuation<RecordingOutcome, any Error>
     }
 
@@ -92,7 +78,7 @@ final class GroupCommitter: Sendable {
 
     /// Commits `record` in the next group, unless it would pass one of `limits`. The check and the insert are
     /// one step of one serialized transaction, so no interleaving of requests can overspend.
-    func commit(_ record: AuthorizationRecord, limits: [SpendingLimit]) async throws -> RecordingOutcome {
+    func commit(_ record: AuthorizationRecord, limits: [BudgetCheck]) async throws -> RecordingOutcome {
         try await withCheckedThrowingContinuation { continuation in
             let startFlush = self.state.withLock { state -> Bool in
                 state.pending.append(Pending(record: record, limits: limits, continuation: continuation))

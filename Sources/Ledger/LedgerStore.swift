@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import Policy
 
 /// The durable store: principals and key versions (SQLite through GRDB, WAL mode).
 ///
@@ -90,7 +91,7 @@ public final class LedgerStore: Sendable {
     /// - Returns: the record stored for the agent's idempotency key (`record`, or the one a concurrent request
     ///   with the same key stored first), or the limit it would pass.
     /// - Throws: ``LedgerError`` with `STORE_UNAVAILABLE` when the transaction fails; then nothing was stored.
-    public func recordAuthorization(_ record: AuthorizationRecord, limits: [SpendingLimit] = []) async throws -> RecordingOutcome {
+    public func recordAuthorization(_ record: AuthorizationRecord, limits: [BudgetCheck] = []) async throws -> RecordingOutcome {
         try await self.committer.commit(record, limits: limits)
     }
 
