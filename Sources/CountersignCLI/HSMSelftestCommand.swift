@@ -17,16 +17,16 @@ struct HSMSelftestCommand: AsyncParsableCommand {
         let started = ContinuousClock.now
         var steps = StepPrinter()
 
-        let module = try steps.run("load module \(self.hsm.resolvedModulePath)") {
+        let module = try await steps.run("load module \(self.hsm.resolvedModulePath)") {
             let module = try self.hsm.loadModule()
             let info = try module.info()
             return (module, "\(info.manufacturer) \(info.libraryVersion), Cryptoki \(info.cryptokiVersion)")
         }
-        let token = try steps.run("find token") {
+        let token = try await steps.run("find token") {
             let token = try self.hsm.findToken(on: module)
             return (token, "'\(token.info.label)' in slot \(token.slot)")
         }
-        try steps.run("check mechanisms") {
+        try await steps.run("check mechanisms") {
             let offered = try token.mechanisms()
             let missing = RequiredMechanisms.all.map(\.0).filter { !offered.contains($0) }
             guard missing.isEmpty else {
@@ -95,7 +95,7 @@ struct HSMSelftestCommand: AsyncParsableCommand {
                 )
                 return (result, "\(rawSignature.count)-byte r‖s signature")
             }
-            try steps.run("verify the signature with swift-crypto") {
+            try await steps.run("verify the signature with swift-crypto") {
                 guard publicKey.isValidSignature(signature, for: message) else {
                     throw ValidationError("swift-crypto rejected the token's signature")
                 }
@@ -146,19 +146,6 @@ struct HSMSelftestCommand: AsyncParsableCommand {
 /// Prints one line per step: a mark, the step, its detail and how long it took.
 struct StepPrinter {
     private(set) var failures = 0
-
-    mutating func run<T>(_ name: String, _ body: () throws -> (T, String)) throws -> T {
-        let start = ContinuousClock.now
-        do {
-            let (value, detail) = try body()
-            print("ok    \(name): \(detail) (\(Self.milliseconds(ContinuousClock.now - start)) ms)")
-            return value
-        } catch {
-            self.failures += 1
-            print("FAIL  \(name): \(error)")
-            throw error
-        }
-    }
 
     mutating func run<T>(_ name: String, _ body: () async throws -> (T, String)) async throws -> T {
         let start = ContinuousClock.now

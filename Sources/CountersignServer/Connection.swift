@@ -118,12 +118,12 @@ struct ConnectionHandler: Sendable {
                             }
                             switch handshake {
                             case .awaitingHello, .awaitingAuth:
-                                let (next, reply) = await self.handshakeStep(handshake, frame: frame)
-                                handshake = next
-                                try await outbound.write(reply)
-                                if case .authenticated = next {
+                                let step = await self.handshakeStep(handshake, frame: frame)
+                                handshake = step.next
+                                try await outbound.write(step.reply)
+                                if case .authenticated = step.next {
                                     state.authenticated()
-                                } else if reply.type == .error, let error = try? WireJSON.decode(WireError.self, from: reply.body), error.closesConnection {
+                                } else if step.closes {
                                     break reading
                                 }
                             case .authenticated(let principal):
@@ -159,10 +159,10 @@ struct ConnectionHandler: Sendable {
         }
     }
 
-    /// One step of the handshake: the next state and the frame to send back.
-    private func handshakeStep(_ handshake: HandshakeState, frame: Frame) async -> (HandshakeState, Frame) {
-        func refuse(_ error: WireError, staying state: HandshakeState) -> (HandshakeState, Frame) {
-            (state, Self.errorFrame(error, requestID: frame.requestID))
+    /// One step of the handshake: the next state, the frame to send back, and whether to close after it.
+    private func handshakeStep(_ handshake: HandshakeState, frame: Frame) async -> (next: HandshakeState, reply: Frame, closes: Bool) {
+        func refuse(_ error: WireError, staying state: HandshakeState) -> (next: HandshakeState, reply: Frame, closes: Bool) {
+            (state, Self.errorFrame(error, requestID: frame.requestID), error.closesConnection)
         }
         switch (handshake, frame.type) {
         case (.awaitingHello, .hello):
@@ -176,7 +176,7 @@ struct ConnectionHandler: Sendable {
             // The challenge is sent whether or not the principal exists, so ids cannot be probed.
             let challenge = self.random.bytes(Handshake.challengeLength)
             let body = Challenge(challenge: Base64URL.encode(challenge), algorithms: CredentialAlgorithm.allCases)
-            return (.awaitingAuth(principal: hello.principal, challenge: challenge), Frame(type: .challenge, requestID: frame.requestID, body: WireJSON.encode(body)))
+            return (.awaitingAuth(principal: hello.principal, challenge: challenge), Frame(type: .challenge, requestID: frame.requestID, body: WireJSON.encode(body)), false)
 
         case (.awaitingAuth(let principal, let challenge), .auth):
             // The challenge is spent by this one attempt, whatever its outcome.
@@ -200,7 +200,7 @@ struct ConnectionHandler: Sendable {
             }
             self.logger.info("authenticated", metadata: ["principal": "\(principal)", "role": "\(entry.role.rawValue)"])
             let welcome = Welcome(principal: principal, role: entry.role)
-            return (.authenticated(principal: principal), Frame(type: .welcome, requestID: frame.requestID, body: WireJSON.encode(welcome)))
+            return (.authenticated(principal: principal), Frame(type: .welcome, requestID: frame.requestID, body: WireJSON.encode(welcome)), false)
 
         case (_, let type) where !MessageType.requests.contains(type):
             return refuse(WireError(.unknownMessageType, "message type \(type) is not a request this server knows"), staying: handshake)
