@@ -43,7 +43,7 @@ let package = Package(
         // A Swift API over PKCS#11 with typed handles, owned attribute templates and a session pool.
         .target(name: "PKCS11", dependencies: ["CPKCS11", nioCore, nioPosix, crypto, logging], swiftSettings: swiftSettings),
         // The framed-TCP protocol: frames, the codec, message bodies, the handshake transcript.
-        .target(name: "Wire", dependencies: ["Signing", nioCore, crypto], swiftSettings: swiftSettings),
+        .target(name: "Wire", dependencies: ["Signing", "Policy", nioCore, crypto], swiftSettings: swiftSettings),
         // Pure policy: currencies, money, tiers, decisions. No I/O.
         .target(name: "Policy", dependencies: [crypto], swiftSettings: swiftSettings),
         // Signed authorizations: the signer protocol, software keys, JWS and JWKS.

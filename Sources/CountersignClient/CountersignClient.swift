@@ -91,9 +91,67 @@ public final class CountersignClient: Sendable {
         _ = try await self.request(.ping, Empty(), expecting: Empty.self)
     }
 
-    /// Asks for a signed payment authorization (agents only).
+    /// Asks for a payment authorization (agents only): signed, or pending when its tier needs approvers.
+    public func submit(_ request: AuthorizeRequest) async throws -> AuthorizeOutcome {
+        try await self.request(.authorize, request, expecting: AuthorizeOutcome.self)
+    }
+
+    /// Asks for a signed payment authorization (agents only); throws ``ClientError/pendingApproval(_:)`` when
+    /// the tier needs approvers (use ``submit(_:)`` and ``fetchAuthorization(id:waitSeconds:)`` for those).
     public func authorize(_ request: AuthorizeRequest) async throws -> Authorization {
-        try await self.request(.authorize, request, expecting: Authorization.self)
+        switch try await self.submit(request) {
+        case .authorized(let authorization): return authorization
+        case .pendingApproval(let pending): throw ClientError.pendingApproval(pending)
+        }
+    }
+
+    /// One of this agent's authorizations as it stands; with `waitSeconds`, the server answers as soon as a
+    /// pending approval is decided, or after that many seconds (at most 60).
+    public func fetchAuthorization(id: String, waitSeconds: Int? = nil) async throws -> AuthorizeOutcome {
+        try await self.request(.fetchAuthorization, FetchAuthorizationRequest(authorizationID: id, waitSeconds: waitSeconds), expecting: AuthorizeOutcome.self)
+    }
+
+    /// Waits until a pending authorization is approved (returning it) or refused (throwing the server's
+    /// `APPROVAL_DENIED` / `APPROVAL_EXPIRED`), asking again every `pollSeconds` at most.
+    public func awaitApproval(id: String, pollSeconds: Int = 30) async throws -> Authorization {
+        while true {
+            if case .authorized(let authorization) = try await self.fetchAuthorization(id: id, waitSeconds: pollSeconds) {
+                return authorization
+            }
+        }
+    }
+
+    /// Requests waiting for approval (admins and approvers).
+    public func listApprovals() async throws -> [ApprovalSummary] {
+        try await self.request(.approvalsList, Empty(), expecting: ApprovalsList.self).approvals
+    }
+
+    public func showApproval(id: String) async throws -> ApprovalDetail {
+        try await self.request(.approvalsShow, AuthorizationReference(authorizationID: id), expecting: ApprovalDetail.self)
+    }
+
+    /// Approves (approvers only); the approval that completes the quorum releases the signature.
+    public func approve(id: String) async throws -> ApprovalDetail {
+        try await self.request(.approvalsApprove, AuthorizationReference(authorizationID: id), expecting: ApprovalDetail.self)
+    }
+
+    /// Denies (approvers only): the request is refused and its budget hold released.
+    public func deny(id: String) async throws -> ApprovalDetail {
+        try await self.request(.approvalsDeny, AuthorizationReference(authorizationID: id), expecting: ApprovalDetail.self)
+    }
+
+    /// Every budget an agent's spending counts against (admins, or an agent for itself).
+    public func budgets(agent: String) async throws -> BudgetsReport {
+        try await self.request(.budgetsShow, BudgetsShowRequest(agentID: agent), expecting: BudgetsReport.self)
+    }
+
+    public func contexts() async throws -> [ContextInfo] {
+        try await self.request(.contextsList, Empty(), expecting: ContextsList.self).contexts
+    }
+
+    /// Switches a mode on or off (admins only).
+    public func setContext(_ name: String, active: Bool) async throws -> ContextInfo {
+        try await self.request(.contextsSet, ContextsSetRequest(name: name, active: active), expecting: ContextInfo.self)
     }
 
     /// Voids one of this agent's own unexpired authorizations.
@@ -160,12 +218,16 @@ public enum ClientError: Error, Hashable, Sendable, CustomStringConvertible {
     case connectionClosed
     case unexpectedResponse(String)
     case duplicateRequestID(UInt32)
+    /// ``CountersignClient/authorize(_:)`` got a pending approval instead of a signature.
+    case pendingApproval(PendingAuthorization)
 
     public var description: String {
         switch self {
         case .connectionClosed: "CONNECTION_CLOSED: the server closed the connection"
         case .unexpectedResponse(let reason): "UNEXPECTED_RESPONSE: \(reason)"
         case .duplicateRequestID(let id): "DUPLICATE_REQUEST_ID: request id \(id) is already waiting for its answer"
+        case .pendingApproval(let pending):
+            "PENDING_APPROVAL: authorization \(pending.authorizationID) needs \(pending.approvalsRequired) approval(s) before \(pending.approvalExpiresAt)"
         }
     }
 }

@@ -51,10 +51,12 @@ public final class CountersignApplication: Sendable {
         try await principals.load()
         let metrics = ServerMetrics()
         self.metrics = metrics
-        let requests = RequestHandler(
-            store: self.store, keyRing: self.keyRing, policy: configuration.policy, budgets: configuration.budgets, principals: principals, issuer: configuration.issuer, wallClock: environment.wallClock, time: environment.time,
-            random: environment.random, metrics: metrics, logger: environment.logger
+        let modes = try await Self.loadModes(store: self.store, policy: configuration.policy, logger: environment.logger)
+        let authorizer = Authorizer(
+            store: self.store, keyRing: self.keyRing, policy: configuration.policy, modes: modes, issuer: configuration.issuer,
+            wallClock: environment.wallClock, time: environment.time, random: environment.random, metrics: metrics, logger: environment.logger
         )
+        let requests = RequestHandler(authorizer: authorizer, principals: principals, time: environment.time, metrics: metrics, logger: environment.logger)
         let connections = ConnectionHandler(
             requests: requests, principals: principals, limits: configuration.limits, time: environment.time, random: environment.random,
             logger: environment.logger
@@ -91,6 +93,15 @@ public final class CountersignApplication: Sendable {
     /// requests are answered), then HTTP, then the HSM (sessions closed, module finalized).
     public var services: [any Service] {
         [HSMShutdownService(hsm: self.hsm), self.httpServer, self.framedServer]
+    }
+
+    /// The modes admins switched on before the restart; a mode no longer in the configuration is dropped.
+    static func loadModes(store: LedgerStore, policy: PolicyEngine, logger: Logger) async throws -> ContextModes {
+        let stored = try await store.setting(ContextModes.setting).flatMap { try? JSONDecoder().decode([String].self, from: $0) } ?? []
+        let known = Set(policy.contexts.filter(\.isMode).map(\.name))
+        let active = Set(stored).intersection(known)
+        if !active.isEmpty { logger.notice("modes in force", metadata: ["modes": "\(active.sorted())"]) }
+        return ContextModes(active: active)
     }
 
     static func openStore(dataDirectory: String) throws -> LedgerStore {

@@ -25,34 +25,22 @@ public struct RandomSource: Sendable {
 
 /// Answers the requests of an authenticated principal: one frame in, one frame out, never a throw.
 final class RequestHandler: Sendable {
-    private let store: LedgerStore
-    private let keyRing: KeyRing
-    private let policy: PolicyEngine
-    private let budgets: BudgetTable
+    private let authorizer: Authorizer
     private let principals: PrincipalDirectory
-    private let issuer: String
-    private let wallClock: WallClock
     private let time: MonotonicTime
-    private let random: RandomSource
     private let metrics: ServerMetrics
     private let logger: Logger
 
-    init(
-        store: LedgerStore, keyRing: KeyRing, policy: PolicyEngine, budgets: BudgetTable, principals: PrincipalDirectory, issuer: String, wallClock: WallClock, time: MonotonicTime, random: RandomSource,
-        metrics: ServerMetrics, logger: Logger
-    ) {
-        self.store = store
-        self.keyRing = keyRing
-        self.policy = policy
-        self.budgets = budgets
+    init(authorizer: Authorizer, principals: PrincipalDirectory, time: MonotonicTime, metrics: ServerMetrics, logger: Logger) {
+        self.authorizer = authorizer
         self.principals = principals
-        self.issuer = issuer
-        self.wallClock = wallClock
         self.time = time
-        self.random = random
         self.metrics = metrics
         self.logger = logger
     }
+
+    private var store: LedgerStore { self.authorizer.store }
+    private var now: Int64 { self.authorizer.wallClock.secondsSince1970 }
 
     func respond(to frame: Frame, from principal: String) async -> Frame {
         let started = self.time.now
@@ -62,6 +50,8 @@ final class RequestHandler: Sendable {
             result = .success(try await self.dispatch(frame, from: principal))
         } catch let error as WireError {
             result = .failure(error)
+        } catch let error as LedgerError {
+            result = .failure(Authorizer.wireError(error))
         } catch {
             self.logger.error("request failed", metadata: ["type": "\(type)", "principal": "\(principal)", "error": "\(error)"])
             result = .failure(WireError(.internalError, "the server failed to handle the request; the error is in its log", retryable: true))
@@ -85,64 +75,124 @@ final class RequestHandler: Sendable {
         guard let principal = self.principals.lookup(principalID), principal.record.revokedAt == nil else {
             throw WireError(.principalRevoked, "the credential of '\(principalID)' has been revoked")
         }
+        let role = principal.role
         switch frame.type {
         case .ping:
             _ = try WireJSON.decode(Empty.self, from: frame.body)
             return WireJSON.encode(Empty())
         case .getKeys:
             _ = try WireJSON.decode(Empty.self, from: frame.body)
-            return WireJSON.encode(self.keyRing.keySet)
+            return WireJSON.encode(self.authorizer.keyRing.keySet)
+
+        // Agents.
         case .authorize:
-            try Self.require(.agent, principal.role, for: frame.type)
+            try Self.require(.agent, role, for: frame.type)
             let request = try Self.decode(AuthorizeRequest.self, from: frame.body)
-            return WireJSON.encode(try await self.authorize(request, agent: principalID))
+            return WireJSON.encode(try await self.authorizer.authorize(request, agent: principalID))
+        case .fetchAuthorization:
+            try Self.require(.agent, role, for: frame.type)
+            let request = try Self.decode(FetchAuthorizationRequest.self, from: frame.body)
+            return WireJSON.encode(try await self.authorizer.fetch(request, agent: principalID))
         case .void:
-            try Self.require(.agent, principal.role, for: frame.type)
+            try Self.require(.agent, role, for: frame.type)
             let request = try Self.decode(VoidRequest.self, from: frame.body)
-            do {
-                let record = try await self.store.voidAuthorization(id: request.authorizationID, agent: principalID, at: self.wallClock.secondsSince1970)
-                self.logger.info("authorization voided", metadata: ["agent": "\(principalID)", "authorization": "\(record.id)"])
-                return WireJSON.encode(Voided(authorizationID: record.id, voidedAt: record.voidedAt ?? 0))
-            } catch let error as LedgerError {
-                switch error.code {
-                case .authorizationNotFound: throw WireError(.authorizationNotFound, error.reason)
-                case .authorizationExpired: throw WireError(.authorizationExpired, error.reason)
-                case .notYours: throw WireError(.forbidden, "an agent may void only its own authorizations")
-                default: throw WireError(.storeUnavailable, "the store does not answer", retryable: true)
-                }
+            let record = try await self.store.voidAuthorization(id: request.authorizationID, agent: principalID, at: self.now)
+            self.authorizer.notifier.changed(record.id)
+            self.logger.info("authorization voided", metadata: ["agent": "\(principalID)", "authorization": "\(record.id)"])
+            return WireJSON.encode(Voided(authorizationID: record.id, voidedAt: record.voidedAt ?? 0))
+        case .budgetsShow:
+            let request = try Self.decode(BudgetsShowRequest.self, from: frame.body)
+            guard role.isAdministrative || request.agentID == principalID else {
+                throw WireError(.forbidden, "an agent may see only its own budgets")
             }
+            return WireJSON.encode(try await self.authorizer.budgets(of: request.agentID))
+
+        // Approvers.
+        case .approvalsList:
+            try Self.requireAdministrative(role, for: frame.type)
+            _ = try WireJSON.decode(Empty.self, from: frame.body)
+            return WireJSON.encode(try await self.authorizer.pendingApprovals())
+        case .approvalsShow:
+            try Self.requireAdministrative(role, for: frame.type)
+            let request = try Self.decode(AuthorizationReference.self, from: frame.body)
+            return WireJSON.encode(try await self.authorizer.approvalDetail(request.authorizationID))
+        case .approvalsApprove, .approvalsDeny:
+            try Self.require(.approver, role, for: frame.type)
+            let request = try Self.decode(AuthorizationReference.self, from: frame.body)
+            let verdict: ApprovalRecord.Verdict = frame.type == .approvalsApprove ? .approve : .deny
+            return WireJSON.encode(try await self.authorizer.decide(request.authorizationID, approver: principalID, verdict: verdict))
+
+        // Admins.
         case .agentsAdd:
-            try Self.require(.admin, principal.role, for: frame.type)
+            try Self.requireAdministrative(role, for: frame.type)
             let request = try Self.decode(AgentsAddRequest.self, from: frame.body)
             let key = try CredentialPublicKey(algorithm: request.algorithm, base64URL: request.publicKey)
-            let record: PrincipalRecord
-            do {
-                record = try await self.principals.add(id: request.agentID, role: request.role ?? .agent, key: key, at: self.wallClock.secondsSince1970)
-            } catch let error as LedgerError where error.code == .principalExists {
-                throw WireError(.principalExists, error.reason)
-            }
+            let record = try await self.principals.add(id: request.agentID, role: request.role ?? .agent, key: key, at: self.now)
             self.logger.notice("principal added", metadata: ["by": "\(principalID)", "principal": "\(record.id)", "role": "\(record.role)"])
             return WireJSON.encode(record.info)
         case .agentsList:
-            try Self.require(.admin, principal.role, for: frame.type)
+            try Self.requireAdministrative(role, for: frame.type)
             _ = try WireJSON.decode(Empty.self, from: frame.body)
             return WireJSON.encode(AgentsList(agents: self.principals.all().compactMap(\.info)))
         case .agentsRevoke:
-            try Self.require(.admin, principal.role, for: frame.type)
+            try Self.requireAdministrative(role, for: frame.type)
             let request = try Self.decode(AgentsRevokeRequest.self, from: frame.body)
-            let record: PrincipalRecord
-            do {
-                record = try await self.principals.revoke(id: request.agentID, at: self.wallClock.secondsSince1970)
-            } catch let error as LedgerError where error.code == .principalNotFound {
-                throw WireError(.principalNotFound, error.reason)
-            }
+            let record = try await self.principals.revoke(id: request.agentID, at: self.now)
             self.logger.notice("principal revoked", metadata: ["by": "\(principalID)", "principal": "\(record.id)"])
             return WireJSON.encode(record.info)
+        case .contextsList:
+            try Self.requireAdministrative(role, for: frame.type)
+            _ = try WireJSON.decode(Empty.self, from: frame.body)
+            return WireJSON.encode(self.contexts())
+        case .contextsSet:
+            try Self.requireAdministrative(role, for: frame.type)
+            let request = try Self.decode(ContextsSetRequest.self, from: frame.body)
+            guard let context = self.authorizer.policy.contexts.first(where: { $0.name == request.name }), context.isMode else {
+                let modes = self.authorizer.policy.contexts.filter(\.isMode).map(\.name)
+                throw WireError(.contextNotFound, "no mode named '\(request.name)'; the modes are: \(modes.isEmpty ? "none" : modes.joined(separator: ", "))")
+            }
+            let active = self.authorizer.modes.set(context.name, active: request.active)
+            try await self.store.setSetting(ContextModes.setting, to: Data(WireJSON.encode(active.sorted()).readableBytesView))
+            self.logger.notice("context switched", metadata: ["by": "\(principalID)", "context": "\(context.name)", "active": "\(request.active)"])
+            return WireJSON.encode(self.contexts().contexts.first { $0.name == context.name }!)
+
         case .hello, .auth:
             throw WireError(.invalidRequest, "the handshake is already complete on this connection")
         default:
             throw WireError(.unknownMessageType, "message type \(frame.type) is not a request this server knows")
         }
+    }
+
+    private func contexts() -> ContextsList {
+        let now = self.now
+        let modes = self.authorizer.modes.current
+        return ContextsList(
+            contexts: self.authorizer.policy.contexts.map { context in
+                let inForce: Bool
+                let when: String
+                switch context.activation {
+                case .mode:
+                    inForce = modes.contains(context.name)
+                    when = "while switched on"
+                case .schedule(let schedule):
+                    inForce = schedule.covers(now)
+                    when = "during \(schedule)"
+                }
+                var changes: [String] = []
+                if let tier = context.highestTier { changes.append("highest tier \(tier)") }
+                if !context.maximumPerAuthorization.isEmpty {
+                    changes.append(
+                        "at most " + context.maximumPerAuthorization.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")
+                            + " (minor units) per authorization"
+                    )
+                }
+                let whom = (context.agents.sorted().map { "agent \($0)" } + context.profiles.sorted().map { "profile \($0)" }).joined(separator: ", ")
+                return ContextInfo(
+                    name: context.name, kind: context.isMode ? "mode" : "schedule", inForce: inForce,
+                    summary: "\(changes.joined(separator: "; ")) for \(whom), \(when)"
+                )
+            }
+        )
     }
 
     private static func require(_ role: Role, _ actual: Role, for type: MessageType) throws(WireError) {
@@ -151,154 +201,15 @@ final class RequestHandler: Sendable {
         }
     }
 
+    private static func requireAdministrative(_ actual: Role, for type: MessageType) throws(WireError) {
+        guard actual.isAdministrative else {
+            throw WireError(.forbidden, "\(type.name ?? "this request") is for admins; this credential is an \(actual.rawValue)'s")
+        }
+    }
+
     private static func decode<Request: ValidatedRequest>(_ type: Request.Type, from body: ByteBuffer) throws(WireError) -> Request {
         let request = try WireJSON.decode(type, from: body)
         try request.validate()
         return request
-    }
-
-    // MARK: Authorization
-
-    private func authorize(_ request: AuthorizeRequest, agent: String) async throws -> Authorization {
-        let started = self.time.now
-        var tierName = "none"
-        do {
-            let authorization = try await self.decide(request, agent: agent, tierName: &tierName)
-            self.metrics.authorizationDecided(tier: tierName, outcome: "authorized", duration: self.time.now - started)
-            return authorization
-        } catch let error as WireError {
-            self.metrics.authorizationDecided(tier: tierName, outcome: error.code.rawValue, duration: self.time.now - started)
-            throw error
-        }
-    }
-
-    private func decide(_ request: AuthorizeRequest, agent: String, tierName: inout String) async throws -> Authorization {
-        // A retry with the same idempotency key and body gets the original answer; nothing is signed again.
-        let requestHash = Data(SHA256.hash(data: Data(WireJSON.encode(request).readableBytesView)))
-        if let earlier = try await self.storedAuthorization(agent: agent, idempotencyKey: request.idempotencyKey) {
-            return try Self.replay(earlier, for: requestHash)
-        }
-        guard let currency = Currency(code: request.currency) else {
-            throw WireError(.currencyNotAccepted, "'\(request.currency)' is not an ISO 4217 currency")
-        }
-        let amount = Money(minorUnits: request.amount, currency: currency)
-        let decision = self.policy.evaluate(
-            PolicyRequest(agent: agent, amount: amount, merchant: request.merchantID, merchantCategoryCode: request.merchantCategoryCode)
-        )
-        let tier: Tier
-        switch decision.outcome {
-        case .authorized(let decided):
-            tier = decided
-        case .denied(let code, let reason):
-            self.logger.info(
-                "authorization denied",
-                metadata: ["agent": "\(agent)", "code": "\(code)", "checks": "\(decision.checks.map { "\($0.name)=\($0.passed)" })"]
-            )
-            throw WireError(ErrorCode(rawValue: code), reason)
-        }
-        tierName = tier.name
-        let now = self.wallClock.secondsSince1970
-        let limits = self.budgets.checks(agent: agent, currency: currency.code, now: now)
-        // A cheap early refusal, so an agent over its budget cannot make the HSM sign for nothing; the atomic
-        // check at the commit below is the one that counts.
-        for limit in limits {
-            let spent = (try? await self.store.spent(agent: agent, currency: currency.code, since: limit.windowStart)) ?? 0
-            if spent > limit.limit - amount.minorUnits {
-                throw Self.budgetExceeded(amount, agent: agent, limit: limit, spent: spent)
-            }
-        }
-        guard let key = self.keyRing.key(for: tier) else {
-            throw WireError(.signingUnavailable, "no active key for tier '\(tier.name)'", retryable: true)
-        }
-        let claims = AuthorizationClaims(
-            iss: self.issuer,
-            sub: agent,
-            aud: request.merchantID,
-            jti: Base64URL.encode(self.random.bytes(16)),
-            iat: now,
-            nbf: now,
-            exp: now + tier.lifetimeSeconds,
-            amount: request.amount,
-            currency: currency.code,
-            mcc: request.merchantCategoryCode,
-            intentHash: IntentHash.of(request.intent),
-            tier: tier.name,
-            policyVersion: decision.policyVersion
-        )
-        let jws: String
-        do {
-            jws = try await CompactJWS.sign(claims, with: key)
-        } catch let error as SigningError {
-            switch error.code {
-            case .hsmUnavailable: throw WireError(.hsmUnavailable, error.reason, retryable: true)
-            case .keyUnavailable: throw WireError(.signingUnavailable, error.reason, retryable: true)
-            }
-        }
-        let authorization = Authorization(
-            jws: jws, authorizationID: claims.jti, tier: tier.name, kid: key.keyID.kid, keyName: key.keyID.name, keyVersion: key.keyID.version,
-            keyBackend: key.backend.rawValue, expiresAt: claims.exp
-        )
-        // Durable before the answer leaves: if the record cannot be written, the JWS is never sent.
-        let record = AuthorizationRecord(
-            id: claims.jti, agent: agent, idempotencyKey: request.idempotencyKey, requestHash: requestHash,
-            response: Data(WireJSON.encode(authorization).readableBytesView), amount: request.amount, currency: currency.code, tier: tier.name,
-            kid: key.keyID.kid, expiresAt: claims.exp, createdAt: now
-        )
-        // The budget check and the record are one step of one transaction: concurrent requests cannot overspend.
-        let stored: AuthorizationRecord
-        do {
-            switch try await self.store.recordAuthorization(record, limits: limits) {
-            case .recorded(let recorded):
-                stored = recorded
-            case .overLimit(let limit, let spent):
-                // The signature is discarded unsent.
-                throw Self.budgetExceeded(amount, agent: agent, limit: limit, spent: spent)
-            }
-        } catch let error as WireError {
-            throw error
-        } catch {
-            self.logger.error("authorization not recorded; not sent", metadata: ["agent": "\(agent)", "error": "\(error)"])
-            throw WireError(.storeUnavailable, "the authorization could not be recorded durably, so it was not issued", retryable: true)
-        }
-        if stored.id != record.id {
-            // A concurrent request with the same key was recorded first; this signature is discarded unsent.
-            return try Self.replay(stored, for: requestHash)
-        }
-        return authorization
-    }
-
-    private static func budgetExceeded(_ amount: Money, agent: String, limit: BudgetCheck, spent: Int64) -> WireError {
-        let currency = amount.currency
-        return WireError(
-            .budgetExceeded,
-            "\(amount) would exceed \(agent)'s \(limit.window) budget of \(Money(minorUnits: limit.limit, currency: currency)); \(Money(minorUnits: spent, currency: currency)) already spent"
-        )
-    }
-
-    private func storedAuthorization(agent: String, idempotencyKey: String) async throws -> AuthorizationRecord? {
-        do {
-            return try await self.store.authorization(agent: agent, idempotencyKey: idempotencyKey)
-        } catch {
-            throw WireError(.storeUnavailable, "the store does not answer", retryable: true)
-        }
-    }
-
-    private static func replay(_ record: AuthorizationRecord, for requestHash: Data) throws -> Authorization {
-        guard record.requestHash == requestHash else {
-            throw WireError(
-                .idempotencyConflict,
-                "idempotency key '\(record.idempotencyKey)' was used for a different request; use a new key for a new payment"
-            )
-        }
-        return try WireJSON.decode(Authorization.self, from: ByteBuffer(bytes: record.response))
-    }
-}
-
-/// The hash of an agent's stated intent, bound into its authorization.
-public enum IntentHash {
-    /// base64url of SHA-256 over the intent's canonical JSON (sorted keys, no whitespace, no escaped '/').
-    public static func of(_ intent: Intent) -> String {
-        let canonical = WireJSON.encode(intent)
-        return Base64URL.encode(Array(SHA256.hash(data: Data(canonical.readableBytesView))))
     }
 }

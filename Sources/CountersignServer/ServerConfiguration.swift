@@ -66,11 +66,9 @@ public struct ServerConfiguration: Sendable {
     public var dataDirectory = ".data"
     public var hsm = HSM()
     public var limits = Limits()
-    /// The tiers and the agent profiles.
+    /// The tiers, agent profiles, teams, budgets, escalation rules and contexts.
     public var policy: PolicyEngine
     public var tiers: TierTable { self.policy.tiers }
-    /// Per-agent spending limits over windows; an agent without a budget is limited only by the tiers.
-    public var budgets = BudgetTable([])
 
     public init(tiers: TierTable) {
         self.policy = PolicyEngine(tiers: tiers)
@@ -87,11 +85,11 @@ public struct ServerConfiguration: Sendable {
 
     public static func parse(yaml: String, file: String) throws -> ServerConfiguration {
         let root = try ConfigurationReader.parse(yaml: yaml, file: file)
-        let entries = try root.mapping(allowing: ["issuer", "listen", "http", "tls", "insecure_plaintext", "data_dir", "hsm", "limits", "tiers", "profiles", "budgets"])
-        guard let tierList = entries["tiers"] else {
-            throw root.error("'tiers' is required: at least one tier")
-        }
-        var configuration = ServerConfiguration(tiers: try Self.tiers(tierList))
+        let entries = try root.mapping(allowing: [
+            "issuer", "listen", "http", "tls", "insecure_plaintext", "data_dir", "hsm", "limits", "tiers", "profiles", "budgets", "teams",
+            "organizations", "escalation", "contexts",
+        ])
+        var configuration = ServerConfiguration(tiers: try PolicyConfiguration.tiers(entries["tiers"], root: root))
         if let issuer = entries["issuer"] { configuration.issuer = try issuer.string() }
         if let listen = entries["listen"] { configuration.listen = try Self.endpoint(listen) }
         if let http = entries["http"] { configuration.http = try Self.endpoint(http) }
@@ -106,15 +104,7 @@ public struct ServerConfiguration: Sendable {
         if let dataDirectory = entries["data_dir"] { configuration.dataDirectory = try dataDirectory.string() }
         if let hsm = entries["hsm"] { configuration.hsm = try Self.hsm(hsm) }
         if let limits = entries["limits"] { configuration.limits = try Self.limits(limits) }
-        if let budgets = entries["budgets"] { configuration.budgets = try Self.budgets(budgets) }
-        if let profiles = entries["profiles"] {
-            let parsed = try Self.profiles(profiles)
-            do {
-                configuration.policy = try PolicyEngine(tiers: configuration.tiers, profiles: parsed)
-            } catch {
-                throw profiles.error(error.reason)
-            }
-        }
+        configuration.policy = try PolicyConfiguration.policy(tiers: configuration.tiers, entries: entries, root: root)
         return configuration
     }
 
@@ -164,102 +154,5 @@ public struct ServerConfiguration: Sendable {
             limits.shutdownGrace = .nanoseconds(duration.components.seconds * 1_000_000_000 + duration.components.attoseconds / 1_000_000_000)
         }
         return limits
-    }
-
-    private static func profiles(_ reader: ConfigurationReader) throws -> [AgentProfile] {
-        try reader.sequence().map { entry in
-            let fields = try entry.mapping(allowing: ["name", "agents", "highest_tier", "max_per_authorization", "merchants", "categories"])
-            guard let name = fields["name"], let agents = fields["agents"] else {
-                throw entry.error("a profile needs 'name' and 'agents'")
-            }
-            var profile = AgentProfile(name: try name.string(), agents: Set(try agents.sequence().map { try $0.string() }))
-            if let tier = fields["highest_tier"] { profile.highestTier = try tier.string() }
-            if let maximum = fields["max_per_authorization"] {
-                for (code, amount) in try maximum.mapping(allowing: nil) {
-                    guard Currency(code: code) != nil else { throw amount.error("'\(code)' is not an ISO 4217 currency code") }
-                    profile.maximumPerAuthorization[code] = try amount.integer(in: 1...1_000_000_000_000_000)
-                }
-            }
-            if let merchants = fields["merchants"] {
-                let lists = try merchants.mapping(allowing: ["allow", "block"])
-                profile.allowedMerchants = try lists["allow"].map { Set(try $0.sequence().map { try $0.string() }) }
-                profile.blockedMerchants = try lists["block"].map { Set(try $0.sequence().map { try $0.string() }) } ?? []
-            }
-            if let categories = fields["categories"] {
-                let lists = try categories.mapping(allowing: ["allow", "block"])
-                let codes: (ConfigurationReader) throws -> Set<String> = { list in
-                    Set(try list.sequence().map { item in
-                        let code = try item.string()
-                        guard code.count == 4, code.allSatisfy(\.isASCII), code.allSatisfy(\.isNumber) else {
-                            throw item.error("'\(code)' is not a merchant category code (four digits)")
-                        }
-                        return code
-                    })
-                }
-                profile.allowedCategories = try lists["allow"].map(codes)
-                profile.blockedCategories = try lists["block"].map(codes) ?? []
-            }
-            return profile
-        }
-    }
-
-    private static func budgets(_ reader: ConfigurationReader) throws -> BudgetTable {
-        var budgets: [Budget] = []
-        for entry in try reader.sequence() {
-            let fields = try entry.mapping(allowing: ["agent", "limit", "window"])
-            guard let agent = fields["agent"], let limit = fields["limit"], let window = fields["window"] else {
-                throw entry.error("a budget needs 'agent', 'limit' and 'window'")
-            }
-            var limits: [String: Int64] = [:]
-            for (code, amount) in try limit.mapping(allowing: nil) {
-                guard Currency(code: code) != nil else { throw amount.error("'\(code)' is not an ISO 4217 currency code") }
-                limits[code] = try amount.integer(in: 1...1_000_000_000_000_000)
-            }
-            guard !limits.isEmpty else { throw limit.error("give at least one currency, e.g. USD: 100000 (minor units)") }
-            let budgetWindow: BudgetWindow
-            switch try window.string() {
-            case "day": budgetWindow = .day
-            case "week": budgetWindow = .week
-            case "month": budgetWindow = .month
-            default: budgetWindow = .rolling(seconds: try window.duration(in: .seconds(1) ... .seconds(366 * 86_400)).components.seconds)
-            }
-            budgets.append(Budget(agent: try agent.string(), limits: limits, window: budgetWindow))
-        }
-        return BudgetTable(budgets)
-    }
-
-    private static func tiers(_ reader: ConfigurationReader) throws -> TierTable {
-        var tiers: [Tier] = []
-        for entry in try reader.sequence() {
-            let fields = try entry.mapping(allowing: ["name", "max_amount", "key", "backend", "lifetime"])
-            guard let name = fields["name"], let maximum = fields["max_amount"], let key = fields["key"], let backend = fields["backend"] else {
-                throw entry.error("a tier needs 'name', 'max_amount', 'key' and 'backend'")
-            }
-            var bounds: [String: Int64] = [:]
-            for (code, amount) in try maximum.mapping(allowing: nil) {
-                guard Currency(code: code) != nil else {
-                    throw amount.error("'\(code)' is not an ISO 4217 currency code")
-                }
-                bounds[code] = try amount.integer(in: 1...1_000_000_000_000_000)
-            }
-            guard !bounds.isEmpty else { throw maximum.error("give at least one currency, e.g. USD: 50000 (minor units)") }
-            let backendName = try backend.string()
-            guard let keyBackend = KeyBackend(rawValue: backendName) else {
-                throw backend.error("'\(backendName)' is not a backend; use software or hsm")
-            }
-            let keyName = try key.string()
-            guard keyName.range(of: "^[a-z][a-z0-9-]{0,31}$", options: .regularExpression) != nil else {
-                throw key.error("key names are 1 to 32 characters: a-z, 0-9 and '-', starting with a letter")
-            }
-            let lifetime = try fields["lifetime"]?.duration(in: .seconds(10) ... .seconds(3600)) ?? .seconds(300)
-            tiers.append(
-                Tier(name: try name.string(), maximumAmounts: bounds, keyName: keyName, backend: keyBackend, lifetimeSeconds: lifetime.components.seconds)
-            )
-        }
-        do {
-            return try TierTable(tiers)
-        } catch {
-            throw reader.error(error.reason)
-        }
     }
 }

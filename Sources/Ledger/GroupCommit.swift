@@ -3,61 +3,30 @@ import GRDB
 import Policy
 import Synchronization
 
-/// A signed authorization as the store keeps it: enough to answer a retry with the very same response.
-public struct AuthorizationRecord: Codable, Sendable, Hashable, FetchableRecord, PersistableRecord {
-    public static let databaseTableName = "authorization"
-
-    /// The `jti`.
-    public var id: String
-    public var agent: String
-    public var idempotencyKey: String
-    /// SHA-256 of the request's canonical JSON: a retry must match it.
-    public var requestHash: Data
-    /// The response sent, as JSON; a retry gets these bytes back.
-    public var response: Data
-    public var amount: Int64
-    public var currency: String
-    public var tier: String
-    public var kid: String
-    public var expiresAt: Int64
-    public var createdAt: Int64
-    /// When the agent voided it; a voided authorization no longer counts against budgets.
-    public var voidedAt: Int64?
-
-    public init(
-        id: String, agent: String, idempotencyKey: String, requestHash: Data, response: Data, amount: Int64, currency: String, tier: String,
-        kid: String, expiresAt: Int64, createdAt: Int64, voidedAt: Int64? = nil
-    ) {
-        self.id = id
-        self.agent = agent
-        self.idempotencyKey = idempotencyKey
-        self.requestHash = requestHash
-        self.response = response
-        self.amount = amount
-        self.currency = currency
-        self.tier = tier
-        self.kid = kid
-        self.expiresAt = expiresAt
-        self.createdAt = createdAt
-        self.voidedAt = voidedAt
-    }
+/// A write that goes through the group committer.
+enum LedgerWrite: Sendable {
+    /// An authorization (issued or pending approval) with a hold at each of `scopes`, unless one of `limits`
+    /// would be passed.
+    case authorization(AuthorizationRecord, scopes: [BudgetScope], limits: [BudgetCheck])
+    case refusal(RefusalRecord)
 }
 
-/// What recording an authorization came to.
+/// What recording came to.
 public enum RecordingOutcome: Sendable, Hashable {
     /// Stored: the record itself, or the one an earlier request with the same idempotency key stored.
     case recorded(AuthorizationRecord)
-    /// Not stored: it would take the agent's spending past the check's limit; `spent` was already spent in its window.
+    /// Not stored: it would take a scope's spending past the check's limit; `spent` is already counted in its window.
     case overLimit(BudgetCheck, spent: Int64)
+    /// A refusal was stored.
+    case refusalRecorded
 }
 
-/// Commits the records of concurrent requests together: one durable transaction (one fsync) for everything
-/// that arrived while the previous transaction was committing. No caller returns before its record is
+/// Commits the writes of concurrent requests together: one durable transaction (one fsync) for everything
+/// that arrived while the previous transaction was committing. No caller returns before its write is
 /// committed, so no answer leaves the server before it is durable.
 final class GroupCommitter: Sendable {
     private struct Pending {
-        var record: AuthorizationRecord
-        var limits: [BudgetCheck]
+        var write: LedgerWrite
         var continuation: CheckedContinuation<RecordingOutcome, any Error>
     }
 
@@ -76,12 +45,12 @@ final class GroupCommitter: Sendable {
         self.database = database
     }
 
-    /// Commits `record` in the next group, unless it would pass one of `limits`. The check and the insert are
-    /// one step of one serialized transaction, so no interleaving of requests can overspend.
-    func commit(_ record: AuthorizationRecord, limits: [BudgetCheck]) async throws -> RecordingOutcome {
+    /// Commits `write` in the next group. An authorization's budget checks and its holds are one step of one
+    /// serialized transaction, so no interleaving of requests can overspend.
+    func commit(_ write: LedgerWrite) async throws -> RecordingOutcome {
         try await withCheckedThrowingContinuation { continuation in
             let startFlush = self.state.withLock { state -> Bool in
-                state.pending.append(Pending(record: record, limits: limits, continuation: continuation))
+                state.pending.append(Pending(write: write, continuation: continuation))
                 guard !state.isFlushing, !state.isPaused else { return false }
                 state.isFlushing = true
                 return true
@@ -105,36 +74,18 @@ final class GroupCommitter: Sendable {
             }
             if batch.isEmpty { return }
             do {
-                let stored = try await self.database.write { db in
-                    try batch.map { pending -> RecordingOutcome in
-                        let record = pending.record
-                        let existing = try AuthorizationRecord
-                            .filter(Column("agent") == record.agent && Column("idempotencyKey") == record.idempotencyKey)
-                            .fetchOne(db)
-                        if let existing { return .recorded(existing) }
-                        for limit in pending.limits {
-                            let spent = try Int64.fetchOne(
-                                db,
-                                sql: LedgerStore.spendingQuery,
-                                arguments: [record.agent, record.currency, limit.windowStart]
-                            ) ?? 0
-                            if spent > limit.limit - record.amount {
-                                return .overLimit(limit, spent: spent)
-                            }
-                        }
-                        try record.insert(db)
-                        return .recorded(record)
-                    }
+                let outcomes = try await self.database.write { db in
+                    try batch.map { pending in try Self.apply(pending.write, in: db) }
                 }
                 self.state.withLock { state in
                     state.transactions += 1
                     state.records += batch.count
                 }
-                for (pending, outcome) in zip(batch, stored) {
+                for (pending, outcome) in zip(batch, outcomes) {
                     pending.continuation.resume(returning: outcome)
                 }
             } catch {
-                let failure = LedgerError(.storeUnavailable, "the authorization could not be recorded durably: \(error)")
+                let failure = LedgerError(.storeUnavailable, "the write could not be made durable: \(error)")
                 for pending in batch {
                     pending.continuation.resume(throwing: failure)
                 }
@@ -142,12 +93,39 @@ final class GroupCommitter: Sendable {
         }
     }
 
-    /// Transactions committed and records they held, to show that commits are grouped.
+    private static func apply(_ write: LedgerWrite, in db: Database) throws -> RecordingOutcome {
+        switch write {
+        case .refusal(var refusal):
+            try refusal.insert(db)
+            return .refusalRecorded
+        case .authorization(let record, let scopes, let limits):
+            let existing = try AuthorizationRecord
+                .filter(Column("agent") == record.agent && Column("idempotencyKey") == record.idempotencyKey)
+                .fetchOne(db)
+            if let existing { return .recorded(existing) }
+            for limit in limits {
+                let spent = try LedgerStore.counted(in: db, scope: limit.scope.key, currency: record.currency, since: limit.windowStart, now: record.createdAt)
+                if spent > limit.limit - record.amount {
+                    return .overLimit(limit, spent: spent)
+                }
+            }
+            try record.insert(db)
+            for scope in scopes {
+                try HoldRecord(
+                    authorizationID: record.id, scope: scope.key, currency: record.currency, amount: record.amount, createdAt: record.createdAt,
+                    expiresAt: record.approvalExpiresAt, releasedAt: nil
+                ).insert(db)
+            }
+            return .recorded(record)
+        }
+    }
+
+    /// Transactions committed and writes they held, to show that commits are grouped.
     var statistics: (transactions: Int, records: Int) {
         self.state.withLock { ($0.transactions, $0.records) }
     }
 
-    /// Holds commits back (tests): records queue up and go in one transaction on ``resume()``.
+    /// Holds commits back (tests): writes queue up and go in one transaction on ``resume()``.
     func pause() {
         self.state.withLock { $0.isPaused = true }
     }

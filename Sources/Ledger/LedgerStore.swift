@@ -8,7 +8,7 @@ import Policy
 /// and migrated on open.
 public final class LedgerStore: Sendable {
     public let path: String
-    private let database: DatabasePool
+    let database: DatabasePool
     private let committer: GroupCommitter
 
     /// Opens (creating if needed) the store at `path`.
@@ -80,27 +80,88 @@ public final class LedgerStore: Sendable {
         migrator.registerMigration("v4: voids") { db in
             try db.alter(table: "authorization") { table in table.add(column: "voidedAt", .integer) }
         }
+        migrator.registerMigration("v5: holds at every scope, approvals, refusals") { db in
+            try db.alter(table: "authorization") { table in
+                table.add(column: "merchant", .text).notNull().defaults(to: "")
+                table.add(column: "status", .text).notNull().defaults(to: "authorized")
+                table.add(column: "decision", .blob)
+                table.add(column: "request", .blob)
+                table.add(column: "quorum", .integer)
+                table.add(column: "approvalExpiresAt", .integer)
+            }
+            try db.create(index: "authorization_merchant", on: "authorization", columns: ["agent", "merchant", "currency", "createdAt"])
+            try db.create(index: "authorization_status", on: "authorization", columns: ["status"])
+            try db.create(table: "hold") { table in
+                table.column("authorizationID", .text).notNull().references("authorization", onDelete: .cascade)
+                table.column("scope", .text).notNull()
+                table.column("currency", .text).notNull()
+                table.column("amount", .integer).notNull()
+                table.column("createdAt", .integer).notNull()
+                table.column("expiresAt", .integer)
+                table.column("releasedAt", .integer)
+                table.primaryKey(["authorizationID", "scope"])
+            }
+            try db.create(index: "hold_spending", on: "hold", columns: ["scope", "currency", "createdAt"])
+            try db.execute(
+                sql: """
+                    INSERT INTO hold (authorizationID, scope, currency, amount, createdAt, expiresAt, releasedAt)
+                    SELECT id, 'agent:' || agent, currency, amount, createdAt, NULL, voidedAt FROM authorization
+                    """
+            )
+            try db.create(table: "approval") { table in
+                table.column("authorizationID", .text).notNull().references("authorization", onDelete: .cascade)
+                table.column("approver", .text).notNull()
+                table.column("verdict", .text).notNull()
+                table.column("decidedAt", .integer).notNull()
+                table.primaryKey(["authorizationID", "approver"])
+            }
+            try db.create(table: "refusal") { table in
+                table.autoIncrementedPrimaryKey("id")
+                table.column("agent", .text).notNull()
+                table.column("idempotencyKey", .text).notNull()
+                table.column("code", .text).notNull()
+                table.column("decision", .blob).notNull()
+                table.column("createdAt", .integer).notNull()
+            }
+            try db.create(index: "refusal_time", on: "refusal", columns: ["createdAt"])
+        }
         return migrator
     }
 
     // MARK: Authorizations
 
-    /// Records a signed authorization durably, grouped with concurrent ones into one transaction, unless it
-    /// would take the agent past one of `limits` (checked in the same transaction).
+    /// Records an authorization (signed, or pending approval) durably with a hold at each of `scopes`, grouped
+    /// with concurrent writes into one transaction, unless it would take a scope past one of `limits` (checked
+    /// in the same transaction, so the check and the reservation are one atomic step).
     ///
     /// - Returns: the record stored for the agent's idempotency key (`record`, or the one a concurrent request
     ///   with the same key stored first), or the limit it would pass.
     /// - Throws: ``LedgerError`` with `STORE_UNAVAILABLE` when the transaction fails; then nothing was stored.
-    public func recordAuthorization(_ record: AuthorizationRecord, limits: [BudgetCheck] = []) async throws -> RecordingOutcome {
-        try await self.committer.commit(record, limits: limits)
+    public func recordAuthorization(_ record: AuthorizationRecord, scopes: [BudgetScope]? = nil, limits: [BudgetCheck] = []) async throws -> RecordingOutcome {
+        try await self.committer.commit(.authorization(record, scopes: scopes ?? [.agent(record.agent)], limits: limits))
     }
 
-    /// What counts against a budget: the agent's authorizations in the currency since the window's start,
-    /// less the voided ones.
-    static let spendingQuery = """
-        SELECT COALESCE(SUM(amount), 0) FROM authorization
-        WHERE agent = ? AND currency = ? AND createdAt >= ? AND voidedAt IS NULL
-        """
+    /// Records a refused request's decision, grouped with concurrent writes.
+    public func recordRefusal(_ refusal: RefusalRecord) async throws {
+        _ = try await self.committer.commit(.refusal(refusal))
+    }
+
+    public func refusals(agent: String) async throws -> [RefusalRecord] {
+        try await self.read { db in try RefusalRecord.filter(Column("agent") == agent).order(Column("id")).fetchAll(db) }
+    }
+
+    /// What counts against a scope's budget at `now`: its holds in the currency since the window's start, less
+    /// the released ones and the pending ones past their approval deadline.
+    static func counted(in db: Database, scope: String, currency: String, since windowStart: Int64, now: Int64) throws -> Int64 {
+        try Int64.fetchOne(
+            db,
+            sql: """
+                SELECT COALESCE(SUM(amount), 0) FROM hold
+                WHERE scope = ? AND currency = ? AND createdAt >= ? AND releasedAt IS NULL AND (expiresAt IS NULL OR expiresAt > ?)
+                """,
+            arguments: [scope, currency, windowStart, now]
+        ) ?? 0
+    }
 
     /// Voids an agent's own authorization.
     /// - Returns: the record, with the time it was first voided.
@@ -115,23 +176,80 @@ public final class LedgerStore: Sendable {
                 throw LedgerError(.notYours, "authorization '\(id)' belongs to another agent")
             }
             if record.voidedAt != nil { return record }
-            guard now < record.expiresAt else {
-                throw LedgerError(.authorizationExpired, "authorization '\(id)' expired at \(record.expiresAt); there is nothing to void")
+            let status = record.status(at: now)
+            guard status == .authorized || status == .pendingApproval, now < record.expiresAt else {
+                throw LedgerError(.authorizationExpired, "authorization '\(id)' is \(status == .authorized ? "expired" : status.rawValue); there is nothing to void")
             }
             record.voidedAt = now
             try record.update(db)
+            try Self.releaseHolds(in: db, of: id, at: now)
             return record
         }
     }
 
-    /// What an agent spent in `currency` since `windowStart`.
-    public func spent(agent: String, currency: String, since windowStart: Int64) async throws -> Int64 {
+    static func releaseHolds(in db: Database, of id: String, at now: Int64) throws {
+        try db.execute(sql: "UPDATE hold SET releasedAt = ? WHERE authorizationID = ? AND releasedAt IS NULL", arguments: [now, id])
+    }
+
+    /// What counts against `scope`'s budget in `currency` since `windowStart`, at `now`.
+    public func spent(scope: BudgetScope, currency: String, since windowStart: Int64, now: Int64) async throws -> Int64 {
+        try await self.read { db in try Self.counted(in: db, scope: scope.key, currency: currency, since: windowStart, now: now) }
+    }
+
+    /// What an agent spent in `currency` since `windowStart` (its own scope).
+    public func spent(agent: String, currency: String, since windowStart: Int64, now: Int64 = .max - 1) async throws -> Int64 {
+        try await self.spent(scope: .agent(agent), currency: currency, since: windowStart, now: now)
+    }
+
+    /// A scope's spending in one window, with the part held for pending approvals.
+    public func spending(scope: BudgetScope, currency: String, since windowStart: Int64, now: Int64) async throws -> ScopeSpending {
         try await self.read { db in
-            try Int64.fetchOne(
+            let counted = try Self.counted(in: db, scope: scope.key, currency: currency, since: windowStart, now: now)
+            let pending = try Int64.fetchOne(
                 db,
-                sql: Self.spendingQuery,
-                arguments: [agent, currency, windowStart]
+                sql: """
+                    SELECT COALESCE(SUM(amount), 0) FROM hold
+                    WHERE scope = ? AND currency = ? AND createdAt >= ? AND releasedAt IS NULL AND expiresAt IS NOT NULL AND expiresAt > ?
+                    """,
+                arguments: [scope.key, currency, windowStart, now]
             ) ?? 0
+            return ScopeSpending(counted: counted, pending: pending)
+        }
+    }
+
+    /// The agent's history for escalation, in one read: its authorizations in `currency` since `historySince`
+    /// (count and mean), whether it was ever authorized to pay `merchant`, and what it holds for `merchant`
+    /// since `splittingSince`.
+    public func spendingFacts(
+        agent: String, currency: String, merchant: String, historySince: Int64, splittingSince: Int64, now: Int64
+    ) async throws -> SpendingFacts {
+        try await self.read { db in
+            let history = try Row.fetchOne(
+                db,
+                sql: """
+                    SELECT COUNT(*) AS count, COALESCE(AVG(amount), 0) AS mean FROM authorization
+                    WHERE agent = ? AND currency = ? AND createdAt >= ? AND status = 'authorized' AND voidedAt IS NULL
+                    """,
+                arguments: [agent, currency, historySince]
+            )
+            let paidBefore = try Bool.fetchOne(
+                db,
+                sql: "SELECT EXISTS (SELECT 1 FROM authorization WHERE agent = ? AND merchant = ? AND status = 'authorized')",
+                arguments: [agent, merchant]
+            ) ?? false
+            let recent = try Int64.fetchOne(
+                db,
+                sql: """
+                    SELECT COALESCE(SUM(a.amount), 0) FROM authorization a JOIN hold h ON h.authorizationID = a.id AND h.scope = 'agent:' || a.agent
+                    WHERE a.agent = ? AND a.merchant = ? AND a.currency = ? AND a.createdAt >= ?
+                      AND h.releasedAt IS NULL AND (h.expiresAt IS NULL OR h.expiresAt > ?)
+                    """,
+                arguments: [agent, merchant, currency, splittingSince, now]
+            ) ?? 0
+            let mean: Double = history?["mean"] ?? 0
+            return SpendingFacts(
+                historyCount: history?["count"] ?? 0, historyMeanAmount: Int64(mean.rounded()), merchantPaidBefore: paidBefore, recentSpendAtMerchant: recent
+            )
         }
     }
 
@@ -140,6 +258,10 @@ public final class LedgerStore: Sendable {
         try await self.read { db in
             try AuthorizationRecord.filter(Column("agent") == agent && Column("idempotencyKey") == idempotencyKey).fetchOne(db)
         }
+    }
+
+    public func authorization(id: String) async throws -> AuthorizationRecord? {
+        try await self.read { db in try AuthorizationRecord.fetchOne(db, key: id) }
     }
 
     public func authorizationCount() async throws -> Int {
@@ -162,6 +284,13 @@ public final class LedgerStore: Sendable {
         try await self.write { db in
             try db.execute(sql: "INSERT OR IGNORE INTO setting (name, value) VALUES (?, ?)", arguments: [name, proposed])
             return try Data.fetchOne(db, sql: "SELECT value FROM setting WHERE name = ?", arguments: [name])!
+        }
+    }
+
+    /// Stores `value` under `name`, replacing any value.
+    public func setSetting(_ name: String, to value: Data) async throws {
+        try await self.write { db in
+            try db.execute(sql: "INSERT INTO setting (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value", arguments: [name, value])
         }
     }
 
@@ -222,7 +351,7 @@ public final class LedgerStore: Sendable {
 
     // MARK: Access
 
-    private func read<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+    func read<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
         do {
             return try await self.database.read(body)
         } catch let error as LedgerError {
@@ -232,7 +361,7 @@ public final class LedgerStore: Sendable {
         }
     }
 
-    private func write<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+    func write<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
         do {
             return try await self.database.write(body)
         } catch let error as LedgerError {
@@ -311,6 +440,9 @@ public struct LedgerError: Error, Hashable, Sendable, CustomStringConvertible {
         case authorizationNotFound = "AUTHORIZATION_NOT_FOUND"
         case authorizationExpired = "AUTHORIZATION_EXPIRED"
         case notYours = "FORBIDDEN"
+        case approvalClosed = "APPROVAL_CLOSED"
+        case approvalExpired = "APPROVAL_EXPIRED"
+        case alreadyDecided = "ALREADY_DECIDED"
     }
 
     public var code: Code

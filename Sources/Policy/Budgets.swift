@@ -64,34 +64,64 @@ public enum BudgetWindow: Sendable, Hashable, CustomStringConvertible {
     }
 }
 
-/// A spending limit for one agent over a window, per currency, in minor units.
-public struct Budget: Sendable, Hashable {
-    public var agent: String
-    public var limits: [String: Int64]
-    public var window: BudgetWindow
+/// Who a budget limits. A spend counts at every level: the agent, its team and the team's organization.
+public enum BudgetScope: Sendable, Hashable, CustomStringConvertible {
+    case agent(String)
+    case team(String)
+    case organization(String)
 
-    public init(agent: String, limits: [String: Int64], window: BudgetWindow) {
-        self.agent = agent
-        self.limits = limits
-        self.window = window
+    /// The ledger's name for the scope: `agent:<id>`, `team:<name>` or `org:<name>`.
+    public var key: String {
+        switch self {
+        case .agent(let id): "agent:\(id)"
+        case .team(let name): "team:\(name)"
+        case .organization(let name): "org:\(name)"
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .agent(let id): "agent \(id)"
+        case .team(let name): "team \(name)"
+        case .organization(let name): "organization \(name)"
+        }
     }
 }
 
-/// One check the store makes atomically with the record: the agent's spending in `currency` since
+/// A spending limit for one scope over a window, per currency, in minor units.
+public struct Budget: Sendable, Hashable {
+    public var scope: BudgetScope
+    public var limits: [String: Int64]
+    public var window: BudgetWindow
+
+    public init(scope: BudgetScope, limits: [String: Int64], window: BudgetWindow) {
+        self.scope = scope
+        self.limits = limits
+        self.window = window
+    }
+
+    public init(agent: String, limits: [String: Int64], window: BudgetWindow) {
+        self.init(scope: .agent(agent), limits: limits, window: window)
+    }
+}
+
+/// One check the store makes atomically with the hold it reserves: the scope's holds in `currency` since
 /// `windowStart`, plus this amount, must not exceed `limit`.
 public struct BudgetCheck: Sendable, Hashable {
+    public var scope: BudgetScope
     public var windowStart: Int64
     public var limit: Int64
     public var window: BudgetWindow
 
-    public init(windowStart: Int64, limit: Int64, window: BudgetWindow) {
+    public init(scope: BudgetScope, windowStart: Int64, limit: Int64, window: BudgetWindow) {
+        self.scope = scope
         self.windowStart = windowStart
         self.limit = limit
         self.window = window
     }
 }
 
-/// The agents' budgets, as loaded from the configuration.
+/// The budgets, as loaded from the configuration.
 public struct BudgetTable: Sendable, Hashable {
     public let budgets: [Budget]
 
@@ -99,12 +129,22 @@ public struct BudgetTable: Sendable, Hashable {
         self.budgets = budgets
     }
 
-    /// The checks a request by `agent` in `currency` must pass at `now`. A currency a budget does not name is
-    /// not limited by it.
-    public func checks(agent: String, currency: String, now: Int64) -> [BudgetCheck] {
+    /// The checks a request in `currency` at `now` must pass at each of `scopes`. A currency a budget does not
+    /// name is not limited by it.
+    public func checks(scopes: [BudgetScope], currency: String, now: Int64) -> [BudgetCheck] {
         self.budgets.compactMap { budget in
-            guard budget.agent == agent, let limit = budget.limits[currency] else { return nil }
-            return BudgetCheck(windowStart: budget.window.start(at: now), limit: limit, window: budget.window)
+            guard scopes.contains(budget.scope), let limit = budget.limits[currency] else { return nil }
+            return BudgetCheck(scope: budget.scope, windowStart: budget.window.start(at: now), limit: limit, window: budget.window)
         }
+    }
+
+    public func budgets(of scope: BudgetScope) -> [Budget] {
+        self.budgets.filter { $0.scope == scope }
+    }
+
+    var canonicalText: String {
+        self.budgets.map { budget in
+            "\(budget.scope.key)|\(budget.window)|" + budget.limits.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")
+        }.joined(separator: "\n")
     }
 }

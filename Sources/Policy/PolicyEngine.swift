@@ -1,90 +1,36 @@
-import Crypto
-import Foundation
-
-/// What an agent may do beyond the tiers: the highest tier it may reach, a per-authorization maximum, and
-/// allow- and block-lists of merchants and merchant category codes (as card issuers' spending controls do).
-public struct AgentProfile: Sendable, Hashable {
-    public var name: String
-    public var agents: Set<String>
-    /// The highest tier this profile's agents may reach; `nil` for any.
-    public var highestTier: String?
-    /// Per currency, in minor units.
-    public var maximumPerAuthorization: [String: Int64]
-    /// `nil` allows every merchant not blocked.
-    public var allowedMerchants: Set<String>?
-    public var blockedMerchants: Set<String>
-    public var allowedCategories: Set<String>?
-    public var blockedCategories: Set<String>
-
-    public init(
-        name: String, agents: Set<String>, highestTier: String? = nil, maximumPerAuthorization: [String: Int64] = [:],
-        allowedMerchants: Set<String>? = nil, blockedMerchants: Set<String> = [], allowedCategories: Set<String>? = nil,
-        blockedCategories: Set<String> = []
-    ) {
-        self.name = name
-        self.agents = agents
-        self.highestTier = highestTier
-        self.maximumPerAuthorization = maximumPerAuthorization
-        self.allowedMerchants = allowedMerchants
-        self.blockedMerchants = blockedMerchants
-        self.allowedCategories = allowedCategories
-        self.blockedCategories = blockedCategories
-    }
-}
-
-/// A request as the policy sees it.
-public struct PolicyRequest: Sendable, Hashable {
-    public var agent: String
-    public var amount: Money
-    public var merchant: String
-    public var merchantCategoryCode: String
-
-    public init(agent: String, amount: Money, merchant: String, merchantCategoryCode: String) {
-        self.agent = agent
-        self.amount = amount
-        self.merchant = merchant
-        self.merchantCategoryCode = merchantCategoryCode
-    }
-}
-
-/// One check the policy evaluated: its name, what it looked at, and whether it passed.
-public struct CheckRecord: Sendable, Hashable, Codable {
-    public var name: String
-    public var inputs: String
-    public var passed: Bool
-}
-
-/// The outcome and its explanation: every check evaluated, the tier and the policy version.
-public struct Decision: Sendable, Hashable {
-    public enum Outcome: Sendable, Hashable {
-        case authorized(Tier)
-        /// `code` is stable (`MERCHANT_BLOCKED`, …); `reason` is a sentence for people.
-        case denied(code: String, reason: String)
-    }
-
-    public var outcome: Outcome
-    public var checks: [CheckRecord]
-    public var policyVersion: String
-}
-
-/// The policy: the tiers and the agent profiles. Pure: no I/O, no clock.
+/// The whole policy: tiers, agent profiles, teams, budgets, escalation rules and contexts. Pure: no I/O and
+/// no clock; what it needs beyond the request comes in ``PolicyFacts``.
 public struct PolicyEngine: Sendable, Hashable {
     public let tiers: TierTable
     public let profiles: [AgentProfile]
+    public let teams: [Team]
+    public let budgets: BudgetTable
+    public let escalation: EscalationRules
+    public let contexts: [PolicyContext]
     /// `sha256:` and 16 hex digits over the whole policy; carried in every authorization.
     public let version: String
 
     /// A policy of tiers alone: every agent may use every tier.
     public init(tiers: TierTable) {
-        self.init(validated: tiers, profiles: [])
+        self.init(validated: tiers, profiles: [], teams: [], budgets: BudgetTable([]), escalation: .none, contexts: [])
     }
 
-    /// - Throws: ``PolicyError`` when a profile names an unknown tier or an agent is in two profiles.
-    public init(tiers: TierTable, profiles: [AgentProfile]) throws(PolicyError) {
+    /// - Throws: ``PolicyError`` when a part names something undefined, or an agent is in two profiles.
+    public init(
+        tiers: TierTable, profiles: [AgentProfile], teams: [Team] = [], budgets: BudgetTable = BudgetTable([]),
+        escalation: EscalationRules = .none, contexts: [PolicyContext] = []
+    ) throws(PolicyError) {
+        let tierNames = Set(tiers.tiers.map(\.name))
+        let teamNames = Set(teams.map(\.name))
+        let organizations = Set(teams.compactMap(\.organization))
+        guard teamNames.count == teams.count else { throw PolicyError("a team is defined twice") }
         var seen: [String: String] = [:]
         for profile in profiles {
-            if let tier = profile.highestTier, !tiers.tiers.contains(where: { $0.name == tier }) {
+            if let tier = profile.highestTier, !tierNames.contains(tier) {
                 throw PolicyError("profile '\(profile.name)' names tier '\(tier)', which is not defined")
+            }
+            if let team = profile.team, !teamNames.contains(team) {
+                throw PolicyError("profile '\(profile.name)' names team '\(team)', which is not defined")
             }
             for agent in profile.agents {
                 if let other = seen.updateValue(profile.name, forKey: agent) {
@@ -92,78 +38,317 @@ public struct PolicyEngine: Sendable, Hashable {
                 }
             }
         }
-        self.init(validated: tiers, profiles: profiles)
+        for budget in budgets.budgets {
+            switch budget.scope {
+            case .agent: break
+            case .team(let name) where !teamNames.contains(name):
+                throw PolicyError("a budget names team '\(name)', which is not defined")
+            case .organization(let name) where !organizations.contains(name):
+                throw PolicyError("a budget names organization '\(name)', which no team belongs to")
+            default: break
+            }
+        }
+        var contextNames: Set<String> = []
+        for context in contexts {
+            guard contextNames.insert(context.name).inserted else { throw PolicyError("context '\(context.name)' is defined twice") }
+            if let tier = context.highestTier, !tierNames.contains(tier) {
+                throw PolicyError("context '\(context.name)' names tier '\(tier)', which is not defined")
+            }
+            for profile in context.profiles where !profiles.contains(where: { $0.name == profile }) {
+                throw PolicyError("context '\(context.name)' names profile '\(profile)', which is not defined")
+            }
+        }
+        self.init(validated: tiers, profiles: profiles, teams: teams, budgets: budgets, escalation: escalation, contexts: contexts)
     }
 
-    private init(validated tiers: TierTable, profiles: [AgentProfile]) {
+    private init(
+        validated tiers: TierTable, profiles: [AgentProfile], teams: [Team], budgets: BudgetTable, escalation: EscalationRules, contexts: [PolicyContext]
+    ) {
         self.tiers = tiers
         self.profiles = profiles
-        var text = tiers.version + "\n"
-        for profile in profiles {
-            let list: (Set<String>?) -> String = { $0.map { $0.sorted().joined(separator: ",") } ?? "*" }
-            text += [
-                profile.name, list(profile.agents), profile.highestTier ?? "*",
-                profile.maximumPerAuthorization.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ","),
-                list(profile.allowedMerchants), list(profile.blockedMerchants), list(profile.allowedCategories), list(profile.blockedCategories),
-            ].joined(separator: "|") + "\n"
-        }
-        self.version = "sha256:" + SHA256.hash(data: Data(text.utf8)).map { String(format: "%02x", $0) }.joined().prefix(16)
+        self.teams = teams
+        self.budgets = budgets
+        self.escalation = escalation
+        self.contexts = contexts
+        var text = tiers.canonicalText
+        text += "profiles\n" + profiles.map(\.canonicalText).joined(separator: "\n")
+        text += "\nteams\n" + teams.map { "\($0.name)|\($0.organization ?? "-")" }.joined(separator: "\n")
+        text += "\nbudgets\n" + budgets.canonicalText
+        text += "\nescalation\n" + escalation.canonicalText
+        text += "\ncontexts\n" + contexts.map(\.canonicalText).joined(separator: "\n")
+        self.version = shortHash(text)
     }
 
     public func profile(of agent: String) -> AgentProfile? {
         self.profiles.first { $0.agents.contains(agent) }
     }
 
-    /// Decides a request: the tier by amount, then the agent's profile, each check recorded.
-    public func evaluate(_ request: PolicyRequest) -> Decision {
-        var checks: [CheckRecord] = []
-        func deny(_ code: String, _ reason: String) -> Decision {
-            Decision(outcome: .denied(code: code, reason: reason), checks: checks, policyVersion: self.version)
+    /// Where an agent's spending counts: itself, its team and the team's organization.
+    public func scopes(of agent: String) -> [BudgetScope] {
+        var scopes: [BudgetScope] = [.agent(agent)]
+        if let teamName = self.profile(of: agent)?.team {
+            scopes.append(.team(teamName))
+            if let organization = self.teams.first(where: { $0.name == teamName })?.organization {
+                scopes.append(.organization(organization))
+            }
         }
+        return scopes
+    }
 
-        let tier: Tier
-        switch self.tiers.tier(for: request.amount) {
-        case .success(let found):
-            tier = found
-            checks.append(CheckRecord(name: "tier", inputs: "\(request.amount)", passed: true))
+    /// Whether evaluating `request` will look at the agent's history (so the caller can skip fetching it).
+    public func needsHistory(_ request: PolicyRequest) -> Bool {
+        guard case .success(let tier) = self.tiers.tier(for: request.amount) else { return false }
+        return self.tiers.checks(at: tier).contains(.escalation)
+    }
+
+    /// The windows the caller's request log must count: the agent's rate-limit window and the burst window.
+    public func requestWindows(of agent: String) -> (rate: Duration?, burst: Duration?) {
+        (self.profile(of: agent)?.rateLimit.map { .seconds($0.perSeconds) }, self.escalation.burst.map { .seconds($0.perSeconds) })
+    }
+
+    /// Decides a request: the tier by amount (raised by escalation), then each check of that tier and the
+    /// tiers below it, each recorded; then the budgets the store must check atomically.
+    public func evaluate(_ request: PolicyRequest, facts: PolicyFacts) -> Decision {
+        var evaluation = Evaluation(policy: self, request: request, facts: facts)
+        return evaluation.run()
+    }
+}
+
+/// One evaluation's working state.
+private struct Evaluation {
+    let policy: PolicyEngine
+    let request: PolicyRequest
+    let facts: PolicyFacts
+    var checks: [CheckRecord] = []
+    var tierReason = ""
+
+    init(policy: PolicyEngine, request: PolicyRequest, facts: PolicyFacts) {
+        self.policy = policy
+        self.request = request
+        self.facts = facts
+    }
+
+    var amount: Money { self.request.amount }
+    var currency: Currency { self.request.amount.currency }
+
+    private func money(_ minorUnits: Int64) -> Money { Money(minorUnits: minorUnits, currency: self.currency) }
+
+    private func decision(_ outcome: Decision.Outcome, budgets: [BudgetCheck] = []) -> Decision {
+        Decision(
+            outcome: outcome, checks: self.checks, tierReason: self.tierReason, budgetChecks: budgets, scopes: self.policy.scopes(of: self.request.agent),
+            policyVersion: self.policy.version
+        )
+    }
+
+    private func deny(_ code: String, _ reason: String) -> Decision {
+        self.decision(.denied(code: code, reason: reason))
+    }
+
+    mutating func run() -> Decision {
+        let tiers = self.policy.tiers
+        // The tiers that accept this currency, in order: escalation moves along them.
+        let accepting = tiers.tiers.filter { $0.maximumAmounts[self.currency.code] != nil }
+        var index: Int
+        switch tiers.tier(for: self.amount) {
+        case .success(let tier):
+            index = accepting.firstIndex(of: tier)!
+            self.tierReason = "\(self.amount) is within tier '\(tier.name)' (up to \(self.money(tier.maximumAmounts[self.currency.code]!)))"
+            self.checks.append(CheckRecord(name: "tier", inputs: "\(self.amount)", passed: true))
         case .failure(.currencyNotAccepted(let code, let accepted)):
-            checks.append(CheckRecord(name: "tier", inputs: "\(request.amount)", passed: false))
-            return deny("CURRENCY_NOT_ACCEPTED", "\(code) is not accepted; this server authorizes \(accepted.joined(separator: ", "))")
+            self.checks.append(CheckRecord(name: "tier", inputs: "\(self.amount)", passed: false))
+            return self.deny("CURRENCY_NOT_ACCEPTED", "\(code) is not accepted; this server authorizes \(accepted.joined(separator: ", "))")
         case .failure(.amountAboveLimit(let money)):
-            checks.append(CheckRecord(name: "tier", inputs: "\(request.amount)", passed: false))
-            return deny("AMOUNT_ABOVE_LIMIT", "\(money) is above the highest tier's limit")
-        }
-        guard let profile = self.profile(of: request.agent) else {
-            return Decision(outcome: .authorized(tier), checks: checks, policyVersion: self.version)
+            self.checks.append(CheckRecord(name: "tier", inputs: "\(self.amount)", passed: false))
+            return self.deny("AMOUNT_ABOVE_LIMIT", "\(money) is above the highest tier's limit")
         }
 
-        let currency = request.amount.currency
-        if let maximum = profile.maximumPerAuthorization[currency.code] {
-            let passed = request.amount.minorUnits <= maximum
-            checks.append(CheckRecord(name: "max_per_authorization", inputs: "\(request.amount) <= \(Money(minorUnits: maximum, currency: currency))", passed: passed))
+        if tiers.checks(at: accepting[index]).contains(.escalation) {
+            if let denial = self.escalate(&index, accepting: accepting) { return denial }
+        }
+        let tier = accepting[index]
+        let active = tiers.checks(at: tier)
+        let profile = self.effectiveProfile()
+
+        if let profile {
+            if let denial = self.checkProfile(profile, tier: tier) { return denial }
+            if active.contains(.rateLimit), let limit = profile.rateLimit {
+                let passed = self.facts.requestsInRateWindow <= limit.requests
+                self.checks.append(
+                    CheckRecord(name: "rate_limit", inputs: "\(self.facts.requestsInRateWindow) requests in \(limit.perSeconds) s, limit \(limit.requests)", passed: passed)
+                )
+                if !passed {
+                    return self.deny("RATE_LIMITED", "\(self.request.agent) may make \(limit.requests) requests per \(limit.perSeconds) s; wait and retry")
+                }
+            }
+            if active.contains(.merchantRules), let denial = self.checkMerchantRules(profile) { return denial }
+        }
+        if active.contains(.intent), let denial = self.checkIntent(profile) { return denial }
+
+        let scopes = self.policy.scopes(of: self.request.agent)
+        let budgets = self.policy.budgets.checks(scopes: scopes, currency: self.currency.code, now: self.facts.now)
+        self.checks.append(
+            CheckRecord(
+                name: "budget",
+                inputs: budgets.isEmpty ? "no budget" : budgets.map { "\($0.scope.key) \($0.window) \(self.money($0.limit))" }.joined(separator: "; "),
+                result: budgets.isEmpty ? .pass : .atCommit
+            )
+        )
+        if let approval = tier.approval {
+            return self.decision(.pendingApproval(tier, approval), budgets: budgets)
+        }
+        return self.decision(.authorized(tier), budgets: budgets)
+    }
+
+    /// Splitting, then anomalies. Returns a denial when escalation goes past the last tier.
+    private mutating func escalate(_ index: inout Int, accepting: [Tier]) -> Decision? {
+        let rules = self.policy.escalation
+        let code = self.currency.code
+        if let window = rules.splittingWindowSeconds, self.facts.recentSpendAtMerchant > 0 {
+            let (sum, overflow) = self.facts.recentSpendAtMerchant.addingReportingOverflow(self.amount.minorUnits)
+            let sumIndex = overflow ? nil : accepting.firstIndex { sum <= $0.maximumAmounts[code]! }
+            let escalated = sumIndex.map { $0 > index } ?? true
+            self.checks.append(
+                CheckRecord(
+                    name: "splitting",
+                    inputs: "\(self.money(self.facts.recentSpendAtMerchant)) to \(self.request.merchant) in the last \(window) s, plus \(self.amount)",
+                    result: escalated ? .escalate : .pass
+                )
+            )
+            if escalated {
+                guard let sumIndex else {
+                    self.tierReason += "; with earlier payments to \(self.request.merchant) within \(window) s the sum is above the highest tier"
+                    return self.deny("AMOUNT_ABOVE_LIMIT", "with earlier payments to \(self.request.merchant) in the last \(window) s, the sum is above the highest tier's limit")
+                }
+                index = sumIndex
+                self.tierReason += "; judged at tier '\(accepting[index].name)' as part of payments to \(self.request.merchant) within \(window) s that sum to \(self.money(sum))"
+            }
+        }
+
+        var anomalies: [String] = []
+        if let factor = rules.amountFactor, self.facts.historyCount >= rules.minimumHistory, self.facts.historyMeanAmount > 0 {
+            let (threshold, overflow) = self.facts.historyMeanAmount.multipliedReportingOverflow(by: factor)
+            let anomalous = !overflow && self.amount.minorUnits > threshold
+            self.checks.append(
+                CheckRecord(
+                    name: "amount_anomaly",
+                    inputs: "\(self.amount) vs \(factor) x mean \(self.money(self.facts.historyMeanAmount)) of \(self.facts.historyCount) authorizations",
+                    result: anomalous ? .escalate : .pass
+                )
+            )
+            if anomalous {
+                anomalies.append("\(self.amount) is more than \(factor) times the agent's mean of \(self.money(self.facts.historyMeanAmount))")
+            }
+        }
+        if let above = rules.newMerchantAbove[code] {
+            let anomalous = !self.facts.merchantPaidBefore && self.amount.minorUnits > above
+            self.checks.append(
+                CheckRecord(
+                    name: "new_merchant", inputs: "\(self.request.merchant) paid before: \(self.facts.merchantPaidBefore); above \(self.money(above))",
+                    result: anomalous ? .escalate : .pass
+                )
+            )
+            if anomalous { anomalies.append("first payment to \(self.request.merchant), above \(self.money(above))") }
+        }
+        if let burst = rules.burst {
+            let anomalous = self.facts.requestsInBurstWindow > burst.requests
+            self.checks.append(
+                CheckRecord(
+                    name: "burst", inputs: "\(self.facts.requestsInBurstWindow) requests in \(burst.perSeconds) s, threshold \(burst.requests)",
+                    result: anomalous ? .escalate : .pass
+                )
+            )
+            if anomalous { anomalies.append("\(self.facts.requestsInBurstWindow) requests within \(burst.perSeconds) s") }
+        }
+        guard !anomalies.isEmpty else { return nil }
+        let reasons = anomalies.joined(separator: "; ")
+        guard index + 1 < accepting.count else {
+            self.tierReason += "; anomaly (\(reasons)) with no tier above '\(accepting[index].name)'"
+            return self.deny("ESCALATION_ABOVE_LIMIT", "the request looks anomalous (\(reasons)) and tier '\(accepting[index].name)' has no tier above it")
+        }
+        index += 1
+        self.tierReason += "; escalated to tier '\(accepting[index].name)': \(reasons)"
+        return nil
+    }
+
+    /// The agent's profile with every context in force applied, in configuration order.
+    private mutating func effectiveProfile() -> AgentProfile? {
+        let base = self.policy.profile(of: self.request.agent)
+        var profile = base
+        for context in self.policy.contexts
+        where context.applies(to: self.request.agent, profile: base) && context.isInForce(now: self.facts.now, modes: self.facts.activeModes) {
+            var changed = profile ?? AgentProfile(name: "(context \(context.name))", agents: [self.request.agent])
+            if let tier = context.highestTier { changed.highestTier = tier }
+            changed.maximumPerAuthorization.merge(context.maximumPerAuthorization) { _, new in new }
+            profile = changed
+            self.checks.append(CheckRecord(name: "context", inputs: "\(context.name) in force", result: .pass))
+        }
+        return profile
+    }
+
+    private mutating func checkProfile(_ profile: AgentProfile, tier: Tier) -> Decision? {
+        if let maximum = profile.maximumPerAuthorization[self.currency.code] {
+            let passed = self.amount.minorUnits <= maximum
+            self.checks.append(CheckRecord(name: "max_per_authorization", inputs: "\(self.amount) <= \(self.money(maximum))", passed: passed))
             if !passed {
-                return deny("PER_AUTHORIZATION_LIMIT", "\(request.amount) is above \(request.agent)'s limit of \(Money(minorUnits: maximum, currency: currency)) per authorization")
+                return self.deny(
+                    "PER_AUTHORIZATION_LIMIT", "\(self.amount) is above \(self.request.agent)'s limit of \(self.money(maximum)) per authorization"
+                )
             }
         }
         if let highest = profile.highestTier {
-            let order = self.tiers.tiers.map(\.name)
-            let passed = (order.firstIndex(of: tier.name) ?? .max) <= (order.firstIndex(of: highest) ?? -1)
-            checks.append(CheckRecord(name: "highest_tier", inputs: "\(tier.name) <= \(highest)", passed: passed))
+            let passed = (self.policy.tiers.index(of: tier.name) ?? .max) <= (self.policy.tiers.index(of: highest) ?? -1)
+            self.checks.append(CheckRecord(name: "highest_tier", inputs: "\(tier.name) <= \(highest)", passed: passed))
             if !passed {
-                return deny("TIER_NOT_ALLOWED", "\(request.amount) needs tier '\(tier.name)'; \(request.agent) may reach tier '\(highest)' at most")
+                return self.deny(
+                    "TIER_NOT_ALLOWED", "the request needs tier '\(tier.name)'; \(self.request.agent) may reach tier '\(highest)' at most"
+                )
             }
         }
-        let merchantAllowed = !profile.blockedMerchants.contains(request.merchant) && (profile.allowedMerchants?.contains(request.merchant) ?? true)
-        checks.append(CheckRecord(name: "merchant", inputs: request.merchant, passed: merchantAllowed))
+        return nil
+    }
+
+    private mutating func checkMerchantRules(_ profile: AgentProfile) -> Decision? {
+        let merchantAllowed = profile.allowsMerchant(self.request.merchant)
+        self.checks.append(CheckRecord(name: "merchant", inputs: self.request.merchant, passed: merchantAllowed))
         if !merchantAllowed {
-            return deny("MERCHANT_NOT_ALLOWED", "\(request.agent) may not pay merchant '\(request.merchant)'")
+            return self.deny("MERCHANT_NOT_ALLOWED", "\(self.request.agent) may not pay merchant '\(self.request.merchant)'")
         }
-        let categoryAllowed = !profile.blockedCategories.contains(request.merchantCategoryCode)
-            && (profile.allowedCategories?.contains(request.merchantCategoryCode) ?? true)
-        checks.append(CheckRecord(name: "merchant_category", inputs: request.merchantCategoryCode, passed: categoryAllowed))
+        let categoryAllowed = profile.allowsCategory(self.request.merchantCategoryCode)
+        self.checks.append(CheckRecord(name: "merchant_category", inputs: self.request.merchantCategoryCode, passed: categoryAllowed))
         if !categoryAllowed {
-            return deny("CATEGORY_NOT_ALLOWED", "\(request.agent) may not pay merchants of category \(request.merchantCategoryCode)")
+            return self.deny("CATEGORY_NOT_ALLOWED", "\(self.request.agent) may not pay merchants of category \(self.request.merchantCategoryCode)")
         }
-        return Decision(outcome: .authorized(tier), checks: checks, policyVersion: self.version)
+        return nil
+    }
+
+    private mutating func checkIntent(_ profile: AgentProfile?) -> Decision? {
+        guard let items = self.request.lineItems, !items.isEmpty else {
+            self.checks.append(CheckRecord(name: "intent_line_items", inputs: "none", passed: false))
+            return self.deny("INTENT_REQUIRED", "this tier needs the intent's line_items, whose sum must equal the amount")
+        }
+        var sum: Int64 = 0
+        var overflow = false
+        for item in items {
+            let (total, o1) = item.quantity.multipliedReportingOverflow(by: item.unitAmount)
+            let (next, o2) = sum.addingReportingOverflow(total)
+            overflow = overflow || o1 || o2
+            sum = next
+        }
+        let matches = !overflow && sum == self.amount.minorUnits
+        self.checks.append(CheckRecord(name: "intent_sum", inputs: overflow ? "overflow" : "\(self.money(sum)) = \(self.amount)", passed: matches))
+        if !matches {
+            return self.deny(
+                "INTENT_MISMATCH", overflow ? "the line items' sum overflows" : "the line items sum to \(self.money(sum)), not to the amount \(self.amount)"
+            )
+        }
+        let categories = items.compactMap(\.category)
+        if let profile {
+            let refused = categories.first { !profile.allowsCategory($0) }
+            self.checks.append(CheckRecord(name: "intent_categories", inputs: categories.joined(separator: ","), passed: refused == nil))
+            if let refused {
+                return self.deny("CATEGORY_NOT_ALLOWED", "the intent lists an item of category \(refused), which \(self.request.agent) may not buy")
+            }
+        }
+        return nil
     }
 }

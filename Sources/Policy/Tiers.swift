@@ -9,7 +9,44 @@ public enum KeyBackend: String, Codable, Sendable, Hashable {
     case hsm
 }
 
-/// One authorization tier: the amounts it covers, the key that signs it, how long its authorizations live.
+/// A check a tier may add. Budgets are not among them: every tier checks budgets, since no budget may
+/// ever be overspent.
+public enum PolicyCheck: String, Sendable, Hashable, CaseIterable, Comparable {
+    /// The agent's profile: highest tier and per-authorization maximum (after contexts).
+    case profile
+    /// The profile's request rate limit.
+    case rateLimit = "rate_limit"
+    /// The profile's merchant and merchant-category allow- and block-lists.
+    case merchantRules = "merchant_rules"
+    /// Anomalies move the request one tier up; split payments are judged at the tier of their sum.
+    case escalation
+    /// Line items must be given, sum to the amount, and be of categories the agent may buy.
+    case intent
+
+    /// What a tier that does not list its checks adds: every check that acts only on what the configuration
+    /// gives it. Intent is not among them, since it asks agents for line items; a tier asks for it by name.
+    public static let defaults: Set<PolicyCheck> = [.rateLimit, .merchantRules, .escalation]
+
+    public static func < (lhs: Self, rhs: Self) -> Bool {
+        Self.allCases.firstIndex(of: lhs)! < Self.allCases.firstIndex(of: rhs)!
+    }
+}
+
+/// Human approval a tier needs before it signs.
+public struct ApprovalRequirement: Sendable, Hashable {
+    /// Distinct approvers needed.
+    public var quorum: Int
+    /// How long a request waits for its quorum before it is refused and its hold released, in seconds.
+    public var ttlSeconds: Int64
+
+    public init(quorum: Int, ttlSeconds: Int64) {
+        self.quorum = quorum
+        self.ttlSeconds = ttlSeconds
+    }
+}
+
+/// One authorization tier: the amounts it covers, the key that signs it, how long its authorizations live,
+/// the checks it adds to those of the tiers below it, and whether people must approve.
 public struct Tier: Sendable, Hashable {
     public var name: String
     /// The highest amount this tier may authorize, per accepted currency, in minor units.
@@ -19,13 +56,21 @@ public struct Tier: Sendable, Hashable {
     public var backend: KeyBackend
     /// The authorization's lifetime (`exp - iat`), in seconds.
     public var lifetimeSeconds: Int64
+    /// The checks this tier adds; `nil` adds ``PolicyCheck/defaults``.
+    public var addedChecks: Set<PolicyCheck>?
+    public var approval: ApprovalRequirement?
 
-    public init(name: String, maximumAmounts: [String: Int64], keyName: String, backend: KeyBackend, lifetimeSeconds: Int64) {
+    public init(
+        name: String, maximumAmounts: [String: Int64], keyName: String, backend: KeyBackend, lifetimeSeconds: Int64,
+        addedChecks: Set<PolicyCheck>? = nil, approval: ApprovalRequirement? = nil
+    ) {
         self.name = name
         self.maximumAmounts = maximumAmounts
         self.keyName = keyName
         self.backend = backend
         self.lifetimeSeconds = lifetimeSeconds
+        self.addedChecks = addedChecks
+        self.approval = approval
     }
 }
 
@@ -39,7 +84,7 @@ public enum TierRefusal: Error, Sendable, Hashable {
 
 /// The tiers, ordered by amount. A request belongs to the lowest tier whose bound it does not exceed.
 ///
-/// This is the amount split of issue 3; the cascading checks of the full policy add to it.
+/// Checks cascade: a tier applies its own checks and those of every tier below it.
 public struct TierTable: Sendable, Hashable {
     public let tiers: [Tier]
 
@@ -60,6 +105,15 @@ public struct TierTable: Sendable, Hashable {
             }
             guard tier.lifetimeSeconds >= 10, tier.lifetimeSeconds <= 3600 else {
                 throw PolicyError("tier '\(tier.name)': the lifetime must be between 10 seconds and 1 hour")
+            }
+            if let approval = tier.approval {
+                guard (1...10).contains(approval.quorum) else { throw PolicyError("tier '\(tier.name)': the approval quorum must be 1 to 10") }
+                guard (60...7 * 86_400).contains(approval.ttlSeconds) else {
+                    throw PolicyError("tier '\(tier.name)': the approval ttl must be between 1 minute and 7 days")
+                }
+                guard tier.backend == .hsm else {
+                    throw PolicyError("tier '\(tier.name)' needs approval, so it must be signed by an HSM key")
+                }
             }
         }
         for (lower, upper) in zip(tiers, tiers.dropFirst()) {
@@ -85,16 +139,36 @@ public struct TierTable: Sendable, Hashable {
         return .failure(.amountAboveLimit(amount))
     }
 
-    /// A hash of the tiers, carried in every authorization as `policy_version`.
-    public var version: String {
+    public func index(of name: String) -> Int? {
+        self.tiers.firstIndex { $0.name == name }
+    }
+
+    /// The checks a request judged at `tier` must pass: the tier's own and every lower tier's.
+    public func checks(at tier: Tier) -> Set<PolicyCheck> {
+        var checks: Set<PolicyCheck> = []
+        for candidate in self.tiers {
+            checks.formUnion(candidate.addedChecks ?? PolicyCheck.defaults)
+            if candidate.name == tier.name { break }
+        }
+        return checks
+    }
+
+    /// A canonical text of the tiers, hashed into the policy version.
+    var canonicalText: String {
         var text = ""
         for tier in self.tiers {
             let bounds = tier.maximumAmounts.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")
-            text += "\(tier.name)|\(bounds)|\(tier.keyName)|\(tier.backend.rawValue)|\(tier.lifetimeSeconds)\n"
+            let checks = tier.addedChecks.map { $0.sorted().map(\.rawValue).joined(separator: ",") } ?? "*"
+            let approval = tier.approval.map { "\($0.quorum)/\($0.ttlSeconds)" } ?? "-"
+            text += "\(tier.name)|\(bounds)|\(tier.keyName)|\(tier.backend.rawValue)|\(tier.lifetimeSeconds)|\(checks)|\(approval)\n"
         }
-        let digest = SHA256.hash(data: Data(text.utf8))
-        return "sha256:" + digest.map { String(format: "%02x", $0) }.joined().prefix(16)
+        return text
     }
+}
+
+/// `sha256:` and the first 16 hex digits of SHA-256 over `text`.
+func shortHash(_ text: String) -> String {
+    "sha256:" + SHA256.hash(data: Data(text.utf8)).map { String(format: "%02x", $0) }.joined().prefix(16)
 }
 
 /// A policy that cannot be loaded.

@@ -21,9 +21,17 @@ public struct MessageType: RawRepresentable, Hashable, Sendable, CustomStringCon
     public static let authorize = MessageType(rawValue: 0x11)
     public static let getKeys = MessageType(rawValue: 0x12)
     public static let void = MessageType(rawValue: 0x13)
+    public static let fetchAuthorization = MessageType(rawValue: 0x14)
     public static let agentsAdd = MessageType(rawValue: 0x20)
     public static let agentsList = MessageType(rawValue: 0x21)
     public static let agentsRevoke = MessageType(rawValue: 0x22)
+    public static let approvalsList = MessageType(rawValue: 0x23)
+    public static let approvalsShow = MessageType(rawValue: 0x24)
+    public static let approvalsApprove = MessageType(rawValue: 0x25)
+    public static let approvalsDeny = MessageType(rawValue: 0x26)
+    public static let budgetsShow = MessageType(rawValue: 0x27)
+    public static let contextsList = MessageType(rawValue: 0x28)
+    public static let contextsSet = MessageType(rawValue: 0x29)
 
     public static let challenge = MessageType.hello.response
     public static let welcome = MessageType.auth.response
@@ -33,7 +41,10 @@ public struct MessageType: RawRepresentable, Hashable, Sendable, CustomStringCon
     public var response: MessageType { MessageType(rawValue: self.rawValue | 0x80) }
 
     /// Every request type a server understands.
-    public static let requests: Set<MessageType> = [.hello, .auth, .ping, .authorize, .getKeys, .void, .agentsAdd, .agentsList, .agentsRevoke]
+    public static let requests: Set<MessageType> = [
+        .hello, .auth, .ping, .authorize, .getKeys, .void, .fetchAuthorization, .agentsAdd, .agentsList, .agentsRevoke, .approvalsList, .approvalsShow,
+        .approvalsApprove, .approvalsDeny, .budgetsShow, .contextsList, .contextsSet,
+    ]
 
     public var name: String? {
         switch self {
@@ -43,9 +54,17 @@ public struct MessageType: RawRepresentable, Hashable, Sendable, CustomStringCon
         case .authorize: "AUTHORIZE"
         case .getKeys: "GET_KEYS"
         case .void: "VOID"
+        case .fetchAuthorization: "FETCH_AUTHORIZATION"
         case .agentsAdd: "AGENTS_ADD"
         case .agentsList: "AGENTS_LIST"
         case .agentsRevoke: "AGENTS_REVOKE"
+        case .approvalsList: "APPROVALS_LIST"
+        case .approvalsShow: "APPROVALS_SHOW"
+        case .approvalsApprove: "APPROVALS_APPROVE"
+        case .approvalsDeny: "APPROVALS_DENY"
+        case .budgetsShow: "BUDGETS_SHOW"
+        case .contextsList: "CONTEXTS_LIST"
+        case .contextsSet: "CONTEXTS_SET"
         case .error: "ERROR"
         default:
             if self.rawValue & 0x80 != 0, let request = MessageType(rawValue: self.rawValue & 0x7F).name {

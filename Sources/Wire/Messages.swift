@@ -53,8 +53,13 @@ public struct Welcome: Codable, Sendable, Hashable {
 public enum Role: String, Codable, Sendable, Hashable, CaseIterable {
     /// Requests authorizations.
     case agent
-    /// Manages agents (and later keys and approvals). Cannot request authorizations.
+    /// Manages agents, contexts and keys, reads approvals and budgets. Cannot request authorizations.
     case admin
+    /// An admin who may also approve or deny payments waiting for approval.
+    case approver
+
+    /// Whether this role may do what admins do.
+    public var isAdministrative: Bool { self != .agent }
 }
 
 /// An empty body (`{}`), for requests and responses that carry nothing.
@@ -178,8 +183,10 @@ public struct LineItem: Codable, Sendable, Hashable {
     }
 }
 
-/// `AUTHORIZE_RESPONSE`: the signed authorization.
+/// `AUTHORIZE_RESPONSE` when signed: the signed authorization.
 public struct Authorization: Codable, Sendable, Hashable {
+    /// Always `authorized`.
+    public var status: String = "authorized"
     /// The compact JWS (ES256) to hand to the merchant.
     public var jws: String
     /// The `jti` claim: 128 random bits, base64url.
@@ -193,8 +200,11 @@ public struct Authorization: Codable, Sendable, Hashable {
     public var keyBackend: String
     /// The `exp` claim, seconds since 1970.
     public var expiresAt: Int64
+    /// Who approved it, when its tier needs approval (also in the signed claims).
+    public var approvers: [String]?
 
     enum CodingKeys: String, CodingKey {
+        case status, approvers
         case jws
         case authorizationID = "authorization_id"
         case tier, kid
@@ -204,7 +214,11 @@ public struct Authorization: Codable, Sendable, Hashable {
         case expiresAt = "expires_at"
     }
 
-    public init(jws: String, authorizationID: String, tier: String, kid: String, keyName: String, keyVersion: Int, keyBackend: String, expiresAt: Int64) {
+    public init(
+        jws: String, authorizationID: String, tier: String, kid: String, keyName: String, keyVersion: Int, keyBackend: String, expiresAt: Int64,
+        approvers: [String]? = nil
+    ) {
+        self.approvers = approvers
         self.jws = jws
         self.authorizationID = authorizationID
         self.tier = tier

@@ -43,10 +43,21 @@ public struct ErrorCode: RawRepresentable, Hashable, Sendable, Codable, CustomSt
     public static let authorizationNotFound: ErrorCode = "AUTHORIZATION_NOT_FOUND"
     public static let authorizationExpired: ErrorCode = "AUTHORIZATION_EXPIRED"
     public static let storeUnavailable: ErrorCode = "STORE_UNAVAILABLE"
+    public static let rateLimited: ErrorCode = "RATE_LIMITED"
+    public static let escalationAboveLimit: ErrorCode = "ESCALATION_ABOVE_LIMIT"
+    public static let intentRequired: ErrorCode = "INTENT_REQUIRED"
+    public static let intentMismatch: ErrorCode = "INTENT_MISMATCH"
+
+    // Approvals.
+    public static let approvalDenied: ErrorCode = "APPROVAL_DENIED"
+    public static let approvalExpired: ErrorCode = "APPROVAL_EXPIRED"
+    public static let approvalClosed: ErrorCode = "APPROVAL_CLOSED"
+    public static let alreadyDecided: ErrorCode = "ALREADY_DECIDED"
 
     // Administration.
     public static let principalExists: ErrorCode = "PRINCIPAL_EXISTS"
     public static let principalNotFound: ErrorCode = "PRINCIPAL_NOT_FOUND"
+    public static let contextNotFound: ErrorCode = "CONTEXT_NOT_FOUND"
 
     public static let internalError: ErrorCode = "INTERNAL_ERROR"
 }

@@ -38,6 +38,10 @@ final class TestServer: Sendable {
         var budgets = ""
         /// A `profiles:` section, verbatim.
         var profiles = ""
+        /// Any other policy sections (teams, organizations, escalation, contexts), verbatim.
+        var policy = ""
+        /// The `tiers:` section, verbatim; two tiers (standard: software, high: HSM) unless given.
+        var tiers: String?
         var wallClock: WallClock?
     }
 
@@ -58,12 +62,15 @@ final class TestServer: Sendable {
               idle_timeout: \(options.idleTimeout)
               max_in_flight: \(options.maxInFlight)
               max_connections: \(options.maxConnections)
+
+            """
+        text += options.tiers ?? """
             tiers:
               - { name: standard, max_amount: { USD: 50000, JPY: 75000 }, key: standard, backend: software, lifetime: 5m }
               - { name: high, max_amount: { USD: 5000000 }, key: high, backend: hsm, lifetime: 2m }
 
             """
-        text += options.budgets + options.profiles
+        text += options.budgets + options.profiles + options.policy
         if let tls = options.tls {
             text += "tls: { certificate: \(tls.certificate), private_key: \(tls.key) }\n"
         }

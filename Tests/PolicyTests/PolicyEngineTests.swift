@@ -23,6 +23,8 @@ struct PolicyEngineTests {
         ]
     )
 
+    static let facts = PolicyFacts(now: 1_700_000_000)
+
     static func request(_ agent: String, _ minorUnits: Int64, _ currency: Currency = usd, merchant: String = "m-shop", mcc: String = "5734") -> PolicyRequest {
         PolicyRequest(agent: agent, amount: Money(minorUnits: minorUnits, currency: currency), merchant: merchant, merchantCategoryCode: mcc)
     }
@@ -30,6 +32,7 @@ struct PolicyEngineTests {
     static func outcome(_ decision: Decision) -> String {
         switch decision.outcome {
         case .authorized(let tier): tier.name
+        case .pendingApproval(let tier, _): "pending:" + tier.name
         case .denied(let code, _): code
         }
     }
@@ -42,14 +45,14 @@ struct PolicyEngineTests {
         ]
     )
     func boundaries(amount: Int64, expected: String) {
-        #expect(Self.outcome(Self.engine.evaluate(Self.request("nobody-special", amount))) == expected)
+        #expect(Self.outcome(Self.engine.evaluate(Self.facts, Self.request("nobody-special", amount))) == expected)
     }
 
     @Test("a currency only the lowest tier accepts stops there; one no tier accepts is refused")
     func currencies() {
-        #expect(Self.outcome(Self.engine.evaluate(Self.request("a", 1_500, Self.jpy))) == "micro")
-        #expect(Self.outcome(Self.engine.evaluate(Self.request("a", 1_501, Self.jpy))) == "AMOUNT_ABOVE_LIMIT")
-        #expect(Self.outcome(Self.engine.evaluate(Self.request("a", 100, Currency(code: "EUR")!))) == "CURRENCY_NOT_ACCEPTED")
+        #expect(Self.outcome(Self.engine.evaluate(Self.facts, Self.request("a", 1_500, Self.jpy))) == "micro")
+        #expect(Self.outcome(Self.engine.evaluate(Self.facts, Self.request("a", 1_501, Self.jpy))) == "AMOUNT_ABOVE_LIMIT")
+        #expect(Self.outcome(Self.engine.evaluate(Self.facts, Self.request("a", 100, Currency(code: "EUR")!))) == "CURRENCY_NOT_ACCEPTED")
     }
 
     @Test(
@@ -65,25 +68,26 @@ struct PolicyEngineTests {
         ]
     )
     func profileRules(request: PolicyRequest, expected: String) {
-        #expect(Self.outcome(Self.engine.evaluate(request)) == expected)
+        #expect(Self.outcome(Self.engine.evaluate(Self.facts, request)) == expected)
     }
 
     @Test("the highest tier caps an agent below the amount's tier")
     func highestTier() {
         let engine = try! PolicyEngine(tiers: Self.tiers, profiles: [AgentProfile(name: "small", agents: ["tiny"], highestTier: "micro")])
-        #expect(Self.outcome(engine.evaluate(Self.request("tiny", 1_000))) == "micro")
-        let decision = engine.evaluate(Self.request("tiny", 1_001))
+        #expect(Self.outcome(engine.evaluate(Self.facts, Self.request("tiny", 1_000))) == "micro")
+        let decision = engine.evaluate(Self.facts, Self.request("tiny", 1_001))
         #expect(Self.outcome(decision) == "TIER_NOT_ALLOWED")
         if case .denied(_, let reason) = decision.outcome {
-            #expect(reason == "10.01 USD needs tier 'standard'; tiny may reach tier 'micro' at most")
+            #expect(reason == "the request needs tier 'standard'; tiny may reach tier 'micro' at most")
         }
     }
 
     @Test("the decision records every check it evaluated, and the policy version")
     func decisionRecord() {
-        let decision = Self.engine.evaluate(Self.request("shopper", 900, mcc: "7995"))
+        let decision = Self.engine.evaluate(Self.facts, Self.request("shopper", 900, mcc: "7995"))
         #expect(decision.checks.map(\.name) == ["tier", "max_per_authorization", "highest_tier", "merchant", "merchant_category"])
-        #expect(decision.checks.map(\.passed) == [true, true, true, true, false])
+        #expect(decision.checks.map(\.result) == [.pass, .pass, .pass, .pass, .fail])
+        #expect(decision.tierReason == "9.00 USD is within tier 'micro' (up to 10.00 USD)")
         #expect(decision.policyVersion == Self.engine.version)
         #expect(Self.engine.version.hasPrefix("sha256:") && Self.engine.version.count == 23)
     }
@@ -111,5 +115,12 @@ struct PolicyEngineTests {
         #expect(Money(decimal: "15", currency: Self.jpy)?.minorUnits == 15)
         #expect(Money(decimal: "1.5", currency: Self.jpy) == nil)
         #expect(Money(minorUnits: 1_205, currency: Self.usd).description == "12.05 USD")
+    }
+}
+
+extension PolicyEngine {
+    /// `evaluate` with the facts first, so that table rows read naturally.
+    func evaluate(_ facts: PolicyFacts, _ request: PolicyRequest) -> Decision {
+        self.evaluate(request, facts: facts)
     }
 }

@@ -1,0 +1,209 @@
+import Foundation
+import Ledger
+import Logging
+import NIOCore
+import Policy
+import Signing
+import Wire
+
+/// Approvals: the answer an agent gets for an authorization at any stage, the approvers' verdicts, and the
+/// signature that the quorum releases.
+extension Authorizer {
+    /// The answer for a stored authorization now: its signed authorization, its pending state, or why it
+    /// will never be signed. An approved one that is not signed yet (the HSM failed) is signed now.
+    func outcome(of record: AuthorizationRecord) async throws -> AuthorizeOutcome {
+        let now = self.wallClock.secondsSince1970
+        switch record.status(at: now) {
+        case .authorized:
+            return try WireJSON.decode(AuthorizeOutcome.self, from: ByteBuffer(bytes: record.response))
+        case .pendingApproval:
+            if record.voidedAt != nil {
+                throw WireError(.approvalClosed, "authorization '\(record.id)' was withdrawn before it was approved")
+            }
+            let verdicts = try await self.storeRead { try await self.store.approvals(of: record.id) }
+            return .pendingApproval(
+                PendingAuthorization(
+                    authorizationID: record.id, tier: record.tier, approvalsRequired: record.quorum ?? 0,
+                    approvers: verdicts.filter { $0.verdict == .approve }.map(\.approver), approvalExpiresAt: record.approvalExpiresAt ?? 0
+                )
+            )
+        case .approved:
+            let verdicts = try await self.storeRead { try await self.store.approvals(of: record.id) }
+            return .authorized(try await self.signApproved(record, approvers: verdicts.filter { $0.verdict == .approve }.map(\.approver)))
+        case .denied:
+            throw WireError(.approvalDenied, "authorization '\(record.id)' was denied by an approver; its budget hold is released")
+        case .expired:
+            throw WireError(.approvalExpired, "authorization '\(record.id)' was not approved before \(record.approvalExpiresAt ?? 0); its budget hold is released")
+        }
+    }
+
+    /// `FETCH_AUTHORIZATION`: an agent's own authorization, waiting up to `wait_seconds` while it is pending.
+    func fetch(_ request: FetchAuthorizationRequest, agent: String) async throws -> AuthorizeOutcome {
+        let generation = self.notifier.generation
+        let record = try await self.ownRecord(request.authorizationID, agent: agent)
+        let outcome = try await self.outcome(of: record)
+        guard case .pendingApproval = outcome, let wait = request.waitSeconds, wait > 0 else { return outcome }
+        let remaining = max(0, (record.approvalExpiresAt ?? 0) - self.wallClock.secondsSince1970)
+        await self.notifier.wait(for: record.id, since: generation, timeout: .seconds(min(Int64(wait), remaining)), time: self.time)
+        return try await self.outcome(of: try await self.ownRecord(request.authorizationID, agent: agent))
+    }
+
+    private func ownRecord(_ id: String, agent: String) async throws -> AuthorizationRecord {
+        let record = try await self.storeRead { try await self.store.authorization(id: id) }
+        guard let record, record.agent == agent else {
+            throw WireError(.authorizationNotFound, "no authorization '\(id)' of '\(agent)'")
+        }
+        return record
+    }
+
+    /// `APPROVALS_LIST`: what waits for approvers now.
+    func pendingApprovals() async throws -> ApprovalsList {
+        let now = self.wallClock.secondsSince1970
+        let records = try await self.storeRead { try await self.store.pendingApprovals(now: now) }
+        var summaries: [ApprovalSummary] = []
+        for record in records {
+            summaries.append(try await self.summary(of: record, now: now))
+        }
+        return ApprovalsList(approvals: summaries)
+    }
+
+    /// `APPROVALS_SHOW`: the exact request, the decision record and the verdicts.
+    func approvalDetail(_ id: String) async throws -> ApprovalDetail {
+        let record = try await self.storeRead { try await self.store.authorization(id: id) }
+        guard let record, record.quorum != nil else {
+            throw WireError(.authorizationNotFound, "no authorization '\(id)' needing approval")
+        }
+        return try await self.detail(of: record)
+    }
+
+    /// `APPROVALS_APPROVE` / `APPROVALS_DENY`: one approver's verdict. The approval that completes the quorum
+    /// signs the authorization (with the approvers in its claims) and wakes the agent waiting for it.
+    func decide(_ id: String, approver: String, verdict: ApprovalRecord.Verdict) async throws -> ApprovalDetail {
+        let now = self.wallClock.secondsSince1970
+        let step: ApprovalStep
+        do {
+            step = try await self.store.decideApproval(id: id, approver: approver, verdict: verdict, at: now)
+        } catch let error as LedgerError {
+            // A quorum whose signature failed (HSM down) is signed by the next verdict's retry.
+            if error.code == .alreadyDecided || error.code == .approvalClosed,
+                let record = try? await self.store.authorization(id: id), record.status == .approved
+            {
+                _ = try await self.outcome(of: record)
+                self.notifier.changed(id)
+                return try await self.approvalDetail(id)
+            }
+            throw Self.wireError(error)
+        }
+        switch step {
+        case .approvedBy(let record, let approvers):
+            self.logger.notice("authorization approved", metadata: ["authorization": "\(id)", "approver": "\(approver)", "approvals": "\(approvers.count)/\(record.quorum ?? 0)"])
+        case .quorumReached(let record, let approvers):
+            self.logger.notice("authorization approved by quorum", metadata: ["authorization": "\(id)", "approvers": "\(approvers)"])
+            _ = try await self.signApproved(record, approvers: approvers)
+        case .denied:
+            self.logger.notice("authorization denied by approver", metadata: ["authorization": "\(id)", "approver": "\(approver)"])
+        }
+        self.notifier.changed(id)
+        return try await self.approvalDetail(id)
+    }
+
+    private func signApproved(_ record: AuthorizationRecord, approvers: [String]) async throws -> Authorization {
+        guard let body = record.request, let request = try? WireJSON.decode(AuthorizeRequest.self, from: ByteBuffer(bytes: body)) else {
+            throw WireError(.internalError, "authorization '\(record.id)' has no stored request to sign")
+        }
+        guard let tier = self.policy.tiers.tiers.first(where: { $0.name == record.tier }) else {
+            throw WireError(.signingUnavailable, "tier '\(record.tier)' is no longer configured; authorization '\(record.id)' cannot be signed")
+        }
+        let decision = record.decision.flatMap { try? JSONDecoder().decode(DecisionRecord.self, from: $0) }
+        let authorization = try await self.sign(
+            request, id: record.id, agent: record.agent, tier: tier, policyVersion: decision?.policyVersion ?? self.policy.version, approvers: approvers
+        )
+        do {
+            _ = try await self.store.completeApproval(
+                id: record.id, response: Data(WireJSON.encode(authorization).readableBytesView), kid: authorization.kid, expiresAt: authorization.expiresAt
+            )
+        } catch let error as LedgerError where error.code == .approvalClosed {
+            // Another verdict's retry signed it first; that one is the answer.
+            guard let stored = try await self.store.authorization(id: record.id), stored.status == .authorized else { throw Self.wireError(error) }
+            return try WireJSON.decode(Authorization.self, from: ByteBuffer(bytes: stored.response))
+        } catch {
+            self.logger.error("approved authorization not recorded; not sent", metadata: ["authorization": "\(record.id)", "error": "\(error)"])
+            throw WireError(.storeUnavailable, "the approved authorization could not be recorded durably, so it was not issued", retryable: true)
+        }
+        return authorization
+    }
+
+    private func detail(of record: AuthorizationRecord) async throws -> ApprovalDetail {
+        let now = self.wallClock.secondsSince1970
+        guard let body = record.request, let request = try? WireJSON.decode(AuthorizeRequest.self, from: ByteBuffer(bytes: body)) else {
+            throw WireError(.internalError, "authorization '\(record.id)' has no stored request")
+        }
+        let verdicts = try await self.storeRead { try await self.store.approvals(of: record.id) }
+        return ApprovalDetail(
+            approval: try await self.summary(of: record, now: now),
+            request: request,
+            decision: record.decision.flatMap { try? JSONDecoder().decode(DecisionRecord.self, from: $0) },
+            verdicts: verdicts.map { ApprovalVerdict(approver: $0.approver, verdict: $0.verdict.rawValue, decidedAt: $0.decidedAt) }
+        )
+    }
+
+    private func summary(of record: AuthorizationRecord, now: Int64) async throws -> ApprovalSummary {
+        let verdicts = try await self.storeRead { try await self.store.approvals(of: record.id) }
+        let request = record.request.flatMap { try? WireJSON.decode(AuthorizeRequest.self, from: ByteBuffer(bytes: $0)) }
+        let money = Currency(code: record.currency).map { "\(Money(minorUnits: record.amount, currency: $0))" } ?? "\(record.amount) \(record.currency)"
+        let status = record.voidedAt != nil && record.status(at: now) == .pendingApproval ? "withdrawn" : record.status(at: now).rawValue
+        var summary = "\(record.agent) asks to pay \(money) to \(record.merchant)"
+        if let request {
+            summary += " (MCC \(request.merchantCategoryCode)) for \"\(request.intent.description)\""
+            if let items = request.intent.lineItems {
+                summary += "; " + items.map { "\($0.quantity) x \($0.description)" }.joined(separator: ", ")
+            }
+        }
+        summary += "; tier \(record.tier) needs \(record.quorum ?? 0) approval(s)"
+        return ApprovalSummary(
+            authorizationID: record.id, agent: record.agent, amount: record.amount, currency: record.currency, merchantID: record.merchant, tier: record.tier,
+            approvalsRequired: record.quorum ?? 0, approvers: verdicts.filter { $0.verdict == .approve }.map(\.approver), requestedAt: record.createdAt,
+            approvalExpiresAt: record.approvalExpiresAt ?? 0, status: status, summary: summary
+        )
+    }
+
+    // MARK: Budgets
+
+    /// `BUDGETS_SHOW`: every budget the agent's spending counts against, in its current window.
+    func budgets(of agent: String) async throws -> BudgetsReport {
+        let now = self.wallClock.secondsSince1970
+        let scopes = self.policy.scopes(of: agent)
+        var lines: [BudgetLine] = []
+        for scope in scopes {
+            for budget in self.policy.budgets.budgets(of: scope) {
+                let windowStart = budget.window.start(at: now)
+                for (currency, limit) in budget.limits.sorted(by: { $0.key < $1.key }) {
+                    let spending = try await self.storeRead {
+                        try await self.store.spending(scope: scope, currency: currency, since: windowStart, now: now)
+                    }
+                    lines.append(
+                        BudgetLine(
+                            scope: scope.key, window: "\(budget.window)", windowStart: windowStart, currency: currency, limit: limit, spent: spending.counted,
+                            pending: spending.pending, remaining: max(0, limit - spending.counted)
+                        )
+                    )
+                }
+            }
+        }
+        return BudgetsReport(agentID: agent, scopes: scopes.map(\.key), budgets: lines)
+    }
+
+    static func wireError(_ error: LedgerError) -> WireError {
+        switch error.code {
+        case .authorizationNotFound: WireError(.authorizationNotFound, error.reason)
+        case .authorizationExpired: WireError(.authorizationExpired, error.reason)
+        case .notYours: WireError(.forbidden, error.reason)
+        case .approvalClosed: WireError(.approvalClosed, error.reason)
+        case .approvalExpired: WireError(.approvalExpired, error.reason)
+        case .alreadyDecided: WireError(.alreadyDecided, error.reason)
+        case .principalExists: WireError(.principalExists, error.reason)
+        case .principalNotFound: WireError(.principalNotFound, error.reason)
+        case .storeUnavailable, .keyVersionExists: WireError(.storeUnavailable, "the store does not answer", retryable: true)
+        }
+    }
+}

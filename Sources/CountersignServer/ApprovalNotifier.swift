@@ -1,0 +1,78 @@
+import Policy
+import Synchronization
+
+/// Wakes the requests that wait for an authorization's approval to be decided.
+///
+/// A global generation counter closes the race between reading a status and starting to wait: a waiter
+/// passes the generation it read before looking, and returns at once if anything changed since.
+final class ApprovalNotifier: Sendable {
+    private struct State {
+        var generation: UInt64 = 0
+        var nextToken: UInt64 = 0
+        var waiters: [String: [UInt64: CheckedContinuation<Void, Never>]] = [:]
+    }
+
+    private let state = Mutex(State())
+
+    var generation: UInt64 { self.state.withLock { $0.generation } }
+
+    /// Wakes everyone waiting on `id`.
+    func changed(_ id: String) {
+        let waiters = self.state.withLock { state in
+            state.generation &+= 1
+            return state.waiters.removeValue(forKey: id)
+        }
+        for continuation in (waiters ?? [:]).values { continuation.resume() }
+    }
+
+    /// Returns when `id` changes (or anything changed since `generation`), after `timeout` on `time`, or when
+    /// the task is cancelled, whichever comes first.
+    func wait(for id: String, since generation: UInt64, timeout: Duration, time: MonotonicTime) async {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.waitForChange(of: id, since: generation) }
+            group.addTask { try? await time.sleep(for: timeout) }
+            await group.next()
+            group.cancelAll()
+        }
+    }
+
+    private func waitForChange(of id: String, since generation: UInt64) async {
+        let token = self.state.withLock { state -> UInt64 in
+            state.nextToken &+= 1
+            return state.nextToken
+        }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                let resumeNow = self.state.withLock { state -> Bool in
+                    if Task.isCancelled || state.generation != generation { return true }
+                    state.waiters[id, default: [:]][token] = continuation
+                    return false
+                }
+                if resumeNow { continuation.resume() }
+            }
+        } onCancel: {
+            let continuation = self.state.withLock { state in state.waiters[id]?.removeValue(forKey: token) }
+            continuation?.resume()
+        }
+    }
+}
+
+/// The modes admins have switched on (e.g. `incident`), kept in the store so that they survive a restart.
+final class ContextModes: Sendable {
+    static let setting = "policy.active_modes"
+    private let active: Mutex<Set<String>>
+
+    init(active: Set<String>) {
+        self.active = Mutex(active)
+    }
+
+    var current: Set<String> { self.active.withLock { $0 } }
+
+    /// Switches `name` on or off and returns the modes now active; the caller stores them.
+    func set(_ name: String, active: Bool) -> Set<String> {
+        self.active.withLock { modes in
+            if active { modes.insert(name) } else { modes.remove(name) }
+            return modes
+        }
+    }
+}

@@ -1,0 +1,254 @@
+import Crypto
+import Foundation
+import Ledger
+import Logging
+import NIOCore
+import Policy
+import Signing
+import Synchronization
+import Wire
+
+/// Decides authorize requests: gathers the facts the policy needs, evaluates it, signs, and records the
+/// authorization and its budget holds durably before the answer leaves. Also the approval desk: approvers'
+/// verdicts, the signature a quorum releases, and agents waiting for it.
+final class Authorizer: Sendable {
+    let store: LedgerStore
+    let keyRing: KeyRing
+    let policy: PolicyEngine
+    let issuer: String
+    let wallClock: WallClock
+    let time: MonotonicTime
+    let random: RandomSource
+    let metrics: ServerMetrics
+    let logger: Logger
+    let modes: ContextModes
+    let notifier = ApprovalNotifier()
+    private let requestLog: Mutex<RequestLog>
+
+    init(
+        store: LedgerStore, keyRing: KeyRing, policy: PolicyEngine, modes: ContextModes, issuer: String, wallClock: WallClock, time: MonotonicTime,
+        random: RandomSource, metrics: ServerMetrics, logger: Logger
+    ) {
+        self.store = store
+        self.keyRing = keyRing
+        self.policy = policy
+        self.modes = modes
+        self.issuer = issuer
+        self.wallClock = wallClock
+        self.time = time
+        self.random = random
+        self.metrics = metrics
+        self.logger = logger
+        let thresholds = policy.profiles.compactMap(\.rateLimit) + [policy.escalation.burst].compactMap { $0 }
+        self.requestLog = Mutex(
+            RequestLog(keep: (thresholds.map(\.requests).max() ?? 0) + 1, horizon: .seconds(thresholds.map(\.perSeconds).max() ?? 1))
+        )
+    }
+
+    // MARK: Authorize
+
+    func authorize(_ request: AuthorizeRequest, agent: String) async throws -> AuthorizeOutcome {
+        let started = self.time.now
+        var tierName = "none"
+        do {
+            let outcome = try await self.decide(request, agent: agent, tierName: &tierName)
+            let label = if case .pendingApproval = outcome { "pending_approval" } else { "authorized" }
+            self.metrics.authorizationDecided(tier: tierName, outcome: label, duration: self.time.now - started)
+            return outcome
+        } catch let error as WireError {
+            self.metrics.authorizationDecided(tier: tierName, outcome: error.code.rawValue, duration: self.time.now - started)
+            throw error
+        }
+    }
+
+    private func decide(_ request: AuthorizeRequest, agent: String, tierName: inout String) async throws -> AuthorizeOutcome {
+        // A retry with the same idempotency key and body gets the original answer; nothing is signed again.
+        let canonicalRequest = Data(WireJSON.encode(request).readableBytesView)
+        let requestHash = Data(SHA256.hash(data: canonicalRequest))
+        if let earlier = try await self.storeRead({ try await self.store.authorization(agent: agent, idempotencyKey: request.idempotencyKey) }) {
+            return try await self.replay(earlier, for: requestHash)
+        }
+        guard let currency = Currency(code: request.currency) else {
+            throw WireError(.currencyNotAccepted, "'\(request.currency)' is not an ISO 4217 currency")
+        }
+        let amount = Money(minorUnits: request.amount, currency: currency)
+        let policyRequest = PolicyRequest(
+            agent: agent, amount: amount, merchant: request.merchantID, merchantCategoryCode: request.merchantCategoryCode,
+            lineItems: request.intent.lineItems?.map { PolicyRequest.LineItem(quantity: $0.quantity, unitAmount: $0.unitAmount, category: $0.category) }
+        )
+        let now = self.wallClock.secondsSince1970
+        let facts = try await self.facts(for: policyRequest, now: now)
+        let decision = self.policy.evaluate(policyRequest, facts: facts)
+        let tier: Tier
+        switch decision.outcome {
+        case .authorized(let decided), .pendingApproval(let decided, _):
+            tier = decided
+        case .denied(let code, let reason):
+            await self.recordRefusal(decision.record(outcome: "denied", code: code), agent: agent, idempotencyKey: request.idempotencyKey, at: now)
+            throw WireError(ErrorCode(rawValue: code), reason, retryable: code == ErrorCode.rateLimited.rawValue)
+        }
+        tierName = tier.name
+        // A cheap early refusal, so an agent over a budget cannot make the HSM sign for nothing; the atomic
+        // check at the commit below is the one that counts.
+        for limit in decision.budgetChecks {
+            let spent = (try? await self.store.spent(scope: limit.scope, currency: currency.code, since: limit.windowStart, now: now)) ?? 0
+            if spent > limit.limit - amount.minorUnits {
+                await self.recordRefusal(decision.record(outcome: "denied", code: ErrorCode.budgetExceeded.rawValue), agent: agent, idempotencyKey: request.idempotencyKey, at: now)
+                throw Self.budgetExceeded(amount, limit: limit, spent: spent)
+            }
+        }
+        let id = Base64URL.encode(self.random.bytes(16))
+        var record = AuthorizationRecord(
+            id: id, agent: agent, idempotencyKey: request.idempotencyKey, requestHash: requestHash, response: Data(), amount: request.amount,
+            currency: currency.code, merchant: request.merchantID, tier: tier.name, kid: "", expiresAt: 0, createdAt: now, request: canonicalRequest
+        )
+        let outcome: AuthorizeOutcome
+        if case .pendingApproval(_, let approval) = decision.outcome {
+            let deadline = now + approval.ttlSeconds
+            let pending = PendingAuthorization(authorizationID: id, tier: tier.name, approvalsRequired: approval.quorum, approvers: [], approvalExpiresAt: deadline)
+            record.status = .pendingApproval
+            record.quorum = approval.quorum
+            record.approvalExpiresAt = deadline
+            record.expiresAt = deadline
+            record.response = Data(WireJSON.encode(pending).readableBytesView)
+            record.decision = decision.record(outcome: "pending_approval").json
+            outcome = .pendingApproval(pending)
+        } else {
+            let authorization = try await self.sign(request, id: id, agent: agent, tier: tier, policyVersion: decision.policyVersion, approvers: nil)
+            record.kid = authorization.kid
+            record.expiresAt = authorization.expiresAt
+            record.response = Data(WireJSON.encode(authorization).readableBytesView)
+            record.decision = decision.record(outcome: "authorized").json
+            outcome = .authorized(authorization)
+        }
+        // Durable before the answer leaves: if the record cannot be written, the JWS is never sent. The budget
+        // checks and the holds are one step of one transaction: concurrent requests cannot overspend.
+        let stored: AuthorizationRecord
+        do {
+            switch try await self.store.recordAuthorization(record, scopes: decision.scopes, limits: decision.budgetChecks) {
+            case .recorded(let recorded):
+                stored = recorded
+            case .overLimit(let limit, let spent):
+                // The signature is discarded unsent.
+                await self.recordRefusal(decision.record(outcome: "denied", code: ErrorCode.budgetExceeded.rawValue), agent: agent, idempotencyKey: request.idempotencyKey, at: now)
+                throw Self.budgetExceeded(amount, limit: limit, spent: spent)
+            case .refusalRecorded:
+                throw WireError(.internalError, "the store answered an authorization with a refusal's outcome")
+            }
+        } catch let error as WireError {
+            throw error
+        } catch {
+            self.logger.error("authorization not recorded; not sent", metadata: ["agent": "\(agent)", "error": "\(error)"])
+            throw WireError(.storeUnavailable, "the authorization could not be recorded durably, so it was not issued", retryable: true)
+        }
+        if stored.id != record.id {
+            // A concurrent request with the same key was recorded first; this signature is discarded unsent.
+            return try await self.replay(stored, for: requestHash)
+        }
+        return outcome
+    }
+
+    /// What the policy needs beyond the request: modes, request counts, and (only when escalation applies)
+    /// the agent's history.
+    private func facts(for request: PolicyRequest, now: Int64) async throws -> PolicyFacts {
+        var facts = PolicyFacts(now: now, activeModes: self.modes.current)
+        let windows = self.policy.requestWindows(of: request.agent)
+        if windows.rate != nil || windows.burst != nil {
+            let counts = self.requestLog.withLock { log in
+                log.record(agent: request.agent, at: self.time.now, windows: [windows.rate ?? .zero, windows.burst ?? .zero])
+            }
+            facts.requestsInRateWindow = counts[0]
+            facts.requestsInBurstWindow = counts[1]
+        }
+        if self.policy.needsHistory(request) {
+            let rules = self.policy.escalation
+            let history = try await self.storeRead {
+                try await self.store.spendingFacts(
+                    agent: request.agent, currency: request.amount.currency.code, merchant: request.merchant, historySince: now - rules.historySeconds,
+                    splittingSince: now - (rules.splittingWindowSeconds ?? 0) + 1, now: now
+                )
+            }
+            facts.historyCount = history.historyCount
+            facts.historyMeanAmount = history.historyMeanAmount
+            facts.merchantPaidBefore = history.merchantPaidBefore
+            facts.recentSpendAtMerchant = rules.splittingWindowSeconds == nil ? 0 : history.recentSpendAtMerchant
+        }
+        return facts
+    }
+
+    /// Signs an authorization for `request` with the tier's active key.
+    func sign(_ request: AuthorizeRequest, id: String, agent: String, tier: Tier, policyVersion: String, approvers: [String]?) async throws -> Authorization {
+        guard let key = self.keyRing.key(for: tier) else {
+            throw WireError(.signingUnavailable, "no active key for tier '\(tier.name)'", retryable: true)
+        }
+        let now = self.wallClock.secondsSince1970
+        let claims = AuthorizationClaims(
+            iss: self.issuer, sub: agent, aud: request.merchantID, jti: id, iat: now, nbf: now, exp: now + tier.lifetimeSeconds, amount: request.amount,
+            currency: request.currency, mcc: request.merchantCategoryCode, intentHash: IntentHash.of(request.intent), tier: tier.name,
+            policyVersion: policyVersion, approvers: approvers
+        )
+        let jws: String
+        do {
+            jws = try await CompactJWS.sign(claims, with: key)
+        } catch let error as SigningError {
+            switch error.code {
+            case .hsmUnavailable: throw WireError(.hsmUnavailable, error.reason, retryable: true)
+            case .keyUnavailable: throw WireError(.signingUnavailable, error.reason, retryable: true)
+            }
+        }
+        return Authorization(
+            jws: jws, authorizationID: id, tier: tier.name, kid: key.keyID.kid, keyName: key.keyID.name, keyVersion: key.keyID.version,
+            keyBackend: key.backend.rawValue, expiresAt: claims.exp, approvers: approvers
+        )
+    }
+
+    private func recordRefusal(_ decision: DecisionRecord, agent: String, idempotencyKey: String, at now: Int64) async {
+        self.logger.info("authorization denied", metadata: ["agent": "\(agent)", "code": "\(decision.code ?? "")", "tier_reason": "\(decision.tierReason)"])
+        do {
+            try await self.store.recordRefusal(RefusalRecord(agent: agent, idempotencyKey: idempotencyKey, code: decision.code ?? "", decision: decision.json, createdAt: now))
+        } catch {
+            // Refusing is safe without the record; the log keeps the decision.
+            self.logger.error("refusal not recorded", metadata: ["agent": "\(agent)", "error": "\(error)"])
+        }
+    }
+
+    private static func budgetExceeded(_ amount: Money, limit: BudgetCheck, spent: Int64) -> WireError {
+        let currency = amount.currency
+        return WireError(
+            .budgetExceeded,
+            "\(amount) would exceed the \(limit.window) budget of \(limit.scope), \(Money(minorUnits: limit.limit, currency: currency)); \(Money(minorUnits: spent, currency: currency)) already counted"
+        )
+    }
+
+    private func replay(_ record: AuthorizationRecord, for requestHash: Data) async throws -> AuthorizeOutcome {
+        guard record.requestHash == requestHash else {
+            throw WireError(
+                .idempotencyConflict,
+                "idempotency key '\(record.idempotencyKey)' was used for a different request; use a new key for a new payment"
+            )
+        }
+        return try await self.outcome(of: record)
+    }
+
+    /// Reads from the store, mapping its failure to `STORE_UNAVAILABLE`.
+    func storeRead<T: Sendable>(_ body: () async throws -> T) async throws -> T {
+        do {
+            return try await body()
+        } catch let error as LedgerError {
+            throw Self.wireError(error)
+        } catch let error as WireError {
+            throw error
+        } catch {
+            throw WireError(.storeUnavailable, "the store does not answer", retryable: true)
+        }
+    }
+}
+
+/// The hash of an agent's stated intent, bound into its authorization.
+public enum IntentHash {
+    /// base64url of SHA-256 over the intent's canonical JSON (sorted keys, no whitespace, no escaped '/').
+    public static func of(_ intent: Intent) -> String {
+        let canonical = WireJSON.encode(intent)
+        return Base64URL.encode(Array(SHA256.hash(data: Data(canonical.readableBytesView))))
+    }
+}

@@ -1,0 +1,98 @@
+import Foundation
+import GRDB
+
+/// Where an approval stands after one approver's verdict.
+public enum ApprovalStep: Sendable, Hashable {
+    /// Approved by `approvers` so far; the quorum is not reached yet.
+    case approvedBy(AuthorizationRecord, approvers: [String])
+    /// The quorum is reached: the record is now `approved` and the caller signs it.
+    case quorumReached(AuthorizationRecord, approvers: [String])
+    /// Denied: its holds are released.
+    case denied(AuthorizationRecord)
+}
+
+extension LedgerStore {
+    /// Requests waiting for approval at `now`, oldest first.
+    public func pendingApprovals(now: Int64) async throws -> [AuthorizationRecord] {
+        try await self.read { db in
+            try AuthorizationRecord
+                .filter(Column("status") == AuthorizationRecord.Status.pendingApproval.rawValue && Column("voidedAt") == nil && Column("approvalExpiresAt") > now)
+                .order(Column("createdAt"), Column("id"))
+                .fetchAll(db)
+        }
+    }
+
+    /// The verdicts given on an authorization, in the order given.
+    public func approvals(of id: String) async throws -> [ApprovalRecord] {
+        try await self.read { db in
+            try ApprovalRecord.filter(Column("authorizationID") == id).order(Column("decidedAt"), Column("approver")).fetchAll(db)
+        }
+    }
+
+    /// Records one approver's verdict, atomically with its effect: a deny releases the holds; the approval that
+    /// completes the quorum moves the record to `approved`, so exactly one caller signs it.
+    ///
+    /// - Throws: ``LedgerError``: `AUTHORIZATION_NOT_FOUND`; `FORBIDDEN` when the approver is the requesting
+    ///   agent; `APPROVAL_EXPIRED`; `APPROVAL_CLOSED` when it was already decided or withdrawn;
+    ///   `ALREADY_DECIDED` when this approver already gave a verdict.
+    public func decideApproval(id: String, approver: String, verdict: ApprovalRecord.Verdict, at now: Int64) async throws -> ApprovalStep {
+        try await self.write { db in
+            guard var record = try AuthorizationRecord.fetchOne(db, key: id) else {
+                throw LedgerError(.authorizationNotFound, "no authorization '\(id)'")
+            }
+            guard record.agent != approver else {
+                throw LedgerError(.notYours, "'\(approver)' requested authorization '\(id)' and may not approve or deny it")
+            }
+            let status = record.status(at: now)
+            if status == .expired {
+                throw LedgerError(.approvalExpired, "authorization '\(id)' waited for approval until \(record.approvalExpiresAt ?? 0) and expired")
+            }
+            guard record.voidedAt == nil else {
+                throw LedgerError(.approvalClosed, "authorization '\(id)' was withdrawn by its agent")
+            }
+            guard status == .pendingApproval, let quorum = record.quorum else {
+                throw LedgerError(.approvalClosed, "authorization '\(id)' is \(status.rawValue); it no longer takes verdicts")
+            }
+            if try ApprovalRecord.fetchOne(db, key: ["authorizationID": id, "approver": approver]) != nil {
+                throw LedgerError(.alreadyDecided, "'\(approver)' already gave a verdict on authorization '\(id)'; a quorum needs distinct approvers")
+            }
+            try ApprovalRecord(authorizationID: id, approver: approver, verdict: verdict, decidedAt: now).insert(db)
+            switch verdict {
+            case .deny:
+                record.status = .denied
+                try record.update(db)
+                try Self.releaseHolds(in: db, of: id, at: now)
+                return .denied(record)
+            case .approve:
+                let approvers = try String.fetchAll(
+                    db,
+                    sql: "SELECT approver FROM approval WHERE authorizationID = ? AND verdict = 'approve' ORDER BY decidedAt, approver",
+                    arguments: [id]
+                )
+                guard approvers.count >= quorum else { return .approvedBy(record, approvers: approvers) }
+                record.status = .approved
+                try record.update(db)
+                return .quorumReached(record, approvers: approvers)
+            }
+        }
+    }
+
+    /// Stores the signed answer of an approved authorization; its holds now count like any authorization's.
+    public func completeApproval(id: String, response: Data, kid: String, expiresAt: Int64) async throws -> AuthorizationRecord {
+        try await self.write { db in
+            guard var record = try AuthorizationRecord.fetchOne(db, key: id) else {
+                throw LedgerError(.authorizationNotFound, "no authorization '\(id)'")
+            }
+            guard record.status == .approved else {
+                throw LedgerError(.approvalClosed, "authorization '\(id)' is \(record.status.rawValue), not approved")
+            }
+            record.status = .authorized
+            record.response = response
+            record.kid = kid
+            record.expiresAt = expiresAt
+            try record.update(db)
+            try db.execute(sql: "UPDATE hold SET expiresAt = NULL WHERE authorizationID = ?", arguments: [id])
+            return record
+        }
+    }
+}
