@@ -39,13 +39,19 @@ extension Authorizer {
 
     /// `FETCH_AUTHORIZATION`: an agent's own authorization, waiting up to `wait_seconds` while it is pending.
     func fetch(_ request: FetchAuthorizationRequest, agent: String) async throws -> AuthorizeOutcome {
-        let generation = self.notifier.generation
-        let record = try await self.ownRecord(request.authorizationID, agent: agent)
-        let outcome = try await self.outcome(of: record)
-        guard case .pendingApproval = outcome, let wait = request.waitSeconds, wait > 0 else { return outcome }
-        let remaining = max(0, (record.approvalExpiresAt ?? 0) - self.wallClock.secondsSince1970)
-        await self.notifier.wait(for: record.id, since: generation, timeout: .seconds(min(Int64(wait), remaining)), time: self.time)
-        return try await self.outcome(of: try await self.ownRecord(request.authorizationID, agent: agent))
+        let deadline = self.time.now + .seconds(request.waitSeconds ?? 0)
+        while true {
+            let generation = self.notifier.generation
+            let record = try await self.ownRecord(request.authorizationID, agent: agent)
+            let outcome = try await self.outcome(of: record)
+            let left = deadline - self.time.now
+            guard case .pendingApproval = outcome, left > .zero else { return outcome }
+            // One approval of several is a change too; wait on until the approval is decided.
+            let untilExpiry = Duration.seconds(max(0, (record.approvalExpiresAt ?? 0) - self.wallClock.secondsSince1970))
+            guard untilExpiry > .zero else { return outcome }
+            await self.notifier.wait(for: record.id, since: generation, timeout: min(left, untilExpiry), time: self.time)
+            try Task.checkCancellation()
+        }
     }
 
     private func ownRecord(_ id: String, agent: String) async throws -> AuthorizationRecord {

@@ -84,8 +84,10 @@ final class Authorizer: Sendable {
         case .authorized(let decided), .pendingApproval(let decided, _):
             tier = decided
         case .denied(let code, let reason):
-            await self.recordRefusal(decision.record(outcome: "denied", code: code), agent: agent, idempotencyKey: request.idempotencyKey, at: now)
-            throw WireError(ErrorCode(rawValue: code), reason, retryable: code == ErrorCode.rateLimited.rawValue)
+            return try await self.refuse(
+                WireError(ErrorCode(rawValue: code), reason, retryable: code == ErrorCode.rateLimited.rawValue), decision: decision, request: request,
+                agent: agent, requestHash: requestHash, at: now
+            )
         }
         tierName = tier.name
         // A cheap early refusal, so an agent over a budget cannot make the HSM sign for nothing; the atomic
@@ -93,8 +95,9 @@ final class Authorizer: Sendable {
         for limit in decision.budgetChecks {
             let spent = (try? await self.store.spent(scope: limit.scope, currency: currency.code, since: limit.windowStart, now: now)) ?? 0
             if spent > limit.limit - amount.minorUnits {
-                await self.recordRefusal(decision.record(outcome: "denied", code: ErrorCode.budgetExceeded.rawValue), agent: agent, idempotencyKey: request.idempotencyKey, at: now)
-                throw Self.budgetExceeded(amount, limit: limit, spent: spent)
+                return try await self.refuse(
+                    Self.budgetExceeded(amount, limit: limit, spent: spent), decision: decision, request: request, agent: agent, requestHash: requestHash, at: now
+                )
             }
         }
         let id = Base64URL.encode(self.random.bytes(16))
@@ -200,6 +203,18 @@ final class Authorizer: Sendable {
             jws: jws, authorizationID: id, tier: tier.name, kid: key.keyID.kid, keyName: key.keyID.name, keyVersion: key.keyID.version,
             keyBackend: key.backend.rawValue, expiresAt: claims.exp, approvers: approvers
         )
+    }
+
+    /// Refuses, unless a concurrent request with the same idempotency key was recorded meanwhile (its hold
+    /// may be the very reason for this refusal): then that request's answer is the answer.
+    private func refuse(
+        _ error: WireError, decision: Decision, request: AuthorizeRequest, agent: String, requestHash: Data, at now: Int64
+    ) async throws -> AuthorizeOutcome {
+        if let earlier = try? await self.store.authorization(agent: agent, idempotencyKey: request.idempotencyKey) {
+            return try await self.replay(earlier, for: requestHash)
+        }
+        await self.recordRefusal(decision.record(outcome: "denied", code: error.code.rawValue), agent: agent, idempotencyKey: request.idempotencyKey, at: now)
+        throw error
     }
 
     private func recordRefusal(_ decision: DecisionRecord, agent: String, idempotencyKey: String, at now: Int64) async {

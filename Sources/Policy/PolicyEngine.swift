@@ -148,6 +148,10 @@ private struct Evaluation {
         let tiers = self.policy.tiers
         // The tiers that accept this currency, in order: escalation moves along them.
         let accepting = tiers.tiers.filter { $0.maximumAmounts[self.currency.code] != nil }
+        guard self.amount.minorUnits > 0 else {
+            self.checks.append(CheckRecord(name: "amount", inputs: "\(self.amount.minorUnits)", passed: false))
+            return self.deny("INVALID_REQUEST", "the amount must be a positive number of minor units")
+        }
         var index: Int
         switch tiers.tier(for: self.amount) {
         case .success(let tier):
