@@ -74,7 +74,7 @@ let package = Package(
         // Commands shared by the `countersign` executable; a library so tests can reach its pieces.
         .target(
             name: "CountersignCLI",
-            dependencies: ["PKCS11", "CountersignClient", "Wire", "Signing", "Policy", crypto, nioPosix, .product(name: "NIOSSL", package: "swift-nio-ssl"), argumentParser],
+            dependencies: ["PKCS11", "CountersignClient", "CountersignServer", "Wire", "Signing", "Policy", crypto, nioPosix, .product(name: "NIOSSL", package: "swift-nio-ssl"), argumentParser],
             swiftSettings: swiftSettings
         ),
         .executableTarget(name: "countersign", dependencies: ["CountersignCLI", argumentParser], swiftSettings: swiftSettings),

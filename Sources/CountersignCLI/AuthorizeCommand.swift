@@ -40,6 +40,9 @@ struct AuthorizeCommand: AsyncParsableCommand {
     @Flag(help: "Print the whole response as JSON.")
     var json = false
 
+    @Flag(help: "When the tier needs approvers, wait for their decision (default: print the pending authorization's id and exit 3).")
+    var wait = false
+
     func run() async throws {
         guard let currency = Currency(code: self.currency.uppercased()) else {
             throw ValidationError("'\(self.currency)' is not an ISO 4217 currency code")
@@ -61,7 +64,21 @@ struct AuthorizeCommand: AsyncParsableCommand {
         }
         let connection = try await self.client.connect()
         defer { Task { await connection.close() } }
-        let authorization = try await connection.authorize(request)
+        let authorization: Authorization
+        switch try await connection.submit(request) {
+        case .authorized(let signed):
+            authorization = signed
+        case .pendingApproval(let pending):
+            guard self.wait else {
+                if self.json { try JSONOutput.print(pending) }
+                FileHandle.standardError.write(
+                    Data("pending approval: \(pending.authorizationID) needs \(pending.approvalsRequired) approval(s) before \(pending.approvalExpiresAt)\n".utf8)
+                )
+                throw ExitCode(3)
+            }
+            FileHandle.standardError.write(Data("waiting for \(pending.approvalsRequired) approval(s) of \(pending.authorizationID)…\n".utf8))
+            authorization = try await connection.awaitApproval(id: pending.authorizationID)
+        }
         if self.json {
             try JSONOutput.print(authorization)
         } else {

@@ -5,7 +5,10 @@ public struct CountersignCommand: AsyncParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "countersign",
         abstract: "Signed payment authorizations for AI agents: client and administration tool.",
-        subcommands: [AuthorizeCommand.self, VoidCommand.self, VerifyCommand.self, KeysCommand.self, AgentsCommand.self, PingCommand.self, HSMCommand.self]
+        subcommands: [
+            AuthorizeCommand.self, VoidCommand.self, VerifyCommand.self, KeysCommand.self, AgentsCommand.self, ApprovalsCommand.self, BudgetsCommand.self,
+            ContextsCommand.self, PolicyCommand.self, PingCommand.self, HSMCommand.self,
+        ]
     )
 
     public init() {}

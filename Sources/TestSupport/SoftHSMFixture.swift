@@ -132,6 +132,16 @@ public struct ProcessResult: Sendable {
         )
     }
 
+    /// ``run(executable:arguments:environment:)`` on a thread of its own, so that an in-process server keeps
+    /// the cooperative threads it needs to answer the child.
+    public static func running(executable: URL, arguments: [String], environment: [String: String]) async throws -> ProcessResult {
+        try await withCheckedThrowingContinuation { continuation in
+            Thread.detachNewThread {
+                continuation.resume(with: Result { try Self.run(executable: executable, arguments: arguments, environment: environment) })
+            }
+        }
+    }
+
     /// The path of an executable product built next to the test bundle, e.g. `countersign`.
     public static func builtProduct(_ name: String) -> URL {
         let testBinary = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()

@@ -28,8 +28,13 @@ struct ConfigurationTests {
     func example() throws {
         let path = SoftHSMFixture.repositoryRoot.appendingPathComponent("hsm-config/countersign.yaml").path
         let configuration = try ServerConfiguration.load(path: path)
-        #expect(configuration.tiers.tiers.map(\.name) == ["standard", "high"])
-        #expect(configuration.tiers.tiers.map(\.backend) == [.software, .hsm])
+        #expect(configuration.tiers.tiers.map(\.name) == ["micro", "standard", "high", "critical"])
+        #expect(configuration.tiers.tiers.map(\.backend) == [.software, .software, .hsm, .hsm])
+        #expect(configuration.tiers.tiers.map { $0.approval?.quorum } == [nil, nil, nil, 2])
+        let policy = configuration.policy
+        #expect(policy.profiles.count >= 2)
+        #expect(policy.scopes(of: "agent-1") == [.agent("agent-1"), .team("procurement"), .organization("acme")])
+        #expect(policy.scopes(of: "agent-travel") == [.agent("agent-travel"), .team("travel"), .organization("acme")])
         #expect(configuration.listen.description == "127.0.0.1:7600" && configuration.http.description == "127.0.0.1:7680")
         #expect(configuration.hsm.timeout == .seconds(2))
     }

@@ -1,0 +1,80 @@
+import CountersignClient
+import CountersignServer
+import Foundation
+import Testing
+import TestSupport
+import Wire
+
+@Suite("countersign policy, approvals, budgets and contexts commands", .timeLimit(.minutes(1)))
+struct PolicyCLITests {
+    let countersign = ProcessResult.builtProduct("countersign")
+
+    @Test("policy check prints the example's four tiers; a broken file is refused with its line")
+    func policyCheck() async throws {
+        let example = SoftHSMFixture.repositoryRoot.appendingPathComponent("hsm-config/countersign.yaml").path
+        let ok = try await ProcessResult.running(executable: self.countersign, arguments: ["policy", "check", example], environment: [:])
+        #expect(ok.status == 0, "\(ok.standardError)")
+        let tierLines = ok.standardOutput.split(separator: "\n").filter { line in ["micro", "standard", "high", "critical"].contains { line.hasPrefix("  \($0) ") } }
+        #expect(tierLines.count == 4, "\(ok.standardOutput)")
+        #expect(tierLines.last?.hasSuffix("2 approver(s) within 900 s") == true)
+        #expect(ok.standardOutput.contains("shopping: agents: agent-1, agent-2; team: procurement"))
+        #expect(ok.standardOutput.contains("procurement (organization acme)"))
+
+        let broken = FileManager.default.temporaryDirectory.appendingPathComponent("broken-\(UUID().uuidString).yaml")
+        let text = try String(contentsOfFile: example, encoding: .utf8).replacingOccurrences(of: "highest_tier: high", with: "highest_tier: platinum")
+        try text.write(to: broken, atomically: true, encoding: .utf8)
+        let refused = try await ProcessResult.running(executable: self.countersign, arguments: ["policy", "check", broken.path], environment: [:])
+        #expect(refused.status != 0)
+        #expect(refused.standardError.contains("\(broken.path):"))
+        #expect(refused.standardError.contains("profile 'shopping' names tier 'platinum', which is not defined"))
+    }
+
+    @Test("approvers list, approve and deny from the command line; admins see budgets and switch modes")
+    func approvals() async throws {
+        let contexts = "contexts:\n  - { name: incident, mode: true, agents: [agent-big], highest_tier: standard }\n"
+        let budgets = "budgets:\n  - { agent: agent-big, limit: { USD: 30000000 }, window: day }\n"
+        try await withServer(.init(budgets: budgets, policy: contexts, tiers: approvalTiers)) { server in
+            let agent = try await server.connect(try await server.addPrincipal("agent-big"))
+            var environment = ["COUNTERSIGN_SERVER": "127.0.0.1:\(server.port)"]
+            for approver in ["alice", "bob"] {
+                let credential = try await server.addPrincipal(approver, role: .approver)
+                let path = server.dataDirectory.appendingPathComponent("\(approver).credential").path
+                try credential.write(path: path)
+                environment["CREDENTIAL_\(approver)"] = path
+            }
+            func run(_ who: String, _ arguments: String...) async throws -> ProcessResult {
+                var env = environment
+                env["COUNTERSIGN_CREDENTIAL"] = who == "admin" ? server.dataDirectory.appendingPathComponent("admin.credential").path : environment["CREDENTIAL_\(who)"]
+                return try await ProcessResult.running(executable: self.countersign, arguments: arguments, environment: env)
+            }
+            guard case .pendingApproval(let first) = try await agent.submit(TestServer.request(12_000_000)),
+                case .pendingApproval(let second) = try await agent.submit(TestServer.request(14_000_000))
+            else {
+                Issue.record("expected pending approvals")
+                return
+            }
+            let list = try await run("alice", "approvals", "list")
+            #expect(list.status == 0, "\(list.standardError)")
+            #expect(list.standardOutput.contains("\(first.authorizationID)\t0/2 approvals"))
+            #expect(list.standardOutput.contains("agent-big asks to pay 140000.00 USD to m-42"))
+
+            #expect(try await run("alice", "approvals", "approve", first.authorizationID).standardOutput == "\(first.authorizationID): pending_approval, approved by alice (1/2)\n")
+            #expect(try await run("bob", "approvals", "approve", first.authorizationID).standardOutput == "\(first.authorizationID): authorized, approved by alice, bob (2/2)\n")
+            #expect(try await run("bob", "approvals", "deny", second.authorizationID).standardOutput == "\(second.authorizationID): denied, approved by nobody (0/2)\n")
+            let again = try await run("alice", "approvals", "approve", second.authorizationID)
+            #expect(again.status != 0)
+            #expect(again.standardError.contains("APPROVAL_CLOSED"))
+            let show = try await run("alice", "approvals", "show", first.authorizationID)
+            #expect(show.standardOutput.contains(#""tier_reason" : "120000.00 USD is within tier 'critical' (up to 500000.00 USD)""#), "\(show.standardOutput)")
+            #expect(show.standardOutput.contains(#""idempotency_key" : ""#), "approvers see the exact request")
+
+            let budgetsShown = try await run("admin", "budgets", "show", "agent-big")
+            #expect(budgetsShown.standardOutput.contains("agent:agent-big\tday (UTC)\tUSD\tlimit 30000000\tspent 12000000 (pending 0)\tremaining 18000000"), "\(budgetsShown.standardOutput)")
+            let switched = try await run("admin", "contexts", "set", "incident", "on")
+            #expect(switched.standardOutput == "incident: in force (highest tier standard for agent agent-big, while switched on)\n", "\(switched.standardError)")
+            let denied = await #expect(throws: WireError.self) { try await agent.submit(TestServer.request(12_000_000)) }
+            #expect(denied?.code == .tierNotAllowed)
+            await agent.close()
+        }
+    }
+}
