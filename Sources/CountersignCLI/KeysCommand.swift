@@ -54,7 +54,8 @@ struct VerifyCommand: AsyncParsableCommand {
             await connection.close()
         }
         let (header, claims) = try AuthorizationVerifier(keySet: keySet).verify(self.token, now: Int64(Date().timeIntervalSince1970))
-        print("valid: \(claims.amount) minor units \(claims.currency) to \(claims.aud) for \(claims.sub), tier \(claims.tier), key \(header.kid), expires \(claims.exp)")
+        let approvers = claims.approvers.map { ", approved by \($0.joined(separator: ", "))" } ?? ""
+        print("valid: \(claims.amount) minor units \(claims.currency) to \(claims.aud) for \(claims.sub), tier \(claims.tier), key \(header.kid), expires \(claims.exp)\(approvers)")
     }
 }
 

@@ -1,7 +1,8 @@
 /// When a request is judged at a higher tier than its amount alone would put it in.
 ///
 /// Applied at tiers whose checks include ``PolicyCheck/escalation``. Any anomaly moves the request up one
-/// tier (once, however many anomalies); above the last tier it is refused. Splitting is judged first: several
+/// tier (once, however many anomalies); from the last tier it is refused, unless that tier needs approvers,
+/// who then see the anomaly in the decision record. Splitting is judged first: several
 /// payments to one merchant within `splittingWindowSeconds` are judged at the tier of their sum.
 public struct EscalationRules: Sendable, Hashable {
     /// An amount more than `amountFactor` times the agent's mean over its history is an anomaly…

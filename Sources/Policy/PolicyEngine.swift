@@ -203,7 +203,8 @@ private struct Evaluation {
         return self.decision(.authorized(tier), budgets: budgets)
     }
 
-    /// Splitting, then anomalies. Returns a denial when escalation goes past the last tier.
+    /// Splitting, then anomalies. Returns a denial when escalation goes past the last tier, unless that tier
+    /// needs approvers: then the anomaly is flagged for them.
     private mutating func escalate(_ index: inout Int, accepting: [Tier]) -> Decision? {
         let rules = self.policy.escalation
         let code = self.currency.code
@@ -266,6 +267,12 @@ private struct Evaluation {
         guard !anomalies.isEmpty else { return nil }
         let reasons = anomalies.joined(separator: "; ")
         guard index + 1 < accepting.count else {
+            // At the top: people who approve are the strongest check there is; they see the anomaly in the
+            // decision record. A top tier without approvers has nowhere to send it.
+            if accepting[index].approval != nil {
+                self.tierReason += "; anomalous (\(reasons)), flagged for the approvers"
+                return nil
+            }
             self.tierReason += "; anomaly (\(reasons)) with no tier above '\(accepting[index].name)'"
             return self.deny("ESCALATION_ABOVE_LIMIT", "the request looks anomalous (\(reasons)) and tier '\(accepting[index].name)' has no tier above it")
         }

@@ -139,9 +139,9 @@ struct CascadeTests {
             // a burst of requests
             (request(2_000), facts(burst: 10), "standard", nil),
             (request(2_000), facts(burst: 11), "high", "11 requests within 60 s"),
-            // from high, one up is critical, which waits for approvers; from critical there is nowhere to go
+            // from high, one up is critical, which waits for approvers; at critical, the approvers see the anomaly
             (request(60_000), facts(burst: 11), "pending:critical:2", "escalated to tier 'critical'"),
-            (request(6_000_000), facts(burst: 11), "ESCALATION_ABOVE_LIMIT", "no tier above 'critical'"),
+            (request(6_000_000), facts(burst: 11), "pending:critical:2", "anomalous (11 requests within 60 s), flagged for the approvers"),
             // splitting: 450.00 earlier + 100.00 now = 550.00, tier high; 400.00 + 100.00 stays standard
             (request(10_000), facts(recent: 45_000), "high", "sum to 550.00 USD"),
             (request(10_000), facts(recent: 40_000), "standard", nil),
@@ -160,6 +160,14 @@ struct CascadeTests {
         } else {
             #expect(!decision.checks.contains { $0.result == .escalate })
         }
+    }
+
+    @Test("without approvers on top, an anomaly at the highest tier is refused")
+    func escalationAboveLimit() throws {
+        let engine = try PolicyEngine(tiers: try TierTable(Array(Self.tiers.tiers.prefix(3))), profiles: [], escalation: Self.engine.escalation)
+        let decision = engine.evaluate(Self.request(60_000), facts: Self.facts(burst: 11))
+        #expect(Self.outcome(decision) == "ESCALATION_ABOVE_LIMIT")
+        #expect(decision.tierReason.hasSuffix("anomaly (11 requests within 60 s) with no tier above 'high'"))
     }
 
     @Test(
