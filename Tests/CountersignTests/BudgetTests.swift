@@ -53,25 +53,7 @@ struct BudgetTests {
         let amount: Int64 = 1_300
         try await withServer(.init(budgets: "budgets:\n  - { agent: agent-budget, limit: { USD: \(Int64(k) * amount + amount - 1) }, window: day }\n")) { server in
             let credential = try await server.addPrincipal("agent-budget")
-            let outcomes = try await withThrowingTaskGroup(of: [Result<Authorization, WireError>].self) { group in
-                for _ in 0..<50 {
-                    group.addTask {
-                        let client = try await server.connect(credential)
-                        var outcomes: [Result<Authorization, WireError>] = []
-                        try await withThrowingTaskGroup(of: Result<Authorization, WireError>.self) { requests in
-                            for _ in 0..<40 {
-                                requests.addTask {
-                                    do { return .success(try await client.authorize(TestServer.request(amount))) } catch let error as WireError { return .failure(error) }
-                                }
-                            }
-                            for try await outcome in requests { outcomes.append(outcome) }
-                        }
-                        await client.close()
-                        return outcomes
-                    }
-                }
-                return try await group.reduce(into: []) { $0 += $1 }
-            }
+            let outcomes = try await server.authorizeConcurrently([credential], connections: 50, perConnection: 40, amount: amount)
             #expect(outcomes.count == 2_000)
             let authorized = outcomes.compactMap { try? $0.get() }
             let refusals = outcomes.compactMap { if case .failure(let error) = $0 { error } else { nil } }

@@ -37,26 +37,7 @@ struct NestedBudgetTests {
             let agents = ["ops-1", "ops-2", "ops-3", "ops-4", "sales-1", "sales-2", "sales-3", "sales-4"]
             var credentials: [CredentialFile] = []
             for agent in agents { credentials.append(try await server.addPrincipal(agent)) }
-            let outcomes = try await withThrowingTaskGroup(of: [Result<Authorization, WireError>].self) { group in
-                for connection in 0..<50 {
-                    let credential = credentials[connection % credentials.count]
-                    group.addTask {
-                        let client = try await server.connect(credential)
-                        var outcomes: [Result<Authorization, WireError>] = []
-                        try await withThrowingTaskGroup(of: Result<Authorization, WireError>.self) { requests in
-                            for _ in 0..<40 {
-                                requests.addTask {
-                                    do { return .success(try await client.authorize(TestServer.request(amount))) } catch let error as WireError { return .failure(error) }
-                                }
-                            }
-                            for try await outcome in requests { outcomes.append(outcome) }
-                        }
-                        await client.close()
-                        return outcomes
-                    }
-                }
-                return try await group.reduce(into: []) { $0 += $1 }
-            }
+            let outcomes = try await server.authorizeConcurrently(credentials, connections: 50, perConnection: 40, amount: amount)
             #expect(outcomes.count == 2_000)
             let authorized = outcomes.compactMap { try? $0.get() }
             let refusals = outcomes.compactMap { if case .failure(let error) = $0 { error } else { nil } }

@@ -130,6 +130,33 @@ final class TestServer: Sendable {
         try await self.running.value
     }
 
+    /// `connections` connections (round robin over `credentials`) each pipelining `perConnection` authorize
+    /// requests for `amount`; every outcome, signed or refused.
+    func authorizeConcurrently(
+        _ credentials: [CredentialFile], connections: Int, perConnection: Int, amount: Int64
+    ) async throws -> [Result<Authorization, WireError>] {
+        try await withThrowingTaskGroup(of: [Result<Authorization, WireError>].self) { group in
+            for connection in 0..<connections {
+                let credential = credentials[connection % credentials.count]
+                group.addTask {
+                    let client = try await self.connect(credential)
+                    var outcomes: [Result<Authorization, WireError>] = []
+                    try await withThrowingTaskGroup(of: Result<Authorization, WireError>.self) { requests in
+                        for _ in 0..<perConnection {
+                            requests.addTask {
+                                do { return .success(try await client.authorize(TestServer.request(amount))) } catch let error as WireError { return .failure(error) }
+                            }
+                        }
+                        for try await outcome in requests { outcomes.append(outcome) }
+                    }
+                    await client.close()
+                    return outcomes
+                }
+            }
+            return try await group.reduce(into: []) { $0 += $1 }
+        }
+    }
+
     /// A well-formed AUTHORIZE body for `amount` minor units of `currency`.
     static func request(_ amount: Int64, _ currency: String = "USD", key: String = UUID().uuidString) -> AuthorizeRequest {
         AuthorizeRequest(
