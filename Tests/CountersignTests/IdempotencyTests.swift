@@ -30,7 +30,7 @@ struct IdempotencyTests {
         }
     }
 
-    @Test("20 concurrent retries of one request yield one authorization and one record")
+    @Test("20 concurrent retries of one request yield one authorization, one record and one hold")
     func concurrentRetries() async throws {
         try await withServer { server in
             let credential = try await server.addPrincipal("agent-impatient")
@@ -46,6 +46,7 @@ struct IdempotencyTests {
             #expect(Set(answers.map(\.authorizationID)).count == 1)
             #expect(Set(answers.map(\.jws)).count == 1)
             #expect(try await server.application.store.authorizationCount() == 1)
+            #expect(try await server.application.store.spent(agent: "agent-impatient", currency: "USD", since: 0) == 200_000, "held once")
             for client in clients { await client.close() }
         }
     }
