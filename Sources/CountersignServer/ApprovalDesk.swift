@@ -209,6 +209,10 @@ extension Authorizer {
         case .alreadyDecided: WireError(.alreadyDecided, error.reason)
         case .principalExists: WireError(.principalExists, error.reason)
         case .principalNotFound: WireError(.principalNotFound, error.reason)
+        case .keyNotFound: WireError(.keyNotFound, error.reason)
+        case .keyStateConflict: WireError(.keyStateConflict, error.reason)
+        case .keyInUse: WireError(.keyInUse, error.reason)
+        case .dualControl: WireError(.dualControl, error.reason)
         case .storeUnavailable, .keyVersionExists: WireError(.storeUnavailable, "the store does not answer", retryable: true)
         }
     }

@@ -199,6 +199,18 @@ final class Authorizer: Sendable {
             case .keyUnavailable: throw WireError(.signingUnavailable, error.reason, retryable: true)
             }
         }
+        if self.keyRing.countSignature(key.keyID) {
+            // The key reached its signature limit: the next version takes over; this signature still counts.
+            let keyRing = self.keyRing
+            let now = self.wallClock.secondsSince1970
+            Task { [logger] in
+                do {
+                    _ = try await keyRing.rotate(name: key.keyID.name, stage: false, backend: nil, at: now)
+                } catch {
+                    logger.error("automatic rotation failed", metadata: ["key": "\(key.keyID.name)", "error": "\(error)"])
+                }
+            }
+        }
         return Authorization(
             jws: jws, authorizationID: id, tier: tier.name, kid: key.keyID.kid, keyName: key.keyID.name, keyVersion: key.keyID.version,
             keyBackend: key.backend.rawValue, expiresAt: claims.exp, approvers: approvers

@@ -183,14 +183,14 @@ struct ConnectionHandler: Sendable {
             let failed = WireError(.authenticationFailed, "authentication failed: unknown principal, wrong algorithm or bad signature")
             let transcript = Handshake.transcript(version: frame.version, principal: principal, challenge: challenge)
             guard let auth = try? WireJSON.decode(Auth.self, from: frame.body), let signature = Base64URL.decode(auth.signature),
-                let entry = self.principals.lookup(principal), entry.key.algorithm == auth.algorithm
+                let entry = self.principals.lookup(principal)
             else {
                 // Spend the time of a verification anyway, so the refusal does not tell which ids exist.
                 _ = Self.decoyKey.isValidSignature([UInt8](repeating: 1, count: 64), for: transcript)
                 self.logger.notice("authentication failed", metadata: ["principal": "\(principal)"])
                 return refuse(failed, staying: .awaitingHello)
             }
-            guard entry.key.isValidSignature(signature, for: transcript) else {
+            guard entry.accepts(auth.algorithm, signature: signature, transcript: transcript, now: self.principals.now) else {
                 self.logger.notice("authentication failed", metadata: ["principal": "\(principal)"])
                 return refuse(failed, staying: .awaitingHello)
             }

@@ -33,6 +33,7 @@ public final class CountersignApplication: Sendable {
     public let framedServer: FramedServer
     public let httpServer: HTTPServer
     public let metrics: ServerMetrics
+    let keyRotation: KeyRotationService
 
     /// Opens the store, logs in to the HSM, loads every tier's key and the principals.
     /// - Throws: ``StartupError``, ``ConfigurationError`` or an HSM error, each with a reason to act on.
@@ -42,12 +43,14 @@ public final class CountersignApplication: Sendable {
         self.store = try Self.openStore(dataDirectory: configuration.dataDirectory)
         self.hsm = try HSMRuntime(configuration: configuration.hsm, pin: pin, time: environment.time, logger: environment.logger, module: environment.pkcs11Module)
         do {
-            self.keyRing = try await KeyRing.load(tiers: configuration.tiers, store: self.store, hsm: self.hsm)
+            self.keyRing = try await KeyRing.load(
+                tiers: configuration.tiers, store: self.store, hsm: self.hsm, random: environment.random, logger: environment.logger, policies: configuration.keyPolicies
+            )
         } catch {
             await self.hsm.shutdown()
             throw error
         }
-        let principals = PrincipalDirectory(store: self.store)
+        let principals = PrincipalDirectory(store: self.store, wallClock: environment.wallClock)
         try await principals.load()
         let metrics = ServerMetrics()
         self.metrics = metrics
@@ -65,6 +68,7 @@ public final class CountersignApplication: Sendable {
             endpoint: configuration.listen, tls: try configuration.tls.map(Self.tlsContext), limits: configuration.limits,
             connectionHandler: connections, group: environment.eventLoopGroup, metrics: metrics, logger: environment.logger
         )
+        self.keyRotation = KeyRotationService(keyRing: self.keyRing, wallClock: environment.wallClock, time: environment.time, logger: environment.logger)
         let keyRing = self.keyRing
         let hsm = self.hsm
         let store = self.store
@@ -92,7 +96,7 @@ public final class CountersignApplication: Sendable {
     /// The services in start order; `ServiceGroup` stops them in reverse: the framed listener first (in-flight
     /// requests are answered), then HTTP, then the HSM (sessions closed, module finalized).
     public var services: [any Service] {
-        [HSMShutdownService(hsm: self.hsm), self.httpServer, self.framedServer]
+        [HSMShutdownService(hsm: self.hsm), self.keyRotation, self.httpServer, self.framedServer]
     }
 
     /// The modes admins switched on before the restart; a mode no longer in the configuration is dropped.
@@ -122,6 +126,42 @@ public final class CountersignApplication: Sendable {
             return try NIOSSLContext(configuration: configuration)
         } catch {
             throw StartupError("cannot load the TLS certificate '\(tls.certificatePath)' and key '\(tls.privateKeyPath)': \(error)")
+        }
+    }
+}
+
+/// Rotates keys whose `rotate_every` has passed (or whose `max_signatures` is reached), checking once a
+/// minute on the injected clock.
+struct KeyRotationService: Service {
+    let keyRing: KeyRing
+    let wallClock: WallClock
+    let time: MonotonicTime
+    let logger: Logger
+    static let interval: Duration = .seconds(60)
+
+    func run() async throws {
+        guard !self.keyRing.policies.isEmpty else {
+            // A service that returns ends the whole group; this one has nothing to do until shutdown.
+            try? await gracefulShutdown()
+            return
+        }
+        await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                do {
+                    try await self.time.sleep(for: Self.interval)
+                } catch {
+                    return
+                }
+                let now = self.wallClock.secondsSince1970
+                for name in self.keyRing.dueForRotation(at: now) {
+                    do {
+                        let record = try await self.keyRing.rotate(name: name, stage: false, backend: nil, at: now)
+                        self.logger.notice("key rotated by its policy", metadata: ["kid": "\(record.kid)"])
+                    } catch {
+                        self.logger.error("automatic rotation failed", metadata: ["key": "\(name)", "error": "\(error)"])
+                    }
+                }
+            }
         }
     }
 }

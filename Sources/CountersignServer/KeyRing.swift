@@ -6,134 +6,194 @@ import Logging
 import PKCS11
 import Policy
 import Signing
+import Synchronization
 
-/// The active signing key of every tier, and the JWK Set that publishes them.
+/// Every key version the server knows: the active one of each key name signs, pending and verify-only ones
+/// are published beside it, and the lifecycle operations (in KeyLifecycle.swift) move versions between
+/// states while requests keep flowing.
 public final class KeyRing: Sendable {
+    /// The HSM key that signs the audit log's checkpoints.
+    public static let auditKeyName = "audit"
+
+    struct State {
+        /// By kid.
+        var records: [String: KeyVersionRecord] = [:]
+        /// By kid: the versions that may sign (pending and active).
+        var signingKeys: [String: any AuthorizationSigningKey] = [:]
+        /// Key name → the kid of its active version.
+        var active: [String: String] = [:]
+        /// By kid: authorizations signed, from the store at start plus those signed since.
+        var signatures: [String: Int] = [:]
+    }
+
     public let tiers: TierTable
-    private let keys: [String: any AuthorizationSigningKey]
+    let store: LedgerStore
+    let hsm: HSMRuntime
+    let random: RandomSource
+    let logger: Logger
+    let policies: [String: KeyRotationPolicy]
+    /// Lifecycle operations never interleave.
+    let lifecycle = SerialQueue()
+    let state: Mutex<State>
 
-    init(tiers: TierTable, keys: [String: any AuthorizationSigningKey]) {
+    init(
+        tiers: TierTable, store: LedgerStore, hsm: HSMRuntime, random: RandomSource, logger: Logger, policies: [String: KeyRotationPolicy], state: State
+    ) {
         self.tiers = tiers
-        self.keys = keys
+        self.store = store
+        self.hsm = hsm
+        self.random = random
+        self.logger = logger
+        self.policies = policies
+        self.state = Mutex(state)
     }
 
-    /// The key that signs `tier`'s authorizations.
+    /// The key that signs `tier`'s authorizations now.
     public func key(for tier: Tier) -> (any AuthorizationSigningKey)? {
-        self.keys[tier.keyName]
+        self.activeKey(named: tier.keyName)
     }
 
-    /// Every published key, each with its tier and the highest amount that tier may sign.
+    /// The key that signs the audit log's checkpoints.
+    public var auditKey: (any AuthorizationSigningKey)? {
+        self.activeKey(named: Self.auditKeyName)
+    }
+
+    func activeKey(named name: String) -> (any AuthorizationSigningKey)? {
+        self.state.withLock { state in state.active[name].flatMap { state.signingKeys[$0] } }
+    }
+
+    /// Every published version (pending, active, verify-only), each with its tier and the highest amount that
+    /// tier may sign; the audit key with tier `audit` and no amount.
     public var keySet: JWKSet {
-        JWKSet(keys: self.tiers.tiers.compactMap { tier in self.keys[tier.keyName].map { JWK(key: $0, tier: tier) } })
+        let records = self.state.withLock { Array($0.records.values) }
+        return JWKSet(
+            keys: records.filter(\.state.isPublished).sorted { ($0.name, $0.version) < ($1.name, $1.version) }.map { record in
+                let tier = self.tier(ofKey: record.name)
+                return JWK(
+                    keyID: KeyID(name: record.name, version: record.version), publicKeyX963: record.publicKey,
+                    backend: KeyBackend(rawValue: record.backend) ?? .software, tier: tier?.name ?? Self.auditKeyName, maxAmount: tier?.maximumAmounts ?? [:]
+                )
+            }
+        )
     }
 
-    /// The additional data bound to a sealed software key, so a sealed blob only opens as the key it was made for.
-    static let sealingKeySetting = "hsm.sealing_key_id"
-
-    static func sealingContext(_ keyID: KeyID) -> [UInt8] {
-        Array("countersign-software-key:\(keyID.kid)".utf8)
+    func tier(ofKey name: String) -> Tier? {
+        self.tiers.tiers.first { $0.keyName == name }
     }
 
-    /// Loads the active version of every tier's key: software keys are opened by the HSM, HSM keys are found
-    /// on the token.
-    /// - Throws: ``StartupError`` when a key is missing (run `countersignd init`) or does not match the store.
-    static func load(tiers: TierTable, store: LedgerStore, hsm: HSMRuntime) async throws -> KeyRing {
-        let versions = try await store.keyVersions()
-        var keys: [String: any AuthorizationSigningKey] = [:]
-        for tier in tiers.tiers {
-            guard let record = versions.filter({ $0.name == tier.keyName && $0.state == "active" }).max(by: { $0.version < $1.version }) else {
-                throw StartupError("no active key '\(tier.keyName)' for tier '\(tier.name)' in the store; run 'countersignd init' first")
+    /// The key names this configuration needs: each tier's and the audit key.
+    var requiredNames: [String] { self.tiers.tiers.map(\.keyName) + [Self.auditKeyName] }
+
+    /// The backend a key name must have: its tier's, or the HSM for the audit key.
+    func configuredBackend(of name: String) -> KeyBackend? {
+        name == Self.auditKeyName ? .hsm : self.tier(ofKey: name)?.backend
+    }
+
+    /// Counts a signature by `kid`; returns whether the key's `max_signatures` is now reached.
+    func countSignature(_ keyID: KeyID) -> Bool {
+        let count = self.state.withLock { state -> Int in
+            state.signatures[keyID.kid, default: 0] += 1
+            return state.signatures[keyID.kid]!
+        }
+        guard let maximum = self.policies[keyID.name]?.maximumSignatures else { return false }
+        return count == maximum
+    }
+
+    // MARK: Loading
+
+    /// Loads every key version: the signing keys of pending and active ones (software keys unsealed by the
+    /// HSM, HSM keys found on the token), the public halves of the others.
+    /// - Throws: ``StartupError`` when a needed key is missing (run `countersignd init`), does not match the
+    ///   store, or is a software key where an HSM key is needed.
+    static func load(
+        tiers: TierTable, store: LedgerStore, hsm: HSMRuntime, random: RandomSource, logger: Logger, policies: [String: KeyRotationPolicy] = [:]
+    ) async throws -> KeyRing {
+        var state = State()
+        let records = try await store.keyVersions()
+        let ring = KeyRing(tiers: tiers, store: store, hsm: hsm, random: random, logger: logger, policies: policies, state: State())
+        for record in records {
+            state.records[record.kid] = record
+            if record.state == .active { state.active[record.name] = record.kid }
+            if record.state == .active || record.state == .pending {
+                state.signingKeys[record.kid] = try await ring.open(record)
             }
-            guard record.backend == tier.backend.rawValue else {
-                throw StartupError("key '\(tier.keyName)' is a \(record.backend) key but tier '\(tier.name)' asks for \(tier.backend.rawValue)")
+        }
+        for name in ring.requiredNames {
+            guard let kid = state.active[name], let record = state.records[kid] else {
+                throw StartupError("no active key '\(name)' in the store; run 'countersignd init' first")
             }
-            let keyID = KeyID(name: record.name, version: record.version)
-            switch tier.backend {
-            case .software:
-                guard let sealed = record.sealedPrivateKey else {
-                    throw StartupError("software key '\(keyID)' has no sealed private key in the store")
-                }
-                let context = Self.sealingContext(keyID)
-                guard let sealingKeyID = try await store.setting(Self.sealingKeySetting) else {
-                    throw StartupError("the store names no sealing key; run 'countersignd init' first")
-                }
-                let scalar = try await hsm.pool.withSession { session in
+            if ring.configuredBackend(of: name) == .hsm, record.backend != KeyBackend.hsm.rawValue {
+                throw StartupError("key '\(record.kid)' is a \(record.backend) key but '\(name)' must be signed inside the HSM; rotate it with --backend hsm")
+            }
+        }
+        state.signatures = try await store.signatureCounts()
+        ring.state.withLock { $0 = state }
+        return ring
+    }
+
+    /// The signing key of a stored version.
+    func open(_ record: KeyVersionRecord) async throws -> any AuthorizationSigningKey {
+        let keyID = KeyID(name: record.name, version: record.version)
+        switch KeyBackend(rawValue: record.backend) {
+        case .software:
+            guard let sealed = record.sealedPrivateKey else {
+                throw StartupError("software key '\(keyID)' has no sealed private key in the store")
+            }
+            guard let sealingKeyID = try await self.store.setting(Self.sealingKeySetting) else {
+                throw StartupError("the store names no sealing key; run 'countersignd init' first")
+            }
+            let context = Self.sealingContext(keyID)
+            let scalar: [UInt8]
+            do {
+                scalar = try await self.hsm.pool.withSession { session in
                     let sealingKey = try session.findKey(.secretKey, id: Array(sealingKeyID))
                     return try session.decryptAESGCM(AESGCMSealedData(combined: Array(sealed)), with: sealingKey, authenticating: context)
                 }
-                let key = try SoftwareSigningKey(keyID: keyID, rawRepresentation: scalar)
-                guard key.publicKeyX963 == record.publicKey else {
-                    throw StartupError("software key '\(keyID)' does not match its stored public key")
-                }
-                keys[tier.keyName] = key
-            case .hsm:
-                guard let id = record.hsmID else { throw StartupError("HSM key '\(keyID)' has no CKA_ID in the store") }
-                let (privateKey, point) = try await hsm.pool.withSession { session in
-                    let privateKey = try session.findKey(.privateKey, id: Array(id))
-                    let publicKey = try session.findKey(.publicKey, id: Array(id))
-                    return (privateKey, try session.p256PublicKey(publicKey).x963Representation)
-                }
-                guard point == record.publicKey else {
-                    throw StartupError("HSM key '\(keyID)' on the token does not match its stored public key")
-                }
-                keys[tier.keyName] = HSMSigningKey(
-                    keyID: keyID, publicKeyX963: point, privateKey: TokenKeyReference(id: Array(id), handle: privateKey), signer: hsm.signer
-                )
+            } catch {
+                throw StartupError("software key '\(keyID)' cannot be unsealed by this token (\(error)); it was sealed by another token's key")
             }
+            let key = try SoftwareSigningKey(keyID: keyID, rawRepresentation: scalar)
+            guard key.publicKeyX963 == record.publicKey else {
+                throw StartupError("software key '\(keyID)' does not match its stored public key")
+            }
+            return key
+        case .hsm:
+            guard let id = record.hsmID else { throw StartupError("HSM key '\(keyID)' has no CKA_ID in the store") }
+            let (privateKey, point) = try await self.hsm.pool.withSession { session in
+                let privateKey = try session.findKey(.privateKey, id: Array(id))
+                let publicKey = try session.findKey(.publicKey, id: Array(id))
+                return (privateKey, try session.p256PublicKey(publicKey).x963Representation)
+            }
+            guard point == record.publicKey else {
+                throw StartupError("HSM key '\(keyID)' on the token does not match its stored public key")
+            }
+            return HSMSigningKey(keyID: keyID, publicKeyX963: point, privateKey: TokenKeyReference(id: Array(id), handle: privateKey), signer: self.hsm.signer)
+        case nil:
+            throw StartupError("key '\(keyID)' has an unknown backend '\(record.backend)'")
         }
-        return KeyRing(tiers: tiers, keys: keys)
     }
 
-    /// Creates what is missing: the sealing key on the token, and version 1 of every tier's key.
-    /// Idempotent: existing keys are kept.
-    /// - Returns: one line per key created.
-    static func provision(tiers: TierTable, store: LedgerStore, hsm: HSMRuntime, now: Int64, random: RandomSource) async throws -> [String] {
-        var created: [String] = []
-        // Objects are found by a random CKA_ID that the store remembers, so several installations (or test
-        // servers) can share one token without ever picking up each other's keys.
-        let sealingKeyID = Array(try await store.setting(Self.sealingKeySetting, storingIfAbsent: Data(random.bytes(16))))
-        let sealingKeyCreated = try await hsm.pool.withSession { session -> Bool in
-            let existing = try session.findObjects(matching: [.objectClass(.secretKey), .bytes(.id, sealingKeyID)])
-            guard existing.isEmpty else { return false }
-            _ = try session.generateAES256Key(label: HSMRuntime.sealingKeyLabel, id: sealingKeyID, usage: .encryptDecrypt)
-            return true
-        }
-        if sealingKeyCreated { created.append("sealing key '\(HSMRuntime.sealingKeyLabel)' (AES-256, on the token)") }
+    /// The store setting naming the token's AES key that seals software keys.
+    static let sealingKeySetting = "hsm.sealing_key_id"
+    /// The store setting holding this installation's random id, from which HSM keys' `CKA_ID`s are derived.
+    static let installationSetting = "hsm.installation_id"
 
-        let versions = try await store.keyVersions()
-        for tier in tiers.tiers where !versions.contains(where: { $0.name == tier.keyName }) {
-            let keyID = KeyID(name: tier.keyName, version: 1)
-            let record: KeyVersionRecord
-            switch tier.backend {
-            case .software:
-                let privateKey = P256.Signing.PrivateKey()
-                var scalar = Array(privateKey.rawRepresentation)
-                let context = Self.sealingContext(keyID)
-                let sealed = try await hsm.pool.withSession { [scalar] session in
-                    let sealingKey = try session.findKey(.secretKey, id: sealingKeyID)
-                    return try session.encryptAESGCM(scalar, with: sealingKey, authenticating: context).combined
-                }
-                scalar.withUnsafeMutableBytes { _ = $0.initializeMemory(as: UInt8.self, repeating: 0) }
-                record = KeyVersionRecord(
-                    name: keyID.name, version: 1, backend: "software", state: "active", publicKey: privateKey.publicKey.x963Representation,
-                    sealedPrivateKey: Data(sealed), hsmLabel: nil, hsmID: nil, createdAt: now
-                )
-            case .hsm:
-                let label = "countersign:\(keyID.kid)"
-                let id = random.bytes(16)
-                let point = try await hsm.pool.withSession { session in
-                    let pair = try session.generateP256SigningKeyPair(label: label, id: id)
-                    return try session.p256PublicKey(pair.publicKey).x963Representation
-                }
-                record = KeyVersionRecord(
-                    name: keyID.name, version: 1, backend: "hsm", state: "active", publicKey: point, sealedPrivateKey: nil, hsmLabel: label,
-                    hsmID: Data(id), createdAt: now
-                )
-            }
-            try await store.insertKeyVersion(record)
-            created.append("key '\(keyID)' (\(tier.backend.rawValue), tier \(tier.name))")
-        }
-        return created
+    /// The additional data bound to a sealed software key, so a sealed blob only opens as the key it was made for.
+    static func sealingContext(_ keyID: KeyID) -> [UInt8] {
+        Array("countersign-software-key:\(keyID.kid)".utf8)
+    }
+}
+
+/// When a key rotates by itself.
+public struct KeyRotationPolicy: Sendable, Hashable {
+    /// Rotate once the active version has been active this long (at least an hour).
+    public var rotateEverySeconds: Int64?
+    /// Rotate once the active version has signed this many authorizations.
+    public var maximumSignatures: Int?
+
+    public init(rotateEverySeconds: Int64? = nil, maximumSignatures: Int? = nil) {
+        self.rotateEverySeconds = rotateEverySeconds
+        self.maximumSignatures = maximumSignatures
     }
 }
 

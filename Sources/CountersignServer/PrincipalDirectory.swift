@@ -1,4 +1,5 @@
 import Ledger
+import Policy
 import Synchronization
 import Wire
 
@@ -9,14 +10,30 @@ final class PrincipalDirectory: Sendable {
         var record: PrincipalRecord
         var role: Role
         var key: CredentialPublicKey
+        /// The credential before the last rotation, and until when it is still accepted.
+        var previousKey: (key: CredentialPublicKey, until: Int64)?
+
+        /// Whether `signature` over `transcript` is by this principal's credential, or by its previous one
+        /// while that is within its grace period at `now`.
+        func accepts(_ algorithm: CredentialAlgorithm, signature: [UInt8], transcript: [UInt8], now: Int64) -> Bool {
+            if self.key.algorithm == algorithm, self.key.isValidSignature(signature, for: transcript) { return true }
+            if let previous = self.previousKey, now < previous.until, previous.key.algorithm == algorithm {
+                return previous.key.isValidSignature(signature, for: transcript)
+            }
+            return false
+        }
     }
 
     private let store: LedgerStore
+    private let wallClock: WallClock
     private let entries = Mutex<[String: Entry]>([:])
 
-    init(store: LedgerStore) {
+    init(store: LedgerStore, wallClock: WallClock) {
         self.store = store
+        self.wallClock = wallClock
     }
+
+    var now: Int64 { self.wallClock.secondsSince1970 }
 
     func load() async throws {
         let records = try await self.store.principals()
@@ -38,6 +55,16 @@ final class PrincipalDirectory: Sendable {
         return record
     }
 
+    /// Gives a principal a new credential key; the old one is accepted for `graceSeconds` more.
+    func rotateKey(id: String, key: CredentialPublicKey, graceSeconds: Int64) async throws -> PrincipalRecord {
+        let record = try await self.store.rotatePrincipalKey(
+            id: id, algorithm: key.algorithm.rawValue, publicKey: key.rawRepresentation, graceUntil: self.now + graceSeconds
+        )
+        let entry = try Self.entry(record)
+        self.entries.withLock { $0[id] = entry }
+        return record
+    }
+
     func revoke(id: String, at time: Int64) async throws -> PrincipalRecord {
         let record = try await self.store.revokePrincipal(id: id, at: time)
         self.entries.withLock { $0[id]?.record = record }
@@ -52,7 +79,13 @@ final class PrincipalDirectory: Sendable {
         guard let role = Role(rawValue: record.role), let algorithm = CredentialAlgorithm(rawValue: record.algorithm) else {
             throw WireError(.internalError, "principal '\(record.id)' has an unknown role or algorithm in the store")
         }
-        return Entry(record: record, role: role, key: try CredentialPublicKey(algorithm: algorithm, rawRepresentation: record.publicKey))
+        var entry = Entry(record: record, role: role, key: try CredentialPublicKey(algorithm: algorithm, rawRepresentation: record.publicKey))
+        if let previousAlgorithm = record.previousAlgorithm.flatMap(CredentialAlgorithm.init(rawValue:)), let previousKey = record.previousPublicKey,
+            let until = record.previousKeyExpiresAt
+        {
+            entry.previousKey = (try CredentialPublicKey(algorithm: previousAlgorithm, rawRepresentation: previousKey), until)
+        }
+        return entry
     }
 }
 

@@ -3,6 +3,7 @@ import Foundation
 import Ledger
 import Logging
 import NIOCore
+import PKCS11
 import Policy
 import Signing
 import Wire
@@ -40,6 +41,16 @@ final class RequestHandler: Sendable {
     }
 
     private var store: LedgerStore { self.authorizer.store }
+    private var keyRing: KeyRing { self.authorizer.keyRing }
+
+    private func keyInfo(_ kid: String) -> KeyVersionInfo? {
+        self.keyRing.list().first { $0.kid == kid }
+    }
+
+    private static func keyID(from body: ByteBuffer) throws(WireError) -> KeyID {
+        let reference = try Self.decode(KeyReference.self, from: body)
+        return reference.keyID!
+    }
     private var now: Int64 { self.authorizer.wallClock.secondsSince1970 }
 
     func respond(to frame: Frame, from principal: String) async -> Frame {
@@ -52,6 +63,9 @@ final class RequestHandler: Sendable {
             result = .failure(error)
         } catch let error as LedgerError {
             result = .failure(Authorizer.wireError(error))
+        } catch let error as PKCS11Error {
+            self.logger.error("HSM operation failed", metadata: ["type": "\(type)", "principal": "\(principal)", "error": "\(error)"])
+            result = .failure(WireError(.hsmUnavailable, "the HSM refused the operation: \(error)", retryable: true))
         } catch {
             self.logger.error("request failed", metadata: ["type": "\(type)", "principal": "\(principal)", "error": "\(error)"])
             result = .failure(WireError(.internalError, "the server failed to handle the request; the error is in its log", retryable: true))
@@ -82,7 +96,7 @@ final class RequestHandler: Sendable {
             return WireJSON.encode(Empty())
         case .getKeys:
             _ = try WireJSON.decode(Empty.self, from: frame.body)
-            return WireJSON.encode(self.authorizer.keyRing.keySet)
+            return WireJSON.encode(self.keyRing.keySet)
 
         // Agents.
         case .authorize:
@@ -140,6 +154,50 @@ final class RequestHandler: Sendable {
             let record = try await self.principals.revoke(id: request.agentID, at: self.now)
             self.logger.notice("principal revoked", metadata: ["by": "\(principalID)", "principal": "\(record.id)"])
             return WireJSON.encode(record.info)
+        case .agentsRotateCredential:
+            try Self.requireAdministrative(role, for: frame.type)
+            let request = try Self.decode(AgentsRotateCredentialRequest.self, from: frame.body)
+            let key = try CredentialPublicKey(algorithm: request.algorithm, base64URL: request.publicKey)
+            let grace = request.graceSeconds ?? 86_400
+            let record = try await self.principals.rotateKey(id: request.agentID, key: key, graceSeconds: grace)
+            self.logger.notice("credential rotated", metadata: ["by": "\(principalID)", "principal": "\(record.id)", "old_key_until": "\(record.previousKeyExpiresAt ?? 0)"])
+            return WireJSON.encode(record.info)
+
+        // Keys.
+        case .keysList:
+            try Self.requireAdministrative(role, for: frame.type)
+            _ = try WireJSON.decode(Empty.self, from: frame.body)
+            return WireJSON.encode(KeysList(keys: self.keyRing.list()))
+        case .keysRotate:
+            try Self.requireAdministrative(role, for: frame.type)
+            let request = try Self.decode(KeysRotateRequest.self, from: frame.body)
+            let record = try await self.keyRing.rotate(
+                name: request.name, stage: request.stage ?? false, backend: request.backend.flatMap(KeyBackend.init(rawValue:)), at: self.now
+            )
+            self.logger.notice("key rotated", metadata: ["by": "\(principalID)", "kid": "\(record.kid)", "state": "\(record.state.rawValue)"])
+            return WireJSON.encode(self.keyInfo(record.kid))
+        case .keysActivate:
+            try Self.requireAdministrative(role, for: frame.type)
+            let keyID = try Self.keyID(from: frame.body)
+            let record = try await self.keyRing.activate(keyID, at: self.now)
+            self.logger.notice("key activated", metadata: ["by": "\(principalID)", "kid": "\(record.kid)"])
+            return WireJSON.encode(self.keyInfo(record.kid))
+        case .keysRetire:
+            try Self.requireAdministrative(role, for: frame.type)
+            let request = try Self.decode(KeysRetireRequest.self, from: frame.body)
+            let record = try await self.keyRing.retire(KeyID(kid: request.kid)!, force: request.force ?? false, at: self.now)
+            self.logger.notice("key retired", metadata: ["by": "\(principalID)", "kid": "\(record.kid)"])
+            return WireJSON.encode(self.keyInfo(record.kid))
+        case .keysDestroy:
+            try Self.requireAdministrative(role, for: frame.type)
+            return WireJSON.encode(try await self.keyRing.destroy(try Self.keyID(from: frame.body), by: principalID, at: self.now))
+        case .keysAdopt:
+            try Self.requireAdministrative(role, for: frame.type)
+            let request = try Self.decode(KeysAdoptRequest.self, from: frame.body)
+            let record = try await self.keyRing.adopt(name: request.name, label: request.label, id: request.idBytes, at: self.now)
+            self.logger.notice("key adopted", metadata: ["by": "\(principalID)", "kid": "\(record.kid)"])
+            return WireJSON.encode(self.keyInfo(record.kid))
+
         case .contextsList:
             try Self.requireAdministrative(role, for: frame.type)
             _ = try WireJSON.decode(Empty.self, from: frame.body)

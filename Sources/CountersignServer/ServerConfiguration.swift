@@ -69,6 +69,8 @@ public struct ServerConfiguration: Sendable {
     /// The tiers, agent profiles, teams, budgets, escalation rules and contexts.
     public var policy: PolicyEngine
     public var tiers: TierTable { self.policy.tiers }
+    /// Automatic rotation per key name.
+    public var keyPolicies: [String: KeyRotationPolicy] = [:]
 
     public init(tiers: TierTable) {
         self.policy = PolicyEngine(tiers: tiers)
@@ -87,7 +89,7 @@ public struct ServerConfiguration: Sendable {
         let root = try ConfigurationReader.parse(yaml: yaml, file: file)
         let entries = try root.mapping(allowing: [
             "issuer", "listen", "http", "tls", "insecure_plaintext", "data_dir", "hsm", "limits", "tiers", "profiles", "budgets", "teams",
-            "organizations", "escalation", "contexts",
+            "organizations", "escalation", "contexts", "keys",
         ])
         var configuration = ServerConfiguration(tiers: try PolicyConfiguration.tiers(entries["tiers"], root: root))
         if let issuer = entries["issuer"] { configuration.issuer = try issuer.string() }
@@ -105,6 +107,7 @@ public struct ServerConfiguration: Sendable {
         if let hsm = entries["hsm"] { configuration.hsm = try Self.hsm(hsm) }
         if let limits = entries["limits"] { configuration.limits = try Self.limits(limits) }
         configuration.policy = try PolicyConfiguration.policy(tiers: configuration.tiers, entries: entries, root: root)
+        if let keys = entries["keys"] { configuration.keyPolicies = try Self.keyPolicies(keys, tiers: configuration.tiers) }
         return configuration
     }
 
@@ -154,5 +157,19 @@ public struct ServerConfiguration: Sendable {
             limits.shutdownGrace = .nanoseconds(duration.components.seconds * 1_000_000_000 + duration.components.attoseconds / 1_000_000_000)
         }
         return limits
+    }
+
+    private static func keyPolicies(_ reader: ConfigurationReader, tiers: TierTable) throws -> [String: KeyRotationPolicy] {
+        var policies: [String: KeyRotationPolicy] = [:]
+        let names = Set(tiers.tiers.map(\.keyName) + [KeyRing.auditKeyName])
+        for (name, entry) in try reader.mapping(allowing: nil) {
+            guard names.contains(name) else { throw entry.error("no tier uses a key named '\(name)'; the keys are \(names.sorted().joined(separator: ", "))") }
+            let fields = try entry.mapping(allowing: ["rotate_every", "max_signatures"])
+            var policy = KeyRotationPolicy()
+            policy.rotateEverySeconds = try fields["rotate_every"]?.duration(in: .seconds(3600) ... .seconds(366 * 86_400)).components.seconds
+            policy.maximumSignatures = try fields["max_signatures"].map { Int(try $0.integer(in: 1...1_000_000_000_000)) }
+            policies[name] = policy
+        }
+        return policies
     }
 }

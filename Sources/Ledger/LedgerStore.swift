@@ -125,6 +125,28 @@ public final class LedgerStore: Sendable {
             }
             try db.create(index: "refusal_time", on: "refusal", columns: ["createdAt"])
         }
+        migrator.registerMigration("v6: key lifecycle, credential rotation") { db in
+            try db.alter(table: "keyVersion") { table in
+                table.add(column: "activatedAt", .integer)
+                table.add(column: "rotatedAt", .integer)
+                table.add(column: "retiredAt", .integer)
+                table.add(column: "destroyedAt", .integer)
+                table.add(column: "adopted", .boolean).notNull().defaults(to: false)
+            }
+            try db.execute(sql: "UPDATE keyVersion SET activatedAt = createdAt WHERE state = 'active'")
+            try db.create(table: "keyDestruction") { table in
+                table.primaryKey("kid", .text)
+                table.column("requestedBy", .text).notNull()
+                table.column("requestedAt", .integer).notNull()
+                table.column("expiresAt", .integer).notNull()
+            }
+            try db.alter(table: "principal") { table in
+                table.add(column: "previousAlgorithm", .text)
+                table.add(column: "previousPublicKey", .blob)
+                table.add(column: "previousKeyExpiresAt", .integer)
+            }
+            try db.create(index: "authorization_kid", on: "authorization", columns: ["kid", "expiresAt"])
+        }
         return migrator
     }
 
@@ -319,6 +341,23 @@ public final class LedgerStore: Sendable {
         try await self.read { db in try PrincipalRecord.order(Column("id")).fetchAll(db) }
     }
 
+    /// Replaces a principal's credential key; the old one is still accepted until `graceUntil`.
+    /// - Throws: ``LedgerError`` with `PRINCIPAL_NOT_FOUND` (also for a revoked principal).
+    public func rotatePrincipalKey(id: String, algorithm: String, publicKey: Data, graceUntil: Int64) async throws -> PrincipalRecord {
+        try await self.write { db in
+            guard var principal = try PrincipalRecord.fetchOne(db, key: id), principal.revokedAt == nil else {
+                throw LedgerError(.principalNotFound, "no active principal named '\(id)'")
+            }
+            principal.previousAlgorithm = principal.algorithm
+            principal.previousPublicKey = principal.publicKey
+            principal.previousKeyExpiresAt = graceUntil
+            principal.algorithm = algorithm
+            principal.publicKey = publicKey
+            try principal.update(db)
+            return principal
+        }
+    }
+
     /// Marks a principal revoked; it can never authenticate again.
     /// - Throws: ``LedgerError`` with `PRINCIPAL_NOT_FOUND`.
     public func revokePrincipal(id: String, at time: Int64) async throws -> PrincipalRecord {
@@ -332,21 +371,6 @@ public final class LedgerStore: Sendable {
             }
             return principal
         }
-    }
-
-    // MARK: Keys
-
-    public func insertKeyVersion(_ key: KeyVersionRecord) async throws {
-        try await self.write { db in
-            if try KeyVersionRecord.fetchOne(db, key: ["name": key.name, "version": key.version]) != nil {
-                throw LedgerError(.keyVersionExists, "key '\(key.name)/v\(key.version)' already exists; versions are never reused")
-            }
-            try key.insert(db)
-        }
-    }
-
-    public func keyVersions() async throws -> [KeyVersionRecord] {
-        try await self.read { db in try KeyVersionRecord.order(Column("name"), Column("version")).fetchAll(db) }
     }
 
     // MARK: Access
@@ -377,13 +401,17 @@ public struct PrincipalRecord: Codable, Sendable, Hashable, FetchableRecord, Per
     public static let databaseTableName = "principal"
 
     public var id: String
-    /// `agent` or `admin`.
+    /// `agent`, `admin` or `approver`.
     public var role: String
     /// `ES256` or `Ed25519`.
     public var algorithm: String
     public var publicKey: Data
     public var createdAt: Int64
     public var revokedAt: Int64?
+    /// The credential before the last rotation, accepted until `previousKeyExpiresAt`.
+    public var previousAlgorithm: String?
+    public var previousPublicKey: Data?
+    public var previousKeyExpiresAt: Int64?
 
     public init(id: String, role: String, algorithm: String, publicKey: Data, createdAt: Int64, revokedAt: Int64? = nil) {
         self.id = id
@@ -392,41 +420,6 @@ public struct PrincipalRecord: Codable, Sendable, Hashable, FetchableRecord, Per
         self.publicKey = publicKey
         self.createdAt = createdAt
         self.revokedAt = revokedAt
-    }
-}
-
-/// A key version's metadata. Software private keys are stored only sealed by the HSM's AES key; HSM
-/// private keys are only referenced (label and `CKA_ID`).
-public struct KeyVersionRecord: Codable, Sendable, Hashable, FetchableRecord, PersistableRecord {
-    public static let databaseTableName = "keyVersion"
-
-    public var name: String
-    public var version: Int
-    /// `software` or `hsm`.
-    public var backend: String
-    /// `active` for now; rotation adds the other states.
-    public var state: String
-    /// X9.62 uncompressed point.
-    public var publicKey: Data
-    /// `nonce ‖ ciphertext ‖ tag` from the HSM's AES-256-GCM, for software keys.
-    public var sealedPrivateKey: Data?
-    public var hsmLabel: String?
-    public var hsmID: Data?
-    public var createdAt: Int64
-
-    public init(
-        name: String, version: Int, backend: String, state: String, publicKey: Data, sealedPrivateKey: Data?, hsmLabel: String?, hsmID: Data?,
-        createdAt: Int64
-    ) {
-        self.name = name
-        self.version = version
-        self.backend = backend
-        self.state = state
-        self.publicKey = publicKey
-        self.sealedPrivateKey = sealedPrivateKey
-        self.hsmLabel = hsmLabel
-        self.hsmID = hsmID
-        self.createdAt = createdAt
     }
 }
 
@@ -443,6 +436,10 @@ public struct LedgerError: Error, Hashable, Sendable, CustomStringConvertible {
         case approvalClosed = "APPROVAL_CLOSED"
         case approvalExpired = "APPROVAL_EXPIRED"
         case alreadyDecided = "ALREADY_DECIDED"
+        case keyNotFound = "KEY_NOT_FOUND"
+        case keyStateConflict = "KEY_STATE_CONFLICT"
+        case keyInUse = "KEY_IN_USE"
+        case dualControl = "DUAL_CONTROL"
     }
 
     public var code: Code

@@ -26,17 +26,25 @@ public struct JWK: Codable, Sendable, Hashable {
     }
 
     public init(key: any AuthorizationSigningKey, tier: Tier) {
-        let point = key.publicKeyX963
+        self.init(keyID: key.keyID, publicKeyX963: key.publicKeyX963, backend: key.backend, tier: tier.name, maxAmount: tier.maximumAmounts)
+    }
+
+    /// - Parameters:
+    ///   - publicKeyX963: the uncompressed point (65 bytes).
+    ///   - tier: the tier the key signs for (`audit` for the audit log's key, which may sign no amount).
+    ///   - maxAmount: the highest amount the key may vouch for, per currency; empty for none.
+    public init(keyID: KeyID, publicKeyX963: Data, backend: KeyBackend, tier: String, maxAmount: [String: Int64]) {
+        let point = publicKeyX963
         self.kty = "EC"
         self.crv = "P-256"
-        self.x = Base64URL.encode(point[1..<33])
-        self.y = Base64URL.encode(point[33..<65])
-        self.kid = key.keyID.kid
+        self.x = Base64URL.encode(point[point.startIndex + 1..<point.startIndex + 33])
+        self.y = Base64URL.encode(point[point.startIndex + 33..<point.startIndex + 65])
+        self.kid = keyID.kid
         self.alg = "ES256"
         self.use = "sig"
-        self.tier = tier.name
-        self.maxAmount = tier.maximumAmounts
-        self.backend = key.backend.rawValue
+        self.tier = tier
+        self.maxAmount = maxAmount
+        self.backend = backend.rawValue
     }
 
     /// The P-256 public key this JWK describes.

@@ -32,6 +32,13 @@ public struct MessageType: RawRepresentable, Hashable, Sendable, CustomStringCon
     public static let budgetsShow = MessageType(rawValue: 0x27)
     public static let contextsList = MessageType(rawValue: 0x28)
     public static let contextsSet = MessageType(rawValue: 0x29)
+    public static let keysList = MessageType(rawValue: 0x2A)
+    public static let keysRotate = MessageType(rawValue: 0x2B)
+    public static let keysActivate = MessageType(rawValue: 0x2C)
+    public static let keysRetire = MessageType(rawValue: 0x2D)
+    public static let keysDestroy = MessageType(rawValue: 0x2E)
+    public static let keysAdopt = MessageType(rawValue: 0x2F)
+    public static let agentsRotateCredential = MessageType(rawValue: 0x30)
 
     public static let challenge = MessageType.hello.response
     public static let welcome = MessageType.auth.response
@@ -43,7 +50,8 @@ public struct MessageType: RawRepresentable, Hashable, Sendable, CustomStringCon
     /// Every request type a server understands.
     public static let requests: Set<MessageType> = [
         .hello, .auth, .ping, .authorize, .getKeys, .void, .fetchAuthorization, .agentsAdd, .agentsList, .agentsRevoke, .approvalsList, .approvalsShow,
-        .approvalsApprove, .approvalsDeny, .budgetsShow, .contextsList, .contextsSet,
+        .approvalsApprove, .approvalsDeny, .budgetsShow, .contextsList, .contextsSet, .keysList, .keysRotate, .keysActivate, .keysRetire, .keysDestroy,
+        .keysAdopt, .agentsRotateCredential,
     ]
 
     public var name: String? {
@@ -65,6 +73,13 @@ public struct MessageType: RawRepresentable, Hashable, Sendable, CustomStringCon
         case .budgetsShow: "BUDGETS_SHOW"
         case .contextsList: "CONTEXTS_LIST"
         case .contextsSet: "CONTEXTS_SET"
+        case .keysList: "KEYS_LIST"
+        case .keysRotate: "KEYS_ROTATE"
+        case .keysActivate: "KEYS_ACTIVATE"
+        case .keysRetire: "KEYS_RETIRE"
+        case .keysDestroy: "KEYS_DESTROY"
+        case .keysAdopt: "KEYS_ADOPT"
+        case .agentsRotateCredential: "AGENTS_ROTATE_CREDENTIAL"
         case .error: "ERROR"
         default:
             if self.rawValue & 0x80 != 0, let request = MessageType(rawValue: self.rawValue & 0x7F).name {

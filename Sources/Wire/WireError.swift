@@ -58,6 +58,11 @@ public struct ErrorCode: RawRepresentable, Hashable, Sendable, Codable, CustomSt
     public static let principalExists: ErrorCode = "PRINCIPAL_EXISTS"
     public static let principalNotFound: ErrorCode = "PRINCIPAL_NOT_FOUND"
     public static let contextNotFound: ErrorCode = "CONTEXT_NOT_FOUND"
+    public static let keyNotFound: ErrorCode = "KEY_NOT_FOUND"
+    public static let keyStateConflict: ErrorCode = "KEY_STATE_CONFLICT"
+    public static let keyInUse: ErrorCode = "KEY_IN_USE"
+    public static let dualControl: ErrorCode = "DUAL_CONTROL"
+    public static let keyNotAdoptable: ErrorCode = "KEY_NOT_ADOPTABLE"
 
     public static let internalError: ErrorCode = "INTERNAL_ERROR"
 }

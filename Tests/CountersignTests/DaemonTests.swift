@@ -119,7 +119,7 @@ struct DaemonTests {
         #expect(forbidden.status != 0 && forbidden.standardError.contains("FORBIDDEN"))
 
         let jwks = try ProcessResult.run(executable: self.countersign, arguments: ["keys", "jwks"], environment: environment)
-        #expect(try JSONDecoder().decode(KeysResponse.self, from: Data(jwks.standardOutput.utf8)).keys.map(\.kid) == ["standard/v1", "high/v1"])
+        #expect(try JSONDecoder().decode(KeysResponse.self, from: Data(jwks.standardOutput.utf8)).keys.map(\.kid) == ["audit/v1", "high/v1", "standard/v1"], "every tier's key and the audit key")
 
         let revoked = try ProcessResult.run(executable: self.countersign, arguments: ["agents", "revoke", "agent-cli"], environment: environment)
         #expect(revoked.status == 0)
