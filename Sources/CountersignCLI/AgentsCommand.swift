@@ -8,7 +8,7 @@ struct AgentsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "agents",
         abstract: "Register, list and revoke principals (admin credential required).",
-        subcommands: [Add.self, List.self, Revoke.self]
+        subcommands: [Add.self, List.self, Revoke.self, RotateCredential.self]
     )
 
     struct Add: AsyncParsableCommand {
@@ -82,6 +82,44 @@ struct AgentsCommand: AsyncParsableCommand {
             defer { Task { await connection.close() } }
             let info = try await connection.revokeAgent(id: self.id)
             print("revoked '\(info.id)'")
+        }
+    }
+
+    struct RotateCredential: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "rotate-credential",
+            abstract: "Issue a principal a new credential (key pair made here, written with mode 0600); the old one keeps working for the grace period."
+        )
+
+        @Argument(help: "The principal's id.")
+        var id: String
+
+        @Option(help: "ES256 or Ed25519.")
+        var algorithm: String = "ES256"
+
+        @Option(help: "How long the old credential keeps working, e.g. 1h or 7d (default 1d, at most 30d).")
+        var grace: String = "1d"
+
+        @Option(name: .customLong("out"), help: "Where to write the new credential file (default <id>.credential.new).")
+        var output: String?
+
+        @OptionGroup var client: ClientOptions
+
+        func run() async throws {
+            guard let algorithm = CredentialAlgorithm(rawValue: self.algorithm) else { throw ValidationError("--algorithm is ES256 or Ed25519") }
+            let units: [Character: Int64] = ["s": 1, "m": 60, "h": 3600, "d": 86_400]
+            guard let unit = self.grace.last.flatMap({ units[$0] }), let number = Int64(self.grace.dropLast()), number >= 0 else {
+                throw ValidationError("--grace is a duration such as 30m, 12h or 7d")
+            }
+            let path = self.output ?? "\(self.id).credential.new"
+            guard !FileManager.default.fileExists(atPath: path) else { throw ValidationError("'\(path)' exists; choose another --out") }
+            let key = CredentialPrivateKey.generate(algorithm)
+            let connection = try await self.client.connect()
+            defer { Task { await connection.close() } }
+            let info = try await connection.rotateCredential(id: self.id, publicKey: key.publicKey, graceSeconds: number * unit)
+            let server = try self.client.endpoint(credential: nil)
+            try CredentialFile(principal: info.id, key: key, server: "\(server.host):\(server.port)").write(path: path)
+            print("new credential for '\(info.id)' written to \(path) (mode 0600); the old one works for \(self.grace) more")
         }
     }
 }

@@ -178,6 +178,44 @@ public final class CountersignClient: Sendable {
         try await self.request(.agentsRevoke, AgentsRevokeRequest(agentID: id), expecting: PrincipalInfo.self)
     }
 
+    // MARK: Keys (admins)
+
+    /// Every key version with its state, backend, times and signature count.
+    public func listKeys() async throws -> [KeyVersionInfo] {
+        try await self.request(.keysList, Empty(), expecting: KeysList.self).keys
+    }
+
+    /// Creates version N+1 of a key and (unless `stage`) makes it the active one.
+    public func rotateKey(name: String, stage: Bool = false, backend: String? = nil) async throws -> KeyVersionInfo {
+        try await self.request(.keysRotate, KeysRotateRequest(name: name, stage: stage, backend: backend), expecting: KeyVersionInfo.self)
+    }
+
+    public func activateKey(kid: String) async throws -> KeyVersionInfo {
+        try await self.request(.keysActivate, KeyReference(kid: kid), expecting: KeyVersionInfo.self)
+    }
+
+    public func retireKey(kid: String, force: Bool = false) async throws -> KeyVersionInfo {
+        try await self.request(.keysRetire, KeysRetireRequest(kid: kid, force: force), expecting: KeyVersionInfo.self)
+    }
+
+    /// Asks to destroy a retired version; a second, different admin's call destroys it.
+    public func destroyKey(kid: String) async throws -> KeyDestruction {
+        try await self.request(.keysDestroy, KeyReference(kid: kid), expecting: KeyDestruction.self)
+    }
+
+    /// Adopts a key pair made on the token (by `label` or hex `id`) as the next, active version of `name`.
+    public func adoptKey(name: String, label: String? = nil, id: String? = nil) async throws -> KeyVersionInfo {
+        try await self.request(.keysAdopt, KeysAdoptRequest(name: name, label: label, id: id), expecting: KeyVersionInfo.self)
+    }
+
+    /// Gives a principal a new credential key; the old one keeps working for `graceSeconds` (default 1 day).
+    public func rotateCredential(id: String, publicKey: CredentialPublicKey, graceSeconds: Int64? = nil) async throws -> PrincipalInfo {
+        let request = AgentsRotateCredentialRequest(
+            agentID: id, algorithm: publicKey.algorithm, publicKey: Base64URL.encode(publicKey.rawRepresentation), graceSeconds: graceSeconds
+        )
+        return try await self.request(.agentsRotateCredential, request, expecting: PrincipalInfo.self)
+    }
+
     /// Sends any request and decodes its response. The building block of the typed methods.
     public func request<Body: Encodable, Response: Decodable>(_ type: MessageType, _ body: Body, expecting: Response.Type) async throws -> Response {
         var id = self.nextRequestID.wrappingAdd(1, ordering: .relaxed).oldValue

@@ -156,7 +156,7 @@ extension KeyRing {
     }
 
     /// Every version with its state, backend, times and signature count.
-    func list() -> [KeyVersionInfo] {
+    public func list() -> [KeyVersionInfo] {
         let (records, signatures) = self.state.withLock { (Array($0.records.values), $0.signatures) }
         return records.sorted { ($0.name, $0.version) < ($1.name, $1.version) }.map { record in
             KeyVersionInfo(

@@ -21,6 +21,12 @@ extension PKCS11Session {
     ///   - id: `CKA_ID` of both halves; find the pair again with it.
     /// - Returns: the handles of the public and private key.
     public func generateP256SigningKeyPair(label: String, id: [UInt8]) throws -> KeyPairHandles {
+        try self.generateP256KeyPair(label: label, id: id, sensitive: true, extractable: false)
+    }
+
+    /// The key pair generation behind ``generateP256SigningKeyPair(label:id:)``; only tests ask for a private
+    /// key that is not sensitive or is extractable (to show such keys are refused).
+    func generateP256KeyPair(label: String, id: [UInt8], sensitive: Bool, extractable: Bool) throws -> KeyPairHandles {
         let generate = try self.module.function("C_GenerateKeyPair", \.C_GenerateKeyPair)
         let publicTemplate: Template = [
             .objectClass(.publicKey),
@@ -39,8 +45,8 @@ extension PKCS11Session {
             .keyType(.ec),
             .bool(.token, true),
             .bool(.private, true),
-            .bool(.sensitive, true),
-            .bool(.extractable, false),
+            .bool(.sensitive, sensitive),
+            .bool(.extractable, extractable),
             .bool(.sign, true),
             .bool(.decrypt, false),
             .bool(.unwrap, false),

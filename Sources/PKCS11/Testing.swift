@@ -16,3 +16,12 @@ extension PKCS11Module {
     @_spi(Testing)
     public var functionList: UnsafeMutablePointer<CK_FUNCTION_LIST> { self.functions }
 }
+
+extension PKCS11Session {
+    /// A P-256 key pair whose private half may be extractable or not sensitive: what a careless operator might
+    /// make with `pkcs11-tool`, so that tests can show Countersign refuses to adopt it.
+    @_spi(Testing)
+    public func generateLooseP256KeyPair(label: String, id: [UInt8], sensitive: Bool, extractable: Bool) throws -> KeyPairHandles {
+        try self.generateP256KeyPair(label: label, id: id, sensitive: sensitive, extractable: extractable)
+    }
+}
