@@ -78,3 +78,42 @@ struct PolicyCLITests {
         }
     }
 }
+
+@Suite("countersign keys and credential commands", .timeLimit(.minutes(1)))
+struct KeysCLITests {
+    let countersign = ProcessResult.builtProduct("countersign")
+
+    @Test("keys list, rotate, retire and a two-admin destroy from the command line; a credential rotated with a grace period")
+    func keys() async throws {
+        try await withServer { server in
+            let second = try await server.addPrincipal("admin-b", role: .admin)
+            let secondPath = server.dataDirectory.appendingPathComponent("admin-b.credential").path
+            try second.write(path: secondPath)
+            let adminPath = server.dataDirectory.appendingPathComponent("admin.credential").path
+            func run(_ credential: String, _ arguments: String...) async throws -> ProcessResult {
+                try await ProcessResult.running(
+                    executable: self.countersign, arguments: arguments,
+                    environment: ["COUNTERSIGN_SERVER": "127.0.0.1:\(server.port)", "COUNTERSIGN_CREDENTIAL": credential]
+                )
+            }
+            #expect(try await run(adminPath, "keys", "rotate", "standard").standardOutput == "standard/v2: active (software)\n")
+            #expect(try await run(adminPath, "keys", "retire", "standard/v1").standardOutput == "standard/v1: retired\n")
+            let asked = try await run(adminPath, "keys", "destroy", "standard/v1")
+            #expect(asked.standardOutput.hasPrefix("standard/v1: awaiting a second admin's confirmation before "))
+            let confirmed = try await run(secondPath, "keys", "destroy", "standard/v1")
+            #expect(confirmed.standardOutput == "standard/v1: destroyed (asked by \(server.admin.principal), confirmed by admin-b)\n", "\(confirmed.standardError)")
+            let list = try await run(adminPath, "keys", "list")
+            let lines = list.standardOutput.split(separator: "\n").map(String.init)
+            #expect(lines.contains { $0.hasPrefix("standard/v1\tdestroyed\tsoftware\ttier standard\t0 signatures\tcreated ") && $0.contains("destroyed ") })
+            #expect(lines.contains { $0.hasPrefix("standard/v2\tactive\tsoftware\ttier standard") })
+            #expect(lines.contains { $0.hasPrefix("audit/v1\tactive\thsm\ttier audit") })
+
+            let agent = try await server.addPrincipal("agent-cred")
+            let newPath = server.dataDirectory.appendingPathComponent("agent-cred.new").path
+            let rotated = try await run(adminPath, "agents", "rotate-credential", "agent-cred", "--grace", "2h", "--out", newPath)
+            #expect(rotated.standardOutput == "new credential for 'agent-cred' written to \(newPath) (mode 0600); the old one works for 2h more\n", "\(rotated.standardError)")
+            try await server.connect(try CredentialFile.read(path: newPath)).ping()
+            try await server.connect(agent).ping()
+        }
+    }
+}
