@@ -164,6 +164,7 @@ struct KeyLifecycleTests {
             #expect(confirmed == KeyDestruction(kid: "high/v1", state: "destroyed", requestedBy: server.admin.principal, confirmedBy: "admin-2"))
             let objectsAfter = try await server.application.hsm.pool.withSession { try $0.findObjects(matching: [.bytes(.id, Array(id))]).count }
             #expect(objectsAfter == 0, "C_FindObjects finds nothing of the destroyed pair")
+            #expect(try await agent.keys().key(kid: "high/v1") == nil, "a destroyed version is not published")
 
             #expect(try await admin.rotateKey(name: "high").kid == "high/v3", "version numbers keep increasing after a destroy")
             let listed = try await admin.listKeys().filter { $0.name == "high" }
