@@ -46,16 +46,18 @@ let package = Package(
         .target(name: "Wire", dependencies: ["Signing", "Policy", nioCore, crypto], swiftSettings: swiftSettings),
         // Pure policy: currencies, money, tiers, decisions. No I/O.
         .target(name: "Policy", dependencies: [crypto], swiftSettings: swiftSettings),
+        // The audit log's pure parts: RFC 6962 Merkle hashing and proofs, entries, signed checkpoints.
+        .target(name: "Audit", dependencies: [crypto], swiftSettings: swiftSettings),
         // Signed authorizations: the signer protocol, software keys, JWS and JWKS.
         .target(name: "Signing", dependencies: ["Policy", crypto], swiftSettings: swiftSettings),
         // The HSM backend of `Signing`: keys on a PKCS#11 token behind a circuit breaker.
         .target(name: "HSMSigning", dependencies: ["Signing", "PKCS11", crypto, logging], swiftSettings: swiftSettings),
         // The durable store: principals and key metadata (SQLite through GRDB).
-        .target(name: "Ledger", dependencies: ["Policy", .product(name: "GRDB", package: "GRDB.swift"), crypto], swiftSettings: swiftSettings),
+        .target(name: "Ledger", dependencies: ["Policy", "Audit", .product(name: "GRDB", package: "GRDB.swift"), crypto], swiftSettings: swiftSettings),
         .target(
             name: "CountersignServer",
             dependencies: [
-                "Wire", "Policy", "Signing", "HSMSigning", "Ledger", "PKCS11",
+                "Wire", "Policy", "Signing", "HSMSigning", "Ledger", "Audit", "PKCS11",
                 nioCore, nioPosix, crypto, logging,
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -74,7 +76,7 @@ let package = Package(
         // Commands shared by the `countersign` executable; a library so tests can reach its pieces.
         .target(
             name: "CountersignCLI",
-            dependencies: ["PKCS11", "CountersignClient", "CountersignServer", "Wire", "Signing", "Policy", crypto, nioPosix, .product(name: "NIOSSL", package: "swift-nio-ssl"), argumentParser],
+            dependencies: ["PKCS11", "CountersignClient", "CountersignServer", "Wire", "Signing", "Policy", "Audit", "Ledger", crypto, nioPosix, .product(name: "NIOSSL", package: "swift-nio-ssl"), argumentParser],
             swiftSettings: swiftSettings
         ),
         .executableTarget(name: "countersign", dependencies: ["CountersignCLI", argumentParser], swiftSettings: swiftSettings),
@@ -91,6 +93,7 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "PolicyTests", dependencies: ["Policy"], swiftSettings: swiftSettings),
+        .testTarget(name: "AuditTests", dependencies: ["Audit", crypto], swiftSettings: swiftSettings),
         .testTarget(
             name: "WireTests",
             dependencies: ["Wire", "Signing", nioCore, crypto, .product(name: "NIOEmbedded", package: "swift-nio"), .product(name: "NIOTestUtils", package: "swift-nio")],
@@ -99,7 +102,7 @@ let package = Package(
         .testTarget(
             name: "CountersignTests",
             dependencies: [
-                "CountersignServer", "CountersignClient", "Wire", "Policy", "Signing", "HSMSigning", "Ledger", "PKCS11", "TestSupport",
+                "CountersignServer", "CountersignClient", "Wire", "Policy", "Signing", "HSMSigning", "Ledger", "Audit", "PKCS11", "TestSupport",
                 "countersign", "countersignd", crypto, nioCore, nioPosix, logging,
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
