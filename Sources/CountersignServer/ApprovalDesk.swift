@@ -1,3 +1,5 @@
+import Audit
+import Crypto
 import Foundation
 import Ledger
 import Logging
@@ -121,12 +123,33 @@ extension Authorizer {
             throw WireError(.signingUnavailable, "tier '\(record.tier)' is no longer configured; authorization '\(record.id)' cannot be signed")
         }
         let decision = record.decision.flatMap { try? JSONDecoder().decode(DecisionRecord.self, from: $0) }
-        let authorization = try await self.sign(
-            request, id: record.id, agent: record.agent, tier: tier, policyVersion: decision?.policyVersion ?? self.policy.version, approvers: approvers
+        let now = self.wallClock.secondsSince1970
+        let auditIndex = self.store.reserveAuditIndex()
+        var summary = DecisionSummary(
+            outcome: "authorized", amount: record.amount, currency: record.currency, merchant: record.merchant, tier: record.tier,
+            tierReason: decision?.tierReason, policyVersion: decision?.policyVersion, intentHash: IntentHash.of(request.intent), approvers: approvers
         )
+        let authorization: Authorization
+        do {
+            authorization = try await self.sign(
+                request, id: record.id, agent: record.agent, tier: tier, policyVersion: decision?.policyVersion ?? self.policy.version, approvers: approvers,
+                auditIndex: auditIndex
+            )
+        } catch let error as WireError {
+            summary.outcome = "signing_failed"
+            summary.code = error.code.rawValue
+            try? await self.store.recordAudit(
+                AuditEntry(index: auditIndex, time: now, kind: "approval", action: "signing_failed", actor: "server", subject: record.id, decision: summary)
+            )
+            throw error
+        }
+        summary.kid = authorization.kid
+        summary.jwsSHA256 = Base64URL.encode(Array(SHA256.hash(data: Data(authorization.jws.utf8))))
+        let entry = AuditEntry(index: auditIndex, time: now, kind: "approval", action: "approved", actor: approvers.last ?? "server", subject: record.id, decision: summary)
         do {
             _ = try await self.store.completeApproval(
-                id: record.id, response: Data(WireJSON.encode(authorization).readableBytesView), kid: authorization.kid, expiresAt: authorization.expiresAt
+                id: record.id, response: Data(WireJSON.encode(authorization).readableBytesView), kid: authorization.kid, expiresAt: authorization.expiresAt,
+                audit: entry
             )
         } catch let error as LedgerError where error.code == .approvalClosed {
             // Another verdict's retry signed it first; that one is the answer.
@@ -134,7 +157,7 @@ extension Authorizer {
             return try WireJSON.decode(Authorization.self, from: ByteBuffer(bytes: stored.response))
         } catch {
             self.logger.error("approved authorization not recorded; not sent", metadata: ["authorization": "\(record.id)", "error": "\(error)"])
-            throw WireError(.storeUnavailable, "the approved authorization could not be recorded durably, so it was not issued", retryable: true)
+            throw WireError(.auditUnavailable, "the approved authorization could not be written to the audit log, so it was not issued", retryable: true)
         }
         return authorization
     }

@@ -1,3 +1,4 @@
+import Audit
 import Crypto
 import Foundation
 import Ledger
@@ -23,12 +24,15 @@ final class Authorizer: Sendable {
     let logger: Logger
     let modes: ContextModes
     let notifier = ApprovalNotifier()
+    /// Told of every appended decision, so that a checkpoint follows every N entries.
+    let checkpoints: Checkpointer?
     private let requestLog: Mutex<RequestLog>
 
     init(
         store: LedgerStore, keyRing: KeyRing, policy: PolicyEngine, modes: ContextModes, issuer: String, wallClock: WallClock, time: MonotonicTime,
-        random: RandomSource, metrics: ServerMetrics, logger: Logger
+        random: RandomSource, metrics: ServerMetrics, logger: Logger, checkpoints: Checkpointer? = nil
     ) {
+        self.checkpoints = checkpoints
         self.store = store
         self.keyRing = keyRing
         self.policy = policy
@@ -105,6 +109,9 @@ final class Authorizer: Sendable {
             id: id, agent: agent, idempotencyKey: request.idempotencyKey, requestHash: requestHash, response: Data(), amount: request.amount,
             currency: currency.code, merchant: request.merchantID, tier: tier.name, kid: "", expiresAt: 0, createdAt: now, request: canonicalRequest
         )
+        // The decision's audit index is reserved now, so the signed claims can carry it.
+        let auditIndex = self.store.reserveAuditIndex()
+        var summary = Self.summary(decision, outcome: "authorized", request: request)
         let outcome: AuthorizeOutcome
         if case .pendingApproval(_, let approval) = decision.outcome {
             let deadline = now + approval.ttlSeconds
@@ -115,35 +122,67 @@ final class Authorizer: Sendable {
             record.expiresAt = deadline
             record.response = Data(WireJSON.encode(pending).readableBytesView)
             record.decision = decision.record(outcome: "pending_approval").json
+            summary.outcome = "pending_approval"
             outcome = .pendingApproval(pending)
         } else {
-            let authorization = try await self.sign(request, id: id, agent: agent, tier: tier, policyVersion: decision.policyVersion, approvers: nil)
+            let authorization: Authorization
+            do {
+                authorization = try await self.sign(
+                    request, id: id, agent: agent, tier: tier, policyVersion: decision.policyVersion, approvers: nil, auditIndex: auditIndex
+                )
+            } catch let error as WireError {
+                // The reserved index records why nothing was issued.
+                var failed = Self.summary(decision, outcome: "denied", request: request)
+                failed.code = error.code.rawValue
+                await self.recordRefusal(
+                    decision.record(outcome: "denied", code: error.code.rawValue), agent: agent, idempotencyKey: request.idempotencyKey, at: now,
+                    audit: AuditEntry(index: auditIndex, time: now, kind: "decision", action: "denied", actor: agent, subject: id, decision: failed)
+                )
+                throw error
+            }
             record.kid = authorization.kid
             record.expiresAt = authorization.expiresAt
             record.response = Data(WireJSON.encode(authorization).readableBytesView)
             record.decision = decision.record(outcome: "authorized").json
+            summary.kid = authorization.kid
+            summary.jwsSHA256 = Base64URL.encode(Array(SHA256.hash(data: Data(authorization.jws.utf8))))
             outcome = .authorized(authorization)
         }
+        let entry = AuditEntry(index: auditIndex, time: now, kind: "decision", action: summary.outcome, actor: agent, subject: id, decision: summary)
+        let refusedSummary = Self.summary(decision, outcome: "denied", request: request)
+        let alternatives = AuditAlternatives(
+            overLimit: { index in
+                var refused = refusedSummary
+                refused.code = ErrorCode.budgetExceeded.rawValue
+                return AuditEntry(index: index, time: now, kind: "decision", action: "denied", actor: agent, subject: id, decision: refused)
+            },
+            duplicate: { index, recordedID in
+                AuditEntry(
+                    index: index, time: now, kind: "decision", action: "superseded", actor: agent, subject: id,
+                    details: ["reason": "a concurrent retry with the same idempotency key was recorded first", "recorded": recordedID]
+                )
+            }
+        )
         // Durable before the answer leaves: if the record cannot be written, the JWS is never sent. The budget
         // checks and the holds are one step of one transaction: concurrent requests cannot overspend.
         let stored: AuthorizationRecord
         do {
-            switch try await self.store.recordAuthorization(record, scopes: decision.scopes, limits: decision.budgetChecks) {
+            switch try await self.store.recordAuthorization(record, scopes: decision.scopes, limits: decision.budgetChecks, audit: entry, alternatives: alternatives) {
             case .recorded(let recorded):
                 stored = recorded
             case .overLimit(let limit, let spent):
-                // The signature is discarded unsent.
-                await self.recordRefusal(decision.record(outcome: "denied", code: ErrorCode.budgetExceeded.rawValue), agent: agent, idempotencyKey: request.idempotencyKey, at: now)
+                // The signature is discarded unsent; the audit entry at its index says why.
                 throw Self.budgetExceeded(amount, limit: limit, spent: spent)
-            case .refusalRecorded:
+            case .logged:
                 throw WireError(.internalError, "the store answered an authorization with a refusal's outcome")
             }
         } catch let error as WireError {
             throw error
         } catch {
-            self.logger.error("authorization not recorded; not sent", metadata: ["agent": "\(agent)", "error": "\(error)"])
-            throw WireError(.storeUnavailable, "the authorization could not be recorded durably, so it was not issued", retryable: true)
+            self.logger.error("decision not recorded in the audit log; nothing sent", metadata: ["agent": "\(agent)", "error": "\(error)"])
+            throw WireError(.auditUnavailable, "the decision could not be written to the audit log, so no authorization was issued", retryable: true)
         }
+        self.checkpoints?.appended()
         if stored.id != record.id {
             // A concurrent request with the same key was recorded first; this signature is discarded unsent.
             return try await self.replay(stored, for: requestHash)
@@ -180,7 +219,9 @@ final class Authorizer: Sendable {
     }
 
     /// Signs an authorization for `request` with the tier's active key.
-    func sign(_ request: AuthorizeRequest, id: String, agent: String, tier: Tier, policyVersion: String, approvers: [String]?) async throws -> Authorization {
+    func sign(
+        _ request: AuthorizeRequest, id: String, agent: String, tier: Tier, policyVersion: String, approvers: [String]?, auditIndex: Int64
+    ) async throws -> Authorization {
         guard let key = self.keyRing.key(for: tier) else {
             throw WireError(.signingUnavailable, "no active key for tier '\(tier.name)'", retryable: true)
         }
@@ -188,7 +229,7 @@ final class Authorizer: Sendable {
         let claims = AuthorizationClaims(
             iss: self.issuer, sub: agent, aud: request.merchantID, jti: id, iat: now, nbf: now, exp: now + tier.lifetimeSeconds, amount: request.amount,
             currency: request.currency, mcc: request.merchantCategoryCode, intentHash: IntentHash.of(request.intent), tier: tier.name,
-            policyVersion: policyVersion, approvers: approvers
+            policyVersion: policyVersion, approvers: approvers, auditLogIndex: auditIndex
         )
         let jws: String
         do {
@@ -225,18 +266,36 @@ final class Authorizer: Sendable {
         if let earlier = try? await self.store.authorization(agent: agent, idempotencyKey: request.idempotencyKey) {
             return try await self.replay(earlier, for: requestHash)
         }
-        await self.recordRefusal(decision.record(outcome: "denied", code: error.code.rawValue), agent: agent, idempotencyKey: request.idempotencyKey, at: now)
+        var summary = Self.summary(decision, outcome: "denied", request: request)
+        summary.code = error.code.rawValue
+        let index = self.store.reserveAuditIndex()
+        await self.recordRefusal(
+            decision.record(outcome: "denied", code: error.code.rawValue), agent: agent, idempotencyKey: request.idempotencyKey, at: now,
+            audit: AuditEntry(index: index, time: now, kind: "decision", action: "denied", actor: agent, decision: summary)
+        )
         throw error
     }
 
-    private func recordRefusal(_ decision: DecisionRecord, agent: String, idempotencyKey: String, at now: Int64) async {
+    private func recordRefusal(_ decision: DecisionRecord, agent: String, idempotencyKey: String, at now: Int64, audit: AuditEntry) async {
         self.logger.info("authorization denied", metadata: ["agent": "\(agent)", "code": "\(decision.code ?? "")", "tier_reason": "\(decision.tierReason)"])
         do {
-            try await self.store.recordRefusal(RefusalRecord(agent: agent, idempotencyKey: idempotencyKey, code: decision.code ?? "", decision: decision.json, createdAt: now))
+            try await self.store.recordRefusal(
+                RefusalRecord(agent: agent, idempotencyKey: idempotencyKey, code: decision.code ?? "", decision: decision.json, createdAt: now), audit: audit
+            )
+            self.checkpoints?.appended()
         } catch {
-            // Refusing is safe without the record; the log keeps the decision.
+            // Refusing is safe without the record: nothing is issued. The index becomes a `lost` entry.
             self.logger.error("refusal not recorded", metadata: ["agent": "\(agent)", "error": "\(error)"])
         }
+    }
+
+    /// What the audit entry of a decision records (never the JWS itself).
+    static func summary(_ decision: Decision, outcome: String, request: AuthorizeRequest) -> DecisionSummary {
+        let checks = (try? String(decoding: DecisionRecord.encoder.encode(decision.checks), as: UTF8.self)) ?? "[]"
+        return DecisionSummary(
+            outcome: outcome, amount: request.amount, currency: request.currency, merchant: request.merchantID, tier: decision.tier?.name,
+            tierReason: decision.tierReason, policyVersion: decision.policyVersion, checks: checks, intentHash: IntentHash.of(request.intent)
+        )
     }
 
     private static func budgetExceeded(_ amount: Money, limit: BudgetCheck, spent: Int64) -> WireError {

@@ -1,3 +1,4 @@
+import Audit
 import Foundation
 import HSMSigning
 import Ledger
@@ -34,6 +35,7 @@ public final class CountersignApplication: Sendable {
     public let httpServer: HTTPServer
     public let metrics: ServerMetrics
     let keyRotation: KeyRotationService
+    let checkpointer: Checkpointer
 
     /// Opens the store, logs in to the HSM, loads every tier's key and the principals.
     /// - Throws: ``StartupError``, ``ConfigurationError`` or an HSM error, each with a reason to act on.
@@ -55,10 +57,26 @@ public final class CountersignApplication: Sendable {
         let metrics = ServerMetrics()
         self.metrics = metrics
         let modes = try await Self.loadModes(store: self.store, policy: configuration.policy, logger: environment.logger)
+        let checkpointer = Checkpointer(
+            store: self.store, keyRing: self.keyRing, origin: configuration.audit.origin ?? "\(configuration.issuer)/audit",
+            interval: configuration.audit.checkpointInterval, everyEntries: configuration.audit.checkpointEntries, wallClock: environment.wallClock,
+            time: environment.time, logger: environment.logger
+        )
+        self.checkpointer = checkpointer
         let authorizer = Authorizer(
             store: self.store, keyRing: self.keyRing, policy: configuration.policy, modes: modes, issuer: configuration.issuer,
-            wallClock: environment.wallClock, time: environment.time, random: environment.random, metrics: metrics, logger: environment.logger
+            wallClock: environment.wallClock, time: environment.time, random: environment.random, metrics: metrics, logger: environment.logger,
+            checkpoints: checkpointer
         )
+        try await self.store.appendAudit { index in
+            AuditEntry(
+                index: index, time: environment.wallClock.secondsSince1970, kind: "server", action: "server.start", actor: "server",
+                details: [
+                    "policy_version": configuration.policy.version, "issuer": configuration.issuer, "listen": "\(configuration.listen)",
+                    "tiers": configuration.tiers.tiers.map(\.name).joined(separator: ","),
+                ]
+            )
+        }
         let requests = RequestHandler(authorizer: authorizer, principals: principals, time: environment.time, metrics: metrics, logger: environment.logger)
         let connections = ConnectionHandler(
             requests: requests, principals: principals, limits: configuration.limits, time: environment.time, random: environment.random,
@@ -96,7 +114,7 @@ public final class CountersignApplication: Sendable {
     /// The services in start order; `ServiceGroup` stops them in reverse: the framed listener first (in-flight
     /// requests are answered), then HTTP, then the HSM (sessions closed, module finalized).
     public var services: [any Service] {
-        [HSMShutdownService(hsm: self.hsm), self.keyRotation, self.httpServer, self.framedServer]
+        [HSMShutdownService(hsm: self.hsm), self.checkpointer, self.keyRotation, self.httpServer, self.framedServer]
     }
 
     /// The modes admins switched on before the restart; a mode no longer in the configuration is dropped.

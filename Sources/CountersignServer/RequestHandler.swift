@@ -113,6 +113,7 @@ final class RequestHandler: Sendable {
             let record = try await self.store.voidAuthorization(id: request.authorizationID, agent: principalID, at: self.now)
             self.authorizer.notifier.changed(record.id)
             self.logger.info("authorization voided", metadata: ["agent": "\(principalID)", "authorization": "\(record.id)"])
+            try await self.authorizer.logAction("voided", by: principalID, subject: record.id, kind: "decision")
             return WireJSON.encode(Voided(authorizationID: record.id, voidedAt: record.voidedAt ?? 0))
         case .budgetsShow:
             let request = try Self.decode(BudgetsShowRequest.self, from: frame.body)
@@ -134,7 +135,12 @@ final class RequestHandler: Sendable {
             try Self.require(.approver, role, for: frame.type)
             let request = try Self.decode(AuthorizationReference.self, from: frame.body)
             let verdict: ApprovalRecord.Verdict = frame.type == .approvalsApprove ? .approve : .deny
-            return WireJSON.encode(try await self.authorizer.decide(request.authorizationID, approver: principalID, verdict: verdict))
+            let detail = try await self.authorizer.decide(request.authorizationID, approver: principalID, verdict: verdict)
+            try await self.authorizer.logAction(
+                verdict == .approve ? "approvals.approve" : "approvals.deny", by: principalID, subject: request.authorizationID,
+                details: ["status": detail.approval.status], kind: "approval"
+            )
+            return WireJSON.encode(detail)
 
         // Admins.
         case .agentsAdd:
@@ -143,6 +149,7 @@ final class RequestHandler: Sendable {
             let key = try CredentialPublicKey(algorithm: request.algorithm, base64URL: request.publicKey)
             let record = try await self.principals.add(id: request.agentID, role: request.role ?? .agent, key: key, at: self.now)
             self.logger.notice("principal added", metadata: ["by": "\(principalID)", "principal": "\(record.id)", "role": "\(record.role)"])
+            try await self.authorizer.logAction("agents.add", by: principalID, subject: record.id, details: ["role": record.role, "algorithm": record.algorithm])
             return WireJSON.encode(record.info)
         case .agentsList:
             try Self.requireAdministrative(role, for: frame.type)
@@ -153,6 +160,7 @@ final class RequestHandler: Sendable {
             let request = try Self.decode(AgentsRevokeRequest.self, from: frame.body)
             let record = try await self.principals.revoke(id: request.agentID, at: self.now)
             self.logger.notice("principal revoked", metadata: ["by": "\(principalID)", "principal": "\(record.id)"])
+            try await self.authorizer.logAction("agents.revoke", by: principalID, subject: record.id)
             return WireJSON.encode(record.info)
         case .agentsRotateCredential:
             try Self.requireAdministrative(role, for: frame.type)
@@ -161,6 +169,7 @@ final class RequestHandler: Sendable {
             let grace = request.graceSeconds ?? 86_400
             let record = try await self.principals.rotateKey(id: request.agentID, key: key, graceSeconds: grace)
             self.logger.notice("credential rotated", metadata: ["by": "\(principalID)", "principal": "\(record.id)", "old_key_until": "\(record.previousKeyExpiresAt ?? 0)"])
+            try await self.authorizer.logAction("agents.rotate_credential", by: principalID, subject: record.id, details: ["old_key_until": "\(record.previousKeyExpiresAt ?? 0)"])
             return WireJSON.encode(record.info)
 
         // Keys.
@@ -175,27 +184,33 @@ final class RequestHandler: Sendable {
                 name: request.name, stage: request.stage ?? false, backend: request.backend.flatMap(KeyBackend.init(rawValue:)), at: self.now
             )
             self.logger.notice("key rotated", metadata: ["by": "\(principalID)", "kid": "\(record.kid)", "state": "\(record.state.rawValue)"])
+            try await self.authorizer.logAction("keys.rotate", by: principalID, subject: record.kid, details: ["state": record.state.rawValue, "backend": record.backend])
             return WireJSON.encode(self.keyInfo(record.kid))
         case .keysActivate:
             try Self.requireAdministrative(role, for: frame.type)
             let keyID = try Self.keyID(from: frame.body)
             let record = try await self.keyRing.activate(keyID, at: self.now)
             self.logger.notice("key activated", metadata: ["by": "\(principalID)", "kid": "\(record.kid)"])
+            try await self.authorizer.logAction("keys.activate", by: principalID, subject: record.kid)
             return WireJSON.encode(self.keyInfo(record.kid))
         case .keysRetire:
             try Self.requireAdministrative(role, for: frame.type)
             let request = try Self.decode(KeysRetireRequest.self, from: frame.body)
             let record = try await self.keyRing.retire(KeyID(kid: request.kid)!, force: request.force ?? false, at: self.now)
             self.logger.notice("key retired", metadata: ["by": "\(principalID)", "kid": "\(record.kid)"])
+            try await self.authorizer.logAction("keys.retire", by: principalID, subject: record.kid, details: ["forced": "\(request.force ?? false)"])
             return WireJSON.encode(self.keyInfo(record.kid))
         case .keysDestroy:
             try Self.requireAdministrative(role, for: frame.type)
-            return WireJSON.encode(try await self.keyRing.destroy(try Self.keyID(from: frame.body), by: principalID, at: self.now))
+            let destruction = try await self.keyRing.destroy(try Self.keyID(from: frame.body), by: principalID, at: self.now)
+            try await self.authorizer.logAction(destruction.state == "destroyed" ? "keys.destroy" : "keys.destroy_requested", by: principalID, subject: destruction.kid)
+            return WireJSON.encode(destruction)
         case .keysAdopt:
             try Self.requireAdministrative(role, for: frame.type)
             let request = try Self.decode(KeysAdoptRequest.self, from: frame.body)
             let record = try await self.keyRing.adopt(name: request.name, label: request.label, id: request.idBytes, at: self.now)
             self.logger.notice("key adopted", metadata: ["by": "\(principalID)", "kid": "\(record.kid)"])
+            try await self.authorizer.logAction("keys.adopt", by: principalID, subject: record.kid, details: ["label": request.label ?? "", "id": request.id ?? ""])
             return WireJSON.encode(self.keyInfo(record.kid))
 
         case .contextsList:
@@ -212,7 +227,23 @@ final class RequestHandler: Sendable {
             let active = self.authorizer.modes.set(context.name, active: request.active)
             try await self.store.setSetting(ContextModes.setting, to: Data(WireJSON.encode(active.sorted()).readableBytesView))
             self.logger.notice("context switched", metadata: ["by": "\(principalID)", "context": "\(context.name)", "active": "\(request.active)"])
+            try await self.authorizer.logAction("contexts.set", by: principalID, subject: context.name, details: ["active": "\(request.active)"])
             return WireJSON.encode(self.contexts().contexts.first { $0.name == context.name }!)
+
+        // The audit log.
+        case .auditCheckpoint:
+            try Self.requireAuditReader(role, for: frame.type)
+            _ = try WireJSON.decode(Empty.self, from: frame.body)
+            return WireJSON.encode(try await self.authorizer.auditCheckpoint())
+        case .auditProof:
+            try Self.requireAuditReader(role, for: frame.type)
+            return WireJSON.encode(try await self.authorizer.auditProof(try Self.decode(AuditProofRequest.self, from: frame.body)))
+        case .auditConsistency:
+            try Self.requireAuditReader(role, for: frame.type)
+            return WireJSON.encode(try await self.authorizer.auditConsistency(try Self.decode(AuditConsistencyRequest.self, from: frame.body)))
+        case .auditEntries:
+            try Self.requireAuditReader(role, for: frame.type)
+            return WireJSON.encode(try await self.authorizer.auditEntries(try Self.decode(AuditEntriesRequest.self, from: frame.body)))
 
         case .hello, .auth:
             throw WireError(.invalidRequest, "the handshake is already complete on this connection")
@@ -256,6 +287,12 @@ final class RequestHandler: Sendable {
     private static func require(_ role: Role, _ actual: Role, for type: MessageType) throws(WireError) {
         guard role == actual else {
             throw WireError(.forbidden, "\(type.name ?? "this request") is for \(role.rawValue)s; this credential is an \(actual.rawValue)'s")
+        }
+    }
+
+    private static func requireAuditReader(_ actual: Role, for type: MessageType) throws(WireError) {
+        guard actual.readsAudit else {
+            throw WireError(.forbidden, "\(type.name ?? "this request") is for auditors and admins; this credential is an \(actual.rawValue)'s")
         }
     }
 

@@ -69,6 +69,16 @@ public struct ServerConfiguration: Sendable {
     /// The tiers, agent profiles, teams, budgets, escalation rules and contexts.
     public var policy: PolicyEngine
     public var tiers: TierTable { self.policy.tiers }
+    public struct AuditLog: Sendable, Hashable {
+        /// The checkpoints' origin line and signature name; `<issuer>/audit` unless given.
+        public var origin: String?
+        /// A checkpoint at least this often, even when nothing happened.
+        public var checkpointInterval: Duration = .seconds(60)
+        /// And after this many entries.
+        public var checkpointEntries: Int = 1000
+    }
+
+    public var audit = AuditLog()
     /// Automatic rotation per key name.
     public var keyPolicies: [String: KeyRotationPolicy] = [:]
 
@@ -89,7 +99,7 @@ public struct ServerConfiguration: Sendable {
         let root = try ConfigurationReader.parse(yaml: yaml, file: file)
         let entries = try root.mapping(allowing: [
             "issuer", "listen", "http", "tls", "insecure_plaintext", "data_dir", "hsm", "limits", "tiers", "profiles", "budgets", "teams",
-            "organizations", "escalation", "contexts", "keys",
+            "organizations", "escalation", "contexts", "keys", "audit",
         ])
         var configuration = ServerConfiguration(tiers: try PolicyConfiguration.tiers(entries["tiers"], root: root))
         if let issuer = entries["issuer"] { configuration.issuer = try issuer.string() }
@@ -107,6 +117,12 @@ public struct ServerConfiguration: Sendable {
         if let hsm = entries["hsm"] { configuration.hsm = try Self.hsm(hsm) }
         if let limits = entries["limits"] { configuration.limits = try Self.limits(limits) }
         configuration.policy = try PolicyConfiguration.policy(tiers: configuration.tiers, entries: entries, root: root)
+        if let audit = entries["audit"] {
+            let fields = try audit.mapping(allowing: ["origin", "checkpoint_interval", "checkpoint_entries"])
+            configuration.audit.origin = try fields["origin"]?.string()
+            if let interval = fields["checkpoint_interval"] { configuration.audit.checkpointInterval = try interval.duration(in: .seconds(1) ... .seconds(60)) }
+            if let entries = fields["checkpoint_entries"] { configuration.audit.checkpointEntries = Int(try entries.integer(in: 1...1_000_000)) }
+        }
         if let keys = entries["keys"] { configuration.keyPolicies = try Self.keyPolicies(keys, tiers: configuration.tiers) }
         return configuration
     }

@@ -1,3 +1,4 @@
+import Audit
 import Foundation
 import GRDB
 
@@ -77,9 +78,10 @@ extension LedgerStore {
         }
     }
 
-    /// Stores the signed answer of an approved authorization; its holds now count like any authorization's.
-    public func completeApproval(id: String, response: Data, kid: String, expiresAt: Int64) async throws -> AuthorizationRecord {
-        try await self.write { db in
+    /// Stores the signed answer of an approved authorization, with its audit entry; its holds now count like
+    /// any authorization's.
+    public func completeApproval(id: String, response: Data, kid: String, expiresAt: Int64, audit: AuditEntry) async throws -> AuthorizationRecord {
+        try await self.writeAudited(AuditWrite(audit)) { db in
             guard var record = try AuthorizationRecord.fetchOne(db, key: id) else {
                 throw LedgerError(.authorizationNotFound, "no authorization '\(id)'")
             }
@@ -90,6 +92,7 @@ extension LedgerStore {
             record.response = response
             record.kid = kid
             record.expiresAt = expiresAt
+            record.auditIndex = audit.index
             try record.update(db)
             try db.execute(sql: "UPDATE hold SET expiresAt = NULL WHERE authorizationID = ?", arguments: [id])
             return record

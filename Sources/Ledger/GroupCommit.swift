@@ -1,14 +1,22 @@
+import Audit
 import Foundation
 import GRDB
 import Policy
 import Synchronization
 
-/// A write that goes through the group committer.
+/// A write that goes through the group committer, each with its audit entry.
 enum LedgerWrite: Sendable {
     /// An authorization (issued or pending approval) with a hold at each of `scopes`, unless one of `limits`
-    /// would be passed.
-    case authorization(AuthorizationRecord, scopes: [BudgetScope], limits: [BudgetCheck])
-    case refusal(RefusalRecord)
+    /// would be passed; then `alternatives` says what its audit entry becomes.
+    case authorization(AuthorizationRecord, scopes: [BudgetScope], limits: [BudgetCheck], audit: AuditWrite, alternatives: AuditAlternatives?)
+    case refusal(RefusalRecord, audit: AuditWrite)
+    case audit(AuditWrite)
+
+    var auditIndex: Int64 {
+        switch self {
+        case .authorization(_, _, _, let audit, _), .refusal(_, let audit), .audit(let audit): audit.index
+        }
+    }
 }
 
 /// What recording came to.
@@ -17,8 +25,8 @@ public enum RecordingOutcome: Sendable, Hashable {
     case recorded(AuthorizationRecord)
     /// Not stored: it would take a scope's spending past the check's limit; `spent` is already counted in its window.
     case overLimit(BudgetCheck, spent: Int64)
-    /// A refusal was stored.
-    case refusalRecorded
+    /// A refusal, or an audit entry alone, was stored.
+    case logged
 }
 
 /// Commits the writes of concurrent requests together: one durable transaction (one fsync) for everything
@@ -39,10 +47,12 @@ final class GroupCommitter: Sendable {
     }
 
     private let database: DatabasePool
+    private let sequencer: AuditSequencer
     private let state = Mutex(State())
 
-    init(database: DatabasePool) {
+    init(database: DatabasePool, sequencer: AuditSequencer) {
         self.database = database
+        self.sequencer = sequencer
     }
 
     /// Commits `write` in the next group. An authorization's budget checks and its holds are one step of one
@@ -73,10 +83,22 @@ final class GroupCommitter: Sendable {
                 return state.pending
             }
             if batch.isEmpty { return }
+            let holes = self.sequencer.takeHoles()
             do {
-                let outcomes = try await self.database.write { db in
-                    try batch.map { pending in try Self.apply(pending.write, in: db) }
+                let (outcomes, written) = try await self.database.write { db -> ([RecordingOutcome], [AuditWrite]) in
+                    let now = Int64(Date().timeIntervalSince1970)
+                    // Holes left by an earlier failed transaction are filled first, so the log has no gap.
+                    var written = holes.map { AuditSequencer.filler(index: $0, at: now) }
+                    for filler in written { try LedgerStore.insertAudit(filler, in: db, at: now) }
+                    let outcomes = try batch.map { pending -> RecordingOutcome in
+                        let (outcome, audit) = try Self.apply(pending.write, in: db)
+                        try LedgerStore.insertAudit(audit, in: db, at: now)
+                        written.append(audit)
+                        return outcome
+                    }
+                    return (outcomes, written)
                 }
+                self.sequencer.committed(written)
                 self.state.withLock { state in
                     state.transactions += 1
                     state.records += batch.count
@@ -85,6 +107,7 @@ final class GroupCommitter: Sendable {
                     pending.continuation.resume(returning: outcome)
                 }
             } catch {
+                self.sequencer.lost(holes + batch.map(\.write.auditIndex))
                 let failure = LedgerError(.storeUnavailable, "the write could not be made durable: \(error)")
                 for pending in batch {
                     pending.continuation.resume(throwing: failure)
@@ -93,20 +116,27 @@ final class GroupCommitter: Sendable {
         }
     }
 
-    private static func apply(_ write: LedgerWrite, in db: Database) throws -> RecordingOutcome {
+    /// Applies one write; returns its outcome and the audit entry that records it.
+    private static func apply(_ write: LedgerWrite, in db: Database) throws -> (RecordingOutcome, AuditWrite) {
         switch write {
-        case .refusal(var refusal):
+        case .audit(let audit):
+            return (.logged, audit)
+        case .refusal(var refusal, let audit):
             try refusal.insert(db)
-            return .refusalRecorded
-        case .authorization(let record, let scopes, let limits):
+            return (.logged, audit)
+        case .authorization(let record, let scopes, let limits, let audit, let alternatives):
             let existing = try AuthorizationRecord
                 .filter(Column("agent") == record.agent && Column("idempotencyKey") == record.idempotencyKey)
                 .fetchOne(db)
-            if let existing { return .recorded(existing) }
+            if let existing {
+                let entry = alternatives.map { AuditWrite($0.duplicate(audit.index, existing.id)) } ?? AuditSequencer.filler(index: audit.index, at: record.createdAt)
+                return (.recorded(existing), entry)
+            }
             for limit in limits {
                 let spent = try LedgerStore.counted(in: db, scope: limit.scope.key, currency: record.currency, since: limit.windowStart, now: record.createdAt)
                 if spent > limit.limit - record.amount {
-                    return .overLimit(limit, spent: spent)
+                    let entry = alternatives.map { AuditWrite($0.overLimit(audit.index)) } ?? AuditSequencer.filler(index: audit.index, at: record.createdAt)
+                    return (.overLimit(limit, spent: spent), entry)
                 }
             }
             try record.insert(db)
@@ -116,7 +146,7 @@ final class GroupCommitter: Sendable {
                     expiresAt: record.approvalExpiresAt, releasedAt: nil
                 ).insert(db)
             }
-            return .recorded(record)
+            return (.recorded(record), audit)
         }
     }
 

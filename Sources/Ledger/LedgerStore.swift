@@ -1,3 +1,4 @@
+import Audit
 import Foundation
 import GRDB
 import Policy
@@ -9,7 +10,8 @@ import Policy
 public final class LedgerStore: Sendable {
     public let path: String
     let database: DatabasePool
-    private let committer: GroupCommitter
+    let committer: GroupCommitter
+    let sequencer: AuditSequencer
 
     /// Opens (creating if needed) the store at `path`.
     /// - Throws: ``LedgerError`` when the file cannot be opened or migrated.
@@ -22,7 +24,9 @@ public final class LedgerStore: Sendable {
             configuration.prepareDatabase { db in try db.execute(sql: "PRAGMA synchronous = FULL") }
             self.database = try DatabasePool(path: path, configuration: configuration)
             try Self.migrator.migrate(self.database)
-            self.committer = GroupCommitter(database: self.database)
+            let now = Int64(Date().timeIntervalSince1970)
+            self.sequencer = try Self.openAuditLog(self.database, now: now)
+            self.committer = GroupCommitter(database: self.database, sequencer: self.sequencer)
         } catch {
             throw LedgerError(.storeUnavailable, "cannot open the store at '\(path)': \(error)")
         }
@@ -147,6 +151,24 @@ public final class LedgerStore: Sendable {
             }
             try db.create(index: "authorization_kid", on: "authorization", columns: ["kid", "expiresAt"])
         }
+        migrator.registerMigration("v7: audit log") { db in
+            try db.create(table: "auditEntry") { table in
+                table.primaryKey("idx", .integer)
+                table.column("entry", .blob).notNull()
+                table.column("leafHash", .blob).notNull()
+                table.column("createdAt", .integer).notNull()
+            }
+            try db.create(table: "checkpoint") { table in
+                table.autoIncrementedPrimaryKey("id")
+                table.column("size", .integer).notNull()
+                table.column("rootHash", .blob).notNull()
+                table.column("time", .integer).notNull()
+                table.column("note", .text).notNull()
+            }
+            try db.create(index: "checkpoint_size", on: "checkpoint", columns: ["size"])
+            try db.alter(table: "authorization") { table in table.add(column: "auditIndex", .integer) }
+            try db.alter(table: "refusal") { table in table.add(column: "auditIndex", .integer) }
+        }
         return migrator
     }
 
@@ -159,13 +181,28 @@ public final class LedgerStore: Sendable {
     /// - Returns: the record stored for the agent's idempotency key (`record`, or the one a concurrent request
     ///   with the same key stored first), or the limit it would pass.
     /// - Throws: ``LedgerError`` with `STORE_UNAVAILABLE` when the transaction fails; then nothing was stored.
-    public func recordAuthorization(_ record: AuthorizationRecord, scopes: [BudgetScope]? = nil, limits: [BudgetCheck] = []) async throws -> RecordingOutcome {
-        try await self.committer.commit(.authorization(record, scopes: scopes ?? [.agent(record.agent)], limits: limits))
+    public func recordAuthorization(
+        _ record: AuthorizationRecord, scopes: [BudgetScope]? = nil, limits: [BudgetCheck] = [], audit: AuditEntry? = nil, alternatives: AuditAlternatives? = nil
+    ) async throws -> RecordingOutcome {
+        var record = record
+        let entry = audit ?? AuditEntry(
+            index: self.sequencer.reserve(), time: record.createdAt, kind: "decision", action: record.status.rawValue, actor: record.agent, subject: record.id
+        )
+        record.auditIndex = entry.index
+        return try await self.committer.commit(
+            .authorization(record, scopes: scopes ?? [.agent(record.agent)], limits: limits, audit: AuditWrite(entry), alternatives: alternatives)
+        )
     }
 
-    /// Records a refused request's decision, grouped with concurrent writes.
-    public func recordRefusal(_ refusal: RefusalRecord) async throws {
-        _ = try await self.committer.commit(.refusal(refusal))
+    /// Records a refused request's decision and its audit entry, grouped with concurrent writes.
+    public func recordRefusal(_ refusal: RefusalRecord, audit: AuditEntry? = nil) async throws {
+        var refusal = refusal
+        let entry = audit ?? AuditEntry(
+            index: self.sequencer.reserve(), time: refusal.createdAt, kind: "decision", action: "denied", actor: refusal.agent,
+            decision: DecisionSummary(outcome: "denied", code: refusal.code)
+        )
+        refusal.auditIndex = entry.index
+        _ = try await self.committer.commit(.refusal(refusal, audit: AuditWrite(entry)))
     }
 
     public func refusals(agent: String) async throws -> [RefusalRecord] {

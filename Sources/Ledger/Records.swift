@@ -47,6 +47,8 @@ public struct AuthorizationRecord: Codable, Sendable, Hashable, FetchableRecord,
     /// Distinct approvals needed; `nil` when the tier needs none.
     public var quorum: Int?
     public var approvalExpiresAt: Int64?
+    /// The index of its decision's audit entry (the `audit_log_index` claim).
+    public var auditIndex: Int64?
 
     public init(
         id: String, agent: String, idempotencyKey: String, requestHash: Data, response: Data, amount: Int64, currency: String, merchant: String = "",
@@ -128,6 +130,7 @@ public struct RefusalRecord: Codable, Sendable, Hashable, FetchableRecord, Mutab
     public var code: String
     public var decision: Data
     public var createdAt: Int64
+    public var auditIndex: Int64?
 
     public init(agent: String, idempotencyKey: String, code: String, decision: Data, createdAt: Int64) {
         self.agent = agent

@@ -150,10 +150,14 @@ public struct DecisionRecord: Sendable, Hashable, Codable {
         self.policyVersion = policyVersion
     }
 
-    /// Canonical JSON (sorted keys).
-    public var json: Data {
+    public static let encoder: JSONEncoder = {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        return (try? encoder.encode(self)) ?? Data()
+        return encoder
+    }()
+
+    /// Canonical JSON (sorted keys).
+    public var json: Data {
+        (try? Self.encoder.encode(self)) ?? Data()
     }
 }

@@ -39,6 +39,10 @@ public struct MessageType: RawRepresentable, Hashable, Sendable, CustomStringCon
     public static let keysDestroy = MessageType(rawValue: 0x2E)
     public static let keysAdopt = MessageType(rawValue: 0x2F)
     public static let agentsRotateCredential = MessageType(rawValue: 0x30)
+    public static let auditCheckpoint = MessageType(rawValue: 0x40)
+    public static let auditProof = MessageType(rawValue: 0x41)
+    public static let auditConsistency = MessageType(rawValue: 0x42)
+    public static let auditEntries = MessageType(rawValue: 0x43)
 
     public static let challenge = MessageType.hello.response
     public static let welcome = MessageType.auth.response
@@ -51,7 +55,7 @@ public struct MessageType: RawRepresentable, Hashable, Sendable, CustomStringCon
     public static let requests: Set<MessageType> = [
         .hello, .auth, .ping, .authorize, .getKeys, .void, .fetchAuthorization, .agentsAdd, .agentsList, .agentsRevoke, .approvalsList, .approvalsShow,
         .approvalsApprove, .approvalsDeny, .budgetsShow, .contextsList, .contextsSet, .keysList, .keysRotate, .keysActivate, .keysRetire, .keysDestroy,
-        .keysAdopt, .agentsRotateCredential,
+        .keysAdopt, .agentsRotateCredential, .auditCheckpoint, .auditProof, .auditConsistency, .auditEntries,
     ]
 
     public var name: String? {
@@ -80,6 +84,10 @@ public struct MessageType: RawRepresentable, Hashable, Sendable, CustomStringCon
         case .keysDestroy: "KEYS_DESTROY"
         case .keysAdopt: "KEYS_ADOPT"
         case .agentsRotateCredential: "AGENTS_ROTATE_CREDENTIAL"
+        case .auditCheckpoint: "AUDIT_CHECKPOINT"
+        case .auditProof: "AUDIT_PROOF"
+        case .auditConsistency: "AUDIT_CONSISTENCY"
+        case .auditEntries: "AUDIT_ENTRIES"
         case .error: "ERROR"
         default:
             if self.rawValue & 0x80 != 0, let request = MessageType(rawValue: self.rawValue & 0x7F).name {

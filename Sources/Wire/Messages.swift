@@ -57,9 +57,14 @@ public enum Role: String, Codable, Sendable, Hashable, CaseIterable {
     case admin
     /// An admin who may also approve or deny payments waiting for approval.
     case approver
+    /// Reads and exports the audit log; nothing else.
+    case auditor
 
     /// Whether this role may do what admins do.
-    public var isAdministrative: Bool { self != .agent }
+    public var isAdministrative: Bool { self == .admin || self == .approver }
+
+    /// Whether this role may read the audit log.
+    public var readsAudit: Bool { self != .agent }
 }
 
 /// An empty body (`{}`), for requests and responses that carry nothing.

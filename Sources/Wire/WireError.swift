@@ -43,6 +43,7 @@ public struct ErrorCode: RawRepresentable, Hashable, Sendable, Codable, CustomSt
     public static let authorizationNotFound: ErrorCode = "AUTHORIZATION_NOT_FOUND"
     public static let authorizationExpired: ErrorCode = "AUTHORIZATION_EXPIRED"
     public static let storeUnavailable: ErrorCode = "STORE_UNAVAILABLE"
+    public static let auditUnavailable: ErrorCode = "AUDIT_UNAVAILABLE"
     public static let rateLimited: ErrorCode = "RATE_LIMITED"
     public static let escalationAboveLimit: ErrorCode = "ESCALATION_ABOVE_LIMIT"
     public static let intentRequired: ErrorCode = "INTENT_REQUIRED"

@@ -68,7 +68,7 @@ struct IdempotencyTests {
         }
     }
 
-    @Test("when the record cannot be written, no authorization is issued (STORE_UNAVAILABLE); service resumes after")
+    @Test("when the decision cannot be written, no authorization is issued (AUDIT_UNAVAILABLE); service resumes after")
     func failClosed() async throws {
         try await withServer { server in
             let client = try await server.connect(try await server.addPrincipal("agent-fail-closed"))
@@ -77,7 +77,7 @@ struct IdempotencyTests {
                 try db.execute(sql: "CREATE TRIGGER refuse BEFORE INSERT ON authorization BEGIN SELECT RAISE(ABORT, 'disk full'); END")
             }
             let refused = await #expect(throws: WireError.self) { try await client.authorize(TestServer.request(300)) }
-            #expect(refused?.code == .storeUnavailable)
+            #expect(refused?.code == .auditUnavailable)
             #expect(refused?.retryable == true)
             #expect(try await server.application.store.authorizationCount() == 0)
             try await database.write { db in try db.execute(sql: "DROP TRIGGER refuse") }

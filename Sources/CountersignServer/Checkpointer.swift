@@ -1,0 +1,85 @@
+import Audit
+import Crypto
+import Foundation
+import Ledger
+import Logging
+import Policy
+import ServiceLifecycle
+import Signing
+import Synchronization
+
+/// Signs checkpoints of the audit log with the HSM's audit key: every `interval` (also when nothing
+/// happened, so that silence itself is signed), after every `everyEntries` entries, and on demand for a
+/// proof. At shutdown it logs the stop and signs a last checkpoint.
+final class Checkpointer: Service, Sendable {
+    let store: LedgerStore
+    let keyRing: KeyRing
+    let origin: String
+    let interval: Duration
+    let everyEntries: Int
+    let wallClock: WallClock
+    let time: MonotonicTime
+    let logger: Logger
+    private let wake = ApprovalNotifier()
+    private let lastSize = Mutex<Int>(-1)
+    private let signing = SerialQueue()
+
+    init(store: LedgerStore, keyRing: KeyRing, origin: String, interval: Duration, everyEntries: Int, wallClock: WallClock, time: MonotonicTime, logger: Logger) {
+        self.store = store
+        self.keyRing = keyRing
+        self.origin = origin
+        self.interval = interval
+        self.everyEntries = everyEntries
+        self.wallClock = wallClock
+        self.time = time
+        self.logger = logger
+    }
+
+    /// An entry was appended: wake the loop once `everyEntries` have gathered since the last checkpoint.
+    func appended() {
+        let last = self.lastSize.withLock { $0 }
+        if self.store.auditHead.size - max(last, 0) >= self.everyEntries { self.wake.changed("checkpoint") }
+    }
+
+    /// Signs and stores a checkpoint of the log as it is now.
+    @discardableResult
+    func checkpointNow() async throws -> CheckpointRecord {
+        try await self.signing.run {
+            guard let key = self.keyRing.auditKey else { throw StartupError("no active audit key") }
+            let head = self.store.auditHead
+            let checkpoint = Checkpoint(origin: self.origin, size: head.size, rootHash: head.root, time: self.wallClock.secondsSince1970)
+            let raw = try await key.sign(Array(checkpoint.body.utf8))
+            let signature = try P256.Signing.ECDSASignature(rawRepresentation: raw)
+            let publicKey = try P256.Signing.PublicKey(x963Representation: key.publicKeyX963)
+            let record = CheckpointRecord(
+                size: head.size, rootHash: Data(head.root), time: checkpoint.time, note: checkpoint.note(keyName: self.origin, publicKey: publicKey, signature: signature)
+            )
+            try await self.store.storeCheckpoint(record)
+            self.lastSize.withLock { $0 = head.size }
+            return record
+        }
+    }
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                let generation = self.wake.generation
+                await self.wake.wait(for: "checkpoint", since: generation, timeout: self.interval, time: self.time)
+                if Task.isCancelled { break }
+                do {
+                    try await self.checkpointNow()
+                } catch {
+                    self.logger.error("checkpoint not signed", metadata: ["error": "\(error)"])
+                }
+            }
+        }
+        do {
+            try await self.store.appendAudit { index in
+                AuditEntry(index: index, time: self.wallClock.secondsSince1970, kind: "server", action: "server.stop", actor: "server")
+            }
+            try await self.checkpointNow()
+        } catch {
+            self.logger.error("the stop could not be logged and checkpointed", metadata: ["error": "\(error)"])
+        }
+    }
+}

@@ -1,0 +1,254 @@
+import Audit
+import Foundation
+import GRDB
+import Synchronization
+
+/// An audit entry at its reserved index, as canonical JSON.
+public struct AuditWrite: Sendable, Hashable {
+    public var index: Int64
+    public var entry: Data
+
+    public init(_ entry: AuditEntry) {
+        self.index = entry.index
+        self.entry = entry.canonicalJSON
+    }
+}
+
+/// What an authorization's audit entry becomes if the commit does not store the authorization.
+public struct AuditAlternatives: Sendable {
+    /// The entry when a budget check fails at the commit.
+    public var overLimit: @Sendable (_ index: Int64) -> AuditEntry
+    /// The entry when a concurrent request with the same idempotency key was recorded first.
+    public var duplicate: @Sendable (_ index: Int64, _ recordedID: String) -> AuditEntry
+
+    public init(overLimit: @escaping @Sendable (Int64) -> AuditEntry, duplicate: @escaping @Sendable (Int64, String) -> AuditEntry) {
+        self.overLimit = overLimit
+        self.duplicate = duplicate
+    }
+}
+
+/// Hands out audit indices and keeps the tree over the contiguous prefix of committed entries.
+///
+/// An index is reserved before the authorization is signed (its claims carry it) and written with the
+/// decision in the group commit. Entries may commit out of order; the tree, and so every checkpoint, covers
+/// only the prefix with no gap. An index whose write failed is a hole, filled with a `lost` entry by the next
+/// transaction (or at the next start), so the log never has a permanent gap.
+final class AuditSequencer: Sendable {
+    private struct State {
+        var next: Int64
+        var frontier = MerkleFrontier()
+        /// Committed beyond the contiguous prefix, by index.
+        var waiting: [Int64: Merkle.Hash] = [:]
+        var holes: [Int64] = []
+    }
+
+    private let state: Mutex<State>
+
+    init(next: Int64, frontier: MerkleFrontier) {
+        self.state = Mutex(State(next: next, frontier: frontier))
+    }
+
+    func reserve() -> Int64 {
+        self.state.withLock { state in
+            defer { state.next += 1 }
+            return state.next
+        }
+    }
+
+    func committed(_ writes: [AuditWrite]) {
+        self.state.withLock { state in
+            for write in writes { state.waiting[write.index] = Merkle.leafHash(write.entry) }
+            while let hash = state.waiting.removeValue(forKey: Int64(state.frontier.size)) {
+                state.frontier.append(hash)
+            }
+        }
+    }
+
+    func lost(_ indices: [Int64]) {
+        self.state.withLock { $0.holes += indices }
+    }
+
+    func takeHoles() -> [Int64] {
+        self.state.withLock { state in
+            defer { state.holes = [] }
+            return state.holes
+        }
+    }
+
+    /// The size and root of the contiguous prefix.
+    var head: (size: Int, root: Merkle.Hash) {
+        self.state.withLock { ($0.frontier.size, $0.frontier.root) }
+    }
+
+    /// The entry that fills a hole.
+    static func filler(index: Int64, at time: Int64) -> AuditWrite {
+        AuditWrite(
+            AuditEntry(
+                index: index, time: time, kind: "server", action: "lost", actor: "server",
+                details: ["reason": "the decision reserved at this index was never recorded (store failure or crash); its request got no authorization"]
+            )
+        )
+    }
+}
+
+/// A stored, signed checkpoint. Several may state the same size: an idle log is still checkpointed.
+public struct CheckpointRecord: Codable, Sendable, Hashable, FetchableRecord, MutablePersistableRecord {
+    public static let databaseTableName = "checkpoint"
+
+    public var id: Int64?
+    public var size: Int
+    public var rootHash: Data
+    public var time: Int64
+    /// The signed note.
+    public var note: String
+
+    public init(size: Int, rootHash: Data, time: Int64, note: String) {
+        self.id = nil
+        self.size = size
+        self.rootHash = rootHash
+        self.time = time
+        self.note = note
+    }
+}
+
+extension LedgerStore {
+    /// Reserves the next audit index; the caller must write it (``recordAuthorization``, ``recordRefusal``,
+    /// ``appendAudit(_:)``) or it becomes a `lost` entry.
+    public func reserveAuditIndex() -> Int64 {
+        self.sequencer.reserve()
+    }
+
+    /// Appends an entry (admin actions, server events), durably, in the next group commit.
+    /// - Returns: its index.
+    @discardableResult
+    public func appendAudit(_ make: (Int64) -> AuditEntry) async throws -> Int64 {
+        let index = self.sequencer.reserve()
+        _ = try await self.committer.commit(.audit(AuditWrite(make(index))))
+        return index
+    }
+
+    /// Runs `body` in a write transaction that also stores `audit`; the entry's index is filled with a `lost`
+    /// entry later if the transaction fails.
+    public func writeAudited<T: Sendable>(_ audit: AuditWrite, _ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+        do {
+            let result = try await self.write { db in
+                let result = try body(db)
+                try Self.insertAudit(audit, in: db, at: Int64(Date().timeIntervalSince1970))
+                return result
+            }
+            self.sequencer.committed([audit])
+            return result
+        } catch {
+            self.sequencer.lost([audit.index])
+            throw error
+        }
+    }
+
+    /// Writes the entry of an index reserved earlier, in the next group commit.
+    public func recordAudit(_ entry: AuditEntry) async throws {
+        _ = try await self.committer.commit(.audit(AuditWrite(entry)))
+    }
+
+    /// The size and root of the log's contiguous prefix, as the next checkpoint would state them.
+    public var auditHead: (size: Int, root: Merkle.Hash) { self.sequencer.head }
+
+    public func storeCheckpoint(_ checkpoint: CheckpointRecord) async throws {
+        try await self.write { db in
+            var checkpoint = checkpoint
+            try checkpoint.insert(db)
+        }
+    }
+
+    public func latestCheckpoint() async throws -> CheckpointRecord? {
+        try await self.read { db in try CheckpointRecord.order(Column("id").desc).fetchOne(db) }
+    }
+
+    /// The latest checkpoint of exactly `size` entries.
+    public func checkpoint(size: Int) async throws -> CheckpointRecord? {
+        try await self.read { db in try CheckpointRecord.filter(Column("size") == size).order(Column("id").desc).fetchOne(db) }
+    }
+
+    public func checkpointCount() async throws -> Int {
+        try await self.read { db in try CheckpointRecord.fetchCount(db) }
+    }
+
+    /// Entries `[from, from + limit)`, in order.
+    public func auditEntries(from: Int64, limit: Int) async throws -> [(index: Int64, entry: Data)] {
+        try await self.read { db in
+            try Row.fetchAll(db, sql: "SELECT idx, entry FROM auditEntry WHERE idx >= ? ORDER BY idx LIMIT ?", arguments: [from, limit]).map {
+                (index: $0["idx"], entry: $0["entry"])
+            }
+        }
+    }
+
+    /// The leaf hashes of the first `size` entries.
+    public func auditLeafHashes(size: Int) async throws -> [Merkle.Hash] {
+        try await self.read { db in
+            try Data.fetchAll(db, sql: "SELECT leafHash FROM auditEntry WHERE idx < ? ORDER BY idx", arguments: [size]).map { Array($0) }
+        }
+    }
+
+    /// Opens the log at start: the tree over the stored entries (hashed again from their bytes), and a `lost`
+    /// entry in every gap a crash left.
+    static func openAuditLog(_ database: DatabasePool, now: Int64) throws -> AuditSequencer {
+        try database.write { db in
+            let stored = try Row.fetchAll(db, sql: "SELECT idx, entry FROM auditEntry ORDER BY idx").map { (index: $0["idx"] as Int64, entry: $0["entry"] as Data) }
+            var frontier = MerkleFrontier()
+            var expected: Int64 = 0
+            for (index, entry) in stored {
+                while expected < index {
+                    let filler = AuditSequencer.filler(index: expected, at: now)
+                    try Self.insertAudit(filler, in: db, at: now)
+                    frontier.append(Merkle.leafHash(filler.entry))
+                    expected += 1
+                }
+                frontier.append(Merkle.leafHash(entry))
+                expected = index + 1
+            }
+            return AuditSequencer(next: expected, frontier: frontier)
+        }
+    }
+
+    static func insertAudit(_ write: AuditWrite, in db: Database, at now: Int64) throws {
+        try db.execute(
+            sql: "INSERT INTO auditEntry (idx, entry, leafHash, createdAt) VALUES (?, ?, ?, ?)",
+            arguments: [write.index, write.entry, Data(Merkle.leafHash(write.entry)), now]
+        )
+    }
+}
+
+/// Reads a store's audit log without changing it, for `countersign audit verify`.
+public final class AuditLogFile: Sendable {
+    private let database: DatabaseQueue
+
+    /// - Throws: when the file cannot be opened.
+    public init(path: String) throws {
+        var configuration = Configuration()
+        configuration.readonly = true
+        self.database = try DatabaseQueue(path: path, configuration: configuration)
+    }
+
+    public func entryCount() throws -> Int {
+        try self.database.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM auditEntry") ?? 0 }
+    }
+
+    /// Calls `body` with every stored row in index order: its stored index, entry bytes and stored leaf hash.
+    public func forEachEntry(_ body: (Int64, Data, Data) throws -> Void) throws {
+        try self.database.read { db in
+            let cursor = try Row.fetchCursor(db, sql: "SELECT idx, entry, leafHash FROM auditEntry ORDER BY idx")
+            while let row = try cursor.next() {
+                try body(row["idx"], row["entry"], row["leafHash"])
+            }
+        }
+    }
+
+    public func checkpoints() throws -> [CheckpointRecord] {
+        try self.database.read { db in try CheckpointRecord.order(Column("id")).fetchAll(db) }
+    }
+}
+
+extension CheckpointRecord {
+    public mutating func didInsert(_ inserted: InsertionSuccess) {
+        self.id = inserted.rowID
+    }
+}
