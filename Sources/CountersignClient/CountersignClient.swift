@@ -216,6 +216,25 @@ public final class CountersignClient: Sendable {
         return try await self.request(.agentsRotateCredential, request, expecting: PrincipalInfo.self)
     }
 
+    // MARK: Audit log (auditors and admins)
+
+    public func auditCheckpoint() async throws -> AuditCheckpoint {
+        try await self.request(.auditCheckpoint, Empty(), expecting: AuditCheckpoint.self)
+    }
+
+    /// A self-contained inclusion proof of an entry, by index or by the authorization it decided.
+    public func auditProof(index: Int64? = nil, authorizationID: String? = nil) async throws -> AuditInclusionProof {
+        try await self.request(.auditProof, AuditProofRequest(index: index, authorizationID: authorizationID), expecting: AuditInclusionProof.self)
+    }
+
+    public func auditConsistency(oldSize: Int, newSize: Int? = nil) async throws -> AuditConsistencyProof {
+        try await self.request(.auditConsistency, AuditConsistencyRequest(oldSize: oldSize, newSize: newSize), expecting: AuditConsistencyProof.self)
+    }
+
+    public func auditEntries(from: Int64, limit: Int = 100) async throws -> AuditEntries {
+        try await self.request(.auditEntries, AuditEntriesRequest(from: from, limit: limit), expecting: AuditEntries.self)
+    }
+
     /// Sends any request and decodes its response. The building block of the typed methods.
     public func request<Body: Encodable, Response: Decodable>(_ type: MessageType, _ body: Body, expecting: Response.Type) async throws -> Response {
         var id = self.nextRequestID.wrappingAdd(1, ordering: .relaxed).oldValue

@@ -41,3 +41,18 @@ public func eventually(
         try await Task.sleep(for: .milliseconds(1))
     }
 }
+
+/// ``eventually(_:limit:_:)`` for a condition that must await (e.g. a store read).
+public func eventually(
+    _ description: String,
+    limit: Duration = .seconds(30),
+    _ condition: () async -> Bool
+) async throws {
+    let deadline = ContinuousClock.now + limit
+    while !(await condition()) {
+        guard ContinuousClock.now < deadline else {
+            throw FixtureError(reason: "never happened: \(description)")
+        }
+        try await Task.sleep(for: .milliseconds(1))
+    }
+}

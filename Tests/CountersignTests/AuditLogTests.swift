@@ -1,0 +1,276 @@
+import Audit
+import CountersignClient
+import CountersignServer
+import Crypto
+import Foundation
+import GRDB
+import Ledger
+@_spi(Testing) import PKCS11
+import Signing
+import Testing
+import TestSupport
+import Wire
+
+@Suite("The audit log: entries, proofs, checkpoints, verification", .serialized, .timeLimit(.minutes(2)))
+struct AuditLogTests {
+    static func now() -> Int64 { Int64(Date().timeIntervalSince1970) }
+
+    static func entry(_ text: String) throws -> [String: Any] {
+        try #require(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])
+    }
+
+    /// The audit keys of a key set.
+    static func auditKeys(_ keySet: JWKSet) -> [P256.Signing.PublicKey] {
+        keySet.keys.filter { $0.tier == "audit" }.compactMap { try? $0.publicKey() }
+    }
+
+    /// An independent check of an inclusion proof: RFC 6962's recursive definition, not the RFC 9162 walker.
+    static func rootFromPath(leaf: Merkle.Hash, index: Int, size: Int, path: ArraySlice<Merkle.Hash>) -> Merkle.Hash? {
+        if size == 1 { return path.isEmpty ? leaf : nil }
+        guard let sibling = path.last else { return nil }
+        var k = 1
+        while k * 2 < size { k *= 2 }
+        func hash(_ left: Merkle.Hash, _ right: Merkle.Hash) -> Merkle.Hash { Array(SHA256.hash(data: [0x01] + left + right)) }
+        if index < k { return Self.rootFromPath(leaf: leaf, index: index, size: k, path: path.dropLast()).map { hash($0, sibling) } }
+        return Self.rootFromPath(leaf: leaf, index: index - k, size: size - k, path: path.dropLast()).map { hash(sibling, $0) }
+    }
+
+    @Test("every decision and admin action is an entry; the claims carry the entry's index and the entry the JWS's hash, never the JWS")
+    func entries() async throws {
+        try await withServer { server in
+            let agent = try await server.connect(try await server.addPrincipal("agent-audited"))
+            let admin = try await server.connect(server.admin)
+            let authorization = try await agent.authorize(TestServer.request(1_000))
+            let refused = await #expect(throws: WireError.self) { try await agent.authorize(TestServer.request(10_000_000)) }
+            #expect(refused?.code == .amountAboveLimit)
+
+            let claims = try AuthorizationVerifier(keySet: try await agent.keys()).verify(authorization.jws, now: Self.now()).claims
+            let index = try #require(claims.auditLogIndex)
+            let log = try await admin.auditEntries(from: 0, limit: 1000)
+            #expect(log.entries.map(\.index) == Array(0..<Int64(log.size)), "contiguous from 0")
+            let first = try Self.entry(log.entries[0].entry)
+            #expect(first["action"] as? String == "server.start")
+            #expect(log.entries.contains { (try? Self.entry($0.entry))?["action"] as? String == "agents.add" })
+
+            let decided = try Self.entry(log.entries[Int(index)].entry)
+            #expect(decided["action"] as? String == "authorized")
+            #expect(decided["subject"] as? String == authorization.authorizationID)
+            let summary = try #require(decided["decision"] as? [String: Any])
+            #expect(summary["jws_sha256"] as? String == Base64URL.encode(Array(SHA256.hash(data: Data(authorization.jws.utf8)))))
+            #expect(summary["kid"] as? String == authorization.kid)
+            #expect(summary["policy_version"] as? String == claims.policyVersion)
+            #expect(summary["intent_hash"] as? String == claims.intentHash)
+            let denial = try #require(log.entries.map { try Self.entry($0.entry) }.first { ($0["decision"] as? [String: Any])?["code"] as? String == "AMOUNT_ABOVE_LIMIT" })
+            #expect(denial["action"] as? String == "denied")
+            #expect(!log.entries.contains { $0.entry.contains(authorization.jws) || $0.entry.contains(authorization.jws.split(separator: ".")[2]) })
+
+            let forbidden = await #expect(throws: WireError.self) { try await agent.auditEntries(from: 0) }
+            #expect(forbidden?.code == .forbidden, "agents cannot read the log")
+            let auditor = try await server.connect(try await server.addPrincipal("auditor-1", role: .auditor))
+            #expect(try await auditor.auditEntries(from: 0).entries.isEmpty == false)
+            let auditorAdmin = await #expect(throws: WireError.self) { try await auditor.listAgents() }
+            #expect(auditorAdmin?.code == .forbidden, "an auditor reads the log and nothing else")
+            for client in [agent, admin, auditor] { await client.close() }
+        }
+    }
+
+    @Test("inclusion and consistency proofs check out independently against checkpoints signed by the published audit key")
+    func proofs() async throws {
+        try await withServer { server in
+            let agent = try await server.connect(try await server.addPrincipal("agent-proved"))
+            let admin = try await server.connect(server.admin)
+            var authorizations: [Authorization] = []
+            for _ in 0..<5 { authorizations.append(try await agent.authorize(TestServer.request(1_000))) }
+            let keys = Self.auditKeys(try await agent.keys())
+            #expect(keys.count == 1)
+
+            let proof = try await admin.auditProof(authorizationID: authorizations[2].authorizationID)
+            let leaf = Array(SHA256.hash(data: [0x00] + Array(proof.entry.utf8)))
+            #expect(Data(leaf).base64EncodedString() == proof.leafHash)
+            let signed = try Checkpoint.parse(proof.checkpoint)
+            #expect(signed.isSigned(by: keys[0]))
+            #expect(signed.checkpoint.size == proof.treeSize)
+            let path = proof.auditPath.compactMap { Data(base64Encoded: $0).map(Array.init) }
+            #expect(Self.rootFromPath(leaf: leaf, index: Int(proof.index), size: proof.treeSize, path: path[...]) == signed.checkpoint.rootHash)
+            #expect(Merkle.verifyInclusion(leafHash: leaf, index: Int(proof.index), treeSize: proof.treeSize, proof: path, root: signed.checkpoint.rootHash))
+
+            for _ in 0..<7 { _ = try await agent.authorize(TestServer.request(1_000)) }
+            let later = try await admin.auditProof(index: Int64(server.application.store.auditHead.size - 1))
+            let consistency = try await admin.auditConsistency(oldSize: proof.treeSize, newSize: later.treeSize)
+            let old = try Checkpoint.parse(consistency.oldCheckpoint)
+            let new = try Checkpoint.parse(consistency.newCheckpoint)
+            #expect(old.isSigned(by: keys[0]) && new.isSigned(by: keys[0]))
+            #expect(
+                Merkle.verifyConsistency(
+                    oldSize: old.checkpoint.size, newSize: new.checkpoint.size, oldRoot: old.checkpoint.rootHash, newRoot: new.checkpoint.rootHash,
+                    proof: consistency.proof.compactMap { Data(base64Encoded: $0).map(Array.init) }
+                )
+            )
+            // An independent recomputation of the new root from every entry.
+            let entries = try await admin.auditEntries(from: 0, limit: 1000).entries.prefix(new.checkpoint.size)
+            #expect(Merkle.root(entries.map { Array(SHA256.hash(data: [0x00] + Array($0.entry.utf8))) }[...]) == new.checkpoint.rootHash)
+            await agent.close()
+            await admin.close()
+        }
+    }
+
+    @Test("an idle server still signs a checkpoint every minute, and a busy one every N entries (injected clock)")
+    func checkpointsOnTime() async throws {
+        let clock = ManualClock()
+        try await withServer(.init(clock: clock, policy: "audit: { checkpoint_entries: 5 }\n")) { server in
+            let store = server.application.store
+            #expect(try await store.checkpointCount() == 0)
+            clock.advance(by: .seconds(60))
+            try await eventually("a checkpoint after a minute") { (try? await store.checkpointCount()) == 1 }
+            let idleSize = try #require(try await store.latestCheckpoint()).size
+            clock.advance(by: .seconds(60))
+            try await eventually("another after a second silent minute") { (try? await store.checkpointCount()) == 2 }
+            #expect(try await store.latestCheckpoint()?.size == idleSize, "silence is signed too")
+
+            let agent = try await server.connect(try await server.addPrincipal("agent-busy-log"))
+            for _ in 0..<6 { _ = try await agent.authorize(TestServer.request(1_000)) }
+            try await eventually("a checkpoint after 5 entries, with the clock standing still") {
+                ((try? await store.latestCheckpoint())?.size ?? 0) >= idleSize + 5
+            }
+            await agent.close()
+        }
+    }
+
+    @Test("fail closed: with the log unwritable no authorization is issued (AUDIT_UNAVAILABLE); afterwards the log has no gap and verifies")
+    func failClosed() async throws {
+        let server = try await TestServer.start()
+        let client = try await server.connect(try await server.addPrincipal("agent-closed"))
+        let path = server.dataDirectory.appendingPathComponent("countersign.sqlite").path
+        let database = try DatabaseQueue(path: path)
+        try await database.write { db in
+            try db.execute(sql: "CREATE TRIGGER refuse BEFORE INSERT ON auditEntry BEGIN SELECT RAISE(ABORT, 'disk full'); END")
+        }
+        let before = try await server.application.store.authorizationCount()
+        let refused = await #expect(throws: WireError.self) { try await client.authorize(TestServer.request(1_000)) }
+        #expect(refused?.code == .auditUnavailable)
+        #expect(try await server.application.store.authorizationCount() == before, "nothing was issued")
+        try await database.write { db in try db.execute(sql: "DROP TRIGGER refuse") }
+        #expect(try await client.authorize(TestServer.request(1_000)).tier == "standard", "service resumes")
+        let keys = Self.auditKeys(try await client.keys())
+        await client.close()
+        try await server.stop()
+
+        let log = try AuditLogFile(path: path)
+        let report = try AuditVerifier(publicKeys: keys).verify(checkpoints: try log.checkpoints().map(\.note), forEachEntry: { try log.forEachEntry($0) })
+        let count = try log.entryCount()
+        #expect(report.entries == count)
+        var actions: [String] = []
+        try log.forEachEntry { _, entry, _ in actions.append((try? Self.entry(String(decoding: entry, as: UTF8.self)))?["action"] as? String ?? "?") }
+        #expect(actions.contains("lost"), "the failed decision's index is filled, not left as a gap")
+        #expect(actions.last == "server.stop")
+    }
+
+    @Test(
+        "audit verify finds each tampering at its index; an untouched log verifies",
+        arguments: [
+            ("untouched", nil),
+            ("change one byte of an entry", "at index 5: entry 5 was modified"),
+            ("change an entry and its recorded leaf hash", "do not match the signed checkpoint"),
+            ("delete an entry", "at index 7: entry 7 is missing (deleted)"),
+            ("swap two entries", "at index 3: the entry stored at 3 says it is entry 4 (reordered)"),
+            ("drop the tail after a checkpoint", "at index 10: the log ends after 10 entries"),
+            ("forge a checkpoint with another key", "is not signed by the audit key"),
+        ] as [(String, String?)]
+    )
+    func tampering(scenario: String, expected: String?) async throws {
+        let (path, jwks) = try await Self.sampleLog()
+        let copy = path + "-\(UUID().uuidString.prefix(6))"
+        for suffix in ["", "-wal", "-shm"] where FileManager.default.fileExists(atPath: path + suffix) {
+            try FileManager.default.copyItem(atPath: path + suffix, toPath: copy + suffix)
+        }
+        let database = try DatabaseQueue(path: copy)
+        try await database.write { db in
+            switch scenario {
+            case "change one byte of an entry":
+                var entry = try Data.fetchOne(db, sql: "SELECT entry FROM auditEntry WHERE idx = 5")!
+                entry[entry.count - 3] ^= 0x01
+                try db.execute(sql: "UPDATE auditEntry SET entry = ? WHERE idx = 5", arguments: [entry])
+            case "change an entry and its recorded leaf hash":
+                let entry = Data(try String.fetchOne(db, sql: "SELECT entry FROM auditEntry WHERE idx = 5")!.replacingOccurrences(of: "\"time\":", with: "\"time\":1").utf8)
+                try db.execute(sql: "UPDATE auditEntry SET entry = ?, leafHash = ? WHERE idx = 5", arguments: [entry, Data(Merkle.leafHash(entry))])
+            case "delete an entry":
+                try db.execute(sql: "DELETE FROM auditEntry WHERE idx = 7")
+            case "swap two entries":
+                let three = try Row.fetchOne(db, sql: "SELECT entry, leafHash FROM auditEntry WHERE idx = 3")!
+                let four = try Row.fetchOne(db, sql: "SELECT entry, leafHash FROM auditEntry WHERE idx = 4")!
+                try db.execute(sql: "UPDATE auditEntry SET entry = ?, leafHash = ? WHERE idx = 3", arguments: [four["entry"] as Data, four["leafHash"] as Data])
+                try db.execute(sql: "UPDATE auditEntry SET entry = ?, leafHash = ? WHERE idx = 4", arguments: [three["entry"] as Data, three["leafHash"] as Data])
+            case "drop the tail after a checkpoint":
+                try db.execute(sql: "DELETE FROM auditEntry WHERE idx >= 10")
+            case "forge a checkpoint with another key":
+                let size = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM auditEntry")!
+                let checkpoint = Checkpoint(origin: "countersign.test/audit", size: size, rootHash: Merkle.emptyRoot, time: Self.now())
+                let forger = P256.Signing.PrivateKey()
+                let note = checkpoint.note(keyName: "countersign.test/audit", publicKey: forger.publicKey, signature: try forger.signature(for: Data(checkpoint.body.utf8)))
+                try db.execute(sql: "INSERT INTO checkpoint (size, rootHash, time, note) VALUES (?, ?, ?, ?)", arguments: [size, Data(Merkle.emptyRoot), checkpoint.time, note])
+            default:
+                break
+            }
+        }
+        try await database.close()
+        let result = try await ProcessResult.running(
+            executable: ProcessResult.builtProduct("countersign"), arguments: ["audit", "verify", "--store", copy, "--jwks", jwks], environment: [:]
+        )
+        if let expected {
+            #expect(result.status == 2, "\(result.standardOutput)")
+            #expect(result.standardError.contains("audit log NOT OK"), "\(result.standardError)")
+            #expect(result.standardError.contains(expected), "\(result.standardError)")
+        } else {
+            #expect(result.status == 0, "\(result.standardError)")
+            #expect(result.standardOutput.hasPrefix("audit log OK: "))
+        }
+    }
+
+    /// A stopped server's store with 20-odd entries and checkpoints at 12 entries and at the end, and its JWKS.
+    static func sampleLog() async throws -> (store: String, jwks: String) {
+        let server = try await TestServer.start()
+        let agent = try await server.connect(try await server.addPrincipal("agent-sample"))
+        let admin = try await server.connect(server.admin)
+        while server.application.store.auditHead.size < 12 { _ = try await agent.authorize(TestServer.request(1_000)) }
+        _ = try await admin.auditProof(index: 11)  // a checkpoint covering 12 entries
+        for _ in 0..<8 { _ = try await agent.authorize(TestServer.request(1_000)) }
+        let jwks = server.dataDirectory.appendingPathComponent("jwks.json").path
+        try JSONEncoder().encode(try await admin.keys()).write(to: URL(fileURLWithPath: jwks))
+        await agent.close()
+        await admin.close()
+        try await server.stop()  // logs the stop and signs a last checkpoint
+        return (server.dataDirectory.appendingPathComponent("countersign.sqlite").path, jwks)
+    }
+
+    @Test("no PIN, private key or credential is in the store")
+    func secrets() async throws {
+        try await withServer { server in
+            let agentCredential = try await server.addPrincipal("agent-secret")
+            let agent = try await server.connect(agentCredential)
+            _ = try await agent.authorize(TestServer.request(1_000))
+            _ = try await agent.authorize(TestServer.request(100_000))
+            await agent.close()
+            let store = server.application.store
+            let record = try #require(try await store.keyVersion(name: "standard", version: 1))
+            let sealingKeyID = try #require(try await store.setting("hsm.sealing_key_id"))
+            let scalar = try await server.application.hsm.pool.withSession { session in
+                try session.decryptAESGCM(
+                    AESGCMSealedData(combined: Array(record.sealedPrivateKey!)), with: try session.findKey(.secretKey, id: Array(sealingKeyID)),
+                    authenticating: Array("countersign-software-key:standard/v1".utf8)
+                )
+            }
+            let secrets: [(String, Data)] = [
+                ("the HSM PIN", Data(try SoftHSMFixture.shared().userPIN.utf8)),
+                ("the software signing key", Data(scalar)),
+                ("the agent's credential private key", Data(agentCredential.privateKey.utf8)),
+                ("the admin's credential private key", Data(server.admin.privateKey.utf8)),
+            ]
+            for suffix in ["", "-wal"] {
+                guard let bytes = FileManager.default.contents(atPath: store.path + suffix) else { continue }
+                for (name, secret) in secrets {
+                    #expect(bytes.range(of: secret) == nil, "\(name) is in \(store.path + suffix)")
+                }
+            }
+        }
+    }
+}
