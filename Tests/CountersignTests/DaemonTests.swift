@@ -1,8 +1,18 @@
+import Audit
+import CountersignClient
+import Crypto
 import Foundation
+import Ledger
 import Signing
+import Synchronization
 import Testing
 import TestSupport
 import Wire
+
+/// The JWSes clients received, across their tasks.
+final class Received: Sendable {
+    let list = Mutex<[String]>([])
+}
 
 /// `countersignd` and `countersign` as an operator and an agent run them: separate processes, real signals.
 @Suite("countersignd and countersign as processes", .serialized, .timeLimit(.minutes(2)))
@@ -139,6 +149,86 @@ struct DaemonTests {
             let secret = try CredentialFile.read(path: path).privateKey
             #expect(!transcript.contains(secret))
         }
+    }
+
+    /// Starts `countersignd serve` and returns it with its framed port, read from its log.
+    func serve(environment: [String: String], log: URL) async throws -> (Process, Int) {
+        _ = FileManager.default.createFile(atPath: log.path, contents: nil)
+        let server = Process()
+        server.executableURL = self.countersignd
+        server.arguments = ["serve"]
+        server.environment = environment
+        server.standardError = try FileHandle(forWritingTo: log)
+        server.standardOutput = FileHandle.nullDevice
+        try server.run()
+        var port = 0
+        try await eventually("the server listens") {
+            let text = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
+            guard let line = text.split(separator: "\n").first(where: { $0.contains("tls=false") && $0.contains("listening") }),
+                let range = line.range(of: #":(\d+) tls="#, options: .regularExpression)
+            else { return false }
+            port = Int(line[range].dropFirst().dropLast(5)) ?? 0
+            return port > 0
+        }
+        return (server, port)
+    }
+
+    @Test("kill -9 while clients authorize: after a restart the log verifies and every JWS a client received has its entry")
+    func crash() async throws {
+        let fixture = try SoftHSMFixture.shared()
+        let directory = fixture.directory.appendingPathComponent("crash-\(UUID().uuidString.prefix(6))")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        var environment = fixture.environment()
+        environment["COUNTERSIGN_CONFIG"] = try self.configuration(in: directory).path
+        environment["COUNTERSIGN_TOKEN_LABEL"] = SoftHSMFixture.daemonTokenLabel
+        #expect(try ProcessResult.run(executable: self.countersignd, arguments: ["init"], environment: environment).status == 0)
+        let admin = try CredentialFile.read(path: directory.appendingPathComponent("data/admin.credential").path)
+
+        let (server, port) = try await self.serve(environment: environment, log: directory.appendingPathComponent("first.log"))
+        defer { if server.isRunning { kill(server.processIdentifier, SIGKILL) } }
+        let adminClient = try await CountersignClient.connect(host: "127.0.0.1", port: port, credential: admin)
+        let key = CredentialPrivateKey.generate(.es256)
+        _ = try await adminClient.addAgent(id: "agent-crash", publicKey: key.publicKey)
+        let keySet = try await adminClient.keys()
+        let jwks = directory.appendingPathComponent("jwks.json")
+        try JSONEncoder().encode(keySet).write(to: jwks)
+        let credential = CredentialFile(principal: "agent-crash", key: key, server: nil)
+        let received = Received()
+        let clients = (0..<4).map { index in
+            Task {
+                guard let client = try? await CountersignClient.connect(host: "127.0.0.1", port: port, credential: credential) else { return }
+                var round = 0
+                while let authorization = try? await client.authorize(TestServer.request((round + index) % 2 == 0 ? 1_000 : 100_000)) {
+                    received.list.withLock { $0.append(authorization.jws) }
+                    round += 1
+                }
+            }
+        }
+        try await eventually("clients are authorizing") { received.list.withLock { $0.count } >= 200 }
+        kill(server.processIdentifier, SIGKILL)
+        server.waitUntilExit()
+        for client in clients { await client.value }
+        let jwses = received.list.withLock { $0 }
+
+        // The restart fills any index the crash left half-written, then a clean stop signs a last checkpoint.
+        let (restarted, _) = try await self.serve(environment: environment, log: directory.appendingPathComponent("second.log"))
+        kill(restarted.processIdentifier, SIGTERM)
+        restarted.waitUntilExit()
+        #expect(restarted.terminationStatus == 0)
+
+        let store = directory.appendingPathComponent("data/countersign.sqlite").path
+        let verified = try await ProcessResult.running(
+            executable: self.countersign, arguments: ["audit", "verify", "--store", store, "--jwks", jwks.path], environment: [:]
+        )
+        #expect(verified.status == 0, "\(verified.standardError)")
+        #expect(verified.standardOutput.hasPrefix("audit log OK: "))
+        var logged: Set<String> = []
+        try AuditLogFile(path: store).forEachEntry { _, entry, _ in
+            if let decoded = try? JSONDecoder().decode(AuditEntry.self, from: entry), let hash = decoded.decision?.jwsSHA256 { logged.insert(hash) }
+        }
+        let missing = jwses.filter { !logged.contains(Base64URL.encode(Array(SHA256.hash(data: Data($0.utf8))))) }
+        #expect(jwses.count >= 200)
+        #expect(missing.isEmpty, "\(missing.count) JWS received by clients have no audit entry")
     }
 
     static func mode(of path: String) throws -> Int {
