@@ -60,6 +60,20 @@ final class Checkpointer: Service, Sendable {
         }
     }
 
+    /// Pending approvals past their deadline become `expired` decisions in the log.
+    private func expireApprovals() async throws {
+        let now = self.wallClock.secondsSince1970
+        let expired = try await self.store.expirePendingApprovals(at: now) { index, record in
+            AuditEntry(
+                index: index, time: now, kind: "decision", action: "expired", actor: "server", subject: record.id,
+                decision: DecisionSummary(outcome: "expired", code: "APPROVAL_EXPIRED", amount: record.amount, currency: record.currency, merchant: record.merchant, tier: record.tier)
+            )
+        }
+        for record in expired {
+            self.logger.notice("approval expired", metadata: ["authorization": "\(record.id)", "agent": "\(record.agent)"])
+        }
+    }
+
     func run() async throws {
         await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
@@ -67,6 +81,7 @@ final class Checkpointer: Service, Sendable {
                 await self.wake.wait(for: "checkpoint", since: generation, timeout: self.interval, time: self.time)
                 if Task.isCancelled { break }
                 do {
+                    try await self.expireApprovals()
                     try await self.checkpointNow()
                 } catch {
                     self.logger.error("checkpoint not signed", metadata: ["error": "\(error)"])

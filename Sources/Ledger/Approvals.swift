@@ -78,6 +78,30 @@ extension LedgerStore {
         }
     }
 
+    /// Marks every pending approval past its deadline `expired` and releases its holds (they stopped counting
+    /// at the deadline already); each gets its audit entry in the same transaction.
+    /// - Returns: the records expired now.
+    public func expirePendingApprovals(at now: Int64, entry: @escaping @Sendable (Int64, AuthorizationRecord) -> AuditEntry) async throws -> [AuthorizationRecord] {
+        let due = try await self.read { db in
+            try AuthorizationRecord
+                .filter(Column("status") == AuthorizationRecord.Status.pendingApproval.rawValue && Column("voidedAt") == nil && Column("approvalExpiresAt") <= now)
+                .fetchAll(db)
+        }
+        var expired: [AuthorizationRecord] = []
+        for record in due {
+            let audit = AuditWrite(entry(self.reserveAuditIndex(), record))
+            let changed = try await self.writeAudited(audit) { db -> AuthorizationRecord? in
+                guard var current = try AuthorizationRecord.fetchOne(db, key: record.id), current.status == .pendingApproval else { return nil }
+                current.status = .expired
+                try current.update(db)
+                try Self.releaseHolds(in: db, of: current.id, at: now)
+                return current
+            }
+            if let changed { expired.append(changed) }
+        }
+        return expired
+    }
+
     /// Stores the signed answer of an approved authorization, with its audit entry; its holds now count like
     /// any authorization's.
     public func completeApproval(id: String, response: Data, kid: String, expiresAt: Int64, audit: AuditEntry) async throws -> AuthorizationRecord {

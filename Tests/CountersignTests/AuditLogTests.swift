@@ -136,6 +136,37 @@ struct AuditLogTests {
         }
     }
 
+    @Test("a pending approval whose deadline passes becomes an expired decision in the log (injected clocks); export prints every entry")
+    func expiryAndExport() async throws {
+        let clock = ManualClock()
+        let wall = SettableWallClock(1_795_612_455)
+        try await withServer(.init(clock: clock, tiers: approvalTiers, wallClock: wall.wallClock)) { server in
+            let agent = try await server.connect(try await server.addPrincipal("agent-waits"))
+            guard case .pendingApproval(let pending) = try await agent.submit(TestServer.request(12_000_000)) else {
+                Issue.record("expected a pending approval")
+                return
+            }
+            wall.advance(by: 900)
+            clock.advance(by: .seconds(60))
+            let store = server.application.store
+            try await eventually("the expiry is logged") { (try? await store.authorization(id: pending.authorizationID))?.status == .expired }
+            let entries = try await store.auditEntries(from: 0, limit: 1000).map { try Self.entry(String(decoding: $0.entry, as: UTF8.self)) }
+            let expired = try #require(entries.first { $0["action"] as? String == "expired" })
+            #expect(expired["subject"] as? String == pending.authorizationID)
+            #expect(entries.contains { $0["action"] as? String == "pending_approval" && $0["subject"] as? String == pending.authorizationID })
+
+            let credential = server.dataDirectory.appendingPathComponent("admin.credential").path
+            let export = try await ProcessResult.running(
+                executable: ProcessResult.builtProduct("countersign"), arguments: ["audit", "export", "--since", "0", "--format", "jsonl"],
+                environment: ["COUNTERSIGN_SERVER": "127.0.0.1:\(server.port)", "COUNTERSIGN_CREDENTIAL": credential]
+            )
+            let lines = export.standardOutput.split(separator: "\n")
+            #expect(lines.count >= entries.count, "\(export.standardError)")
+            #expect(lines.allSatisfy { (try? JSONSerialization.jsonObject(with: Data($0.utf8))) != nil })
+            await agent.close()
+        }
+    }
+
     @Test("fail closed: with the log unwritable no authorization is issued (AUDIT_UNAVAILABLE); afterwards the log has no gap and verifies")
     func failClosed() async throws {
         let server = try await TestServer.start()
