@@ -37,6 +37,21 @@ struct DaemonTests {
         return url
     }
 
+    /// A SoftHSM token directory of the test's own: the daemon and the CLI processes create and read objects
+    /// in it, and SoftHSM's file store is not safe while another process changes a token it scans.
+    func environmentWithOwnToken(in directory: URL) throws -> [String: String] {
+        let fixture = try SoftHSMFixture.shared()
+        let hsm = directory.appendingPathComponent("hsm")
+        _ = try SoftHSMFixture.initializeToken(
+            in: hsm, label: SoftHSMFixture.daemonTokenLabel, soPIN: "so-\(UUID().uuidString.prefix(8))", userPIN: fixture.userPIN, module: fixture.modulePath
+        )
+        var environment = fixture.environment()
+        environment["SOFTHSM2_CONF"] = hsm.appendingPathComponent("softhsm2.conf").path
+        environment["COUNTERSIGN_CONFIG"] = try self.configuration(in: directory).path
+        environment["COUNTERSIGN_TOKEN_LABEL"] = SoftHSMFixture.daemonTokenLabel
+        return environment
+    }
+
     @Test("check-config refuses a wrong file with its line and reason")
     func checkConfig() throws {
         let directory = try SoftHSMFixture.shared().directory.appendingPathComponent("check-\(UUID().uuidString.prefix(6))")
@@ -58,10 +73,7 @@ struct DaemonTests {
         let fixture = try SoftHSMFixture.shared()
         let directory = fixture.directory.appendingPathComponent("process-\(UUID().uuidString.prefix(6))")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        let config = try self.configuration(in: directory)
-        var environment = fixture.environment()
-        environment["COUNTERSIGN_CONFIG"] = config.path
-        environment["COUNTERSIGN_TOKEN_LABEL"] = SoftHSMFixture.daemonTokenLabel
+        var environment = try self.environmentWithOwnToken(in: directory)
         var transcript = ""
 
         let initialized = try ProcessResult.run(executable: self.countersignd, arguments: ["init"], environment: environment)
@@ -178,9 +190,7 @@ struct DaemonTests {
         let fixture = try SoftHSMFixture.shared()
         let directory = fixture.directory.appendingPathComponent("crash-\(UUID().uuidString.prefix(6))")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        var environment = fixture.environment()
-        environment["COUNTERSIGN_CONFIG"] = try self.configuration(in: directory).path
-        environment["COUNTERSIGN_TOKEN_LABEL"] = SoftHSMFixture.daemonTokenLabel
+        let environment = try self.environmentWithOwnToken(in: directory)
         #expect(try ProcessResult.run(executable: self.countersignd, arguments: ["init"], environment: environment).status == 0)
         let admin = try CredentialFile.read(path: directory.appendingPathComponent("data/admin.credential").path)
 
