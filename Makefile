@@ -20,14 +20,15 @@ HSM_ENV := SOFTHSM2_CONF=$(HSM_DIR)/softhsm2.conf \
 	COUNTERSIGN_PKCS11_MODULE=$(PKCS11_MODULE) \
 	COUNTERSIGN_TOKEN_LABEL=$(TOKEN_LABEL)
 
-.PHONY: help setup packages python-packages token build test run clean
+.PHONY: help setup packages python-packages token build test run bench clean
 
 help:
 	@echo "make run    set up, build, initialize and start countersignd with the example config"
 	@echo "make test   set up, build, and run every test against a real SoftHSM2 token"
 	@echo "make setup  install missing system packages and create the development token"
 	@echo "make build  build the package (debug)"
-	@echo "make clean  remove build products and local state (.build, .hsm, .data)"
+	@echo "make bench  release build, a server on a fresh token (hsm-config/bench.yaml), the standard benchmark scenarios"
+	@echo "make clean  remove build products and local state (.build, .hsm, .data, .build-bench)"
 
 setup: packages python-packages token
 
@@ -68,5 +69,30 @@ run: setup build
 	$(HSM_ENV) COUNTERSIGN_HSM_PIN=$(DEV_HSM_PIN) .build/debug/countersignd init --config $(CONFIG)
 	$(HSM_ENV) COUNTERSIGN_HSM_PIN=$(DEV_HSM_PIN) .build/debug/countersignd serve --config $(CONFIG)
 
+# A release build, a fresh token and store in .build-bench, a server in the background, the scenarios of
+# docs/benchmarks.md, and the server stopped again whatever happens.
+BENCH_DIR   ?= $(CURDIR)/.build-bench
+BENCH_FLAGS ?= --duration 10s --warmup 2s
+BENCH_ENV   := SOFTHSM2_CONF=$(BENCH_DIR)/hsm/softhsm2.conf COUNTERSIGN_PKCS11_MODULE=$(PKCS11_MODULE) \
+	COUNTERSIGN_TOKEN_LABEL=countersign-bench COUNTERSIGN_HSM_PIN=$(DEV_HSM_PIN)
+BENCH_CLI   := $(BENCH_ENV) COUNTERSIGN_SERVER=127.0.0.1:7700 COUNTERSIGN_CREDENTIAL=$(BENCH_DIR)/data/admin.credential \
+	.build/release/countersign bench --http 127.0.0.1:7780
+
+bench: setup
+	swift build -c release $(SWIFT_BUILD_FLAGS)
+	rm -rf $(BENCH_DIR) && mkdir -p $(BENCH_DIR)
+	@COUNTERSIGN_HSM_DIR=$(BENCH_DIR)/hsm COUNTERSIGN_TOKEN_LABEL=countersign-bench COUNTERSIGN_PKCS11_MODULE=$(PKCS11_MODULE) \
+		COUNTERSIGN_HSM_PIN=$(DEV_HSM_PIN) COUNTERSIGN_HSM_SO_PIN=$(DEV_HSM_SO_PIN) ./hsm-config/init-token.sh >/dev/null
+	$(BENCH_ENV) .build/release/countersignd init --config hsm-config/bench.yaml --data-dir $(BENCH_DIR)/data >/dev/null
+	@ulimit -n 8192; $(BENCH_ENV) .build/release/countersignd serve --config hsm-config/bench.yaml --data-dir $(BENCH_DIR)/data \
+		--log-level warning 2>$(BENCH_DIR)/server.log & echo $$! > $(BENCH_DIR)/server.pid
+	@for i in $$(seq 100); do curl -sf http://127.0.0.1:7780/healthz >/dev/null && break; sleep 0.1; done
+	@ulimit -n 8192; status=0; \
+	echo "== software tier only"; $(BENCH_CLI) --baseline --mix micro=1 --at-half $(BENCH_FLAGS) || status=1; \
+	echo "== HSM tier only"; $(BENCH_CLI) --baseline --mix high=1 --at-half $(BENCH_FLAGS) || status=1; \
+	echo "== realistic mix"; $(BENCH_CLI) --mix micro=60,standard=30,high=10 $(BENCH_FLAGS) || status=1; \
+	echo "== 1,000 idle connections"; $(BENCH_CLI) --idle-connections 1000 || status=1; \
+	pid=$$(cat $(BENCH_DIR)/server.pid); kill $$pid; while kill -0 $$pid 2>/dev/null; do sleep 0.1; done; exit $$status
+
 clean:
-	rm -rf .build .hsm .data
+	rm -rf .build .hsm .data .build-bench

@@ -32,6 +32,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", exact: "0.2.0"),
     ],
     targets: [
         // p11-kit's pkcs11.h. The PKCS#11 module itself is dlopen'ed at run time from a configured path.
@@ -76,7 +77,8 @@ let package = Package(
         // Commands shared by the `countersign` executable; a library so tests can reach its pieces.
         .target(
             name: "CountersignCLI",
-            dependencies: ["PKCS11", "CountersignClient", "CountersignServer", "Wire", "Signing", "Policy", "Audit", "Ledger", crypto, nioPosix, .product(name: "NIOSSL", package: "swift-nio-ssl"), argumentParser],
+            dependencies: ["PKCS11", "CountersignClient", "CountersignServer", "Wire", "Signing", "Policy", "Audit", "Ledger", crypto, nioPosix,
+                .product(name: "Histogram", package: "hdrhistogram-swift"), .product(name: "NIOSSL", package: "swift-nio-ssl"), argumentParser],
             swiftSettings: swiftSettings
         ),
         .executableTarget(name: "countersign", dependencies: ["CountersignCLI", argumentParser], swiftSettings: swiftSettings),

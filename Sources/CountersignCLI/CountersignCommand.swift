@@ -7,7 +7,7 @@ public struct CountersignCommand: AsyncParsableCommand {
         abstract: "Signed payment authorizations for AI agents: client and administration tool.",
         subcommands: [
             AuthorizeCommand.self, VoidCommand.self, VerifyCommand.self, KeysCommand.self, AgentsCommand.self, ApprovalsCommand.self, BudgetsCommand.self,
-            ContextsCommand.self, PolicyCommand.self, AuditCommand.self, PingCommand.self, HSMCommand.self,
+            ContextsCommand.self, PolicyCommand.self, AuditCommand.self, BenchCommand.self, PingCommand.self, HSMCommand.self,
         ]
     )
 

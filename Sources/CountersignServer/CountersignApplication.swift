@@ -98,6 +98,7 @@ public final class CountersignApplication: Sendable {
                     let statistics = hsm.pool.statistics
                     let breakerOpen = if case .closed = hsm.signer.breaker.currentState { false } else { true }
                     metrics.hsmPool(open: statistics.open, inUse: statistics.inUse, waiting: statistics.waiting, breakerOpen: breakerOpen)
+                    metrics.residentMemory()
                     return metrics.exposition()
                 },
                 notReadyBecause: {

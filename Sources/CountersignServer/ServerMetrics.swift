@@ -1,4 +1,5 @@
 import CoreMetrics
+import Foundation
 import Prometheus
 
 /// The server's metrics, in a Prometheus registry of its own (so several servers in one test process
@@ -40,6 +41,14 @@ public final class ServerMetrics: Sendable {
         Gauge(label: "countersign_hsm_sessions_in_use", factory: self.factory).record(inUse)
         Gauge(label: "countersign_hsm_session_waiters", factory: self.factory).record(waiting)
         Gauge(label: "countersign_hsm_breaker_open", factory: self.factory).record(breakerOpen ? 1 : 0)
+    }
+
+    /// The process's resident memory, read from `/proc/self/statm` (Linux).
+    func residentMemory() {
+        guard let text = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8),
+            let pages = text.split(separator: " ").dropFirst().first.flatMap({ Int($0) })
+        else { return }
+        Gauge(label: "countersign_process_resident_memory_bytes", factory: self.factory).record(pages * Int(sysconf(Int32(_SC_PAGESIZE))))
     }
 
     public func exposition() -> String {

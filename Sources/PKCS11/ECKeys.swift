@@ -21,17 +21,24 @@ extension PKCS11Session {
     ///   - id: `CKA_ID` of both halves; find the pair again with it.
     /// - Returns: the handles of the public and private key.
     public func generateP256SigningKeyPair(label: String, id: [UInt8]) throws -> KeyPairHandles {
-        try self.generateP256KeyPair(label: label, id: id, sensitive: true, extractable: false)
+        try self.generateP256KeyPair(label: label, id: id, sensitive: true, extractable: false, persistent: true)
+    }
+
+    /// A P-256 signing key pair like ``generateP256SigningKeyPair(label:id:)`` that is a session object: it
+    /// is never written to the token's storage and vanishes when the session that made it closes. For
+    /// measurements (`countersign bench --baseline`), which must not change the token.
+    public func generateSessionP256SigningKeyPair(label: String, id: [UInt8]) throws -> KeyPairHandles {
+        try self.generateP256KeyPair(label: label, id: id, sensitive: true, extractable: false, persistent: false)
     }
 
     /// The key pair generation behind ``generateP256SigningKeyPair(label:id:)``; only tests ask for a private
     /// key that is not sensitive or is extractable (to show such keys are refused).
-    func generateP256KeyPair(label: String, id: [UInt8], sensitive: Bool, extractable: Bool) throws -> KeyPairHandles {
+    func generateP256KeyPair(label: String, id: [UInt8], sensitive: Bool, extractable: Bool, persistent: Bool = true) throws -> KeyPairHandles {
         let generate = try self.module.function("C_GenerateKeyPair", \.C_GenerateKeyPair)
         let publicTemplate: Template = [
             .objectClass(.publicKey),
             .keyType(.ec),
-            .bool(.token, true),
+            .bool(.token, persistent),
             .bool(.private, false),
             .bool(.verify, true),
             .bool(.encrypt, false),
@@ -43,7 +50,7 @@ extension PKCS11Session {
         let privateTemplate: Template = [
             .objectClass(.privateKey),
             .keyType(.ec),
-            .bool(.token, true),
+            .bool(.token, persistent),
             .bool(.private, true),
             .bool(.sensitive, sensitive),
             .bool(.extractable, extractable),

@@ -1,0 +1,270 @@
+import ArgumentParser
+import CountersignClient
+import Crypto
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+import Histogram
+import NIOCore
+import NIOPosix
+import PKCS11
+import Signing
+import Synchronization
+import Wire
+
+/// `countersign bench`: a load generator on `CountersignClient`, with the raw signing ceilings of the same
+/// machine measured in the same invocation (`--baseline`).
+struct BenchCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench",
+        abstract: "Load the server with authorize requests and print throughput, latency percentiles, errors by code and the server's memory.",
+        discussion: "Needs an admin credential: the bench registers its own agent. Amounts are chosen to land in each tier of the mix."
+    )
+
+    @OptionGroup var client: ClientOptions
+    @OptionGroup var hsm: HSMOptions
+
+    @Option(help: "Connections.")
+    var connections = 4
+
+    @Option(help: "Requests in flight per connection (pipelining depth).")
+    var depth = 16
+
+    @Option(help: "How long to measure, e.g. 10s.")
+    var duration = "10s"
+
+    @Option(help: "Stop after this many requests instead.")
+    var requests: Int?
+
+    @Option(help: "Load before measuring, e.g. 2s.")
+    var warmup = "2s"
+
+    @Option(help: "Tier weights, e.g. micro=60,standard=30,high=10 (default: the first tier only).")
+    var mix: String?
+
+    @Option(help: "Currency of the requests.")
+    var currency = "USD"
+
+    @Option(help: "Open loop: this many requests per second in total (default: closed loop, as fast as answered).")
+    var rate: Double?
+
+    @Flag(name: .customLong("at-half"), help: "After the closed-loop run, run open loop at half its throughput and report that latency too.")
+    var atHalf = false
+
+    @Flag(help: "First measure the raw ceilings: swift-crypto P-256 and the token's C_Sign, on --threads threads.")
+    var baseline = false
+
+    @Option(help: "Threads for the baselines (default: the machine's cores).")
+    var threads: Int?
+
+    private var threadCount: Int { self.threads ?? System.coreCount }
+
+    @Option(name: .customLong("baseline-seconds"), help: "How long each baseline runs.")
+    var baselineSeconds = 3
+
+    @Option(name: .customLong("idle-connections"), help: "Instead of load: hold this many authenticated connections open and report the server's memory.")
+    var idleConnections: Int?
+
+    @Option(help: "host:port of the server's HTTP listener, for its memory (default: the server's host, port 7680).")
+    var http: String?
+
+    func run() async throws {
+        var ceilings: (software: Double, hsm: Double)?
+        if self.baseline {
+            let software = Baselines.swiftCrypto(threads: self.threadCount, seconds: self.baselineSeconds)
+            print(String(format: "baseline swift-crypto P-256: %.0f signatures/s on %d threads", software, self.threadCount))
+            let hsm = try await Baselines.pkcs11(options: self.hsm, threads: self.threadCount, seconds: self.baselineSeconds)
+            print("baseline PKCS#11 C_Sign (\(self.hsm.resolvedTokenLabel)): " + String(format: "%.0f signatures/s on %d sessions", hsm, self.threadCount))
+            ceilings = (software, hsm)
+        }
+
+        let admin = try await self.client.connect()
+        let key = CredentialPrivateKey.generate(.es256)
+        let agentID = "bench-" + UUID().uuidString.prefix(8).lowercased()
+        _ = try await admin.addAgent(id: agentID, publicKey: key.publicKey)
+        let keySet = try await admin.keys()
+        await admin.close()
+        let (host, port) = try self.client.endpoint(credential: nil)
+        let credential = CredentialFile(principal: agentID, key: key, server: "\(host):\(port)")
+
+        if let idle = self.idleConnections {
+            try await self.holdIdle(idle, credential: credential, host: host, port: port)
+            return
+        }
+
+        let targets = try Self.targets(keySet: keySet, mix: self.mix, currency: self.currency)
+        var clients: [CountersignClient] = []
+        for _ in 0..<self.connections {
+            clients.append(try await CountersignClient.connect(host: host, port: port, credential: credential))
+        }
+        defer { for client in clients { Task { await client.close() } } }
+        let generator = LoadGenerator(clients: clients, depth: self.depth, targets: targets, currency: self.currency)
+        let mixText = targets.map { "\($0.tier)=\($0.weight) (\($0.backend))" }.joined(separator: ",")
+
+        let warmup = try Self.duration(self.warmup)
+        if warmup > .zero { _ = await generator.run(duration: warmup, requests: nil, rate: nil) }
+        let duration = try Self.duration(self.duration)
+        let result = await generator.run(duration: duration, requests: self.requests, rate: self.rate)
+        let mode = self.rate.map { String(format: "open loop at %.0f req/s", $0) } ?? "closed loop"
+        print("scenario: \(mode), \(self.connections) connections x depth \(self.depth), mix \(mixText)")
+        Self.report(result)
+        Self.ratio(result, targets: targets, ceilings: ceilings)
+
+        if self.atHalf, self.rate == nil, result.throughput > 0 {
+            let half = result.throughput / 2
+            let paced = await generator.run(duration: duration, requests: nil, rate: half)
+            print(String(format: "scenario: open loop at half the maximum, %.0f req/s", half))
+            Self.report(paced)
+        }
+        if let memory = await self.serverMemory(host: host) {
+            print(String(format: "server resident memory: %.1f MB", Double(memory) / 1_048_576))
+        }
+    }
+
+    /// Opens `count` authenticated connections, waits for the server to settle, reports its memory.
+    private func holdIdle(_ count: Int, credential: CredentialFile, host: String, port: Int) async throws {
+        let before = await self.serverMemory(host: host)
+        var clients: [CountersignClient] = []
+        for _ in 0..<count {
+            clients.append(try await CountersignClient.connect(host: host, port: port, credential: credential))
+        }
+        try await Task.sleep(for: .seconds(1))
+        let held = await self.serverMemory(host: host)
+        print("scenario: \(count) idle authenticated connections")
+        if let before, let held {
+            print(String(format: "server resident memory: %.1f MB before, %.1f MB with them (%.1f KB per connection)", Double(before) / 1_048_576,
+                Double(held) / 1_048_576, Double(held - before) / 1024 / Double(max(count, 1))))
+        }
+        for client in clients { await client.close() }
+        print("errors: none")
+    }
+
+    static func report(_ result: LoadResult) {
+        let seconds = Double(result.elapsed.components.seconds) + Double(result.elapsed.components.attoseconds) / 1e18
+        print(String(format: "requests: %d answered in %.2f s = %.0f req/s", result.answered, seconds, result.throughput))
+        let ms = { (value: UInt64) in String(format: "%.2f", Double(value) / 1000) }
+        let latencies = result.latencies
+        print(
+            "latency ms: p50 \(ms(latencies.valueAtPercentile(50)))  p90 \(ms(latencies.valueAtPercentile(90)))  p99 \(ms(latencies.valueAtPercentile(99)))"
+                + "  p99.9 \(ms(latencies.valueAtPercentile(99.9)))  max \(ms(latencies.max))"
+        )
+        print("errors: " + (result.errors.isEmpty ? "none" : result.errors.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")))
+    }
+
+    static func ratio(_ result: LoadResult, targets: [TierTarget], ceilings: (software: Double, hsm: Double)?) {
+        guard let ceilings else { return }
+        let backends = Set(targets.map(\.backend))
+        if backends == ["software"], ceilings.software > 0 {
+            print(String(format: "ratio to the swift-crypto ceiling: %.0f%%", result.throughput / ceilings.software * 100))
+        } else if backends == ["hsm"], ceilings.hsm > 0 {
+            print(String(format: "ratio to the C_Sign ceiling: %.0f%%", result.throughput / ceilings.hsm * 100))
+        }
+    }
+
+    /// The tiers to ask for, with an amount in each: one minor unit above the tier below's bound.
+    static func targets(keySet: JWKSet, mix: String?, currency: String) throws -> [TierTarget] {
+        var tiers: [(name: String, backend: String, bound: Int64)] = []
+        for key in keySet.keys where key.tier != "audit" {
+            guard let bound = key.maxAmount[currency], !tiers.contains(where: { $0.name == key.tier }) else { continue }
+            tiers.append((key.tier, key.backend, bound))
+        }
+        tiers.sort { $0.bound < $1.bound }
+        guard !tiers.isEmpty else { throw ValidationError("no tier accepts \(currency)") }
+        var weights: [String: Int] = [:]
+        if let mix {
+            for part in mix.split(separator: ",") {
+                let pair = part.split(separator: "=")
+                guard pair.count == 2, let weight = Int(pair[1]), weight > 0 else { throw ValidationError("--mix is tier=weight,…, not '\(part)'") }
+                guard tiers.contains(where: { $0.name == pair[0] }) else {
+                    throw ValidationError("no tier '\(pair[0])'; the tiers are \(tiers.map(\.name).joined(separator: ", "))")
+                }
+                weights[String(pair[0])] = weight
+            }
+        } else {
+            weights[tiers[0].name] = 1
+        }
+        return tiers.enumerated().compactMap { index, tier in
+            weights[tier.name].map { TierTarget(tier: tier.name, backend: tier.backend, amount: index == 0 ? 1 : tiers[index - 1].bound + 1, weight: $0) }
+        }
+    }
+
+    static func duration(_ text: String) throws -> Duration {
+        let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60)]
+        for (suffix, scale) in units where text.hasSuffix(suffix) {
+            if let number = Double(text.dropLast(suffix.count)), number >= 0 { return .milliseconds(Int64(number * scale * 1000)) }
+        }
+        throw ValidationError("'\(text)' is not a duration such as 500ms, 10s or 1m")
+    }
+
+    /// The server's resident memory from its /metrics.
+    private func serverMemory(host: String) async -> Int? {
+        let endpoint = self.http ?? "\(host.contains(":") ? "[\(host)]" : host):7680"
+        guard let url = URL(string: "http://\(endpoint)/metrics"), let (data, _) = try? await URLSession.shared.data(from: url) else { return nil }
+        let line = String(decoding: data, as: UTF8.self).split(separator: "\n").first { $0.hasPrefix("countersign_process_resident_memory_bytes ") }
+        return line.flatMap { Double($0.split(separator: " ")[1]) }.map { Int($0) }
+    }
+}
+
+/// The raw signing ceilings of this machine.
+enum Baselines {
+    /// swift-crypto ECDSA P-256 signatures per second over a JWS-sized message, on `threads` threads.
+    static func swiftCrypto(threads: Int, seconds: Int) -> Double {
+        let key = P256.Signing.PrivateKey()
+        let message = Array(repeating: UInt8(0x61), count: 400)
+        let total = Atomic<Int>(0)
+        let group = DispatchGroup()
+        let deadline = DispatchTime.now() + .seconds(seconds)
+        for _ in 0..<threads {
+            group.enter()
+            Thread.detachNewThread {
+                var count = 0
+                while DispatchTime.now() < deadline {
+                    _ = try? key.signature(for: message)
+                    count += 1
+                }
+                total.add(count, ordering: .relaxed)
+                group.leave()
+            }
+        }
+        group.wait()
+        return Double(total.load(ordering: .relaxed)) / Double(seconds)
+    }
+
+    /// `C_Sign` (CKM_ECDSA, P-256) per second through a session pool of `threads` sessions, with a key pair
+    /// that is a session object: the token's storage is not touched.
+    static func pkcs11(options: HSMOptions, threads: Int, seconds: Int) async throws -> Double {
+        let module = try options.loadModule()
+        let token = try options.findToken(on: module)
+        let threadPool = NIOThreadPool(numberOfThreads: threads)
+        threadPool.start()
+        let pool = PKCS11SessionPool(token: token, pin: try options.pin(), configuration: .init(maximumSessions: threads), threadPool: threadPool)
+        defer {
+            Task {
+                await pool.close()
+                try? await threadPool.shutdownGracefully()
+            }
+        }
+        let pair = try await pool.withSession { session in
+            try session.generateSessionP256SigningKeyPair(label: "countersign-bench", id: Array(UUID().uuidString.utf8.prefix(16)))
+        }
+        let digest = SHA256.hash(data: Array(repeating: UInt8(0x61), count: 400))
+        let deadline = ContinuousClock.now + .seconds(seconds)
+        let counts = try await withThrowingTaskGroup(of: Int.self) { group in
+            for _ in 0..<threads {
+                group.addTask {
+                    var count = 0
+                    while ContinuousClock.now < deadline {
+                        _ = try await pool.withSession { session in try session.signECDSA(digest: digest, with: pair.privateKey) }
+                        count += 1
+                    }
+                    return count
+                }
+            }
+            return try await group.reduce(0, +)
+        }
+        await pool.close()
+        try? await threadPool.shutdownGracefully()
+        return Double(counts) / Double(seconds)
+    }
+}
