@@ -210,10 +210,8 @@ extension LedgerStore {
     }
 
     static func insertAudit(_ write: AuditWrite, in db: Database, at now: Int64) throws {
-        try db.execute(
-            sql: "INSERT INTO auditEntry (idx, entry, leafHash, createdAt) VALUES (?, ?, ?, ?)",
-            arguments: [write.index, write.entry, Data(Merkle.leafHash(write.entry)), now]
-        )
+        try db.cachedStatement(sql: "INSERT INTO auditEntry (idx, entry, leafHash, createdAt) VALUES (?, ?, ?, ?)")
+            .execute(arguments: [write.index, write.entry, Data(Merkle.leafHash(write.entry)), now])
     }
 }
 

@@ -125,9 +125,7 @@ final class GroupCommitter: Sendable {
             try refusal.insert(db)
             return (.logged, audit)
         case .authorization(let record, let scopes, let limits, let audit, let alternatives):
-            let existing = try AuthorizationRecord
-                .filter(Column("agent") == record.agent && Column("idempotencyKey") == record.idempotencyKey)
-                .fetchOne(db)
+            let existing = try LedgerStore.authorization(in: db, agent: record.agent, idempotencyKey: record.idempotencyKey)
             if let existing {
                 let entry = alternatives.map { AuditWrite($0.duplicate(audit.index, existing.id)) } ?? AuditSequencer.filler(index: audit.index, at: record.createdAt)
                 return (.recorded(existing), entry)

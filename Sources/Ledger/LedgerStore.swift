@@ -212,14 +212,20 @@ public final class LedgerStore: Sendable {
     /// What counts against a scope's budget at `now`: its holds in the currency since the window's start, less
     /// the released ones and the pending ones past their approval deadline.
     static func counted(in db: Database, scope: String, currency: String, since windowStart: Int64, now: Int64) throws -> Int64 {
-        try Int64.fetchOne(
-            db,
+        let statement = try db.cachedStatement(
             sql: """
                 SELECT COALESCE(SUM(amount), 0) FROM hold
                 WHERE scope = ? AND currency = ? AND createdAt >= ? AND releasedAt IS NULL AND (expiresAt IS NULL OR expiresAt > ?)
-                """,
-            arguments: [scope, currency, windowStart, now]
-        ) ?? 0
+                """
+        )
+        return try Int64.fetchOne(statement, arguments: [scope, currency, windowStart, now]) ?? 0
+    }
+
+    /// The authorization an agent obtained with an idempotency key, through a cached statement (it runs for
+    /// every request).
+    static func authorization(in db: Database, agent: String, idempotencyKey: String) throws -> AuthorizationRecord? {
+        let statement = try db.cachedStatement(sql: "SELECT * FROM authorization WHERE agent = ? AND idempotencyKey = ?")
+        return try AuthorizationRecord.fetchOne(statement, arguments: [agent, idempotencyKey])
     }
 
     /// Voids an agent's own authorization.
@@ -314,9 +320,7 @@ public final class LedgerStore: Sendable {
 
     /// The authorization an agent obtained with an idempotency key, if any.
     public func authorization(agent: String, idempotencyKey: String) async throws -> AuthorizationRecord? {
-        try await self.read { db in
-            try AuthorizationRecord.filter(Column("agent") == agent && Column("idempotencyKey") == idempotencyKey).fetchOne(db)
-        }
+        try await self.read { db in try Self.authorization(in: db, agent: agent, idempotencyKey: idempotencyKey) }
     }
 
     public func authorization(id: String) async throws -> AuthorizationRecord? {

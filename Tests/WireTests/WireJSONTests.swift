@@ -1,6 +1,7 @@
 import Foundation
 import NIOCore
 import Testing
+import Signing
 import Wire
 
 @Suite("JSON bodies")
@@ -65,5 +66,30 @@ struct WireJSONTests {
     func errorBody() {
         let body = WireJSON.encode(WireError(.hsmUnavailable, "the HSM did not answer", retryable: true))
         #expect(String(buffer: body) == #"{"code":"HSM_UNAVAILABLE","message":"the HSM did not answer","retryable":true}"#)
+    }
+}
+
+@Suite("base64url")
+struct Base64URLTests {
+    @Test("agrees with Foundation's base64 (with the URL alphabet, unpadded) for every length up to 64, and round-trips")
+    func agreesWithFoundation() {
+        var generator = SystemRandomNumberGenerator()
+        for length in 0...64 {
+            let bytes = (0..<length).map { _ in UInt8.random(in: 0...255, using: &generator) }
+            let expected = Data(bytes).base64EncodedString().replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
+                .replacingOccurrences(of: "=", with: "")
+            #expect(Base64URL.encode(bytes) == expected)
+            #expect(Base64URL.decode(expected) == bytes)
+        }
+    }
+
+    @Test("refuses padding, other alphabets, impossible lengths and non-zero trailing bits")
+    func refuses() {
+        #expect(Base64URL.decode("AA==") == nil)
+        #expect(Base64URL.decode("A+8") == nil)
+        #expect(Base64URL.decode("A/8") == nil)
+        #expect(Base64URL.decode("AAAAA") == nil)
+        #expect(Base64URL.decode("AB") == nil, "AB leaves a non-zero bit after the one byte it holds")
+        #expect(Base64URL.decode("AA") == [0])
     }
 }
