@@ -169,6 +169,12 @@ public final class LedgerStore: Sendable {
             try db.alter(table: "authorization") { table in table.add(column: "auditIndex", .integer) }
             try db.alter(table: "refusal") { table in table.add(column: "auditIndex", .integer) }
         }
+        migrator.registerMigration("v8: a partial index for pending approvals") { db in
+            // An index on status alone made SQLite scan every authorized row to answer "paid this merchant
+            // before?" (found by `countersign bench`); pending approvals are few, so index only them.
+            try db.drop(index: "authorization_status")
+            try db.execute(sql: "CREATE INDEX authorization_pending ON authorization(approvalExpiresAt) WHERE status = 'pending_approval'")
+        }
         return migrator
     }
 
@@ -293,13 +299,14 @@ public final class LedgerStore: Sendable {
                 db,
                 sql: """
                     SELECT COUNT(*) AS count, COALESCE(AVG(amount), 0) AS mean FROM authorization
-                    WHERE agent = ? AND currency = ? AND createdAt >= ? AND status = 'authorized' AND voidedAt IS NULL
+                    WHERE agent = ? AND currency = ? AND createdAt >= ? AND +status = 'authorized' AND voidedAt IS NULL
                     """,
                 arguments: [agent, currency, historySince]
             )
             let paidBefore = try Bool.fetchOne(
                 db,
-                sql: "SELECT EXISTS (SELECT 1 FROM authorization WHERE agent = ? AND merchant = ? AND status = 'authorized')",
+                // `+status`: the status column must not steer SQLite away from the (agent, merchant) index.
+                sql: "SELECT EXISTS (SELECT 1 FROM authorization WHERE agent = ? AND merchant = ? AND +status = 'authorized')",
                 arguments: [agent, merchant]
             ) ?? false
             let recent = try Int64.fetchOne(

@@ -97,7 +97,10 @@ public struct PolicyEngine: Sendable, Hashable {
 
     /// Whether evaluating `request` will look at the agent's history (so the caller can skip fetching it).
     public func needsHistory(_ request: PolicyRequest) -> Bool {
-        guard case .success(let tier) = self.tiers.tier(for: request.amount) else { return false }
+        let rules = self.escalation
+        guard rules.amountFactor != nil || rules.newMerchantAbove[request.amount.currency.code] != nil || rules.splittingWindowSeconds != nil,
+            case .success(let tier) = self.tiers.tier(for: request.amount)
+        else { return false }
         return self.tiers.checks(at: tier).contains(.escalation)
     }
 
