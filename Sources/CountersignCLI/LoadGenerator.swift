@@ -78,7 +78,7 @@ struct LoadGenerator: Sendable {
                         while true {
                             let n = counter.next()
                             if let requests, n >= requests { break }
-                            if let interval {
+                            if interval != nil {
                                 if due > clock.now { try? await clock.sleep(until: due) }
                             } else {
                                 due = clock.now

@@ -128,11 +128,13 @@ final class Authorizer: Sendable {
             let authorization: Authorization
             do {
                 authorization = try await self.sign(
-                    request, id: id, agent: agent, tier: tier, policyVersion: decision.policyVersion, approvers: nil, auditIndex: auditIndex
+                    request, id: id, agent: agent, tier: tier, policyVersion: decision.policyVersion, approvers: nil, auditIndex: auditIndex,
+                    intentHash: summary.intentHash
                 )
             } catch let error as WireError {
                 // The reserved index records why nothing was issued.
-                var failed = Self.summary(decision, outcome: "denied", request: request)
+                var failed = summary
+                failed.outcome = "denied"
                 failed.code = error.code.rawValue
                 await self.recordRefusal(
                     decision.record(outcome: "denied", code: error.code.rawValue), agent: agent, idempotencyKey: request.idempotencyKey, at: now,
@@ -149,7 +151,11 @@ final class Authorizer: Sendable {
             outcome = .authorized(authorization)
         }
         let entry = AuditEntry(index: auditIndex, time: now, kind: "decision", action: summary.outcome, actor: agent, subject: id, decision: summary)
-        let refusedSummary = Self.summary(decision, outcome: "denied", request: request)
+        var refused = summary
+        refused.outcome = "denied"
+        refused.kid = nil
+        refused.jwsSHA256 = nil
+        let refusedSummary = refused
         let alternatives = AuditAlternatives(
             overLimit: { index in
                 var refused = refusedSummary
@@ -220,7 +226,8 @@ final class Authorizer: Sendable {
 
     /// Signs an authorization for `request` with the tier's active key.
     func sign(
-        _ request: AuthorizeRequest, id: String, agent: String, tier: Tier, policyVersion: String, approvers: [String]?, auditIndex: Int64
+        _ request: AuthorizeRequest, id: String, agent: String, tier: Tier, policyVersion: String, approvers: [String]?, auditIndex: Int64,
+        intentHash: String? = nil
     ) async throws -> Authorization {
         guard let key = self.keyRing.key(for: tier) else {
             throw WireError(.signingUnavailable, "no active key for tier '\(tier.name)'", retryable: true)
@@ -228,7 +235,7 @@ final class Authorizer: Sendable {
         let now = self.wallClock.secondsSince1970
         let claims = AuthorizationClaims(
             iss: self.issuer, sub: agent, aud: request.merchantID, jti: id, iat: now, nbf: now, exp: now + tier.lifetimeSeconds, amount: request.amount,
-            currency: request.currency, mcc: request.merchantCategoryCode, intentHash: IntentHash.of(request.intent), tier: tier.name,
+            currency: request.currency, mcc: request.merchantCategoryCode, intentHash: intentHash ?? IntentHash.of(request.intent), tier: tier.name,
             policyVersion: policyVersion, approvers: approvers, auditLogIndex: auditIndex
         )
         let jws: String
