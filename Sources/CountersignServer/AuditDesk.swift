@@ -17,7 +17,7 @@ extension Authorizer {
     /// The latest checkpoint, signing one first if the log grew since.
     func latestCheckpoint(covering size: Int? = nil) async throws -> CheckpointRecord {
         let latest = try await self.storeRead { try await self.store.latestCheckpoint() }
-        if let latest, latest.size >= (size ?? self.store.auditHead.size) { return latest }
+        if let latest, latest.size >= (size ?? self.store.auditSize) { return latest }
         do {
             return try await self.checkpointer.checkpointNow()
         } catch let error as WireError {
@@ -39,8 +39,8 @@ extension Authorizer {
             guard let auditIndex = record?.auditIndex else { throw WireError(.authorizationNotFound, "no authorization '\(id)' in the audit log") }
             index = auditIndex
         }
-        guard let index, index < Int64(self.store.auditHead.size) else {
-            throw WireError(.invalidRequest, "index \(request.index ?? -1) is not in the log yet (it has \(self.store.auditHead.size) entries)")
+        guard let index, index < Int64(self.store.auditSize) else {
+            throw WireError(.invalidRequest, "index \(request.index ?? -1) is not in the log yet (it has \(self.store.auditSize) entries)")
         }
         let checkpoint = try await self.latestCheckpoint(covering: Int(index) + 1)
         let leaves = try await self.storeRead { try await self.store.auditLeafHashes(size: checkpoint.size) }
@@ -78,7 +78,7 @@ extension Authorizer {
 
     func auditEntries(_ request: AuditEntriesRequest) async throws -> AuditEntries {
         let rows = try await self.storeRead { try await self.store.auditEntries(from: request.from, limit: request.limit ?? 100) }
-        return AuditEntries(entries: rows.map { .init(index: $0.index, entry: String(decoding: $0.entry, as: UTF8.self)) }, size: self.store.auditHead.size)
+        return AuditEntries(entries: rows.map { .init(index: $0.index, entry: String(decoding: $0.entry, as: UTF8.self)) }, size: self.store.auditSize)
     }
 
     /// Logs an admin's or approver's action; the request fails with `AUDIT_UNAVAILABLE` if it cannot be logged.

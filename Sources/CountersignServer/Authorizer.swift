@@ -253,7 +253,7 @@ final class Authorizer: Sendable {
             let now = self.wallClock.secondsSince1970
             Task { [logger] in
                 do {
-                    _ = try await keyRing.rotate(name: key.keyID.name, stage: false, backend: nil, at: now)
+                    _ = try await keyRing.rotateByPolicy(name: key.keyID.name, reason: "max_signatures reached", at: now)
                 } catch {
                     logger.error("automatic rotation failed", metadata: ["key": "\(key.keyID.name)", "error": "\(error)"])
                 }

@@ -38,7 +38,7 @@ final class Checkpointer: Service, Sendable {
     /// An entry was appended: wake the loop once `everyEntries` have gathered since the last checkpoint.
     func appended() {
         let last = self.lastSize.withLock { $0 }
-        if self.store.auditHead.size - max(last, 0) >= self.everyEntries { self.wake.changed("checkpoint") }
+        if self.store.auditSize - max(last, 0) >= self.everyEntries { self.wake.changed("checkpoint") }
     }
 
     /// Signs and stores a checkpoint of the log as it is now.

@@ -174,7 +174,7 @@ struct KeyRotationService: Service {
                 let now = self.wallClock.secondsSince1970
                 for name in self.keyRing.dueForRotation(at: now) {
                     do {
-                        let record = try await self.keyRing.rotate(name: name, stage: false, backend: nil, at: now)
+                        let record = try await self.keyRing.rotateByPolicy(name: name, reason: "rotation policy due", at: now)
                         self.logger.notice("key rotated by its policy", metadata: ["kid": "\(record.kid)"])
                     } catch {
                         self.logger.error("automatic rotation failed", metadata: ["key": "\(name)", "error": "\(error)"])

@@ -1,3 +1,4 @@
+import Audit
 import Crypto
 import Foundation
 import HSMSigning
@@ -153,6 +154,19 @@ extension KeyRing {
             self.logger.notice("key pair adopted", metadata: ["kid": "\(record.kid)", "label": "\(objectLabel)"])
             return try await self.activateAlone(KeyID(name: name, version: version), at: now)
         }
+    }
+
+    /// Rotates a key because its policy says so (age or signature count), and logs it in the audit trail as
+    /// the server's action.
+    func rotateByPolicy(name: String, reason: String, at now: Int64) async throws -> KeyVersionRecord {
+        let record = try await self.rotate(name: name, stage: false, backend: nil, at: now)
+        try await self.store.appendAudit { index in
+            AuditEntry(
+                index: index, time: now, kind: "admin", action: "keys.rotate", actor: "server", subject: record.kid,
+                details: ["reason": reason, "backend": record.backend, "state": record.state.rawValue]
+            )
+        }
+        return record
     }
 
     /// Every version with its state, backend, times and signature count.

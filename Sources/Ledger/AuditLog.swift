@@ -75,6 +75,11 @@ final class AuditSequencer: Sendable {
         }
     }
 
+    /// The size of the contiguous prefix (cheap: no hashing).
+    var size: Int {
+        self.state.withLock { $0.frontier.size }
+    }
+
     /// The size and root of the contiguous prefix.
     var head: (size: Int, root: Merkle.Hash) {
         self.state.withLock { ($0.frontier.size, $0.frontier.root) }
@@ -151,6 +156,9 @@ extension LedgerStore {
 
     /// The size and root of the log's contiguous prefix, as the next checkpoint would state them.
     public var auditHead: (size: Int, root: Merkle.Hash) { self.sequencer.head }
+
+    /// The number of entries in the log's contiguous prefix.
+    public var auditSize: Int { self.sequencer.size }
 
     public func storeCheckpoint(_ checkpoint: CheckpointRecord) async throws {
         try await self.write { db in

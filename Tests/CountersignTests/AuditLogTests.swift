@@ -243,7 +243,7 @@ struct AuditLogTests {
                 break
             }
         }
-        try await database.close()
+        try database.close()
         let result = try await ProcessResult.running(
             executable: ProcessResult.builtProduct("countersign"), arguments: ["audit", "verify", "--store", copy, "--jwks", jwks], environment: [:]
         )

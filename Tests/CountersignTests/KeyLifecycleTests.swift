@@ -266,6 +266,9 @@ struct KeyLifecycleTests {
             clock.advance(by: .seconds(60))
             try await eventually("high rotated after an hour") { ring.list().contains { $0.kid == "high/v2" && $0.state == "active" } }
             #expect(try await agent.authorize(TestServer.request(100_000)).kid == "high/v2")
+            let rotations = try await server.application.store.auditEntries(from: 0, limit: 1000).map { String(decoding: $0.entry, as: UTF8.self) }
+                .filter { $0.contains(#""action":"keys.rotate""#) && $0.contains(#""actor":"server""#) }
+            #expect(rotations.count == 2, "each automatic rotation is in the audit log")
             await agent.close()
         }
     }
