@@ -38,12 +38,12 @@ struct AgentsCommand: AsyncParsableCommand {
                 throw ValidationError("'\(path)' exists; choose another --out")
             }
             let key = CredentialPrivateKey.generate(algorithm)
-            let connection = try await self.client.connect()
-            defer { Task { await connection.close() } }
-            let info = try await connection.addAgent(id: self.id, publicKey: key.publicKey, role: role)
-            let server = try self.client.endpoint(credential: nil)
-            try CredentialFile(principal: info.id, key: key, server: "\(server.host):\(server.port)").write(path: path)
-            print("added \(info.role.rawValue) '\(info.id)' (\(info.algorithm.rawValue)); credential written to \(path) (mode 0600)")
+            try await self.client.withConnection { connection in
+                let info = try await connection.addAgent(id: self.id, publicKey: key.publicKey, role: role)
+                let server = try self.client.endpoint(credential: nil)
+                try CredentialFile(principal: info.id, key: key, server: "\(server.host):\(server.port)").write(path: path)
+                print("added \(info.role.rawValue) '\(info.id)' (\(info.algorithm.rawValue)); credential written to \(path) (mode 0600)")
+            }
         }
     }
 
@@ -56,16 +56,16 @@ struct AgentsCommand: AsyncParsableCommand {
         @OptionGroup var client: ClientOptions
 
         func run() async throws {
-            let connection = try await self.client.connect()
-            defer { Task { await connection.close() } }
-            let agents = try await connection.listAgents()
-            if self.json {
-                try JSONOutput.print(AgentsList(agents: agents))
-                return
-            }
-            for agent in agents {
-                let status = agent.revokedAt.map { "revoked at \($0)" } ?? "active"
-                print("\(agent.id)\t\(agent.role.rawValue)\t\(agent.algorithm.rawValue)\t\(status)")
+            try await self.client.withConnection { connection in
+                let agents = try await connection.listAgents()
+                if self.json {
+                    try JSONOutput.print(AgentsList(agents: agents))
+                    return
+                }
+                for agent in agents {
+                    let status = agent.revokedAt.map { "revoked at \($0)" } ?? "active"
+                    print("\(agent.id)\t\(agent.role.rawValue)\t\(agent.algorithm.rawValue)\t\(status)")
+                }
             }
         }
     }
@@ -78,10 +78,10 @@ struct AgentsCommand: AsyncParsableCommand {
         @OptionGroup var client: ClientOptions
 
         func run() async throws {
-            let connection = try await self.client.connect()
-            defer { Task { await connection.close() } }
-            let info = try await connection.revokeAgent(id: self.id)
-            print("revoked '\(info.id)'")
+            try await self.client.withConnection { connection in
+                let info = try await connection.revokeAgent(id: self.id)
+                print("revoked '\(info.id)'")
+            }
         }
     }
 
@@ -114,12 +114,12 @@ struct AgentsCommand: AsyncParsableCommand {
             let path = self.output ?? "\(self.id).credential.new"
             guard !FileManager.default.fileExists(atPath: path) else { throw ValidationError("'\(path)' exists; choose another --out") }
             let key = CredentialPrivateKey.generate(algorithm)
-            let connection = try await self.client.connect()
-            defer { Task { await connection.close() } }
-            let info = try await connection.rotateCredential(id: self.id, publicKey: key.publicKey, graceSeconds: number * unit)
-            let server = try self.client.endpoint(credential: nil)
-            try CredentialFile(principal: info.id, key: key, server: "\(server.host):\(server.port)").write(path: path)
-            print("new credential for '\(info.id)' written to \(path) (mode 0600); the old one works for \(self.grace) more")
+            try await self.client.withConnection { connection in
+                let info = try await connection.rotateCredential(id: self.id, publicKey: key.publicKey, graceSeconds: number * unit)
+                let server = try self.client.endpoint(credential: nil)
+                try CredentialFile(principal: info.id, key: key, server: "\(server.host):\(server.port)").write(path: path)
+                print("new credential for '\(info.id)' written to \(path) (mode 0600); the old one works for \(self.grace) more")
+            }
         }
     }
 }

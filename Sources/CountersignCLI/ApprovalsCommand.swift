@@ -20,16 +20,16 @@ struct ApprovalsCommand: AsyncParsableCommand {
         @OptionGroup var client: ClientOptions
 
         func run() async throws {
-            let connection = try await self.client.connect()
-            defer { Task { await connection.close() } }
-            let approvals = try await connection.listApprovals()
-            if self.json {
-                try JSONOutput.print(ApprovalsList(approvals: approvals))
-                return
-            }
-            if approvals.isEmpty { print("nothing waits for approval") }
-            for approval in approvals {
-                print("\(approval.authorizationID)\t\(approval.approvers.count)/\(approval.approvalsRequired) approvals\tuntil \(approval.approvalExpiresAt)\t\(approval.summary)")
+            try await self.client.withConnection { connection in
+                let approvals = try await connection.listApprovals()
+                if self.json {
+                    try JSONOutput.print(ApprovalsList(approvals: approvals))
+                    return
+                }
+                if approvals.isEmpty { print("nothing waits for approval") }
+                for approval in approvals {
+                    print("\(approval.authorizationID)\t\(approval.approvers.count)/\(approval.approvalsRequired) approvals\tuntil \(approval.approvalExpiresAt)\t\(approval.summary)")
+                }
             }
         }
     }
@@ -43,9 +43,9 @@ struct ApprovalsCommand: AsyncParsableCommand {
         @OptionGroup var client: ClientOptions
 
         func run() async throws {
-            let connection = try await self.client.connect()
-            defer { Task { await connection.close() } }
-            try JSONOutput.print(try await connection.showApproval(id: self.id))
+            try await self.client.withConnection { connection in
+                try JSONOutput.print(try await connection.showApproval(id: self.id))
+            }
         }
     }
 
@@ -60,9 +60,9 @@ struct ApprovalsCommand: AsyncParsableCommand {
         @OptionGroup var client: ClientOptions
 
         func run() async throws {
-            let connection = try await self.client.connect()
-            defer { Task { await connection.close() } }
-            ApprovalsCommand.report(try await connection.approve(id: self.id))
+            try await self.client.withConnection { connection in
+                ApprovalsCommand.report(try await connection.approve(id: self.id))
+            }
         }
     }
 
@@ -75,9 +75,9 @@ struct ApprovalsCommand: AsyncParsableCommand {
         @OptionGroup var client: ClientOptions
 
         func run() async throws {
-            let connection = try await self.client.connect()
-            defer { Task { await connection.close() } }
-            ApprovalsCommand.report(try await connection.deny(id: self.id))
+            try await self.client.withConnection { connection in
+                ApprovalsCommand.report(try await connection.deny(id: self.id))
+            }
         }
     }
 
@@ -109,17 +109,17 @@ struct BudgetsCommand: AsyncParsableCommand {
         @OptionGroup var client: ClientOptions
 
         func run() async throws {
-            let connection = try await self.client.connect()
-            defer { Task { await connection.close() } }
-            let report = try await connection.budgets(agent: self.agent)
-            if self.json {
-                try JSONOutput.print(report)
-                return
-            }
-            print("\(report.agentID) counts against: \(report.scopes.joined(separator: ", "))")
-            if report.budgets.isEmpty { print("no budget applies") }
-            for line in report.budgets {
-                print("\(line.scope)\t\(line.window)\t\(line.currency)\tlimit \(line.limit)\tspent \(line.spent) (pending \(line.pending))\tremaining \(line.remaining)")
+            try await self.client.withConnection { connection in
+                let report = try await connection.budgets(agent: self.agent)
+                if self.json {
+                    try JSONOutput.print(report)
+                    return
+                }
+                print("\(report.agentID) counts against: \(report.scopes.joined(separator: ", "))")
+                if report.budgets.isEmpty { print("no budget applies") }
+                for line in report.budgets {
+                    print("\(line.scope)\t\(line.window)\t\(line.currency)\tlimit \(line.limit)\tspent \(line.spent) (pending \(line.pending))\tremaining \(line.remaining)")
+                }
             }
         }
     }
@@ -139,10 +139,10 @@ struct ContextsCommand: AsyncParsableCommand {
         @OptionGroup var client: ClientOptions
 
         func run() async throws {
-            let connection = try await self.client.connect()
-            defer { Task { await connection.close() } }
-            for context in try await connection.contexts() {
-                print("\(context.name)\t\(context.kind)\t\(context.inForce ? "in force" : "not in force")\t\(context.summary)")
+            try await self.client.withConnection { connection in
+                for context in try await connection.contexts() {
+                    print("\(context.name)\t\(context.kind)\t\(context.inForce ? "in force" : "not in force")\t\(context.summary)")
+                }
             }
         }
     }
@@ -160,10 +160,10 @@ struct ContextsCommand: AsyncParsableCommand {
 
         func run() async throws {
             guard self.state == "on" || self.state == "off" else { throw ValidationError("the state is 'on' or 'off'") }
-            let connection = try await self.client.connect()
-            defer { Task { await connection.close() } }
-            let context = try await connection.setContext(self.name, active: self.state == "on")
-            print("\(context.name): \(context.inForce ? "in force" : "not in force") (\(context.summary))")
+            try await self.client.withConnection { connection in
+                let context = try await connection.setContext(self.name, active: self.state == "on")
+                print("\(context.name): \(context.inForce ? "in force" : "not in force") (\(context.summary))")
+            }
         }
     }
 }

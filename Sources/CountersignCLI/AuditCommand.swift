@@ -21,9 +21,9 @@ struct AuditCommand: AsyncParsableCommand {
         @OptionGroup var client: ClientOptions
 
         func run() async throws {
-            let connection = try await self.client.connect()
-            defer { Task { await connection.close() } }
-            print(try await connection.auditCheckpoint().note, terminator: "")
+            try await self.client.withConnection { connection in
+                print(try await connection.auditCheckpoint().note, terminator: "")
+            }
         }
     }
 
@@ -38,14 +38,14 @@ struct AuditCommand: AsyncParsableCommand {
         @OptionGroup var client: ClientOptions
 
         func run() async throws {
-            let connection = try await self.client.connect()
-            defer { Task { await connection.close() } }
-            let proof = if let index = Int64(self.target) {
-                try await connection.auditProof(index: index)
-            } else {
-                try await connection.auditProof(authorizationID: self.target)
+            try await self.client.withConnection { connection in
+                let proof = if let index = Int64(self.target) {
+                    try await connection.auditProof(index: index)
+                } else {
+                    try await connection.auditProof(authorizationID: self.target)
+                }
+                try JSONOutput.print(proof)
             }
-            try JSONOutput.print(proof)
         }
     }
 
@@ -58,9 +58,9 @@ struct AuditCommand: AsyncParsableCommand {
         @OptionGroup var client: ClientOptions
 
         func run() async throws {
-            let connection = try await self.client.connect()
-            defer { Task { await connection.close() } }
-            try JSONOutput.print(try await connection.auditConsistency(oldSize: self.old, newSize: self.new))
+            try await self.client.withConnection { connection in
+                try JSONOutput.print(try await connection.auditConsistency(oldSize: self.old, newSize: self.new))
+            }
         }
     }
 
@@ -126,14 +126,14 @@ struct AuditCommand: AsyncParsableCommand {
 
         func run() async throws {
             guard self.format == "jsonl" else { throw ValidationError("--format is jsonl") }
-            let connection = try await self.client.connect()
-            defer { Task { await connection.close() } }
-            var next = self.since
-            while true {
-                let page = try await connection.auditEntries(from: next, limit: 1000)
-                for item in page.entries { print(item.entry) }
-                guard let last = page.entries.last else { return }
-                next = last.index + 1
+            try await self.client.withConnection { connection in
+                var next = self.since
+                while true {
+                    let page = try await connection.auditEntries(from: next, limit: 1000)
+                    for item in page.entries { print(item.entry) }
+                    guard let last = page.entries.last else { return }
+                    next = last.index + 1
+                }
             }
         }
     }
@@ -147,21 +147,21 @@ struct AuditCommand: AsyncParsableCommand {
         @OptionGroup var client: ClientOptions
 
         func run() async throws {
-            let connection = try await self.client.connect()
-            defer { Task { await connection.close() } }
-            var next: Int64
-            if let from = self.from {
-                next = from
-            } else {
-                next = Int64(try await connection.auditEntries(from: 0, limit: 1).size)
-            }
-            while true {
-                let page = try await connection.auditEntries(from: next, limit: 1000)
-                for item in page.entries { print(item.entry) }
-                if let last = page.entries.last {
-                    next = last.index + 1
+            try await self.client.withConnection { connection in
+                var next: Int64
+                if let from = self.from {
+                    next = from
                 } else {
-                    try await Task.sleep(for: .seconds(1))
+                    next = Int64(try await connection.auditEntries(from: 0, limit: 1).size)
+                }
+                while true {
+                    let page = try await connection.auditEntries(from: next, limit: 1000)
+                    for item in page.entries { print(item.entry) }
+                    if let last = page.entries.last {
+                        next = last.index + 1
+                    } else {
+                        try await Task.sleep(for: .seconds(1))
+                    }
                 }
             }
         }

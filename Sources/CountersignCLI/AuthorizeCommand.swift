@@ -62,27 +62,27 @@ struct AuthorizeCommand: AsyncParsableCommand {
         if lineItems.isEmpty, self.orderHash == nil {
             throw ValidationError("give --order-hash or at least one --item")
         }
-        let connection = try await self.client.connect()
-        defer { Task { await connection.close() } }
-        let authorization: Authorization
-        switch try await connection.submit(request) {
-        case .authorized(let signed):
-            authorization = signed
-        case .pendingApproval(let pending):
-            guard self.wait else {
-                if self.json { try JSONOutput.print(pending) }
-                FileHandle.standardError.write(
-                    Data("pending approval: \(pending.authorizationID) needs \(pending.approvalsRequired) approval(s) before \(pending.approvalExpiresAt)\n".utf8)
-                )
-                throw ExitCode(3)
+        try await self.client.withConnection { connection in
+            let authorization: Authorization
+            switch try await connection.submit(request) {
+            case .authorized(let signed):
+                authorization = signed
+            case .pendingApproval(let pending):
+                guard self.wait else {
+                    if self.json { try JSONOutput.print(pending) }
+                    FileHandle.standardError.write(
+                        Data("pending approval: \(pending.authorizationID) needs \(pending.approvalsRequired) approval(s) before \(pending.approvalExpiresAt)\n".utf8)
+                    )
+                    throw ExitCode(3)
+                }
+                FileHandle.standardError.write(Data("waiting for \(pending.approvalsRequired) approval(s) of \(pending.authorizationID)…\n".utf8))
+                authorization = try await connection.awaitApproval(id: pending.authorizationID)
             }
-            FileHandle.standardError.write(Data("waiting for \(pending.approvalsRequired) approval(s) of \(pending.authorizationID)…\n".utf8))
-            authorization = try await connection.awaitApproval(id: pending.authorizationID)
-        }
-        if self.json {
-            try JSONOutput.print(authorization)
-        } else {
-            print(authorization.jws)
+            if self.json {
+                try JSONOutput.print(authorization)
+            } else {
+                print(authorization.jws)
+            }
         }
     }
 

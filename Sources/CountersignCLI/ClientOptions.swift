@@ -47,6 +47,21 @@ struct ClientOptions: ParsableArguments {
     }
 }
 
+extension ClientOptions {
+    /// Connects, runs `body`, and closes the connection (also when `body` throws).
+    func withConnection<Result>(_ body: (CountersignClient) async throws -> Result) async throws -> Result {
+        let connection = try await self.connect()
+        do {
+            let result = try await body(connection)
+            await connection.close()
+            return result
+        } catch {
+            await connection.close()
+            throw error
+        }
+    }
+}
+
 /// Prints JSON with sorted keys, one value per invocation.
 enum JSONOutput {
     static func print(_ value: some Encodable) throws {

@@ -21,19 +21,19 @@ struct KeysCommand: AsyncParsableCommand {
         @OptionGroup var client: ClientOptions
 
         func run() async throws {
-            let connection = try await self.client.connect()
-            defer { Task { await connection.close() } }
-            let keys = try await connection.listKeys()
-            if self.json {
-                try JSONOutput.print(KeysList(keys: keys))
-                return
-            }
-            for key in keys {
-                let times = [
-                    ("created", key.createdAt), ("activated", key.activatedAt), ("rotated", key.rotatedAt), ("retired", key.retiredAt),
-                    ("destroyed", key.destroyedAt),
-                ].compactMap { name, time in time.map { "\(name) \($0)" } }
-                print("\(key.kid)\t\(key.state)\t\(key.backend)\(key.adopted ? " (adopted)" : "")\ttier \(key.tier ?? "-")\t\(key.signatures) signatures\t\(times.joined(separator: ", "))")
+            try await self.client.withConnection { connection in
+                let keys = try await connection.listKeys()
+                if self.json {
+                    try JSONOutput.print(KeysList(keys: keys))
+                    return
+                }
+                for key in keys {
+                    let times = [
+                        ("created", key.createdAt), ("activated", key.activatedAt), ("rotated", key.rotatedAt), ("retired", key.retiredAt),
+                        ("destroyed", key.destroyedAt),
+                    ].compactMap { name, time in time.map { "\(name) \($0)" } }
+                    print("\(key.kid)\t\(key.state)\t\(key.backend)\(key.adopted ? " (adopted)" : "")\ttier \(key.tier ?? "-")\t\(key.signatures) signatures\t\(times.joined(separator: ", "))")
+                }
             }
         }
     }
@@ -55,10 +55,10 @@ struct KeysCommand: AsyncParsableCommand {
         @OptionGroup var client: ClientOptions
 
         func run() async throws {
-            let connection = try await self.client.connect()
-            defer { Task { await connection.close() } }
-            let key = try await connection.rotateKey(name: self.name, stage: self.stage, backend: self.backend)
-            print("\(key.kid): \(key.state) (\(key.backend))")
+            try await self.client.withConnection { connection in
+                let key = try await connection.rotateKey(name: self.name, stage: self.stage, backend: self.backend)
+                print("\(key.kid): \(key.state) (\(key.backend))")
+            }
         }
     }
 
@@ -71,10 +71,10 @@ struct KeysCommand: AsyncParsableCommand {
         @OptionGroup var client: ClientOptions
 
         func run() async throws {
-            let connection = try await self.client.connect()
-            defer { Task { await connection.close() } }
-            let key = try await connection.activateKey(kid: self.kid)
-            print("\(key.kid): \(key.state)")
+            try await self.client.withConnection { connection in
+                let key = try await connection.activateKey(kid: self.kid)
+                print("\(key.kid): \(key.state)")
+            }
         }
     }
 
@@ -92,10 +92,10 @@ struct KeysCommand: AsyncParsableCommand {
         @OptionGroup var client: ClientOptions
 
         func run() async throws {
-            let connection = try await self.client.connect()
-            defer { Task { await connection.close() } }
-            let key = try await connection.retireKey(kid: self.kid, force: self.force)
-            print("\(key.kid): \(key.state)")
+            try await self.client.withConnection { connection in
+                let key = try await connection.retireKey(kid: self.kid, force: self.force)
+                print("\(key.kid): \(key.state)")
+            }
         }
     }
 
@@ -110,13 +110,13 @@ struct KeysCommand: AsyncParsableCommand {
         @OptionGroup var client: ClientOptions
 
         func run() async throws {
-            let connection = try await self.client.connect()
-            defer { Task { await connection.close() } }
-            let destruction = try await connection.destroyKey(kid: self.kid)
-            if destruction.state == "destroyed" {
-                print("\(destruction.kid): destroyed (asked by \(destruction.requestedBy), confirmed by \(destruction.confirmedBy ?? "?"))")
-            } else {
-                print("\(destruction.kid): awaiting a second admin's confirmation before \(destruction.confirmBefore ?? 0) (asked by \(destruction.requestedBy))")
+            try await self.client.withConnection { connection in
+                let destruction = try await connection.destroyKey(kid: self.kid)
+                if destruction.state == "destroyed" {
+                    print("\(destruction.kid): destroyed (asked by \(destruction.requestedBy), confirmed by \(destruction.confirmedBy ?? "?"))")
+                } else {
+                    print("\(destruction.kid): awaiting a second admin's confirmation before \(destruction.confirmBefore ?? 0) (asked by \(destruction.requestedBy))")
+                }
             }
         }
     }
@@ -138,10 +138,10 @@ struct KeysCommand: AsyncParsableCommand {
         @OptionGroup var client: ClientOptions
 
         func run() async throws {
-            let connection = try await self.client.connect()
-            defer { Task { await connection.close() } }
-            let key = try await connection.adoptKey(name: self.name, label: self.label, id: self.id)
-            print("\(key.kid): \(key.state) (adopted \(key.backend) key pair)")
+            try await self.client.withConnection { connection in
+                let key = try await connection.adoptKey(name: self.name, label: self.label, id: self.id)
+                print("\(key.kid): \(key.state) (adopted \(key.backend) key pair)")
+            }
         }
     }
 }
@@ -153,9 +153,9 @@ struct JWKSCommand: AsyncParsableCommand {
     @OptionGroup var client: ClientOptions
 
     func run() async throws {
-        let connection = try await self.client.connect()
-        defer { Task { await connection.close() } }
-        try JSONOutput.print(try await connection.keys())
+        try await self.client.withConnection { connection in
+            try JSONOutput.print(try await connection.keys())
+        }
     }
 }
 
