@@ -81,17 +81,7 @@ struct AuditCommand: AsyncParsableCommand {
         @OptionGroup var client: ClientOptions
 
         func run() async throws {
-            let keySet: JWKSet
-            if let path = self.jwksFile {
-                guard let data = FileManager.default.contents(atPath: path), let decoded = try? JSONDecoder().decode(JWKSet.self, from: data) else {
-                    throw ValidationError("'\(path)' is not a JWKS file")
-                }
-                keySet = decoded
-            } else {
-                let connection = try await self.client.connect()
-                keySet = try await connection.keys()
-                await connection.close()
-            }
+            let keySet = try await self.client.keySet(file: self.jwksFile)
             let keys = keySet.keys.filter { $0.tier == "audit" }.compactMap { try? $0.publicKey() }
             guard !keys.isEmpty else { throw ValidationError("the key set has no audit key (tier \"audit\")") }
             let log = try AuditLogFile(path: self.store)

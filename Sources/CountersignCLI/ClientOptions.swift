@@ -2,6 +2,7 @@ import ArgumentParser
 import CountersignClient
 import Foundation
 import NIOSSL
+import Signing
 import Wire
 
 /// How a command reaches the server: flags first, then the environment.
@@ -48,6 +49,15 @@ struct ClientOptions: ParsableArguments {
 }
 
 extension ClientOptions {
+    /// The key set from a JWKS file, or fetched from the server.
+    func keySet(file: String?) async throws -> JWKSet {
+        guard let path = file else { return try await self.withConnection { try await $0.keys() } }
+        guard let data = FileManager.default.contents(atPath: path), let decoded = try? JSONDecoder().decode(JWKSet.self, from: data) else {
+            throw ValidationError("'\(path)' is not a JWKS file")
+        }
+        return decoded
+    }
+
     /// Connects, runs `body`, and closes the connection (also when `body` throws).
     func withConnection<Result>(_ body: (CountersignClient) async throws -> Result) async throws -> Result {
         let connection = try await self.connect()

@@ -175,17 +175,7 @@ struct VerifyCommand: AsyncParsableCommand {
     @OptionGroup var client: ClientOptions
 
     func run() async throws {
-        let keySet: JWKSet
-        if let path = self.jwksFile {
-            guard let data = FileManager.default.contents(atPath: path), let decoded = try? JSONDecoder().decode(JWKSet.self, from: data) else {
-                throw ValidationError("'\(path)' is not a JWKS file")
-            }
-            keySet = decoded
-        } else {
-            let connection = try await self.client.connect()
-            keySet = try await connection.keys()
-            await connection.close()
-        }
+        let keySet = try await self.client.keySet(file: self.jwksFile)
         let (header, claims) = try AuthorizationVerifier(keySet: keySet).verify(self.token, now: Int64(Date().timeIntervalSince1970))
         let approvers = claims.approvers.map { ", approved by \($0.joined(separator: ", "))" } ?? ""
         print("valid: \(claims.amount) minor units \(claims.currency) to \(claims.aud) for \(claims.sub), tier \(claims.tier), key \(header.kid), expires \(claims.exp)\(approvers)")

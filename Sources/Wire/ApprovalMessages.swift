@@ -199,22 +199,8 @@ public struct ApprovalDetail: Codable, Sendable, Hashable {
     }
 }
 
-/// `BUDGETS_SHOW` (admin, or an agent for itself).
-public struct BudgetsShowRequest: Codable, Sendable, Hashable, ValidatedRequest {
-    public var agentID: String
-
-    enum CodingKeys: String, CodingKey {
-        case agentID = "agent_id"
-    }
-
-    public init(agentID: String) {
-        self.agentID = agentID
-    }
-
-    public func validate() throws(WireError) {
-        try PrincipalID.validate(self.agentID, field: "agent_id")
-    }
-}
+/// `BUDGETS_SHOW` (admin, or an agent for itself) names the agent.
+public typealias BudgetsShowRequest = AgentReference
 
 /// One budget of one scope in one currency, in its current window.
 public struct BudgetLine: Codable, Sendable, Hashable {

@@ -271,8 +271,11 @@ public struct AgentsAddRequest: Codable, Sendable, Hashable, ValidatedRequest {
     }
 }
 
-/// `AGENTS_REVOKE` (admin → server).
-public struct AgentsRevokeRequest: Codable, Sendable, Hashable, ValidatedRequest {
+/// `AGENTS_REVOKE` (admin → server) names the principal.
+public typealias AgentsRevokeRequest = AgentReference
+
+/// Names one principal: `{"agent_id"}`.
+public struct AgentReference: Codable, Sendable, Hashable, ValidatedRequest {
     public var agentID: String
 
     enum CodingKeys: String, CodingKey {
