@@ -270,7 +270,7 @@ final class Authorizer: Sendable {
     private func refuse(
         _ error: WireError, decision: Decision, request: AuthorizeRequest, agent: String, requestHash: Data, at now: Int64
     ) async throws -> AuthorizeOutcome {
-        if let earlier = try? await self.store.authorization(agent: agent, idempotencyKey: request.idempotencyKey) {
+        if let earlier = try? await self.store.authorization(agent: agent, idempotencyKey: request.idempotencyKey, certain: true) {
             return try await self.replay(earlier, for: requestHash)
         }
         var summary = Self.summary(decision, outcome: "denied", request: request)

@@ -48,11 +48,13 @@ final class GroupCommitter: Sendable {
 
     private let database: DatabasePool
     private let sequencer: AuditSequencer
+    private let keyFilter: KeyFilter
     private let state = Mutex(State())
 
-    init(database: DatabasePool, sequencer: AuditSequencer) {
+    init(database: DatabasePool, sequencer: AuditSequencer, keyFilter: KeyFilter) {
         self.database = database
         self.sequencer = sequencer
+        self.keyFilter = keyFilter
     }
 
     /// Commits `write` in the next group. An authorization's budget checks and its holds are one step of one
@@ -99,6 +101,19 @@ final class GroupCommitter: Sendable {
                     return (outcomes, written)
                 }
                 self.sequencer.committed(written)
+                var full = false
+                for pending in batch {
+                    if case .authorization(let record, _, _, _, _) = pending.write {
+                        full = !self.keyFilter.insert(agent: record.agent, key: record.idempotencyKey) || full
+                    }
+                }
+                if full {
+                    // Until the rebuild, a key recorded meanwhile may look new: the transaction's own check
+                    // still finds it, so nothing is issued twice.
+                    let database = self.database
+                    let keyFilter = self.keyFilter
+                    Task { if let pairs = try? LedgerStore.idempotencyPairs(database) { keyFilter.rebuild(pairs) } }
+                }
                 self.state.withLock { state in
                     state.transactions += 1
                     state.records += batch.count

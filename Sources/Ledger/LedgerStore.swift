@@ -12,6 +12,7 @@ public final class LedgerStore: Sendable {
     let database: DatabasePool
     let committer: GroupCommitter
     let sequencer: AuditSequencer
+    let keyFilter: KeyFilter
 
     /// Opens (creating if needed) the store at `path`.
     /// - Throws: ``LedgerError`` when the file cannot be opened or migrated.
@@ -26,7 +27,10 @@ public final class LedgerStore: Sendable {
             try Self.migrator.migrate(self.database)
             let now = Int64(Date().timeIntervalSince1970)
             self.sequencer = try Self.openAuditLog(self.database, now: now)
-            self.committer = GroupCommitter(database: self.database, sequencer: self.sequencer)
+            let pairs = try Self.idempotencyPairs(self.database)
+            self.keyFilter = KeyFilter(capacity: pairs.count * 2)
+            self.keyFilter.rebuild(pairs)
+            self.committer = GroupCommitter(database: self.database, sequencer: self.sequencer, keyFilter: self.keyFilter)
         } catch {
             throw LedgerError(.storeUnavailable, "cannot open the store at '\(path)': \(error)")
         }
@@ -326,8 +330,18 @@ public final class LedgerStore: Sendable {
     }
 
     /// The authorization an agent obtained with an idempotency key, if any.
-    public func authorization(agent: String, idempotencyKey: String) async throws -> AuthorizationRecord? {
-        try await self.read { db in try Self.authorization(in: db, agent: agent, idempotencyKey: idempotencyKey) }
+    ///
+    /// A key the store has certainly never seen is answered from memory, without reading the database.
+    /// `certain: true` always reads (for a refusal that must not miss a twin recorded a moment ago).
+    public func authorization(agent: String, idempotencyKey: String, certain: Bool = false) async throws -> AuthorizationRecord? {
+        if !certain, !self.keyFilter.mayContain(agent: agent, key: idempotencyKey) { return nil }
+        return try await self.read { db in try Self.authorization(in: db, agent: agent, idempotencyKey: idempotencyKey) }
+    }
+
+    static func idempotencyPairs(_ database: DatabasePool) throws -> [(String, String)] {
+        try database.read { db in
+            try Row.fetchAll(db, sql: "SELECT agent, idempotencyKey FROM authorization").map { ($0["agent"] as String, $0["idempotencyKey"] as String) }
+        }
     }
 
     public func authorization(id: String) async throws -> AuthorizationRecord? {

@@ -129,3 +129,20 @@ extension Sequence {
         return results
     }
 }
+
+@Suite("The idempotency key filter")
+struct KeyFilterTests {
+    @Test("never forgets a key, even past its capacity; rarely claims one it never saw; rebuilds")
+    func filter() {
+        let filter = KeyFilter(capacity: 70_000)
+        for index in 0..<70_000 { _ = filter.insert(agent: "agent-\(index % 7)", key: "key-\(index)") }
+        #expect(!filter.insert(agent: "agent-0", key: "one-too-many"), "over capacity it asks to be rebuilt")
+        #expect((0..<70_000).allSatisfy { filter.mayContain(agent: "agent-\($0 % 7)", key: "key-\($0)") }, "no false negative")
+        let falsePositives = (0..<10_000).filter { filter.mayContain(agent: "agent-\($0 % 7)", key: "absent-\($0)") }.count
+        #expect(falsePositives < 300, "\(falsePositives) of 10,000 absent keys looked present")
+        #expect(!filter.mayContain(agent: "agent-1", key: "key-0"), "a key is an agent's own")
+        filter.rebuild([("a", "k")])
+        #expect(filter.mayContain(agent: "a", key: "k"))
+        #expect((0..<1_000).filter { filter.mayContain(agent: "agent-\($0 % 7)", key: "key-\($0)") }.count < 30, "the rebuilt filter holds only what it was given")
+    }
+}

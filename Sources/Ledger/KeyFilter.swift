@@ -1,0 +1,70 @@
+import Crypto
+import Foundation
+import Synchronization
+
+/// A Bloom filter of the (agent, idempotency key) pairs the store holds, so that a request with a new key,
+/// the common case, is not preceded by a database read. "Absent" is certain; "present" means read the store.
+///
+/// Built from the store at open and fed every recorded authorization; it doubles (rebuilt from the store)
+/// when it holds more keys than it was sized for, so its false-positive rate stays near 1%.
+public final class KeyFilter: Sendable {
+    private struct State {
+        var bits: [UInt64]
+        var count = 0
+        var capacity: Int
+    }
+
+    private let state: Mutex<State>
+    private static let hashes = 7
+
+    public init(capacity: Int) {
+        let capacity = max(capacity, 1 << 16)
+        self.state = Mutex(State(bits: [UInt64](repeating: 0, count: Self.words(for: capacity)), capacity: capacity))
+    }
+
+    /// About 9.6 bits per key for a 1% false-positive rate.
+    private static func words(for capacity: Int) -> Int { (capacity * 10 + 63) / 64 }
+
+    private static func positions(agent: String, key: String, bitCount: Int) -> [Int] {
+        var hasher = SHA256()
+        hasher.update(data: Data(agent.utf8))
+        hasher.update(data: [0])
+        hasher.update(data: Data(key.utf8))
+        let digest = Array(hasher.finalize())
+        // Double hashing (Kirsch–Mitzenmacher) from two 64-bit halves of the digest.
+        let a = digest[0..<8].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+        let b = digest[8..<16].reduce(UInt64(0)) { $0 << 8 | UInt64($1) } | 1
+        return (0..<Self.hashes).map { Int((a &+ UInt64($0) &* b) % UInt64(bitCount)) }
+    }
+
+    /// Adds a pair; returns false when the filter is over capacity and should be rebuilt.
+    @discardableResult
+    public func insert(agent: String, key: String) -> Bool {
+        self.state.withLock { state in
+            for position in Self.positions(agent: agent, key: key, bitCount: state.bits.count * 64) {
+                state.bits[position / 64] |= 1 << UInt64(position % 64)
+            }
+            state.count += 1
+            return state.count <= state.capacity
+        }
+    }
+
+    public func mayContain(agent: String, key: String) -> Bool {
+        self.state.withLock { state in
+            Self.positions(agent: agent, key: key, bitCount: state.bits.count * 64).allSatisfy { state.bits[$0 / 64] & (1 << UInt64($0 % 64)) != 0 }
+        }
+    }
+
+    /// Replaces the contents with `pairs`, sized for twice as many.
+    public func rebuild(_ pairs: [(String, String)]) {
+        let capacity = max(pairs.count * 2, 1 << 16)
+        var fresh = State(bits: [UInt64](repeating: 0, count: Self.words(for: capacity)), capacity: capacity)
+        for (agent, key) in pairs {
+            for position in Self.positions(agent: agent, key: key, bitCount: fresh.bits.count * 64) {
+                fresh.bits[position / 64] |= 1 << UInt64(position % 64)
+            }
+        }
+        fresh.count = pairs.count
+        self.state.withLock { $0 = fresh }
+    }
+}
