@@ -112,7 +112,12 @@ final class GroupCommitter: Sendable {
                     // still finds it, so nothing is issued twice.
                     let database = self.database
                     let keyFilter = self.keyFilter
-                    Task { if let pairs = try? LedgerStore.idempotencyPairs(database) { keyFilter.rebuild(pairs) } }
+                    Task {
+                        let pairs = try? await database.read { db in
+                            try Row.fetchAll(db, sql: "SELECT agent, idempotencyKey FROM authorization").map { ($0["agent"] as String, $0["idempotencyKey"] as String) }
+                        }
+                        if let pairs { keyFilter.rebuild(pairs) }
+                    }
                 }
                 self.state.withLock { state in
                     state.transactions += 1

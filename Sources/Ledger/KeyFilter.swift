@@ -15,10 +15,14 @@ public final class KeyFilter: Sendable {
     }
 
     private let state: Mutex<State>
+    private let minimumCapacity: Int
     private static let hashes = 7
 
-    public init(capacity: Int) {
-        let capacity = max(capacity, 1 << 16)
+    /// - Parameter minimumCapacity: the least it is sized for (a million keys in 1.2 MB by default, so most
+    ///   stores never rebuild).
+    public init(capacity: Int, minimumCapacity: Int = 1 << 20) {
+        self.minimumCapacity = minimumCapacity
+        let capacity = max(capacity, minimumCapacity)
         self.state = Mutex(State(bits: [UInt64](repeating: 0, count: Self.words(for: capacity)), capacity: capacity))
     }
 
@@ -57,7 +61,7 @@ public final class KeyFilter: Sendable {
 
     /// Replaces the contents with `pairs`, sized for twice as many.
     public func rebuild(_ pairs: [(String, String)]) {
-        let capacity = max(pairs.count * 2, 1 << 16)
+        let capacity = max(pairs.count * 2, self.minimumCapacity)
         var fresh = State(bits: [UInt64](repeating: 0, count: Self.words(for: capacity)), capacity: capacity)
         for (agent, key) in pairs {
             for position in Self.positions(agent: agent, key: key, bitCount: fresh.bits.count * 64) {

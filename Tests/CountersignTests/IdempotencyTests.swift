@@ -134,7 +134,7 @@ extension Sequence {
 struct KeyFilterTests {
     @Test("never forgets a key, even past its capacity; rarely claims one it never saw; rebuilds")
     func filter() {
-        let filter = KeyFilter(capacity: 70_000)
+        let filter = KeyFilter(capacity: 70_000, minimumCapacity: 65_536)
         for index in 0..<70_000 { _ = filter.insert(agent: "agent-\(index % 7)", key: "key-\(index)") }
         #expect(!filter.insert(agent: "agent-0", key: "one-too-many"), "over capacity it asks to be rebuilt")
         #expect((0..<70_000).allSatisfy { filter.mayContain(agent: "agent-\($0 % 7)", key: "key-\($0)") }, "no false negative")
