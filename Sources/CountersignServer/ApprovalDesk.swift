@@ -102,6 +102,16 @@ extension Authorizer {
             }
             throw Self.wireError(error)
         }
+        // The verdict is in the audit log before anything else happens, even if signing then fails.
+        let status: String
+        switch step {
+        case .approvedBy: status = "pending_approval"
+        case .quorumReached: status = "approved"
+        case .denied: status = "denied"
+        }
+        try await self.logAction(
+            verdict == .approve ? "approvals.approve" : "approvals.deny", by: approver, subject: id, details: ["status": status], kind: "approval"
+        )
         switch step {
         case .approvedBy(let record, let approvers):
             self.logger.notice("authorization approved", metadata: ["authorization": "\(id)", "approver": "\(approver)", "approvals": "\(approvers.count)/\(record.quorum ?? 0)"])

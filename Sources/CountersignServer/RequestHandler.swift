@@ -135,12 +135,7 @@ final class RequestHandler: Sendable {
             try Self.require(.approver, role, for: frame.type)
             let request = try Self.decode(AuthorizationReference.self, from: frame.body)
             let verdict: ApprovalRecord.Verdict = frame.type == .approvalsApprove ? .approve : .deny
-            let detail = try await self.authorizer.decide(request.authorizationID, approver: principalID, verdict: verdict)
-            try await self.authorizer.logAction(
-                verdict == .approve ? "approvals.approve" : "approvals.deny", by: principalID, subject: request.authorizationID,
-                details: ["status": detail.approval.status], kind: "approval"
-            )
-            return WireJSON.encode(detail)
+            return WireJSON.encode(try await self.authorizer.decide(request.authorizationID, approver: principalID, verdict: verdict))
 
         // Admins.
         case .agentsAdd:

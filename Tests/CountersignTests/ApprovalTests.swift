@@ -110,6 +110,13 @@ struct ApprovalTests {
             #expect(spent.budgets.map(\.spent) == [12_000_000])
             #expect(spent.budgets.map(\.pending) == [0])
             #expect(try await cast.alice.listApprovals().isEmpty)
+
+            // The audit log has the pending decision, each verdict, and the approved decision with its approvers.
+            let entries = try await cast.admin.auditEntries(from: 0, limit: 1000).entries.map(\.entry).filter { $0.contains(pending.authorizationID) }
+            #expect(entries.contains { $0.contains(#""action":"pending_approval""#) })
+            #expect(entries.contains { $0.contains(#""action":"approvals.approve""#) && $0.contains(#""actor":"alice""#) })
+            #expect(entries.contains { $0.contains(#""action":"approvals.approve""#) && $0.contains(#""actor":"bob""#) })
+            #expect(entries.contains { $0.contains(#""action":"approved""#) && $0.contains(#""approvers":["alice","bob"]"#) })
             await cast.close()
         }
     }
