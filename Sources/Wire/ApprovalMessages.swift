@@ -63,25 +63,6 @@ public enum AuthorizeOutcome: Codable, Sendable, Hashable {
     }
 }
 
-/// Names one authorization: the body of `APPROVALS_SHOW`, `APPROVALS_APPROVE` and `APPROVALS_DENY`.
-public struct AuthorizationReference: Codable, Sendable, Hashable, ValidatedRequest {
-    public var authorizationID: String
-
-    enum CodingKeys: String, CodingKey {
-        case authorizationID = "authorization_id"
-    }
-
-    public init(authorizationID: String) {
-        self.authorizationID = authorizationID
-    }
-
-    public func validate() throws(WireError) {
-        guard (1...64).contains(self.authorizationID.utf8.count) else {
-            throw WireError(.invalidRequest, "field 'authorization_id' must be 1 to 64 characters")
-        }
-    }
-}
-
 /// `FETCH_AUTHORIZATION` (agent → server): the current state of one of the agent's authorizations. With
 /// `wait_seconds`, the server holds the answer until the approval is decided, or that many seconds pass.
 public struct FetchAuthorizationRequest: Codable, Sendable, Hashable, ValidatedRequest {

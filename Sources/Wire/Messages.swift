@@ -337,7 +337,10 @@ public enum PrincipalID {
 
 /// `VOID` (agent → server): withdraw one of the agent's own unexpired authorizations; its amount no longer
 /// counts against the agent's budgets. The JWS stays cryptographically valid until its `exp`.
-public struct VoidRequest: Codable, Sendable, Hashable, ValidatedRequest {
+public typealias VoidRequest = AuthorizationReference
+
+/// Names one authorization: the body of `VOID`, `APPROVALS_SHOW`, `APPROVALS_APPROVE` and `APPROVALS_DENY`.
+public struct AuthorizationReference: Codable, Sendable, Hashable, ValidatedRequest {
     public var authorizationID: String
 
     enum CodingKeys: String, CodingKey {
