@@ -34,14 +34,11 @@ struct AgentsCommand: AsyncParsableCommand {
             guard let algorithm = CredentialAlgorithm(rawValue: self.algorithm) else { throw ValidationError("--algorithm is ES256 or Ed25519") }
             guard let role = Role(rawValue: self.role) else { throw ValidationError("--role is agent, admin or approver") }
             let path = self.output ?? "\(self.id).credential"
-            guard !FileManager.default.fileExists(atPath: path) else {
-                throw ValidationError("'\(path)' exists; choose another --out")
-            }
+            try ClientOptions.requireFree(path)
             let key = CredentialPrivateKey.generate(algorithm)
             try await self.client.withConnection { connection in
                 let info = try await connection.addAgent(id: self.id, publicKey: key.publicKey, role: role)
-                let server = try self.client.endpoint(credential: nil)
-                try CredentialFile(principal: info.id, key: key, server: "\(server.host):\(server.port)").write(path: path)
+                try self.client.writeCredential(principal: info.id, key: key, to: path)
                 print("added \(info.role.rawValue) '\(info.id)' (\(info.algorithm.rawValue)); credential written to \(path) (mode 0600)")
             }
         }
@@ -112,12 +109,11 @@ struct AgentsCommand: AsyncParsableCommand {
                 throw ValidationError("--grace is a duration such as 30m, 12h or 7d")
             }
             let path = self.output ?? "\(self.id).credential.new"
-            guard !FileManager.default.fileExists(atPath: path) else { throw ValidationError("'\(path)' exists; choose another --out") }
+            try ClientOptions.requireFree(path)
             let key = CredentialPrivateKey.generate(algorithm)
             try await self.client.withConnection { connection in
                 let info = try await connection.rotateCredential(id: self.id, publicKey: key.publicKey, graceSeconds: number * unit)
-                let server = try self.client.endpoint(credential: nil)
-                try CredentialFile(principal: info.id, key: key, server: "\(server.host):\(server.port)").write(path: path)
+                try self.client.writeCredential(principal: info.id, key: key, to: path)
                 print("new credential for '\(info.id)' written to \(path) (mode 0600); the old one works for \(self.grace) more")
             }
         }

@@ -49,6 +49,17 @@ struct ClientOptions: ParsableArguments {
 }
 
 extension ClientOptions {
+    /// Refuses to overwrite an existing credential file.
+    static func requireFree(_ path: String) throws {
+        guard !FileManager.default.fileExists(atPath: path) else { throw ValidationError("'\(path)' exists; choose another --out") }
+    }
+
+    /// Writes a principal's credential file (mode 0600) naming this server.
+    func writeCredential(principal: String, key: CredentialPrivateKey, to path: String) throws {
+        let server = try self.endpoint(credential: nil)
+        try CredentialFile(principal: principal, key: key, server: "\(server.host):\(server.port)").write(path: path)
+    }
+
     /// The key set from a JWKS file, or fetched from the server.
     func keySet(file: String?) async throws -> JWKSet {
         guard let path = file else { return try await self.withConnection { try await $0.keys() } }

@@ -70,7 +70,8 @@ extension Authorizer {
         let records = try await self.storeRead { try await self.store.pendingApprovals(now: now) }
         var summaries: [ApprovalSummary] = []
         for record in records {
-            summaries.append(try await self.summary(of: record, now: now))
+            let verdicts = try await self.storeRead { try await self.store.approvals(of: record.id) }
+            summaries.append(self.summary(of: record, verdicts: verdicts, now: now))
         }
         return ApprovalsList(approvals: summaries)
     }
@@ -179,15 +180,14 @@ extension Authorizer {
         }
         let verdicts = try await self.storeRead { try await self.store.approvals(of: record.id) }
         return ApprovalDetail(
-            approval: try await self.summary(of: record, now: now),
+            approval: self.summary(of: record, verdicts: verdicts, now: now),
             request: request,
             decision: record.decision.flatMap { try? JSONDecoder().decode(DecisionRecord.self, from: $0) },
             verdicts: verdicts.map { ApprovalVerdict(approver: $0.approver, verdict: $0.verdict.rawValue, decidedAt: $0.decidedAt) }
         )
     }
 
-    private func summary(of record: AuthorizationRecord, now: Int64) async throws -> ApprovalSummary {
-        let verdicts = try await self.storeRead { try await self.store.approvals(of: record.id) }
+    private func summary(of record: AuthorizationRecord, verdicts: [ApprovalRecord], now: Int64) -> ApprovalSummary {
         let request = record.request.flatMap { try? WireJSON.decode(AuthorizeRequest.self, from: ByteBuffer(bytes: $0)) }
         let money = Currency(code: record.currency).map { "\(Money(minorUnits: record.amount, currency: $0))" } ?? "\(record.amount) \(record.currency)"
         let status = record.voidedAt != nil && record.status(at: now) == .pendingApproval ? "withdrawn" : record.status(at: now).rawValue

@@ -113,9 +113,7 @@ final class GroupCommitter: Sendable {
                     let database = self.database
                     let keyFilter = self.keyFilter
                     Task {
-                        let pairs = try? await database.read { db in
-                            try Row.fetchAll(db, sql: "SELECT agent, idempotencyKey FROM authorization").map { ($0["agent"] as String, $0["idempotencyKey"] as String) }
-                        }
+                        let pairs = try? await database.read { db in try LedgerStore.idempotencyPairs(in: db) }
                         if let pairs { keyFilter.rebuild(pairs) }
                     }
                 }

@@ -27,7 +27,7 @@ public final class LedgerStore: Sendable {
             try Self.migrator.migrate(self.database)
             let now = Int64(Date().timeIntervalSince1970)
             self.sequencer = try Self.openAuditLog(self.database, now: now)
-            let pairs = try Self.idempotencyPairs(self.database)
+            let pairs = try self.database.read { db in try Self.idempotencyPairs(in: db) }
             self.keyFilter = KeyFilter(capacity: pairs.count * 2)
             self.keyFilter.rebuild(pairs)
             self.committer = GroupCommitter(database: self.database, sequencer: self.sequencer, keyFilter: self.keyFilter)
@@ -338,10 +338,9 @@ public final class LedgerStore: Sendable {
         return try await self.read { db in try Self.authorization(in: db, agent: agent, idempotencyKey: idempotencyKey) }
     }
 
-    static func idempotencyPairs(_ database: DatabasePool) throws -> [(String, String)] {
-        try database.read { db in
-            try Row.fetchAll(db, sql: "SELECT agent, idempotencyKey FROM authorization").map { ($0["agent"] as String, $0["idempotencyKey"] as String) }
-        }
+    /// Every (agent, idempotency key) the store holds, to fill the key filter.
+    static func idempotencyPairs(in db: Database) throws -> [(String, String)] {
+        try Row.fetchAll(db, sql: "SELECT agent, idempotencyKey FROM authorization").map { ($0["agent"] as String, $0["idempotencyKey"] as String) }
     }
 
     public func authorization(id: String) async throws -> AuthorizationRecord? {
