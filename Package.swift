@@ -44,13 +44,15 @@ let package = Package(
         // A Swift API over PKCS#11 with typed handles, owned attribute templates and a session pool.
         .target(name: "PKCS11", dependencies: ["CPKCS11", nioCore, nioPosix, crypto, logging], swiftSettings: swiftSettings),
         // The framed-TCP protocol: frames, the codec, message bodies, the handshake transcript.
-        .target(name: "Wire", dependencies: ["Signing", "Policy", nioCore, crypto], swiftSettings: swiftSettings),
+        .target(name: "Wire", dependencies: ["Signing", "Policy", "CanonicalJSON", nioCore, crypto], swiftSettings: swiftSettings),
+        // The canonical JSON writer of the hot path (what is stored, hashed and signed). No dependencies.
+        .target(name: "CanonicalJSON", swiftSettings: swiftSettings),
         // Pure policy: currencies, money, tiers, decisions. No I/O.
-        .target(name: "Policy", dependencies: [crypto], swiftSettings: swiftSettings),
+        .target(name: "Policy", dependencies: ["CanonicalJSON", crypto], swiftSettings: swiftSettings),
         // The audit log's pure parts: RFC 6962 Merkle hashing and proofs, entries, signed checkpoints.
-        .target(name: "Audit", dependencies: [crypto], swiftSettings: swiftSettings),
+        .target(name: "Audit", dependencies: ["CanonicalJSON", crypto], swiftSettings: swiftSettings),
         // Signed authorizations: the signer protocol, software keys, JWS and JWKS.
-        .target(name: "Signing", dependencies: ["Policy", crypto], swiftSettings: swiftSettings),
+        .target(name: "Signing", dependencies: ["Policy", "CanonicalJSON", crypto], swiftSettings: swiftSettings),
         // The HSM backend of `Signing`: keys on a PKCS#11 token behind a circuit breaker.
         .target(name: "HSMSigning", dependencies: ["Signing", "PKCS11", crypto, logging], swiftSettings: swiftSettings),
         // The durable store: principals and key metadata (SQLite through GRDB).
@@ -58,7 +60,7 @@ let package = Package(
         .target(
             name: "CountersignServer",
             dependencies: [
-                "Wire", "Policy", "Signing", "HSMSigning", "Ledger", "Audit", "PKCS11",
+                "Wire", "Policy", "Signing", "HSMSigning", "Ledger", "Audit", "CanonicalJSON", "PKCS11",
                 nioCore, nioPosix, crypto, logging,
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -98,7 +100,7 @@ let package = Package(
         .testTarget(name: "AuditTests", dependencies: ["Audit", crypto], swiftSettings: swiftSettings),
         .testTarget(
             name: "WireTests",
-            dependencies: ["Wire", "Signing", nioCore, crypto, .product(name: "NIOEmbedded", package: "swift-nio"), .product(name: "NIOTestUtils", package: "swift-nio")],
+            dependencies: ["Wire", "Signing", "Audit", "Policy", "CanonicalJSON", nioCore, crypto, .product(name: "NIOEmbedded", package: "swift-nio"), .product(name: "NIOTestUtils", package: "swift-nio")],
             swiftSettings: swiftSettings
         ),
         .testTarget(

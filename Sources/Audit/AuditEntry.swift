@@ -1,3 +1,4 @@
+import CanonicalJSON
 import Foundation
 
 /// One entry of the audit log: a decision, an admin action, or a server event. Stored and hashed as its
@@ -45,8 +46,7 @@ public struct AuditEntry: Codable, Sendable, Hashable {
 
     /// The bytes that are stored and hashed.
     public var canonicalJSON: Data {
-        // Encoding plain strings, integers and nested values cannot fail.
-        (try? Self.encoder.encode(self)) ?? Data()
+        Data(self.canonicalJSONBytes)
     }
 }
 

@@ -1,4 +1,5 @@
 import Audit
+import CanonicalJSON
 import Crypto
 import Foundation
 import Ledger
@@ -298,7 +299,9 @@ final class Authorizer: Sendable {
 
     /// What the audit entry of a decision records (never the JWS itself).
     static func summary(_ decision: Decision, outcome: String, request: AuthorizeRequest) -> DecisionSummary {
-        let checks = (try? String(decoding: DecisionRecord.encoder.encode(decision.checks), as: UTF8.self)) ?? "[]"
+        var json = CanonicalJSON(reservingCapacity: 256)
+        json.array(decision.checks) { json, check in check.write(to: &json) }
+        let checks = String(decoding: json.bytes, as: UTF8.self)
         return DecisionSummary(
             outcome: outcome, amount: request.amount, currency: request.currency, merchant: request.merchantID, tier: decision.tier?.name,
             tierReason: decision.tierReason, policyVersion: decision.policyVersion, checks: checks, intentHash: IntentHash.of(request.intent)

@@ -1,3 +1,4 @@
+import CanonicalJSON
 import Foundation
 
 /// A request as the policy sees it.
@@ -158,6 +159,6 @@ public struct DecisionRecord: Sendable, Hashable, Codable {
 
     /// Canonical JSON (sorted keys).
     public var json: Data {
-        (try? Self.encoder.encode(self)) ?? Data()
+        Data(self.canonicalJSONBytes)
     }
 }

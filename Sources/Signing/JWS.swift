@@ -1,3 +1,4 @@
+import CanonicalJSON
 import Crypto
 import Foundation
 
@@ -87,6 +88,13 @@ public enum CompactJWS {
         let header = try Self.encoder.encode(JWSHeader(kid: key.keyID.kid))
         let payload = try Self.encoder.encode(claims)
         let signingInput = Base64URL.encode(header) + "." + Base64URL.encode(payload)
+        let signature = try await key.sign(Array(signingInput.utf8))
+        return signingInput + "." + Base64URL.encode(signature)
+    }
+
+    /// Signs claims that write their own canonical JSON: the same token, without Foundation's encoder.
+    public static func sign(_ claims: some CanonicalJSONEncodable, with key: any AuthorizationSigningKey) async throws -> String {
+        let signingInput = Base64URL.encode(JWSHeader(kid: key.keyID.kid).canonicalJSONBytes) + "." + Base64URL.encode(claims.canonicalJSONBytes)
         let signature = try await key.sign(Array(signingInput.utf8))
         return signingInput + "." + Base64URL.encode(signature)
     }

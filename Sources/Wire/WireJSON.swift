@@ -1,3 +1,4 @@
+import CanonicalJSON
 import Foundation
 import NIOCore
 
@@ -17,6 +18,13 @@ public enum WireJSON {
             // Every body type is plain data; failing to encode one is a programming error.
             preconditionFailure("cannot encode \(type(of: value)): \(error)")
         }
+    }
+
+    /// Encodes a body that writes its own canonical JSON (the same bytes, without Foundation's encoder).
+    public static func encode(_ value: some CanonicalJSONEncodable) -> ByteBuffer {
+        var json = CanonicalJSON()
+        value.write(to: &json)
+        return ByteBuffer(bytes: json.bytes)
     }
 
     /// Decodes a frame body.
