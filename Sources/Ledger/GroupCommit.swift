@@ -49,12 +49,14 @@ final class GroupCommitter: Sendable {
     private let database: DatabasePool
     private let sequencer: AuditSequencer
     private let keyFilter: KeyFilter
+    let checkpointer: WALCheckpointer?
     private let state = Mutex(State())
 
-    init(database: DatabasePool, sequencer: AuditSequencer, keyFilter: KeyFilter) {
+    init(database: DatabasePool, sequencer: AuditSequencer, keyFilter: KeyFilter, checkpointer: WALCheckpointer?) {
         self.database = database
         self.sequencer = sequencer
         self.keyFilter = keyFilter
+        self.checkpointer = checkpointer
     }
 
     /// Commits `write` in the next group. An authorization's budget checks and its holds are one step of one
@@ -101,6 +103,7 @@ final class GroupCommitter: Sendable {
                     return (outcomes, written)
                 }
                 self.sequencer.committed(written)
+                self.checkpointer?.committed()
                 var full = false
                 for pending in batch {
                     if case .authorization(let record, _, _, _, _) = pending.write {
@@ -139,8 +142,8 @@ final class GroupCommitter: Sendable {
         switch write {
         case .audit(let audit):
             return (.logged, audit)
-        case .refusal(var refusal, let audit):
-            try refusal.insert(db)
+        case .refusal(let refusal, let audit):
+            try refusal.insertRow(db)
             return (.logged, audit)
         case .authorization(let record, let scopes, let limits, let audit, let alternatives):
             let existing = try LedgerStore.authorization(in: db, agent: record.agent, idempotencyKey: record.idempotencyKey)
@@ -155,12 +158,12 @@ final class GroupCommitter: Sendable {
                     return (.overLimit(limit, spent: spent), entry)
                 }
             }
-            try record.insert(db)
+            try record.insertRow(db)
             for scope in scopes {
                 try HoldRecord(
                     authorizationID: record.id, scope: scope.key, currency: record.currency, amount: record.amount, createdAt: record.createdAt,
                     expiresAt: record.approvalExpiresAt, releasedAt: nil
-                ).insert(db)
+                ).insertRow(db)
             }
             return (.recorded(record), audit)
         }

@@ -21,16 +21,22 @@ public final class LedgerStore: Sendable {
         do {
             var configuration = Configuration()
             configuration.busyMode = .timeout(5)
-            // WAL's default (NORMAL) may lose the last commits on power loss; an answered request must not.
-            configuration.prepareDatabase { db in try db.execute(sql: "PRAGMA synchronous = FULL") }
+            configuration.prepareDatabase { db in
+                try db.execute(sql: "PRAGMA wal_autocheckpoint = \(WALCheckpointer.backstopPages)")
+            }
             self.database = try DatabasePool(path: path, configuration: configuration)
+            // WAL mode with NORMAL may lose the last commits on power loss; an answered request must not. GRDB
+            // sets NORMAL on the writer after `prepareDatabase` has run, so FULL is set here, on the writer itself.
+            try self.database.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA synchronous = FULL") }
             try Self.migrator.migrate(self.database)
             let now = Int64(Date().timeIntervalSince1970)
             self.sequencer = try Self.openAuditLog(self.database, now: now)
             let pairs = try self.database.read { db in try Self.idempotencyPairs(in: db) }
             self.keyFilter = KeyFilter(capacity: pairs.count * 2)
             self.keyFilter.rebuild(pairs)
-            self.committer = GroupCommitter(database: self.database, sequencer: self.sequencer, keyFilter: self.keyFilter)
+            self.committer = GroupCommitter(
+                database: self.database, sequencer: self.sequencer, keyFilter: self.keyFilter, checkpointer: try WALCheckpointer(path: path)
+            )
         } catch {
             throw LedgerError(.storeUnavailable, "cannot open the store at '\(path)': \(error)")
         }
@@ -358,6 +364,12 @@ public final class LedgerStore: Sendable {
     @_spi(Testing) public func pauseCommits() { self.committer.pause() }
     @_spi(Testing) public func resumeCommits() { self.committer.resume() }
     @_spi(Testing) public var pendingCommits: Int { self.committer.pendingCount }
+    /// The writer's `PRAGMA synchronous` (2 is FULL: every commit is synced before it returns).
+    @_spi(Testing) public func writerSynchronousMode() async throws -> Int {
+        try await self.database.writeWithoutTransaction { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") ?? -1 }
+    }
+    /// WAL checkpoints run beside the writer so far.
+    @_spi(Testing) public var walCheckpoints: Int { self.committer.checkpointer?.completed ?? 0 }
 
     // MARK: Settings
 

@@ -3,6 +3,7 @@ import CountersignServer
 import Foundation
 import GRDB
 @_spi(Testing) import Ledger
+import Policy
 import Testing
 import TestSupport
 import Wire
@@ -119,6 +120,70 @@ struct IdempotencyTests {
         #expect(store.groupCommitStatistics.transactions == 1)
         #expect(store.groupCommitStatistics.records == 50)
         #expect(try await store.authorizationCount() == 50)
+    }
+
+    @Test("every commit is synced before it returns: the writer runs with synchronous = FULL (GRDB's WAL set-up chooses NORMAL)")
+    func commitsAreSynced() async throws {
+        let directory = try SoftHSMFixture.shared().directory.appendingPathComponent("ledger-\(UUID().uuidString.prefix(6))")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let store = try LedgerStore(path: directory.appendingPathComponent("ledger.sqlite").path)
+        #expect(try await store.writerSynchronousMode() == 2)
+    }
+
+    @Test("the write-ahead log is checkpointed beside the writer: committed rows reach the database file itself")
+    func walCheckpoint() async throws {
+        let directory = try SoftHSMFixture.shared().directory.appendingPathComponent("ledger-\(UUID().uuidString.prefix(6))")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let path = directory.appendingPathComponent("ledger.sqlite").path
+        let store = try LedgerStore(path: path)
+        // One transaction each (every call waits for its commit): 200 transactions start a checkpoint.
+        for index in 0..<200 {
+            let record = AuthorizationRecord(
+                id: "jti-\(index)", agent: "agent", idempotencyKey: "key-\(index)", requestHash: Data([1]), response: Data(), amount: 1, currency: "USD",
+                tier: "micro", kid: "micro/v1", expiresAt: 1_000, createdAt: 0
+            )
+            _ = try await store.recordAuthorization(record)
+        }
+        try await eventually("a checkpoint completes") { store.walCheckpoints >= 1 }
+        // The database file alone, without its WAL, holds every row committed before the checkpoint.
+        let copy = directory.appendingPathComponent("copy.sqlite").path
+        try FileManager.default.copyItem(atPath: path, toPath: copy)
+        let count = try await DatabaseQueue(path: copy).read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM authorization") }
+        #expect(count == 200)
+    }
+
+    @Test("rows written by the commit's own statements read back as the records they were, every column set")
+    func rowsRoundTrip() async throws {
+        let directory = try SoftHSMFixture.shared().directory.appendingPathComponent("ledger-\(UUID().uuidString.prefix(6))")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let store = try LedgerStore(path: directory.appendingPathComponent("ledger.sqlite").path)
+        let pending = AuthorizationRecord(
+            id: "jti-pending", agent: "agent-a", idempotencyKey: "key-1", requestHash: Data([1, 2, 3]), response: Data("{\"status\":1}".utf8), amount: 4_200,
+            currency: "EUR", merchant: "m-1", tier: "critical", kid: "critical/v2", expiresAt: 900, createdAt: 100, voidedAt: 150, status: .pendingApproval,
+            decision: Data("{\"d\":1}".utf8), request: Data("{\"r\":1}".utf8), quorum: 2, approvalExpiresAt: 800
+        )
+        let plain = AuthorizationRecord(
+            id: "jti-plain", agent: "agent-a", idempotencyKey: "key-2", requestHash: Data([4]), response: Data(), amount: 1, currency: "USD", tier: "micro",
+            kid: "micro/v1", expiresAt: 400, createdAt: 100
+        )
+        for record in [pending, plain] {
+            guard case .recorded(let stored) = try await store.recordAuthorization(record, scopes: [.agent("agent-a"), .team("t")]) else {
+                throw FixtureError(reason: "no limit was given, so none can be exceeded")
+            }
+            #expect(stored.auditIndex != nil)
+            #expect(try await store.authorization(id: record.id) == stored, "every column of '\(record.id)' reads back")
+        }
+        // The holds: the pending one counts until its approval deadline, the plain one until released.
+        #expect(try await store.spent(scope: .team("t"), currency: "EUR", since: 0, now: 799) == 4_200)
+        #expect(try await store.spent(scope: .team("t"), currency: "EUR", since: 0, now: 800) == 0)
+        #expect(try await store.spent(scope: .agent("agent-a"), currency: "USD", since: 0, now: 101) == 1)
+        let refusal = RefusalRecord(agent: "agent-a", idempotencyKey: "key-3", code: "BUDGET_EXCEEDED", decision: Data("{\"x\":2}".utf8), createdAt: 120)
+        try await store.recordRefusal(refusal)
+        let refusals = try await store.refusals(agent: "agent-a")
+        #expect(refusals.count == 1)
+        #expect(refusals.first?.id != nil && refusals.first?.auditIndex != nil)
+        #expect(refusals.map { [$0.agent, $0.idempotencyKey, $0.code] } == [["agent-a", "key-3", "BUDGET_EXCEEDED"]])
+        #expect(refusals.first?.decision == refusal.decision && refusals.first?.createdAt == 120)
     }
 }
 
