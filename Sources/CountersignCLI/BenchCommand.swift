@@ -108,14 +108,14 @@ struct BenchCommand: AsyncParsableCommand {
         let result = await generator.run(duration: duration, requests: self.requests, rate: self.rate)
         let mode = self.rate.map { String(format: "open loop at %.0f req/s", $0) } ?? "closed loop"
         print("scenario: \(mode), \(self.connections) connections x depth \(self.depth), mix \(mixText)")
-        Self.report(result)
+        Self.report(result, openLoop: self.rate != nil)
         Self.ratio(result, targets: targets, ceilings: ceilings)
 
         if self.atHalf, self.rate == nil, result.throughput > 0 {
             let half = result.throughput / 2
             let paced = await generator.run(duration: duration, requests: nil, rate: half)
             print(String(format: "scenario: open loop at half the maximum, %.0f req/s", half))
-            Self.report(paced)
+            Self.report(paced, openLoop: true)
         }
         if let memory = await self.serverMemory(host: host) {
             print(String(format: "server resident memory: %.1f MB", Double(memory) / 1_048_576))
@@ -140,15 +140,19 @@ struct BenchCommand: AsyncParsableCommand {
         print("errors: none")
     }
 
-    static func report(_ result: LoadResult) {
+    static func report(_ result: LoadResult, openLoop: Bool = false) {
         let seconds = Double(result.elapsed.components.seconds) + Double(result.elapsed.components.attoseconds) / 1e18
         print(String(format: "requests: %d answered in %.2f s = %.0f req/s", result.answered, seconds, result.throughput))
         let ms = { (value: UInt64) in String(format: "%.2f", Double(value) / 1000) }
-        let latencies = result.latencies
-        print(
-            "latency ms: p50 \(ms(latencies.valueAtPercentile(50)))  p90 \(ms(latencies.valueAtPercentile(90)))  p99 \(ms(latencies.valueAtPercentile(99)))"
-                + "  p99.9 \(ms(latencies.valueAtPercentile(99.9)))  max \(ms(latencies.max))"
-        )
+        func percentiles(_ name: String, _ histogram: Histogram<UInt64>) {
+            print(
+                "\(name) ms: p50 \(ms(histogram.valueAtPercentile(50)))  p90 \(ms(histogram.valueAtPercentile(90)))  p99 \(ms(histogram.valueAtPercentile(99)))"
+                    + "  p99.9 \(ms(histogram.valueAtPercentile(99.9)))  max \(ms(histogram.max))"
+            )
+        }
+        percentiles("latency", result.latencies)
+        // Open loop: latency counts from when a request was due; this leaves out the generator's own lateness.
+        if openLoop { percentiles("service", result.serviceTimes) }
         print("errors: " + (result.errors.isEmpty ? "none" : result.errors.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")))
     }
 

@@ -18,11 +18,14 @@ struct LoadResult: Sendable {
     var answered = 0
     var elapsed: Duration = .zero
     var latencies = Histogram<UInt64>(highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .three)
+    /// From sending to the answer, leaving out how late the generator itself sent (open loop only).
+    var serviceTimes = Histogram<UInt64>(highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .three)
     var errors: [String: Int] = [:]
 
     mutating func merge(_ other: LoadResult) {
         self.answered += other.answered
         self.latencies.add(other.latencies)
+        self.serviceTimes.add(other.serviceTimes)
         self.errors.merge(other.errors, uniquingKeysWith: +)
     }
 
@@ -83,7 +86,8 @@ struct LoadGenerator: Sendable {
                             } else {
                                 due = clock.now
                             }
-                            if clock.now >= deadline { break }
+                            let sent = clock.now
+                            if sent >= deadline { break }
                             do {
                                 _ = try await client.authorize(self.request(n))
                                 local.answered += 1
@@ -95,8 +99,9 @@ struct LoadGenerator: Sendable {
                                 local.errors["\(error)".split(separator: ":").first.map(String.init) ?? "ERROR", default: 0] += 1
                                 if case ClientError.connectionClosed = error { break }
                             }
-                            let latency = due.duration(to: clock.now)
-                            local.latencies.record(UInt64(max(0, latency.components.seconds * 1_000_000 + latency.components.attoseconds / 1_000_000_000_000)))
+                            let answered = clock.now
+                            local.latencies.record(Self.microseconds(due.duration(to: answered)))
+                            local.serviceTimes.record(Self.microseconds(sent.duration(to: answered)))
                             if let interval { due += interval }
                         }
                         return local
@@ -109,6 +114,10 @@ struct LoadGenerator: Sendable {
         }
         result.elapsed = start.duration(to: clock.now)
         return result
+    }
+
+    private static func microseconds(_ duration: Duration) -> UInt64 {
+        UInt64(max(0, duration.components.seconds * 1_000_000 + duration.components.attoseconds / 1_000_000_000_000))
     }
 
     /// A shared request counter.
