@@ -32,6 +32,11 @@ public enum WireJSON {
     /// - Throws: ``WireError`` with `MALFORMED_JSON` for bytes that are not JSON (or not UTF-8), or
     ///   `INVALID_REQUEST` naming the field for JSON of the wrong shape.
     public static func decode<Body: Decodable>(_ type: Body.Type, from buffer: ByteBuffer) throws(WireError) -> Body {
+        if let scannable = Body.self as? any JSONScannable.Type,
+            let value = buffer.withUnsafeReadableBytes({ scannable.scan(bytes: $0) }) as? Body
+        {
+            return value
+        }
         // An empty body means `{}`.
         let bytes = buffer.readableBytes == 0 ? Data("{}".utf8) : Data(buffer.readableBytesView)
         do {

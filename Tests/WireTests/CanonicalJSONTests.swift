@@ -156,4 +156,107 @@ struct CanonicalJSONTests {
             #expect(String(decoding: json.bytes, as: UTF8.self) == String(value))
         }
     }
+
+    // MARK: The fast reader
+
+    static func scanned<T: JSONScannable>(_ type: T.Type, _ bytes: [UInt8]) -> T? {
+        bytes.withUnsafeBytes { T.scan(bytes: $0) }
+    }
+
+    static func randomRequest(_ values: inout Values) -> AuthorizeRequest {
+        AuthorizeRequest(
+            idempotencyKey: values.string(), amount: values.integer(), currency: values.string(), merchantID: values.string(),
+            merchantCategoryCode: values.string(), intent: values.intent()
+        )
+    }
+
+    static func randomAuthorization(_ values: inout Values) -> Authorization {
+        Authorization(
+            jws: values.string(), authorizationID: values.string(), tier: values.string(), kid: values.string(), keyName: values.string(),
+            keyVersion: Int(truncatingIfNeeded: values.integer()), keyBackend: values.string(), expiresAt: values.integer(), approvers: values.maybe { $0.strings() }
+        )
+    }
+
+    /// What the fast reader makes of `bytes` must be what JSONDecoder makes of them, whenever it makes anything.
+    static func expectAgrees<T: JSONScannable & Equatable>(_ type: T.Type, _ bytes: [UInt8], sourceLocation: SourceLocation = #_sourceLocation) {
+        guard let fast = Self.scanned(type, bytes) else { return }
+        let foundation = try? JSONDecoder().decode(type, from: Data(bytes))
+        #expect(fast == foundation, "\(String(decoding: bytes, as: UTF8.self))", sourceLocation: sourceLocation)
+    }
+
+    @Test("reads what the writer and JSONEncoder write (sorted or not, pretty or not, '/' escaped or not) to the same value as JSONDecoder")
+    func scannerReadsEncodings() throws {
+        var values = Values(generator: SplitMix64(state: 7))
+        let encoders = [JSONEncoder.OutputFormatting.prettyPrinted, [], [.sortedKeys, .prettyPrinted]].map { formatting in
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = formatting
+            return encoder
+        }
+        for _ in 0..<300 {
+            let request = Self.randomRequest(&values)
+            let authorization = Self.randomAuthorization(&values)
+            #expect(Self.scanned(AuthorizeRequest.self, request.canonicalJSONBytes) == request)
+            #expect(Self.scanned(Authorization.self, authorization.canonicalJSONBytes) == authorization)
+            #expect(Self.scanned(AuthorizeOutcome.self, authorization.canonicalJSONBytes) == .authorized(authorization))
+            for encoder in encoders {
+                #expect(Self.scanned(AuthorizeRequest.self, Array(try encoder.encode(request))) == request)
+                #expect(Self.scanned(Authorization.self, Array(try encoder.encode(authorization))) == authorization)
+            }
+        }
+    }
+
+    @Test("never accepts what JSONDecoder refuses, nor reads it differently: 20,000 mutated bodies")
+    func scannerUnderMutation() {
+        var values = Values(generator: SplitMix64(state: 11))
+        let interesting = Array(#"{}[]":,\/ -0123456789.eEnultrfu"#.utf8) + [0x00, 0x1F, 0x7F, 0x80, 0xC3, 0xA9, 0xFF]
+        var accepted = 0
+        for round in 0..<10_000 {
+            let original = round % 2 == 0 ? Self.randomRequest(&values).canonicalJSONBytes : Self.randomAuthorization(&values).canonicalJSONBytes
+            for _ in 0..<2 {
+                var bytes = original
+                for _ in 0..<Int.random(in: 1...3, using: &values.generator) where !bytes.isEmpty {
+                    let at = Int.random(in: 0..<bytes.count, using: &values.generator)
+                    switch Int.random(in: 0..<4, using: &values.generator) {
+                    case 0: bytes[at] = interesting.randomElement(using: &values.generator)!
+                    case 1: bytes.remove(at: at)
+                    case 2: bytes.insert(interesting.randomElement(using: &values.generator)!, at: at)
+                    default:
+                        let end = min(bytes.count, at + Int.random(in: 1...12, using: &values.generator))
+                        bytes.insert(contentsOf: bytes[at..<end], at: at)
+                    }
+                }
+                if round % 2 == 0 {
+                    Self.expectAgrees(AuthorizeRequest.self, bytes)
+                    accepted += Self.scanned(AuthorizeRequest.self, bytes) == nil ? 0 : 1
+                } else {
+                    Self.expectAgrees(Authorization.self, bytes)
+                    Self.expectAgrees(AuthorizeOutcome.self, bytes)
+                    accepted += Self.scanned(Authorization.self, bytes) == nil ? 0 : 1
+                }
+            }
+        }
+        #expect(accepted > 100, "some mutations (inside strings, digits) stay valid and are read by the fast path")
+    }
+
+    @Test("leaves to JSONDecoder: repeated and unknown keys, non-integer numbers, overflow, bad escapes; reads escapes and null optionals")
+    func scannerEdges() {
+        let base = #""amount":1,"currency":"USD","idempotency_key":"k","merchant_category_code":"5734","merchant_id":"m""#
+        func request(_ text: String) -> AuthorizeRequest? { Self.scanned(AuthorizeRequest.self, Array(text.utf8)) }
+        let intent = #""intent":{"description":"d","line_items":null,"order_hash":"h"}"#
+        #expect(request("{\(base),\(intent)}")?.intent == Intent(description: "d", orderHash: "h"))
+        #expect(request("{\(base),\(intent),\"amount\":2}") == nil, "a repeated key")
+        #expect(request("{\(base),\(intent),\"extra\":2}") == nil, "an unknown key")
+        #expect(request("{\(base),\(intent)} x") == nil, "trailing bytes")
+        for number in ["1.0", "1e2", "01", "9223372036854775808", "-", "+1", "0x1"] {
+            #expect(request("{\(base.replacingOccurrences(of: "\"amount\":1", with: "\"amount\":\(number)")),\(intent)}") == nil, "amount \(number)")
+        }
+        #expect(request("{\(base.replacingOccurrences(of: "\"amount\":1", with: "\"amount\":-9223372036854775808")),\(intent)}")?.amount == .min)
+        let escaped = #""intent":{"description":"\u00e9\ud83d\ude00\/\n\"","order_hash":"h"}"#
+        #expect(request("{\(base),\(escaped)}")?.intent.description == "é😀/\n\"")
+        for bad in [#"\ud83d"#, #"\ude00"#, #"\x"#, #"\u12"#] {
+            #expect(request("{\(base),\"intent\":{\"description\":\"\(bad)\",\"order_hash\":\"h\"}}") == nil, "escape \(bad)")
+        }
+        #expect(Self.scanned(AuthorizeRequest.self, Array("{\(base),\"intent\":{\"description\":\"\u{1}\",\"order_hash\":\"h\"}}".utf8)) == nil, "a raw control character")
+        #expect(Self.scanned(AuthorizeRequest.self, Array("{\(base),\(intent)}".utf8) + [0xFF]) == nil)
+    }
 }
