@@ -18,9 +18,20 @@ public struct RandomSource: Sendable {
 
     public func bytes(_ count: Int) -> [UInt8] { self.generate(count) }
 
+    /// The system's generator, eight bytes per call (not one call per byte: each is a `getrandom`).
     public static let system = RandomSource { count in
         var generator = SystemRandomNumberGenerator()
-        return (0..<count).map { _ in UInt8.random(in: .min ... .max, using: &generator) }
+        var bytes = [UInt8](repeating: 0, count: count)
+        var index = 0
+        while index < count {
+            var word = generator.next()
+            for _ in 0..<min(8, count - index) {
+                bytes[index] = UInt8(truncatingIfNeeded: word)
+                word >>= 8
+                index += 1
+            }
+        }
+        return bytes
     }
 }
 

@@ -1,6 +1,7 @@
 import CoreMetrics
 import Foundation
 import Prometheus
+import Synchronization
 
 /// The server's metrics, in a Prometheus registry of its own (so several servers in one test process
 /// never share counters). Served at `GET /metrics`.
@@ -18,18 +19,52 @@ public final class ServerMetrics: Sendable {
         self.factory = factory
     }
 
+    /// A counter and a timer for one combination of labels, made once: looking them up in the registry on
+    /// every request cost more than recording.
+    private struct Instruments: Sendable {
+        let counter: CoreMetrics.Counter
+        let timer: CoreMetrics.Timer
+    }
+
+    private struct InstrumentKey: Hashable {
+        var family: Int
+        var first: String
+        var outcome: String
+    }
+
+    private let instruments = Mutex<[InstrumentKey: Instruments]>([:])
+
+    private func instruments(_ key: InstrumentKey, make: () -> Instruments) -> Instruments {
+        self.instruments.withLock { cache in
+            if let made = cache[key] { return made }
+            let made = make()
+            cache[key] = made
+            return made
+        }
+    }
+
     /// One request answered: its type and outcome (`ok` or the error code).
     func requestAnswered(type: String, outcome: String, duration: Duration) {
-        Counter(label: "countersign_requests_total", dimensions: [("type", type), ("outcome", outcome)], factory: self.factory).increment()
-        Timer(label: "countersign_request_duration_seconds", dimensions: [("type", type)], factory: self.factory)
-            .recordNanoseconds(duration.nanoseconds)
+        let instruments = self.instruments(InstrumentKey(family: 0, first: type, outcome: outcome)) {
+            Instruments(
+                counter: Counter(label: "countersign_requests_total", dimensions: [("type", type), ("outcome", outcome)], factory: self.factory),
+                timer: Timer(label: "countersign_request_duration_seconds", dimensions: [("type", type)], factory: self.factory)
+            )
+        }
+        instruments.counter.increment()
+        instruments.timer.recordNanoseconds(duration.nanoseconds)
     }
 
     /// One authorization decided: its tier and outcome.
     func authorizationDecided(tier: String, outcome: String, duration: Duration) {
-        Counter(label: "countersign_authorizations_total", dimensions: [("tier", tier), ("outcome", outcome)], factory: self.factory).increment()
-        Timer(label: "countersign_authorization_duration_seconds", dimensions: [("tier", tier)], factory: self.factory)
-            .recordNanoseconds(duration.nanoseconds)
+        let instruments = self.instruments(InstrumentKey(family: 1, first: tier, outcome: outcome)) {
+            Instruments(
+                counter: Counter(label: "countersign_authorizations_total", dimensions: [("tier", tier), ("outcome", outcome)], factory: self.factory),
+                timer: Timer(label: "countersign_authorization_duration_seconds", dimensions: [("tier", tier)], factory: self.factory)
+            )
+        }
+        instruments.counter.increment()
+        instruments.timer.recordNanoseconds(duration.nanoseconds)
     }
 
     func connectionsChanged(open: Int) {
