@@ -117,14 +117,17 @@ public struct JSONScanner {
     public mutating func string() -> String? {
         guard self.consume(UInt8(ascii: "\"")) else { return nil }
         let start = self.position
-        // The common case: no escapes, straight to a String.
+        var ascii = true
+        // The common case: no escapes, straight to a String (ASCII needs no validation).
         while self.position < self.bytes.count {
             let byte = self.bytes[self.position]
             if byte == UInt8(ascii: "\"") {
-                let text = String(validating: UnsafeRawBufferPointer(rebasing: self.bytes[start..<self.position]), as: UTF8.self)
+                let raw = UnsafeRawBufferPointer(rebasing: self.bytes[start..<self.position])
+                let text = ascii ? String(decoding: raw, as: UTF8.self) : String(validating: raw, as: UTF8.self)
                 self.position += 1
                 return text
             }
+            ascii = ascii && byte < 0x80
             if byte == UInt8(ascii: "\\") { break }
             if byte < 0x20 { return nil }
             self.position += 1

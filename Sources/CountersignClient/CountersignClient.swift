@@ -301,6 +301,8 @@ final class ResponseRouter: ChannelInboundHandler, Sendable {
         var isClosed = false
         /// A connection-level error (request id 0) that arrived before the close.
         var connectionError: Frame?
+        /// A flush is queued on the event loop behind the writes queued so far.
+        var flushQueued = false
     }
 
     func send(_ frame: Frame, on channel: any Channel) async throws -> Frame {
@@ -315,8 +317,22 @@ final class ResponseRouter: ChannelInboundHandler, Sendable {
             promise.fail(registered)
             throw registered
         }
-        channel.writeAndFlush(frame).whenFailure { _ in
-            self.state.withLock { $0.pending.removeValue(forKey: frame.requestID) }?.fail(ClientError.connectionClosed)
+        // Requests sent together leave in one write: each is queued on the event loop, and one flush follows
+        // whatever was queued before it ran.
+        channel.eventLoop.execute {
+            channel.write(frame).whenFailure { _ in
+                self.state.withLock { $0.pending.removeValue(forKey: frame.requestID) }?.fail(ClientError.connectionClosed)
+            }
+            let queueFlush = self.state.withLock { state -> Bool in
+                defer { state.flushQueued = true }
+                return !state.flushQueued
+            }
+            if queueFlush {
+                channel.eventLoop.execute {
+                    self.state.withLock { $0.flushQueued = false }
+                    channel.flush()
+                }
+            }
         }
         return try await promise.futureResult.get()
     }

@@ -12,6 +12,10 @@ public enum WireJSON {
 
     /// Encodes `value` as a frame body.
     public static func encode(_ value: some Encodable) -> ByteBuffer {
+        // Generic callers (the client's request path) reach here with bodies that can write themselves.
+        if let canonical = value as? any CanonicalJSONEncodable {
+            return ByteBuffer(bytes: canonical.canonicalJSONBytes)
+        }
         do {
             return ByteBuffer(bytes: try Self.encoder.encode(value))
         } catch {
