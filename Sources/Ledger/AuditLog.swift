@@ -7,10 +7,13 @@ import Synchronization
 public struct AuditWrite: Sendable, Hashable {
     public var index: Int64
     public var entry: Data
+    /// RFC 6962 leaf hash of `entry`, computed by the request's own task rather than in the serialized commit.
+    public var leafHash: [UInt8]
 
     public init(_ entry: AuditEntry) {
         self.index = entry.index
         self.entry = entry.canonicalJSON
+        self.leafHash = Merkle.leafHash(self.entry)
     }
 }
 
@@ -57,7 +60,7 @@ final class AuditSequencer: Sendable {
 
     func committed(_ writes: [AuditWrite]) {
         self.state.withLock { state in
-            for write in writes { state.waiting[write.index] = Merkle.leafHash(write.entry) }
+            for write in writes { state.waiting[write.index] = write.leafHash }
             while let hash = state.waiting.removeValue(forKey: Int64(state.frontier.size)) {
                 state.frontier.append(hash)
             }
@@ -219,7 +222,7 @@ extension LedgerStore {
 
     static func insertAudit(_ write: AuditWrite, in db: Database, at now: Int64) throws {
         try db.cachedStatement(sql: "INSERT INTO auditEntry (idx, entry, leafHash, createdAt) VALUES (?, ?, ?, ?)")
-            .execute(arguments: [write.index, write.entry, Data(Merkle.leafHash(write.entry)), now])
+            .execute(arguments: [write.index, write.entry, Data(write.leafHash), now])
     }
 }
 
