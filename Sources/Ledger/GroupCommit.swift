@@ -103,7 +103,11 @@ final class GroupCommitter: Sendable {
     /// Commits up to ``groupsPerTurn`` groups; answers whether more may be pending.
     private func commitGroups(in db: Database) -> Bool {
         for _ in 0..<Self.groupsPerTurn {
-            guard let group = self.takeGroup() else { return false }
+            guard let group = self.takeGroup() else {
+                // A commit that arrives now waits for this, on the writer; see WALCheckpointer.
+                self.checkpointer?.idle(writer: db)
+                return false
+            }
             self.commit(group, in: db)
         }
         return true

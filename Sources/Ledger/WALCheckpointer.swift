@@ -1,36 +1,56 @@
 import GRDB
 import Synchronization
 
-/// Copies the write-ahead log back into the database file beside the writer, not in its way.
+/// Copies the write-ahead log back into the database file with as little of it as possible in the way of
+/// commits.
 ///
-/// SQLite's automatic checkpoint runs inside the commit that passes its threshold: that commit (and every
-/// answer waiting on it) also waits for the pages to be copied and the database file to be synced. Here the
-/// writer's threshold is only a backstop, and after every `interval` committed transactions a passive
-/// checkpoint runs on a connection of its own, concurrently with the next commits.
+/// SQLite's automatic checkpoint runs inside the commit that passes its threshold: that commit, and every
+/// answer waiting on it, also waits for the pages to be copied and the database file to be synced. A
+/// checkpoint on another connection copies concurrently with commits, but cannot by itself let the WAL
+/// start over: that needs a moment when every committed frame has been copied, and under load the writer
+/// keeps adding frames. So there are three parts:
+///
+/// - after every `backgroundInterval` transactions, a passive checkpoint on a connection of its own copies
+///   the bulk, beside the writer;
+/// - when the group committer finds nothing waiting (at most every `topUpInterval` transactions), it copies
+///   the few frames left on the writer itself, so the WAL starts over from its beginning (measured: the p99
+///   at half load went from 40 ms, with the WAL growing to the backstop, to 5–12 ms);
+/// - the writer's own automatic checkpoint stays as a backstop (`backstopPages`) for a load that never
+///   leaves the committer idle.
 final class WALCheckpointer: Sendable {
-    /// Pages the WAL may reach before a commit checkpoints it itself (when this one has fallen behind).
-    static let backstopPages = 20_000
+    /// Pages the WAL may reach before a commit checkpoints it itself.
+    static let backstopPages = 4_000
+
+    private struct State {
+        var sinceBackground = 0
+        var sinceTopUp = 0
+        var running = false
+        var completed = 0
+    }
 
     private let connection: DatabaseQueue
-    private let interval: Int
-    /// Transactions since the last checkpoint started, whether one is running, how many completed.
-    private let state = Mutex((transactions: 0, running: false, completed: 0))
+    private let backgroundInterval: Int
+    private let topUpInterval: Int
+    private let state = Mutex(State())
 
-    init(path: String, interval: Int = 200) throws {
+    init(path: String, backgroundInterval: Int = 200, topUpInterval: Int = 10) throws {
         var configuration = Configuration()
         configuration.busyMode = .timeout(5)
         // The checkpoint syncs the WAL before copying it and the database file before the WAL may be reused.
         configuration.prepareDatabase { db in try db.execute(sql: "PRAGMA synchronous = FULL") }
         self.connection = try DatabaseQueue(path: path, configuration: configuration)
-        self.interval = interval
+        self.backgroundInterval = backgroundInterval
+        self.topUpInterval = topUpInterval
     }
 
-    /// Counts a committed transaction; starts a checkpoint when enough have passed and none is running.
+    /// Counts a committed transaction; starts a background checkpoint when enough have passed and none is
+    /// running.
     func committed() {
         let start = self.state.withLock { state -> Bool in
-            state.transactions += 1
-            guard state.transactions >= self.interval, !state.running else { return false }
-            state.transactions = 0
+            state.sinceBackground += 1
+            state.sinceTopUp += 1
+            guard state.sinceBackground >= self.backgroundInterval, !state.running else { return false }
+            state.sinceBackground = 0
             state.running = true
             return true
         }
@@ -45,6 +65,17 @@ final class WALCheckpointer: Sendable {
         }
     }
 
-    /// Checkpoints completed.
+    /// The committer has nothing waiting: copy what is left, on the writer (`db`), if enough was committed
+    /// since the last time.
+    func idle(writer db: Database) {
+        let due = self.state.withLock { state -> Bool in
+            guard state.sinceTopUp >= self.topUpInterval else { return false }
+            state.sinceTopUp = 0
+            return true
+        }
+        if due { _ = try? db.checkpoint(.passive) }
+    }
+
+    /// Background checkpoints completed.
     var completed: Int { self.state.withLock { $0.completed } }
 }
