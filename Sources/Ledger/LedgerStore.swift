@@ -23,10 +23,8 @@ public final class LedgerStore: Sendable {
             configuration.busyMode = .timeout(5)
             configuration.prepareDatabase { db in
                 try db.execute(sql: "PRAGMA wal_autocheckpoint = \(WALCheckpointer.backstopPages)")
-                // Every decision looks its idempotency key up in an index of random keys: pages are read through
-                // a memory map (file pages the kernel may reclaim) instead of one pread each, and each
-                // connection's page cache is 16 MB instead of 2.
-                try db.execute(sql: "PRAGMA mmap_size = 268435456")
+                // Every decision looks its idempotency key up in an index of random keys: a 16 MB page cache per
+                // connection (instead of 2) keeps the indexes in memory rather than one pread per page.
                 try db.execute(sql: "PRAGMA cache_size = -16384")
             }
             self.database = try DatabasePool(path: path, configuration: configuration)
