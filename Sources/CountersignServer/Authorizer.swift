@@ -105,7 +105,7 @@ final class Authorizer: Sendable {
                 )
             }
         }
-        let id = Base64URL.encode(self.random.bytes(16))
+        let id = Self.authorizationID(at: now, random: self.random)
         var record = AuthorizationRecord(
             id: id, agent: agent, idempotencyKey: request.idempotencyKey, requestHash: requestHash, response: Data(), amount: request.amount,
             currency: currency.code, merchant: request.merchantID, tier: tier.name, kid: "", expiresAt: 0, createdAt: now, request: canonicalRequest
@@ -295,6 +295,15 @@ final class Authorizer: Sendable {
             // Refusing is safe without the record: nothing is issued. The index becomes a `lost` entry.
             self.logger.error("refusal not recorded", metadata: ["agent": "\(agent)", "error": "\(error)"])
         }
+    }
+
+    /// An authorization id (the `jti`): 16 bytes, base64url; the first four are the issue time in seconds
+    /// (big-endian), the other twelve random. Ids issued together sit together in the store's indexes (the
+    /// authorization's and its holds' primary keys), so a commit writes a few index pages instead of one
+    /// random page per request; 96 random bits keep them unguessable.
+    static func authorizationID(at now: Int64, random: RandomSource) -> String {
+        let seconds = UInt32(truncatingIfNeeded: now)
+        return Base64URL.encode([UInt8(seconds >> 24), UInt8(truncatingIfNeeded: seconds >> 16), UInt8(truncatingIfNeeded: seconds >> 8), UInt8(truncatingIfNeeded: seconds)] + random.bytes(12))
     }
 
     /// What the audit entry of a decision records (never the JWS itself).

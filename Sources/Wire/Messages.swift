@@ -194,7 +194,7 @@ public struct Authorization: Codable, Sendable, Hashable {
     public var status: String = "authorized"
     /// The compact JWS (ES256) to hand to the merchant.
     public var jws: String
-    /// The `jti` claim: 128 random bits, base64url.
+    /// The `jti` claim: base64url of the issue time in seconds (4 bytes) and 96 random bits.
     public var authorizationID: String
     public var tier: String
     /// `<key name>/v<version>`, the JWS header's `kid`.
