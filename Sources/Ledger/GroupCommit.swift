@@ -188,19 +188,29 @@ final class GroupCommitter: Sendable {
             try refusal.insertRow(db)
             return (.logged, audit)
         case .authorization(let record, let scopes, let limits, let audit, let alternatives):
-            let existing = try LedgerStore.authorization(in: db, agent: record.agent, idempotencyKey: record.idempotencyKey)
-            if let existing {
+            // A request with an idempotency key already recorded is answered with that record, whatever the
+            // budgets say now. The unique (agent, idempotency key) finds it at the insert, so the common case
+            // (a new key) costs no lookup of its own.
+            func recorded() throws -> (RecordingOutcome, AuditWrite)? {
+                guard let existing = try LedgerStore.authorization(in: db, agent: record.agent, idempotencyKey: record.idempotencyKey) else { return nil }
                 let entry = alternatives.map { AuditWrite($0.duplicate(audit.index, existing.id)) } ?? AuditSequencer.filler(index: audit.index, at: record.createdAt)
                 return (.recorded(existing), entry)
             }
             for limit in limits {
                 let spent = try LedgerStore.counted(in: db, scope: limit.scope.key, currency: record.currency, since: limit.windowStart, now: record.createdAt)
                 if spent > limit.limit - record.amount {
+                    if let duplicate = try recorded() { return duplicate }
                     let entry = alternatives.map { AuditWrite($0.overLimit(audit.index)) } ?? AuditSequencer.filler(index: audit.index, at: record.createdAt)
                     return (.overLimit(limit, spent: spent), entry)
                 }
             }
-            try record.insertRow(db)
+            do {
+                try record.insertRow(db)
+            } catch let error as DatabaseError where error.extendedResultCode == .SQLITE_CONSTRAINT_UNIQUE {
+                // Only this statement is undone; the group's transaction goes on.
+                guard let duplicate = try recorded() else { throw error }
+                return duplicate
+            }
             for scope in scopes {
                 try HoldRecord(
                     authorizationID: record.id, scope: scope.key, currency: record.currency, amount: record.amount, createdAt: record.createdAt,

@@ -16,7 +16,12 @@ public final class LedgerStore: Sendable {
 
     /// Opens (creating if needed) the store at `path`.
     /// - Throws: ``LedgerError`` when the file cannot be opened or migrated.
-    public init(path: String) throws {
+    public convenience init(path: String) throws {
+        try self.init(path: path, walTopUpInterval: 10)
+    }
+
+    /// - Parameter walTopUpInterval: transactions between the committer's WAL top-ups (see `WALCheckpointer`).
+    @_spi(Testing) public init(path: String, walTopUpInterval: Int) throws {
         self.path = path
         do {
             var configuration = Configuration()
@@ -38,7 +43,7 @@ public final class LedgerStore: Sendable {
             self.keyFilter = KeyFilter(capacity: pairs.count * 2)
             self.keyFilter.rebuild(pairs)
             self.committer = GroupCommitter(
-                database: self.database, sequencer: self.sequencer, keyFilter: self.keyFilter, checkpointer: try WALCheckpointer(path: path)
+                database: self.database, sequencer: self.sequencer, keyFilter: self.keyFilter, checkpointer: try WALCheckpointer(path: path, topUpInterval: walTopUpInterval)
             )
         } catch {
             throw LedgerError(.storeUnavailable, "cannot open the store at '\(path)': \(error)")
@@ -371,8 +376,9 @@ public final class LedgerStore: Sendable {
     @_spi(Testing) public func writerSynchronousMode() async throws -> Int {
         try await self.database.writeWithoutTransaction { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") ?? -1 }
     }
-    /// WAL checkpoints run beside the writer so far.
+    /// WAL checkpoints completed so far (beside the writer or on it).
     @_spi(Testing) public var walCheckpoints: Int { self.committer.checkpointer?.completed ?? 0 }
+    @_spi(Testing) public var walCheckpointRunning: Bool { self.committer.checkpointer?.isRunning ?? false }
 
     // MARK: Settings
 

@@ -56,11 +56,16 @@ final class WALCheckpointer: Sendable {
         }
         guard start else { return }
         Task {
-            // A failed checkpoint loses nothing: the frames stay in the WAL for the next one.
+            // A failed checkpoint loses nothing: the frames stay in the WAL, and the next commit tries again
+            // (the usual failure is SQLITE_BUSY, the writer's top-up running at the same moment).
             let done = (try? await self.connection.writeWithoutTransaction { db in try db.checkpoint(.passive) }) != nil
             self.state.withLock { state in
                 state.running = false
-                if done { state.completed += 1 }
+                if done {
+                    state.completed += 1
+                } else {
+                    state.sinceBackground = self.backgroundInterval
+                }
             }
         }
     }
@@ -73,9 +78,14 @@ final class WALCheckpointer: Sendable {
             state.sinceTopUp = 0
             return true
         }
-        if due { _ = try? db.checkpoint(.passive) }
+        if due, (try? db.checkpoint(.passive)) != nil {
+            self.state.withLock { $0.completed += 1 }
+        }
     }
 
-    /// Background checkpoints completed.
+    /// Whether a background checkpoint is copying pages now.
+    var isRunning: Bool { self.state.withLock { $0.running } }
+
+    /// Checkpoints completed, in the background or on the writer.
     var completed: Int { self.state.withLock { $0.completed } }
 }
