@@ -27,44 +27,41 @@ public final class ServerMetrics: Sendable {
     }
 
     private struct InstrumentKey: Hashable {
-        var family: Int
-        var first: String
+        var counter: String
+        var value: String
         var outcome: String
     }
 
     private let instruments = Mutex<[InstrumentKey: Instruments]>([:])
 
-    private func instruments(_ key: InstrumentKey, make: () -> Instruments) -> Instruments {
-        self.instruments.withLock { cache in
+    /// Counts one event in `counter` (labelled `dimension` and `outcome`) and records its duration in `timer`
+    /// (labelled `dimension`).
+    private func record(counter: String, timer: String, dimension: String, _ value: String, outcome: String, duration: Duration) {
+        let key = InstrumentKey(counter: counter, value: value, outcome: outcome)
+        let instruments = self.instruments.withLock { cache in
             if let made = cache[key] { return made }
-            let made = make()
+            let made = Instruments(
+                counter: Counter(label: counter, dimensions: [(dimension, value), ("outcome", outcome)], factory: self.factory),
+                timer: Timer(label: timer, dimensions: [(dimension, value)], factory: self.factory)
+            )
             cache[key] = made
             return made
         }
+        instruments.counter.increment()
+        instruments.timer.recordNanoseconds(duration.nanoseconds)
     }
 
     /// One request answered: its type and outcome (`ok` or the error code).
     func requestAnswered(type: String, outcome: String, duration: Duration) {
-        let instruments = self.instruments(InstrumentKey(family: 0, first: type, outcome: outcome)) {
-            Instruments(
-                counter: Counter(label: "countersign_requests_total", dimensions: [("type", type), ("outcome", outcome)], factory: self.factory),
-                timer: Timer(label: "countersign_request_duration_seconds", dimensions: [("type", type)], factory: self.factory)
-            )
-        }
-        instruments.counter.increment()
-        instruments.timer.recordNanoseconds(duration.nanoseconds)
+        self.record(counter: "countersign_requests_total", timer: "countersign_request_duration_seconds", dimension: "type", type, outcome: outcome, duration: duration)
     }
 
     /// One authorization decided: its tier and outcome.
     func authorizationDecided(tier: String, outcome: String, duration: Duration) {
-        let instruments = self.instruments(InstrumentKey(family: 1, first: tier, outcome: outcome)) {
-            Instruments(
-                counter: Counter(label: "countersign_authorizations_total", dimensions: [("tier", tier), ("outcome", outcome)], factory: self.factory),
-                timer: Timer(label: "countersign_authorization_duration_seconds", dimensions: [("tier", tier)], factory: self.factory)
-            )
-        }
-        instruments.counter.increment()
-        instruments.timer.recordNanoseconds(duration.nanoseconds)
+        self.record(
+            counter: "countersign_authorizations_total", timer: "countersign_authorization_duration_seconds", dimension: "tier", tier, outcome: outcome,
+            duration: duration
+        )
     }
 
     func connectionsChanged(open: Int) {
