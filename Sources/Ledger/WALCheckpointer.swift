@@ -73,13 +73,13 @@ final class WALCheckpointer: Sendable {
     /// The committer has nothing waiting: copy what is left, on the writer (`db`), if enough was committed
     /// since the last time.
     func idle(writer db: Database) {
-        let due = self.state.withLock { state -> Bool in
-            guard state.sinceTopUp >= self.topUpInterval else { return false }
-            state.sinceTopUp = 0
-            return true
-        }
-        if due, (try? db.checkpoint(.passive)) != nil {
-            self.state.withLock { $0.completed += 1 }
+        guard self.state.withLock({ $0.sinceTopUp >= self.topUpInterval }) else { return }
+        // A top-up that loses to the background checkpoint (SQLITE_BUSY) is tried again at the next idle moment.
+        if (try? db.checkpoint(.passive)) != nil {
+            self.state.withLock { state in
+                state.sinceTopUp = 0
+                state.completed += 1
+            }
         }
     }
 
