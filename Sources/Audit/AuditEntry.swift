@@ -38,12 +38,6 @@ public struct AuditEntry: Codable, Sendable, Hashable {
         self.details = details
     }
 
-    public static let encoder: JSONEncoder = {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        return encoder
-    }()
-
     /// The bytes that are stored and hashed.
     public var canonicalJSON: Data {
         Data(self.canonicalJSONBytes)

@@ -151,12 +151,6 @@ public struct DecisionRecord: Sendable, Hashable, Codable {
         self.policyVersion = policyVersion
     }
 
-    public static let encoder: JSONEncoder = {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        return encoder
-    }()
-
     /// Canonical JSON (sorted keys).
     public var json: Data {
         Data(self.canonicalJSONBytes)

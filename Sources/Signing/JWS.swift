@@ -77,22 +77,8 @@ public struct AuthorizationClaims: Codable, Sendable, Hashable {
 
 /// Compact JWS (RFC 7515 §7.1) with ES256.
 public enum CompactJWS {
-    static let encoder: JSONEncoder = {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        return encoder
-    }()
-
-    /// Signs `claims` with `key`: `base64url(header).base64url(claims).base64url(r‖s)`.
-    public static func sign(_ claims: some Encodable, with key: any AuthorizationSigningKey) async throws -> String {
-        let header = try Self.encoder.encode(JWSHeader(kid: key.keyID.kid))
-        let payload = try Self.encoder.encode(claims)
-        let signingInput = Base64URL.encode(header) + "." + Base64URL.encode(payload)
-        let signature = try await key.sign(Array(signingInput.utf8))
-        return signingInput + "." + Base64URL.encode(signature)
-    }
-
-    /// Signs claims that write their own canonical JSON: the same token, without Foundation's encoder.
+    /// Signs `claims` with `key`: `base64url(header).base64url(claims).base64url(r‖s)`, header and claims in
+    /// their canonical JSON.
     public static func sign(_ claims: some CanonicalJSONEncodable, with key: any AuthorizationSigningKey) async throws -> String {
         let signingInput = Base64URL.encode(JWSHeader(kid: key.keyID.kid).canonicalJSONBytes) + "." + Base64URL.encode(claims.canonicalJSONBytes)
         let signature = try await key.sign(Array(signingInput.utf8))
