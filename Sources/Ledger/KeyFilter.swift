@@ -22,8 +22,13 @@ public final class KeyFilter: Sendable {
     ///   stores never rebuild).
     public init(capacity: Int, minimumCapacity: Int = 1 << 20) {
         self.minimumCapacity = minimumCapacity
-        let capacity = max(capacity, minimumCapacity)
-        self.state = Mutex(State(bits: [UInt64](repeating: 0, count: Self.words(for: capacity)), capacity: capacity))
+        self.state = Mutex(Self.filled(with: [], capacity: max(capacity, minimumCapacity)))
+    }
+
+    /// A filter holding `pairs`, sized for twice as many.
+    public init(_ pairs: [(String, String)], minimumCapacity: Int = 1 << 20) {
+        self.minimumCapacity = minimumCapacity
+        self.state = Mutex(Self.filled(with: pairs, capacity: max(pairs.count * 2, minimumCapacity)))
     }
 
     /// About 9.6 bits per key for a 1% false-positive rate.
@@ -41,13 +46,23 @@ public final class KeyFilter: Sendable {
         return (0..<Self.hashes).map { Int((a &+ UInt64($0) &* b) % UInt64(bitCount)) }
     }
 
+    private static func set(_ bits: inout [UInt64], agent: String, key: String) {
+        for position in Self.positions(agent: agent, key: key, bitCount: bits.count * 64) {
+            bits[position / 64] |= 1 << UInt64(position % 64)
+        }
+    }
+
+    private static func filled(with pairs: [(String, String)], capacity: Int) -> State {
+        var state = State(bits: [UInt64](repeating: 0, count: Self.words(for: capacity)), count: pairs.count, capacity: capacity)
+        for (agent, key) in pairs { Self.set(&state.bits, agent: agent, key: key) }
+        return state
+    }
+
     /// Adds a pair; returns false when the filter is over capacity and should be rebuilt.
     @discardableResult
     public func insert(agent: String, key: String) -> Bool {
         self.state.withLock { state in
-            for position in Self.positions(agent: agent, key: key, bitCount: state.bits.count * 64) {
-                state.bits[position / 64] |= 1 << UInt64(position % 64)
-            }
+            Self.set(&state.bits, agent: agent, key: key)
             state.count += 1
             return state.count <= state.capacity
         }
@@ -61,14 +76,7 @@ public final class KeyFilter: Sendable {
 
     /// Replaces the contents with `pairs`, sized for twice as many.
     public func rebuild(_ pairs: [(String, String)]) {
-        let capacity = max(pairs.count * 2, self.minimumCapacity)
-        var fresh = State(bits: [UInt64](repeating: 0, count: Self.words(for: capacity)), capacity: capacity)
-        for (agent, key) in pairs {
-            for position in Self.positions(agent: agent, key: key, bitCount: fresh.bits.count * 64) {
-                fresh.bits[position / 64] |= 1 << UInt64(position % 64)
-            }
-        }
-        fresh.count = pairs.count
+        let fresh = Self.filled(with: pairs, capacity: max(pairs.count * 2, self.minimumCapacity))
         self.state.withLock { $0 = fresh }
     }
 }

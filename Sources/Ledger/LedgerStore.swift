@@ -40,8 +40,7 @@ public final class LedgerStore: Sendable {
             let now = Int64(Date().timeIntervalSince1970)
             self.sequencer = try Self.openAuditLog(self.database, now: now)
             let pairs = try self.database.read { db in try Self.idempotencyPairs(in: db) }
-            self.keyFilter = KeyFilter(capacity: pairs.count * 2)
-            self.keyFilter.rebuild(pairs)
+            self.keyFilter = KeyFilter(pairs)
             self.committer = GroupCommitter(
                 database: self.database, sequencer: self.sequencer, keyFilter: self.keyFilter, checkpointer: try WALCheckpointer(path: path, topUpInterval: walTopUpInterval)
             )

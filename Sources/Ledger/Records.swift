@@ -162,7 +162,7 @@ public struct ScopeSpending: Sendable, Hashable {
 }
 
 // Every decision inserts these rows; one cached statement each costs a fraction of GRDB's record encoding.
-// Their columns are the records' own (LedgerStoreTests read rows written this way back as records).
+// Their columns are the records' own (IdempotencyTests read rows written this way back as records).
 
 extension AuthorizationRecord {
     func insertRow(_ db: Database) throws {

@@ -10,9 +10,9 @@ public enum WireJSON {
         return encoder
     }()
 
-    /// Encodes `value` as a frame body.
+    /// Encodes `value` as a frame body: bodies that write their own canonical JSON do so (the same bytes,
+    /// without Foundation's encoder); the rest go through `JSONEncoder`.
     public static func encode(_ value: some Encodable) -> ByteBuffer {
-        // Generic callers (the client's request path) reach here with bodies that can write themselves.
         if let canonical = value as? any CanonicalJSONEncodable {
             return ByteBuffer(bytes: canonical.canonicalJSONBytes)
         }
@@ -22,13 +22,6 @@ public enum WireJSON {
             // Every body type is plain data; failing to encode one is a programming error.
             preconditionFailure("cannot encode \(type(of: value)): \(error)")
         }
-    }
-
-    /// Encodes a body that writes its own canonical JSON (the same bytes, without Foundation's encoder).
-    public static func encode(_ value: some CanonicalJSONEncodable) -> ByteBuffer {
-        var json = CanonicalJSON()
-        value.write(to: &json)
-        return ByteBuffer(bytes: json.bytes)
     }
 
     /// Decodes a frame body.
