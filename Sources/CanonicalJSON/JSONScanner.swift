@@ -2,8 +2,8 @@
 ///
 /// `scan` answers `nil` for anything it does not fully understand (an unknown or repeated key, a number
 /// that is not a plain integer, invalid UTF-8, a missing field, …); the caller then decodes with
-/// `JSONDecoder`, whose errors are the protocol's. So the fast path can only ever accept what
-/// `JSONDecoder` accepts, and must decode it to the same value (tests compare the two on mutated input).
+/// ``StrictJSONDecoder``, whose errors are the protocol's. So the fast path can only ever accept what
+/// the strict decoder accepts, and must decode it to the same value (tests compare the two on mutated input).
 public protocol JSONScannable: Decodable {
     static func scan(_ scanner: inout JSONScanner) -> Self?
 }
@@ -123,9 +123,8 @@ public struct JSONScanner {
             let byte = self.bytes[self.position]
             if byte == UInt8(ascii: "\"") {
                 let raw = UnsafeRawBufferPointer(rebasing: self.bytes[start..<self.position])
-                let text = ascii ? String(decoding: raw, as: UTF8.self) : String(validating: raw, as: UTF8.self)
                 self.position += 1
-                return text
+                return ascii ? String(decoding: raw, as: UTF8.self) : Self.acceptable(String(validating: raw, as: UTF8.self))
             }
             ascii = ascii && byte < 0x80
             if byte == UInt8(ascii: "\\") { break }
@@ -138,7 +137,8 @@ public struct JSONScanner {
             self.position += 1
             switch byte {
             case UInt8(ascii: "\""):
-                return String(validating: utf8, as: UTF8.self)
+                // NUL can only arrive escaped here (raw control characters are refused above).
+                return utf8.contains(0) ? nil : Self.acceptable(String(validating: utf8, as: UTF8.self))
             case UInt8(ascii: "\\"):
                 guard self.position < self.bytes.count else { return nil }
                 let escape = self.bytes[self.position]
@@ -175,6 +175,12 @@ public struct JSONScanner {
             }
         }
         return nil
+    }
+
+    /// What ``StrictJSONParser`` refuses in a valid string, the scanner leaves to it.
+    private static func acceptable(_ text: String?) -> String? {
+        guard let text, !text.unicodeScalars.contains(where: \.isNoncharacter) else { return nil }
+        return text
     }
 
     private mutating func hex4() -> UInt16? {

@@ -257,13 +257,14 @@ public final class CountersignClient: Sendable {
 
     private static func decode<Response: Decodable>(_ type: Response.Type, from frame: Frame, expecting expected: MessageType) throws -> Response {
         if frame.type == .error {
-            throw (try? WireJSON.decode(WireError.self, from: frame.body)) ?? ClientError.unexpectedResponse("an error frame without a valid body")
+            throw (try? WireJSON.decode(WireError.self, from: frame.body, allowingUnknownMembers: true)) ?? ClientError.unexpectedResponse("an error frame without a valid body")
         }
         guard frame.type == expected else {
             throw ClientError.unexpectedResponse("expected \(expected), got \(frame.type)")
         }
         do {
-            return try WireJSON.decode(type, from: frame.body)
+            // A newer server may add members to its answers; they are ignored (repeated ones are not).
+            return try WireJSON.decode(type, from: frame.body, allowingUnknownMembers: true)
         } catch {
             throw ClientError.unexpectedResponse("the \(expected) body does not decode: \(error)")
         }

@@ -169,7 +169,7 @@ struct ConnectionHandler: Sendable {
             let hello: Hello
             do {
                 hello = try WireJSON.decode(Hello.self, from: frame.body)
-                try PrincipalID.validate(hello.principal, field: "principal")
+                try hello.validate()
             } catch {
                 return refuse(WireError(converting: error), staying: .awaitingHello)
             }

@@ -257,11 +257,10 @@ public final class LedgerStore: Sendable {
     ///   `AUTHORIZATION_EXPIRED` (nothing left to withdraw).
     public func voidAuthorization(id: String, agent: String, at now: Int64) async throws -> AuthorizationRecord {
         try await self.write { db in
-            guard var record = try AuthorizationRecord.fetchOne(db, key: id) else {
+            // Another agent's authorization is answered as an unknown one, in the same words: an agent
+            // learns nothing about ids that are not its own.
+            guard var record = try AuthorizationRecord.fetchOne(db, key: id), record.agent == agent else {
                 throw LedgerError(.authorizationNotFound, "no authorization '\(id)'")
-            }
-            guard record.agent == agent else {
-                throw LedgerError(.notYours, "authorization '\(id)' belongs to another agent")
             }
             if record.voidedAt != nil { return record }
             let status = record.status(at: now)

@@ -13,6 +13,11 @@ public enum Base64URL {
         return values
     }()
 
+    /// Whether `byte` is one of the 64 characters of the alphabet.
+    public static func isAlphabet(_ byte: UInt8) -> Bool {
+        Self.values[Int(byte)] != 0xFF
+    }
+
     public static func encode(_ bytes: some DataProtocol) -> String {
         let input = Array(bytes)
         var output = [UInt8]()

@@ -1,3 +1,4 @@
+import CanonicalJSON
 import Crypto
 import Foundation
 import Policy
@@ -116,7 +117,7 @@ public struct AuthorizationVerifier: Sendable {
         else {
             throw VerificationError(.badSignature, "the signature does not verify with key '\(jwk.kid)'")
         }
-        guard let claims = try? JSONDecoder().decode(AuthorizationClaims.self, from: Data(parsed.payload)) else {
+        guard let claims = try? StrictJSONDecoder(allowsUnknownMembers: true).decode(AuthorizationClaims.self, from: parsed.payload) else {
             throw VerificationError(.malformed, "the claims are not a Countersign authorization")
         }
         guard now < claims.exp else { throw VerificationError(.expired, "the authorization expired at \(claims.exp)") }

@@ -101,7 +101,8 @@ public enum CompactJWS {
         else {
             throw VerificationError(.malformed, "not a compact JWS (three base64url parts separated by dots)")
         }
-        guard let header = try? JSONDecoder().decode(JWSHeader.self, from: Data(headerBytes)) else {
+        // Strict: a repeated member would let two JOSE libraries read two different headers.
+        guard let header = try? StrictJSONDecoder(allowsUnknownMembers: true).decode(JWSHeader.self, from: headerBytes) else {
             throw VerificationError(.malformed, "the JWS header is not a Countersign header")
         }
         return Parsed(header: header, payload: payload, signature: signature, signingInput: Array((parts[0] + "." + parts[1]).utf8))

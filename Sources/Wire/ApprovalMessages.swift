@@ -277,8 +277,6 @@ public struct ContextsSetRequest: Codable, Sendable, Hashable, ValidatedRequest 
     }
 
     public func validate() throws(WireError) {
-        guard (1...64).contains(self.name.utf8.count) else {
-            throw WireError(.invalidRequest, "field 'name' must be 1 to 64 characters")
-        }
+        try TextRules.identifier(self.name, field: "name", maximumBytes: 64)
     }
 }

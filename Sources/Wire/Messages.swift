@@ -3,7 +3,7 @@ import Signing
 // The JSON bodies of every message. Field names are snake_case on the wire; docs/protocol.md lists them.
 
 /// `HELLO` (client → server): who is connecting.
-public struct Hello: Codable, Sendable, Hashable {
+public struct Hello: Codable, Sendable, Hashable, ValidatedRequest {
     public var principal: String
     /// Free text naming the client software, for logs.
     public var client: String?
@@ -11,6 +11,13 @@ public struct Hello: Codable, Sendable, Hashable {
     public init(principal: String, client: String? = nil) {
         self.principal = principal
         self.client = client
+    }
+
+    public func validate() throws(WireError) {
+        try PrincipalID.validate(self.principal, field: "principal")
+        if let client = self.client {
+            try TextRules.identifier(client, field: "client", maximumBytes: 256)
+        }
     }
 }
 
@@ -112,9 +119,7 @@ public struct AuthorizeRequest: Codable, Sendable, Hashable, ValidatedRequest {
         guard self.currency.utf8.count == 3, self.currency.utf8.allSatisfy({ (0x41...0x5A).contains($0) }) else {
             throw WireError(.invalidRequest, "field 'currency' must be an ISO 4217 code of three capital letters, e.g. USD")
         }
-        guard (1...128).contains(self.merchantID.utf8.count) else {
-            throw WireError(.invalidRequest, "field 'merchant_id' must be 1 to 128 bytes")
-        }
+        try TextRules.identifier(self.merchantID, field: "merchant_id", maximumBytes: 128)
         guard self.merchantCategoryCode.utf8.count == 4, self.merchantCategoryCode.utf8.allSatisfy({ (0x30...0x39).contains($0) }) else {
             throw WireError(.invalidRequest, "field 'merchant_category_code' must be four digits (ISO 18245), e.g. 5734")
         }
@@ -142,9 +147,7 @@ public struct Intent: Codable, Sendable, Hashable {
     }
 
     func validate() throws(WireError) {
-        guard (1...1000).contains(self.description.utf8.count) else {
-            throw WireError(.invalidRequest, "field 'intent.description' must be 1 to 1000 bytes")
-        }
+        try TextRules.text(self.description, field: "intent.description", maximumBytes: 1000)
         if self.lineItems == nil, self.orderHash == nil {
             throw WireError(.invalidRequest, "field 'intent' needs 'line_items' or 'order_hash'")
         }
@@ -153,15 +156,21 @@ public struct Intent: Codable, Sendable, Hashable {
                 throw WireError(.invalidRequest, "field 'intent.line_items' must hold 1 to 100 items")
             }
             for (index, item) in lineItems.enumerated() {
-                guard (1...500).contains(item.description.utf8.count), item.quantity > 0, item.quantity <= 1_000_000, item.unitAmount >= 0,
-                    item.unitAmount <= 1_000_000_000_000_000
-                else {
-                    throw WireError(.invalidRequest, "field 'intent.line_items[\(index)]' needs a description, a positive quantity and a non-negative unit_amount")
+                let field = "intent.line_items[\(index)]"
+                try TextRules.text(item.description, field: "\(field).description", maximumBytes: 500)
+                guard item.quantity > 0, item.quantity <= 1_000_000 else {
+                    throw WireError(.invalidRequest, "field '\(field).quantity' must be 1 to 1000000")
+                }
+                guard item.unitAmount >= 0, item.unitAmount <= 1_000_000_000_000_000 else {
+                    throw WireError(.invalidRequest, "field '\(field).unit_amount' must be 0 to 10^15 minor units")
+                }
+                if let category = item.category {
+                    try TextRules.identifier(category, field: "\(field).category", maximumBytes: 64)
                 }
             }
         }
-        if let orderHash = self.orderHash, !(1...128).contains(orderHash.utf8.count) {
-            throw WireError(.invalidRequest, "field 'intent.order_hash' must be 1 to 128 bytes")
+        if let orderHash = self.orderHash {
+            try TextRules.identifier(orderHash, field: "intent.order_hash", maximumBytes: 128)
         }
     }
 }
@@ -352,8 +361,9 @@ public struct AuthorizationReference: Codable, Sendable, Hashable, ValidatedRequ
     }
 
     public func validate() throws(WireError) {
-        guard (1...64).contains(self.authorizationID.utf8.count) else {
-            throw WireError(.invalidRequest, "field 'authorization_id' must be 1 to 64 characters")
+        // Ids are base64url (22 characters today); anything else can name no authorization.
+        guard (1...64).contains(self.authorizationID.utf8.count), self.authorizationID.utf8.allSatisfy(Base64URL.isAlphabet) else {
+            throw WireError(.invalidRequest, "field 'authorization_id' must be 1 to 64 characters from A-Z, a-z, 0-9, '-' and '_'")
         }
     }
 }

@@ -87,7 +87,7 @@ extension WireError: CanonicalJSONEncodable {
 }
 
 // The bodies read on every authorization's path (the request by the server, the answer by clients) are
-// scanned directly when they have their plain shape; anything else goes to JSONDecoder.
+// scanned directly when they have their plain shape; anything else goes to the strict decoder.
 
 extension AuthorizeRequest: JSONScannable {
     public static func scan(_ scanner: inout JSONScanner) -> AuthorizeRequest? {
@@ -178,7 +178,7 @@ extension Authorization: JSONScannable {
 }
 
 extension AuthorizeOutcome: JSONScannable {
-    /// Only a signed authorization takes the fast path; a pending one is decoded by JSONDecoder.
+    /// Only a signed authorization takes the fast path; a pending one is decoded by the strict decoder.
     public static func scan(_ scanner: inout JSONScanner) -> AuthorizeOutcome? {
         guard let authorization = Authorization.scan(&scanner), authorization.status == "authorized" else { return nil }
         return .authorized(authorization)

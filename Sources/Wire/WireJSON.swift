@@ -24,86 +24,36 @@ public enum WireJSON {
         }
     }
 
-    /// Decodes a frame body.
+    /// Decodes a frame body strictly (docs/protocol.md, "Parsing rules"): I-JSON only, every member once,
+    /// integers from their digits, no member the body type does not define.
     ///
-    /// - Throws: ``WireError`` with `MALFORMED_JSON` for bytes that are not JSON (or not UTF-8), or
-    ///   `INVALID_REQUEST` naming the field for JSON of the wrong shape.
-    public static func decode<Body: Decodable>(_ type: Body.Type, from buffer: ByteBuffer) throws(WireError) -> Body {
-        if let scannable = Body.self as? any JSONScannable.Type,
-            let value = buffer.withUnsafeReadableBytes({ scannable.scan(bytes: $0) }) as? Body
-        {
-            return value
-        }
+    /// The authorize request and its answer are first tried by their fast scanners, which accept only a
+    /// subset of what the strict decoder accepts and read it to the same value (WireTests compare the two);
+    /// everything else, and every refusal, comes from ``StrictJSONDecoder``.
+    ///
+    /// - Parameters:
+    ///   - allowingUnknownMembers: `true` only for answers a newer server may extend; requests never.
+    /// - Throws: ``WireError`` with `MALFORMED_JSON` for bytes that are not I-JSON, or `INVALID_REQUEST`
+    ///   naming the field for anything else refused.
+    public static func decode<Body: Decodable>(_ type: Body.Type, from buffer: ByteBuffer, allowingUnknownMembers: Bool = false) throws(WireError) -> Body {
         // An empty body means `{}`.
-        let bytes = buffer.readableBytes == 0 ? Data("{}".utf8) : Data(buffer.readableBytesView)
-        do {
-            return try JSONDecoder().decode(type, from: bytes)
-        } catch let error as DecodingError {
-            guard (try? JSONSerialization.jsonObject(with: bytes, options: [.fragmentsAllowed])) != nil else {
-                throw WireError(.malformedJSON, "the body is not valid JSON")
+        guard buffer.readableBytes > 0 else { return try Self.decode(type, from: ByteBuffer(string: "{}")) }
+        let decoder = StrictJSONDecoder(allowsUnknownMembers: allowingUnknownMembers)
+        let result: Result<Body, StrictJSONError> = buffer.withUnsafeReadableBytes { bytes in
+            if let scannable = Body.self as? any JSONScannable.Type, let value = scannable.scan(bytes: bytes) as? Body {
+                return .success(value)
             }
-            if case .dataCorrupted(let context) = error, context.codingPath.isEmpty {
-                // Foundation reports a number that does not fit the field's integer type without a path.
-                // Every number in this protocol is an integer, so the first other number is the culprit.
-                let path = Self.firstNonInteger(in: try? JSONSerialization.jsonObject(with: bytes, options: [.fragmentsAllowed]), path: "")
-                throw WireError(.invalidRequest, "field '\(path ?? "(body)")' must be an integer (amounts are integer minor units)")
+            do throws(StrictJSONError) {
+                return .success(try decoder.decode(type, from: bytes))
+            } catch {
+                return .failure(error)
             }
-            throw Self.describe(error)
-        } catch let error as WireError {
-            throw error
-        } catch {
-            throw WireError(.malformedJSON, "the body is not valid JSON")
         }
-    }
-
-    private static func firstNonInteger(in value: Any?, path: String) -> String? {
-        switch value {
-        case let object as [String: Any]:
-            for key in object.keys.sorted() {
-                if let found = Self.firstNonInteger(in: object[key], path: path.isEmpty ? key : "\(path).\(key)") { return found }
-            }
-            return nil
-        case let array as [Any]:
-            for (index, element) in array.enumerated() {
-                if let found = Self.firstNonInteger(in: element, path: "\(path)[\(index)]") { return found }
-            }
-            return nil
-        case let number as NSNumber:
-            return Int64(exactly: number.doubleValue) == nil || number.stringValue.contains(".") || number.stringValue.contains("e") ? path : nil
-        default:
-            return nil
-        }
-    }
-
-    static func describe(_ error: DecodingError) -> WireError {
-        func path(_ context: DecodingError.Context, appending key: (any CodingKey)? = nil) -> String {
-            let keys = context.codingPath + (key.map { [$0] } ?? [])
-            let rendered = keys.map { $0.intValue.map { "[\($0)]" } ?? ".\($0.stringValue)" }.joined()
-            return rendered.hasPrefix(".") ? String(rendered.dropFirst()) : (rendered.isEmpty ? "(body)" : rendered)
-        }
-        switch error {
-        case .dataCorrupted(let context) where context.codingPath.isEmpty:
-            return WireError(.malformedJSON, "the body is not valid JSON")
-        case .dataCorrupted(let context):
-            return WireError(.invalidRequest, "field '\(path(context))': \(context.debugDescription)")
-        case .keyNotFound(let key, let context):
-            return WireError(.invalidRequest, "field '\(path(context, appending: key))' is required")
-        case .typeMismatch(let expected, let context):
-            return WireError(.invalidRequest, "field '\(path(context))' must be \(Self.name(of: expected))")
-        case .valueNotFound(let expected, let context):
-            return WireError(.invalidRequest, "field '\(path(context))' must be \(Self.name(of: expected)), not null")
-        @unknown default:
-            return WireError(.invalidRequest, "the body does not have the expected shape")
-        }
-    }
-
-    private static func name(of type: Any.Type) -> String {
-        switch type {
-        case is String.Type: "a string"
-        case is Int.Type, is Int64.Type, is UInt32.Type, is UInt64.Type, is Int32.Type: "an integer"
-        case is Bool.Type: "true or false"
-        case is [Any].Type: "an array"
-        default: type == [String: Any].self ? "an object" : "of type \(type)"
+        switch result {
+        case .success(let value):
+            return value
+        case .failure(let error):
+            throw WireError(error.kind == .malformed ? .malformedJSON : .invalidRequest, error.message)
         }
     }
 }

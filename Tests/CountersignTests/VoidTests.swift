@@ -44,7 +44,8 @@ struct VoidTests {
 
             let other = try await server.connect(try await server.addPrincipal("agent-void-other"))
             let notYours = await #expect(throws: WireError.self) { try await other.void(authorizationID: first.authorizationID) }
-            #expect(notYours?.code == .forbidden)
+            #expect(notYours?.code == .authorizationNotFound, "another agent's id is answered as an unknown one")
+            #expect(notYours?.message == "no authorization '\(first.authorizationID)'", "in the same words: no oracle for other agents' ids")
             let unknown = await #expect(throws: WireError.self) { try await other.void(authorizationID: "no-such-id") }
             #expect(unknown?.code == .authorizationNotFound)
             let admin = try await server.connect(server.admin)

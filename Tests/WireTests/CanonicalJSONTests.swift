@@ -177,14 +177,22 @@ struct CanonicalJSONTests {
         )
     }
 
-    /// What the fast reader makes of `bytes` must be what JSONDecoder makes of them, whenever it makes anything.
-    static func expectAgrees<T: JSONScannable & Equatable>(_ type: T.Type, _ bytes: [UInt8], sourceLocation: SourceLocation = #_sourceLocation) {
-        guard let fast = Self.scanned(type, bytes) else { return }
-        let foundation = try? JSONDecoder().decode(type, from: Data(bytes))
-        #expect(fast == foundation, "\(String(decoding: bytes, as: UTF8.self))", sourceLocation: sourceLocation)
+    static func strict<T: Decodable>(_ type: T.Type, _ bytes: [UInt8]) -> T? {
+        try? StrictJSONDecoder().decode(type, from: bytes)
     }
 
-    @Test("reads what the writer and JSONEncoder write (sorted or not, pretty or not, '/' escaped or not) to the same value as JSONDecoder")
+    /// What the fast reader makes of `bytes` must be what the strict decoder makes of them, whenever it makes anything.
+    static func expectAgrees<T: JSONScannable & Equatable>(_ type: T.Type, _ bytes: [UInt8], sourceLocation: SourceLocation = #_sourceLocation) {
+        guard let fast = Self.scanned(type, bytes) else { return }
+        #expect(fast == Self.strict(type, bytes), "\(String(decoding: bytes, as: UTF8.self))", sourceLocation: sourceLocation)
+    }
+
+    /// Every string may hold U+0000 in what the writer is given, and no reader accepts one.
+    static func expected<T>(_ value: T, in bytes: [UInt8]) -> T? {
+        bytes.firstRange(of: Array(#"\u0000"#.utf8)) == nil ? value : nil
+    }
+
+    @Test("reads what the writer and JSONEncoder write (sorted or not, pretty or not, '/' escaped or not) to the value written, as the strict decoder does")
     func scannerReadsEncodings() throws {
         var values = Values(generator: SplitMix64(state: 7))
         let encoders = [JSONEncoder.OutputFormatting.prettyPrinted, [], [.sortedKeys, .prettyPrinted]].map { formatting in
@@ -195,17 +203,22 @@ struct CanonicalJSONTests {
         for _ in 0..<300 {
             let request = Self.randomRequest(&values)
             let authorization = Self.randomAuthorization(&values)
-            #expect(Self.scanned(AuthorizeRequest.self, request.canonicalJSONBytes) == request)
-            #expect(Self.scanned(Authorization.self, authorization.canonicalJSONBytes) == authorization)
-            #expect(Self.scanned(AuthorizeOutcome.self, authorization.canonicalJSONBytes) == .authorized(authorization))
+            let requestBytes = request.canonicalJSONBytes, authorizationBytes = authorization.canonicalJSONBytes
+            #expect(Self.scanned(AuthorizeRequest.self, requestBytes) == Self.expected(request, in: requestBytes))
+            #expect(Self.strict(AuthorizeRequest.self, requestBytes) == Self.expected(request, in: requestBytes))
+            #expect(Self.scanned(Authorization.self, authorizationBytes) == Self.expected(authorization, in: authorizationBytes))
+            #expect(Self.strict(Authorization.self, authorizationBytes) == Self.expected(authorization, in: authorizationBytes))
+            #expect(Self.scanned(AuthorizeOutcome.self, authorizationBytes) == Self.expected(.authorized(authorization), in: authorizationBytes))
             for encoder in encoders {
-                #expect(Self.scanned(AuthorizeRequest.self, Array(try encoder.encode(request))) == request)
-                #expect(Self.scanned(Authorization.self, Array(try encoder.encode(authorization))) == authorization)
+                let requestBytes = Array(try encoder.encode(request)), authorizationBytes = Array(try encoder.encode(authorization))
+                #expect(Self.scanned(AuthorizeRequest.self, requestBytes) == Self.expected(request, in: requestBytes))
+                #expect(Self.strict(AuthorizeRequest.self, requestBytes) == Self.expected(request, in: requestBytes))
+                #expect(Self.scanned(Authorization.self, authorizationBytes) == Self.expected(authorization, in: authorizationBytes))
             }
         }
     }
 
-    @Test("never accepts what JSONDecoder refuses, nor reads it differently: 20,000 mutated bodies")
+    @Test("never accepts what the strict decoder refuses, nor reads it differently: 20,000 mutated bodies")
     func scannerUnderMutation() {
         var values = Values(generator: SplitMix64(state: 11))
         let interesting = Array(#"{}[]":,\/ -0123456789.eEnultrfu"#.utf8) + [0x00, 0x1F, 0x7F, 0x80, 0xC3, 0xA9, 0xFF]
@@ -238,7 +251,7 @@ struct CanonicalJSONTests {
         #expect(accepted > 100, "some mutations (inside strings, digits) stay valid and are read by the fast path")
     }
 
-    @Test("leaves to JSONDecoder: repeated and unknown keys, non-integer numbers, overflow, bad escapes; reads escapes and null optionals")
+    @Test("leaves to the strict decoder: repeated and unknown keys, non-integer numbers, overflow, bad escapes, NUL, noncharacters; reads escapes and null optionals")
     func scannerEdges() {
         let base = #""amount":1,"currency":"USD","idempotency_key":"k","merchant_category_code":"5734","merchant_id":"m""#
         func request(_ text: String) -> AuthorizeRequest? { Self.scanned(AuthorizeRequest.self, Array(text.utf8)) }
@@ -258,5 +271,9 @@ struct CanonicalJSONTests {
         }
         #expect(Self.scanned(AuthorizeRequest.self, Array("{\(base),\"intent\":{\"description\":\"\u{1}\",\"order_hash\":\"h\"}}".utf8)) == nil, "a raw control character")
         #expect(Self.scanned(AuthorizeRequest.self, Array("{\(base),\(intent)}".utf8) + [0xFF]) == nil)
+        for text in [#"a\u0000"#, #"\ufdd0"#, #"\udbff\udfff"#] {
+            #expect(request("{\(base),\"intent\":{\"description\":\"\(text)\",\"order_hash\":\"h\"}}") == nil, "\(text)")
+        }
+        #expect(Self.scanned(AuthorizeRequest.self, Array("{\(base),\"intent\":{\"description\":\"\u{1}\",\"order_hash\":\"h\"}}".utf8).replacing([0x01], with: [0xEF, 0xBF, 0xBF])) == nil, "a raw noncharacter")
     }
 }
