@@ -90,7 +90,7 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         // Test fixtures: a fresh SoftHSM2 token per test process, a manual clock, a fault-injecting module.
-        .target(name: "TestSupport", dependencies: ["PKCS11", "CPKCS11"], swiftSettings: swiftSettings),
+        .target(name: "TestSupport", dependencies: ["PKCS11", "CPKCS11", "Wire"], swiftSettings: swiftSettings),
         .testTarget(
             name: "PKCS11Tests",
             dependencies: ["PKCS11", "TestSupport", "countersign", crypto, nioPosix],
@@ -100,7 +100,7 @@ let package = Package(
         .testTarget(name: "AuditTests", dependencies: ["Audit", crypto], swiftSettings: swiftSettings),
         .testTarget(
             name: "WireTests",
-            dependencies: ["Wire", "Signing", "Audit", "Policy", "CanonicalJSON", nioCore, crypto, .product(name: "NIOEmbedded", package: "swift-nio"), .product(name: "NIOTestUtils", package: "swift-nio")],
+            dependencies: ["Wire", "Signing", "Audit", "Policy", "CanonicalJSON", "TestSupport", nioCore, crypto, .product(name: "NIOEmbedded", package: "swift-nio"), .product(name: "NIOTestUtils", package: "swift-nio")],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -138,7 +138,8 @@ extension Authorizer {
         let auditIndex = self.store.reserveAuditIndex()
         var summary = DecisionSummary(
             outcome: "authorized", amount: record.amount, currency: record.currency, merchant: record.merchant, tier: record.tier,
-            tierReason: decision?.tierReason, policyVersion: decision?.policyVersion, intentHash: IntentHash.of(request.intent), approvers: approvers
+            tierReason: decision?.tierReason, policyVersion: decision?.policyVersion, checks: decision?.checks.auditText, intentHash: IntentHash.of(request.intent),
+            approvers: approvers
         )
         let authorization: Authorization
         do {

@@ -308,12 +308,9 @@ final class Authorizer: Sendable {
 
     /// What the audit entry of a decision records (never the JWS itself).
     static func summary(_ decision: Decision, outcome: String, request: AuthorizeRequest) -> DecisionSummary {
-        var json = CanonicalJSON(reservingCapacity: 256)
-        json.array(decision.checks) { json, check in check.write(to: &json) }
-        let checks = String(decoding: json.bytes, as: UTF8.self)
-        return DecisionSummary(
-            outcome: outcome, amount: request.amount, currency: request.currency, merchant: request.merchantID, tier: decision.tier?.name,
-            tierReason: decision.tierReason, policyVersion: decision.policyVersion, checks: checks, intentHash: IntentHash.of(request.intent)
+        DecisionSummary(
+            outcome: outcome, amount: request.amount, currency: request.currency, merchant: request.merchantID, tier: decision.judgedTier,
+            tierReason: decision.tierReason, policyVersion: decision.policyVersion, checks: decision.checks.auditText, intentHash: IntentHash.of(request.intent)
         )
     }
 

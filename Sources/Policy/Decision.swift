@@ -110,6 +110,9 @@ public struct Decision: Sendable, Hashable {
     /// Every scope the spend counts at (agent, team, organization), budgeted or not.
     public var scopes: [BudgetScope]
     public var policyVersion: String
+    /// The tier the request was judged at: the signing tier when it is signed, and also set when it is
+    /// refused after a tier was chosen. `nil` only when no tier fits (currency, amount above every tier).
+    public var judgedTier: String?
 
     public var tier: Tier? {
         switch self.outcome {
@@ -121,7 +124,7 @@ public struct Decision: Sendable, Hashable {
     /// The decision as stored and audited.
     public func record(outcome: String, code: String? = nil) -> DecisionRecord {
         DecisionRecord(
-            outcome: outcome, code: code, tier: self.tier?.name, tierReason: self.tierReason, checks: self.checks, policyVersion: self.policyVersion
+            outcome: outcome, code: code, tier: self.judgedTier, tierReason: self.tierReason, checks: self.checks, policyVersion: self.policyVersion
         )
     }
 }
@@ -154,5 +157,14 @@ public struct DecisionRecord: Sendable, Hashable, Codable {
     /// Canonical JSON (sorted keys).
     public var json: Data {
         Data(self.canonicalJSONBytes)
+    }
+}
+
+extension [CheckRecord] {
+    /// The checks as the audit log records them: their canonical JSON array, as text.
+    public var auditText: String {
+        var json = CanonicalJSON(reservingCapacity: 256)
+        json.array(self) { json, check in check.write(to: &json) }
+        return String(decoding: json.bytes, as: UTF8.self)
     }
 }

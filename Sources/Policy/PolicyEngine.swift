@@ -124,6 +124,8 @@ private struct Evaluation {
     let facts: PolicyFacts
     var checks: [CheckRecord] = []
     var tierReason = ""
+    /// The tier the request is being judged at, once there is one (escalation may move it).
+    var judgedTier: Tier?
 
     init(policy: PolicyEngine, request: PolicyRequest, facts: PolicyFacts) {
         self.policy = policy
@@ -137,10 +139,12 @@ private struct Evaluation {
     private func money(_ minorUnits: Int64) -> Money { Money(minorUnits: minorUnits, currency: self.currency) }
 
     private func decision(_ outcome: Decision.Outcome, budgets: [BudgetCheck] = []) -> Decision {
-        Decision(
+        var decision = Decision(
             outcome: outcome, checks: self.checks, tierReason: self.tierReason, budgetChecks: budgets, scopes: self.policy.scopes(of: self.request.agent),
             policyVersion: self.policy.version
         )
+        decision.judgedTier = self.judgedTier?.name
+        return decision
     }
 
     private func deny(_ code: String, _ reason: String) -> Decision {
@@ -159,6 +163,7 @@ private struct Evaluation {
         switch tiers.tier(for: self.amount) {
         case .success(let tier):
             index = accepting.firstIndex(of: tier)!
+            self.judgedTier = tier
             self.tierReason = "\(self.amount) is within tier '\(tier.name)' (up to \(self.money(tier.maximumAmounts[self.currency.code]!)))"
             self.checks.append(CheckRecord(name: "tier", inputs: "\(self.amount)", passed: true))
         case .failure(.currencyNotAccepted(let code, let accepted)):
@@ -228,6 +233,7 @@ private struct Evaluation {
                     return self.deny("AMOUNT_ABOVE_LIMIT", "with earlier payments to \(self.request.merchant) in the last \(window) s, the sum is above the highest tier's limit")
                 }
                 index = sumIndex
+                self.judgedTier = accepting[index]
                 self.tierReason += "; judged at tier '\(accepting[index].name)' as part of payments to \(self.request.merchant) within \(window) s that sum to \(self.money(sum))"
             }
         }
@@ -280,6 +286,7 @@ private struct Evaluation {
             return self.deny("ESCALATION_ABOVE_LIMIT", "the request looks anomalous (\(reasons)) and tier '\(accepting[index].name)' has no tier above it")
         }
         index += 1
+        self.judgedTier = accepting[index]
         self.tierReason += "; escalated to tier '\(accepting[index].name)': \(reasons)"
         return nil
     }

@@ -117,6 +117,10 @@ struct ApprovalTests {
             #expect(entries.contains { $0.contains(#""action":"approvals.approve""#) && $0.contains(#""actor":"alice""#) })
             #expect(entries.contains { $0.contains(#""action":"approvals.approve""#) && $0.contains(#""actor":"bob""#) })
             #expect(entries.contains { $0.contains(#""action":"approved""#) && $0.contains(#""approvers":["alice","bob"]"#) })
+            #expect(entries.contains { $0.contains(#""action":"approved""#) && $0.contains(#""checks":"[{"#) }, "the quorum's entry carries the decision's checks")
+            // The id was given when the request arrived and begins with that time; iat is the quorum's time.
+            let idTime = try #require(Base64URL.decode(authorization.authorizationID)).prefix(4).reduce(Int64(0)) { $0 << 8 | Int64($1) }
+            #expect(idTime == Self.start)
             await cast.close()
         }
     }

@@ -58,7 +58,7 @@ struct BadInputTests {
                 try await raw.write(Frame(type: .hello, requestID: 3, body: ByteBuffer(string: #"{"principal": 42}"#)))
                 let wrongType = try await raw.nextError()
                 #expect(wrongType?.code == .invalidRequest)
-                #expect(wrongType?.message == "field 'principal' must be a string")
+                #expect(wrongType?.message == "field 'principal' must be a string, not a number")
                 try await raw.write(Frame(type: .hello, requestID: 4, body: ByteBuffer(string: #"{"principal": "bad id with spaces"}"#)))
                 #expect(try await raw.nextError()?.code == .invalidRequest)
                 try await raw.write(.hello, id: 5, Hello(principal: "agent-bystander"))

@@ -51,6 +51,8 @@ struct VoidTests {
             let admin = try await server.connect(server.admin)
             let adminVoid = await #expect(throws: WireError.self) { try await admin.void(authorizationID: first.authorizationID) }
             #expect(adminVoid?.code == .forbidden)
+            let denied = try await admin.auditEntries(from: 0, limit: 1000).entries.map(\.entry).filter { $0.contains(#""code":"BUDGET_EXCEEDED""#) }
+            #expect(!denied.isEmpty && denied.allSatisfy { $0.contains(#""tier":"standard""#) && $0.contains(#""checks":"#) }, "a refusal names the tier it was judged at: \(denied)")
             await client.close()
             await other.close()
             await admin.close()
