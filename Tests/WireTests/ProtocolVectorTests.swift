@@ -1,3 +1,4 @@
+import CanonicalJSON
 import Crypto
 import Foundation
 import NIOCore
@@ -78,6 +79,18 @@ struct ProtocolVectorTests {
         #expect(!publicKey.isValidSignature(signature, for: other))
         let key = try CredentialPrivateKey(algorithm: .es256, rawRepresentation: Array(UInt8(0x11)...UInt8(0x30)))
         #expect(key.publicKey.rawRepresentation == publicKey.rawRepresentation)
+    }
+
+    @Test("the canonical escaping of every control character, DEL, quote, backslash, '/' and non-ASCII")
+    func canonicalEscapes() throws {
+        let controls = String(String.UnicodeScalarView((0..<0x20).map { Unicode.Scalar(UInt8($0)) }))
+        let value = controls + "\u{7F}\"\\/é\u{2028}😀"
+        var json = CanonicalJSON()
+        json.string(value)
+        #expect(json.bytes == (try Self.hex("canonical-string")))
+        // The strict reader takes the same bytes back to the same text (less U+0000, which no field accepts).
+        let withoutNUL = Array(json.bytes[..<1] + json.bytes[7...])
+        #expect(try StrictJSONDecoder().decode(String.self, from: withoutNUL) == String(value.dropFirst()))
     }
 
     @Test("the canonical intent and its hash")
