@@ -115,7 +115,9 @@ enum PolicyConfiguration {
         guard let name = fields["name"], let agents = fields["agents"] else {
             throw entry.error("a profile needs 'name' and 'agents'")
         }
-        var profile = AgentProfile(name: try name.string(), agents: Set(try agents.sequence().map { try $0.string() }))
+        let agentIDs = try agents.sequence().map { try $0.string() }
+        guard Set(agentIDs).count == agentIDs.count else { throw agents.error("an agent is listed twice in profile '\(try name.string())'") }
+        var profile = AgentProfile(name: try name.string(), agents: Set(agentIDs))
         profile.team = try fields["team"]?.string()
         if let tier = fields["highest_tier"] { profile.highestTier = try tier.string() }
         if let maximum = fields["max_per_authorization"] { profile.maximumPerAuthorization = try Self.amounts(maximum) }
@@ -131,7 +133,8 @@ enum PolicyConfiguration {
         }
         if let rate = fields["rate_limit"] { profile.rateLimit = try Self.rate(rate) }
         var budgets: [Budget] = []
-        for agent in profile.agents {
+        // In the order written, so that budgets are checked (and refusals name them) the same way every run.
+        for agent in agentIDs {
             budgets += try Self.budgets(fields["budgets"], scope: .agent(agent))
         }
         return (profile, budgets)

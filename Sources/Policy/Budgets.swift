@@ -142,9 +142,10 @@ public struct BudgetTable: Sendable, Hashable {
         self.budgets.filter { $0.scope == scope }
     }
 
+    /// One line per budget, sorted: every budget is checked, so their order means nothing.
     var canonicalText: String {
         self.budgets.map { budget in
             "\(budget.scope.key)|\(budget.window)|" + budget.limits.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")
-        }.joined(separator: "\n")
+        }.sorted().joined(separator: "\n")
     }
 }

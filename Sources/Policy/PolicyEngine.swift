@@ -70,9 +70,12 @@ public struct PolicyEngine: Sendable, Hashable {
         self.budgets = budgets
         self.escalation = escalation
         self.contexts = contexts
+        // The version names the policy, not the order it was written or loaded in: where order has no meaning
+        // (profiles, teams, budgets, the members of every set) the parts are sorted. Tiers and contexts keep
+        // their order, which decides.
         var text = tiers.canonicalText
-        text += "profiles\n" + profiles.map(\.canonicalText).joined(separator: "\n")
-        text += "\nteams\n" + teams.map { "\($0.name)|\($0.organization ?? "-")" }.joined(separator: "\n")
+        text += "profiles\n" + profiles.map(\.canonicalText).sorted().joined(separator: "\n")
+        text += "\nteams\n" + teams.map { "\($0.name)|\($0.organization ?? "-")" }.sorted().joined(separator: "\n")
         text += "\nbudgets\n" + budgets.canonicalText
         text += "\nescalation\n" + escalation.canonicalText
         text += "\ncontexts\n" + contexts.map(\.canonicalText).joined(separator: "\n")
