@@ -20,11 +20,16 @@ final class Checkpointer: Service, Sendable {
     let wallClock: WallClock
     let time: MonotonicTime
     let logger: Logger
+    let startRecord: StartRecord
     private let wake = ApprovalNotifier()
     private let lastSize = Mutex<Int>(-1)
     private let signing = SerialQueue()
 
-    init(store: LedgerStore, keyRing: KeyRing, origin: String, interval: Duration, everyEntries: Int, wallClock: WallClock, time: MonotonicTime, logger: Logger) {
+    init(
+        store: LedgerStore, keyRing: KeyRing, origin: String, interval: Duration, everyEntries: Int, wallClock: WallClock, time: MonotonicTime, logger: Logger,
+        startRecord: StartRecord
+    ) {
+        self.startRecord = startRecord
         self.store = store
         self.keyRing = keyRing
         self.origin = origin
@@ -88,13 +93,39 @@ final class Checkpointer: Service, Sendable {
                 }
             }
         }
+        // A server that never started (a port in use, another process on the data directory) stops without a trace.
+        guard self.startRecord.isWritten else { return }
         do {
             try await self.store.appendAudit { index in
                 AuditEntry(index: index, time: self.wallClock.secondsSince1970, kind: "server", action: "server.stop", actor: "server")
             }
-            try await self.checkpointNow()
         } catch {
-            self.logger.error("the stop could not be logged and checkpointed", metadata: ["error": "\(error)"])
+            self.logger.error("the stop could not be written to the audit log", metadata: ["error": "\(error)"])
+            return
+        }
+        do {
+            try await self.checkpointNow()
+            self.logger.notice("the stop is in the audit log, under a signed checkpoint")
+        } catch {
+            self.logger.error("the stop is in the audit log, but its checkpoint could not be signed", metadata: ["error": "\(error)"])
         }
     }
+}
+
+/// The `server.start` audit entry, written once every listener is bound and before the first connection is
+/// served; the stop is written only after it.
+final class StartRecord: Sendable {
+    private let write: @Sendable () async throws -> Void
+    private let written = Atomic<Bool>(false)
+
+    init(_ write: @escaping @Sendable () async throws -> Void) {
+        self.write = write
+    }
+
+    func record() async throws {
+        try await self.write()
+        self.written.store(true, ordering: .releasing)
+    }
+
+    var isWritten: Bool { self.written.load(ordering: .acquiring) }
 }

@@ -34,6 +34,8 @@ public final class CountersignApplication: Sendable {
     public let framedServer: FramedServer
     public let httpServer: HTTPServer
     public let metrics: ServerMetrics
+    /// Held for the application's life: no second server (nor `init`) can write this data directory meanwhile.
+    let dataLock: DataDirectoryLock
     let keyRotation: KeyRotationService
     let checkpointer: Checkpointer
 
@@ -42,7 +44,7 @@ public final class CountersignApplication: Sendable {
     public init(configuration: ServerConfiguration, pin: PIN, environment: ServerEnvironment = .init()) async throws {
         try configuration.validateTransportSecurity()
         self.configuration = configuration
-        self.store = try Self.openStore(dataDirectory: configuration.dataDirectory)
+        (self.dataLock, self.store) = try Self.openStore(dataDirectory: configuration.dataDirectory)
         self.hsm = try HSMRuntime(configuration: configuration.hsm, pin: pin, time: environment.time, logger: environment.logger, module: environment.pkcs11Module)
         do {
             self.keyRing = try await KeyRing.load(
@@ -57,10 +59,22 @@ public final class CountersignApplication: Sendable {
         let metrics = ServerMetrics()
         self.metrics = metrics
         let modes = try await Self.loadModes(store: self.store, policy: configuration.policy, logger: environment.logger)
+        let store = self.store
+        let startRecord = StartRecord {
+            try await store.appendAudit { index in
+                AuditEntry(
+                    index: index, time: environment.wallClock.secondsSince1970, kind: "server", action: "server.start", actor: "server",
+                    details: [
+                        "policy_version": configuration.policy.version, "issuer": configuration.issuer, "listen": "\(configuration.listen)",
+                        "tiers": configuration.tiers.tiers.map(\.name).joined(separator: ","),
+                    ]
+                )
+            }
+        }
         let checkpointer = Checkpointer(
             store: self.store, keyRing: self.keyRing, origin: configuration.audit.origin ?? "\(configuration.issuer)/audit",
             interval: configuration.audit.checkpointInterval, everyEntries: configuration.audit.checkpointEntries, wallClock: environment.wallClock,
-            time: environment.time, logger: environment.logger
+            time: environment.time, logger: environment.logger, startRecord: startRecord
         )
         self.checkpointer = checkpointer
         let authorizer = Authorizer(
@@ -68,28 +82,14 @@ public final class CountersignApplication: Sendable {
             wallClock: environment.wallClock, time: environment.time, random: environment.random, metrics: metrics, logger: environment.logger,
             checkpoints: checkpointer
         )
-        try await self.store.appendAudit { index in
-            AuditEntry(
-                index: index, time: environment.wallClock.secondsSince1970, kind: "server", action: "server.start", actor: "server",
-                details: [
-                    "policy_version": configuration.policy.version, "issuer": configuration.issuer, "listen": "\(configuration.listen)",
-                    "tiers": configuration.tiers.tiers.map(\.name).joined(separator: ","),
-                ]
-            )
-        }
         let requests = RequestHandler(authorizer: authorizer, principals: principals, time: environment.time, metrics: metrics, logger: environment.logger)
         let connections = ConnectionHandler(
             requests: requests, principals: principals, limits: configuration.limits, time: environment.time, random: environment.random,
             logger: environment.logger
         )
-        self.framedServer = FramedServer(
-            endpoint: configuration.listen, tls: try configuration.tls.map(Self.tlsContext), limits: configuration.limits,
-            connectionHandler: connections, group: environment.eventLoopGroup, metrics: metrics, logger: environment.logger
-        )
         self.keyRotation = KeyRotationService(keyRing: self.keyRing, wallClock: environment.wallClock, time: environment.time, logger: environment.logger)
         let keyRing = self.keyRing
         let hsm = self.hsm
-        let store = self.store
         self.httpServer = HTTPServer(
             endpoint: configuration.http,
             routes: .init(
@@ -102,7 +102,8 @@ public final class CountersignApplication: Sendable {
                     return metrics.exposition()
                 },
                 notReadyBecause: {
-                    guard (try? await store.principals()) != nil else { return "the store does not answer" }
+                    guard startRecord.isWritten else { return "starting: the start is not yet in the audit log" }
+                    if let reason = await store.notReadyBecause() { return reason }
                     guard await hsm.signer.isReady() else { return "the HSM does not answer" }
                     return nil
                 }
@@ -110,12 +111,23 @@ public final class CountersignApplication: Sendable {
             group: environment.eventLoopGroup,
             logger: environment.logger
         )
+        let httpServer = self.httpServer
+        self.framedServer = FramedServer(
+            endpoint: configuration.listen, tls: try configuration.tls.map(Self.tlsContext), limits: configuration.limits,
+            connectionHandler: connections, group: environment.eventLoopGroup, metrics: metrics, logger: environment.logger,
+            beforeServing: {
+                // Nothing is written before every port is bound: a process that cannot listen leaves no trace.
+                _ = try await httpServer.localAddress
+                try await startRecord.record()
+            }
+        )
     }
 
     /// The services in start order; `ServiceGroup` stops them in reverse: the framed listener first (in-flight
-    /// requests are answered), then HTTP, then the HSM (sessions closed, module finalized).
+    /// requests are answered), then HTTP, the checkpointer (the stop is logged), then the HSM (sessions closed,
+    /// module finalized), and last the data directory's lock.
     public var services: [any Service] {
-        [HSMShutdownService(hsm: self.hsm), self.checkpointer, self.keyRotation, self.httpServer, self.framedServer]
+        [DataDirectoryService(lock: self.dataLock), HSMShutdownService(hsm: self.hsm), self.checkpointer, self.keyRotation, self.httpServer, self.framedServer]
     }
 
     /// The modes admins switched on before the restart; a mode no longer in the configuration is dropped.
@@ -127,13 +139,20 @@ public final class CountersignApplication: Sendable {
         return ContextModes(active: active)
     }
 
-    static func openStore(dataDirectory: String) throws -> LedgerStore {
+    /// Locks the data directory (creating it if needed), then opens its store.
+    static func openStore(dataDirectory: String) throws -> (DataDirectoryLock, LedgerStore) {
         do {
             try FileManager.default.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         } catch {
             throw StartupError("cannot create the data directory '\(dataDirectory)': \(error.localizedDescription)")
         }
-        return try LedgerStore(path: (dataDirectory as NSString).appendingPathComponent("countersign.sqlite"))
+        let lock: DataDirectoryLock
+        do {
+            lock = try DataDirectoryLock(directory: dataDirectory)
+        } catch let error as LedgerError {
+            throw StartupError(error.reason)
+        }
+        return (lock, try LedgerStore(path: (dataDirectory as NSString).appendingPathComponent("countersign.sqlite")))
     }
 
     static func tlsContext(_ tls: ServerConfiguration.TLS) throws -> NIOSSLContext {
@@ -185,6 +204,17 @@ struct KeyRotationService: Service {
     }
 }
 
+/// Holds the data directory until everything else has stopped (the audit log's last entry is written), then
+/// lets go, so that a restart in the same process (tests) or a new process may take it.
+struct DataDirectoryService: Service {
+    let lock: DataDirectoryLock
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        self.lock.release()
+    }
+}
+
 /// Keeps the HSM until every listener has stopped, then closes its sessions and finalizes the module.
 struct HSMShutdownService: Service {
     let hsm: HSMRuntime
@@ -208,7 +238,8 @@ extension CountersignApplication {
     public static func initialize(
         configuration: ServerConfiguration, pin: PIN, adminID: String = "admin", environment: ServerEnvironment = .init()
     ) async throws -> InitializationReport {
-        let store = try Self.openStore(dataDirectory: configuration.dataDirectory)
+        let (lock, store) = try Self.openStore(dataDirectory: configuration.dataDirectory)
+        defer { withExtendedLifetime(lock) {} }
         let hsm = try HSMRuntime(configuration: configuration.hsm, pin: pin, time: environment.time, logger: environment.logger, module: environment.pkcs11Module)
         do {
             var report = InitializationReport(created: [], adminCredentialPath: nil)

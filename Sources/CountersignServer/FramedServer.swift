@@ -19,14 +19,17 @@ public final class FramedServer: Service, Sendable {
     private let group: any EventLoopGroup
     private let metrics: ServerMetrics
     private let logger: Logger
+    /// Runs once the listener is bound, before any connection is served; a failure stops the server.
+    private let beforeServing: @Sendable () async throws -> Void
     private let bound: EventLoopPromise<SocketAddress>
     private let connections = Mutex<[ObjectIdentifier: ConnectionState]>([:])
     private let isShuttingDown = ShutdownFlag()
 
     init(
         endpoint: ServerConfiguration.Endpoint, tls: NIOSSLContext?, limits: ServerConfiguration.Limits, connectionHandler: ConnectionHandler,
-        group: any EventLoopGroup, metrics: ServerMetrics, logger: Logger
+        group: any EventLoopGroup, metrics: ServerMetrics, logger: Logger, beforeServing: @escaping @Sendable () async throws -> Void = {}
     ) {
+        self.beforeServing = beforeServing
         self.endpoint = endpoint
         self.tls = tls
         self.limits = limits
@@ -74,11 +77,16 @@ public final class FramedServer: Service, Sendable {
             self.bound.fail(error)
             throw StartupError("cannot listen on \(self.endpoint): \(error)")
         }
-        self.bound.succeed(server.channel.localAddress!)
-        self.logger.notice("listening", metadata: ["address": "\(server.channel.localAddress!)", "tls": "\(tls != nil)"])
-
         try await withGracefulShutdownHandler {
             try await server.executeThenClose { inbound in
+                do {
+                    try await self.beforeServing()
+                } catch {
+                    self.bound.fail(error)
+                    throw StartupError("cannot start serving on \(self.endpoint): \(error)")
+                }
+                self.bound.succeed(server.channel.localAddress!)
+                self.logger.notice("listening", metadata: ["address": "\(server.channel.localAddress!)", "tls": "\(tls != nil)"])
                 try await withThrowingDiscardingTaskGroup { group in
                     for try await connection in inbound {
                         guard let connection else { continue }

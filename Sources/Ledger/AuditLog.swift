@@ -58,6 +58,11 @@ final class AuditSequencer: Sendable {
         }
     }
 
+    /// How many indexes this process has handed out (the next index to reserve).
+    var reservedCount: Int64 {
+        self.state.withLock { $0.next }
+    }
+
     func committed(_ writes: [AuditWrite]) {
         self.state.withLock { state in
             for write in writes { state.waiting[write.index] = write.leafHash }

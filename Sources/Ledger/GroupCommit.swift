@@ -50,13 +50,15 @@ final class GroupCommitter: Sendable {
     private let sequencer: AuditSequencer
     private let keyFilter: KeyFilter
     let checkpointer: WALCheckpointer?
+    let health: WriteHealth
     private let state = Mutex(State())
 
-    init(database: DatabasePool, sequencer: AuditSequencer, keyFilter: KeyFilter, checkpointer: WALCheckpointer?) {
+    init(database: DatabasePool, sequencer: AuditSequencer, keyFilter: KeyFilter, checkpointer: WALCheckpointer?, health: WriteHealth) {
         self.database = database
         self.sequencer = sequencer
         self.keyFilter = keyFilter
         self.checkpointer = checkpointer
+        self.health = health
     }
 
     /// Commits `write` in the next group. An authorization's budget checks and its holds are one step of one
@@ -120,6 +122,7 @@ final class GroupCommitter: Sendable {
     }
 
     private func fail(_ group: [Pending], holes: [Int64], error: any Error) {
+        self.health.failed(error)
         self.sequencer.lost(holes + group.map(\.write.auditIndex))
         let failure = LedgerError(.storeUnavailable, "the write could not be made durable: \(error)")
         for pending in group {
@@ -152,6 +155,7 @@ final class GroupCommitter: Sendable {
             return
         }
         // The log and the key filter know of the group before any caller hears of it.
+        self.health.succeeded()
         self.sequencer.committed(written)
         self.checkpointer?.committed()
         var full = false

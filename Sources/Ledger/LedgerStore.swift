@@ -13,6 +13,7 @@ public final class LedgerStore: Sendable {
     let committer: GroupCommitter
     let sequencer: AuditSequencer
     let keyFilter: KeyFilter
+    let health = WriteHealth()
 
     /// Opens (creating if needed) the store at `path`.
     /// - Throws: ``LedgerError`` when the file cannot be opened or migrated.
@@ -42,7 +43,8 @@ public final class LedgerStore: Sendable {
             let pairs = try self.database.read { db in try Self.idempotencyPairs(in: db) }
             self.keyFilter = KeyFilter(pairs)
             self.committer = GroupCommitter(
-                database: self.database, sequencer: self.sequencer, keyFilter: self.keyFilter, checkpointer: try WALCheckpointer(path: path, topUpInterval: walTopUpInterval)
+                database: self.database, sequencer: self.sequencer, keyFilter: self.keyFilter, checkpointer: try WALCheckpointer(path: path, topUpInterval: walTopUpInterval),
+                health: self.health
             )
         } catch {
             throw LedgerError(.storeUnavailable, "cannot open the store at '\(path)': \(error)")
@@ -467,12 +469,34 @@ public final class LedgerStore: Sendable {
 
     func write<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
         do {
-            return try await self.database.write(body)
+            let result = try await self.database.write(body)
+            self.health.succeeded()
+            return result
         } catch let error as LedgerError {
+            // A refusal decided inside the transaction (not found, a conflict): the store itself is fine.
             throw error
         } catch {
+            self.health.failed(error)
             throw LedgerError(.storeUnavailable, "the store at '\(self.path)' could not be written: \(error)")
         }
+    }
+
+    /// Why the store is not fit to serve, or `nil`: the last write failed (and none has succeeded since), the
+    /// audit log on disk is ahead of this process's (another process wrote it), or a read fails.
+    public func notReadyBecause() async -> String? {
+        if let failure = self.health.failure {
+            return "the last write to the store failed (\(failure))"
+        }
+        let stored: Int64?
+        do {
+            stored = try await self.read { db in try Int64.fetchOne(db, sql: "SELECT MAX(idx) FROM auditEntry") }
+        } catch {
+            return "the store cannot be read (\(error))"
+        }
+        if let stored, stored >= Int64(self.sequencer.reservedCount) {
+            return "the audit log holds index \(stored), which this server never reserved: another process wrote it"
+        }
+        return nil
     }
 }
 

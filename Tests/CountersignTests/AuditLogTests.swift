@@ -5,6 +5,8 @@ import Crypto
 import Foundation
 import GRDB
 import Ledger
+import NIOCore
+import NIOPosix
 @_spi(Testing) import PKCS11
 import Signing
 import Testing
@@ -167,6 +169,22 @@ struct AuditLogTests {
         }
     }
 
+    @Test("a server that cannot bind its ports writes nothing to the audit log, neither a start nor a stop")
+    func unboundWritesNothing() async throws {
+        let first = try await TestServer.start()
+        let directory = first.dataDirectory
+        try await first.stop()
+        let path = directory.appendingPathComponent("countersign.sqlite").path
+        let before = try AuditLogFile(path: path).entryCount()
+        let blocker = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0).get()
+        let taken = try #require(blocker.localAddress?.port)
+        await #expect(throws: (any Error).self) { try await TestServer.start(.init(httpPort: taken, dataDirectory: directory)) }
+        // The refused server has wound down once it lets go of the directory; only then is its silence proven.
+        try await eventually("the refused server lets go of the data directory") { (try? DataDirectoryLock(directory: directory.path)) != nil }
+        try await blocker.close()
+        #expect(try AuditLogFile(path: path).entryCount() == before, "no server.start, no server.stop")
+    }
+
     @Test("fail closed: with the log unwritable no authorization is issued (AUDIT_UNAVAILABLE); afterwards the log has no gap and verifies")
     func failClosed() async throws {
         let server = try await TestServer.start()
@@ -180,8 +198,12 @@ struct AuditLogTests {
         let refused = await #expect(throws: WireError.self) { try await client.authorize(TestServer.request(1_000)) }
         #expect(refused?.code == .auditUnavailable)
         #expect(try await server.application.store.authorizationCount() == before, "nothing was issued")
+        let (notReady, notReadyStatus) = try await InteropTests.get(server, "/readyz")
+        #expect(notReadyStatus == 503, "a server that cannot write its audit log is not ready")
+        #expect(notReady.hasPrefix("not ready: the last write to the store failed"), "\(notReady)")
         try await database.write { db in try db.execute(sql: "DROP TRIGGER refuse") }
         #expect(try await client.authorize(TestServer.request(1_000)).tier == "standard", "service resumes")
+        #expect(try await InteropTests.get(server, "/readyz").1 == 200, "and it is ready again")
         let keys = Self.auditKeys(try await client.keys())
         await client.close()
         try await server.stop()

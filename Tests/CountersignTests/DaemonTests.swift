@@ -185,6 +185,45 @@ struct DaemonTests {
         return (server, port)
     }
 
+    @Test("a second countersignd on a live data directory is refused at once, names the holder, writes nothing; the first keeps serving")
+    func secondServerRefused() async throws {
+        let fixture = try SoftHSMFixture.shared()
+        let directory = fixture.directory.appendingPathComponent("second-\(UUID().uuidString.prefix(6))")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let environment = try self.environmentWithOwnToken(in: directory)
+        #expect(try ProcessResult.run(executable: self.countersignd, arguments: ["init"], environment: environment).status == 0)
+        let admin = try CredentialFile.read(path: directory.appendingPathComponent("data/admin.credential").path)
+        let (first, port) = try await self.serve(environment: environment, log: directory.appendingPathComponent("first.log"))
+        defer { if first.isRunning { kill(first.processIdentifier, SIGKILL) } }
+        let client = try await CountersignClient.connect(host: "127.0.0.1", port: port, credential: admin)
+        let key = CredentialPrivateKey.generate(.es256)
+        _ = try await client.addAgent(id: "agent-first", publicKey: key.publicKey)
+        let agent = try await CountersignClient.connect(host: "127.0.0.1", port: port, credential: CredentialFile(principal: "agent-first", key: key, server: nil))
+        #expect(try await agent.authorize(TestServer.request(1_000)).tier == "standard")
+        let before = try await client.auditEntries(from: 0, limit: 1).size
+
+        let second = try await ProcessResult.running(executable: self.countersignd, arguments: ["serve"], environment: environment)
+        #expect(second.status != 0)
+        #expect(second.standardError.contains("is in use by another countersignd (pid \(first.processIdentifier))"), "\(second.standardError)")
+        let initAgain = try await ProcessResult.running(executable: self.countersignd, arguments: ["init"], environment: environment)
+        #expect(initAgain.status != 0 && initAgain.standardError.contains("in use by another countersignd"), "\(initAgain.standardError)")
+
+        #expect(try await client.auditEntries(from: 0, limit: 1).size == before, "the refused processes wrote nothing")
+        for _ in 0..<3 {
+            #expect(try await agent.authorize(TestServer.request(1_000)).tier == "standard", "the first server is unharmed")
+        }
+        await agent.close()
+        await client.close()
+        kill(first.processIdentifier, SIGTERM)
+        first.waitUntilExit()
+        #expect(first.terminationStatus == 0)
+        // Once the holder is gone the directory is free again (the kernel dropped the lock with the process).
+        let (third, _) = try await self.serve(environment: environment, log: directory.appendingPathComponent("third.log"))
+        kill(third.processIdentifier, SIGTERM)
+        third.waitUntilExit()
+        #expect(third.terminationStatus == 0)
+    }
+
     @Test("kill -9 while clients authorize: after a restart the log verifies and every JWS a client received has its entry")
     func crash() async throws {
         let fixture = try SoftHSMFixture.shared()

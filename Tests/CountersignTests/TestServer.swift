@@ -32,6 +32,8 @@ final class TestServer: Sendable {
         var faultyHSM = false
         var clock: ManualClock?
         var tls: (certificate: String, key: String)?
+        /// The HTTP listener's port; 0 picks a free one.
+        var httpPort = 0
         /// Reuse a data directory (a restart); a fresh one otherwise.
         var dataDirectory: URL?
         /// A `budgets:` section, verbatim.
@@ -49,7 +51,7 @@ final class TestServer: Sendable {
         var text = """
             issuer: countersign.test
             listen: { address: 127.0.0.1, port: 0 }
-            http: { address: 127.0.0.1, port: 0 }
+            http: { address: 127.0.0.1, port: \(options.httpPort) }
             data_dir: \(dataDirectory.path)
             hsm:
               token_label: \(SoftHSMFixture.tokenLabel)
