@@ -148,11 +148,13 @@ public struct StrictJSONParser {
             guard self.current == UInt8(ascii: ":") else { throw self.malformed("a member name must be followed by ':'") }
             self.position += 1
             self.skipWhitespace()
+            // Numbered before its value, so that a member comes before the members inside it.
+            let ordinal = self.members
+            self.members += 1
             self.path.append(.member(name))
             let value = try self.value(depth: depth + 1)
             self.path.removeLast()
-            members.append(JSONMember(name: name, value: value, ordinal: self.members))
-            self.members += 1
+            members.append(JSONMember(name: name, value: value, ordinal: ordinal))
             self.skipWhitespace()
             switch self.current {
             case UInt8(ascii: ","):
@@ -341,11 +343,27 @@ public enum JSONPath {
         var text = ""
         for component in path {
             switch component {
-            case .member(let name): text += text.isEmpty ? name : ".\(name)"
+            case .member(let name):
+                let shown = Self.printable(name)
+                text += text.isEmpty ? shown : ".\(shown)"
             case .index(let index): text += "[\(index)]"
             }
         }
         return text.isEmpty ? "(body)" : text
+    }
+
+    /// A member name as messages show it: control and format characters and noncharacters as `\u{…}`, so
+    /// that a message can neither hold U+0000 nor change a terminal's or a log's lines.
+    static func printable(_ name: String) -> String {
+        guard name.unicodeScalars.contains(where: Self.needsEscape) else { return name }
+        return name.unicodeScalars.map { Self.needsEscape($0) ? "\\u{\(String($0.value, radix: 16, uppercase: true))}" : String($0) }.joined()
+    }
+
+    private static func needsEscape(_ scalar: Unicode.Scalar) -> Bool {
+        switch scalar.properties.generalCategory {
+        case .control, .format, .lineSeparator, .paragraphSeparator: true
+        default: scalar.isNoncharacter
+        }
     }
 
     /// `U+0000 (NUL)`-style names for characters in messages.

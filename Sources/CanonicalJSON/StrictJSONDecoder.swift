@@ -235,17 +235,17 @@ private struct ObjectContainer<Key: CodingKey>: KeyedDecodingContainerProtocol {
     var codingPath: [any CodingKey] { self.decoder.path }
     var allKeys: [Key] { self.members.compactMap { Key(stringValue: $0.name) } }
 
-    /// The member named by `key`, marked as read.
     private func member(_ key: Key) -> JSONMember? {
-        guard let member = self.members.first(where: { $0.name == key.stringValue }) else { return nil }
-        self.decoder.reads.mark(member.ordinal)
-        return member
+        self.members.first { $0.name == key.stringValue }
     }
 
+    /// A decoder for the member named by `key`, which counts as read: only members whose values are decoded
+    /// (or found `null`) are known; one that is merely looked for is not.
     private func decoder(for key: Key) throws -> ValueDecoder {
         guard let member = self.member(key) else {
             throw StrictJSONError(.invalid, "field '\(JSONPath.render(codingPath: self.codingPath + [key]))' is required")
         }
+        self.decoder.reads.mark(member.ordinal)
         return ValueDecoder(value: member.value, path: self.codingPath + [key], reads: self.decoder.reads)
     }
 
@@ -276,7 +276,12 @@ private struct ObjectContainer<Key: CodingKey>: KeyedDecodingContainerProtocol {
     }
 
     func superDecoder() throws -> any Decoder {
-        try self.decoder(for: Key(stringValue: "super")!)
+        let key = PathKey(stringValue: "super")
+        guard let member = self.members.first(where: { $0.name == key.stringValue }) else {
+            throw StrictJSONError(.invalid, "field '\(JSONPath.render(codingPath: self.codingPath + [key]))' is required")
+        }
+        self.decoder.reads.mark(member.ordinal)
+        return ValueDecoder(value: member.value, path: self.codingPath + [key], reads: self.decoder.reads)
     }
 
     func superDecoder(forKey key: Key) throws -> any Decoder {

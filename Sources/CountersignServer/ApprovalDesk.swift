@@ -1,4 +1,5 @@
 import Audit
+import CanonicalJSON
 import Crypto
 import Foundation
 import Ledger
@@ -145,7 +146,7 @@ extension Authorizer {
         do {
             authorization = try await self.sign(
                 request, id: record.id, agent: record.agent, tier: tier, policyVersion: decision?.policyVersion ?? self.policy.version, approvers: approvers,
-                auditIndex: auditIndex
+                auditIndex: auditIndex, at: now
             )
         } catch let error as WireError {
             summary.outcome = "signing_failed"
@@ -188,15 +189,23 @@ extension Authorizer {
         )
     }
 
+    static func quoted(_ text: String) -> String {
+        var json = CanonicalJSON(reservingCapacity: text.utf8.count + 2)
+        json.string(text)
+        return String(decoding: json.bytes, as: UTF8.self)
+    }
+
     private func summary(of record: AuthorizationRecord, verdicts: [ApprovalRecord], now: Int64) -> ApprovalSummary {
         let request = record.request.flatMap { try? WireJSON.decode(AuthorizeRequest.self, from: ByteBuffer(bytes: $0)) }
         let money = Currency(code: record.currency).map { "\(Money(minorUnits: record.amount, currency: $0))" } ?? "\(record.amount) \(record.currency)"
         let status = record.voidedAt != nil && record.status(at: now) == .pendingApproval ? "withdrawn" : record.status(at: now).rawValue
         var summary = "\(record.agent) asks to pay \(money) to \(record.merchant)"
         if let request {
-            summary += " (MCC \(request.merchantCategoryCode)) for \"\(request.intent.description)\""
+            // The agent's texts are quoted as JSON strings: a quote, a line feed or a tab in them cannot end the
+            // quotation or forge another item or row of the list.
+            summary += " (MCC \(request.merchantCategoryCode)) for \(Self.quoted(request.intent.description))"
             if let items = request.intent.lineItems {
-                summary += "; " + items.map { "\($0.quantity) x \($0.description)" }.joined(separator: ", ")
+                summary += "; " + items.map { "\($0.quantity) x \(Self.quoted($0.description))" }.joined(separator: ", ")
             }
         }
         summary += "; tier \(record.tier) needs \(record.quorum ?? 0) approval(s)"

@@ -130,7 +130,7 @@ final class Authorizer: Sendable {
             do {
                 authorization = try await self.sign(
                     request, id: id, agent: agent, tier: tier, policyVersion: decision.policyVersion, approvers: nil, auditIndex: auditIndex,
-                    intentHash: summary.intentHash
+                    intentHash: summary.intentHash, at: now
                 )
             } catch let error as WireError {
                 // The reserved index records why nothing was issued.
@@ -225,15 +225,15 @@ final class Authorizer: Sendable {
         return facts
     }
 
-    /// Signs an authorization for `request` with the tier's active key.
+    /// Signs an authorization for `request` with the tier's active key, issued at `now` (the decision's time,
+    /// which also begins the id of a direct authorization; the quorum's time for an approved one).
     func sign(
         _ request: AuthorizeRequest, id: String, agent: String, tier: Tier, policyVersion: String, approvers: [String]?, auditIndex: Int64,
-        intentHash: String? = nil
+        intentHash: String? = nil, at now: Int64
     ) async throws -> Authorization {
         guard let key = self.keyRing.key(for: tier) else {
             throw WireError(.signingUnavailable, "no active key for tier '\(tier.name)'", retryable: true)
         }
-        let now = self.wallClock.secondsSince1970
         let claims = AuthorizationClaims(
             iss: self.issuer, sub: agent, aud: request.merchantID, jti: id, iat: now, nbf: now, exp: now + tier.lifetimeSeconds, amount: request.amount,
             currency: request.currency, mcc: request.merchantCategoryCode, intentHash: intentHash ?? IntentHash.of(request.intent), tier: tier.name,

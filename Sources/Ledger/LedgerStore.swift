@@ -316,7 +316,7 @@ public final class LedgerStore: Sendable {
             let history = try Row.fetchOne(
                 db,
                 sql: """
-                    SELECT COUNT(*) AS count, COALESCE(AVG(amount), 0) AS mean FROM authorization
+                    SELECT COUNT(*) AS count, COALESCE(SUM(amount), 0) AS total FROM authorization
                     WHERE agent = ? AND currency = ? AND createdAt >= ? AND +status = 'authorized' AND voidedAt IS NULL
                     """,
                 arguments: [agent, currency, historySince]
@@ -336,10 +336,11 @@ public final class LedgerStore: Sendable {
                     """,
                 arguments: [agent, merchant, currency, splittingSince, now]
             ) ?? 0
-            let mean: Double = history?["mean"] ?? 0
-            return SpendingFacts(
-                historyCount: history?["count"] ?? 0, historyMeanAmount: Int64(mean.rounded()), merchantPaidBefore: paidBefore, recentSpendAtMerchant: recent
-            )
+            // Integers throughout: the mean of minor units, rounded half up, never through a floating-point value.
+            let count: Int64 = history?["count"] ?? 0
+            let total: Int64 = history?["total"] ?? 0
+            let mean = count > 0 ? (total + count / 2) / count : 0
+            return SpendingFacts(historyCount: Int(count), historyMeanAmount: mean, merchantPaidBefore: paidBefore, recentSpendAtMerchant: recent)
         }
     }
 

@@ -14,9 +14,10 @@ public struct KeyID: Hashable, Sendable, CustomStringConvertible, Codable {
 
     /// Parses `<name>/v<version>`.
     public init?(kid: String) {
-        guard let slash = kid.lastIndex(of: "/"), kid[kid.index(after: slash)...].hasPrefix("v"),
-            let version = Int(kid[kid.index(slash, offsetBy: 2)...]), version > 0, slash > kid.startIndex
-        else { return nil }
+        // One spelling per version: digits without a sign or a leading zero (`v2`, never `v+2` or `v02`).
+        guard let slash = kid.lastIndex(of: "/"), kid[kid.index(after: slash)...].hasPrefix("v"), slash > kid.startIndex else { return nil }
+        let digits = kid[kid.index(slash, offsetBy: 2)...]
+        guard let first = digits.first, first != "0", digits.allSatisfy({ $0.isASCII && $0.isNumber }), let version = Int(digits) else { return nil }
         self.init(name: String(kid[..<slash]), version: version)
     }
 

@@ -87,7 +87,9 @@ public enum HostileBodies {
         Hostile("an unknown member that is null", Self.body(members: #","note":null"#), invalid, "unknown member 'note'"),
         Hostile("a shipping address in the intent", Self.body(intentExtra: #","shipping_address":"1 Main St""#), invalid, "unknown member 'intent.shipping_address'"),
         Hostile("a sku in a line item", Self.body(item: #","sku":"A-1""#), invalid, "unknown member 'intent.line_items[0].sku'"),
-        Hostile("a misspelled optional", Self.body(intentExtra: #","orderhash":"h""#), invalid, "unknown member 'intent.orderhash'"),
+        Hostile("an unknown member holding an object", Self.body(intentExtra: #","shipping_address":{"street":"1 Main"}"#), invalid, "unknown member 'intent.shipping_address':"),
+        Hostile("an unknown member named with NUL", Self.body(members: #","a\u0000b":1"#), invalid, "unknown member 'a\\u{0}b'"),
+                Hostile("a misspelled optional", Self.body(intentExtra: #","orderhash":"h""#), invalid, "unknown member 'intent.orderhash'"),
         // Bytes that are not UTF-8, and I-JSON's forbidden code points.
         Hostile("an invalid byte in a string", Self.body(description: "\"a\u{1}\"").replacing([0x01], with: [0xFF]), malformed, "not valid UTF-8"),
         Hostile("an overlong '/'", Self.body(description: "\"a\u{1}\"").replacing([0x01], with: [0xC0, 0xAF]), malformed, "not valid UTF-8"),

@@ -168,15 +168,22 @@ public struct KeysAdoptRequest: Codable, Sendable, Hashable, ValidatedRequest {
         self.id = id
     }
 
+    /// The `id` as bytes: pairs of hex digits and nothing else (no sign, no prefix), so one id has one spelling
+    /// up to letter case.
     public var idBytes: [UInt8]? {
-        guard let id = self.id, id.count % 2 == 0 else { return nil }
+        guard let digits = self.id.map({ Array($0.utf8) }), digits.count % 2 == 0 else { return nil }
+        func value(_ digit: UInt8) -> UInt8? {
+            switch digit {
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): digit - UInt8(ascii: "0")
+            case UInt8(ascii: "a")...UInt8(ascii: "f"): digit - UInt8(ascii: "a") + 10
+            case UInt8(ascii: "A")...UInt8(ascii: "F"): digit - UInt8(ascii: "A") + 10
+            default: nil
+            }
+        }
         var bytes: [UInt8] = []
-        var index = id.startIndex
-        while index < id.endIndex {
-            let next = id.index(index, offsetBy: 2)
-            guard let byte = UInt8(id[index..<next], radix: 16) else { return nil }
-            bytes.append(byte)
-            index = next
+        for index in stride(from: 0, to: digits.count, by: 2) {
+            guard let high = value(digits[index]), let low = value(digits[index + 1]) else { return nil }
+            bytes.append(high << 4 | low)
         }
         return bytes
     }
@@ -185,7 +192,7 @@ public struct KeysAdoptRequest: Codable, Sendable, Hashable, ValidatedRequest {
         try KeyName.validate(self.name, field: "name")
         switch (self.label, self.id) {
         case (let label?, nil):
-            guard (1...128).contains(label.utf8.count) else { throw WireError(.invalidRequest, "field 'label' must be 1 to 128 bytes") }
+            try TextRules.identifier(label, field: "label", maximumBytes: 128)
         case (nil, _?):
             guard let bytes = self.idBytes, (1...64).contains(bytes.count) else {
                 throw WireError(.invalidRequest, "field 'id' must be 1 to 64 bytes in hex")

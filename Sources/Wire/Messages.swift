@@ -77,6 +77,18 @@ public enum Role: String, Codable, Sendable, Hashable, CaseIterable {
 /// An empty body (`{}`), for requests and responses that carry nothing.
 public struct Empty: Codable, Sendable, Hashable {
     public init() {}
+
+    /// An object with no members: `[]`, `1` or `null` is not an empty body, and a member is an unknown one.
+    public init(from decoder: any Decoder) throws {
+        _ = try decoder.container(keyedBy: NoMembers.self)
+    }
+
+    private struct NoMembers: CodingKey {
+        var stringValue: String
+        var intValue: Int? { nil }
+        init?(stringValue: String) { self.stringValue = stringValue }
+        init?(intValue: Int) { nil }
+    }
 }
 
 /// `AUTHORIZE` (agent → server): may I pay?

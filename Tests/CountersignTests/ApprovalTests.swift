@@ -65,7 +65,7 @@ struct ApprovalTests {
             // Approvers see the exact request, a readable summary, and the decision record.
             let list = try await cast.alice.listApprovals()
             #expect(list.map(\.authorizationID) == [pending.authorizationID])
-            #expect(list.first?.summary == "agent-big asks to pay 120000.00 USD to m-42 (MCC 5734) for \"USB-C cables\"; 2 x USB-C cable; tier critical needs 2 approval(s)")
+            #expect(list.first?.summary == "agent-big asks to pay 120000.00 USD to m-42 (MCC 5734) for \"USB-C cables\"; 2 x \"USB-C cable\"; tier critical needs 2 approval(s)")
             let detail = try await cast.admin.showApproval(id: pending.authorizationID)
             #expect(detail.request == request)
             #expect(detail.decision?.outcome == "pending_approval")
@@ -121,6 +121,24 @@ struct ApprovalTests {
             // The id was given when the request arrived and begins with that time; iat is the quorum's time.
             let idTime = try #require(Base64URL.decode(authorization.authorizationID)).prefix(4).reduce(Int64(0)) { $0 << 8 | Int64($1) }
             #expect(idTime == Self.start)
+            await cast.close()
+        }
+    }
+
+    @Test("the agent's texts are quoted in the list's summary: a quote, line feed or tab cannot forge an item or a row")
+    func summaryQuotesTexts() async throws {
+        let clock = SettableWallClock(Self.start)
+        try await withServer(.init(budgets: Self.budget, tiers: approvalTiers, wallClock: clock.wallClock)) { server in
+            let cast = try await Cast(server)
+            let forged = "cables\"; 1 x \"nothing\n\tagent-other\t1.00 USD"
+            let request = AuthorizeRequest(
+                idempotencyKey: "forge-1", amount: 12_000_000, currency: "USD", merchantID: "m-42", merchantCategoryCode: "5734",
+                intent: Intent(description: forged, lineItems: [LineItem(description: "a\tb", quantity: 1, unitAmount: 12_000_000)])
+            )
+            _ = try Self.pending(try await cast.agent.submit(request))
+            let summary = try #require(try await cast.alice.listApprovals().first?.summary)
+            #expect(!summary.contains("\n") && !summary.contains("\t"), "\(summary)")
+            #expect(summary.contains(#"for "cables\"; 1 x \"nothing\n\tagent-other\t1.00 USD"; 1 x "a\tb""#), "\(summary)")
             await cast.close()
         }
     }

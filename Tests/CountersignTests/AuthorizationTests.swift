@@ -54,6 +54,8 @@ struct AuthorizationTests {
             #expect(claims.intentHash == IntentHash.of(TestServer.request(1_200_000).intent))
             #expect(claims.policyVersion == server.application.configuration.policy.version)
             #expect(Base64URL.decode(claims.jti)?.count == 16)
+            let idTime = Base64URL.decode(claims.jti)?.prefix(4).reduce(Int64(0)) { $0 << 8 | Int64($1) }
+            #expect(idTime == claims.iat, "a direct authorization's id begins with its iat")
 
             // The low-tier key cannot vouch for the high amount: a merchant checking max_amount refuses it.
             var forged = keySet

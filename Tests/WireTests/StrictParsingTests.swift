@@ -1,6 +1,7 @@
 import CanonicalJSON
 import Foundation
 import NIOCore
+import Signing
 import Testing
 import TestSupport
 import Wire
@@ -83,6 +84,31 @@ struct StrictParsingTests {
         let twice = answer.replacingOccurrences(#""kid":"k/v1""#, #""kid":"k/v1","kid":"evil/v1""#)
         let error = #expect(throws: WireError.self) { try WireJSON.decode(Authorization.self, from: ByteBuffer(string: twice), allowingUnknownMembers: true) }
         #expect(error?.message.contains("'kid' appears more than once") == true)
+    }
+
+    @Test("an empty body is an object with no members; anything else is refused")
+    func emptyBodies() throws {
+        #expect(throws: Never.self) { try WireJSON.decode(Empty.self, from: ByteBuffer()) }
+        #expect(throws: Never.self) { try WireJSON.decode(Empty.self, from: ByteBuffer(string: " { } ")) }
+        for text in ["[]", "1", "null", "\"x\"", "true", #"[{"a":1}]"#] {
+            let error = #expect(throws: WireError.self) { try WireJSON.decode(Empty.self, from: ByteBuffer(string: text)) }
+            #expect(error?.code == .invalidRequest && error?.message.hasPrefix("the body must be an object") == true, "\(text): \(error.map(String.init(describing:)) ?? "")")
+        }
+        let member = #expect(throws: WireError.self) { try WireJSON.decode(Empty.self, from: ByteBuffer(string: #"{"a":1}"#)) }
+        #expect(member?.message.hasPrefix("unknown member 'a'") == true)
+    }
+
+    @Test("key ids and token object ids have one spelling each")
+    func oneSpelling() {
+        #expect(KeyID(kid: "standard/v2") == KeyID(name: "standard", version: 2))
+        for kid in ["standard/v+2", "standard/v02", "standard/v-1", "standard/v", "standard/v2 ", "/v2", "standard/v٢"] {
+            #expect(KeyID(kid: kid) == nil, "\(kid)")
+        }
+        #expect(KeysAdoptRequest(name: "k", id: "0aFf").idBytes == [0x0A, 0xFF])
+        for id in ["+f", "-0", "0x", " f", "0g"] {
+            #expect(KeysAdoptRequest(name: "k", id: id).idBytes == nil, "\(id)")
+        }
+        #expect(throws: WireError.self) { try KeysAdoptRequest(name: "k", label: "a\u{200B}b").validate() }
     }
 
     /// A body type with a floating-point field, which no body of the protocol has.
