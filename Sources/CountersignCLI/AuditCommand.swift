@@ -146,7 +146,7 @@ struct AuditCommand: AsyncParsableCommand {
                 }
                 while true {
                     let page = try await connection.auditEntries(from: next, limit: 1000)
-                    for item in page.entries { print(item.entry) }
+                    for item in page.entries { Terminal.emit(item.entry) }
                     if let last = page.entries.last {
                         next = last.index + 1
                     } else {

@@ -62,28 +62,24 @@ struct AuthorizeCommand: AsyncParsableCommand {
         if lineItems.isEmpty, self.orderHash == nil {
             throw ValidationError("give --order-hash or at least one --item")
         }
-        try await self.client.withConnection { connection in
-            let authorization: Authorization
-            switch try await connection.submit(request) {
-            case .authorized(let signed):
-                authorization = signed
-            case .pendingApproval(let pending):
-                guard self.wait else {
-                    if self.json { try JSONOutput.print(pending) }
-                    FileHandle.standardError.write(
-                        Data("pending approval: \(pending.authorizationID) needs \(pending.approvalsRequired) approval(s) before \(pending.approvalExpiresAt)\n".utf8)
-                    )
-                    throw ExitCode(3)
-                }
-                FileHandle.standardError.write(Data("waiting for \(pending.approvalsRequired) approval(s) of \(pending.authorizationID)…\n".utf8))
-                authorization = try await connection.awaitApproval(id: pending.authorizationID)
-            }
-            if self.json {
-                try JSONOutput.print(authorization)
-            } else {
-                print(authorization.jws)
+        let connection = try await self.client.connect()
+        let outcome: AuthorizeOutcome
+        do {
+            outcome = try await connection.submit(request)
+        } catch {
+            await connection.close()
+            throw error
+        }
+        if case .pendingApproval(let pending) = outcome {
+            // The key is what makes a re-run the same request instead of a new one needing new approvals.
+            Terminal.note(
+                "pending approval: \(pending.authorizationID) needs \(pending.approvalsRequired) approval(s) before \(Terminal.time(pending.approvalExpiresAt)) (idempotency key \(request.idempotencyKey))"
+            )
+            if !self.wait {
+                Terminal.note("collect it with: countersign fetch \(pending.authorizationID) --wait")
             }
         }
+        try await FetchCommand.finish(outcome, connection: connection, client: self.client, wait: self.wait, json: self.json)
     }
 
     static func lineItem(_ text: String, currency: Currency) throws -> LineItem {
@@ -92,6 +88,74 @@ struct AuthorizeCommand: AsyncParsableCommand {
             throw ValidationError("--item must be description:quantity:unit-amount, e.g. 'USB cable:2:4.99'")
         }
         return LineItem(description: String(parts[0]), quantity: quantity, unitAmount: unit.minorUnits)
+    }
+}
+
+/// `countersign fetch <authorization id> [--wait]`: collect an authorization, e.g. one that waited for approval.
+struct FetchCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "fetch",
+        abstract: "Print one of your authorizations' JWS; with --wait, wait for a pending approval's decision (exit 3 while it is still pending)."
+    )
+
+    @Argument(help: "The authorization id, as `authorize` printed it.")
+    var authorizationID: String
+
+    @OptionGroup var client: ClientOptions
+
+    @Flag(help: "Wait for the approvers' decision, reconnecting if the server restarts.")
+    var wait = false
+
+    @Flag(help: "Print the whole response as JSON.")
+    var json = false
+
+    func run() async throws {
+        let connection = try await self.client.connect()
+        if self.wait {
+            // Everything from here on rides out a restart: even the first question.
+            Terminal.note("waiting for the approvers' decision on \(self.authorizationID)…")
+            let authorization = try await self.client.awaitApproval(id: self.authorizationID, on: connection)
+            try FetchCommand.print(authorization, json: self.json)
+            return
+        }
+        let outcome: AuthorizeOutcome
+        do {
+            outcome = try await connection.fetchAuthorization(id: self.authorizationID)
+        } catch {
+            await connection.close()
+            throw error
+        }
+        if case .pendingApproval(let pending) = outcome {
+            Terminal.note("pending approval: \(pending.authorizationID) has \(pending.approvers.count) of \(pending.approvalsRequired) approval(s); it expires \(Terminal.time(pending.approvalExpiresAt))")
+        }
+        try await Self.finish(outcome, connection: connection, client: self.client, wait: self.wait, json: self.json)
+    }
+
+    /// Prints a signed authorization; for a pending one, waits (with `wait`) or exits 3. Closes `connection`.
+    static func finish(_ outcome: AuthorizeOutcome, connection: CountersignClient, client: ClientOptions, wait: Bool, json: Bool) async throws {
+        let authorization: Authorization
+        switch outcome {
+        case .authorized(let signed):
+            await connection.close()
+            authorization = signed
+        case .pendingApproval(let pending):
+            guard wait else {
+                await connection.close()
+                if json { try JSONOutput.print(pending) }
+                throw ExitCode(3)
+            }
+            Terminal.note("waiting for the approvers' decision on \(pending.authorizationID)…")
+            authorization = try await client.awaitApproval(id: pending.authorizationID, on: connection)
+        }
+        try Self.print(authorization, json: json)
+    }
+
+    static func print(_ authorization: Authorization, json: Bool) throws {
+        if json {
+            try JSONOutput.print(authorization)
+        } else {
+            Swift.print(authorization.jws)
+        }
     }
 }
 

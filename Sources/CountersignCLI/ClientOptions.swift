@@ -69,6 +69,38 @@ extension ClientOptions {
         return decoded
     }
 
+    /// Waits for the decision on a pending authorization. A lost connection or a retryable refusal (the server
+    /// restarting, `SHUTTING_DOWN`) does not end the wait: it reconnects with backoff (0.5 s doubling to 10 s)
+    /// for as long as `patience` allows without a connection, then gives up with the last error.
+    /// - Throws: the server's refusal (`APPROVAL_DENIED`, `APPROVAL_EXPIRED`, …), or the last connection error.
+    func awaitApproval(id: String, on first: CountersignClient, patience: Duration = .seconds(300)) async throws -> Authorization {
+        var connection: CountersignClient? = first
+        var delay: Duration = .milliseconds(500)
+        var disconnectedSince: ContinuousClock.Instant?
+        while true {
+            do {
+                let current: CountersignClient
+                if let connection { current = connection } else { current = try await self.connect() }
+                connection = current
+                disconnectedSince = nil
+                delay = .milliseconds(500)
+                let authorization = try await current.awaitApproval(id: id)
+                await current.close()
+                return authorization
+            } catch {
+                await connection?.close()
+                connection = nil
+                let transient = (error as? WireError)?.retryable ?? (error as? ClientError)?.isConnectionFailure ?? false
+                let since = disconnectedSince ?? .now
+                disconnectedSince = since
+                guard transient, ContinuousClock.now - since < patience else { throw error }
+                Terminal.note("\(error); reconnecting in \(delay) to keep waiting for \(id)")
+                try await Task.sleep(for: delay)
+                delay = min(delay * 2, .seconds(10))
+            }
+        }
+    }
+
     /// Connects, runs `body`, and closes the connection (also when `body` throws).
     func withConnection<Result>(_ body: (CountersignClient) async throws -> Result) async throws -> Result {
         let connection = try await self.connect()

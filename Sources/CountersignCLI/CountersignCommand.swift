@@ -6,12 +6,13 @@ public struct CountersignCommand: AsyncParsableCommand {
         commandName: "countersign",
         abstract: "Signed payment authorizations for AI agents: client and administration tool.",
         subcommands: [
-            AuthorizeCommand.self, VoidCommand.self, VerifyCommand.self, KeysCommand.self, AgentsCommand.self, ApprovalsCommand.self, BudgetsCommand.self,
+            AuthorizeCommand.self, FetchCommand.self, VoidCommand.self, VerifyCommand.self, KeysCommand.self, AgentsCommand.self, ApprovalsCommand.self, BudgetsCommand.self,
             ContextsCommand.self, PolicyCommand.self, AuditCommand.self, BenchCommand.self, PingCommand.self, HSMCommand.self,
         ]
     )
 
     public init() {}
+
 }
 
 /// `countersign hsm …`: checks of a PKCS#11 token before Countersign is deployed on it.

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import NIOCore
 import NIOPosix
 import NIOSSL
@@ -46,7 +49,40 @@ public final class CountersignClient: Sendable {
     ) async throws -> CountersignClient {
         let sslContext = try tls.map { try NIOSSLContext(configuration: $0) }
         let router = ResponseRouter()
-        let channel = try await ClientBootstrap(group: eventLoopGroup)
+        let channel: any Channel
+        do {
+            channel = try await Self.open(host: host, port: port, sslContext: sslContext, serverHostname: serverHostname, router: router, maximumFrameLength: maximumFrameLength, eventLoopGroup: eventLoopGroup)
+        } catch {
+            throw ClientError.unreachable(server: "\(host):\(port)", reason: Self.reason(error))
+        }
+        do {
+            let challengeFrame = try await router.send(Frame(type: .hello, requestID: 1, body: WireJSON.encode(Hello(principal: principal, client: "countersign-swift"))), on: channel)
+            let challenge = try Self.decode(Challenge.self, from: challengeFrame, expecting: .challenge)
+            guard let challengeBytes = Base64URL.decode(challenge.challenge) else {
+                throw ClientError.unexpectedResponse("the challenge is not base64url")
+            }
+            let transcript = Handshake.transcript(version: WireProtocol.version, principal: principal, challenge: challengeBytes)
+            let auth = Auth(algorithm: key.algorithm, signature: Base64URL.encode(try key.signature(for: transcript)))
+            let welcomeFrame = try await router.send(Frame(type: .auth, requestID: 2, body: WireJSON.encode(auth)), on: channel)
+            let welcome = try Self.decode(Welcome.self, from: welcomeFrame, expecting: .welcome)
+            let client = CountersignClient(channel: channel, router: router, welcome: welcome)
+            client.nextRequestID.store(3, ordering: .relaxed)
+            return client
+        } catch ClientError.connectionClosed {
+            try? await channel.close()
+            // Closed before a single frame came back: not a Countersign listener (the HTTP port, a proxy).
+            throw ClientError.closedDuringHandshake(server: "\(host):\(port)")
+        } catch {
+            try? await channel.close()
+            throw error
+        }
+    }
+
+    private static func open(
+        host: String, port: Int, sslContext: NIOSSLContext?, serverHostname: String?, router: ResponseRouter, maximumFrameLength: Int,
+        eventLoopGroup: any EventLoopGroup
+    ) async throws -> any Channel {
+        try await ClientBootstrap(group: eventLoopGroup)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
@@ -62,23 +98,19 @@ public final class CountersignClient: Sendable {
             }
             .connect(host: host, port: port)
             .get()
-        do {
-            let challengeFrame = try await router.send(Frame(type: .hello, requestID: 1, body: WireJSON.encode(Hello(principal: principal, client: "countersign-swift"))), on: channel)
-            let challenge = try Self.decode(Challenge.self, from: challengeFrame, expecting: .challenge)
-            guard let challengeBytes = Base64URL.decode(challenge.challenge) else {
-                throw ClientError.unexpectedResponse("the challenge is not base64url")
-            }
-            let transcript = Handshake.transcript(version: WireProtocol.version, principal: principal, challenge: challengeBytes)
-            let auth = Auth(algorithm: key.algorithm, signature: Base64URL.encode(try key.signature(for: transcript)))
-            let welcomeFrame = try await router.send(Frame(type: .auth, requestID: 2, body: WireJSON.encode(auth)), on: channel)
-            let welcome = try Self.decode(Welcome.self, from: welcomeFrame, expecting: .welcome)
-            let client = CountersignClient(channel: channel, router: router, welcome: welcome)
-            client.nextRequestID.store(3, ordering: .relaxed)
-            return client
-        } catch {
-            try? await channel.close()
-            throw error
+    }
+
+    /// Why a connection could not be made, in words: `connection refused`, `the name does not resolve`, ….
+    static func reason(_ error: any Error) -> String {
+        if let connection = error as? NIOConnectionError {
+            if let first = connection.connectionErrors.first { return Self.reason(first.error) }
+            if connection.dnsAError != nil || connection.dnsAAAAError != nil { return "the host name does not resolve" }
+            return "no address to connect to"
         }
+        if let io = error as? IOError {
+            return String(cString: strerror(io.errnoCode)).lowercased()
+        }
+        return "\(error)"
     }
 
     /// Connects with a credential file's principal and key.
@@ -274,14 +306,30 @@ public final class CountersignClient: Sendable {
 /// The connection failed rather than the server refusing.
 public enum ClientError: Error, Hashable, Sendable, CustomStringConvertible {
     case connectionClosed
+    /// No connection could be made: nothing listens there, the name does not resolve, ….
+    case unreachable(server: String, reason: String)
+    /// The peer closed before answering HELLO: not a Countersign framed listener (often the HTTP port).
+    case closedDuringHandshake(server: String)
     case unexpectedResponse(String)
     case duplicateRequestID(UInt32)
     /// ``CountersignClient/authorize(_:)`` got a pending approval instead of a signature.
     case pendingApproval(PendingAuthorization)
 
+    /// Whether trying again, on a new connection, may succeed.
+    public var isConnectionFailure: Bool {
+        switch self {
+        case .connectionClosed, .unreachable: true
+        case .closedDuringHandshake, .unexpectedResponse, .duplicateRequestID, .pendingApproval: false
+        }
+    }
+
     public var description: String {
         switch self {
         case .connectionClosed: "CONNECTION_CLOSED: the server closed the connection"
+        case .unreachable(let server, let reason):
+            "UNREACHABLE: cannot connect to countersignd at \(server): \(reason); is it running, and is this its framed port (default 7600)?"
+        case .closedDuringHandshake(let server):
+            "CONNECTION_CLOSED: \(server) closed the connection before the handshake; is it countersignd's framed port (default 7600), not its HTTP port (default 7680)?"
         case .unexpectedResponse(let reason): "UNEXPECTED_RESPONSE: \(reason)"
         case .duplicateRequestID(let id): "DUPLICATE_REQUEST_ID: request id \(id) is already waiting for its answer"
         case .pendingApproval(let pending):

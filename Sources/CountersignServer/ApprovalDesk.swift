@@ -54,6 +54,10 @@ extension Authorizer {
             guard untilExpiry > .zero else { return outcome }
             await self.notifier.wait(for: record.id, since: generation, timeout: min(left, untilExpiry), time: self.time)
             try Task.checkCancellation()
+            if self.notifier.isClosed {
+                // The approval goes on without this server: the agent asks again, here after a restart or elsewhere.
+                throw WireError(.shuttingDown, "the server is stopping; ask again for authorization '\(record.id)' on a new connection", retryable: true)
+            }
         }
     }
 

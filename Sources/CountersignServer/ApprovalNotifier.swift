@@ -10,11 +10,27 @@ final class ApprovalNotifier: Sendable {
         var generation: UInt64 = 0
         var nextToken: UInt64 = 0
         var waiters: [String: [UInt64: CheckedContinuation<Void, Never>]] = [:]
+        var isClosed = false
     }
 
     private let state = Mutex(State())
 
     var generation: UInt64 { self.state.withLock { $0.generation } }
+
+    /// Set once the server stops: nobody waits any more.
+    var isClosed: Bool { self.state.withLock { $0.isClosed } }
+
+    /// Wakes every waiter for good (the server is stopping): a held FETCH_AUTHORIZATION answers at once,
+    /// instead of keeping the stop waiting for its `wait_seconds`.
+    func close() {
+        let waiters = self.state.withLock { state in
+            state.isClosed = true
+            state.generation &+= 1
+            defer { state.waiters = [:] }
+            return state.waiters
+        }
+        for continuation in waiters.values.flatMap(\.values) { continuation.resume() }
+    }
 
     /// Wakes everyone waiting on `id`.
     func changed(_ id: String) {
@@ -44,7 +60,7 @@ final class ApprovalNotifier: Sendable {
         await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
                 let resumeNow = self.state.withLock { state -> Bool in
-                    if Task.isCancelled || state.generation != generation { return true }
+                    if Task.isCancelled || state.isClosed || state.generation != generation { return true }
                     state.waiters[id, default: [:]][token] = continuation
                     return false
                 }

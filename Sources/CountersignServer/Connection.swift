@@ -54,8 +54,12 @@ final class ConnectionState: Sendable {
             counters.inFlight -= 1
             return counters.isDraining && counters.inFlight == 0
         }
-        if close { self.channel.close(promise: nil) }
+        if close { self.closeWithError(Self.shuttingDown) }
     }
+
+    /// Told to a connection as it is closed for the stop (request id 0): a request the client sent meanwhile
+    /// fails with a retryable code, not with a bare close.
+    static let shuttingDown = WireError(.shuttingDown, "the server is shutting down; reconnect to another instance", retryable: true)
 
     /// The server is shutting down: no new requests; close once the ones in flight are answered, or after
     /// `grace` whatever happens (a client that never reads its answers must not hold the shutdown).
@@ -65,7 +69,7 @@ final class ConnectionState: Sendable {
             return counters.inFlight == 0
         }
         if close {
-            self.channel.close(promise: nil)
+            self.closeWithError(Self.shuttingDown)
         } else {
             let channel = self.channel
             channel.eventLoop.scheduleTask(in: grace) { channel.close(promise: nil) }
@@ -133,8 +137,7 @@ struct ConnectionHandler: Sendable {
                                     inFlight -= 1
                                 }
                                 guard state.tryStartRequest() else {
-                                    let error = WireError(.shuttingDown, "the server is shutting down; reconnect to another instance", retryable: true)
-                                    try await outbound.write(Self.errorFrame(error, requestID: frame.requestID))
+                                    try await outbound.write(Self.errorFrame(ConnectionState.shuttingDown, requestID: frame.requestID))
                                     continue
                                 }
                                 inFlight += 1

@@ -119,7 +119,8 @@ public final class CountersignApplication: Sendable {
                 // Nothing is written before every port is bound: a process that cannot listen leaves no trace.
                 _ = try await httpServer.localAddress
                 try await startRecord.record()
-            }
+            },
+            onShutdown: { authorizer.notifier.close() }
         )
     }
 

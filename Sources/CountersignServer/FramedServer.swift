@@ -21,15 +21,19 @@ public final class FramedServer: Service, Sendable {
     private let logger: Logger
     /// Runs once the listener is bound, before any connection is served; a failure stops the server.
     private let beforeServing: @Sendable () async throws -> Void
+    /// Runs when the graceful shutdown begins: whatever holds requests open lets go of them.
+    private let onShutdown: @Sendable () -> Void
     private let bound: EventLoopPromise<SocketAddress>
     private let connections = Mutex<[ObjectIdentifier: ConnectionState]>([:])
     private let isShuttingDown = ShutdownFlag()
 
     init(
         endpoint: ServerConfiguration.Endpoint, tls: NIOSSLContext?, limits: ServerConfiguration.Limits, connectionHandler: ConnectionHandler,
-        group: any EventLoopGroup, metrics: ServerMetrics, logger: Logger, beforeServing: @escaping @Sendable () async throws -> Void = {}
+        group: any EventLoopGroup, metrics: ServerMetrics, logger: Logger, beforeServing: @escaping @Sendable () async throws -> Void = {},
+        onShutdown: @escaping @Sendable () -> Void = {}
     ) {
         self.beforeServing = beforeServing
+        self.onShutdown = onShutdown
         self.endpoint = endpoint
         self.tls = tls
         self.limits = limits
@@ -97,6 +101,7 @@ public final class FramedServer: Service, Sendable {
         } onGracefulShutdown: {
             self.logger.notice("shutting down: no new connections, answering requests in flight")
             self.isShuttingDown.set()
+            self.onShutdown()
             server.channel.close(promise: nil)
             for connection in self.connections.withLock({ Array($0.values) }) {
                 connection.drain(grace: self.limits.shutdownGrace)

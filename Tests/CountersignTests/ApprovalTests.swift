@@ -143,6 +143,20 @@ struct ApprovalTests {
         }
     }
 
+    @Test("a stop answers a held FETCH_AUTHORIZATION at once with the retryable SHUTTING_DOWN, not after its wait")
+    func stopAnswersWaitingFetch() async throws {
+        let clock = SettableWallClock(Self.start)
+        // On a manual clock the 60 s wait never ends by itself: only the stop can answer it.
+        let server = try await TestServer.start(.init(clock: ManualClock(), budgets: Self.budget, tiers: approvalTiers, wallClock: clock.wallClock))
+        let agent = try await server.connect(try await server.addPrincipal("agent-big"))
+        let pending = try Self.pending(try await agent.submit(TestServer.request(12_000_000)))
+        let waiting = Task { try await agent.fetchAuthorization(id: pending.authorizationID, waitSeconds: 60) }
+        try await server.stop()
+        let error = await #expect(throws: WireError.self) { try await waiting.value }
+        #expect(error?.code == .shuttingDown && error?.retryable == true, "\(String(describing: error))")
+        await agent.close()
+    }
+
     @Test("one deny refuses the request and releases its hold")
     func deny() async throws {
         let clock = SettableWallClock(Self.start)

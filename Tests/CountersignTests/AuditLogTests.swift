@@ -9,6 +9,7 @@ import NIOCore
 import NIOPosix
 @_spi(Testing) import PKCS11
 import Signing
+import Synchronization
 import Testing
 import TestSupport
 import Wire
@@ -183,6 +184,40 @@ struct AuditLogTests {
         try await eventually("the refused server lets go of the data directory") { (try? DataDirectoryLock(directory: directory.path)) != nil }
         try await blocker.close()
         #expect(try AuditLogFile(path: path).entryCount() == before, "no server.start, no server.stop")
+    }
+
+    @Test("`audit tail` into a pipe writes each entry as it comes (a SIEM feed is always a pipe)")
+    func tailIntoPipe() async throws {
+        try await withServer { server in
+            let tail = Process()
+            tail.executableURL = ProcessResult.builtProduct("countersign")
+            tail.arguments = ["audit", "tail", "--from", "0"]
+            tail.environment = [
+                "COUNTERSIGN_SERVER": "127.0.0.1:\(server.port)",
+                "COUNTERSIGN_CREDENTIAL": server.dataDirectory.appendingPathComponent("admin.credential").path,
+            ]
+            let pipe = Pipe()
+            tail.standardOutput = pipe
+            tail.standardError = FileHandle.nullDevice
+            try tail.run()
+            defer { tail.terminate() }
+            let received = Mutex(Data())
+            pipe.fileHandleForReading.readabilityHandler = { handle in
+                let chunk = handle.availableData
+                received.withLock { $0.append(chunk) }
+            }
+            // The log holds a few hundred bytes (server.start, the admin's actions): far below a stdio block.
+            try await eventually("the first entries came through the pipe") {
+                received.withLock { data in String(decoding: data, as: UTF8.self).contains(#""action":"server.start""#) }
+            }
+            let agent = try await server.connect(try await server.addPrincipal("agent-tailed"))
+            _ = try await agent.authorize(TestServer.request(1_000))
+            await agent.close()
+            try await eventually("a new decision follows at once") {
+                received.withLock { data in String(decoding: data, as: UTF8.self).contains(#""actor":"agent-tailed""#) }
+            }
+            pipe.fileHandleForReading.readabilityHandler = nil
+        }
     }
 
     @Test("fail closed: with the log unwritable no authorization is issued (AUDIT_UNAVAILABLE); afterwards the log has no gap and verifies")

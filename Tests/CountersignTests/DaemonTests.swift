@@ -20,11 +20,11 @@ struct DaemonTests {
     let countersignd = ProcessResult.builtProduct("countersignd")
     let countersign = ProcessResult.builtProduct("countersign")
 
-    func configuration(in directory: URL) throws -> URL {
+    func configuration(in directory: URL, port: Int = 0, approvalTier: Bool = false) throws -> URL {
         let fixture = try SoftHSMFixture.shared()
-        let yaml = """
+        var yaml = """
             issuer: countersign.process-test
-            listen: { address: 127.0.0.1, port: 0 }
+            listen: { address: 127.0.0.1, port: \(port) }
             http: { address: 127.0.0.1, port: 0 }
             data_dir: \(directory.appendingPathComponent("data").path)
             hsm: { module: \(fixture.modulePath), token_label: \(SoftHSMFixture.daemonTokenLabel) }
@@ -32,6 +32,9 @@ struct DaemonTests {
               - { name: standard, max_amount: { USD: 50000 }, key: standard, backend: software }
               - { name: high, max_amount: { USD: 5000000 }, key: high, backend: hsm }
             """
+        if approvalTier {
+            yaml += "\n  - { name: critical, max_amount: { USD: 50000000 }, key: critical, backend: hsm, approval: { quorum: 2, ttl: 15m } }\n"
+        }
         let url = directory.appendingPathComponent("countersign.yaml")
         try Data(yaml.utf8).write(to: url)
         return url
@@ -39,7 +42,7 @@ struct DaemonTests {
 
     /// A SoftHSM token directory of the test's own: the daemon and the CLI processes create and read objects
     /// in it, and SoftHSM's file store is not safe while another process changes a token it scans.
-    func environmentWithOwnToken(in directory: URL) throws -> [String: String] {
+    func environmentWithOwnToken(in directory: URL, port: Int = 0, approvalTier: Bool = false) throws -> [String: String] {
         let fixture = try SoftHSMFixture.shared()
         let hsm = directory.appendingPathComponent("hsm")
         _ = try SoftHSMFixture.initializeToken(
@@ -47,7 +50,7 @@ struct DaemonTests {
         )
         var environment = fixture.environment()
         environment["SOFTHSM2_CONF"] = hsm.appendingPathComponent("softhsm2.conf").path
-        environment["COUNTERSIGN_CONFIG"] = try self.configuration(in: directory).path
+        environment["COUNTERSIGN_CONFIG"] = try self.configuration(in: directory, port: port, approvalTier: approvalTier).path
         environment["COUNTERSIGN_TOKEN_LABEL"] = SoftHSMFixture.daemonTokenLabel
         return environment
     }
@@ -222,6 +225,109 @@ struct DaemonTests {
         kill(third.processIdentifier, SIGTERM)
         third.waitUntilExit()
         #expect(third.terminationStatus == 0)
+    }
+
+    /// A port nothing listens on now (the kernel's pick, released at once).
+    static func freePort() throws -> Int {
+        let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(socket) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(socket, $0, length) } }
+        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(socket, $0, &length) } }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    /// How many times `principal` completed a handshake, by the server's log.
+    static func handshakes(of principal: String, in log: URL) -> Int {
+        ((try? String(contentsOf: log, encoding: .utf8)) ?? "").split(separator: "\n").filter { $0.contains("authenticated") && $0.contains("principal=\(principal) ") }.count
+    }
+
+    @Test("a pending approval is collected by `fetch --wait` across a server restart; SIGTERM answers the waiting fetch at once with SHUTTING_DOWN and logs the stop")
+    func fetchAcrossRestart() async throws {
+        let fixture = try SoftHSMFixture.shared()
+        let directory = fixture.directory.appendingPathComponent("fetch-\(UUID().uuidString.prefix(6))")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let port = try Self.freePort()
+        var environment = try self.environmentWithOwnToken(in: directory, port: port, approvalTier: true)
+        #expect(try ProcessResult.run(executable: self.countersignd, arguments: ["init"], environment: environment).status == 0)
+        let admin = try CredentialFile.read(path: directory.appendingPathComponent("data/admin.credential").path)
+        let firstLog = directory.appendingPathComponent("first.log")
+        let (first, _) = try await self.serve(environment: environment, log: firstLog)
+        defer { if first.isRunning { kill(first.processIdentifier, SIGKILL) } }
+
+        let adminClient = try await CountersignClient.connect(host: "127.0.0.1", port: port, credential: admin)
+        var approvers: [CredentialFile] = []
+        for id in ["agent-wait", "alice", "bob"] {
+            let key = CredentialPrivateKey.generate(.es256)
+            _ = try await adminClient.addAgent(id: id, publicKey: key.publicKey, role: id == "agent-wait" ? .agent : .approver)
+            let credential = CredentialFile(principal: id, key: key, server: "127.0.0.1:\(port)")
+            if id == "agent-wait" {
+                let path = directory.appendingPathComponent("agent-wait.credential").path
+                try credential.write(path: path)
+                environment["COUNTERSIGN_CREDENTIAL"] = path
+            } else {
+                approvers.append(credential)
+            }
+        }
+        await adminClient.close()
+        environment["COUNTERSIGN_SERVER"] = "127.0.0.1:\(port)"
+
+        let pending = try await ProcessResult.running(
+            executable: self.countersign,
+            arguments: ["authorize", "--amount", "120000.00", "--currency", "USD", "--merchant", "m-9", "--mcc", "5734", "--intent", "a car", "--order-hash", "o-1",
+                "--idempotency-key", "car-1"],
+            environment: environment
+        )
+        #expect(pending.status == 3, "\(pending.standardError)")
+        #expect(pending.standardError.contains("(idempotency key car-1)"), "\(pending.standardError)")
+        let id = try #require(pending.standardError.firstMatch(of: /countersign fetch (\S+) --wait/)?.1).description
+        let stillPending = try await ProcessResult.running(executable: self.countersign, arguments: ["fetch", id], environment: environment)
+        #expect(stillPending.status == 3 && stillPending.standardError.contains("has 0 of 2 approval(s)"), "\(stillPending.standardError)")
+
+        let output = directory.appendingPathComponent("fetch.out")
+        let errors = directory.appendingPathComponent("fetch.err")
+        _ = FileManager.default.createFile(atPath: output.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: errors.path, contents: nil)
+        let waiting = Process()
+        waiting.executableURL = self.countersign
+        waiting.arguments = ["fetch", id, "--wait"]
+        waiting.environment = environment
+        waiting.standardOutput = try FileHandle(forWritingTo: output)
+        waiting.standardError = try FileHandle(forWritingTo: errors)
+        try waiting.run()
+        defer { if waiting.isRunning { waiting.terminate() } }
+        try await eventually("the waiting fetch is connected") { Self.handshakes(of: "agent-wait", in: firstLog) >= 3 }
+
+        // SIGTERM: the held FETCH_AUTHORIZATION is answered at once (not after its 30 s), and the stop is logged.
+        kill(first.processIdentifier, SIGTERM)
+        first.waitUntilExit()
+        #expect(first.terminationStatus == 0)
+        let stopped = try String(contentsOf: firstLog, encoding: .utf8)
+        #expect(stopped.contains("the stop is in the audit log"), "\(stopped)")
+        #expect(stopped.contains("countersignd stopped"), "\(stopped)")
+        try await eventually("the waiting client heard SHUTTING_DOWN and is reconnecting") {
+            ((try? String(contentsOf: errors, encoding: .utf8)) ?? "").contains("SHUTTING_DOWN")
+        }
+        #expect(waiting.isRunning, "a restart does not end the wait")
+
+        let (second, _) = try await self.serve(environment: environment, log: directory.appendingPathComponent("second.log"))
+        defer { if second.isRunning { kill(second.processIdentifier, SIGKILL) } }
+        for approver in approvers {
+            let client = try await CountersignClient.connect(host: "127.0.0.1", port: port, credential: approver)
+            _ = try await client.approve(id: id)
+            await client.close()
+        }
+        try await eventually("the waiting fetch got the signature") { !waiting.isRunning }
+        #expect(waiting.terminationStatus == 0, "\((try? String(contentsOf: errors, encoding: .utf8)) ?? "")")
+        let jws = try String(contentsOf: output, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(jws.split(separator: ".").count == 3)
+        let fetched = try await ProcessResult.running(executable: self.countersign, arguments: ["fetch", id], environment: environment)
+        #expect(fetched.status == 0 && fetched.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines) == jws)
+        kill(second.processIdentifier, SIGTERM)
+        second.waitUntilExit()
     }
 
     @Test("kill -9 while clients authorize: after a restart the log verifies and every JWS a client received has its entry")
