@@ -79,7 +79,7 @@ let package = Package(
         // Commands shared by the `countersign` executable; a library so tests can reach its pieces.
         .target(
             name: "CountersignCLI",
-            dependencies: ["PKCS11", "CountersignClient", "CountersignServer", "Wire", "Signing", "Policy", "Audit", "Ledger", crypto, nioPosix,
+            dependencies: ["PKCS11", "CountersignClient", "CountersignServer", "Wire", "Signing", "Policy", "Audit", "Ledger", "CanonicalJSON", crypto, nioPosix,
                 .product(name: "Histogram", package: "hdrhistogram-swift"), .product(name: "NIOSSL", package: "swift-nio-ssl"), argumentParser],
             swiftSettings: swiftSettings
         ),

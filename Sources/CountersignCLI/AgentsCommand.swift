@@ -60,7 +60,7 @@ struct AgentsCommand: AsyncParsableCommand {
                     return
                 }
                 for agent in agents {
-                    let status = agent.revokedAt.map { "revoked at \($0)" } ?? "active"
+                    let status = agent.revokedAt.map { "revoked at \(Terminal.time($0))" } ?? "active"
                     print("\(agent.id)\t\(agent.role.rawValue)\t\(agent.algorithm.rawValue)\t\(status)")
                 }
             }

@@ -28,7 +28,7 @@ struct ApprovalsCommand: AsyncParsableCommand {
                 }
                 if approvals.isEmpty { print("nothing waits for approval") }
                 for approval in approvals {
-                    print("\(approval.authorizationID)\t\(approval.approvers.count)/\(approval.approvalsRequired) approvals\tuntil \(approval.approvalExpiresAt)\t\(approval.summary)")
+                    print("\(approval.authorizationID)\t\(approval.approvers.count)/\(approval.approvalsRequired) approvals\tuntil \(Terminal.time(approval.approvalExpiresAt))\t\(approval.summary)")
                 }
             }
         }
@@ -118,7 +118,10 @@ struct BudgetsCommand: AsyncParsableCommand {
                 print("\(report.agentID) counts against: \(report.scopes.joined(separator: ", "))")
                 if report.budgets.isEmpty { print("no budget applies") }
                 for line in report.budgets {
-                    print("\(line.scope)\t\(line.window)\t\(line.currency)\tlimit \(line.limit)\tspent \(line.spent) (pending \(line.pending))\tremaining \(line.remaining)")
+                    let money = { (minorUnits: Int64) in Terminal.money(minorUnits, line.currency) }
+                    print(
+                        "\(line.scope)\t\(line.window) from \(Terminal.time(line.windowStart))\tlimit \(money(line.limit))\tspent \(money(line.spent)) (pending approval \(money(line.pending)))\tremaining \(money(line.remaining))"
+                    )
                 }
             }
         }
@@ -136,11 +139,19 @@ struct ContextsCommand: AsyncParsableCommand {
     struct List: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "List the contexts and whether each is in force.")
 
+        @Flag(help: "Print JSON.")
+        var json = false
+
         @OptionGroup var client: ClientOptions
 
         func run() async throws {
             try await self.client.withConnection { connection in
-                for context in try await connection.contexts() {
+                let contexts = try await connection.contexts()
+                if self.json {
+                    try JSONOutput.print(ContextsList(contexts: contexts))
+                    return
+                }
+                for context in contexts {
                     print("\(context.name)\t\(context.kind)\t\(context.inForce ? "in force" : "not in force")\t\(context.summary)")
                 }
             }

@@ -18,11 +18,19 @@ struct AuditCommand: AsyncParsableCommand {
     struct Checkpoint: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Print the latest signed checkpoint (a C2SP signed note).")
 
+        @Flag(help: "Print JSON: the note with its size, root hash and time.")
+        var json = false
+
         @OptionGroup var client: ClientOptions
 
         func run() async throws {
             try await self.client.withConnection { connection in
-                print(try await connection.auditCheckpoint().note, terminator: "")
+                let checkpoint = try await connection.auditCheckpoint()
+                if self.json {
+                    try JSONOutput.print(checkpoint)
+                } else {
+                    print(checkpoint.note, terminator: "")
+                }
             }
         }
     }

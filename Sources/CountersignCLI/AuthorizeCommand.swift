@@ -175,6 +175,6 @@ struct VoidCommand: AsyncParsableCommand {
         let connection = try await self.client.connect()
         let voided = try await connection.void(authorizationID: self.authorizationID)
         await connection.close()
-        print("voided \(voided.authorizationID) at \(voided.voidedAt)")
+        print("voided \(voided.authorizationID) at \(Terminal.time(voided.voidedAt))")
     }
 }

@@ -1,6 +1,10 @@
 import ArgumentParser
 import CountersignClient
+import CanonicalJSON
 import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
 import NIOSSL
 import Signing
 import Wire
@@ -60,13 +64,36 @@ extension ClientOptions {
         try CredentialFile(principal: principal, key: key, server: "\(server.host):\(server.port)").write(path: path)
     }
 
-    /// The key set from a JWKS file, or fetched from the server.
+    /// The key set from a JWKS file or URL; without one, from the server: over the framed connection when
+    /// there is a credential, otherwise from its public HTTP listener (the key set needs no credential).
     func keySet(file: String?) async throws -> JWKSet {
-        guard let path = file else { return try await self.withConnection { try await $0.keys() } }
-        guard let data = FileManager.default.contents(atPath: path), let decoded = try? JSONDecoder().decode(JWKSet.self, from: data) else {
-            throw ValidationError("'\(path)' is not a JWKS file")
+        let source = file ?? (self.hasCredential ? nil : "http://127.0.0.1:7680/.well-known/jwks.json")
+        guard let source else { return try await self.withConnection { try await $0.keys() } }
+        let data: Data
+        if source.hasPrefix("http://") || source.hasPrefix("https://") {
+            guard let url = URL(string: source) else { throw ValidationError("'\(source)' is not a URL") }
+            do {
+                let (body, response) = try await URLSession.shared.data(from: url)
+                guard (response as? HTTPURLResponse)?.statusCode == 200 else { throw ValidationError("\(source) answered \(response)") }
+                data = body
+            } catch let error as ValidationError {
+                throw error
+            } catch {
+                throw ValidationError("cannot fetch the key set from \(source): \(error.localizedDescription)")
+            }
+        } else {
+            guard let contents = FileManager.default.contents(atPath: source) else { throw ValidationError("cannot read the JWKS file '\(source)'") }
+            data = contents
+        }
+        guard let decoded = try? StrictJSONDecoder(allowsUnknownMembers: true).decode(JWKSet.self, from: Array(data)) else {
+            throw ValidationError("'\(source)' is not a JWKS")
         }
         return decoded
+    }
+
+    /// Whether a credential was given (flag or environment).
+    var hasCredential: Bool {
+        self.credential != nil || self.environment["COUNTERSIGN_CREDENTIAL"] != nil
     }
 
     /// Waits for the decision on a pending authorization. A lost connection or a retryable refusal (the server

@@ -31,7 +31,7 @@ struct KeysCommand: AsyncParsableCommand {
                     let times = [
                         ("created", key.createdAt), ("activated", key.activatedAt), ("rotated", key.rotatedAt), ("retired", key.retiredAt),
                         ("destroyed", key.destroyedAt),
-                    ].compactMap { name, time in time.map { "\(name) \($0)" } }
+                    ].compactMap { name, time in time.map { "\(name) \(Terminal.time($0))" } }
                     print("\(key.kid)\t\(key.state)\t\(key.backend)\(key.adopted ? " (adopted)" : "")\ttier \(key.tier ?? "-")\t\(key.signatures) signatures\t\(times.joined(separator: ", "))")
                 }
             }
@@ -115,7 +115,7 @@ struct KeysCommand: AsyncParsableCommand {
                 if destruction.state == "destroyed" {
                     print("\(destruction.kid): destroyed (asked by \(destruction.requestedBy), confirmed by \(destruction.confirmedBy ?? "?"))")
                 } else {
-                    print("\(destruction.kid): awaiting a second admin's confirmation before \(destruction.confirmBefore ?? 0) (asked by \(destruction.requestedBy))")
+                    print("\(destruction.kid): awaiting a second admin's confirmation before \(Terminal.time(destruction.confirmBefore ?? 0)) (asked by \(destruction.requestedBy))")
                 }
             }
         }
@@ -148,14 +148,18 @@ struct KeysCommand: AsyncParsableCommand {
 
 /// `countersign keys jwks`: print the JWK Set.
 struct JWKSCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "jwks", abstract: "Print the key set (RFC 7517 JWKS) that merchants verify against.")
+    static let configuration = CommandConfiguration(
+        commandName: "jwks",
+        abstract: "Print the key set (RFC 7517 JWKS) that merchants verify against; no credential needed (it is public over HTTP)."
+    )
+
+    @Option(name: .customLong("url"), help: "Where the key set is (default: the server's HTTP listener, http://127.0.0.1:7680/.well-known/jwks.json, without a credential).")
+    var url: String?
 
     @OptionGroup var client: ClientOptions
 
     func run() async throws {
-        try await self.client.withConnection { connection in
-            try JSONOutput.print(try await connection.keys())
-        }
+        try JSONOutput.print(try await self.client.keySet(file: self.url))
     }
 }
 
@@ -169,16 +173,28 @@ struct VerifyCommand: AsyncParsableCommand {
     @Argument(help: "The compact JWS.")
     var token: String
 
-    @Option(name: .customLong("jwks"), help: "A JWKS file; without it the key set is fetched from the server.")
+    @Option(name: .customLong("jwks"), help: "A JWKS file or URL; without it the key set comes from the server (over HTTP without a credential).")
     var jwksFile: String?
 
+    @Flag(help: "Print the verified header and claims as JSON.")
+    var json = false
+
     @OptionGroup var client: ClientOptions
+
+    struct Verified: Encodable {
+        var header: JWSHeader
+        var claims: AuthorizationClaims
+    }
 
     func run() async throws {
         let keySet = try await self.client.keySet(file: self.jwksFile)
         let (header, claims) = try AuthorizationVerifier(keySet: keySet).verify(self.token, now: Int64(Date().timeIntervalSince1970))
+        if self.json {
+            try JSONOutput.print(Verified(header: header, claims: claims))
+            return
+        }
         let approvers = claims.approvers.map { ", approved by \($0.joined(separator: ", "))" } ?? ""
-        print("valid: \(claims.amount) minor units \(claims.currency) to \(claims.aud) for \(claims.sub), tier \(claims.tier), key \(header.kid), expires \(claims.exp)\(approvers)")
+        print("valid: \(Terminal.money(claims.amount, claims.currency)) to \(claims.aud) for \(claims.sub), tier \(claims.tier), key \(header.kid), expires \(Terminal.time(claims.exp))\(approvers)")
     }
 }
 

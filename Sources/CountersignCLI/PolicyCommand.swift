@@ -45,12 +45,10 @@ struct PolicyReport {
         let header = ["tier", "up to", "key", "backend", "lifetime", "checks (cascaded)", "approval"]
         var rows: [[String]] = [header]
         for tier in self.policy.tiers.tiers {
-            let bounds = tier.maximumAmounts.sorted { $0.key < $1.key }.map { code, value in
-                Currency(code: code).map { "\(Money(minorUnits: value, currency: $0))" } ?? "\(value) \(code)"
-            }.joined(separator: ", ")
+            let bounds = Terminal.amounts(tier.maximumAmounts)
             let checks = (["profile", "budget"] + self.policy.tiers.checks(at: tier).sorted().map(\.rawValue)).joined(separator: ",")
-            let approval = tier.approval.map { "\($0.quorum) approver(s) within \($0.ttlSeconds) s" } ?? "-"
-            rows.append([tier.name, bounds, tier.keyName, tier.backend.rawValue, "\(tier.lifetimeSeconds) s", checks, approval])
+            let approval = tier.approval.map { "\($0.quorum) approver(s) within \(Terminal.duration(seconds: $0.ttlSeconds))" } ?? "-"
+            rows.append([tier.name, bounds, tier.keyName, tier.backend.rawValue, Terminal.duration(seconds: tier.lifetimeSeconds), checks, approval])
         }
         lines += Self.table(rows)
         if !self.policy.profiles.isEmpty {
@@ -60,9 +58,13 @@ struct PolicyReport {
                 if let team = profile.team { parts.append("team: \(team)") }
                 if let tier = profile.highestTier { parts.append("highest tier: \(tier)") }
                 if !profile.maximumPerAuthorization.isEmpty {
-                    parts.append("max per authorization: " + profile.maximumPerAuthorization.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", "))
+                    parts.append("max per authorization: " + Terminal.amounts(profile.maximumPerAuthorization))
                 }
-                if let rate = profile.rateLimit { parts.append("rate limit: \(rate.requests) per \(rate.perSeconds) s") }
+                if let allowed = profile.allowedMerchants { parts.append("merchants allowed: only " + allowed.sorted().joined(separator: ", ")) }
+                if !profile.blockedMerchants.isEmpty { parts.append("merchants blocked: " + profile.blockedMerchants.sorted().joined(separator: ", ")) }
+                if let allowed = profile.allowedCategories { parts.append("categories allowed: only " + allowed.sorted().joined(separator: ", ")) }
+                if !profile.blockedCategories.isEmpty { parts.append("categories blocked: " + profile.blockedCategories.sorted().joined(separator: ", ")) }
+                if let rate = profile.rateLimit { parts.append("rate limit: \(rate.requests) per \(Terminal.duration(seconds: rate.perSeconds))") }
                 lines.append("  \(profile.name): " + parts.joined(separator: "; "))
             }
         }
@@ -70,22 +72,24 @@ struct PolicyReport {
             lines += ["", "teams"] + self.policy.teams.map { "  \($0.name)" + ($0.organization.map { " (organization \($0))" } ?? "") }
         }
         if !self.policy.budgets.budgets.isEmpty {
-            lines += ["", "budgets (minor units)"]
+            lines += ["", "budgets"]
             for budget in self.policy.budgets.budgets {
-                lines.append("  \(budget.scope.key)\t\(budget.window)\t" + budget.limits.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", "))
+                lines.append("  \(budget.scope.key)\t\(budget.window)\t" + Terminal.amounts(budget.limits))
             }
         }
         let rules = self.policy.escalation
         if rules != .none {
             lines += ["", "escalation (moves a request up one tier)"]
             if let factor = rules.amountFactor {
-                lines.append("  amount above \(factor)x the agent's mean over \(rules.historySeconds) s (after \(rules.minimumHistory) authorizations)")
+                lines.append("  amount above \(factor)x the agent's mean over \(Terminal.duration(seconds: rules.historySeconds)) (after \(rules.minimumHistory) authorizations)")
             }
             if !rules.newMerchantAbove.isEmpty {
-                lines.append("  first payment to a merchant above " + rules.newMerchantAbove.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", "))
+                lines.append("  first payment to a merchant above " + Terminal.amounts(rules.newMerchantAbove))
             }
-            if let burst = rules.burst { lines.append("  more than \(burst.requests) requests within \(burst.perSeconds) s") }
-            if let window = rules.splittingWindowSeconds { lines.append("  payments to one merchant within \(window) s are judged at the tier of their sum") }
+            if let burst = rules.burst { lines.append("  more than \(burst.requests) requests within \(Terminal.duration(seconds: burst.perSeconds))") }
+            if let window = rules.splittingWindowSeconds {
+                lines.append("  payments to one merchant within \(Terminal.duration(seconds: window)) are judged at the tier of their sum")
+            }
         }
         if !self.policy.contexts.isEmpty {
             lines += ["", "contexts"]
@@ -95,7 +99,11 @@ struct PolicyReport {
                 case .mode: when = "mode (admins switch it)"
                 case .schedule(let schedule): when = "schedule \(schedule)"
                 }
-                lines.append("  \(context.name): \(when)")
+                var changes: [String] = []
+                if let tier = context.highestTier { changes.append("highest tier \(tier)") }
+                if !context.maximumPerAuthorization.isEmpty { changes.append("max per authorization " + Terminal.amounts(context.maximumPerAuthorization)) }
+                let whom = context.agents.sorted().map { "agent \($0)" } + context.profiles.sorted().map { "profile \($0)" }
+                lines.append("  \(context.name): \(when); \(changes.joined(separator: ", ")) for \(whom.joined(separator: ", "))")
             }
         }
         return lines.joined(separator: "\n") + "\n"

@@ -22,22 +22,17 @@ enum Terminal {
 
     /// `2026-11-25T13:14:15Z`.
     static func time(_ secondsSince1970: Int64) -> String {
-        var seconds = time_t(secondsSince1970)
-        var parts = tm()
-        guard gmtime_r(&seconds, &parts) != nil else { return "\(secondsSince1970)" }
-        return String(
-            format: "%04d-%02d-%02dT%02d:%02d:%02dZ", Int(parts.tm_year) + 1900, Int(parts.tm_mon) + 1, Int(parts.tm_mday), Int(parts.tm_hour),
-            Int(parts.tm_min), Int(parts.tm_sec)
-        )
+        HumanText.time(secondsSince1970)
     }
 
-    /// `30 days`, `2 h`, `90 s`: the largest unit that divides the duration exactly.
+    /// `30 days`, `2 h`, `90 s`.
     static func duration(seconds: Int64) -> String {
-        for (unit, size) in [("days", Int64(86_400)), ("h", 3_600), ("min", 60)] where seconds >= size && seconds % size == 0 {
-            let count = seconds / size
-            return unit == "days" && count == 1 ? "1 day" : "\(count) \(unit)"
-        }
-        return "\(seconds) s"
+        HumanText.duration(seconds: seconds)
+    }
+
+    /// `20.00 USD, 3000 JPY`: a per-currency map, sorted by currency.
+    static func amounts(_ amounts: [String: Int64]) -> String {
+        amounts.sorted { $0.key < $1.key }.map { Self.money($0.value, $0.key) }.joined(separator: ", ")
     }
 
     /// A line on standard output, flushed at once: C's stdio buffers a pipe by blocks, and a feed

@@ -101,7 +101,7 @@ final class Authorizer: Sendable {
             let spent = (try? await self.store.spent(scope: limit.scope, currency: currency.code, since: limit.windowStart, now: now)) ?? 0
             if spent > limit.limit - amount.minorUnits {
                 return try await self.refuse(
-                    Self.budgetExceeded(amount, limit: limit, spent: spent), decision: decision, request: request, agent: agent, requestHash: requestHash, at: now
+                    Self.budgetExceeded(amount, limit: limit, spent: spent, now: now), decision: decision, request: request, agent: agent, requestHash: requestHash, at: now
                 )
             }
         }
@@ -179,7 +179,7 @@ final class Authorizer: Sendable {
                 stored = recorded
             case .overLimit(let limit, let spent):
                 // The signature is discarded unsent; the audit entry at its index says why.
-                throw Self.budgetExceeded(amount, limit: limit, spent: spent)
+                throw Self.budgetExceeded(amount, limit: limit, spent: spent, now: now)
             case .logged:
                 throw WireError(.internalError, "the store answered an authorization with a refusal's outcome")
             }
@@ -314,11 +314,18 @@ final class Authorizer: Sendable {
         )
     }
 
-    private static func budgetExceeded(_ amount: Money, limit: BudgetCheck, spent: Int64) -> WireError {
+    private static func budgetExceeded(_ amount: Money, limit: BudgetCheck, spent: Int64, now: Int64) -> WireError {
         let currency = amount.currency
+        let money = { (minorUnits: Int64) in Money(minorUnits: minorUnits, currency: currency) }
+        let anew: String
+        switch limit.window {
+        case .rolling(let seconds): anew = "each payment leaves the window \(HumanText.duration(seconds: seconds)) after it was authorized"
+        default: anew = "the window starts anew at \(HumanText.time(limit.window.nextStart(after: now) ?? now))"
+        }
         return WireError(
             .budgetExceeded,
-            "\(amount) would exceed the \(limit.window) budget of \(limit.scope), \(Money(minorUnits: limit.limit, currency: currency)); \(Money(minorUnits: spent, currency: currency)) already counted"
+            "\(amount) would exceed the \(limit.window) budget of \(limit.scope), \(money(limit.limit)): \(money(spent)) is already counted, "
+                + "\(money(max(0, limit.limit - spent))) remains; \(anew)"
         )
     }
 

@@ -190,11 +190,12 @@ struct ConnectionHandler: Sendable {
             else {
                 // Spend the time of a verification anyway, so the refusal does not tell which ids exist.
                 _ = Self.decoyKey.isValidSignature([UInt8](repeating: 1, count: 64), for: transcript)
-                self.logger.notice("authentication failed", metadata: ["principal": "\(principal)"])
+                let why = self.principals.lookup(principal) == nil ? "no such principal" : "the AUTH body is not an algorithm and a base64url signature"
+                self.logger.notice("authentication failed", metadata: ["principal": "\(principal)", "reason": "\(why)"])
                 return refuse(failed, staying: .awaitingHello)
             }
-            guard entry.accepts(auth.algorithm, signature: signature, transcript: transcript, now: self.principals.now) else {
-                self.logger.notice("authentication failed", metadata: ["principal": "\(principal)"])
+            if let why = entry.refusal(auth.algorithm, signature: signature, transcript: transcript, now: self.principals.now) {
+                self.logger.notice("authentication failed", metadata: ["principal": "\(principal)", "reason": "\(why)"])
                 return refuse(failed, staying: .awaitingHello)
             }
             guard entry.record.revokedAt == nil else {

@@ -15,12 +15,20 @@ final class PrincipalDirectory: Sendable {
 
         /// Whether `signature` over `transcript` is by this principal's credential, or by its previous one
         /// while that is within its grace period at `now`.
-        func accepts(_ algorithm: CredentialAlgorithm, signature: [UInt8], transcript: [UInt8], now: Int64) -> Bool {
-            if self.key.algorithm == algorithm, self.key.isValidSignature(signature, for: transcript) { return true }
-            if let previous = self.previousKey, now < previous.until, previous.key.algorithm == algorithm {
-                return previous.key.isValidSignature(signature, for: transcript)
+        /// `nil` when the signature is the principal's; otherwise why not, for the server's log only (the
+        /// client hears the same AUTHENTICATION_FAILED whatever the reason).
+        func refusal(_ algorithm: CredentialAlgorithm, signature: [UInt8], transcript: [UInt8], now: Int64) -> String? {
+            if self.key.algorithm == algorithm, self.key.isValidSignature(signature, for: transcript) { return nil }
+            if let previous = self.previousKey, previous.key.algorithm == algorithm, previous.key.isValidSignature(signature, for: transcript) {
+                guard now < previous.until else {
+                    return "signed with the credential replaced by a rotation, whose grace ended at \(previous.until); the client must use the new credential file"
+                }
+                return nil
             }
-            return false
+            if self.key.algorithm != algorithm {
+                return "the signature is \(algorithm.rawValue), but the registered credential is \(self.key.algorithm.rawValue)"
+            }
+            return "the signature does not verify with the registered credential (a wrong or outdated credential file?)"
         }
     }
 

@@ -131,6 +131,9 @@ final class RequestHandler: Sendable {
             guard role.isAdministrative || request.agentID == principalID else {
                 throw WireError(.forbidden, "an agent may see only its own budgets")
             }
+            guard self.principals.lookup(request.agentID) != nil else {
+                throw WireError(.principalNotFound, "no principal '\(request.agentID)': budgets show takes a registered agent's id")
+            }
             return WireJSON.encode(try await self.authorizer.budgets(of: request.agentID))
 
         // Approvers.

@@ -26,9 +26,33 @@ public enum BudgetWindow: Sendable, Hashable, CustomStringConvertible {
         }
     }
 
-    public var description: String {
+    /// When the window that holds `now` ends and a new one starts from zero; `nil` for a rolling window,
+    /// whose spending leaves it payment by payment.
+    public func nextStart(after now: Int64) -> Int64? {
+        let day: Int64 = 86_400
+        switch self {
+        case .rolling: return nil
+        case .day: return self.start(at: now) + day
+        case .week: return self.start(at: now) + 7 * day
+        case .month:
+            let (year, month, _) = Self.civilDate(fromDays: self.start(at: now) / day)
+            return (month == 12 ? Self.days(year: year + 1, month: 1, day: 1) : Self.days(year: year, month: month + 1, day: 1)) * day
+        }
+    }
+
+    /// What the policy version hashes: fixed, whatever the description shows people.
+    var versionKey: String {
         switch self {
         case .rolling(let seconds): "rolling \(seconds) s"
+        case .day: "day (UTC)"
+        case .week: "week (UTC, from Monday)"
+        case .month: "month (UTC)"
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .rolling(let seconds): "rolling \(HumanText.duration(seconds: seconds))"
         case .day: "day (UTC)"
         case .week: "week (UTC, from Monday)"
         case .month: "month (UTC)"
@@ -145,7 +169,7 @@ public struct BudgetTable: Sendable, Hashable {
     /// One line per budget, sorted: every budget is checked, so their order means nothing.
     var canonicalText: String {
         self.budgets.map { budget in
-            "\(budget.scope.key)|\(budget.window)|" + budget.limits.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")
+            "\(budget.scope.key)|\(budget.window.versionKey)|" + budget.limits.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")
         }.sorted().joined(separator: "\n")
     }
 }

@@ -129,6 +129,8 @@ private struct Evaluation {
     var tierReason = ""
     /// The tier the request is being judged at, once there is one (escalation may move it).
     var judgedTier: Tier?
+    /// Which context set a limit of the profile (`highest_tier`, `max:USD`), so a refusal can say so.
+    var limitSetBy: [String: String] = [:]
 
     init(policy: PolicyEngine, request: PolicyRequest, facts: PolicyFacts) {
         self.policy = policy
@@ -301,8 +303,17 @@ private struct Evaluation {
         for context in self.policy.contexts
         where context.applies(to: self.request.agent, profile: base) && context.isInForce(now: self.facts.now, modes: self.facts.activeModes) {
             var changed = profile ?? AgentProfile(name: "(context \(context.name))", agents: [self.request.agent])
-            if let tier = context.highestTier { changed.highestTier = tier }
+            let source: String
+            switch context.activation {
+            case .mode: source = "mode '\(context.name)', which an admin switched on"
+            case .schedule(let schedule): source = "context '\(context.name)', in force \(schedule)"
+            }
+            if let tier = context.highestTier {
+                changed.highestTier = tier
+                self.limitSetBy["highest_tier"] = source
+            }
             changed.maximumPerAuthorization.merge(context.maximumPerAuthorization) { _, new in new }
+            for code in context.maximumPerAuthorization.keys { self.limitSetBy["max:\(code)"] = source }
             profile = changed
             self.checks.append(CheckRecord(name: "context", inputs: "\(context.name) in force", result: .pass))
         }
@@ -315,7 +326,9 @@ private struct Evaluation {
             self.checks.append(CheckRecord(name: "max_per_authorization", inputs: "\(self.amount) <= \(self.money(maximum))", passed: passed))
             if !passed {
                 return self.deny(
-                    "PER_AUTHORIZATION_LIMIT", "\(self.amount) is above \(self.request.agent)'s limit of \(self.money(maximum)) per authorization"
+                    "PER_AUTHORIZATION_LIMIT",
+                    "\(self.amount) is above \(self.request.agent)'s limit of \(self.money(maximum)) per authorization"
+                        + (self.limitSetBy["max:\(self.currency.code)"].map { ", set by \($0)" } ?? "")
                 )
             }
         }
@@ -324,7 +337,9 @@ private struct Evaluation {
             self.checks.append(CheckRecord(name: "highest_tier", inputs: "\(tier.name) <= \(highest)", passed: passed))
             if !passed {
                 return self.deny(
-                    "TIER_NOT_ALLOWED", "the request needs tier '\(tier.name)'; \(self.request.agent) may reach tier '\(highest)' at most"
+                    "TIER_NOT_ALLOWED",
+                    "the request needs tier '\(tier.name)'; \(self.request.agent) may reach tier '\(highest)' at most"
+                        + (self.limitSetBy["highest_tier"].map { ", set by \($0)" } ?? "")
                 )
             }
         }

@@ -28,9 +28,27 @@ struct BudgetWindowTests {
             (.rolling(seconds: 3600), wednesday, wednesday - 3599),
         ]
     )
-    func starts(window: BudgetWindow, now: Int64, start: Int64) {
+    func startsAndEnds(window: BudgetWindow, now: Int64, start: Int64) {
         #expect(window.start(at: now) == start, "\(window) at \(now)")
+        if let next = window.nextStart(after: now) {
+            #expect(next > now && window.start(at: next) == next && window.start(at: next - 1) == start, "\(window) at \(now)")
+        }
     }
+
+    @Test("times read as RFC 3339 UTC, and windows say when they start anew")
+    func times() {
+        #expect(HumanText.time(Self.wednesday) == "2026-11-25T13:14:15Z")
+        #expect(HumanText.time(0) == "1970-01-01T00:00:00Z")
+        #expect(HumanText.time(951_782_400) == "2000-02-29T00:00:00Z")
+        #expect(BudgetWindow.day.nextStart(after: Self.wednesday).map(HumanText.time) == "2026-11-26T00:00:00Z")
+        #expect(BudgetWindow.week.nextStart(after: Self.wednesday).map(HumanText.time) == "2026-11-30T00:00:00Z")
+        #expect(BudgetWindow.month.nextStart(after: Self.wednesday).map(HumanText.time) == "2026-12-01T00:00:00Z")
+        #expect(BudgetWindow.month.nextStart(after: 1_798_761_599).map(HumanText.time) == "2027-01-01T00:00:00Z", "December rolls into the next year")
+        #expect(BudgetWindow.rolling(seconds: 60).nextStart(after: Self.wednesday) == nil)
+        #expect(HumanText.time(-1) == "1969-12-31T23:59:59Z")
+        #expect([86_400, 604_800, 7_200, 900, 90, 0].map { HumanText.duration(seconds: $0) } == ["1 day", "7 days", "2 h", "15 min", "90 s", "0 s"])
+    }
+
 
     @Test("only the agent's own budgets in the request's currency apply")
     func checks() {
@@ -62,7 +80,10 @@ struct BudgetTests {
             let spent = try await server.application.store.spent(agent: "agent-budget", currency: "USD", since: 0)
             #expect(spent == Int64(k) * amount)
             #expect(try await server.application.store.authorizationCount() == k)
-            #expect(refusals.allSatisfy { $0.message.hasSuffix("would exceed the day (UTC) budget of agent agent-budget, 493.99 USD; 481.00 USD already counted") })
+            let tomorrow = HumanText.time(BudgetWindow.day.nextStart(after: Int64(Date().timeIntervalSince1970))!)
+            #expect(refusals.allSatisfy {
+                $0.message.hasSuffix("would exceed the day (UTC) budget of agent agent-budget, 493.99 USD: 481.00 USD is already counted, 12.99 USD remains; the window starts anew at \(tomorrow)")
+            }, "\(refusals.first?.message ?? "")")
         }
     }
 }

@@ -130,7 +130,7 @@ struct DaemonTests {
 
         let verified = try ProcessResult.run(executable: self.countersign, arguments: ["verify", jws], environment: agent)
         #expect(verified.status == 0, "\(verified.standardError)")
-        #expect(verified.standardOutput.contains("valid: 120000 minor units USD to m-9 for agent-cli, tier high, key high/v1"))
+        #expect(verified.standardOutput.contains("valid: 1200.00 USD to m-9 for agent-cli, tier high, key high/v1"))
 
         let tooPrecise = try ProcessResult.run(
             executable: self.countersign,

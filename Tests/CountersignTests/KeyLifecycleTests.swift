@@ -229,7 +229,8 @@ struct KeyLifecycleTests {
     @Test("a rotated credential: the old one works through its grace period, then is refused (injected clock)")
     func credentialRotation() async throws {
         let clock = SettableWallClock(1_795_612_455)
-        try await withServer(.init(wallClock: clock.wallClock)) { server in
+        let logs = CapturedLogs()
+        try await withServer(.init(wallClock: clock.wallClock, logs: logs)) { server in
             let old = try await server.addPrincipal("agent-rotating")
             let admin = try await server.connect(server.admin)
             let key = CredentialPrivateKey.generate(.ed25519)
@@ -243,6 +244,11 @@ struct KeyLifecycleTests {
             clock.advance(by: 1)
             let refused = await #expect(throws: WireError.self) { try await server.connect(old) }
             #expect(refused?.code == .authenticationFailed)
+            #expect(refused?.message == "authentication failed: unknown principal, wrong algorithm or bad signature", "the client learns nothing more")
+            #expect(
+                logs.all.contains { $0.contains("authentication failed") && $0.contains("principal=agent-rotating") && $0.contains("grace ended at 1795616055") },
+                "the operator learns why: \(logs.all.filter { $0.contains("authentication") })"
+            )
             try await server.connect(new).ping()
             let unknown = await #expect(throws: WireError.self) { try await admin.rotateCredential(id: "nobody", publicKey: key.publicKey) }
             #expect(unknown?.code == .principalNotFound)

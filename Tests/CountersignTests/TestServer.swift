@@ -45,6 +45,8 @@ final class TestServer: Sendable {
         /// The `tiers:` section, verbatim; two tiers (standard: software, high: HSM) unless given.
         var tiers: String?
         var wallClock: WallClock?
+        /// Where the server's log lines go (at info and above); nowhere unless given.
+        var logs: CapturedLogs?
     }
 
     static func yaml(dataDirectory: URL, options: Options) -> String {
@@ -84,8 +86,8 @@ final class TestServer: Sendable {
         let dataDirectory = options.dataDirectory ?? fixture.directory.appendingPathComponent("server-\(UUID().uuidString.prefix(8))")
         let configuration = try ServerConfiguration.parse(yaml: Self.yaml(dataDirectory: dataDirectory, options: options), file: "test.yaml")
         var environment = ServerEnvironment()
-        var logger = Logger(label: "countersign.test")
-        logger.logLevel = .warning
+        var logger = options.logs?.logger() ?? Logger(label: "countersign.test")
+        if options.logs == nil { logger.logLevel = .warning }
         environment.logger = logger
         environment.pkcs11Module = options.faultyHSM ? FaultInjection.module(wrapping: fixture.module) : fixture.module
         if let clock = options.clock {

@@ -186,6 +186,19 @@ struct CascadeTests {
         #expect(Self.outcome(decision) == expected)
     }
 
+    @Test("a refusal names the context that lowered the limit, and when it is in force")
+    func contextNamedInRefusal() {
+        let night = Self.engine.evaluate(Self.request(6_000, agent: "shopper"), facts: Self.facts(now: Self.wednesdayNoon - 13 * 3600 - 14 * 60 - 15 + 23 * 3600))
+        guard case .denied(_, let reason) = night.outcome else { Issue.record("not refused: \(night.outcome)"); return }
+        #expect(reason == "60.00 USD is above shopper's limit of 50.00 USD per authorization, set by context 'night', in force every day 22:00-06:00 UTC")
+        let incident = Self.engine.evaluate(Self.request(60_000, agent: "shopper"), facts: Self.facts(modes: ["incident"]))
+        guard case .denied(_, let tierReason) = incident.outcome else { Issue.record("not refused: \(incident.outcome)"); return }
+        #expect(tierReason == "the request needs tier 'high'; shopper may reach tier 'standard' at most, set by mode 'incident', which an admin switched on")
+        let plain = Self.engine.evaluate(Self.request(10_000_001, agent: "shopper"), facts: Self.facts())
+        guard case .denied(_, let plainReason) = plain.outcome else { Issue.record("not refused: \(plain.outcome)"); return }
+        #expect(!plainReason.contains("set by"), "the profile's own limit names no context: \(plainReason)")
+    }
+
     @Test(
         "schedules cover their days and hours in UTC, including ranges past midnight",
         arguments: [
