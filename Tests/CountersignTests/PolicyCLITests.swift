@@ -16,7 +16,9 @@ struct PolicyCLITests {
         #expect(ok.status == 0, "\(ok.standardError)")
         let tierLines = ok.standardOutput.split(separator: "\n").filter { line in ["micro", "standard", "high", "critical"].contains { line.hasPrefix("  \($0) ") } }
         #expect(tierLines.count == 4, "\(ok.standardOutput)")
-        #expect(tierLines.last?.hasSuffix("2 approver(s) within 900 s") == true)
+        #expect(tierLines.last?.hasSuffix("2 approver(s) within 15 min") == true, "\(tierLines)")
+        #expect(ok.standardOutput.contains("max per authorization: 2000.00 USD; merchants blocked: m-casino; categories blocked: 7995"), "\(ok.standardOutput)")
+        #expect(ok.standardOutput.contains("nights: schedule every day 22:00-06:00 UTC; max per authorization 200.00 USD for profile shopping"))
         #expect(ok.standardOutput.contains("shopping: agents: agent-1, agent-2; team: procurement"))
         #expect(ok.standardOutput.contains("procurement (organization acme)"))
 
@@ -69,7 +71,10 @@ struct PolicyCLITests {
             #expect(show.standardOutput.contains(#""idempotency_key" : ""#), "approvers see the exact request")
 
             let budgetsShown = try await run("admin", "budgets", "show", "agent-big")
-            #expect(budgetsShown.standardOutput.contains("agent:agent-big\tday (UTC)\tUSD\tlimit 30000000\tspent 12000000 (pending 0)\tremaining 18000000"), "\(budgetsShown.standardOutput)")
+            #expect(
+                budgetsShown.standardOutput.contains("\tlimit 300000.00 USD\tspent 120000.00 USD (pending approval 0.00 USD)\tremaining 180000.00 USD"),
+                "\(budgetsShown.standardOutput)"
+            )
             let switched = try await run("admin", "contexts", "set", "incident", "on")
             #expect(switched.standardOutput == "incident: in force (highest tier standard for agent agent-big, while switched on)\n", "\(switched.standardError)")
             let denied = await #expect(throws: WireError.self) { try await agent.submit(TestServer.request(12_000_000)) }
