@@ -1,3 +1,4 @@
+import Foundation
 import CPKCS11
 
 /// A token found on a module: where it is and what it says about itself.
@@ -143,6 +144,16 @@ extension PKCS11Module {
         try self.uniqueToken(described: "serial number '\(serialNumber)'") { $0.serialNumber == serialNumber }
     }
 
+    /// SoftHSM finds its tokens through `SOFTHSM2_CONF`; without it, in a system-wide directory where a
+    /// project's token is not. The most common reason for "no token" in development, so it is said.
+    private var whereTokensAre: String {
+        guard self.path.lowercased().contains("softhsm") else { return "" }
+        guard let configuration = ProcessInfo.processInfo.environment["SOFTHSM2_CONF"] else {
+            return "; SOFTHSM2_CONF is not set, so SoftHSM looks in its system-wide token directory (for this project's development token: export SOFTHSM2_CONF=$PWD/.hsm/softhsm2.conf)"
+        }
+        return "; SoftHSM reads its tokens as \(configuration) says"
+    }
+
     private func uniqueToken(described: String, where matches: (TokenInfo) -> Bool) throws -> PKCS11Token {
         let tokens = try self.tokens()
         let matching = tokens.filter { matches($0.info) }
@@ -154,7 +165,7 @@ extension PKCS11Module {
             throw TokenLookupError(
                 code: .tokenNotFound,
                 reason: "no initialized token with \(described) on module '\(self.path)'"
-                    + (tokens.isEmpty ? "; the module has no initialized token" : "; tokens present: \(labels)")
+                    + (tokens.isEmpty ? "; the module has no initialized token" : "; tokens present: \(labels)") + self.whereTokensAre
             )
         default:
             let slots = matching.map(\.slot.description).joined(separator: ", ")

@@ -35,7 +35,22 @@ struct ServerOptions: ParsableArguments {
         if let dataDirectory = self.dataDirectory ?? self.environment["COUNTERSIGN_DATA_DIR"] {
             configuration.dataDirectory = dataDirectory
         }
+        // The same variables the CLI's HSM commands read (and the Makefile sets) choose the token here too.
+        if let label = self.environment["COUNTERSIGN_TOKEN_LABEL"], !label.isEmpty {
+            configuration.hsm.tokenLabel = label
+        }
+        if let module = self.environment["COUNTERSIGN_PKCS11_MODULE"], !module.isEmpty {
+            configuration.hsm.modulePath = module
+        }
         return configuration
+    }
+
+    /// Where the HSM settings came from, for the log at start: an override is never silent.
+    func describeHSM(_ configuration: ServerConfiguration) -> String {
+        var text = "module \(configuration.hsm.modulePath), token '\(configuration.hsm.tokenLabel)'"
+        if self.environment["COUNTERSIGN_TOKEN_LABEL"]?.isEmpty == false { text += " (label from COUNTERSIGN_TOKEN_LABEL)" }
+        if self.environment["COUNTERSIGN_PKCS11_MODULE"]?.isEmpty == false { text += " (module from COUNTERSIGN_PKCS11_MODULE)" }
+        return text
     }
 
     func bootstrapLogging() -> Logger {
@@ -80,6 +95,7 @@ struct Serve: AsyncParsableCommand {
         let pin = try HSMPINSource.read(pinFile: configuration.hsm.pinFile, environment: self.options.environment)
         var environment = ServerEnvironment()
         environment.logger = logger
+        logger.notice("starting", metadata: ["hsm": "\(self.options.describeHSM(configuration))", "data_dir": "\(configuration.dataDirectory)"])
         let application = try await CountersignApplication(configuration: configuration, pin: pin, environment: environment)
         let group = ServiceGroup(
             configuration: .init(services: application.services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)

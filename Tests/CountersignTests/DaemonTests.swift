@@ -188,6 +188,28 @@ struct DaemonTests {
         return (server, port)
     }
 
+    @Test("countersignd takes the token label from COUNTERSIGN_TOKEN_LABEL over the configuration's, and says so")
+    func tokenLabelFromEnvironment() async throws {
+        let fixture = try SoftHSMFixture.shared()
+        let directory = fixture.directory.appendingPathComponent("label-\(UUID().uuidString.prefix(6))")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let environment = try self.environmentWithOwnToken(in: directory)
+        let config = try #require(environment["COUNTERSIGN_CONFIG"])
+        let text = try String(contentsOfFile: config, encoding: .utf8).replacingOccurrences(of: "token_label: \(SoftHSMFixture.daemonTokenLabel)", with: "token_label: no-such-token")
+        try text.write(toFile: config, atomically: true, encoding: .utf8)
+        let initialized = try await ProcessResult.running(executable: self.countersignd, arguments: ["init"], environment: environment)
+        #expect(initialized.status == 0, "\(initialized.standardError)")
+        var without = environment
+        without["COUNTERSIGN_TOKEN_LABEL"] = nil
+        let refused = try await ProcessResult.running(executable: self.countersignd, arguments: ["init"], environment: without)
+        #expect(refused.status != 0 && refused.standardError.contains("no initialized token with label 'no-such-token'"), "\(refused.standardError)")
+        let log = directory.appendingPathComponent("serve.log")
+        let (server, _) = try await self.serve(environment: environment, log: log)
+        kill(server.processIdentifier, SIGTERM)
+        server.waitUntilExit()
+        #expect(try String(contentsOf: log, encoding: .utf8).contains("token '\(SoftHSMFixture.daemonTokenLabel)' (label from COUNTERSIGN_TOKEN_LABEL)"))
+    }
+
     @Test("a second countersignd on a live data directory is refused at once, names the holder, writes nothing; the first keeps serving")
     func secondServerRefused() async throws {
         let fixture = try SoftHSMFixture.shared()

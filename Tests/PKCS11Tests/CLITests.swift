@@ -29,6 +29,18 @@ struct CLITests {
         #expect(result.status == 0, "\(result.standardOutput)\(result.standardError)")
     }
 
+    @Test("without SOFTHSM2_CONF, a missing token says where SoftHSM looked and how to point it at the project's token")
+    func infoWithoutConfiguration() throws {
+        let fixture = try SoftHSMFixture.shared()
+        var environment = fixture.environment()
+        environment["SOFTHSM2_CONF"] = nil
+        let result = try ProcessResult.run(executable: self.countersign, arguments: ["hsm", "info"], environment: environment)
+        #expect(result.status != 0)
+        #expect(result.standardError.contains("TOKEN_NOT_FOUND"), "\(result.standardError)")
+        #expect(result.standardError.contains("SOFTHSM2_CONF is not set"), "\(result.standardError)")
+        #expect(result.standardError.contains("export SOFTHSM2_CONF=$PWD/.hsm/softhsm2.conf"), "\(result.standardError)")
+    }
+
     @Test("info lists the token and the mechanisms Countersign needs")
     func info() throws {
         let fixture = try SoftHSMFixture.shared()
