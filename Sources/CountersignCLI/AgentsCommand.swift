@@ -22,7 +22,7 @@ struct AgentsCommand: AsyncParsableCommand {
         @Option(help: "ES256 or Ed25519.")
         var algorithm: String = "ES256"
 
-        @Option(help: "agent, admin, or approver (an admin who may also approve payments).")
+        @Option(help: "agent, admin, approver (an admin who may also approve payments), or auditor (reads the audit log, nothing else).")
         var role: String = "agent"
 
         @Option(name: .customLong("out"), help: "Where to write the credential file (default <id>.credential).")
@@ -32,7 +32,7 @@ struct AgentsCommand: AsyncParsableCommand {
 
         func run() async throws {
             guard let algorithm = CredentialAlgorithm(rawValue: self.algorithm) else { throw ValidationError("--algorithm is ES256 or Ed25519") }
-            guard let role = Role(rawValue: self.role) else { throw ValidationError("--role is agent, admin or approver") }
+            guard let role = Role(rawValue: self.role) else { throw ValidationError("--role is agent, admin, approver or auditor") }
             let path = self.output ?? "\(self.id).credential"
             try ClientOptions.requireFree(path)
             let key = CredentialPrivateKey.generate(algorithm)

@@ -1,3 +1,4 @@
+import Wire
 import ArgumentParser
 
 /// `countersign`: the command line for agents and security teams.
@@ -5,6 +6,7 @@ public struct CountersignCommand: AsyncParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "countersign",
         abstract: "Signed payment authorizations for AI agents: client and administration tool.",
+        version: "countersign \(CountersignVersion.current) (protocol version \(WireProtocol.version))",
         subcommands: [
             AuthorizeCommand.self, FetchCommand.self, VoidCommand.self, VerifyCommand.self, KeysCommand.self, AgentsCommand.self, ApprovalsCommand.self, BudgetsCommand.self,
             ContextsCommand.self, PolicyCommand.self, AuditCommand.self, BenchCommand.self, PingCommand.self, HSMCommand.self,

@@ -56,7 +56,7 @@ public final class CountersignClient: Sendable {
             throw ClientError.unreachable(server: "\(host):\(port)", reason: Self.reason(error))
         }
         do {
-            let challengeFrame = try await router.send(Frame(type: .hello, requestID: 1, body: WireJSON.encode(Hello(principal: principal, client: "countersign-swift"))), on: channel)
+            let challengeFrame = try await router.send(Frame(type: .hello, requestID: 1, body: WireJSON.encode(Hello(principal: principal, client: "countersign-swift/\(CountersignVersion.current)"))), on: channel)
             let challenge = try Self.decode(Challenge.self, from: challengeFrame, expecting: .challenge)
             guard let challengeBytes = Base64URL.decode(challenge.challenge) else {
                 throw ClientError.unexpectedResponse("the challenge is not base64url")

@@ -57,9 +57,11 @@ final class Checkpointer: Service, Sendable {
             let signature = try P256.Signing.ECDSASignature(rawRepresentation: raw)
             let publicKey = try P256.Signing.PublicKey(x963Representation: key.publicKeyX963)
             let record = CheckpointRecord(
-                size: head.size, rootHash: Data(head.root), time: checkpoint.time, note: checkpoint.note(keyName: self.origin, publicKey: publicKey, signature: signature)
+                size: head.size, rootHash: Data(head.root), time: checkpoint.time, note: checkpoint.note(keyName: self.origin, publicKey: publicKey, signature: signature),
+                kid: key.keyID.kid
             )
             try await self.store.storeCheckpoint(record)
+            _ = self.keyRing.countSignature(key.keyID)
             self.lastSize.withLock { $0 = head.size }
             return record
         }

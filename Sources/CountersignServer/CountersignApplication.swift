@@ -231,6 +231,8 @@ public struct InitializationReport: Sendable {
     public var created: [String]
     /// Where the first admin's credential was written, if it was.
     public var adminCredentialPath: String?
+    /// What the operator should know: e.g. keys of an earlier installation left on the token.
+    public var warnings: [String] = []
 }
 
 extension CountersignApplication {
@@ -244,6 +246,17 @@ extension CountersignApplication {
         let hsm = try HSMRuntime(configuration: configuration.hsm, pin: pin, time: environment.time, logger: environment.logger, module: environment.pkcs11Module)
         do {
             var report = InitializationReport(created: [], adminCredentialPath: nil)
+            let isNewStore = try await store.keyVersions().isEmpty
+            if isNewStore {
+                let foreign = try await KeyRing.foreignKeys(store: store, hsm: hsm)
+                if !foreign.isEmpty {
+                    report.warnings.append(
+                        "the token already holds \(foreign.count) Countersign key pair(s) that this new store does not know (\(foreign.joined(separator: ", "))): "
+                            + "an earlier installation's, e.g. from a removed data directory. They stay on the token, unused; new keys are made beside them. "
+                            + "If that installation is gone for good, delete them with your HSM's tools (for SoftHSM: pkcs11-tool --delete-object)."
+                    )
+                }
+            }
             report.created += try await KeyRing.provision(tiers: configuration.tiers, store: store, hsm: hsm, now: environment.wallClock.secondsSince1970, random: environment.random)
             if try await !store.principals().contains(where: { $0.role == Role.admin.rawValue }) {
                 let path = (configuration.dataDirectory as NSString).appendingPathComponent("\(adminID).credential")

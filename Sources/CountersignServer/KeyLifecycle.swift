@@ -222,6 +222,16 @@ extension KeyRing {
         return created
     }
 
+    /// Countersign key pairs on the token that this store does not know: what an earlier installation (a
+    /// removed data directory, another server) left there. Found by their `countersign:` labels.
+    static func foreignKeys(store: LedgerStore, hsm: HSMRuntime) async throws -> [String] {
+        let known = Set(try await store.keyVersions().compactMap(\.hsmLabel))
+        let labels = try await hsm.pool.withSession { session -> [String] in
+            try session.findObjects(matching: [.objectClass(.privateKey)]).map { String(decoding: try session.attribute(.label, of: $0), as: UTF8.self) }
+        }
+        return labels.filter { $0.hasPrefix("countersign:") && !known.contains($0) }.sorted()
+    }
+
     /// Makes a key version's material: a software key generated in memory and stored only sealed by the
     /// token's AES key, or a key pair generated inside the token with a label and `CKA_ID` derived from this
     /// installation, the name and the version.

@@ -114,13 +114,16 @@ public struct CheckpointRecord: Codable, Sendable, Hashable, FetchableRecord, Mu
     public var time: Int64
     /// The signed note.
     public var note: String
+    /// The audit key version that signed it (`''` for checkpoints stored before this was recorded).
+    public var kid: String
 
-    public init(size: Int, rootHash: Data, time: Int64, note: String) {
+    public init(size: Int, rootHash: Data, time: Int64, note: String, kid: String) {
         self.id = nil
         self.size = size
         self.rootHash = rootHash
         self.time = time
         self.note = note
+        self.kid = kid
     }
 }
 

@@ -192,8 +192,12 @@ extension LedgerStore {
     public func signatureCounts() async throws -> [String: Int] {
         try await self.read { db in
             var counts: [String: Int] = [:]
-            for row in try Row.fetchAll(db, sql: "SELECT kid, COUNT(*) AS count FROM authorization WHERE kid != '' GROUP BY kid") {
-                counts[row["kid"]] = row["count"]
+            let sql = """
+                SELECT kid, COUNT(*) AS count FROM authorization WHERE kid != '' GROUP BY kid
+                UNION ALL SELECT kid, COUNT(*) AS count FROM checkpoint WHERE kid != '' GROUP BY kid
+                """
+            for row in try Row.fetchAll(db, sql: sql) {
+                counts[row["kid"], default: 0] += row["count"] as Int
             }
             return counts
         }

@@ -194,6 +194,10 @@ public final class LedgerStore: Sendable {
             try db.drop(index: "authorization_status")
             try db.execute(sql: "CREATE INDEX authorization_pending ON authorization(approvalExpiresAt) WHERE status = 'pending_approval'")
         }
+        migrator.registerMigration("v9: the key that signed each checkpoint") { db in
+            // So the audit key's signatures are counted like any other key's (checkpoints before this: '').
+            try db.alter(table: "checkpoint") { table in table.add(column: "kid", .text).notNull().defaults(to: "") }
+        }
         return migrator
     }
 

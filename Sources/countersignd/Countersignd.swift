@@ -5,12 +5,14 @@ import Logging
 import Policy
 import ServiceLifecycle
 import UnixSignals
+import Wire
 
 @main
 struct Countersignd: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "countersignd",
         abstract: "The Countersign server: signed payment authorizations for AI agents.",
+        version: "countersignd \(CountersignVersion.current) (protocol version \(WireProtocol.version))",
         subcommands: [Serve.self, Init.self, CheckConfig.self],
         defaultSubcommand: Serve.self
     )
@@ -129,6 +131,9 @@ struct Init: AsyncParsableCommand {
         }
         for line in report.created {
             print("created \(line)")
+        }
+        for warning in report.warnings {
+            FileHandle.standardError.write(Data("warning: \(warning)\n".utf8))
         }
         if let path = report.adminCredentialPath {
             print("keep \(path) secret: it is the admin's private key (mode 0600)")

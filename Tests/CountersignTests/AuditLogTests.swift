@@ -186,6 +186,63 @@ struct AuditLogTests {
         #expect(try AuditLogFile(path: path).entryCount() == before, "no server.start, no server.stop")
     }
 
+    @Test("the audit key's checkpoint signatures are counted like any key's signatures, across a restart")
+    func auditKeySignaturesCounted() async throws {
+        let first = try await TestServer.start()
+        try await first.stop()  // the stop signs a last checkpoint
+        let second = try await TestServer.start(.init(dataDirectory: first.dataDirectory))
+        let admin = try await second.connect(second.admin)
+        let audit = try await admin.listKeys().first { $0.kid == "audit/v1" }
+        #expect((audit?.signatures ?? 0) >= 1, "\(String(describing: audit))")
+        await admin.close()
+        try await second.stop()
+    }
+
+    @Test("the CLI checks proofs offline: an inclusion proof with no credential, and consistency with a checkpoint kept earlier")
+    func offlineProofChecks() async throws {
+        try await withServer { server in
+            let agent = try await server.connect(try await server.addPrincipal("agent-proven"))
+            let authorization = try await agent.authorize(TestServer.request(1_000))
+            let countersign = ProcessResult.builtProduct("countersign")
+            let environment = [
+                "COUNTERSIGN_SERVER": "127.0.0.1:\(server.port)", "COUNTERSIGN_CREDENTIAL": server.dataDirectory.appendingPathComponent("admin.credential").path,
+            ]
+            let jwks = "http://127.0.0.1:\(server.httpPort)/.well-known/jwks.json"
+            let directory = server.dataDirectory
+
+            let kept = try await ProcessResult.running(executable: countersign, arguments: ["audit", "checkpoint"], environment: environment)
+            let keptFile = directory.appendingPathComponent("kept.note")
+            try kept.standardOutput.write(to: keptFile, atomically: true, encoding: .utf8)
+
+            let proof = try await ProcessResult.running(executable: countersign, arguments: ["audit", "proof", authorization.authorizationID], environment: environment)
+            #expect(proof.status == 0, "\(proof.standardError)")
+            let proofFile = directory.appendingPathComponent("proof.json")
+            try proof.standardOutput.write(to: proofFile, atomically: true, encoding: .utf8)
+            let checked = try await ProcessResult.running(executable: countersign, arguments: ["audit", "check-proof", proofFile.path, "--jwks", jwks], environment: [:])
+            #expect(checked.status == 0 && checked.standardOutput.hasPrefix("proof OK: entry "), "\(checked.standardOutput)\(checked.standardError)")
+
+            let forged = directory.appendingPathComponent("forged.json")
+            try proof.standardOutput.replacingOccurrences(of: "agent-proven", with: "agent-forged").write(to: forged, atomically: true, encoding: .utf8)
+            let refused = try await ProcessResult.running(executable: countersign, arguments: ["audit", "check-proof", forged.path, "--jwks", jwks], environment: [:])
+            #expect(refused.status != 0 && refused.standardError.contains("INVALID"), "\(refused.standardError)")
+
+            for _ in 0..<3 { _ = try await agent.authorize(TestServer.request(1_000)) }
+            let consistent = try await ProcessResult.running(
+                executable: countersign, arguments: ["audit", "consistency", "--old-checkpoint", keptFile.path, "--jwks", jwks], environment: environment
+            )
+            #expect(consistent.status == 0 && consistent.standardOutput.hasPrefix("consistent: the log of "), "\(consistent.standardOutput)\(consistent.standardError)")
+            let rewritten = directory.appendingPathComponent("rewritten.note")
+            var lines = kept.standardOutput.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+            lines[2] = Data(repeating: 7, count: 32).base64EncodedString()
+            try lines.joined(separator: "\n").write(to: rewritten, atomically: true, encoding: .utf8)
+            let notSigned = try await ProcessResult.running(
+                executable: countersign, arguments: ["audit", "consistency", "--old-checkpoint", rewritten.path, "--jwks", jwks], environment: environment
+            )
+            #expect(notSigned.status != 0 && notSigned.standardError.contains("INVALID: the kept checkpoint is not signed"), "\(notSigned.standardError)")
+            await agent.close()
+        }
+    }
+
     @Test("`audit tail` into a pipe writes each entry as it comes (a SIEM feed is always a pipe)")
     func tailIntoPipe() async throws {
         try await withServer { server in

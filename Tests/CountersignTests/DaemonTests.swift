@@ -210,6 +210,20 @@ struct DaemonTests {
         #expect(try String(contentsOf: log, encoding: .utf8).contains("token '\(SoftHSMFixture.daemonTokenLabel)' (label from COUNTERSIGN_TOKEN_LABEL)"))
     }
 
+    @Test("init on a fresh data directory says when the token holds an earlier installation's keys")
+    func initAfterRemovedDataDirectory() async throws {
+        let fixture = try SoftHSMFixture.shared()
+        let directory = fixture.directory.appendingPathComponent("reinit-\(UUID().uuidString.prefix(6))")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let environment = try self.environmentWithOwnToken(in: directory)
+        let first = try await ProcessResult.running(executable: self.countersignd, arguments: ["init"], environment: environment)
+        #expect(first.status == 0 && !first.standardError.contains("warning"), "\(first.standardError)")
+        try FileManager.default.removeItem(at: directory.appendingPathComponent("data"))
+        let second = try await ProcessResult.running(executable: self.countersignd, arguments: ["init"], environment: environment)
+        #expect(second.status == 0, "\(second.standardError)")
+        #expect(second.standardError.contains("warning: the token already holds 2 Countersign key pair(s) that this new store does not know (countersign:audit/v1, countersign:high/v1)"), "\(second.standardError)")
+    }
+
     @Test("a second countersignd on a live data directory is refused at once, names the holder, writes nothing; the first keeps serving")
     func secondServerRefused() async throws {
         let fixture = try SoftHSMFixture.shared()
