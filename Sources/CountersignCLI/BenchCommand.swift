@@ -205,7 +205,7 @@ struct BenchCommand: AsyncParsableCommand {
     private func serverMemory(host: String) async -> Int? {
         let endpoint = self.http ?? "\(host.contains(":") ? "[\(host)]" : host):7680"
         guard let url = URL(string: "http://\(endpoint)/metrics"), let (data, _) = try? await URLSession.shared.data(from: url) else { return nil }
-        let line = String(decoding: data, as: UTF8.self).split(separator: "\n").first { $0.hasPrefix("countersign_process_resident_memory_bytes ") }
+        let line = String(decoding: data, as: UTF8.self).split(separator: "\n").first { $0.hasPrefix("process_resident_memory_bytes ") }
         return line.flatMap { Double($0.split(separator: " ")[1]) }.map { Int($0) }
     }
 }

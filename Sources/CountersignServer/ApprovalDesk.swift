@@ -108,6 +108,7 @@ extension Authorizer {
             }
             throw Self.wireError(error)
         }
+        self.metrics.verdict(verdict == .approve ? "approve" : "deny")
         // The verdict is in the audit log before anything else happens, even if signing then fails.
         let status: String
         switch step {

@@ -84,6 +84,7 @@ final class Authorizer: Sendable {
         let now = self.wallClock.secondsSince1970
         let facts = try await self.facts(for: policyRequest, now: now)
         let decision = self.policy.evaluate(policyRequest, facts: facts)
+        tierName = decision.judgedTier ?? "none"
         let tier: Tier
         switch decision.outcome {
         case .authorized(let decided), .pendingApproval(let decided, _):

@@ -21,15 +21,17 @@ final class Checkpointer: Service, Sendable {
     let time: MonotonicTime
     let logger: Logger
     let startRecord: StartRecord
+    let metrics: ServerMetrics
     private let wake = ApprovalNotifier()
     private let lastSize = Mutex<Int>(-1)
     private let signing = SerialQueue()
 
     init(
         store: LedgerStore, keyRing: KeyRing, origin: String, interval: Duration, everyEntries: Int, wallClock: WallClock, time: MonotonicTime, logger: Logger,
-        startRecord: StartRecord
+        startRecord: StartRecord, metrics: ServerMetrics
     ) {
         self.startRecord = startRecord
+        self.metrics = metrics
         self.store = store
         self.keyRing = keyRing
         self.origin = origin
@@ -62,6 +64,7 @@ final class Checkpointer: Service, Sendable {
             )
             try await self.store.storeCheckpoint(record)
             _ = self.keyRing.countSignature(key.keyID)
+            self.metrics.checkpointSigned(at: checkpoint.time)
             self.lastSize.withLock { $0 = head.size }
             return record
         }
@@ -91,6 +94,7 @@ final class Checkpointer: Service, Sendable {
                     try await self.expireApprovals()
                     try await self.checkpointNow()
                 } catch {
+                    self.metrics.checkpointFailed()
                     self.logger.error("checkpoint not signed", metadata: ["error": "\(error)"])
                 }
             }

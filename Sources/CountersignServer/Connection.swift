@@ -96,6 +96,7 @@ struct ConnectionHandler: Sendable {
     let limits: ServerConfiguration.Limits
     let time: MonotonicTime
     let random: RandomSource
+    let metrics: ServerMetrics
     let logger: Logger
 
     private enum HandshakeState {
@@ -174,6 +175,7 @@ struct ConnectionHandler: Sendable {
                 hello = try WireJSON.decode(Hello.self, from: frame.body)
                 try hello.validate()
             } catch {
+                self.metrics.handshake("invalid_request")
                 return refuse(WireError(converting: error), staying: .awaitingHello)
             }
             // The challenge is sent whether or not the principal exists, so ids cannot be probed.
@@ -192,17 +194,21 @@ struct ConnectionHandler: Sendable {
                 _ = Self.decoyKey.isValidSignature([UInt8](repeating: 1, count: 64), for: transcript)
                 let why = self.principals.lookup(principal) == nil ? "no such principal" : "the AUTH body is not an algorithm and a base64url signature"
                 self.logger.notice("authentication failed", metadata: ["principal": "\(principal)", "reason": "\(why)"])
+                self.metrics.handshake("authentication_failed")
                 return refuse(failed, staying: .awaitingHello)
             }
             if let why = entry.refusal(auth.algorithm, signature: signature, transcript: transcript, now: self.principals.now) {
                 self.logger.notice("authentication failed", metadata: ["principal": "\(principal)", "reason": "\(why)"])
+                self.metrics.handshake("authentication_failed")
                 return refuse(failed, staying: .awaitingHello)
             }
             guard entry.record.revokedAt == nil else {
                 self.logger.notice("revoked principal refused", metadata: ["principal": "\(principal)"])
+                self.metrics.handshake("principal_revoked")
                 return refuse(WireError(.principalRevoked, "the credential of '\(principal)' has been revoked"), staying: .awaitingHello)
             }
             self.logger.info("authenticated", metadata: ["principal": "\(principal)", "role": "\(entry.role.rawValue)"])
+            self.metrics.handshake("ok")
             let welcome = Welcome(principal: principal, role: entry.role)
             return (.authenticated(principal: principal), Frame(type: .welcome, requestID: frame.requestID, body: WireJSON.encode(welcome)), false)
 
@@ -223,6 +229,7 @@ struct ConnectionHandler: Sendable {
             do {
                 try await self.time.sleep(for: self.limits.handshakeTimeout)
                 if !state.isAuthenticated {
+                    self.metrics.handshake("handshake_timeout")
                     state.closeWithError(WireError(.handshakeTimeout, "the handshake did not complete within \(self.limits.handshakeTimeout)"))
                     return
                 }

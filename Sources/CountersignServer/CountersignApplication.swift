@@ -56,7 +56,7 @@ public final class CountersignApplication: Sendable {
         }
         let principals = PrincipalDirectory(store: self.store, wallClock: environment.wallClock)
         try await principals.load()
-        let metrics = ServerMetrics()
+        let metrics = ServerMetrics(tiers: configuration.tiers.tiers.map(\.name) + ["none"], requestTypes: MessageType.requests.compactMap(\.name).sorted())
         self.metrics = metrics
         let modes = try await Self.loadModes(store: self.store, policy: configuration.policy, logger: environment.logger)
         let store = self.store
@@ -74,7 +74,7 @@ public final class CountersignApplication: Sendable {
         let checkpointer = Checkpointer(
             store: self.store, keyRing: self.keyRing, origin: configuration.audit.origin ?? "\(configuration.issuer)/audit",
             interval: configuration.audit.checkpointInterval, everyEntries: configuration.audit.checkpointEntries, wallClock: environment.wallClock,
-            time: environment.time, logger: environment.logger, startRecord: startRecord
+            time: environment.time, logger: environment.logger, startRecord: startRecord, metrics: metrics
         )
         self.checkpointer = checkpointer
         let authorizer = Authorizer(
@@ -85,7 +85,7 @@ public final class CountersignApplication: Sendable {
         let requests = RequestHandler(authorizer: authorizer, principals: principals, time: environment.time, metrics: metrics, logger: environment.logger)
         let connections = ConnectionHandler(
             requests: requests, principals: principals, limits: configuration.limits, time: environment.time, random: environment.random,
-            logger: environment.logger
+            metrics: metrics, logger: environment.logger
         )
         self.keyRotation = KeyRotationService(keyRing: self.keyRing, wallClock: environment.wallClock, time: environment.time, logger: environment.logger)
         let keyRing = self.keyRing
@@ -95,10 +95,7 @@ public final class CountersignApplication: Sendable {
             routes: .init(
                 keySet: { keyRing.keySet },
                 metrics: {
-                    let statistics = hsm.pool.statistics
-                    let breakerOpen = if case .closed = hsm.signer.breaker.currentState { false } else { true }
-                    metrics.hsmPool(open: statistics.open, inUse: statistics.inUse, waiting: statistics.waiting, breakerOpen: breakerOpen)
-                    metrics.residentMemory()
+                    metrics.update(await Self.snapshot(hsm: hsm, store: store, policy: configuration.policy, now: environment.wallClock.secondsSince1970))
                     return metrics.exposition()
                 },
                 notReadyBecause: {
@@ -129,6 +126,25 @@ public final class CountersignApplication: Sendable {
     /// module finalized), and last the data directory's lock.
     public var services: [any Service] {
         [DataDirectoryService(lock: self.dataLock), HSMShutdownService(hsm: self.hsm), self.checkpointer, self.keyRotation, self.httpServer, self.framedServer]
+    }
+
+    /// What a metrics scrape reads: the HSM pool and breaker, the store, pending approvals and every budget.
+    static func snapshot(hsm: HSMRuntime, store: LedgerStore, policy: PolicyEngine, now: Int64) async -> ServerMetrics.Snapshot {
+        let statistics = hsm.pool.statistics
+        let breaker = hsm.signer.breaker
+        var snapshot = ServerMetrics.Snapshot(
+            hsmSessionsOpen: statistics.open, hsmSessionsInUse: statistics.inUse, hsmSessionWaiters: statistics.waiting,
+            hsmBreakerOpen: { if case .closed = breaker.currentState { false } else { true } }(), hsmFailures: breaker.failureCount,
+            hsmBreakerTrips: breaker.tripCount, auditEntries: store.auditSize, storeWriteFailures: store.writeFailures
+        )
+        snapshot.approvalsPending = (try? await store.pendingApprovals(now: now).count) ?? 0
+        for budget in policy.budgets.budgets {
+            for (currency, limit) in budget.limits.sorted(by: { $0.key < $1.key }) where limit > 0 {
+                guard let spent = try? await store.spent(scope: budget.scope, currency: currency, since: budget.window.start(at: now), now: now) else { continue }
+                snapshot.budgets.append((budget.scope.key, "\(budget.window)", currency, Double(spent) / Double(limit)))
+            }
+        }
+        return snapshot
     }
 
     /// The modes admins switched on before the restart; a mode no longer in the configuration is dropped.

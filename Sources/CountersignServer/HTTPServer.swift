@@ -12,7 +12,7 @@ public final class HTTPServer: Service, Sendable {
     /// What the routes answer with.
     struct Routes: Sendable {
         var keySet: @Sendable () -> JWKSet
-        var metrics: @Sendable () -> String
+        var metrics: @Sendable () async -> String
         /// `nil` when ready; otherwise why not.
         var notReadyBecause: @Sendable () async -> String?
     }
@@ -113,7 +113,7 @@ public final class HTTPServer: Service, Sendable {
             let body = (try? encoder.encode(self.routes.keySet())).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
             return (.ok, "application/jwk-set+json", body)
         case "/metrics":
-            return (.ok, "text/plain; version=0.0.4; charset=utf-8", self.routes.metrics())
+            return (.ok, "text/plain; version=0.0.4; charset=utf-8", await self.routes.metrics())
         case "/healthz":
             return (.ok, "text/plain; charset=utf-8", "ok\n")
         case "/readyz":

@@ -1,96 +1,244 @@
-import CoreMetrics
 import Foundation
 import Prometheus
 import Synchronization
 
-/// The server's metrics, in a Prometheus registry of its own (so several servers in one test process
-/// never share counters). Served at `GET /metrics`.
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The server's metrics, in a Prometheus registry of its own (so several servers in one test process never
+/// share counters), served at `GET /metrics`. Named after Prometheus conventions: a `# HELP` line on every
+/// family, `_total` counters, `_seconds` durations, the standard `process_*` family, and every series of a
+/// known tier, request type or outcome present from the start at zero (a rate over a series that appears
+/// with its first event is wrong for a whole scrape interval). docs/operations.md has the table.
 public final class ServerMetrics: Sendable {
-    public let registry: PrometheusCollectorRegistry
-    private let factory: PrometheusMetricsFactory
+    public let registry = PrometheusCollectorRegistry()
 
-    public init() {
-        self.registry = PrometheusCollectorRegistry()
-        var factory = PrometheusMetricsFactory(registry: self.registry)
-        factory.defaultDurationHistogramBuckets = [
-            .microseconds(250), .microseconds(500), .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10),
-            .milliseconds(25), .milliseconds(50), .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(2), .seconds(5),
-        ]
-        self.factory = factory
+    /// Outcomes of an authorization besides the two successes: the refusals a policy, a store or a token gives.
+    static let authorizationRefusals = [
+        "AMOUNT_ABOVE_LIMIT", "CURRENCY_NOT_ACCEPTED", "PER_AUTHORIZATION_LIMIT", "TIER_NOT_ALLOWED", "MERCHANT_NOT_ALLOWED", "CATEGORY_NOT_ALLOWED",
+        "BUDGET_EXCEEDED", "RATE_LIMITED", "ESCALATION_ABOVE_LIMIT", "INTENT_REQUIRED", "INTENT_MISMATCH", "IDEMPOTENCY_CONFLICT", "HSM_UNAVAILABLE",
+        "SIGNING_UNAVAILABLE", "AUDIT_UNAVAILABLE", "STORE_UNAVAILABLE",
+    ]
+    static let handshakeOutcomes = ["ok", "authentication_failed", "principal_revoked", "handshake_timeout", "invalid_request"]
+    static let durationBuckets: [Duration] = [
+        .microseconds(250), .microseconds(500), .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10), .milliseconds(25),
+        .milliseconds(50), .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(2), .seconds(5),
+    ]
+
+    private struct Key: Hashable {
+        var name: String
+        var labels: [String]
     }
 
-    /// A counter and a timer for one combination of labels, made once: looking them up in the registry on
-    /// every request cost more than recording.
-    private struct Instruments: Sendable {
-        let counter: CoreMetrics.Counter
-        let timer: CoreMetrics.Timer
-    }
+    /// Instruments made once per label set: looking them up in the registry per request cost more than recording.
+    private let counters = Mutex<[Key: Counter]>([:])
+    private let gauges = Mutex<[Key: Gauge]>([:])
+    private let histograms = Mutex<[Key: DurationHistogram]>([:])
+    /// Totals kept elsewhere (the breaker, the store, the kernel), as last exported: a scrape adds the difference.
+    private let exported = Mutex<[Key: Double]>([:])
 
-    private struct InstrumentKey: Hashable {
-        var counter: String
-        var value: String
-        var outcome: String
-    }
+    private static let help: [String: String] = [
+        "countersign_requests_total": "Requests answered, by message type and outcome (ok or the error code).",
+        "countersign_request_duration_seconds": "Time from a request's arrival to its answer, by message type.",
+        "countersign_authorizations_total": "AUTHORIZE decisions by the tier judged at and outcome (authorized, pending_approval or the refusal code).",
+        "countersign_authorization_duration_seconds": "Time to decide an AUTHORIZE request (policy, store, signature), by tier.",
+        "countersign_handshakes_total": "Handshakes by outcome; failures are counted here and explained in the server's log.",
+        "countersign_connections_open": "Framed-protocol connections open now.",
+        "countersign_approvals_pending": "Authorizations waiting for approvers now.",
+        "countersign_approval_verdicts_total": "Approvers' verdicts, by verdict.",
+        "countersign_budget_spent_ratio": "Spending (held and pending) over the limit in the budget's current window, by scope, window and currency.",
+        "countersign_audit_entries": "Entries in the audit log (its contiguous prefix).",
+        "countersign_audit_write_failures_total": "Store transactions that failed (each fails its decisions closed: AUDIT_UNAVAILABLE or STORE_UNAVAILABLE).",
+        "countersign_audit_checkpoints_total": "Checkpoints signed by the audit key.",
+        "countersign_audit_checkpoint_failures_total": "Checkpoints that could not be signed or stored.",
+        "countersign_audit_last_checkpoint_timestamp_seconds": "When the last checkpoint was signed (seconds since 1970); alert on time() minus this.",
+        "countersign_hsm_sessions_open": "PKCS#11 sessions open in the pool.",
+        "countersign_hsm_sessions_in_use": "PKCS#11 sessions lent out now.",
+        "countersign_hsm_session_waiters": "Tasks waiting for a PKCS#11 session.",
+        "countersign_hsm_breaker_open": "1 while the HSM circuit breaker refuses calls (HSM tiers answer HSM_UNAVAILABLE), else 0.",
+        "countersign_hsm_failures_total": "HSM operations that failed or timed out.",
+        "countersign_hsm_breaker_trips_total": "Times the HSM circuit breaker opened.",
+        "process_cpu_seconds_total": "User and system CPU time spent by the process, in seconds.",
+        "process_resident_memory_bytes": "Resident memory size in bytes.",
+        "process_virtual_memory_bytes": "Virtual memory size in bytes.",
+        "process_open_fds": "Open file descriptors.",
+        "process_max_fds": "The limit of open file descriptors.",
+        "process_start_time_seconds": "Start time of the process since 1970, in seconds.",
+    ]
 
-    private let instruments = Mutex<[InstrumentKey: Instruments]>([:])
+    private let startTime = Date().timeIntervalSince1970
 
-    /// Counts one event in `counter` (labelled `dimension` and `outcome`) and records its duration in `timer`
-    /// (labelled `dimension`).
-    private func record(counter: String, timer: String, dimension: String, _ value: String, outcome: String, duration: Duration) {
-        let key = InstrumentKey(counter: counter, value: value, outcome: outcome)
-        let instruments = self.instruments.withLock { cache in
-            if let made = cache[key] { return made }
-            let made = Instruments(
-                counter: Counter(label: counter, dimensions: [(dimension, value), ("outcome", outcome)], factory: self.factory),
-                timer: Timer(label: timer, dimensions: [(dimension, value)], factory: self.factory)
-            )
-            cache[key] = made
-            return made
+    /// - Parameters:
+    ///   - tiers: the configured tiers, whose series start at zero.
+    ///   - requestTypes: the request message types' names, likewise.
+    public init(tiers: [String] = [], requestTypes: [String] = []) {
+        for type in requestTypes {
+            _ = self.counter("countersign_requests_total", ["type": type, "outcome": "ok"])
+            _ = self.histogram("countersign_request_duration_seconds", ["type": type])
         }
-        instruments.counter.increment()
-        instruments.timer.recordNanoseconds(duration.nanoseconds)
+        for tier in tiers {
+            for outcome in ["authorized", "pending_approval"] + Self.authorizationRefusals {
+                _ = self.counter("countersign_authorizations_total", ["tier": tier, "outcome": outcome])
+            }
+            _ = self.histogram("countersign_authorization_duration_seconds", ["tier": tier])
+        }
+        for outcome in Self.handshakeOutcomes { _ = self.counter("countersign_handshakes_total", ["outcome": outcome]) }
+        for verdict in ["approve", "deny"] { _ = self.counter("countersign_approval_verdicts_total", ["verdict": verdict]) }
+        for name in ["countersign_audit_checkpoints_total", "countersign_audit_checkpoint_failures_total", "countersign_audit_write_failures_total",
+            "countersign_hsm_failures_total", "countersign_hsm_breaker_trips_total"]
+        {
+            _ = self.counter(name, [:])
+        }
+        for name in ["countersign_connections_open", "countersign_approvals_pending", "countersign_audit_entries", "countersign_audit_last_checkpoint_timestamp_seconds"] {
+            _ = self.gauge(name, [:])
+        }
     }
+
+    // MARK: Instruments
+
+    private static func key(_ name: String, _ labels: [String: String]) -> (Key, [(String, String)]) {
+        let pairs = labels.sorted { $0.key < $1.key }
+        return (Key(name: name, labels: pairs.flatMap { [$0.key, $0.value] }), pairs.map { ($0.key, $0.value) })
+    }
+
+    private func counter(_ name: String, _ labels: [String: String]) -> Counter {
+        let (key, pairs) = Self.key(name, labels)
+        return self.counters.withLock { made in
+            if let counter = made[key] { return counter }
+            let counter = self.registry.makeCounter(name: name, labels: pairs, help: Self.help[name] ?? "")
+            made[key] = counter
+            return counter
+        }
+    }
+
+    private func gauge(_ name: String, _ labels: [String: String]) -> Gauge {
+        let (key, pairs) = Self.key(name, labels)
+        return self.gauges.withLock { made in
+            if let gauge = made[key] { return gauge }
+            let gauge = self.registry.makeGauge(name: name, labels: pairs, help: Self.help[name] ?? "")
+            made[key] = gauge
+            return gauge
+        }
+    }
+
+    private func histogram(_ name: String, _ labels: [String: String]) -> DurationHistogram {
+        let (key, pairs) = Self.key(name, labels)
+        return self.histograms.withLock { made in
+            if let histogram = made[key] { return histogram }
+            let histogram = self.registry.makeDurationHistogram(name: name, labels: pairs, buckets: Self.durationBuckets, help: Self.help[name] ?? "")
+            made[key] = histogram
+            return histogram
+        }
+    }
+
+    /// Brings a counter up to a total that is counted elsewhere.
+    private func counter(_ name: String, _ labels: [String: String], total: Double) {
+        let (key, _) = Self.key(name, labels)
+        let delta = self.exported.withLock { exported -> Double in
+            defer { exported[key] = max(total, exported[key] ?? 0) }
+            return total - (exported[key] ?? 0)
+        }
+        if delta > 0 { self.counter(name, labels).increment(by: delta) }
+    }
+
+    // MARK: Events
 
     /// One request answered: its type and outcome (`ok` or the error code).
     func requestAnswered(type: String, outcome: String, duration: Duration) {
-        self.record(counter: "countersign_requests_total", timer: "countersign_request_duration_seconds", dimension: "type", type, outcome: outcome, duration: duration)
+        self.counter("countersign_requests_total", ["type": type, "outcome": outcome]).increment()
+        self.histogram("countersign_request_duration_seconds", ["type": type]).record(duration)
     }
 
-    /// One authorization decided: its tier and outcome.
+    /// One authorization decided: the tier it was judged at (`none` when no tier fits) and its outcome.
     func authorizationDecided(tier: String, outcome: String, duration: Duration) {
-        self.record(
-            counter: "countersign_authorizations_total", timer: "countersign_authorization_duration_seconds", dimension: "tier", tier, outcome: outcome,
-            duration: duration
-        )
+        self.counter("countersign_authorizations_total", ["tier": tier, "outcome": outcome]).increment()
+        self.histogram("countersign_authorization_duration_seconds", ["tier": tier]).record(duration)
+    }
+
+    func handshake(_ outcome: String) {
+        self.counter("countersign_handshakes_total", ["outcome": outcome]).increment()
+    }
+
+    func verdict(_ verdict: String) {
+        self.counter("countersign_approval_verdicts_total", ["verdict": verdict]).increment()
+    }
+
+    func checkpointSigned(at time: Int64) {
+        self.counter("countersign_audit_checkpoints_total", [:]).increment()
+        self.gauge("countersign_audit_last_checkpoint_timestamp_seconds", [:]).set(Int64(time))
+    }
+
+    func checkpointFailed() {
+        self.counter("countersign_audit_checkpoint_failures_total", [:]).increment()
     }
 
     func connectionsChanged(open: Int) {
-        Gauge(label: "countersign_connections_open", factory: self.factory).record(open)
+        self.gauge("countersign_connections_open", [:]).set(Int64(open))
     }
 
-    func hsmPool(open: Int, inUse: Int, waiting: Int, breakerOpen: Bool) {
-        Gauge(label: "countersign_hsm_sessions_open", factory: self.factory).record(open)
-        Gauge(label: "countersign_hsm_sessions_in_use", factory: self.factory).record(inUse)
-        Gauge(label: "countersign_hsm_session_waiters", factory: self.factory).record(waiting)
-        Gauge(label: "countersign_hsm_breaker_open", factory: self.factory).record(breakerOpen ? 1 : 0)
+    // MARK: Read at each scrape
+
+    /// What a scrape reads from the parts that keep their own state.
+    struct Snapshot: Sendable {
+        var hsmSessionsOpen = 0
+        var hsmSessionsInUse = 0
+        var hsmSessionWaiters = 0
+        var hsmBreakerOpen = false
+        var hsmFailures = 0
+        var hsmBreakerTrips = 0
+        var auditEntries = 0
+        var storeWriteFailures = 0
+        var approvalsPending = 0
+        /// scope, window, currency, spent/limit.
+        var budgets: [(scope: String, window: String, currency: String, ratio: Double)] = []
     }
 
-    /// The process's resident memory, read from `/proc/self/statm` (Linux).
-    func residentMemory() {
-        guard let text = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8),
-            let pages = text.split(separator: " ").dropFirst().first.flatMap({ Int($0) })
-        else { return }
-        Gauge(label: "countersign_process_resident_memory_bytes", factory: self.factory).record(pages * Int(sysconf(Int32(_SC_PAGESIZE))))
+    func update(_ snapshot: Snapshot) {
+        self.gauge("countersign_hsm_sessions_open", [:]).set(Int64(snapshot.hsmSessionsOpen))
+        self.gauge("countersign_hsm_sessions_in_use", [:]).set(Int64(snapshot.hsmSessionsInUse))
+        self.gauge("countersign_hsm_session_waiters", [:]).set(Int64(snapshot.hsmSessionWaiters))
+        self.gauge("countersign_hsm_breaker_open", [:]).set(Int64(snapshot.hsmBreakerOpen ? 1 : 0))
+        self.counter("countersign_hsm_failures_total", [:], total: Double(snapshot.hsmFailures))
+        self.counter("countersign_hsm_breaker_trips_total", [:], total: Double(snapshot.hsmBreakerTrips))
+        self.gauge("countersign_audit_entries", [:]).set(Int64(snapshot.auditEntries))
+        self.counter("countersign_audit_write_failures_total", [:], total: Double(snapshot.storeWriteFailures))
+        self.gauge("countersign_approvals_pending", [:]).set(Int64(snapshot.approvalsPending))
+        for budget in snapshot.budgets {
+            self.gauge("countersign_budget_spent_ratio", ["scope": budget.scope, "window": budget.window, "currency": budget.currency]).set(budget.ratio)
+        }
+        self.updateProcess()
+    }
+
+    /// The standard `process_*` family, from `/proc/self` (Linux).
+    private func updateProcess() {
+        let ticks = Double(sysconf(Int32(_SC_CLK_TCK)))
+        let pageSize = Int64(sysconf(Int32(_SC_PAGESIZE)))
+        if let stat = try? String(contentsOfFile: "/proc/self/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") {
+            // Fields after the command name: state is field 3; utime and stime are fields 14 and 15.
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            if fields.count > 13, let user = Double(fields[11]), let system = Double(fields[12]), ticks > 0 {
+                self.counter("process_cpu_seconds_total", [:], total: (user + system) / ticks)
+            }
+        }
+        if let statm = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8) {
+            let pages = statm.split(separator: " ").compactMap { Int64($0) }
+            if pages.count > 1 {
+                self.gauge("process_virtual_memory_bytes", [:]).set(pages[0] * pageSize)
+                self.gauge("process_resident_memory_bytes", [:]).set(pages[1] * pageSize)
+            }
+        }
+        if let descriptors = try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd") {
+            self.gauge("process_open_fds", [:]).set(Int64(descriptors.count))
+        }
+        var limit = rlimit()
+        if getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 {
+            self.gauge("process_max_fds", [:]).set(Int64(clamping: limit.rlim_cur))
+        }
+        self.gauge("process_start_time_seconds", [:]).set(self.startTime)
     }
 
     public func exposition() -> String {
         self.registry.emitToString()
-    }
-}
-
-extension Duration {
-    var nanoseconds: Int64 {
-        let (seconds, attoseconds) = self.components
-        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
     }
 }

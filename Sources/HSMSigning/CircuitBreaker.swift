@@ -35,6 +35,13 @@ public final class CircuitBreaker: Sendable {
         fileprivate let generation: UInt64
     }
 
+    private let failures = Atomic<Int>(0)
+    private let trips = Atomic<Int>(0)
+
+    /// Every failure recorded since the start, and every time the breaker opened (for metrics).
+    public var failureCount: Int { self.failures.load(ordering: .relaxed) }
+    public var tripCount: Int { self.trips.load(ordering: .relaxed) }
+
     private let failureThreshold: Int
     private let cooldown: Duration
     private let time: MonotonicTime
@@ -80,18 +87,23 @@ public final class CircuitBreaker: Sendable {
 
     public func recordFailure(_ ticket: Ticket) {
         let now = self.time.now
-        self.state.withLock { breaker in
-            guard ticket.generation == breaker.generation else { return }
+        self.failures.add(1, ordering: .relaxed)
+        let opened = self.state.withLock { breaker -> Bool in
+            guard ticket.generation == breaker.generation else { return false }
             switch breaker.state {
             case .closed(let failures) where failures + 1 >= self.failureThreshold:
                 breaker.state = .open(until: now + self.cooldown)
                 breaker.generation += 1
+                return true
             case .closed(let failures):
                 breaker.state = .closed(consecutiveFailures: failures + 1)
+                return false
             case .halfOpen, .open:
                 breaker.state = .open(until: now + self.cooldown)
                 breaker.generation += 1
+                return true
             }
         }
+        if opened { self.trips.add(1, ordering: .relaxed) }
     }
 }

@@ -486,6 +486,9 @@ public final class LedgerStore: Sendable {
         }
     }
 
+    /// Store transactions that failed since it opened (each failed its writes closed).
+    public var writeFailures: Int { self.health.failureCount }
+
     /// Why the store is not fit to serve, or `nil`: the last write failed (and none has succeeded since), the
     /// audit log on disk is ahead of this process's (another process wrote it), or a read fails.
     public func notReadyBecause() async -> String? {

@@ -6,10 +6,15 @@ import Synchronization
 /// `/readyz` says all is well.
 final class WriteHealth: Sendable {
     private let lastFailure = Mutex<String?>(nil)
+    private let failures = Atomic<Int>(0)
 
     func failed(_ error: any Error) {
+        self.failures.add(1, ordering: .relaxed)
         self.lastFailure.withLock { $0 = "\(error)" }
     }
+
+    /// Every failed write since the store opened.
+    var failureCount: Int { self.failures.load(ordering: .relaxed) }
 
     func succeeded() {
         self.lastFailure.withLock { $0 = nil }

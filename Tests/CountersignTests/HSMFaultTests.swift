@@ -28,6 +28,10 @@ struct HSMFaultTests {
                 #expect(try await client.authorize(TestServer.request(100)).keyBackend == "software")
             }
             #expect(server.application.hsm.signer.breaker.currentState.description == "open")
+            let (metrics, _) = try await InteropTests.get(server, "/metrics")
+            #expect(MetricsTests.value("countersign_hsm_breaker_open", in: metrics) == 1)
+            #expect((MetricsTests.value("countersign_hsm_failures_total", in: metrics) ?? 0) >= 3, "\(metrics)")
+            #expect(MetricsTests.value("countersign_hsm_breaker_trips_total", in: metrics) == 1)
             let callsWhenOpened = FaultInjection.signCalls
             let refused = await #expect(throws: WireError.self) { try await client.authorize(TestServer.request(100_000)) }
             #expect(refused?.code == .hsmUnavailable)
