@@ -51,4 +51,20 @@ struct MetricsTests {
             #expect(!text.contains("countersign_process_resident_memory_bytes"), "the standard name, not a private one")
         }
     }
+
+    @Test("the Grafana dashboard reads only families the server exports")
+    func dashboardMatches() async throws {
+        // With a budget, so that its family exists too.
+        try await withServer(.init(budgets: "budgets:\n  - { agent: agent-any, limit: { USD: 100 }, window: week }\n")) { server in
+            let (text, _) = try await InteropTests.get(server, "/metrics")
+            let families = Set(text.split(separator: "\n").filter { $0.hasPrefix("# TYPE ") }.map { String($0.split(separator: " ")[2]) })
+            let dashboard = SoftHSMFixture.repositoryRoot.appendingPathComponent("hsm-config/grafana-dashboard.json")
+            let json = try String(contentsOf: dashboard, encoding: .utf8)
+            let used = Set(json.matches(of: /(countersign|process)_[a-z_]+/).map { String($0.output.0) }.map { name in
+                name.hasSuffix("_bucket") ? String(name.dropLast("_bucket".count)) : name
+            })
+            #expect(used.count >= 15)
+            #expect(used.subtracting(families).isEmpty, "the dashboard names families /metrics does not have: \(used.subtracting(families))")
+        }
+    }
 }
