@@ -19,6 +19,9 @@ struct PolicyCommand: AsyncParsableCommand {
         @Argument(help: "The configuration file.")
         var file: String
 
+        @Flag(help: "Print the policy as JSON (amounts in minor units, durations in seconds).")
+        var json = false
+
         func run() async throws {
             let configuration: ServerConfiguration
             do {
@@ -27,7 +30,11 @@ struct PolicyCommand: AsyncParsableCommand {
                 FileHandle.standardError.write(Data("\(error)\n".utf8))
                 throw ExitCode.validationFailure
             }
-            print(PolicyReport(configuration.policy).text, terminator: "")
+            if self.json {
+                try JSONOutput.print(PolicyJSON(configuration.policy))
+            } else {
+                print(PolicyReport(configuration.policy).text, terminator: "")
+            }
         }
     }
 }
@@ -114,6 +121,112 @@ struct PolicyReport {
         return rows.map { row in
             "  " + row.enumerated().map { index, cell in cell.padding(toLength: widths[index], withPad: " ", startingAt: 0) }.joined(separator: "  ")
                 .trimmingCharacters(in: .whitespaces)
+        }
+    }
+}
+
+/// A policy as scripts read it: the same facts as ``PolicyReport``, in the protocol's units.
+struct PolicyJSON: Encodable {
+    struct TierJSON: Encodable {
+        var name: String
+        var maxAmount: [String: Int64]
+        var key: String
+        var backend: String
+        var lifetimeSeconds: Int64
+        var checks: [String]
+        var approvalQuorum: Int?
+        var approvalTTLSeconds: Int64?
+
+        enum CodingKeys: String, CodingKey {
+            case name, key, backend, checks
+            case maxAmount = "max_amount"
+            case lifetimeSeconds = "lifetime_seconds"
+            case approvalQuorum = "approval_quorum"
+            case approvalTTLSeconds = "approval_ttl_seconds"
+        }
+    }
+
+    struct ProfileJSON: Encodable {
+        var name: String
+        var agents: [String]
+        var team: String?
+        var highestTier: String?
+        var maxPerAuthorization: [String: Int64]
+        var allowedMerchants: [String]?
+        var blockedMerchants: [String]
+        var allowedCategories: [String]?
+        var blockedCategories: [String]
+
+        enum CodingKeys: String, CodingKey {
+            case name, agents, team
+            case highestTier = "highest_tier"
+            case maxPerAuthorization = "max_per_authorization"
+            case allowedMerchants = "allowed_merchants"
+            case blockedMerchants = "blocked_merchants"
+            case allowedCategories = "allowed_categories"
+            case blockedCategories = "blocked_categories"
+        }
+    }
+
+    struct BudgetJSON: Encodable {
+        var scope: String
+        var window: String
+        var limit: [String: Int64]
+    }
+
+    struct ContextJSON: Encodable {
+        var name: String
+        var activation: String
+        var agents: [String]
+        var profiles: [String]
+        var highestTier: String?
+        var maxPerAuthorization: [String: Int64]
+
+        enum CodingKeys: String, CodingKey {
+            case name, activation, agents, profiles
+            case highestTier = "highest_tier"
+            case maxPerAuthorization = "max_per_authorization"
+        }
+    }
+
+    var policyVersion: String
+    var tiers: [TierJSON]
+    var profiles: [ProfileJSON]
+    var budgets: [BudgetJSON]
+    var contexts: [ContextJSON]
+
+    enum CodingKeys: String, CodingKey {
+        case tiers, profiles, budgets, contexts
+        case policyVersion = "policy_version"
+    }
+
+    init(_ policy: PolicyEngine) {
+        self.policyVersion = policy.version
+        self.tiers = policy.tiers.tiers.map { tier in
+            TierJSON(
+                name: tier.name, maxAmount: tier.maximumAmounts, key: tier.keyName, backend: tier.backend.rawValue, lifetimeSeconds: tier.lifetimeSeconds,
+                checks: policy.tiers.checks(at: tier).sorted().map(\.rawValue), approvalQuorum: tier.approval?.quorum, approvalTTLSeconds: tier.approval?.ttlSeconds
+            )
+        }
+        self.profiles = policy.profiles.sorted { $0.name < $1.name }.map { profile in
+            ProfileJSON(
+                name: profile.name, agents: profile.agents.sorted(), team: profile.team, highestTier: profile.highestTier,
+                maxPerAuthorization: profile.maximumPerAuthorization, allowedMerchants: profile.allowedMerchants?.sorted(),
+                blockedMerchants: profile.blockedMerchants.sorted(), allowedCategories: profile.allowedCategories?.sorted(),
+                blockedCategories: profile.blockedCategories.sorted()
+            )
+        }
+        self.budgets = policy.budgets.budgets.map { BudgetJSON(scope: $0.scope.key, window: "\($0.window)", limit: $0.limits) }
+        self.contexts = policy.contexts.map { context in
+            let activation: String
+            switch context.activation {
+            case .mode: activation = "mode"
+            case .schedule(let schedule): activation = "schedule \(schedule)"
+            }
+            return ContextJSON(
+                name: context.name, activation: activation, agents: context.agents.sorted(), profiles: context.profiles.sorted(),
+                highestTier: context.highestTier, maxPerAuthorization: context.maximumPerAuthorization
+            )
         }
     }
 }

@@ -16,8 +16,7 @@ enum Terminal {
 
     /// `12.50 USD`; an unknown currency keeps its minor units and says so.
     static func money(_ minorUnits: Int64, _ code: String) -> String {
-        guard let currency = Currency(code: code) else { return "\(minorUnits) \(code) (minor units)" }
-        return "\(Money(minorUnits: minorUnits, currency: currency))"
+        Money.text(minorUnits: minorUnits, code: code)
     }
 
     /// `2026-11-25T13:14:15Z`.
@@ -32,7 +31,7 @@ enum Terminal {
 
     /// `20.00 USD, 3000 JPY`: a per-currency map, sorted by currency.
     static func amounts(_ amounts: [String: Int64]) -> String {
-        amounts.sorted { $0.key < $1.key }.map { Self.money($0.value, $0.key) }.joined(separator: ", ")
+        Money.text(amounts)
     }
 
     /// A line on standard output, flushed at once: C's stdio buffers a pipe by blocks, and a feed

@@ -279,10 +279,7 @@ final class RequestHandler: Sendable {
                 var changes: [String] = []
                 if let tier = context.highestTier { changes.append("highest tier \(tier)") }
                 if !context.maximumPerAuthorization.isEmpty {
-                    changes.append(
-                        "at most " + context.maximumPerAuthorization.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")
-                            + " (minor units) per authorization"
-                    )
+                    changes.append("at most " + Money.text(context.maximumPerAuthorization) + " per authorization")
                 }
                 let whom = (context.agents.sorted().map { "agent \($0)" } + context.profiles.sorted().map { "profile \($0)" }).joined(separator: ", ")
                 return ContextInfo(

@@ -71,3 +71,16 @@ extension Currency {
     /// Every code ``init(code:)`` accepts.
     public static var knownCodes: [String] { Array(Self.table.keys) }
 }
+
+extension Money {
+    /// `12.50 USD` for a known currency; an unknown code keeps its minor units and says so.
+    public static func text(minorUnits: Int64, code: String) -> String {
+        guard let currency = Currency(code: code) else { return "\(minorUnits) \(code) (minor units)" }
+        return "\(Money(minorUnits: minorUnits, currency: currency))"
+    }
+
+    /// `200.00 EUR, 3000 JPY, 200.00 USD`: a per-currency map, sorted by currency.
+    public static func text(_ amounts: [String: Int64]) -> String {
+        amounts.sorted { $0.key < $1.key }.map { Self.text(minorUnits: $0.value, code: $0.key) }.joined(separator: ", ")
+    }
+}

@@ -22,6 +22,13 @@ struct PolicyCLITests {
         #expect(ok.standardOutput.contains("shopping: agents: agent-1, agent-2; team: procurement"))
         #expect(ok.standardOutput.contains("procurement (organization acme)"))
 
+        let json = try await ProcessResult.running(executable: self.countersign, arguments: ["policy", "check", example, "--json"], environment: [:])
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(json.standardOutput.utf8)) as? [String: Any], "\(json.standardError)")
+        #expect((object["tiers"] as? [Any])?.count == 4)
+        #expect(ok.standardOutput.hasPrefix("policy \(object["policy_version"] as? String ?? "?")\n"), "one version in both forms")
+        let shopping = (object["profiles"] as? [[String: Any]])?.first { $0["name"] as? String == "shopping" }
+        #expect((shopping?["max_per_authorization"] as? [String: Int])?["USD"] == 200_000, "JSON keeps minor units")
+
         let broken = FileManager.default.temporaryDirectory.appendingPathComponent("broken-\(UUID().uuidString).yaml")
         let text = try String(contentsOfFile: example, encoding: .utf8).replacingOccurrences(of: "highest_tier: high", with: "highest_tier: platinum")
         try text.write(to: broken, atomically: true, encoding: .utf8)
@@ -34,6 +41,7 @@ struct PolicyCLITests {
     @Test("approvers list, approve and deny from the command line; admins see budgets and switch modes")
     func approvals() async throws {
         let contexts = "contexts:\n  - { name: incident, mode: true, agents: [agent-big], highest_tier: standard }\n"
+            + "  - { name: frugal, mode: true, agents: [agent-big], max_per_authorization: { USD: 20000, JPY: 3000 } }\n"
         let budgets = "budgets:\n  - { agent: agent-big, limit: { USD: 30000000 }, window: day }\n"
         try await withServer(.init(budgets: budgets, policy: contexts, tiers: approvalTiers)) { server in
             let agent = try await server.connect(try await server.addPrincipal("agent-big"))
@@ -75,6 +83,8 @@ struct PolicyCLITests {
                 budgetsShown.standardOutput.contains("\tlimit 300000.00 USD\tspent 120000.00 USD (pending approval 0.00 USD)\tremaining 180000.00 USD"),
                 "\(budgetsShown.standardOutput)"
             )
+            let listed = try await run("admin", "contexts", "list")
+            #expect(listed.standardOutput.contains("frugal\tmode\tnot in force\tat most 3000 JPY, 200.00 USD per authorization for agent agent-big, while switched on"), "\(listed.standardOutput)")
             let switched = try await run("admin", "contexts", "set", "incident", "on")
             #expect(switched.standardOutput == "incident: in force (highest tier standard for agent agent-big, while switched on)\n", "\(switched.standardError)")
             let denied = await #expect(throws: WireError.self) { try await agent.submit(TestServer.request(12_000_000)) }

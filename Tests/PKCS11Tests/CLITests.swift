@@ -41,6 +41,17 @@ struct CLITests {
         #expect(result.standardError.contains("export SOFTHSM2_CONF=$PWD/.hsm/softhsm2.conf"), "\(result.standardError)")
     }
 
+    @Test("info --json says the same for scripts")
+    func infoJSON() throws {
+        let fixture = try SoftHSMFixture.shared()
+        let result = try ProcessResult.run(executable: self.countersign, arguments: ["hsm", "info", "--json"], environment: fixture.environment())
+        #expect(result.status == 0, "\(result.standardError)")
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(result.standardOutput.utf8)) as? [String: Any])
+        #expect(object["token"] as? String == SoftHSMFixture.cliTokenLabel)
+        let mechanisms = try #require(object["mechanisms"] as? [[String: Any]])
+        #expect(!mechanisms.isEmpty && mechanisms.allSatisfy { $0["present"] as? Bool == true })
+    }
+
     @Test("info lists the token and the mechanisms Countersign needs")
     func info() throws {
         let fixture = try SoftHSMFixture.shared()
