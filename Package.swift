@@ -96,7 +96,7 @@ let package = Package(
             dependencies: ["PKCS11", "TestSupport", "countersign", crypto, nioPosix],
             swiftSettings: swiftSettings
         ),
-        .testTarget(name: "PolicyTests", dependencies: ["Policy"], swiftSettings: swiftSettings),
+        .testTarget(name: "PolicyTests", dependencies: ["Policy", "TestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "AuditTests", dependencies: ["Audit", crypto], swiftSettings: swiftSettings),
         .testTarget(
             name: "WireTests",

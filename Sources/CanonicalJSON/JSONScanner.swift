@@ -184,21 +184,9 @@ public struct JSONScanner {
     }
 
     private mutating func hex4() -> UInt16? {
-        guard self.bytes.count - self.position >= 4 else { return nil }
-        var value: UInt16 = 0
-        for _ in 0..<4 {
-            let byte = self.bytes[self.position]
-            let digit: UInt8
-            switch byte {
-            case UInt8(ascii: "0")...UInt8(ascii: "9"): digit = byte - UInt8(ascii: "0")
-            case UInt8(ascii: "a")...UInt8(ascii: "f"): digit = byte - UInt8(ascii: "a") + 10
-            case UInt8(ascii: "A")...UInt8(ascii: "F"): digit = byte - UInt8(ascii: "A") + 10
-            default: return nil
-            }
-            value = value << 4 | UInt16(digit)
-            self.position += 1
-        }
-        return value
+        guard let unit = HexDigits.unit(self.bytes, at: self.position) else { return nil }
+        self.position += 4
+        return unit
     }
 
     // MARK: Fields

@@ -297,21 +297,9 @@ public struct StrictJSONParser {
     }
 
     private mutating func hex4() throws(StrictJSONError) -> UInt16 {
-        guard self.bytes.count - self.position >= 4 else { throw self.malformed("a \\u escape needs four hex digits") }
-        var value: UInt16 = 0
-        for _ in 0..<4 {
-            let byte = self.bytes[self.position]
-            let digit: UInt8
-            switch byte {
-            case UInt8(ascii: "0")...UInt8(ascii: "9"): digit = byte - UInt8(ascii: "0")
-            case UInt8(ascii: "a")...UInt8(ascii: "f"): digit = byte - UInt8(ascii: "a") + 10
-            case UInt8(ascii: "A")...UInt8(ascii: "F"): digit = byte - UInt8(ascii: "A") + 10
-            default: throw self.malformed("a \\u escape needs four hex digits")
-            }
-            value = value << 4 | UInt16(digit)
-            self.position += 1
-        }
-        return value
+        guard let unit = HexDigits.unit(self.bytes, at: self.position) else { throw self.malformed("a \\u escape needs four hex digits") }
+        self.position += 4
+        return unit
     }
 
     private static func hex(_ unit: UInt16) -> String {

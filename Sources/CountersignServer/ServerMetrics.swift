@@ -32,9 +32,13 @@ public final class ServerMetrics: Sendable {
     }
 
     /// Instruments made once per label set: looking them up in the registry per request cost more than recording.
-    private let counters = Mutex<[Key: Counter]>([:])
-    private let gauges = Mutex<[Key: Gauge]>([:])
-    private let histograms = Mutex<[Key: DurationHistogram]>([:])
+    private struct Made {
+        var counters: [Key: Counter] = [:]
+        var gauges: [Key: Gauge] = [:]
+        var histograms: [Key: DurationHistogram] = [:]
+    }
+
+    private let made = Mutex(Made())
     /// Totals kept elsewhere (the breaker, the store, the kernel), as last exported: a scrape adds the difference.
     private let exported = Mutex<[Key: Double]>([:])
 
@@ -102,34 +106,30 @@ public final class ServerMetrics: Sendable {
         return (Key(name: name, labels: pairs.flatMap { [$0.key, $0.value] }), pairs.map { ($0.key, $0.value) })
     }
 
-    private func counter(_ name: String, _ labels: [String: String]) -> Counter {
+    /// The instrument of `name` and `labels` in `cache`, made by `make` the first time.
+    private func instrument<Instrument: Sendable>(
+        _ cache: WritableKeyPath<Made, [Key: Instrument]>, _ name: String, _ labels: [String: String],
+        _ make: (PrometheusCollectorRegistry, [(String, String)], String) -> Instrument
+    ) -> Instrument {
         let (key, pairs) = Self.key(name, labels)
-        return self.counters.withLock { made in
-            if let counter = made[key] { return counter }
-            let counter = self.registry.makeCounter(name: name, labels: pairs, help: Self.help[name] ?? "")
-            made[key] = counter
-            return counter
+        return self.made.withLock { made in
+            if let instrument = made[keyPath: cache][key] { return instrument }
+            let instrument = make(self.registry, pairs, Self.help[name] ?? "")
+            made[keyPath: cache][key] = instrument
+            return instrument
         }
+    }
+
+    private func counter(_ name: String, _ labels: [String: String]) -> Counter {
+        self.instrument(\.counters, name, labels) { $0.makeCounter(name: name, labels: $1, help: $2) }
     }
 
     private func gauge(_ name: String, _ labels: [String: String]) -> Gauge {
-        let (key, pairs) = Self.key(name, labels)
-        return self.gauges.withLock { made in
-            if let gauge = made[key] { return gauge }
-            let gauge = self.registry.makeGauge(name: name, labels: pairs, help: Self.help[name] ?? "")
-            made[key] = gauge
-            return gauge
-        }
+        self.instrument(\.gauges, name, labels) { $0.makeGauge(name: name, labels: $1, help: $2) }
     }
 
     private func histogram(_ name: String, _ labels: [String: String]) -> DurationHistogram {
-        let (key, pairs) = Self.key(name, labels)
-        return self.histograms.withLock { made in
-            if let histogram = made[key] { return histogram }
-            let histogram = self.registry.makeDurationHistogram(name: name, labels: pairs, buckets: Self.durationBuckets, help: Self.help[name] ?? "")
-            made[key] = histogram
-            return histogram
-        }
+        self.instrument(\.histograms, name, labels) { $0.makeDurationHistogram(name: name, labels: $1, buckets: Self.durationBuckets, help: $2) }
     }
 
     /// Brings a counter up to a total that is counted elsewhere.

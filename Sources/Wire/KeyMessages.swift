@@ -1,3 +1,4 @@
+import CanonicalJSON
 import Signing
 
 // Key lifecycle and credential rotation (admins). Field names are snake_case on the wire.
@@ -171,21 +172,7 @@ public struct KeysAdoptRequest: Codable, Sendable, Hashable, ValidatedRequest {
     /// The `id` as bytes: pairs of hex digits and nothing else (no sign, no prefix), so one id has one spelling
     /// up to letter case.
     public var idBytes: [UInt8]? {
-        guard let digits = self.id.map({ Array($0.utf8) }), digits.count % 2 == 0 else { return nil }
-        func value(_ digit: UInt8) -> UInt8? {
-            switch digit {
-            case UInt8(ascii: "0")...UInt8(ascii: "9"): digit - UInt8(ascii: "0")
-            case UInt8(ascii: "a")...UInt8(ascii: "f"): digit - UInt8(ascii: "a") + 10
-            case UInt8(ascii: "A")...UInt8(ascii: "F"): digit - UInt8(ascii: "A") + 10
-            default: nil
-            }
-        }
-        var bytes: [UInt8] = []
-        for index in stride(from: 0, to: digits.count, by: 2) {
-            guard let high = value(digits[index]), let low = value(digits[index + 1]) else { return nil }
-            bytes.append(high << 4 | low)
-        }
-        return bytes
+        self.id.flatMap(HexDigits.bytes)
     }
 
     public func validate() throws(WireError) {

@@ -97,18 +97,14 @@ struct StrictParsingServerTests {
 /// optionals, non-ASCII), and as attackers and bugs bend them (repeated and unknown members, numbers in
 /// every form, bytes flipped, inserted and dropped). Seeded: a failure names a body that can be made again.
 struct BodyGenerator {
-    var state: UInt64
+    var random: SplitMix64
 
     init(seed: UInt64) {
-        self.state = seed
+        self.random = SplitMix64(state: seed)
     }
 
     mutating func next() -> UInt64 {
-        self.state &+= 0x9E37_79B9_7F4A_7C15
-        var z = self.state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
+        self.random.next()
     }
 
     mutating func below(_ bound: Int) -> Int { Int(self.next() % UInt64(bound)) }

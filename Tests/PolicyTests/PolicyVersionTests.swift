@@ -1,19 +1,10 @@
 import Policy
 import Testing
+import TestSupport
 
 /// The policy version names the policy, not the order its parts were written or loaded in.
 @Suite("The policy version")
 struct PolicyVersionTests {
-    struct SplitMix64: RandomNumberGenerator {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            self.state &+= 0x9E37_79B9_7F4A_7C15
-            var z = self.state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-    }
 
     static let agents = (1...9).map { "agent-\($0)" }
 

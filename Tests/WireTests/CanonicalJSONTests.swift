@@ -4,6 +4,7 @@ import Foundation
 import Policy
 import Signing
 import Testing
+import TestSupport
 import Wire
 
 /// The hand-written canonical JSON must be byte for byte what Foundation's `JSONEncoder` (sorted keys, no
@@ -11,17 +12,6 @@ import Wire
 /// request hashes must not depend on which of the two wrote them.
 @Suite("Canonical JSON writer")
 struct CanonicalJSONTests {
-    /// A seeded generator, so a failure names a value that can be made again.
-    struct SplitMix64: RandomNumberGenerator {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            self.state &+= 0x9E37_79B9_7F4A_7C15
-            var z = self.state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-    }
 
     struct Values {
         var generator: SplitMix64
