@@ -12,15 +12,41 @@ final class ConnectionState: Sendable {
         var inFlight = 0
         var isDraining = false
         var isAuthenticated = false
+        var isOutputClosed = false
         var lastActivity: Duration
     }
 
     let channel: any Channel
     private let counters: Mutex<Counters>
+    /// Fires once, when the server is draining and nothing is in flight: the connection's answers are all
+    /// written and its output can be closed.
+    let drained: AsyncStream<Void>
+    private let drainedContinuation: AsyncStream<Void>.Continuation
+
+    /// How long a half-closed connection waits for its client to close before it is closed anyway.
+    static let inputDrainTimeout: TimeAmount = .seconds(2)
 
     init(channel: any Channel, now: Duration) {
         self.channel = channel
         self.counters = Mutex(Counters(lastActivity: now))
+        (self.drained, self.drainedContinuation) = AsyncStream.makeStream(of: Void.self)
+    }
+
+    /// Whether the output is closed (half-closed for the stop): nothing more can be written.
+    var isOutputClosed: Bool { self.counters.withLock { $0.isOutputClosed } }
+
+    func outputClosed() {
+        self.counters.withLock { $0.isOutputClosed = true }
+    }
+
+    /// The connection ended: nobody waits for `drained` any more.
+    func ended() {
+        self.drainedContinuation.finish()
+    }
+
+    private func signalDrained() {
+        self.drainedContinuation.yield()
+        self.drainedContinuation.finish()
     }
 
     var isAuthenticated: Bool { self.counters.withLock { $0.isAuthenticated } }
@@ -48,28 +74,29 @@ final class ConnectionState: Sendable {
         }
     }
 
-    /// Counts a request done; closes the connection if the server is draining and nothing else is in flight.
+    /// Counts a request done; signals `drained` if the server is draining and nothing else is in flight.
     func requestFinished() {
-        let close = self.counters.withLock { counters -> Bool in
+        let drained = self.counters.withLock { counters -> Bool in
             counters.inFlight -= 1
             return counters.isDraining && counters.inFlight == 0
         }
-        if close { self.closeWithError(Self.shuttingDown) }
+        if drained { self.signalDrained() }
     }
 
     /// Told to a connection as it is closed for the stop (request id 0): a request the client sent meanwhile
     /// fails with a retryable code, not with a bare close.
     static let shuttingDown = WireError(.shuttingDown, "the server is shutting down; reconnect to another instance", retryable: true)
 
-    /// The server is shutting down: no new requests; close once the ones in flight are answered, or after
-    /// `grace` whatever happens (a client that never reads its answers must not hold the shutdown).
+    /// The server is shutting down: no new requests; once the ones in flight are answered the connection's
+    /// output is closed (see ``ConnectionHandler``), or the whole connection after `grace` whatever happens (a
+    /// client that never reads its answers must not hold the shutdown).
     func drain(grace: TimeAmount) {
-        let close = self.counters.withLock { counters -> Bool in
+        let drained = self.counters.withLock { counters -> Bool in
             counters.isDraining = true
             return counters.inFlight == 0
         }
-        if close {
-            self.closeWithError(Self.shuttingDown)
+        if drained {
+            self.signalDrained()
         } else {
             let channel = self.channel
             channel.eventLoop.scheduleTask(in: grace) { channel.close(promise: nil) }
@@ -110,6 +137,7 @@ struct ConnectionHandler: Sendable {
             try await channel.executeThenClose { inbound, outbound in
                 let watchdog = self.startWatchdog(state: state)
                 defer { watchdog.cancel() }
+                async let closing: Void = self.closeOutputWhenDrained(state: state, outbound: outbound)
                 await withTaskGroup(of: Void.self) { requests in
                     var handshake = HandshakeState.awaitingHello
                     var inFlight = 0
@@ -138,7 +166,12 @@ struct ConnectionHandler: Sendable {
                                     inFlight -= 1
                                 }
                                 guard state.tryStartRequest() else {
-                                    try await outbound.write(Self.errorFrame(ConnectionState.shuttingDown, requestID: frame.requestID))
+                                    // Draining: answered while the output is open, then read and dropped, so the
+                                    // close finds an empty receive queue (a close over unread input sends RST, and
+                                    // RST makes the client's kernel discard answers it has not read yet).
+                                    if !state.isOutputClosed {
+                                        try? await outbound.write(Self.errorFrame(ConnectionState.shuttingDown, requestID: frame.requestID))
+                                    }
                                     continue
                                 }
                                 inFlight += 1
@@ -157,9 +190,25 @@ struct ConnectionHandler: Sendable {
                     }
                     await requests.waitForAll()
                 }
+                state.ended()
+                await closing
             }
         } catch {
             self.logger.debug("connection closed with error", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// For the stop: once every answer is written, tells the client `SHUTTING_DOWN` (request id 0) and closes the
+    /// output (`shutdown(SHUT_WR)`: a FIN after the last answer), then keeps reading until the client closes, so
+    /// that no answer is lost to a reset. A client that does not close is closed after a short wait.
+    private func closeOutputWhenDrained(state: ConnectionState, outbound: NIOAsyncChannelOutboundWriter<Frame>) async {
+        for await _ in state.drained {
+            try? await outbound.write(Self.errorFrame(ConnectionState.shuttingDown, requestID: 0))
+            state.outputClosed()
+            outbound.finish()
+            let channel = state.channel
+            channel.eventLoop.scheduleTask(in: ConnectionState.inputDrainTimeout) { channel.close(promise: nil) }
+            return
         }
     }
 

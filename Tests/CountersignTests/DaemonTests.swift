@@ -366,6 +366,80 @@ struct DaemonTests {
         second.waitUntilExit()
     }
 
+    @Test("SIGTERM while clients keep sending: every authorization in the log reached its client")
+    func stopUnderLoadLosesNoAnswer() async throws {
+        let fixture = try SoftHSMFixture.shared()
+        let directory = fixture.directory.appendingPathComponent("drain-\(UUID().uuidString.prefix(6))")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let environment = try self.environmentWithOwnToken(in: directory)
+        #expect(try ProcessResult.run(executable: self.countersignd, arguments: ["init"], environment: environment).status == 0)
+        let admin = try CredentialFile.read(path: directory.appendingPathComponent("data/admin.credential").path)
+        let (server, port) = try await self.serve(environment: environment, log: directory.appendingPathComponent("server.log"))
+        defer { if server.isRunning { kill(server.processIdentifier, SIGKILL) } }
+        let adminClient = try await CountersignClient.connect(host: "127.0.0.1", port: port, credential: admin)
+        let key = CredentialPrivateKey.generate(.es256)
+        _ = try await adminClient.addAgent(id: "agent-drain", publicKey: key.publicKey)
+        await adminClient.close()
+        let credential = CredentialFile(principal: "agent-drain", key: key, server: nil)
+
+        // Two clients on plain sockets that keep writing requests and read their answers slowly: at the stop,
+        // the server's receive queue holds unread requests and the clients' hold unread answers.
+        let received = Received()
+        let slowClients = try (0..<2).map { _ in
+            let client = try SlowClient(port: port)
+            try client.handshake(principal: "agent-drain", key: key)
+            return client
+        }
+        let slowThreads = slowClients.flatMap { client -> [Thread] in
+            let writer = Thread {
+                for id in UInt32(10)..<UInt32(20_000) where !client.send(Frame(type: .authorize, requestID: id, body: WireJSON.encode(TestServer.request(1_000)))) { return }
+            }
+            let reader = Thread {
+                var count = 0
+                while let frame = client.receive() {
+                    if frame.type == MessageType.authorize.response, let outcome = try? WireJSON.decode(AuthorizeOutcome.self, from: frame.body, allowingUnknownMembers: true),
+                        case .authorized(let authorization) = outcome
+                    {
+                        received.list.withLock { $0.append(authorization.authorizationID) }
+                    }
+                    count += 1
+                    if count % 16 == 0 { usleep(2_000) }
+                }
+            }
+            return [writer, reader]
+        }
+        for thread in slowThreads { thread.start() }
+        let clients = (0..<8).map { _ in
+            Task {
+                guard let client = try? await CountersignClient.connect(host: "127.0.0.1", port: port, credential: credential) else { return }
+                await withTaskGroup(of: Void.self) { group in
+                    for _ in 0..<16 {
+                        group.addTask {
+                            while let authorization = try? await client.authorize(TestServer.request(1_000)) {
+                                received.list.withLock { $0.append(authorization.authorizationID) }
+                            }
+                        }
+                    }
+                }
+                await client.close()
+            }
+        }
+        try await eventually("clients are authorizing") { received.list.withLock { $0.count } >= 300 }
+        kill(server.processIdentifier, SIGTERM)
+        server.waitUntilExit()
+        #expect(server.terminationStatus == 0)
+        for client in clients { await client.value }
+        try await eventually("the slow clients saw the end of their streams") { slowThreads.allSatisfy(\.isFinished) }
+
+        var logged: Set<String> = []
+        try AuditLogFile(path: directory.appendingPathComponent("data/countersign.sqlite").path).forEachEntry { _, entry, _ in
+            if let decoded = try? JSONDecoder().decode(AuditEntry.self, from: entry), decoded.action == "authorized", let id = decoded.subject { logged.insert(id) }
+        }
+        let answered = Set(received.list.withLock { $0 })
+        #expect(logged.count >= 300)
+        #expect(logged.subtracting(answered).isEmpty, "\(logged.subtracting(answered).count) of \(logged.count) committed authorizations never reached their client")
+    }
+
     @Test("kill -9 while clients authorize: after a restart the log verifies and every JWS a client received has its entry")
     func crash() async throws {
         let fixture = try SoftHSMFixture.shared()
