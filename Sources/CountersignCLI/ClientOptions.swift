@@ -67,6 +67,10 @@ extension ClientOptions {
     /// The key set from a JWKS file or URL; without one, from the server: over the framed connection when
     /// there is a credential, otherwise from its public HTTP listener (the key set needs no credential).
     func keySet(file: String?) async throws -> JWKSet {
+        if file == nil, !self.hasCredential, self.server != nil || self.environment["COUNTERSIGN_SERVER"] != nil {
+            // The HTTP listener's address cannot be derived from the framed one's: say which key set to use.
+            throw ValidationError("without a credential the key set is read over HTTP: give --jwks http://<host>:<http port>/.well-known/jwks.json (or a file)")
+        }
         let source = file ?? (self.hasCredential ? nil : "http://127.0.0.1:7680/.well-known/jwks.json")
         guard let source else { return try await self.withConnection { try await $0.keys() } }
         let data: Data
@@ -97,34 +101,45 @@ extension ClientOptions {
     }
 
     /// Waits for the decision on a pending authorization. A lost connection or a retryable refusal (the server
-    /// restarting, `SHUTTING_DOWN`) does not end the wait: it reconnects with backoff (0.5 s doubling to 10 s)
-    /// for as long as `patience` allows without a connection, then gives up with the last error.
-    /// - Throws: the server's refusal (`APPROVAL_DENIED`, `APPROVAL_EXPIRED`, …), or the last connection error.
+    /// restarting, `SHUTTING_DOWN`, an HSM that is down while the approved payment is signed) does not end the
+    /// wait: it asks again, on a new connection when needed, with backoff (0.5 s doubling to 10 s). Only an
+    /// answer (the authorization still pending) counts as progress; after `patience` without one it gives up
+    /// with the last error.
+    /// - Throws: the server's refusal (`APPROVAL_DENIED`, `APPROVAL_EXPIRED`, …), or the last transient error.
     func awaitApproval(id: String, on first: CountersignClient, patience: Duration = .seconds(300)) async throws -> Authorization {
         var connection: CountersignClient? = first
         var delay: Duration = .milliseconds(500)
-        var disconnectedSince: ContinuousClock.Instant?
+        var lastProgress = ContinuousClock.now
         while true {
             do {
                 let current: CountersignClient
                 if let connection { current = connection } else { current = try await self.connect() }
                 connection = current
-                disconnectedSince = nil
+                if case .authorized(let authorization) = try await current.fetchAuthorization(id: id, waitSeconds: 30) {
+                    await current.close()
+                    return authorization
+                }
+                lastProgress = .now
                 delay = .milliseconds(500)
-                let authorization = try await current.awaitApproval(id: id)
-                await current.close()
-                return authorization
             } catch {
                 await connection?.close()
                 connection = nil
-                let transient = (error as? WireError)?.retryable ?? (error as? ClientError)?.isConnectionFailure ?? false
-                let since = disconnectedSince ?? .now
-                disconnectedSince = since
-                guard transient, ContinuousClock.now - since < patience else { throw error }
-                Terminal.note("\(error); reconnecting in \(delay) to keep waiting for \(id)")
+                guard Self.isTransient(error), ContinuousClock.now - lastProgress < patience else { throw error }
+                Terminal.note("\(error); asking again in \(delay) to keep waiting for \(id)")
                 try await Task.sleep(for: delay)
                 delay = min(delay * 2, .seconds(10))
             }
+        }
+    }
+
+    /// Whether asking again, perhaps on a new connection, may succeed. A peer that closes during the handshake
+    /// is a stopping server here: this client reached the same address before.
+    static func isTransient(_ error: any Error) -> Bool {
+        switch error {
+        case let error as WireError: error.retryable
+        case ClientError.closedDuringHandshake: true
+        case let error as ClientError: error.isConnectionFailure
+        default: false
         }
     }
 

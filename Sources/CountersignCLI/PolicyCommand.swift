@@ -216,7 +216,7 @@ struct PolicyJSON: Encodable {
                 blockedCategories: profile.blockedCategories.sorted()
             )
         }
-        self.budgets = policy.budgets.budgets.map { BudgetJSON(scope: $0.scope.key, window: "\($0.window)", limit: $0.limits) }
+        self.budgets = policy.budgets.budgets.map { BudgetJSON(scope: $0.scope.key, window: $0.window.versionKey, limit: $0.limits) }
         self.contexts = policy.contexts.map { context in
             let activation: String
             switch context.activation {

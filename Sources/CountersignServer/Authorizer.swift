@@ -55,9 +55,10 @@ final class Authorizer: Sendable {
     func authorize(_ request: AuthorizeRequest, agent: String) async throws -> AuthorizeOutcome {
         let started = self.time.now
         var tierName = "none"
+        var replayed = false
         do {
-            let outcome = try await self.decide(request, agent: agent, tierName: &tierName)
-            let label = if case .pendingApproval = outcome { "pending_approval" } else { "authorized" }
+            let outcome = try await self.decide(request, agent: agent, tierName: &tierName, replayed: &replayed)
+            let label = if replayed { "replayed" } else if case .pendingApproval = outcome { "pending_approval" } else { "authorized" }
             self.metrics.authorizationDecided(tier: tierName, outcome: label, duration: self.time.now - started)
             return outcome
         } catch let error as WireError {
@@ -66,11 +67,14 @@ final class Authorizer: Sendable {
         }
     }
 
-    private func decide(_ request: AuthorizeRequest, agent: String, tierName: inout String) async throws -> AuthorizeOutcome {
+    private func decide(_ request: AuthorizeRequest, agent: String, tierName: inout String, replayed: inout Bool) async throws -> AuthorizeOutcome {
         // A retry with the same idempotency key and body gets the original answer; nothing is signed again.
         let canonicalRequest = Data(WireJSON.encode(request).readableBytesView)
         let requestHash = Data(SHA256.hash(data: canonicalRequest))
         if let earlier = try await self.storeRead({ try await self.store.authorization(agent: agent, idempotencyKey: request.idempotencyKey) }) {
+            // Counted as a replay of its tier, not as a new decision.
+            tierName = earlier.tier
+            replayed = true
             return try await self.replay(earlier, for: requestHash)
         }
         guard let currency = Currency(code: request.currency) else {

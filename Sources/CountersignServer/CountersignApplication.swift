@@ -58,6 +58,7 @@ public final class CountersignApplication: Sendable {
         try await principals.load()
         let metrics = ServerMetrics(tiers: configuration.tiers.tiers.map(\.name) + ["none"], requestTypes: MessageType.requests.compactMap(\.name).sorted())
         self.metrics = metrics
+        if let latest = try? await self.store.latestCheckpoint() { metrics.lastCheckpoint(at: latest.time) }
         let modes = try await Self.loadModes(store: self.store, policy: configuration.policy, logger: environment.logger)
         let store = self.store
         let startRecord = StartRecord {
@@ -90,6 +91,7 @@ public final class CountersignApplication: Sendable {
         self.keyRotation = KeyRotationService(keyRing: self.keyRing, wallClock: environment.wallClock, time: environment.time, logger: environment.logger)
         let keyRing = self.keyRing
         let hsm = self.hsm
+        let stopping = ShutdownFlag()
         self.httpServer = HTTPServer(
             endpoint: configuration.http,
             routes: .init(
@@ -99,6 +101,7 @@ public final class CountersignApplication: Sendable {
                     return metrics.exposition()
                 },
                 notReadyBecause: {
+                    guard !stopping.isSet else { return "shutting down" }
                     guard startRecord.isWritten else { return "starting: the start is not yet in the audit log" }
                     if let reason = await store.notReadyBecause() { return reason }
                     guard await hsm.signer.isReady() else { return "the HSM does not answer" }
@@ -117,8 +120,18 @@ public final class CountersignApplication: Sendable {
                 _ = try await httpServer.localAddress
                 try await startRecord.record()
             },
-            onShutdown: { authorizer.notifier.close() }
+            onShutdown: {
+                stopping.set()
+                authorizer.notifier.close()
+            }
         )
+    }
+
+    /// After the service group has ended, however it ended: the HSM is shut down and the data directory let
+    /// go (both at most once; a graceful stop has done it already, in order).
+    public func finish() async {
+        await self.hsm.shutdown()
+        self.dataLock.release()
     }
 
     /// The services in start order; `ServiceGroup` stops them in reverse: the framed listener first (in-flight
@@ -141,7 +154,7 @@ public final class CountersignApplication: Sendable {
         for budget in policy.budgets.budgets {
             for (currency, limit) in budget.limits.sorted(by: { $0.key < $1.key }) where limit > 0 {
                 guard let spent = try? await store.spent(scope: budget.scope, currency: currency, since: budget.window.start(at: now), now: now) else { continue }
-                snapshot.budgets.append((budget.scope.key, "\(budget.window)", currency, Double(spent) / Double(limit)))
+                snapshot.budgets.append((budget.scope.key, budget.window.versionKey, currency, Double(spent) / Double(limit)))
             }
         }
         return snapshot
@@ -227,7 +240,9 @@ struct DataDirectoryService: Service {
     let lock: DataDirectoryLock
 
     func run() async throws {
-        try? await gracefulShutdown()
+        // Cancelled (a service failed and the group is cancelled at once): the others may still be writing,
+        // so the lock is released by `CountersignApplication.finish()` once the group has ended.
+        guard (try? await gracefulShutdown()) != nil else { return }
         self.lock.release()
     }
 }
@@ -237,7 +252,8 @@ struct HSMShutdownService: Service {
     let hsm: HSMRuntime
 
     func run() async throws {
-        try? await gracefulShutdown()
+        // Cancelled: the checkpointer may still sign; `CountersignApplication.finish()` shuts the HSM down later.
+        guard (try? await gracefulShutdown()) != nil else { return }
         await self.hsm.shutdown()
     }
 }

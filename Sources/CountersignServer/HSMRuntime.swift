@@ -4,10 +4,12 @@ import NIOCore
 import NIOPosix
 import PKCS11
 import Policy
+import Synchronization
 
 /// The HSM as the server uses it: the module, the token, a thread pool for blocking calls, the session
 /// pool and the signer with its circuit breaker.
 public final class HSMRuntime: Sendable {
+    private let isShutDown = Atomic<Bool>(false)
     public let module: PKCS11Module
     public let token: PKCS11Token
     public let pool: PKCS11SessionPool
@@ -47,6 +49,8 @@ public final class HSMRuntime: Sendable {
 
     /// Closes the pool (waiting for sessions in use), stops the thread pool and finalizes the module.
     public func shutdown() async {
+        // Once: the graceful stop and the end of a failed service group may both ask.
+        guard !self.isShutDown.exchange(true, ordering: .acquiringAndReleasing) else { return }
         guard await self.pool.close(timeout: .seconds(10)) else {
             // A PKCS#11 call still hangs: finalizing under it could crash, and waiting could hang the
             // shutdown. The process is exiting; the token's sessions end with it.

@@ -45,7 +45,7 @@ public final class ServerMetrics: Sendable {
     private static let help: [String: String] = [
         "countersign_requests_total": "Requests answered, by message type and outcome (ok or the error code).",
         "countersign_request_duration_seconds": "Time from a request's arrival to its answer, by message type.",
-        "countersign_authorizations_total": "AUTHORIZE decisions by the tier judged at and outcome (authorized, pending_approval or the refusal code).",
+        "countersign_authorizations_total": "AUTHORIZE decisions by the tier judged at and outcome (authorized, pending_approval, replayed for a retry answered from the record, or the refusal code).",
         "countersign_authorization_duration_seconds": "Time to decide an AUTHORIZE request (policy, store, signature), by tier.",
         "countersign_handshakes_total": "Handshakes by outcome; failures are counted here and explained in the server's log.",
         "countersign_connections_open": "Framed-protocol connections open now.",
@@ -71,7 +71,19 @@ public final class ServerMetrics: Sendable {
         "process_start_time_seconds": "Start time of the process since 1970, in seconds.",
     ]
 
-    private let startTime = Date().timeIntervalSince1970
+    /// When the process started (from `/proc/self/stat` and the boot time), not when this object was made.
+    private let startTime: Double = ServerMetrics.processStartTime() ?? Date().timeIntervalSince1970
+
+    private static func processStartTime() -> Double? {
+        guard let stat = try? String(contentsOfFile: "/proc/self/stat", encoding: .utf8), let close = stat.lastIndex(of: ")"),
+            let system = try? String(contentsOfFile: "/proc/stat", encoding: .utf8),
+            let bootLine = system.split(separator: "\n").first(where: { $0.hasPrefix("btime ") }), let boot = Double(bootLine.dropFirst(6))
+        else { return nil }
+        // Field 22 (starttime, in clock ticks since boot) is the 20th after the command name.
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        guard fields.count > 19, let ticks = Double(fields[19]) else { return nil }
+        return boot + ticks / Double(sysconf(Int32(_SC_CLK_TCK)))
+    }
 
     /// - Parameters:
     ///   - tiers: the configured tiers, whose series start at zero.
@@ -82,7 +94,7 @@ public final class ServerMetrics: Sendable {
             _ = self.histogram("countersign_request_duration_seconds", ["type": type])
         }
         for tier in tiers {
-            for outcome in ["authorized", "pending_approval"] + Self.authorizationRefusals {
+            for outcome in ["authorized", "pending_approval", "replayed"] + Self.authorizationRefusals {
                 _ = self.counter("countersign_authorizations_total", ["tier": tier, "outcome": outcome])
             }
             _ = self.histogram("countersign_authorization_duration_seconds", ["tier": tier])
@@ -166,6 +178,11 @@ public final class ServerMetrics: Sendable {
 
     func checkpointSigned(at time: Int64) {
         self.counter("countersign_audit_checkpoints_total", [:]).increment()
+        self.gauge("countersign_audit_last_checkpoint_timestamp_seconds", [:]).set(Int64(time))
+    }
+
+    /// The latest checkpoint in the store at start, so the age alert does not fire on every start.
+    func lastCheckpoint(at time: Int64) {
         self.gauge("countersign_audit_last_checkpoint_timestamp_seconds", [:]).set(Int64(time))
     }
 

@@ -117,6 +117,21 @@ public struct CheckpointRecord: Codable, Sendable, Hashable, FetchableRecord, Mu
     /// The audit key version that signed it (`''` for checkpoints stored before this was recorded).
     public var kid: String
 
+    enum CodingKeys: String, CodingKey {
+        case id, size, rootHash, time, note, kid
+    }
+
+    /// Stores written before the `kid` column (read-only copies, archived backups) still read.
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        self.id = try container.decodeIfPresent(Int64.self, forKey: .id)
+        self.size = try container.decode(Int.self, forKey: .size)
+        self.rootHash = try container.decode(Data.self, forKey: .rootHash)
+        self.time = try container.decode(Int64.self, forKey: .time)
+        self.note = try container.decode(String.self, forKey: .note)
+        self.kid = try container.decodeIfPresent(String.self, forKey: .kid) ?? ""
+    }
+
     public init(size: Int, rootHash: Data, time: Int64, note: String, kid: String) {
         self.id = nil
         self.size = size

@@ -480,6 +480,9 @@ public final class LedgerStore: Sendable {
         } catch let error as LedgerError {
             // A refusal decided inside the transaction (not found, a conflict): the store itself is fine.
             throw error
+        } catch is CancellationError {
+            // The caller went away (a stop): the store itself is fine.
+            throw LedgerError(.storeUnavailable, "the write to '\(self.path)' was cancelled")
         } catch {
             self.health.failed(error)
             throw LedgerError(.storeUnavailable, "the store at '\(self.path)' could not be written: \(error)")

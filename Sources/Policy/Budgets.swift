@@ -40,8 +40,9 @@ public enum BudgetWindow: Sendable, Hashable, CustomStringConvertible {
         }
     }
 
-    /// What the policy version hashes: fixed, whatever the description shows people.
-    var versionKey: String {
+    /// A fixed name (what the policy version hashes, metric labels, JSON): unlike the description, it never
+    /// changes with how people are shown a window.
+    public var versionKey: String {
         switch self {
         case .rolling(let seconds): "rolling \(seconds) s"
         case .day: "day (UTC)"

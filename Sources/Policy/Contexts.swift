@@ -85,7 +85,8 @@ public struct PolicyContext: Sendable, Hashable {
         let activation: String
         switch self.activation {
         case .mode: activation = "mode"
-        case .schedule(let schedule): activation = schedule.description
+        // Fixed fields, not the description people read: a change of wording must not change the version.
+        case .schedule(let schedule): activation = "days \(schedule.days.sorted()) minutes \(schedule.fromMinute)-\(schedule.toMinute)"
         }
         return [
             self.name, activation, self.agents.sorted().joined(separator: ","), self.profiles.sorted().joined(separator: ","),

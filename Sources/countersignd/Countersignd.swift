@@ -102,7 +102,14 @@ struct Serve: AsyncParsableCommand {
         let group = ServiceGroup(
             configuration: .init(services: application.services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         )
-        try await group.run()
+        do {
+            try await group.run()
+        } catch {
+            await application.finish()
+            logger.error("countersignd stopped on an error", metadata: ["error": "\(error)"])
+            throw error
+        }
+        await application.finish()
         // The last line of a clean stop: without it, an operator cannot tell a stop from a crash.
         logger.notice("countersignd stopped")
     }

@@ -64,6 +64,10 @@ struct CLIMessagesTests {
             let url = "http://127.0.0.1:\(server.httpPort)/.well-known/jwks.json"
             let anonymous = try await ProcessResult.running(executable: self.countersign, arguments: ["verify", authorization.jws, "--jwks", url], environment: [:])
             #expect(anonymous.status == 0 && anonymous.standardOutput.hasPrefix("valid: 12.50 USD"), "\(anonymous.standardError)")
+            let elsewhere = try await ProcessResult.running(
+                executable: self.countersign, arguments: ["verify", authorization.jws], environment: ["COUNTERSIGN_SERVER": "127.0.0.1:\(server.port)"]
+            )
+            #expect(elsewhere.status != 0 && elsewhere.standardError.contains("give --jwks"), "another server's key set is never guessed: \(elsewhere.standardError)")
             let jwks = try await ProcessResult.running(executable: self.countersign, arguments: ["keys", "jwks", "--url", url], environment: [:])
             #expect(jwks.status == 0 && jwks.standardOutput.contains("\"kid\" : \"standard/v1\""), "\(jwks.standardError)")
         }

@@ -100,7 +100,15 @@ final class TestServer: Sendable {
         let admin = try CredentialFile.read(path: report.adminCredentialPath ?? dataDirectory.appendingPathComponent("admin.credential").path)
         let application = try await CountersignApplication(configuration: configuration, pin: fixture.pin(), environment: environment)
         let group = ServiceGroup(configuration: .init(services: application.services, logger: logger))
-        let running = Task { try await group.run() }
+        let running = Task {
+            do {
+                try await group.run()
+            } catch {
+                await application.finish()
+                throw error
+            }
+            await application.finish()
+        }
         let port = try await application.framedServer.localAddress.port!
         let httpPort = try await application.httpServer.localAddress.port!
         return TestServer(application: application, serviceGroup: group, running: running, dataDirectory: dataDirectory, admin: admin, port: port, httpPort: httpPort)

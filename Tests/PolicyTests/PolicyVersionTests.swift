@@ -54,4 +54,11 @@ struct PolicyVersionTests {
         let blocked = try PolicyEngine(tiers: base.tiers, profiles: profiles, teams: base.teams, budgets: base.budgets, escalation: base.escalation, contexts: base.contexts)
         #expect(blocked.version != base.version)
     }
+
+    /// A pinned value: a change to what the version hashes (its fields, their order, their spelling) shows here
+    /// and is then made on purpose, since every token issued after it carries another version.
+    @Test("the version of a fixed policy is pinned")
+    func pinned() {
+        #expect(CascadeTests.engine.version == "sha256:26924de03afe115e")
+    }
 }
