@@ -356,15 +356,17 @@ final class ResponseRouter: ChannelInboundHandler, Sendable {
 
     func send(_ frame: Frame, on channel: any Channel) async throws -> Frame {
         let promise = channel.eventLoop.makePromise(of: Frame.self)
-        let registered = self.state.withLock { state -> (any Error)? in
-            if state.isClosed { return ClientError.connectionClosed }
-            if state.pending[frame.requestID] != nil { return ClientError.duplicateRequestID(frame.requestID) }
+        let registered = self.state.withLock { state -> Result<Frame, any Error>? in
+            // The server said why it is closing (SHUTTING_DOWN, IDLE_TIMEOUT): that is the answer, not a bare close.
+            if let connectionError = state.connectionError { return .success(connectionError) }
+            if state.isClosed { return .failure(ClientError.connectionClosed) }
+            if state.pending[frame.requestID] != nil { return .failure(ClientError.duplicateRequestID(frame.requestID)) }
             state.pending[frame.requestID] = promise
             return nil
         }
         if let registered {
-            promise.fail(registered)
-            throw registered
+            promise.completeWith(registered)
+            return try registered.get()
         }
         // Requests sent together leave in one write: each is queued on the event loop, and one flush follows
         // whatever was queued before it ran.

@@ -261,7 +261,7 @@ extension Authorizer {
         case .keyStateConflict: WireError(.keyStateConflict, error.reason)
         case .keyInUse: WireError(.keyInUse, error.reason)
         case .dualControl: WireError(.dualControl, error.reason)
-        case .storeUnavailable, .keyVersionExists: WireError(.storeUnavailable, "the store does not answer", retryable: true)
+        case .storeUnavailable, .keyVersionExists, .auditLogMismatch: WireError(.storeUnavailable, "the store does not answer", retryable: true)
         }
     }
 }

@@ -54,6 +54,12 @@ public final class CountersignApplication: Sendable {
             await self.hsm.shutdown()
             throw error
         }
+        do {
+            try await Self.verifyLatestCheckpoint(store: self.store, keyRing: self.keyRing)
+        } catch {
+            await self.hsm.shutdown()
+            throw error
+        }
         let principals = PrincipalDirectory(store: self.store, wallClock: environment.wallClock)
         try await principals.load()
         let metrics = ServerMetrics(tiers: configuration.tiers.tiers.map(\.name) + ["none"], requestTypes: MessageType.requests.compactMap(\.name).sorted())
@@ -139,6 +145,19 @@ public final class CountersignApplication: Sendable {
     /// module finalized), and last the data directory's lock.
     public var services: [any Service] {
         [DataDirectoryService(lock: self.dataLock), HSMShutdownService(hsm: self.hsm), self.checkpointer, self.keyRotation, self.httpServer, self.framedServer]
+    }
+
+    /// The store's log was checked against its latest checkpoint when it opened; here that checkpoint's own
+    /// signature is checked with the audit key, so a rewritten log with a checkpoint made to match is refused too.
+    static func verifyLatestCheckpoint(store: LedgerStore, keyRing: KeyRing) async throws {
+        guard let latest = try await store.latestCheckpoint() else { return }
+        let keys = keyRing.keySet.keys.filter { $0.tier == KeyRing.auditKeyName }.compactMap { try? $0.publicKey() }
+        guard let signed = try? Checkpoint.parse(latest.note), keys.contains(where: signed.isSigned(by:)) else {
+            throw StartupError(
+                "the audit log's latest checkpoint (\(latest.size) entries, at \(latest.time)) is not signed by the audit key: the store was changed. "
+                    + "`countersign audit verify --store <file>` shows every difference; restore the store from a backup that verifies."
+            )
+        }
     }
 
     /// What a metrics scrape reads: the HSM pool and breaker, the store, pending approvals and every budget.

@@ -224,22 +224,56 @@ extension LedgerStore {
 
     /// Opens the log at start: the tree over the stored entries (hashed again from their bytes), and a `lost`
     /// entry in every gap a crash left.
+    /// Reads the log back, checking it before anything is written: every entry must still match the leaf hash
+    /// recorded with it, no index that the latest checkpoint covers may be missing, and the entries it covers
+    /// must hash to its root. A server does not serve on a log it cannot vouch for (the checkpoint's signature
+    /// is checked by the server, which has the audit key). Only then are the holes a crash left (past the
+    /// checkpoint) filled with `lost` entries.
+    /// - Throws: ``LedgerError`` `AUDIT_LOG_MISMATCH` saying what differs, at which index.
     static func openAuditLog(_ database: DatabasePool, now: Int64) throws -> AuditSequencer {
         try database.write { db in
-            let stored = try Row.fetchAll(db, sql: "SELECT idx, entry FROM auditEntry ORDER BY idx").map { (index: $0["idx"] as Int64, entry: $0["entry"] as Data) }
+            let latest = try CheckpointRecord.order(Column("id").desc).fetchOne(db)
+            let stored = try Row.fetchAll(db, sql: "SELECT idx, entry, leafHash FROM auditEntry ORDER BY idx").map {
+                (index: $0["idx"] as Int64, entry: $0["entry"] as Data, leafHash: $0["leafHash"] as Data)
+            }
+            let signed = latest.map { " by the checkpoint of \($0.size) entries signed at \($0.time)" } ?? ""
+            func mismatch(_ what: String) -> LedgerError {
+                LedgerError(
+                    .auditLogMismatch,
+                    "the audit log in the store is not the one that was signed: \(what). The store was changed or damaged; "
+                        + "`countersign audit verify --store <file>` shows every difference. Restore the store from a backup that verifies."
+                )
+            }
             var frontier = MerkleFrontier()
             var expected: Int64 = 0
-            for (index, entry) in stored {
-                while expected < index {
-                    let filler = AuditSequencer.filler(index: expected, at: now)
-                    try Self.insertAudit(filler, in: db, at: now)
-                    frontier.append(Merkle.leafHash(filler.entry))
-                    expected += 1
+            var holes: [Int64] = []
+            for (index, entry, leafHash) in stored {
+                if let latest, expected < index, expected < Int64(latest.size) {
+                    throw mismatch("entry \(expected) is missing, and it is covered\(signed)")
                 }
-                frontier.append(Merkle.leafHash(entry))
+                holes += Array(expected..<index)
+                let hash = Merkle.leafHash(entry)
+                guard Data(hash) == leafHash else { throw mismatch("entry \(index) was changed: its bytes no longer match the leaf hash recorded with it") }
+                frontier.append(hash)
                 expected = index + 1
+                if let latest, frontier.size == latest.size, frontier.root != Array(latest.rootHash) {
+                    throw mismatch("its first \(latest.size) entries do not hash to the root signed\(signed)")
+                }
             }
-            return AuditSequencer(next: expected, frontier: frontier)
+            if let latest, Int64(latest.size) > expected {
+                throw mismatch("it ends after \(expected) entries, but \(latest.size) are covered\(signed)")
+            }
+            guard !holes.isEmpty else { return AuditSequencer(next: expected, frontier: frontier) }
+            // Holes past the checkpoint (a crash between reserving an index and committing it) become `lost`
+            // entries, and the tree is built again with them in place.
+            for index in holes {
+                try Self.insertAudit(AuditSequencer.filler(index: index, at: now), in: db, at: now)
+            }
+            var filled = MerkleFrontier()
+            for row in try Row.fetchAll(db, sql: "SELECT leafHash FROM auditEntry ORDER BY idx") {
+                filled.append(Array(row["leafHash"] as Data))
+            }
+            return AuditSequencer(next: expected, frontier: filled)
         }
     }
 

@@ -27,7 +27,16 @@ public final class DataDirectoryLock: Sendable {
         guard descriptor >= 0 else {
             throw LedgerError(.storeUnavailable, "cannot open the lock file '\(self.path)': \(String(cString: strerror(errno)))")
         }
-        guard flock(descriptor, LOCK_EX | LOCK_NB) == 0 else {
+        var locked = flock(descriptor, LOCK_EX | LOCK_NB) == 0
+        // Held by this very process: a server stopped here a moment ago, and a child process being spawned
+        // (fork, then exec closes it) can hold a copy of its descriptor for that moment. Not another server.
+        var tries = 0
+        while !locked, Self.readPID(descriptor) == getpid(), tries < 200 {
+            usleep(10_000)
+            tries += 1
+            locked = flock(descriptor, LOCK_EX | LOCK_NB) == 0
+        }
+        guard locked else {
             let holder = Self.readPID(descriptor)
             close(descriptor)
             throw LedgerError(

@@ -46,6 +46,8 @@ public final class LedgerStore: Sendable {
                 database: self.database, sequencer: self.sequencer, keyFilter: self.keyFilter, checkpointer: try WALCheckpointer(path: path, topUpInterval: walTopUpInterval),
                 health: self.health
             )
+        } catch let error as LedgerError {
+            throw error
         } catch {
             throw LedgerError(.storeUnavailable, "cannot open the store at '\(path)': \(error)")
         }
@@ -555,6 +557,7 @@ public struct LedgerError: Error, Hashable, Sendable, CustomStringConvertible {
         case keyStateConflict = "KEY_STATE_CONFLICT"
         case keyInUse = "KEY_IN_USE"
         case dualControl = "DUAL_CONTROL"
+        case auditLogMismatch = "AUDIT_LOG_MISMATCH"
     }
 
     public var code: Code

@@ -313,21 +313,22 @@ struct AuditLogTests {
     @Test(
         "audit verify finds each tampering at its index; an untouched log verifies",
         arguments: [
-            ("untouched", nil),
-            ("change one byte of an entry", "at index 5: entry 5 was modified"),
-            ("change an entry and its recorded leaf hash", "do not match the signed checkpoint"),
-            ("delete an entry", "at index 7: entry 7 is missing (deleted)"),
-            ("swap two entries", "at index 3: the entry stored at 3 says it is entry 4 (reordered)"),
-            ("drop the tail after a checkpoint", "at index 10: the log ends after 10 entries"),
-            ("forge a checkpoint with another key", "is not signed by the audit key"),
-        ] as [(String, String?)]
+            ("untouched", nil, nil),
+            ("change one byte of an entry", "at index 5: entry 5 was modified", "entry 5 was changed: its bytes no longer match the leaf hash recorded with it"),
+            ("change an entry and its recorded leaf hash", "do not match the signed checkpoint", "do not hash to the root signed by the checkpoint of"),
+            ("delete an entry", "at index 7: entry 7 is missing (deleted)", "entry 7 is missing, and it is covered by the checkpoint of"),
+            ("swap two entries", "at index 3: the entry stored at 3 says it is entry 4 (reordered)", "do not hash to the root signed"),
+            ("drop the tail after a checkpoint", "at index 10: the log ends after 10 entries", "it ends after 10 entries, but"),
+            ("forge a checkpoint with another key", "is not signed by the audit key", "do not hash to the root signed"),
+        ] as [(String, String?, String?)]
     )
-    func tampering(scenario: String, expected: String?) async throws {
+    func tampering(scenario: String, expected: String?, refusedAtStart: String?) async throws {
         let (path, jwks) = try await Self.sampleLog()
-        let copy = path + "-\(UUID().uuidString.prefix(6))"
-        for suffix in ["", "-wal", "-shm"] where FileManager.default.fileExists(atPath: path + suffix) {
-            try FileManager.default.copyItem(atPath: path + suffix, toPath: copy + suffix)
-        }
+        // The whole data directory is copied, so that a server can also be started on the tampered store.
+        let source = URL(fileURLWithPath: path).deletingLastPathComponent()
+        let directory = source.deletingLastPathComponent().appendingPathComponent("tampered-\(UUID().uuidString.prefix(6))")
+        try FileManager.default.copyItem(at: source, to: directory)
+        let copy = directory.appendingPathComponent("countersign.sqlite").path
         let database = try DatabaseQueue(path: copy)
         try await database.write { db in
             switch scenario {
@@ -369,6 +370,35 @@ struct AuditLogTests {
             #expect(result.status == 0, "\(result.standardError)")
             #expect(result.standardOutput.hasPrefix("audit log OK: "))
         }
+        // The server distrusts its own store too: it refuses to start on a log that is not the one it signed.
+        do {
+            let server = try await TestServer.start(.init(dataDirectory: directory))
+            try await server.stop()
+            #expect(refusedAtStart == nil, "a server started on a tampered log")
+        } catch {
+            #expect(refusedAtStart.map { "\(error)".contains($0) } == true, "\(error)")
+            #expect("\(error)".hasPrefix("AUDIT_LOG_MISMATCH: the audit log in the store is not the one that was signed"), "\(error)")
+        }
+    }
+
+    @Test("a rewritten log with a checkpoint made to match it is refused at start: the checkpoint is not signed by the audit key")
+    func forgedMatchingCheckpoint() async throws {
+        let (path, _) = try await Self.sampleLog()
+        let source = URL(fileURLWithPath: path).deletingLastPathComponent()
+        let directory = source.deletingLastPathComponent().appendingPathComponent("forged-\(UUID().uuidString.prefix(6))")
+        try FileManager.default.copyItem(at: source, to: directory)
+        let database = try DatabaseQueue(path: directory.appendingPathComponent("countersign.sqlite").path)
+        try await database.write { db in
+            var frontier = MerkleFrontier()
+            for row in try Row.fetchAll(db, sql: "SELECT leafHash FROM auditEntry ORDER BY idx") { frontier.append(Array(row["leafHash"] as Data)) }
+            let checkpoint = Checkpoint(origin: "countersign.test/audit", size: frontier.size, rootHash: frontier.root, time: Self.now())
+            let forger = P256.Signing.PrivateKey()
+            let note = checkpoint.note(keyName: "countersign.test/audit", publicKey: forger.publicKey, signature: try forger.signature(for: Data(checkpoint.body.utf8)))
+            try db.execute(sql: "INSERT INTO checkpoint (size, rootHash, time, note) VALUES (?, ?, ?, ?)", arguments: [frontier.size, Data(frontier.root), checkpoint.time, note])
+        }
+        try database.close()
+        let error = await #expect(throws: (any Error).self) { try await TestServer.start(.init(dataDirectory: directory)) }
+        #expect("\(error.map { "\($0)" } ?? "")".contains("is not signed by the audit key: the store was changed"), "\(String(describing: error))")
     }
 
     /// A stopped server's store with 20-odd entries and checkpoints at 12 entries and at the end, and its JWKS.
