@@ -24,6 +24,7 @@ public final class LedgerStore: Sendable {
     /// - Parameter walTopUpInterval: transactions between the committer's WAL top-ups (see `WALCheckpointer`).
     @_spi(Testing) public init(path: String, walTopUpInterval: Int) throws {
         self.path = path
+        Self.restrictMode(of: path)
         do {
             var configuration = Configuration()
             configuration.busyMode = .timeout(5)
@@ -50,6 +51,17 @@ public final class LedgerStore: Sendable {
             throw error
         } catch {
             throw LedgerError(.storeUnavailable, "cannot open the store at '\(path)': \(error)")
+        }
+    }
+
+    /// The store holds the decision records, holds, principals' public keys and sealed software keys: it is
+    /// readable by its owner only (0600), and so are the WAL and shared-memory files, which SQLite creates with
+    /// the database file's mode. An existing file made with a looser mode is tightened.
+    private static func restrictMode(of path: String) {
+        let descriptor = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        if descriptor >= 0 { close(descriptor) }
+        for suffix in ["", "-wal", "-shm"] where FileManager.default.fileExists(atPath: path + suffix) {
+            chmod(path + suffix, 0o600)
         }
     }
 

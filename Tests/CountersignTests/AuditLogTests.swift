@@ -186,6 +186,19 @@ struct AuditLogTests {
         #expect(try AuditLogFile(path: path).entryCount() == before, "no server.start, no server.stop")
     }
 
+    @Test("the store, its WAL and its shared memory are readable by their owner only (0600)")
+    func storeFileModes() async throws {
+        try await withServer { server in
+            let agent = try await server.connect(try await server.addPrincipal("agent-modes"))
+            _ = try await agent.authorize(TestServer.request(1_000))
+            await agent.close()
+            let store = server.dataDirectory.appendingPathComponent("countersign.sqlite").path
+            for path in [store, store + "-wal", store + "-shm"] {
+                #expect(try DaemonTests.mode(of: path) == 0o600, "\(path)")
+            }
+        }
+    }
+
     @Test("the audit key's checkpoint signatures are counted like any key's signatures, across a restart")
     func auditKeySignaturesCounted() async throws {
         let first = try await TestServer.start()
