@@ -78,6 +78,8 @@ extension Authorizer {
 
     func auditEntries(_ request: AuditEntriesRequest) async throws -> AuditEntries {
         let rows = try await self.storeRead { try await self.store.auditEntries(from: request.from, limit: request.limit ?? 100) }
+        // A page is the unit of work: a reader that left stops here, before its page is encoded.
+        try Task.checkCancellation()
         return AuditEntries(entries: rows.map { .init(index: $0.index, entry: String(decoding: $0.entry, as: UTF8.self)) }, size: self.store.auditSize)
     }
 

@@ -164,6 +164,7 @@ struct ConnectionHandler: Sendable {
                                 while inFlight >= self.limits.maximumInFlight {
                                     _ = await requests.next()
                                     inFlight -= 1
+                                    if !state.channel.isActive { requests.cancelAll() }
                                 }
                                 guard state.tryStartRequest() else {
                                     // Draining: answered while the output is open, then read and dropped, so the
@@ -176,7 +177,13 @@ struct ConnectionHandler: Sendable {
                                 }
                                 inFlight += 1
                                 requests.addTask {
-                                    let response = await self.requests.respond(to: frame, from: principal)
+                                    let response: Frame
+                                    if Self.cancellableWhenGone.contains(frame.type) {
+                                        response = await self.requests.respond(to: frame, from: principal)
+                                    } else {
+                                        // Not cancelled with its connection: a change of state runs to its end.
+                                        response = await Task { await self.requests.respond(to: frame, from: principal) }.value
+                                    }
                                     try? await outbound.write(response)
                                     state.touched(at: self.time.now)
                                     state.requestFinished()
@@ -188,7 +195,14 @@ struct ConnectionHandler: Sendable {
                     } catch {
                         self.logger.debug("connection ended", metadata: ["error": "\(error)"])
                     }
-                    await requests.waitForAll()
+                    // A client that half-closed still reads its answers; one that is gone does not. TCP tells the
+                    // two apart only when an answer is written to a closed peer (it resets the connection): from
+                    // then on, what is still in flight and may be cancelled (reads, waits) is cancelled instead
+                    // of computed for nobody.
+                    if !state.channel.isActive { requests.cancelAll() }
+                    while await requests.next() != nil {
+                        if !state.channel.isActive { requests.cancelAll() }
+                    }
                 }
                 state.ended()
                 await closing
@@ -197,6 +211,13 @@ struct ConnectionHandler: Sendable {
             self.logger.debug("connection closed with error", metadata: ["error": "\(error)"])
         }
     }
+
+    /// Requests that only read or wait: when their client is gone they are cancelled (a held FETCH, a page of the
+    /// audit log). The others change state and always run to their end, also for a client that left: an
+    /// authorization stopped half-way would leave a reserved audit index and maybe a hold behind.
+    static let cancellableWhenGone: Set<MessageType> = [
+        .ping, .getKeys, .fetchAuthorization, .agentsList, .approvalsList, .approvalsShow, .budgetsShow, .contextsList, .keysList, .auditEntries,
+    ]
 
     /// For the stop: once every answer is written, tells the client `SHUTTING_DOWN` (request id 0) and closes the
     /// output (`shutdown(SHUT_WR)`: a FIN after the last answer), then keeps reading until the client closes, so

@@ -81,6 +81,11 @@ final class RequestHandler: Sendable {
             self.logger.error("request failed", metadata: ["type": "\(type)", "principal": "\(principal)", "error": "\(error)"])
             result = .failure(WireError(.internalError, "the server failed to handle the request; the error is in its log", retryable: true))
         }
+        if Task.isCancelled {
+            // Its connection is gone (see ConnectionHandler): whatever the result, nobody is left to read it.
+            self.metrics.requestAnswered(type: type, outcome: "cancelled", duration: self.time.now - started)
+            return Frame(type: .error, requestID: frame.requestID, body: WireJSON.encode(WireError(.internalError, "cancelled: the connection closed")))
+        }
         let outcome: String
         let response: Frame
         switch result {

@@ -43,7 +43,7 @@ public final class ServerMetrics: Sendable {
     private let exported = Mutex<[Key: Double]>([:])
 
     private static let help: [String: String] = [
-        "countersign_requests_total": "Requests answered, by message type and outcome (ok or the error code).",
+        "countersign_requests_total": "Requests answered, by message type and outcome (ok, the error code, or cancelled when the client had gone).",
         "countersign_request_duration_seconds": "Time from a request's arrival to its answer, by message type.",
         "countersign_authorizations_total": "AUTHORIZE decisions by the tier judged at and outcome (authorized, pending_approval, replayed for a retry answered from the record, or the refusal code).",
         "countersign_authorization_duration_seconds": "Time to decide an AUTHORIZE request (policy, store, signature), by tier.",

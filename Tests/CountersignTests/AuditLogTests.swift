@@ -186,6 +186,31 @@ struct AuditLogTests {
         #expect(try AuditLogFile(path: path).entryCount() == before, "no server.start, no server.stop")
     }
 
+    @Test("an auditor that pipelines pages of the log and leaves gets the rest cancelled, not computed for nobody")
+    func goneReaderCancelled() async throws {
+        try await withServer { server in
+            let agent = try await server.connect(try await server.addPrincipal("agent-pages"))
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for _ in 0..<300 { group.addTask { _ = try await agent.authorize(TestServer.request(1_000)) } }
+                try await group.waitForAll()
+            }
+            await agent.close()
+            let admin = try CredentialFile.read(path: server.dataDirectory.appendingPathComponent("admin.credential").path)
+            let reader = try SlowClient(port: server.port)
+            try reader.handshake(principal: admin.principal, key: try admin.key())
+            for id in UInt32(10)..<UInt32(510) {
+                reader.send(Frame(type: .auditEntries, requestID: id, body: WireJSON.encode(AuditEntriesRequest(from: 0, limit: 1000))))
+            }
+            reader.close()
+            try await eventually("the pages left in flight were cancelled") {
+                let (metrics, _) = (try? await InteropTests.get(server, "/metrics")) ?? ("", 0)
+                return (MetricsTests.value(#"countersign_requests_total{outcome="cancelled",type="AUDIT_ENTRIES"}"#, in: metrics) ?? 0) > 0
+            }
+            let (metrics, _) = try await InteropTests.get(server, "/metrics")
+            #expect((MetricsTests.value(#"countersign_requests_total{outcome="ok",type="AUDIT_ENTRIES"}"#, in: metrics) ?? 0) < 500)
+        }
+    }
+
     @Test("the store, its WAL and its shared memory are readable by their owner only (0600)")
     func storeFileModes() async throws {
         try await withServer { server in

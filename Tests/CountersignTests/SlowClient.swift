@@ -25,8 +25,17 @@ final class SlowClient: @unchecked Sendable {
         guard connected == 0 else { throw ClientError.unreachable(server: "127.0.0.1:\(port)", reason: "connect failed") }
     }
 
+    private var isClosed = false
+
+    /// Closes the socket now (without reading what the server sent).
+    func close() {
+        guard !self.isClosed else { return }
+        self.isClosed = true
+        Glibc.close(self.descriptor)
+    }
+
     deinit {
-        close(self.descriptor)
+        self.close()
     }
 
     /// Writes the whole frame; false once the connection refuses writes.
