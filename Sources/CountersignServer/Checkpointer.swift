@@ -22,14 +22,16 @@ final class Checkpointer: Service, Sendable {
     let logger: Logger
     let startRecord: StartRecord
     let metrics: ServerMetrics
+    let witness: WitnessFile?
     private let wake = ApprovalNotifier()
     private let lastSize = Mutex<Int>(-1)
     private let signing = SerialQueue()
 
     init(
         store: LedgerStore, keyRing: KeyRing, origin: String, interval: Duration, everyEntries: Int, wallClock: WallClock, time: MonotonicTime, logger: Logger,
-        startRecord: StartRecord, metrics: ServerMetrics
+        startRecord: StartRecord, metrics: ServerMetrics, witness: WitnessFile? = nil
     ) {
+        self.witness = witness
         self.startRecord = startRecord
         self.metrics = metrics
         self.store = store
@@ -63,6 +65,14 @@ final class Checkpointer: Service, Sendable {
                 kid: key.keyID.kid
             )
             try await self.store.storeCheckpoint(record)
+            if let witness = self.witness {
+                do {
+                    try witness.append(record.note)
+                } catch {
+                    // The checkpoint is signed and stored; only its copy elsewhere is missing, and the next one covers it.
+                    self.logger.error("checkpoint not kept in the witness file", metadata: ["error": "\(error)"])
+                }
+            }
             _ = self.keyRing.countSignature(key.keyID)
             self.metrics.checkpointSigned(at: checkpoint.time)
             self.lastSize.withLock { $0 = head.size }

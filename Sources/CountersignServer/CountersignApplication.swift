@@ -1,4 +1,5 @@
 import Audit
+import Crypto
 import Foundation
 import HSMSigning
 import Ledger
@@ -56,6 +57,9 @@ public final class CountersignApplication: Sendable {
         }
         do {
             try await Self.verifyLatestCheckpoint(store: self.store, keyRing: self.keyRing)
+            if let path = configuration.audit.witnessFile {
+                try await WitnessFile(path: path).check(store: self.store, auditKeys: Self.auditKeys(self.keyRing))
+            }
         } catch {
             await self.hsm.shutdown()
             throw error
@@ -81,7 +85,8 @@ public final class CountersignApplication: Sendable {
         let checkpointer = Checkpointer(
             store: self.store, keyRing: self.keyRing, origin: configuration.audit.origin ?? "\(configuration.issuer)/audit",
             interval: configuration.audit.checkpointInterval, everyEntries: configuration.audit.checkpointEntries, wallClock: environment.wallClock,
-            time: environment.time, logger: environment.logger, startRecord: startRecord, metrics: metrics
+            time: environment.time, logger: environment.logger, startRecord: startRecord, metrics: metrics,
+            witness: configuration.audit.witnessFile.map(WitnessFile.init(path:))
         )
         self.checkpointer = checkpointer
         let authorizer = Authorizer(
@@ -151,13 +156,18 @@ public final class CountersignApplication: Sendable {
     /// signature is checked with the audit key, so a rewritten log with a checkpoint made to match is refused too.
     static func verifyLatestCheckpoint(store: LedgerStore, keyRing: KeyRing) async throws {
         guard let latest = try await store.latestCheckpoint() else { return }
-        let keys = keyRing.keySet.keys.filter { $0.tier == KeyRing.auditKeyName }.compactMap { try? $0.publicKey() }
+        let keys = Self.auditKeys(keyRing)
         guard let signed = try? Checkpoint.parse(latest.note), keys.contains(where: signed.isSigned(by:)) else {
             throw StartupError(
                 "the audit log's latest checkpoint (\(latest.size) entries, at \(latest.time)) is not signed by the audit key: the store was changed. "
                     + "`countersign audit verify --store <file>` shows every difference; restore the store from a backup that verifies."
             )
         }
+    }
+
+    /// Every published version of the audit key.
+    static func auditKeys(_ keyRing: KeyRing) -> [P256.Signing.PublicKey] {
+        keyRing.keySet.keys.filter { $0.tier == KeyRing.auditKeyName }.compactMap { try? $0.publicKey() }
     }
 
     /// What a metrics scrape reads: the HSM pool and breaker, the store, pending approvals and every budget.

@@ -74,6 +74,9 @@ public struct ServerConfiguration: Sendable {
         public var origin: String?
         /// A checkpoint at least this often, even when nothing happened.
         public var checkpointInterval: Duration = .seconds(60)
+        /// A file, best on another disk or machine (a mount), that every signed checkpoint is appended to; at
+        /// start the store must still extend the last one there. See docs/operations.md, "What an auditor keeps".
+        public var witnessFile: String?
         /// And after this many entries.
         public var checkpointEntries: Int = 1000
     }
@@ -118,8 +121,9 @@ public struct ServerConfiguration: Sendable {
         if let limits = entries["limits"] { configuration.limits = try Self.limits(limits) }
         configuration.policy = try PolicyConfiguration.policy(tiers: configuration.tiers, entries: entries, root: root)
         if let audit = entries["audit"] {
-            let fields = try audit.mapping(allowing: ["origin", "checkpoint_interval", "checkpoint_entries"])
+            let fields = try audit.mapping(allowing: ["origin", "checkpoint_interval", "checkpoint_entries", "witness_file"])
             configuration.audit.origin = try fields["origin"]?.string()
+            configuration.audit.witnessFile = try fields["witness_file"]?.string()
             if let interval = fields["checkpoint_interval"] { configuration.audit.checkpointInterval = try interval.duration(in: .seconds(1) ... .seconds(60)) }
             if let entries = fields["checkpoint_entries"] { configuration.audit.checkpointEntries = Int(try entries.integer(in: 1...1_000_000)) }
         }

@@ -419,6 +419,36 @@ struct AuditLogTests {
         }
     }
 
+    @Test("a witness file keeps every checkpoint; a store rewritten with its checkpoints deleted is refused at start")
+    func witnessFile() async throws {
+        let fixture = try SoftHSMFixture.shared()
+        let witness = fixture.directory.appendingPathComponent("witness-\(UUID().uuidString.prefix(6)).jsonl")
+        let audit = "audit: { witness_file: \(witness.path) }\n"
+        let first = try await TestServer.start(.init(policy: audit))
+        let agent = try await first.connect(try await first.addPrincipal("agent-witnessed"))
+        for _ in 0..<5 { _ = try await agent.authorize(TestServer.request(1_000)) }
+        await agent.close()
+        try await first.stop()
+        let kept = try String(contentsOf: witness, encoding: .utf8).split(separator: "\n")
+        #expect(!kept.isEmpty, "the stop's checkpoint is kept")
+
+        // An untouched store restarts.
+        let again = try await TestServer.start(.init(dataDirectory: first.dataDirectory, policy: audit))
+        try await again.stop()
+
+        // The hardest rewrite for the store alone: an entry and its leaf hash changed, every checkpoint row deleted.
+        let database = try DatabaseQueue(path: first.dataDirectory.appendingPathComponent("countersign.sqlite").path)
+        try await database.write { db in
+            let entry = Data(try String.fetchOne(db, sql: "SELECT entry FROM auditEntry WHERE idx = 3")!.replacingOccurrences(of: "\"time\":", with: "\"time\":1").utf8)
+            try db.execute(sql: "UPDATE auditEntry SET entry = ?, leafHash = ? WHERE idx = 3", arguments: [entry, Data(Merkle.leafHash(entry))])
+            try db.execute(sql: "DELETE FROM checkpoint")
+        }
+        try database.close()
+        let refused = await #expect(throws: (any Error).self) { try await TestServer.start(.init(dataDirectory: first.dataDirectory, policy: audit)) }
+        #expect("\(refused.map { "\($0)" } ?? "")".contains("does not extend the checkpoint kept in the witness file"), "\(String(describing: refused))")
+        #expect("\(refused.map { "\($0)" } ?? "")".contains("do not hash to the kept checkpoint's root: the log was rewritten"))
+    }
+
     @Test("a rewritten log with a checkpoint made to match it is refused at start: the checkpoint is not signed by the audit key")
     func forgedMatchingCheckpoint() async throws {
         let (path, _) = try await Self.sampleLog()

@@ -1,0 +1,60 @@
+import Audit
+import Crypto
+import Foundation
+import Ledger
+
+/// Signed checkpoints kept outside the store: each one the server signs is appended to a file (one JSON line,
+/// synced), and at start the store must still extend the last one there. Someone who can rewrite the store
+/// can also delete its checkpoint rows; a copy of the last checkpoint elsewhere still shows the rewrite.
+///
+/// This is a witness that only keeps: it checks consistency at the next start, not when it is handed a
+/// checkpoint. The C2SP witness protocol (one that refuses a fork as it happens, on another machine) is
+/// described in docs/operations.md as the next step.
+struct WitnessFile: Sendable {
+    let path: String
+
+    private struct Line: Codable {
+        var note: String
+    }
+
+    /// Appends `note` and syncs it to disk.
+    func append(_ note: String) throws {
+        let line = try JSONEncoder().encode(Line(note: note)) + Data("\n".utf8)
+        let descriptor = open(self.path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o600)
+        guard descriptor >= 0 else { throw StartupError("cannot open the witness file '\(self.path)': \(String(cString: strerror(errno)))") }
+        defer { close(descriptor) }
+        let written = line.withUnsafeBytes { write(descriptor, $0.baseAddress, $0.count) }
+        guard written == line.count, fsync(descriptor) == 0 else {
+            throw StartupError("cannot write the witness file '\(self.path)': \(String(cString: strerror(errno)))")
+        }
+    }
+
+    /// The last checkpoint kept, if any.
+    func last() throws -> String? {
+        guard let data = FileManager.default.contents(atPath: self.path) else { return nil }
+        guard let line = data.split(separator: UInt8(ascii: "\n")).last else { return nil }
+        do {
+            return try JSONDecoder().decode(Line.self, from: Data(line)).note
+        } catch {
+            throw StartupError("the last line of the witness file '\(self.path)' is not a kept checkpoint")
+        }
+    }
+
+    /// Refuses a store that does not extend the last checkpoint kept here.
+    /// - Throws: ``StartupError`` saying what differs.
+    func check(store: LedgerStore, auditKeys: [P256.Signing.PublicKey]) async throws {
+        guard let note = try self.last() else { return }
+        let problem = "the audit log in the store does not extend the checkpoint kept in the witness file '\(self.path)'"
+        guard let kept = try? Checkpoint.parse(note), auditKeys.contains(where: kept.isSigned(by:)) else {
+            throw StartupError("\(problem): that checkpoint is not signed by the audit key")
+        }
+        let size = kept.checkpoint.size
+        guard store.auditSize >= size else {
+            throw StartupError("\(problem): it holds \(store.auditSize) entries, the kept checkpoint covers \(size): entries were removed or the store was replaced")
+        }
+        let root = Merkle.root(try await store.auditLeafHashes(size: size)[...])
+        guard root == kept.checkpoint.rootHash else {
+            throw StartupError("\(problem): its first \(size) entries do not hash to the kept checkpoint's root: the log was rewritten")
+        }
+    }
+}
