@@ -35,3 +35,20 @@ public enum HexDigits {
         return value
     }
 }
+
+/// JSON's one-character escapes (RFC 8259 §7), shared by both readers.
+enum JSONEscapes {
+    /// The byte that `\` followed by `escape` stands for, or `nil` when `escape` is not one of `" \ / b f n r t`
+    /// (a `u` escape is read separately).
+    static func byte(for escape: UInt8) -> UInt8? {
+        switch escape {
+        case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"): escape
+        case UInt8(ascii: "b"): 0x08
+        case UInt8(ascii: "f"): 0x0C
+        case UInt8(ascii: "n"): 0x0A
+        case UInt8(ascii: "r"): 0x0D
+        case UInt8(ascii: "t"): 0x09
+        default: nil
+        }
+    }
+}

@@ -143,13 +143,11 @@ public struct JSONScanner {
                 guard self.position < self.bytes.count else { return nil }
                 let escape = self.bytes[self.position]
                 self.position += 1
+                if let byte = JSONEscapes.byte(for: escape) {
+                    utf8.append(byte)
+                    continue
+                }
                 switch escape {
-                case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"): utf8.append(escape)
-                case UInt8(ascii: "b"): utf8.append(0x08)
-                case UInt8(ascii: "f"): utf8.append(0x0C)
-                case UInt8(ascii: "n"): utf8.append(0x0A)
-                case UInt8(ascii: "r"): utf8.append(0x0D)
-                case UInt8(ascii: "t"): utf8.append(0x09)
                 case UInt8(ascii: "u"):
                     guard let unit = self.hex4() else { return nil }
                     var scalar: Unicode.Scalar?

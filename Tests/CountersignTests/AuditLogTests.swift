@@ -362,10 +362,8 @@ struct AuditLogTests {
     )
     func tampering(scenario: String, expected: String?, refusedAtStart: String?) async throws {
         let (path, jwks) = try await Self.sampleLog()
-        // The whole data directory is copied, so that a server can also be started on the tampered store.
-        let source = URL(fileURLWithPath: path).deletingLastPathComponent()
-        let directory = source.deletingLastPathComponent().appendingPathComponent("tampered-\(UUID().uuidString.prefix(6))")
-        try FileManager.default.copyItem(at: source, to: directory)
+        // The data directory is copied, so that a server can also be started on the tampered store.
+        let directory = try Self.copyDataDirectory(of: path, to: "tampered")
         let copy = directory.appendingPathComponent("countersign.sqlite").path
         let database = try DatabaseQueue(path: copy)
         try await database.write { db in
@@ -452,9 +450,7 @@ struct AuditLogTests {
     @Test("a rewritten log with a checkpoint made to match it is refused at start: the checkpoint is not signed by the audit key")
     func forgedMatchingCheckpoint() async throws {
         let (path, _) = try await Self.sampleLog()
-        let source = URL(fileURLWithPath: path).deletingLastPathComponent()
-        let directory = source.deletingLastPathComponent().appendingPathComponent("forged-\(UUID().uuidString.prefix(6))")
-        try FileManager.default.copyItem(at: source, to: directory)
+        let directory = try Self.copyDataDirectory(of: path, to: "forged")
         let database = try DatabaseQueue(path: directory.appendingPathComponent("countersign.sqlite").path)
         try await database.write { db in
             var frontier = MerkleFrontier()
@@ -470,6 +466,24 @@ struct AuditLogTests {
     }
 
     /// A stopped server's store with 20-odd entries and checkpoints at 12 entries and at the end, and its JWKS.
+    /// A copy of the data directory around `store`: the admin credential, and the store through SQLite's
+    /// backup API, which copies a consistent database whatever state its WAL is in (a file copy could take
+    /// the main file before a checkpoint and the WAL after it).
+    static func copyDataDirectory(of store: String, to name: String) throws -> URL {
+        let source = URL(fileURLWithPath: store).deletingLastPathComponent()
+        let directory = source.deletingLastPathComponent().appendingPathComponent("\(name)-\(UUID().uuidString.prefix(6))")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(at: source.appendingPathComponent("admin.credential"), to: directory.appendingPathComponent("admin.credential"))
+        var readOnly = Configuration()
+        readOnly.readonly = true
+        let original = try DatabaseQueue(path: store, configuration: readOnly)
+        let copy = try DatabaseQueue(path: directory.appendingPathComponent("countersign.sqlite").path)
+        try original.backup(to: copy)
+        try copy.close()
+        try original.close()
+        return directory
+    }
+
     static func sampleLog() async throws -> (store: String, jwks: String) {
         let server = try await TestServer.start()
         let agent = try await server.connect(try await server.addPrincipal("agent-sample"))

@@ -55,6 +55,16 @@ struct DaemonTests {
         return environment
     }
 
+    /// A directory of the test's own with its own token, `countersignd init` run in it, and the admin credential.
+    func initialized(_ name: String, port: Int = 0, approvalTier: Bool = false) throws -> (directory: URL, environment: [String: String], admin: CredentialFile) {
+        let directory = try SoftHSMFixture.shared().directory.appendingPathComponent("\(name)-\(UUID().uuidString.prefix(6))")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let environment = try self.environmentWithOwnToken(in: directory, port: port, approvalTier: approvalTier)
+        let initialized = try ProcessResult.run(executable: self.countersignd, arguments: ["init"], environment: environment)
+        #expect(initialized.status == 0, "\(initialized.standardError)")
+        return (directory, environment, try CredentialFile.read(path: directory.appendingPathComponent("data/admin.credential").path))
+    }
+
     @Test("check-config refuses a wrong file with its line and reason")
     func checkConfig() throws {
         let directory = try SoftHSMFixture.shared().directory.appendingPathComponent("check-\(UUID().uuidString.prefix(6))")
@@ -226,12 +236,7 @@ struct DaemonTests {
 
     @Test("a second countersignd on a live data directory is refused at once, names the holder, writes nothing; the first keeps serving")
     func secondServerRefused() async throws {
-        let fixture = try SoftHSMFixture.shared()
-        let directory = fixture.directory.appendingPathComponent("second-\(UUID().uuidString.prefix(6))")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        let environment = try self.environmentWithOwnToken(in: directory)
-        #expect(try ProcessResult.run(executable: self.countersignd, arguments: ["init"], environment: environment).status == 0)
-        let admin = try CredentialFile.read(path: directory.appendingPathComponent("data/admin.credential").path)
+        let (directory, environment, admin) = try self.initialized("second")
         let (first, port) = try await self.serve(environment: environment, log: directory.appendingPathComponent("first.log"))
         defer { if first.isRunning { kill(first.processIdentifier, SIGKILL) } }
         let client = try await CountersignClient.connect(host: "127.0.0.1", port: port, credential: admin)
@@ -370,12 +375,7 @@ struct DaemonTests {
 
     @Test("SIGTERM while clients keep sending: every authorization in the log reached its client")
     func stopUnderLoadLosesNoAnswer() async throws {
-        let fixture = try SoftHSMFixture.shared()
-        let directory = fixture.directory.appendingPathComponent("drain-\(UUID().uuidString.prefix(6))")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        let environment = try self.environmentWithOwnToken(in: directory)
-        #expect(try ProcessResult.run(executable: self.countersignd, arguments: ["init"], environment: environment).status == 0)
-        let admin = try CredentialFile.read(path: directory.appendingPathComponent("data/admin.credential").path)
+        let (directory, environment, admin) = try self.initialized("drain")
         let (server, port) = try await self.serve(environment: environment, log: directory.appendingPathComponent("server.log"))
         defer { if server.isRunning { kill(server.processIdentifier, SIGKILL) } }
         let adminClient = try await CountersignClient.connect(host: "127.0.0.1", port: port, credential: admin)
@@ -444,12 +444,7 @@ struct DaemonTests {
 
     @Test("kill -9 while clients authorize: after a restart the log verifies and every JWS a client received has its entry")
     func crash() async throws {
-        let fixture = try SoftHSMFixture.shared()
-        let directory = fixture.directory.appendingPathComponent("crash-\(UUID().uuidString.prefix(6))")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        let environment = try self.environmentWithOwnToken(in: directory)
-        #expect(try ProcessResult.run(executable: self.countersignd, arguments: ["init"], environment: environment).status == 0)
-        let admin = try CredentialFile.read(path: directory.appendingPathComponent("data/admin.credential").path)
+        let (directory, environment, admin) = try self.initialized("crash")
 
         let (server, port) = try await self.serve(environment: environment, log: directory.appendingPathComponent("first.log"))
         defer { if server.isRunning { kill(server.processIdentifier, SIGKILL) } }
