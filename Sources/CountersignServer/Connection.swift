@@ -23,9 +23,6 @@ final class ConnectionState: Sendable {
     let drained: AsyncStream<Void>
     private let drainedContinuation: AsyncStream<Void>.Continuation
 
-    /// How long a half-closed connection waits for its client to close before it is closed anyway.
-    static let inputDrainTimeout: TimeAmount = .seconds(2)
-
     init(channel: any Channel, now: Duration) {
         self.channel = channel
         self.counters = Mutex(Counters(lastActivity: now))
@@ -95,12 +92,11 @@ final class ConnectionState: Sendable {
             counters.isDraining = true
             return counters.inFlight == 0
         }
-        if drained {
-            self.signalDrained()
-        } else {
-            let channel = self.channel
-            channel.eventLoop.scheduleTask(in: grace) { channel.close(promise: nil) }
-        }
+        // Whatever happens next, the connection is closed after `grace`: a client that does not read can block
+        // even the last SHUTTING_DOWN frame.
+        let channel = self.channel
+        channel.eventLoop.scheduleTask(in: grace) { channel.close(promise: nil) }
+        if drained { self.signalDrained() }
     }
 
     /// Sends a connection-level error and closes, without waiting on a client that does not read: the close
@@ -151,6 +147,8 @@ struct ConnectionHandler: Sendable {
                             }
                             switch handshake {
                             case .awaitingHello, .awaitingAuth:
+                                // Stopping, output closed: nothing more is answered, input is only drained.
+                                if state.isOutputClosed { continue }
                                 let step = await self.handshakeStep(handshake, frame: frame)
                                 handshake = step.next
                                 try await outbound.write(step.reply)
@@ -212,23 +210,23 @@ struct ConnectionHandler: Sendable {
         }
     }
 
-    /// Requests that only read or wait: when their client is gone they are cancelled (a held FETCH, a page of the
-    /// audit log). The others change state and always run to their end, also for a client that left: an
-    /// authorization stopped half-way would leave a reserved audit index and maybe a hold behind.
+    /// Requests that only read: when their client is gone they are cancelled (a page of the audit log). The others
+    /// always run to their end, also for a client that left: an authorization stopped half-way would leave a
+    /// reserved audit index and maybe a hold behind, and so would a FETCH_AUTHORIZATION that finds its approval
+    /// complete and signs it (a held FETCH ends with its `wait_seconds`, at most 60 s).
     static let cancellableWhenGone: Set<MessageType> = [
-        .ping, .getKeys, .fetchAuthorization, .agentsList, .approvalsList, .approvalsShow, .budgetsShow, .contextsList, .keysList, .auditEntries,
+        .ping, .getKeys, .agentsList, .approvalsList, .approvalsShow, .budgetsShow, .contextsList, .keysList, .auditEntries,
     ]
 
     /// For the stop: once every answer is written, tells the client `SHUTTING_DOWN` (request id 0) and closes the
     /// output (`shutdown(SHUT_WR)`: a FIN after the last answer), then keeps reading until the client closes, so
-    /// that no answer is lost to a reset. A client that does not close is closed after a short wait.
+    /// that no answer is lost to a reset. A client that does not close is closed at the drain's grace
+    /// (`limits.shutdown_grace`), which also bounds a client that does not read.
     private func closeOutputWhenDrained(state: ConnectionState, outbound: NIOAsyncChannelOutboundWriter<Frame>) async {
         for await _ in state.drained {
             try? await outbound.write(Self.errorFrame(ConnectionState.shuttingDown, requestID: 0))
             state.outputClosed()
             outbound.finish()
-            let channel = state.channel
-            channel.eventLoop.scheduleTask(in: ConnectionState.inputDrainTimeout) { channel.close(promise: nil) }
             return
         }
     }

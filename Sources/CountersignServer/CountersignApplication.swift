@@ -58,6 +58,12 @@ public final class CountersignApplication: Sendable {
         do {
             try await Self.verifyLatestCheckpoint(store: self.store, keyRing: self.keyRing)
             if let path = configuration.audit.witnessFile {
+                if !FileManager.default.fileExists(atPath: path), try await self.store.latestCheckpoint() != nil {
+                    environment.logger.warning(
+                        "the witness file does not exist although checkpoints were signed before; it starts again with the next one (was it moved, or is its disk not mounted?)",
+                        metadata: ["witness_file": "\(path)"]
+                    )
+                }
                 try await WitnessFile(path: path).check(store: self.store, auditKeys: Self.auditKeys(self.keyRing))
             }
         } catch {
@@ -167,7 +173,7 @@ public final class CountersignApplication: Sendable {
 
     /// Every published version of the audit key.
     static func auditKeys(_ keyRing: KeyRing) -> [P256.Signing.PublicKey] {
-        keyRing.keySet.keys.filter { $0.tier == KeyRing.auditKeyName }.compactMap { try? $0.publicKey() }
+        keyRing.keySet.keys.filter { $0.kid.hasPrefix("\(KeyRing.auditKeyName)/") }.compactMap { try? $0.publicKey() }
     }
 
     /// What a metrics scrape reads: the HSM pool and breaker, the store, pending approvals and every budget.

@@ -74,6 +74,9 @@ final class RequestHandler: Sendable {
             result = .failure(error)
         } catch let error as LedgerError {
             result = .failure(Authorizer.wireError(error))
+        } catch is CancellationError {
+            // Its connection is gone; reported as cancelled below, not as a failure.
+            result = .failure(WireError(.internalError, "cancelled: the connection closed"))
         } catch let error as PKCS11Error {
             self.logger.error("HSM operation failed", metadata: ["type": "\(type)", "principal": "\(principal)", "error": "\(error)"])
             result = .failure(WireError(.hsmUnavailable, "the HSM refused the operation: \(error)", retryable: true))

@@ -17,27 +17,40 @@ struct WitnessFile: Sendable {
         var note: String
     }
 
-    /// Appends `note` and syncs it to disk.
+    /// Appends `note` and syncs it to disk. A line left torn by a crash is ended first, so it stays one
+    /// unreadable line and never swallows the new one.
     func append(_ note: String) throws {
-        let line = try JSONEncoder().encode(Line(note: note)) + Data("\n".utf8)
-        let descriptor = open(self.path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o600)
+        var line = try JSONEncoder().encode(Line(note: note)) + Data("\n".utf8)
+        let descriptor = open(self.path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0o600)
         guard descriptor >= 0 else { throw StartupError("cannot open the witness file '\(self.path)': \(String(cString: strerror(errno)))") }
         defer { close(descriptor) }
+        let size = lseek(descriptor, 0, SEEK_END)
+        var last: UInt8 = 0
+        if size > 0, pread(descriptor, &last, 1, size - 1) == 1, last != UInt8(ascii: "\n") {
+            line = Data("\n".utf8) + line
+        }
         let written = line.withUnsafeBytes { write(descriptor, $0.baseAddress, $0.count) }
         guard written == line.count, fsync(descriptor) == 0 else {
             throw StartupError("cannot write the witness file '\(self.path)': \(String(cString: strerror(errno)))")
         }
     }
 
-    /// The last checkpoint kept, if any.
+    /// The last whole checkpoint kept, read from the file's tail (it grows for ever); a torn last line (a
+    /// crash, a full disk) is passed over. `nil` when the file does not exist yet.
+    /// - Throws: ``StartupError`` when the file exists but cannot be read.
     func last() throws -> String? {
-        guard let data = FileManager.default.contents(atPath: self.path) else { return nil }
-        guard let line = data.split(separator: UInt8(ascii: "\n")).last else { return nil }
-        do {
-            return try JSONDecoder().decode(Line.self, from: Data(line)).note
-        } catch {
-            throw StartupError("the last line of the witness file '\(self.path)' is not a kept checkpoint")
+        guard FileManager.default.fileExists(atPath: self.path) else { return nil }
+        guard let handle = FileHandle(forReadingAtPath: self.path) else {
+            throw StartupError("cannot read the witness file '\(self.path)'")
         }
+        defer { try? handle.close() }
+        let size = try handle.seekToEnd()
+        try handle.seek(toOffset: size > 1 << 20 ? size - (1 << 20) : 0)
+        let tail = try handle.readToEnd() ?? Data()
+        for line in tail.split(separator: UInt8(ascii: "\n")).reversed() {
+            if let kept = try? JSONDecoder().decode(Line.self, from: Data(line)) { return kept.note }
+        }
+        return nil
     }
 
     /// Refuses a store that does not extend the last checkpoint kept here.

@@ -232,7 +232,19 @@ extension LedgerStore {
     /// - Throws: ``LedgerError`` `AUDIT_LOG_MISMATCH` saying what differs, at which index.
     static func openAuditLog(_ database: DatabasePool, now: Int64) throws -> AuditSequencer {
         try database.write { db in
-            let latest = try CheckpointRecord.order(Column("id").desc).fetchOne(db)
+            let latestRow = try CheckpointRecord.order(Column("id").desc).fetchOne(db)
+            // The size and root checked are the ones in the signed note (its signature is checked by the server,
+            // which has the audit key), never the row's columns alone, which anyone editing the store can set.
+            let latest = try latestRow.map { row -> CheckpointRecord in
+                guard let signed = try? Checkpoint.parse(row.note), signed.checkpoint.size == row.size, signed.checkpoint.rootHash == Array(row.rootHash) else {
+                    throw LedgerError(
+                        .auditLogMismatch,
+                        "the audit log in the store is not the one that was signed: the latest checkpoint's recorded size and root are not the ones its note states. "
+                            + "The store was changed or damaged; `countersign audit verify --store <file>` shows every difference."
+                    )
+                }
+                return row
+            }
             let stored = try Row.fetchAll(db, sql: "SELECT idx, entry, leafHash FROM auditEntry ORDER BY idx").map {
                 (index: $0["idx"] as Int64, entry: $0["entry"] as Data, leafHash: $0["leafHash"] as Data)
             }

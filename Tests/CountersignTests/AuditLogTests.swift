@@ -430,9 +430,15 @@ struct AuditLogTests {
         let kept = try String(contentsOf: witness, encoding: .utf8).split(separator: "\n")
         #expect(!kept.isEmpty, "the stop's checkpoint is kept")
 
-        // An untouched store restarts.
+        // An untouched store restarts, also after a crash tore the witness file's last line.
+        let handle = try FileHandle(forWritingTo: witness)
+        try handle.seekToEnd()
+        try handle.write(contentsOf: Data(#"{"note":"countersign.test/au"#.utf8))
+        try handle.close()
         let again = try await TestServer.start(.init(dataDirectory: first.dataDirectory, policy: audit))
         try await again.stop()
+        let lines = try String(contentsOf: witness, encoding: .utf8).split(separator: "\n")
+        #expect(lines.count == kept.count + 2, "the torn line is ended, and the next checkpoint is a line of its own")
 
         // The hardest rewrite for the store alone: an entry and its leaf hash changed, every checkpoint row deleted.
         let database = try DatabaseQueue(path: first.dataDirectory.appendingPathComponent("countersign.sqlite").path)
@@ -445,6 +451,17 @@ struct AuditLogTests {
         let refused = await #expect(throws: (any Error).self) { try await TestServer.start(.init(dataDirectory: first.dataDirectory, policy: audit)) }
         #expect("\(refused.map { "\($0)" } ?? "")".contains("does not extend the checkpoint kept in the witness file"), "\(String(describing: refused))")
         #expect("\(refused.map { "\($0)" } ?? "")".contains("do not hash to the kept checkpoint's root: the log was rewritten"))
+    }
+
+    @Test("a checkpoint row whose size or root was edited away from its signed note is refused at start")
+    func checkpointColumnsMustMatchNote() async throws {
+        let (path, _) = try await Self.sampleLog()
+        let directory = try Self.copyDataDirectory(of: path, to: "columns")
+        let database = try DatabaseQueue(path: directory.appendingPathComponent("countersign.sqlite").path)
+        try await database.write { db in try db.execute(sql: "UPDATE checkpoint SET size = 0 WHERE id = (SELECT MAX(id) FROM checkpoint)") }
+        try database.close()
+        let error = await #expect(throws: (any Error).self) { try await TestServer.start(.init(dataDirectory: directory)) }
+        #expect("\(error.map { "\($0)" } ?? "")".contains("recorded size and root are not the ones its note states"), "\(String(describing: error))")
     }
 
     @Test("a rewritten log with a checkpoint made to match it is refused at start: the checkpoint is not signed by the audit key")

@@ -407,6 +407,7 @@ struct DaemonTests {
                     count += 1
                     if count % 16 == 0 { usleep(2_000) }
                 }
+                client.close()  // at the end of the stream, as a client should
             }
             return [writer, reader]
         }
