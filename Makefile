@@ -20,7 +20,7 @@ HSM_ENV := SOFTHSM2_CONF=$(HSM_DIR)/softhsm2.conf \
 	COUNTERSIGN_PKCS11_MODULE=$(PKCS11_MODULE) \
 	COUNTERSIGN_TOKEN_LABEL=$(TOKEN_LABEL)
 
-.PHONY: help setup packages python-packages token build test run bench clean
+.PHONY: help setup packages python-packages token build test run bench fuzz clean
 
 help:
 	@echo "make run    set up, build, initialize and start countersignd with the example config"
@@ -28,7 +28,8 @@ help:
 	@echo "make setup  install missing system packages and create the development token"
 	@echo "make build  build the package (debug)"
 	@echo "make bench  release build, a server on a fresh token (hsm-config/bench.yaml), the standard benchmark scenarios"
-	@echo "make clean  remove build products and local state (.build, .hsm, .data, .build-bench)"
+	@echo "make fuzz   libFuzzer (with AddressSanitizer) on the JSON readers: FUZZ_RUNS executions (default 1,000,000)"
+	@echo "make clean  remove build products and local state (.build, .hsm, .data, .build-bench, .build-fuzz)"
 
 setup: packages python-packages token
 
@@ -59,9 +60,22 @@ build: packages
 	swift build $(SWIFT_BUILD_FLAGS)
 
 # The tests make their own tokens in a temporary directory; `setup` proves the development path works too.
+# A short fuzzing run closes it (the long one is `make fuzz`).
 test: setup
 	swift build --build-tests $(SWIFT_BUILD_FLAGS)
 	swift test --skip-build $(SWIFT_BUILD_FLAGS)
+	$(MAKE) --no-print-directory fuzz FUZZ_RUNS=50000
+
+# libFuzzer on the JSON readers every request body passes through: the fuzz target and Sources/CanonicalJSON
+# (which has no dependencies) compiled together with -sanitize=fuzzer,address. New inputs it finds are kept in
+# $(FUZZ_DIR)/corpus-json; the committed seeds are in fuzz/corpus/json.
+FUZZ_DIR  ?= $(CURDIR)/.build-fuzz
+FUZZ_RUNS ?= 1000000
+fuzz: packages
+	@mkdir -p $(FUZZ_DIR)/corpus-json
+	@swiftc -O -sanitize=fuzzer,address -parse-as-library Sources/CanonicalJSON/*.swift fuzz/json/main.swift -o $(FUZZ_DIR)/json \
+		2>$(FUZZ_DIR)/build.log || { cat $(FUZZ_DIR)/build.log; exit 1; }
+	@set -o pipefail; $(FUZZ_DIR)/json -runs=$(FUZZ_RUNS) -max_len=4096 -timeout=10 -print_final_stats=1 $(FUZZ_DIR)/corpus-json fuzz/corpus/json 2>&1 | tail -25
 
 # Checks the token, creates the store, keys and first admin if needed, then serves until Ctrl-C.
 run: setup build
@@ -95,4 +109,4 @@ bench: setup
 	pid=$$(cat $(BENCH_DIR)/server.pid); kill $$pid; while kill -0 $$pid 2>/dev/null; do sleep 0.1; done; exit $$status
 
 clean:
-	rm -rf .build .hsm .data .build-bench
+	rm -rf .build .hsm .data .build-bench .build-fuzz
