@@ -60,11 +60,11 @@ build: packages
 	swift build $(SWIFT_BUILD_FLAGS)
 
 # The tests make their own tokens in a temporary directory; `setup` proves the development path works too.
-# A short fuzzing run closes it (the long one is `make fuzz`).
+# A short fuzzing run comes first (the long one is `make fuzz`), so the test runner's summary is the last line.
 test: setup
+	$(MAKE) --no-print-directory fuzz FUZZ_RUNS=50000
 	swift build --build-tests $(SWIFT_BUILD_FLAGS)
 	swift test --skip-build $(SWIFT_BUILD_FLAGS)
-	$(MAKE) --no-print-directory fuzz FUZZ_RUNS=50000
 
 # libFuzzer on the JSON readers every request body passes through: the fuzz target and Sources/CanonicalJSON
 # (which has no dependencies) compiled together with -sanitize=fuzzer,address. New inputs it finds are kept in
