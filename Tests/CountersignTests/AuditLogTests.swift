@@ -320,7 +320,7 @@ struct AuditLogTests {
         let server = try await TestServer.start()
         let client = try await server.connect(try await server.addPrincipal("agent-closed"))
         let path = server.dataDirectory.appendingPathComponent("countersign.sqlite").path
-        let database = try DatabaseQueue(path: path)
+        let database = try Self.openForTampering(path)
         try await database.write { db in
             try db.execute(sql: "CREATE TRIGGER refuse BEFORE INSERT ON auditEntry BEGIN SELECT RAISE(ABORT, 'disk full'); END")
         }
@@ -365,7 +365,7 @@ struct AuditLogTests {
         // The data directory is copied, so that a server can also be started on the tampered store.
         let directory = try Self.copyDataDirectory(of: path, to: "tampered")
         let copy = directory.appendingPathComponent("countersign.sqlite").path
-        let database = try DatabaseQueue(path: copy)
+        let database = try Self.openForTampering(copy)
         try await database.write { db in
             switch scenario {
             case "change one byte of an entry":
@@ -441,7 +441,7 @@ struct AuditLogTests {
         #expect(lines.count == kept.count + 2, "the torn line is ended, and the next checkpoint is a line of its own")
 
         // The hardest rewrite for the store alone: an entry and its leaf hash changed, every checkpoint row deleted.
-        let database = try DatabaseQueue(path: first.dataDirectory.appendingPathComponent("countersign.sqlite").path)
+        let database = try Self.openForTampering(first.dataDirectory.appendingPathComponent("countersign.sqlite").path)
         try await database.write { db in
             let entry = Data(try String.fetchOne(db, sql: "SELECT entry FROM auditEntry WHERE idx = 3")!.replacingOccurrences(of: "\"time\":", with: "\"time\":1").utf8)
             try db.execute(sql: "UPDATE auditEntry SET entry = ?, leafHash = ? WHERE idx = 3", arguments: [entry, Data(Merkle.leafHash(entry))])
@@ -457,7 +457,7 @@ struct AuditLogTests {
     func checkpointColumnsMustMatchNote() async throws {
         let (path, _) = try await Self.sampleLog()
         let directory = try Self.copyDataDirectory(of: path, to: "columns")
-        let database = try DatabaseQueue(path: directory.appendingPathComponent("countersign.sqlite").path)
+        let database = try Self.openForTampering(directory.appendingPathComponent("countersign.sqlite").path)
         try await database.write { db in try db.execute(sql: "UPDATE checkpoint SET size = 0 WHERE id = (SELECT MAX(id) FROM checkpoint)") }
         try database.close()
         let error = await #expect(throws: (any Error).self) { try await TestServer.start(.init(dataDirectory: directory)) }
@@ -468,7 +468,7 @@ struct AuditLogTests {
     func forgedMatchingCheckpoint() async throws {
         let (path, _) = try await Self.sampleLog()
         let directory = try Self.copyDataDirectory(of: path, to: "forged")
-        let database = try DatabaseQueue(path: directory.appendingPathComponent("countersign.sqlite").path)
+        let database = try Self.openForTampering(directory.appendingPathComponent("countersign.sqlite").path)
         try await database.write { db in
             var frontier = MerkleFrontier()
             for row in try Row.fetchAll(db, sql: "SELECT leafHash FROM auditEntry ORDER BY idx") { frontier.append(Array(row["leafHash"] as Data)) }
@@ -483,6 +483,13 @@ struct AuditLogTests {
     }
 
     /// A stopped server's store with 20-odd entries and checkpoints at 12 entries and at the end, and its JWKS.
+    /// The store opened to change it by hand, waiting out a stopped server's last connections.
+    static func openForTampering(_ path: String) throws -> DatabaseQueue {
+        var configuration = Configuration()
+        configuration.busyMode = .timeout(30)
+        return try DatabaseQueue(path: path, configuration: configuration)
+    }
+
     /// A copy of the data directory around `store`: the admin credential, and the store through SQLite's
     /// backup API, which copies a consistent database whatever state its WAL is in (a file copy could take
     /// the main file before a checkpoint and the WAL after it).
@@ -491,10 +498,14 @@ struct AuditLogTests {
         let directory = source.deletingLastPathComponent().appendingPathComponent("\(name)-\(UUID().uuidString.prefix(6))")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         try FileManager.default.copyItem(at: source.appendingPathComponent("admin.credential"), to: directory.appendingPathComponent("admin.credential"))
+        // The stopped server's connections may still be closing (a last checkpoint of the WAL): wait for them.
         var readOnly = Configuration()
         readOnly.readonly = true
+        readOnly.busyMode = .timeout(30)
         let original = try DatabaseQueue(path: store, configuration: readOnly)
-        let copy = try DatabaseQueue(path: directory.appendingPathComponent("countersign.sqlite").path)
+        var writable = Configuration()
+        writable.busyMode = .timeout(30)
+        let copy = try DatabaseQueue(path: directory.appendingPathComponent("countersign.sqlite").path, configuration: writable)
         try original.backup(to: copy)
         try copy.close()
         try original.close()
