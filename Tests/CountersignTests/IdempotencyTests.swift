@@ -73,7 +73,7 @@ struct IdempotencyTests {
     func failClosed() async throws {
         try await withServer { server in
             let client = try await server.connect(try await server.addPrincipal("agent-fail-closed"))
-            let database = try DatabaseQueue(path: server.dataDirectory.appendingPathComponent("countersign.sqlite").path)
+            let database = try AuditLogTests.openForTampering(server.dataDirectory.appendingPathComponent("countersign.sqlite").path)
             try await database.write { db in
                 try db.execute(sql: "CREATE TRIGGER refuse BEFORE INSERT ON authorization BEGIN SELECT RAISE(ABORT, 'disk full'); END")
             }

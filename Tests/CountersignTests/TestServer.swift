@@ -27,7 +27,9 @@ final class TestServer: Sendable {
         var idleTimeout = "300s"
         var maxInFlight = 64
         var maxConnections = 1024
-        var hsmTimeout = "2s"
+        /// Generous: on two cores shared by every suite (and SoftHSM signing on them), a burst of HSM-tier requests
+        /// can wait seconds for one of the four sessions; the tests of the timeout set theirs.
+        var hsmTimeout = "10s"
         var breakerCooldown = "5s"
         var faultyHSM = false
         var clock: ManualClock?
