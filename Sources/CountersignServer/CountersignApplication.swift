@@ -315,7 +315,8 @@ extension CountersignApplication {
             var report = InitializationReport(created: [], adminCredentialPath: nil)
             let isNewStore = try await store.keyVersions().isEmpty
             if isNewStore {
-                let foreign = try await KeyRing.foreignKeys(store: store, hsm: hsm)
+                // A diagnostic only: a token that cannot be listed does not stop `init`.
+                let foreign = (try? await KeyRing.foreignKeys(store: store, hsm: hsm)) ?? []
                 if !foreign.isEmpty {
                     report.warnings.append(
                         "the token already holds \(foreign.count) Countersign key pair(s) that this new store does not know (\(foreign.joined(separator: ", "))): "

@@ -227,7 +227,10 @@ extension KeyRing {
     static func foreignKeys(store: LedgerStore, hsm: HSMRuntime) async throws -> [String] {
         let known = Set(try await store.keyVersions().compactMap(\.hsmLabel))
         let labels = try await hsm.pool.withSession { session -> [String] in
-            try session.findObjects(matching: [.objectClass(.privateKey)]).map { String(decoding: try session.attribute(.label, of: $0), as: UTF8.self) }
+            // Objects can vanish between the search and the read (another installation destroying a key): skipped.
+            try session.findObjects(matching: [.objectClass(.privateKey)]).compactMap { object in
+                (try? session.attribute(.label, of: object)).map { String(decoding: $0, as: UTF8.self) }
+            }
         }
         return labels.filter { $0.hasPrefix("countersign:") && !known.contains($0) }.sorted()
     }
