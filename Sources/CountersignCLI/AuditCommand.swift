@@ -153,9 +153,7 @@ struct AuditCommand: AsyncParsableCommand {
         @OptionGroup var client: ClientOptions
 
         func run() async throws {
-            let keySet = try await self.client.keySet(file: self.jwksFile)
-            let keys = keySet.keys.filter { $0.tier == "audit" }.compactMap { try? $0.publicKey() }
-            guard !keys.isEmpty else { throw ValidationError("the key set has no audit key (tier \"audit\")") }
+            let keys = try await AuditProofCheck.auditKeys(self.client, jwks: self.jwksFile)
             let log = try AuditLogFile(path: self.store)
             var notes = try log.checkpoints().map(\.note)
             if let path = self.fromCheckpoint {
@@ -165,11 +163,11 @@ struct AuditCommand: AsyncParsableCommand {
             let total = try log.entryCount()
             do {
                 let report = try AuditVerifier(publicKeys: keys).verify(checkpoints: notes, forEachEntry: { try log.forEachEntry($0) }) { done in
-                    FileHandle.standardError.write(Data("verified \(done) of \(total) entries…\n".utf8))
+                    Terminal.note("verified \(done) of \(total) entries…")
                 }
                 print("audit log OK: \(report.entries) entries, \(report.checkpoints) signed checkpoints, root \(Data(report.root).base64EncodedString())")
             } catch let problem as AuditVerifier.Problem {
-                FileHandle.standardError.write(Data("audit log NOT OK \(problem)\n".utf8))
+                Terminal.note("audit log NOT OK \(problem)")
                 throw ExitCode(2)
             }
         }
@@ -239,7 +237,7 @@ enum AuditProofCheck {
 
     static func auditKeys(_ client: ClientOptions, jwks: String?) async throws -> [P256.Signing.PublicKey] {
         let keys = try await client.keySet(file: jwks).keys.filter { $0.tier == "audit" }.compactMap { try? $0.publicKey() }
-        guard !keys.isEmpty else { throw ValidationError("the key set has no audit key") }
+        guard !keys.isEmpty else { throw ValidationError("the key set has no audit key (tier \"audit\")") }
         return keys
     }
 

@@ -27,7 +27,7 @@ struct PolicyCommand: AsyncParsableCommand {
             do {
                 configuration = try ServerConfiguration.load(path: self.file)
             } catch let error as ConfigurationError {
-                FileHandle.standardError.write(Data("\(error)\n".utf8))
+                Terminal.note("\(error)")
                 throw ExitCode.validationFailure
             }
             if self.json {

@@ -55,16 +55,19 @@ public final class CountersignApplication: Sendable {
             await self.hsm.shutdown()
             throw error
         }
+        let latestCheckpoint: CheckpointRecord?
         do {
-            try await Self.verifyLatestCheckpoint(store: self.store, keyRing: self.keyRing)
+            latestCheckpoint = try await self.store.latestCheckpoint()
+            let auditKeys = Self.auditKeys(self.keyRing)
+            try Self.verifyLatestCheckpoint(latestCheckpoint, keys: auditKeys)
             if let path = configuration.audit.witnessFile {
-                if !FileManager.default.fileExists(atPath: path), try await self.store.latestCheckpoint() != nil {
+                if !FileManager.default.fileExists(atPath: path), latestCheckpoint != nil {
                     environment.logger.warning(
                         "the witness file does not exist although checkpoints were signed before; it starts again with the next one (was it moved, or is its disk not mounted?)",
                         metadata: ["witness_file": "\(path)"]
                     )
                 }
-                try await WitnessFile(path: path).check(store: self.store, auditKeys: Self.auditKeys(self.keyRing))
+                try await WitnessFile(path: path).check(store: self.store, auditKeys: auditKeys)
             }
         } catch {
             await self.hsm.shutdown()
@@ -74,7 +77,7 @@ public final class CountersignApplication: Sendable {
         try await principals.load()
         let metrics = ServerMetrics(tiers: configuration.tiers.tiers.map(\.name) + ["none"], requestTypes: MessageType.requests.compactMap(\.name).sorted())
         self.metrics = metrics
-        if let latest = try? await self.store.latestCheckpoint() { metrics.lastCheckpoint(at: latest.time) }
+        if let latestCheckpoint { metrics.lastCheckpoint(at: latestCheckpoint.time) }
         let modes = try await Self.loadModes(store: self.store, policy: configuration.policy, logger: environment.logger)
         let store = self.store
         let startRecord = StartRecord {
@@ -160,9 +163,8 @@ public final class CountersignApplication: Sendable {
 
     /// The store's log was checked against its latest checkpoint when it opened; here that checkpoint's own
     /// signature is checked with the audit key, so a rewritten log with a checkpoint made to match is refused too.
-    static func verifyLatestCheckpoint(store: LedgerStore, keyRing: KeyRing) async throws {
-        guard let latest = try await store.latestCheckpoint() else { return }
-        let keys = Self.auditKeys(keyRing)
+    static func verifyLatestCheckpoint(_ latest: CheckpointRecord?, keys: [P256.Signing.PublicKey]) throws {
+        guard let latest else { return }
         guard let signed = try? Checkpoint.parse(latest.note), keys.contains(where: signed.isSigned(by:)) else {
             throw StartupError(
                 "the audit log's latest checkpoint (\(latest.size) entries, at \(latest.time)) is not signed by the audit key: the store was changed. "
