@@ -21,6 +21,8 @@ public struct ServerEnvironment: Sendable {
     public var logger = Logger(label: "countersign")
     /// A module to use instead of loading `hsm.module` (tests inject faults through one).
     public var pkcs11Module: PKCS11Module?
+    /// Whether a recovery may finalize and initialize `pkcs11Module` (only when nothing else uses it).
+    public var reinitializesInjectedModule = false
     public var eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
 
     public init() {}
@@ -46,11 +48,16 @@ public final class CountersignApplication: Sendable {
         try configuration.validateTransportSecurity()
         self.configuration = configuration
         (self.dataLock, self.store) = try Self.openStore(dataDirectory: configuration.dataDirectory)
-        self.hsm = try HSMRuntime(configuration: configuration.hsm, pin: pin, time: environment.time, logger: environment.logger, module: environment.pkcs11Module)
+        self.hsm = try HSMRuntime(
+            configuration: configuration.hsm, pin: pin, time: environment.time, logger: environment.logger, module: environment.pkcs11Module,
+            reinitializesInjectedModule: environment.reinitializesInjectedModule
+        )
         do {
             self.keyRing = try await KeyRing.load(
                 tiers: configuration.tiers, store: self.store, hsm: self.hsm, random: environment.random, logger: environment.logger, policies: configuration.keyPolicies
             )
+            let keyRing = self.keyRing
+            self.hsm.requireKeys { keyRing.tokenKeys }
         } catch {
             await self.hsm.shutdown()
             throw error
@@ -124,7 +131,11 @@ public final class CountersignApplication: Sendable {
                     guard !stopping.isSet else { return "shutting down" }
                     guard startRecord.isWritten else { return "starting: the start is not yet in the audit log" }
                     if let reason = await store.notReadyBecause() { return reason }
-                    guard await hsm.signer.isReady() else { return "the HSM does not answer" }
+                    switch hsm.sessions.health {
+                    case .serving: break
+                    case let health: return "the HSM token is \(health)"
+                    }
+                    guard await hsm.isReady() else { return "the HSM does not answer, or a key it must hold is missing" }
                     return nil
                 }
             ),
@@ -180,13 +191,19 @@ public final class CountersignApplication: Sendable {
 
     /// What a metrics scrape reads: the HSM pool and breaker, the store, pending approvals and every budget.
     static func snapshot(hsm: HSMRuntime, store: LedgerStore, policy: PolicyEngine, now: Int64) async -> ServerMetrics.Snapshot {
-        let statistics = hsm.pool.statistics
+        let statistics = hsm.sessions.statistics
         let breaker = hsm.signer.breaker
         var snapshot = ServerMetrics.Snapshot(
             hsmSessionsOpen: statistics.open, hsmSessionsInUse: statistics.inUse, hsmSessionWaiters: statistics.waiting,
             hsmBreakerOpen: { if case .closed = breaker.currentState { false } else { true } }(), hsmFailures: breaker.failureCount,
             hsmBreakerTrips: breaker.tripCount, auditEntries: store.auditSize, storeWriteFailures: store.writeFailures
         )
+        switch hsm.sessions.health {
+        case .serving, .closed: snapshot.hsmRecovering = 0
+        case .recovering: snapshot.hsmRecovering = 1
+        case .failed: snapshot.hsmRecovering = 2
+        }
+        snapshot.hsmRecoveries = hsm.sessions.recoveries
         snapshot.approvalsPending = (try? await store.pendingApprovals(now: now).count) ?? 0
         for budget in policy.budgets.budgets {
             for (currency, limit) in budget.limits.sorted(by: { $0.key < $1.key }) where limit > 0 {

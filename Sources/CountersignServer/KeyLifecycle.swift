@@ -78,7 +78,7 @@ extension KeyRing {
                 return KeyDestruction(kid: keyID.kid, state: "awaiting_confirmation", requestedBy: requestedBy, confirmBefore: expiresAt)
             case .confirmed(let record, let requestedBy):
                 if record.backend == KeyBackend.hsm.rawValue, let id = record.hsmID {
-                    try await self.hsm.pool.withSession { session in
+                    try await self.hsm.sessions.withSession { session in
                         for object in try session.findObjects(matching: [.bytes(.id, Array(id))]) {
                             try session.destroyObject(object)
                         }
@@ -103,7 +103,7 @@ extension KeyRing {
                 throw WireError(.keyNotFound, "no tier uses a key named '\(name)' (the keys are \(self.requiredNames.joined(separator: ", ")))")
             }
             let known = self.state.withLock { state in Set(state.records.values.compactMap(\.hsmID)) }
-            let (objectID, objectLabel, point) = try await self.hsm.pool.withSession { session -> ([UInt8], String, Data) in
+            let (objectID, objectLabel, point) = try await self.hsm.sessions.withSession { session -> ([UInt8], String, Data) in
                 var template: Template = [.objectClass(.privateKey)]
                 if let label { template.append(.string(.label, label)) }
                 if let id { template.append(.bytes(.id, id)) }
@@ -204,7 +204,7 @@ extension KeyRing {
         // Objects are found by a CKA_ID that the store remembers, so several installations (or test servers)
         // can share one token without ever picking up each other's keys.
         let sealingKeyID = Array(try await store.setting(Self.sealingKeySetting, storingIfAbsent: Data(random.bytes(16))))
-        let sealingKeyCreated = try await hsm.pool.withSession { session -> Bool in
+        let sealingKeyCreated = try await hsm.sessions.withSession { session -> Bool in
             let existing = try session.findObjects(matching: [.objectClass(.secretKey), .bytes(.id, sealingKeyID)])
             guard existing.isEmpty else { return false }
             _ = try session.generateAES256Key(label: HSMRuntime.sealingKeyLabel, id: sealingKeyID, usage: .encryptDecrypt)
@@ -226,7 +226,7 @@ extension KeyRing {
     /// removed data directory, another server) left there. Found by their `countersign:` labels.
     static func foreignKeys(store: LedgerStore, hsm: HSMRuntime) async throws -> [String] {
         let known = Set(try await store.keyVersions().compactMap(\.hsmLabel))
-        let labels = try await hsm.pool.withSession { session -> [String] in
+        let labels = try await hsm.sessions.withSession { session -> [String] in
             // Objects can vanish between the search and the read (another installation destroying a key): skipped.
             try session.findObjects(matching: [.objectClass(.privateKey)]).compactMap { object in
                 (try? session.attribute(.label, of: object)).map { String(decoding: $0, as: UTF8.self) }
@@ -252,7 +252,7 @@ extension KeyRing {
             let privateKey = P256.Signing.PrivateKey()
             var scalar = Array(privateKey.rawRepresentation)
             let context = Self.sealingContext(keyID)
-            let sealed = try await hsm.pool.withSession { [scalar] session in
+            let sealed = try await hsm.sessions.withSession { [scalar] session in
                 let sealingKey = try session.findKey(.secretKey, id: Array(sealingKeyID))
                 return try session.encryptAESGCM(scalar, with: sealingKey, authenticating: context).combined
             }
@@ -266,15 +266,15 @@ extension KeyRing {
             let installation = try await store.setting(Self.installationSetting, storingIfAbsent: Data(random.bytes(16)))
             let label = "countersign:\(keyID.kid)"
             let id = Array(SHA256.hash(data: Data("countersign-cka-id\0".utf8) + installation + Data(keyID.kid.utf8)).prefix(16))
-            let (handles, point) = try await hsm.pool.withSession { session in
+            let (privateKey, point) = try await hsm.sessions.withSession { session in
                 let pair = try session.generateP256SigningKeyPair(label: label, id: id)
-                return (pair, try session.p256PublicKey(pair.publicKey).x963Representation)
+                return (TokenKeyReference(id: id, handle: pair.privateKey, foundIn: session), try session.p256PublicKey(pair.publicKey).x963Representation)
             }
             let record = KeyVersionRecord(
                 name: name, version: version, backend: backend.rawValue, state: state, publicKey: point, sealedPrivateKey: nil, hsmLabel: label,
                 hsmID: Data(id), createdAt: now, activatedAt: activatedAt
             )
-            return (record, HSMSigningKey(keyID: keyID, publicKeyX963: point, privateKey: TokenKeyReference(id: id, handle: handles.privateKey), signer: hsm.signer))
+            return (record, HSMSigningKey(keyID: keyID, publicKeyX963: point, privateKey: privateKey, signer: hsm.signer))
         }
     }
 }

@@ -77,6 +77,11 @@ public final class KeyRing: Sendable {
         )
     }
 
+    /// The private keys on the token of every version that may sign: what the token must hold.
+    var tokenKeys: [TokenKeyReference] {
+        self.state.withLock { state in state.signingKeys.values.compactMap { ($0 as? HSMSigningKey)?.privateKey } }
+    }
+
     func tier(ofKey name: String) -> Tier? {
         self.tiers.tiers.first { $0.keyName == name }
     }
@@ -145,7 +150,7 @@ public final class KeyRing: Sendable {
             let context = Self.sealingContext(keyID)
             let scalar: [UInt8]
             do {
-                scalar = try await self.hsm.pool.withSession { session in
+                scalar = try await self.hsm.sessions.withSession { session in
                     let sealingKey = try session.findKey(.secretKey, id: Array(sealingKeyID))
                     return try session.decryptAESGCM(AESGCMSealedData(combined: Array(sealed)), with: sealingKey, authenticating: context)
                 }
@@ -159,15 +164,15 @@ public final class KeyRing: Sendable {
             return key
         case .hsm:
             guard let id = record.hsmID else { throw StartupError("HSM key '\(keyID)' has no CKA_ID in the store") }
-            let (privateKey, point) = try await self.hsm.pool.withSession { session in
+            let (privateKey, point) = try await self.hsm.sessions.withSession { session in
                 let privateKey = try session.findKey(.privateKey, id: Array(id))
                 let publicKey = try session.findKey(.publicKey, id: Array(id))
-                return (privateKey, try session.p256PublicKey(publicKey).x963Representation)
+                return (TokenKeyReference(id: Array(id), handle: privateKey, foundIn: session), try session.p256PublicKey(publicKey).x963Representation)
             }
             guard point == record.publicKey else {
                 throw StartupError("HSM key '\(keyID)' on the token does not match its stored public key")
             }
-            return HSMSigningKey(keyID: keyID, publicKeyX963: point, privateKey: TokenKeyReference(id: Array(id), handle: privateKey), signer: self.hsm.signer)
+            return HSMSigningKey(keyID: keyID, publicKeyX963: point, privateKey: privateKey, signer: self.hsm.signer)
         case nil:
             throw StartupError("key '\(keyID)' has an unknown backend '\(record.backend)'")
         }

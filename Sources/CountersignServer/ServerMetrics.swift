@@ -63,6 +63,8 @@ public final class ServerMetrics: Sendable {
         "countersign_hsm_breaker_open": "1 while the HSM circuit breaker refuses calls (HSM tiers answer HSM_UNAVAILABLE), else 0.",
         "countersign_hsm_failures_total": "HSM operations that failed or timed out.",
         "countersign_hsm_breaker_trips_total": "Times the HSM circuit breaker opened.",
+        "countersign_hsm_recovering": "1 while the PKCS#11 module is being re-initialized after the token was lost (2 once recovery stopped: a wrong or locked PIN), else 0.",
+        "countersign_hsm_recoveries_total": "Times the token was lost and the module re-initialized, sessions lent again.",
         "process_cpu_seconds_total": "User and system CPU time spent by the process, in seconds.",
         "process_resident_memory_bytes": "Resident memory size in bytes.",
         "process_virtual_memory_bytes": "Virtual memory size in bytes.",
@@ -102,11 +104,11 @@ public final class ServerMetrics: Sendable {
         for outcome in Self.handshakeOutcomes { _ = self.counter("countersign_handshakes_total", ["outcome": outcome]) }
         for verdict in ["approve", "deny"] { _ = self.counter("countersign_approval_verdicts_total", ["verdict": verdict]) }
         for name in ["countersign_audit_checkpoints_total", "countersign_audit_checkpoint_failures_total", "countersign_audit_write_failures_total",
-            "countersign_hsm_failures_total", "countersign_hsm_breaker_trips_total"]
+            "countersign_hsm_failures_total", "countersign_hsm_breaker_trips_total", "countersign_hsm_recoveries_total"]
         {
             _ = self.counter(name, [:])
         }
-        for name in ["countersign_connections_open", "countersign_approvals_pending", "countersign_audit_entries", "countersign_audit_last_checkpoint_timestamp_seconds"] {
+        for name in ["countersign_connections_open", "countersign_approvals_pending", "countersign_hsm_recovering", "countersign_audit_entries", "countersign_audit_last_checkpoint_timestamp_seconds"] {
             _ = self.gauge(name, [:])
         }
     }
@@ -204,6 +206,9 @@ public final class ServerMetrics: Sendable {
         var hsmBreakerOpen = false
         var hsmFailures = 0
         var hsmBreakerTrips = 0
+        /// 0 serving, 1 recovering, 2 recovery stopped.
+        var hsmRecovering = 0
+        var hsmRecoveries = 0
         var auditEntries = 0
         var storeWriteFailures = 0
         var approvalsPending = 0
@@ -218,6 +223,8 @@ public final class ServerMetrics: Sendable {
         self.gauge("countersign_hsm_breaker_open", [:]).set(Int64(snapshot.hsmBreakerOpen ? 1 : 0))
         self.counter("countersign_hsm_failures_total", [:], total: Double(snapshot.hsmFailures))
         self.counter("countersign_hsm_breaker_trips_total", [:], total: Double(snapshot.hsmBreakerTrips))
+        self.gauge("countersign_hsm_recovering", [:]).set(Int64(snapshot.hsmRecovering))
+        self.counter("countersign_hsm_recoveries_total", [:], total: Double(snapshot.hsmRecoveries))
         self.gauge("countersign_audit_entries", [:]).set(Int64(snapshot.auditEntries))
         self.counter("countersign_audit_write_failures_total", [:], total: Double(snapshot.storeWriteFailures))
         self.gauge("countersign_approvals_pending", [:]).set(Int64(snapshot.approvalsPending))

@@ -25,13 +25,13 @@ public final class HSMSigner: Sendable {
         }
     }
 
-    public let pool: PKCS11SessionPool
+    public let pool: any PKCS11SessionLender
     public let breaker: CircuitBreaker
     private let timeout: Duration
     private let time: MonotonicTime
     private let logger: Logger
 
-    public init(pool: PKCS11SessionPool, configuration: Configuration = .init(), time: MonotonicTime, logger: Logger = Logger(label: "countersign.hsm")) {
+    public init(pool: any PKCS11SessionLender, configuration: Configuration = .init(), time: MonotonicTime, logger: Logger = Logger(label: "countersign.hsm")) {
         self.pool = pool
         self.timeout = configuration.timeout
         self.time = time
@@ -75,6 +75,10 @@ public final class HSMSigner: Sendable {
         } catch let error as SessionPoolError where error.code == .poolClosed {
             // Shutting down is not the token's fault.
             throw SigningError(.hsmUnavailable, "the server is shutting down")
+        } catch let error as SessionPoolError where error.code == .recovering {
+            // Nothing was sent to the token: the breaker has nothing to learn from this.
+            self.logger.warning("HSM signing refused while the token is recovered", metadata: ["reason": "\(error.reason)"])
+            throw SigningError(.hsmUnavailable, "the HSM is being re-initialized after the token was lost; retry shortly")
         } catch {
             self.breaker.recordFailure(ticket)
             // The details (function, return code, key id) are for the operator's log, not for the agent.
@@ -83,34 +87,34 @@ public final class HSMSigner: Sendable {
             throw SigningError(.hsmUnavailable, "the HSM could not sign\(code); the server log has the details")
         }
     }
-
-    /// Whether the token answers now: a session is lent and `C_GetSessionInfo`-free work (random bytes) runs.
-    public func isReady() async -> Bool {
-        if case .open = self.breaker.currentState { return false }
-        let pool = self.pool
-        return (try? await withDeadline(self.timeout, time: self.time) {
-            try await pool.withSession { session in _ = try session.generateRandom(count: 1) }
-        }) != nil
-    }
 }
 
 /// A private key on the token, found by its `CKA_ID`; the handle is cached and looked up again when the
-/// token no longer knows it.
+/// token no longer knows it or the module was re-initialized since (handles belong to one initialization,
+/// and a stale one could name another object).
 public final class TokenKeyReference: Sendable {
     public let id: [UInt8]
-    private let cached = Mutex<ObjectHandle?>(nil)
+    private let cached = Mutex<(handle: ObjectHandle, epoch: UInt64)?>(nil)
 
-    public init(id: [UInt8], handle: ObjectHandle? = nil) {
+    /// A key to be found by `id` when first used.
+    public init(id: [UInt8]) {
         self.id = id
-        self.cached.withLock { $0 = handle }
     }
 
-    func handle(in session: borrowing PKCS11Session, refresh: Bool = false) throws -> ObjectHandle {
-        if !refresh, let handle = self.cached.withLock({ $0 }) {
-            return handle
+    /// A key just found (or made) as `handle` in `session`.
+    public init(id: [UInt8], handle: ObjectHandle, foundIn session: borrowing PKCS11Session) {
+        self.id = id
+        self.cached.withLock { $0 = (handle, session.token.module.epoch) }
+    }
+
+    /// The key's handle in `session`, from the cache when it was found in the module's current epoch.
+    public func handle(in session: borrowing PKCS11Session, refresh: Bool = false) throws -> ObjectHandle {
+        let epoch = session.token.module.epoch
+        if !refresh, let cached = self.cached.withLock({ $0 }), cached.epoch == epoch {
+            return cached.handle
         }
         let handle = try session.findKey(.privateKey, id: self.id)
-        self.cached.withLock { $0 = handle }
+        self.cached.withLock { $0 = (handle, epoch) }
         return handle
     }
 }
@@ -120,7 +124,7 @@ public struct HSMSigningKey: AuthorizationSigningKey {
     public let keyID: KeyID
     public let publicKeyX963: Data
     public var backend: KeyBackend { .hsm }
-    private let privateKey: TokenKeyReference
+    public let privateKey: TokenKeyReference
     private let signer: HSMSigner
 
     public init(keyID: KeyID, publicKeyX963: Data, privateKey: TokenKeyReference, signer: HSMSigner) {

@@ -78,6 +78,8 @@ public struct SessionPoolError: CodedError, Hashable, Sendable {
         case acquireTimeout = "HSM_SESSION_TIMEOUT"
         /// The pool was closed (the server is shutting down).
         case poolClosed = "HSM_POOL_CLOSED"
+        /// The token was lost and the module is being re-initialized (see ``RecoveringSessionPool``).
+        case recovering = "HSM_RECOVERING"
     }
 
     public var code: Code

@@ -33,6 +33,7 @@ public final class PKCS11Module: @unchecked Sendable {
     /// Keeps object creation apart from every other use of the object store (see ``ObjectStoreLock``).
     let objectStoreLock: ObjectStoreLock
     private let isFinalized = Atomic<Bool>(false)
+    private let initializations = Atomic<UInt64>(0)
 
     private static let loaded = Mutex<[String: PKCS11Module]>([:])
 
@@ -105,6 +106,17 @@ public final class PKCS11Module: @unchecked Sendable {
             )
         }
 
+        let initializedHere: Bool
+        switch Self.initialize(initialize) {
+        case .ok: initializedHere = true
+        case .cryptokiAlreadyInitialized: initializedHere = false
+        case let code: throw PKCS11Error(function: "C_Initialize", code: code)
+        }
+        return PKCS11Module(path: path, canonicalPath: canonicalPath, functions: list, initializedHere: initializedHere)
+    }
+
+    /// `C_Initialize` with OS locking: the module may be called from many threads.
+    private static func initialize(_ initialize: CK_C_Initialize) -> ReturnCode {
         var arguments = CK_C_INITIALIZE_ARGS(
             CreateMutex: nil,
             DestroyMutex: nil,
@@ -113,14 +125,36 @@ public final class PKCS11Module: @unchecked Sendable {
             flags: CK_FLAGS(CKF_OS_LOCKING_OK),
             pReserved: nil
         )
-        let rv = withUnsafeMutablePointer(to: &arguments) { initialize(UnsafeMutableRawPointer($0)) }
-        let initializedHere: Bool
-        switch ReturnCode(rawValue: rv) {
-        case .ok: initializedHere = true
-        case .cryptokiAlreadyInitialized: initializedHere = false
-        default: throw PKCS11Error(function: "C_Initialize", code: ReturnCode(rawValue: rv))
+        return ReturnCode(rawValue: withUnsafeMutablePointer(to: &arguments) { initialize(UnsafeMutableRawPointer($0)) })
+    }
+
+    /// How many times ``reinitialize()`` has run. Object and session handles belong to one initialization:
+    /// whoever caches a handle keeps the epoch it was found in and looks it up again when the epoch moved.
+    public var epoch: UInt64 { self.initializations.load(ordering: .acquiring) }
+
+    /// `C_Finalize` then `C_Initialize`: the module forgets every session, handle and login and reads its
+    /// slots and tokens afresh.
+    ///
+    /// Many modules (SoftHSM2 among them, and network HSM clients after the appliance restarts) find a
+    /// token that went away and came back only after this. It ends every session of every user of the
+    /// module in this process: call it only as the module's one user, after closing every session pool
+    /// on it and with no call in flight. Calls on the object store wait while it runs.
+    /// - Throws: ``PKCS11Error`` when `C_Initialize` fails; the module is then uninitialized and a later
+    ///   call may try again.
+    public func reinitialize() throws {
+        let finalize = try self.function("C_Finalize", \.C_Finalize)
+        let initialize = try self.function("C_Initialize", \.C_Initialize)
+        try self.objectStoreLock.withWriteLock { () throws(PKCS11Error) in
+            switch ReturnCode(rawValue: finalize(nil)) {
+            case .ok, .cryptokiNotInitialized: break  // a failed earlier attempt may have left it finalized
+            case let code: throw PKCS11Error(function: "C_Finalize", code: code)
+            }
+            self.initializations.add(1, ordering: .releasing)
+            switch Self.initialize(initialize) {
+            case .ok, .cryptokiAlreadyInitialized: return
+            case let code: throw PKCS11Error(function: "C_Initialize", code: code)
+            }
         }
-        return PKCS11Module(path: path, canonicalPath: canonicalPath, functions: list, initializedHere: initializedHere)
     }
 
     /// Calls `C_Finalize` if this process initialized the module; later calls do nothing.

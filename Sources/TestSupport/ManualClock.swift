@@ -95,6 +95,11 @@ public final class ManualClock: Clock, Sendable {
         due.forEach { $0.resume() }
     }
 
+    /// When each suspended sleeper wakes, as offsets from the clock's start.
+    public var deadlines: [Duration] {
+        self.state.withLock { state in state.sleepers.filter { $0.continuation != nil }.map(\.deadline.offset) }
+    }
+
     /// Returns once at least `count` tasks are suspended in ``sleep(until:tolerance:)``.
     public func waitForSleepers(_ count: Int) async {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in

@@ -538,7 +538,7 @@ struct AuditLogTests {
             let store = server.application.store
             let record = try #require(try await store.keyVersion(name: "standard", version: 1))
             let sealingKeyID = try #require(try await store.setting("hsm.sealing_key_id"))
-            let scalar = try await server.application.hsm.pool.withSession { session in
+            let scalar = try await server.application.hsm.sessions.withSession { session in
                 try session.decryptAESGCM(
                     AESGCMSealedData(combined: Array(record.sealedPrivateKey!)), with: try session.findKey(.secretKey, id: Array(sealingKeyID)),
                     authenticating: Array("countersign-software-key:standard/v1".utf8)

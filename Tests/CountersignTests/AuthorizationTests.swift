@@ -68,7 +68,7 @@ struct AuthorizationTests {
             // The high tier's key is on the token: private, sensitive, never extractable, same public point.
             let record = try #require(try await server.application.store.keyVersions().first { $0.name == "high" })
             let hsmID = try #require(record.hsmID)
-            let pool = server.application.hsm.pool
+            let pool = server.application.hsm.sessions
             let (sensitive, extractable, tokenPoint) = try await pool.withSession { session in
                 let privateKey = try session.findKey(.privateKey, id: Array(hsmID))
                 let publicKey = try session.findKey(.publicKey, id: Array(hsmID))

@@ -373,6 +373,67 @@ struct DaemonTests {
         second.waitUntilExit()
     }
 
+    @Test("the token's directory moved away and back: countersignd re-initializes the module and the HSM tier signs again, without a restart")
+    func tokenDirectoryMovedAwayAndBack() async throws {
+        let (directory, environment, admin) = try self.initialized("token-moved")
+        let log = directory.appendingPathComponent("server.log")
+        let (server, port) = try await self.serve(environment: environment, log: log)
+        defer { if server.isRunning { kill(server.processIdentifier, SIGKILL) } }
+        let httpPort = try Self.httpPort(in: log)
+        let adminClient = try await CountersignClient.connect(host: "127.0.0.1", port: port, credential: admin)
+        let key = CredentialPrivateKey.generate(.es256)
+        _ = try await adminClient.addAgent(id: "agent-moved", publicKey: key.publicKey)
+        await adminClient.close()
+        let agent = try await CountersignClient.connect(host: "127.0.0.1", port: port, credential: CredentialFile(principal: "agent-moved", key: key, server: nil))
+        #expect(try await agent.authorize(TestServer.request(100_000)).keyBackend == "hsm")
+        #expect(Self.httpStatus(port: httpPort, path: "/readyz") == 200)
+
+        // SoftHSM still opens sessions and logs in, but finds none of the keys, until C_Finalize + C_Initialize.
+        let tokens = directory.appendingPathComponent("hsm/tokens")
+        let away = directory.appendingPathComponent("hsm/tokens.away")
+        try FileManager.default.moveItem(at: tokens, to: away)
+        for _ in 0..<3 {
+            let error = await #expect(throws: WireError.self) { try await agent.authorize(TestServer.request(100_000)) }
+            #expect(error?.code == .hsmUnavailable)
+        }
+        try await eventually("the server re-initializes the module") {
+            ((try? String(contentsOf: log, encoding: .utf8)) ?? "").contains("re-initializing the PKCS#11 module")
+        }
+        #expect(Self.httpStatus(port: httpPort, path: "/readyz") == 503)
+        #expect(try await agent.authorize(TestServer.request(1_000)).keyBackend == "software", "software tiers are untouched")
+
+        try FileManager.default.moveItem(at: away, to: tokens)
+        try await eventually("the token is recovered") {
+            ((try? String(contentsOf: log, encoding: .utf8)) ?? "").contains("HSM token recovered")
+        }
+        // After the breaker's cooldown (5 s) /readyz says ready and the HSM tier signs.
+        try await eventually("/readyz follows") { Self.httpStatus(port: httpPort, path: "/readyz") == 200 }
+        #expect(try await agent.authorize(TestServer.request(100_000)).keyBackend == "hsm")
+        #expect(server.isRunning, "no restart")
+        await agent.close()
+        kill(server.processIdentifier, SIGTERM)
+        server.waitUntilExit()
+        #expect(server.terminationStatus == 0)
+    }
+
+    /// The HTTP listener's port, from the server's log.
+    static func httpPort(in log: URL) throws -> Int {
+        let text = try String(contentsOf: log, encoding: .utf8)
+        guard let match = text.firstMatch(of: /address=\S+:(\d+) \S+ HTTP listening/), let port = Int(match.1) else {
+            throw FixtureError(reason: "no HTTP listening line in the log")
+        }
+        return port
+    }
+
+    /// The status of a GET (curl, as an operator's probe would).
+    static func httpStatus(port: Int, path: String) -> Int {
+        let result = try? ProcessResult.run(
+            executable: URL(fileURLWithPath: "/usr/bin/curl"), arguments: ["-s", "-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1:\(port)\(path)"],
+            environment: ProcessInfo.processInfo.environment
+        )
+        return Int(result?.standardOutput ?? "") ?? 0
+    }
+
     @Test("SIGTERM while clients keep sending: every authorization in the log reached its client")
     func stopUnderLoadLosesNoAnswer() async throws {
         let (directory, environment, admin) = try self.initialized("drain")

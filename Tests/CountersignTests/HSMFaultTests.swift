@@ -38,6 +38,11 @@ struct HSMFaultTests {
             #expect(refused?.message.contains("paused") == true)
             #expect(FaultInjection.signCalls == callsWhenOpened, "an open breaker sends the token no work")
 
+            // Three consecutive device errors also made the runtime re-initialize the module (through the
+            // wrapper: the real module is shared); that does not cure a failing C_Sign, which the probe finds out.
+            try await eventually("the module was re-initialized") { server.application.hsm.sessions.recoveries == 1 }
+            #expect(server.application.hsm.sessions.health == .serving)
+
             // The token recovers; after the cooldown one request probes it and closes the breaker.
             FaultInjection.set(.none)
             let stillOpen = await #expect(throws: WireError.self) { try await client.authorize(TestServer.request(100_000)) }
@@ -47,6 +52,97 @@ struct HSMFaultTests {
             #expect(probe.keyBackend == "hsm")
             #expect(server.application.hsm.signer.breaker.currentState.description == "closed")
             #expect(try await client.authorize(TestServer.request(2_000_000)).tier == "high")
+            await client.close()
+        }
+    }
+
+    @Test("a lost token (its objects gone until the module is re-initialized): HSM tiers refuse, the runtime re-initializes with backoff, finds the keys by CKA_ID again, /readyz follows, and HSM tiers sign again without a restart")
+    func lostTokenIsRecovered() async throws {
+        let clock = ManualClock()
+        FaultInjection.set(.none)
+        FaultInjection.restoreToken()
+        try await withServer(.init(breakerCooldown: "5s", faultyHSM: true, clock: clock)) { server in
+            let hsm = server.application.hsm
+            let client = try await server.connect(try await server.addPrincipal("agent-token-lost"))
+            #expect(try await client.authorize(TestServer.request(100_000)).keyBackend == "hsm")
+            #expect(try await InteropTests.get(server, "/readyz").1 == 200)
+            let finalized = FaultInjection.finalizeCalls
+            let epoch = hsm.module.epoch
+
+            // As SoftHSM when its token directory goes away and comes back: the keys are not found any more,
+            // and come back only after C_Finalize + C_Initialize. The first C_Initialize fails (still away).
+            FaultInjection.loseToken(failingInitializations: 1)
+            for _ in 0..<3 {
+                let error = await #expect(throws: WireError.self) { try await client.authorize(TestServer.request(100_000)) }
+                #expect(error?.code == .hsmUnavailable)
+                #expect(try await client.authorize(TestServer.request(100)).keyBackend == "software", "software tiers are untouched")
+            }
+            // The third failure started a recovery; its first attempt failed and waits out the backoff.
+            try await eventually("the first attempt failed") {
+                FaultInjection.finalizeCalls == finalized + 1 && clock.deadlines.contains(clock.now.offset + .milliseconds(250))
+            }
+            guard case .recovering(_, let attempt) = hsm.sessions.health else {
+                Issue.record("not recovering: \(hsm.sessions.health)")
+                return
+            }
+            #expect(attempt == 1)
+            let (body, status) = try await InteropTests.get(server, "/readyz")
+            #expect(status == 503)
+            #expect(body.contains("recovering"), "\(body)")
+            let (metrics, _) = try await InteropTests.get(server, "/metrics")
+            #expect(MetricsTests.value("countersign_hsm_recovering", in: metrics) == 1)
+            let calls = FaultInjection.signCalls
+            let during = await #expect(throws: WireError.self) { try await client.authorize(TestServer.request(100_000)) }
+            #expect(during?.code == .hsmUnavailable)
+            #expect(FaultInjection.signCalls == calls, "nothing is sent to a token being recovered")
+            #expect(try await client.authorize(TestServer.request(100)).keyBackend == "software")
+
+            // The backoff passes: the second attempt re-initializes, finds the token by label and serial number,
+            // logs in and finds every key by its CKA_ID.
+            clock.advance(by: .milliseconds(250))
+            try await eventually("the token is recovered") { hsm.sessions.health == .serving }
+            #expect(FaultInjection.finalizeCalls == finalized + 2)
+            #expect(!FaultInjection.isTokenLost)
+            #expect(hsm.module.epoch == epoch + 2, "handles of the old initialization are not reused")
+            #expect(hsm.sessions.recoveries == 1)
+            // The breaker opened on the three failures; /readyz follows it, and after its cooldown a probe signs.
+            #expect(try await InteropTests.get(server, "/readyz").1 == 503)
+            clock.advance(by: .seconds(5))
+            #expect(try await InteropTests.get(server, "/readyz").1 == 200)
+            let signed = try await client.authorize(TestServer.request(100_000))
+            #expect(signed.keyBackend == "hsm")
+            let (after, _) = try await InteropTests.get(server, "/metrics")
+            #expect(MetricsTests.value("countersign_hsm_recovering", in: after) == 0)
+            #expect(MetricsTests.value("countersign_hsm_recoveries_total", in: after) == 1)
+            await client.close()
+        }
+    }
+
+    @Test("a removed token (CKR_DEVICE_REMOVED) is recovered at once, and readiness itself notices keys that vanished")
+    func removedTokenIsRecoveredAtOnce() async throws {
+        let clock = ManualClock()
+        FaultInjection.set(.none)
+        FaultInjection.restoreToken()
+        try await withServer(.init(faultyHSM: true, clock: clock)) { server in
+            let hsm = server.application.hsm
+            let client = try await server.connect(try await server.addPrincipal("agent-token-removed"))
+            let finalized = FaultInjection.finalizeCalls
+            FaultInjection.set(.fail(.deviceRemoved))
+            let error = await #expect(throws: WireError.self) { try await client.authorize(TestServer.request(100_000)) }
+            #expect(error?.code == .hsmUnavailable)
+            FaultInjection.set(.none)
+            try await eventually("one failure was enough") { hsm.sessions.recoveries == 1 && hsm.sessions.health == .serving }
+            #expect(FaultInjection.finalizeCalls == finalized + 1)
+            #expect(try await client.authorize(TestServer.request(100_000)).keyBackend == "hsm")
+
+            // No request at all: /readyz looks for every key, so three probes by the load balancer find the loss.
+            FaultInjection.loseToken()
+            for _ in 0..<3 {
+                #expect(try await InteropTests.get(server, "/readyz").1 == 503)
+            }
+            try await eventually("readiness started a recovery") { hsm.sessions.recoveries == 2 && hsm.sessions.health == .serving }
+            #expect(try await InteropTests.get(server, "/readyz").1 == 200)
+            #expect(try await client.authorize(TestServer.request(100_000)).keyBackend == "hsm")
             await client.close()
         }
     }
@@ -134,7 +230,7 @@ struct HSMFaultTests {
         let answer = try await pending.value
         #expect(answer.tier == "high" && answer.keyBackend == "hsm")
         try await stopping.value
-        #expect(server.application.hsm.pool.statistics.open == 0, "HSM sessions are closed after the listeners")
+        #expect(server.application.hsm.sessions.statistics.open == 0, "HSM sessions are closed after the listeners")
     }
 
     static func canConnect(port: Int) -> Bool {

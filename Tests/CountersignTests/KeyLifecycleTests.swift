@@ -98,7 +98,7 @@ struct KeyLifecycleTests {
             let sealed = try #require(record.sealedPrivateKey)
             let sealingKeyID = try #require(try await store.setting("hsm.sealing_key_id"))
             let context = Array("countersign-software-key:standard/v2".utf8)
-            let scalar = try await server.application.hsm.pool.withSession { session in
+            let scalar = try await server.application.hsm.sessions.withSession { session in
                 try session.decryptAESGCM(AESGCMSealedData(combined: Array(sealed)), with: try session.findKey(.secretKey, id: Array(sealingKeyID)), authenticating: context)
             }
             #expect(try P256.Signing.PrivateKey(rawRepresentation: scalar).publicKey.x963Representation == record.publicKey, "the wrapped blob is this version's key")
@@ -158,11 +158,11 @@ struct KeyLifecycleTests {
             #expect(first.state == "awaiting_confirmation")
             let again = await #expect(throws: WireError.self) { try await admin.destroyKey(kid: "high/v1") }
             #expect(again?.code == .dualControl, "the same admin cannot confirm")
-            let objectsBefore = try await server.application.hsm.pool.withSession { try $0.findObjects(matching: [.bytes(.id, Array(id))]).count }
+            let objectsBefore = try await server.application.hsm.sessions.withSession { try $0.findObjects(matching: [.bytes(.id, Array(id))]).count }
             #expect(objectsBefore == 2)
             let confirmed = try await second.destroyKey(kid: "high/v1")
             #expect(confirmed == KeyDestruction(kid: "high/v1", state: "destroyed", requestedBy: server.admin.principal, confirmedBy: "admin-2"))
-            let objectsAfter = try await server.application.hsm.pool.withSession { try $0.findObjects(matching: [.bytes(.id, Array(id))]).count }
+            let objectsAfter = try await server.application.hsm.sessions.withSession { try $0.findObjects(matching: [.bytes(.id, Array(id))]).count }
             #expect(objectsAfter == 0, "C_FindObjects finds nothing of the destroyed pair")
             #expect(try await agent.keys().key(kid: "high/v1") == nil, "a destroyed version is not published")
 
@@ -200,7 +200,7 @@ struct KeyLifecycleTests {
         try await withServer { server in
             // Made on the token as an operator would with pkcs11-tool: one extractable, one proper.
             let suffix = String(UUID().uuidString.prefix(4)).lowercased()
-            try await server.application.hsm.pool.withSession { session in
+            try await server.application.hsm.sessions.withSession { session in
                 _ = try session.generateLooseP256KeyPair(label: "adopt-loose-\(suffix)", id: Array("a1\(suffix)".utf8), sensitive: true, extractable: true)
                 _ = try session.generateLooseP256KeyPair(label: "adopt-proper-\(suffix)", id: Array("b2\(suffix)".utf8), sensitive: true, extractable: false)
             }

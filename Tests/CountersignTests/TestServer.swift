@@ -92,6 +92,8 @@ final class TestServer: Sendable {
         if options.logs == nil { logger.logLevel = .warning }
         environment.logger = logger
         environment.pkcs11Module = options.faultyHSM ? FaultInjection.module(wrapping: fixture.module) : fixture.module
+        // The fault-injecting module never finalizes the real one, which other tests share.
+        environment.reinitializesInjectedModule = options.faultyHSM
         if let clock = options.clock {
             environment.time = MonotonicTime(clock)
         }
