@@ -66,6 +66,15 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(name: .customLong("idle-connections"), help: "Instead of load: hold this many authenticated connections open and report the server's memory.")
     var idleConnections: Int?
 
+    @Option(name: .customLong("audit-flood"), help: "Instead of the closed loop: agents at --rate (default 300/s) alone, then while auditors pipeline this many AUDIT_ENTRIES each and close half-way.")
+    var auditFlood: Int?
+
+    @Option(name: .customLong("auditors"), help: "Auditor connections for --audit-flood.")
+    var auditors = 1
+
+    @Option(help: "Instead of the closed loop: agents at --rate (default 300/s) for this long, e.g. 10m, beside rounds of abuse; reports the server's memory over time.")
+    var soak: String?
+
     @Option(help: "host:port of the server's HTTP listener, for its memory (default: the server's host, port 7680).")
     var http: String?
 
@@ -100,6 +109,28 @@ struct BenchCommand: AsyncParsableCommand {
         }
         defer { for client in clients { Task { await client.close() } } }
         let generator = LoadGenerator(clients: clients, depth: self.depth, targets: targets, currency: self.currency)
+        if let soak = self.soak {
+            let client = self.client
+            let http = self.http
+            try await Soak(
+                generator: generator, rate: self.rate ?? 300, duration: try Self.duration(soak), host: host, port: port,
+                memory: { await Self.serverMemory(host: host, http: http) }, admin: { try await client.connect() }
+            ).run()
+            return
+        }
+        if let flood = self.auditFlood {
+            let warmup = try Self.duration(self.warmup)
+            if warmup > .zero { _ = await generator.run(duration: warmup, requests: nil, rate: self.rate ?? 300) }
+            let client = self.client
+            try await AuditFlood(
+                generator: generator, rate: self.rate ?? 300, duration: try Self.duration(self.duration), requestsPerAuditor: flood, auditors: self.auditors,
+                admin: { try await client.connect() }
+            ).run()
+            if let memory = await self.serverMemory(host: host) {
+                print(String(format: "server resident memory: %.1f MB", Double(memory) / 1_048_576))
+            }
+            return
+        }
         let mixText = targets.map { "\($0.tier)=\($0.weight) (\($0.backend))" }.joined(separator: ",")
 
         let warmup = try Self.duration(self.warmup)
@@ -203,7 +234,11 @@ struct BenchCommand: AsyncParsableCommand {
 
     /// The server's resident memory from its /metrics.
     private func serverMemory(host: String) async -> Int? {
-        let endpoint = self.http ?? "\(host.contains(":") ? "[\(host)]" : host):7680"
+        await Self.serverMemory(host: host, http: self.http)
+    }
+
+    static func serverMemory(host: String, http: String?) async -> Int? {
+        let endpoint = http ?? "\(host.contains(":") ? "[\(host)]" : host):7680"
         guard let url = URL(string: "http://\(endpoint)/metrics"), let (data, _) = try? await URLSession.shared.data(from: url) else { return nil }
         let line = String(decoding: data, as: UTF8.self).split(separator: "\n").first { $0.hasPrefix("process_resident_memory_bytes ") }
         return line.flatMap { Double($0.split(separator: " ")[1]) }.map { Int($0) }

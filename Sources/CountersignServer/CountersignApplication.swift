@@ -56,8 +56,7 @@ public final class CountersignApplication: Sendable {
             self.keyRing = try await KeyRing.load(
                 tiers: configuration.tiers, store: self.store, hsm: self.hsm, random: environment.random, logger: environment.logger, policies: configuration.keyPolicies
             )
-            let keyRing = self.keyRing
-            self.hsm.requireKeys { keyRing.tokenKeys }
+            self.hsm.requireKeys { [weak keyRing = self.keyRing] in keyRing?.tokenKeys ?? [] }
         } catch {
             await self.hsm.shutdown()
             throw error
@@ -110,7 +109,10 @@ public final class CountersignApplication: Sendable {
             wallClock: environment.wallClock, time: environment.time, random: environment.random, metrics: metrics, logger: environment.logger,
             checkpoints: checkpointer
         )
-        let requests = RequestHandler(authorizer: authorizer, principals: principals, time: environment.time, metrics: metrics, logger: environment.logger)
+        let requests = RequestHandler(
+            authorizer: authorizer, principals: principals, time: environment.time, metrics: metrics, logger: environment.logger,
+            logReaders: configuration.limits.maximumLogReaders
+        )
         let connections = ConnectionHandler(
             requests: requests, principals: principals, limits: configuration.limits, time: environment.time, random: environment.random,
             metrics: metrics, logger: environment.logger
@@ -131,9 +133,12 @@ public final class CountersignApplication: Sendable {
                     guard !stopping.isSet else { return "shutting down" }
                     guard startRecord.isWritten else { return "starting: the start is not yet in the audit log" }
                     if let reason = await store.notReadyBecause() { return reason }
+                    // The details (codes, key ids) are in the server log, not on this port.
                     switch hsm.sessions.health {
                     case .serving: break
-                    case let health: return "the HSM token is \(health)"
+                    case .recovering: return "the HSM token was lost; recovering (see the server log)"
+                    case .failed: return "the HSM token was lost and cannot be recovered without the operator (see the server log)"
+                    case .closed: return "shutting down"
                     }
                     guard await hsm.isReady() else { return "the HSM does not answer, or a key it must hold is missing" }
                     return nil

@@ -46,8 +46,8 @@ public final class HSMRuntime: Sendable {
             pin: pin,
             configuration: .init(
                 pool: .init(maximumSessions: configuration.maximumSessions, acquireTimeout: configuration.timeout),
-                failureThreshold: configuration.breakerFailures,
-                reinitializesModule: module == nil || reinitializesInjectedModule
+                // Only the module's one user may finalize it: not when another library in the process initialized it.
+                reinitializesModule: (module == nil && self.module.initializedHere) || reinitializesInjectedModule
             ),
             threadPool: self.threadPool,
             clock: ContinuousClock(),
@@ -66,7 +66,7 @@ public final class HSMRuntime: Sendable {
     public var token: PKCS11Token { self.sessions.token }
 
     /// Keeps `keys` as what the token must hold: a recovery finds each again by its `CKA_ID` before it lends
-    /// sessions, and readiness checks them.
+    /// sessions, and readiness checks them. Hold the keys' owner weakly: the runtime outlives nothing.
     func requireKeys(_ keys: @escaping @Sendable () -> [TokenKeyReference]) {
         self.sessions.setCheck { session in
             for key in keys() {

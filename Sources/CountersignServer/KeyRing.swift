@@ -77,9 +77,9 @@ public final class KeyRing: Sendable {
         )
     }
 
-    /// The private keys on the token of every version that may sign: what the token must hold.
+    /// The private keys on the token of the active versions: what the token must hold to sign now.
     var tokenKeys: [TokenKeyReference] {
-        self.state.withLock { state in state.signingKeys.values.compactMap { ($0 as? HSMSigningKey)?.privateKey } }
+        self.state.withLock { state in state.active.values.compactMap { (state.signingKeys[$0] as? HSMSigningKey)?.privateKey } }
     }
 
     func tier(ofKey name: String) -> Tier? {

@@ -42,8 +42,11 @@ final class RequestHandler: Sendable {
     private let time: MonotonicTime
     private let metrics: ServerMetrics
     private let logger: Logger
+    /// Reads of the audit log, shared fairly between principals.
+    let logReads: FairShare
 
-    init(authorizer: Authorizer, principals: PrincipalDirectory, time: MonotonicTime, metrics: ServerMetrics, logger: Logger) {
+    init(authorizer: Authorizer, principals: PrincipalDirectory, time: MonotonicTime, metrics: ServerMetrics, logger: Logger, logReaders: Int) {
+        self.logReads = FairShare(width: logReaders)
         self.authorizer = authorizer
         self.principals = principals
         self.time = time
@@ -77,6 +80,9 @@ final class RequestHandler: Sendable {
         } catch is CancellationError {
             // Its connection is gone; reported as cancelled below, not as a failure.
             result = .failure(WireError(.internalError, "cancelled: the connection closed"))
+        } catch let error as SessionPoolError {
+            self.logger.error("HSM operation refused", metadata: ["type": "\(type)", "principal": "\(principal)", "error": "\(error)"])
+            result = .failure(WireError(.hsmUnavailable, "the HSM cannot be used now (\(error.code.rawValue)); the server log has the details", retryable: true))
         } catch let error as PKCS11Error {
             self.logger.error("HSM operation failed", metadata: ["type": "\(type)", "principal": "\(principal)", "error": "\(error)"])
             result = .failure(WireError(.hsmUnavailable, "the HSM refused the operation: \(error)", retryable: true))
@@ -254,13 +260,16 @@ final class RequestHandler: Sendable {
             return WireJSON.encode(try await self.authorizer.auditCheckpoint())
         case .auditProof:
             try Self.requireAuditReader(role, for: frame.type)
-            return WireJSON.encode(try await self.authorizer.auditProof(try Self.decode(AuditProofRequest.self, from: frame.body)))
+            let request = try Self.decode(AuditProofRequest.self, from: frame.body)
+            return try await self.logReads.run(for: principalID) { WireJSON.encode(try await self.authorizer.auditProof(request)) }
         case .auditConsistency:
             try Self.requireAuditReader(role, for: frame.type)
-            return WireJSON.encode(try await self.authorizer.auditConsistency(try Self.decode(AuditConsistencyRequest.self, from: frame.body)))
+            let request = try Self.decode(AuditConsistencyRequest.self, from: frame.body)
+            return try await self.logReads.run(for: principalID) { WireJSON.encode(try await self.authorizer.auditConsistency(request)) }
         case .auditEntries:
             try Self.requireAuditReader(role, for: frame.type)
-            return WireJSON.encode(try await self.authorizer.auditEntries(try Self.decode(AuditEntriesRequest.self, from: frame.body)))
+            let request = try Self.decode(AuditEntriesRequest.self, from: frame.body)
+            return try await self.logReads.run(for: principalID) { WireJSON.encode(try await self.authorizer.auditEntries(request)) }
 
         case .hello, .auth:
             throw WireError(.invalidRequest, "the handshake is already complete on this connection")

@@ -85,6 +85,17 @@ public final class CircuitBreaker: Sendable {
         }
     }
 
+    /// The admitted call never reached the token (it was refused before, e.g. while the token is being
+    /// recovered): nothing is learned. A probe's place goes to the next caller at once.
+    public func abandon(_ ticket: Ticket) {
+        let now = self.time.now
+        self.state.withLock { breaker in
+            guard ticket.generation == breaker.generation, case .halfOpen = breaker.state else { return }
+            breaker.state = .open(until: now)
+            breaker.generation += 1
+        }
+    }
+
     public func recordFailure(_ ticket: Ticket) {
         let now = self.time.now
         self.failures.add(1, ordering: .relaxed)

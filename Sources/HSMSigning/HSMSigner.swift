@@ -74,11 +74,15 @@ public final class HSMSigner: Sendable {
             throw SigningError(.hsmUnavailable, "the HSM did not answer within \(self.timeout)")
         } catch let error as SessionPoolError where error.code == .poolClosed {
             // Shutting down is not the token's fault.
+            self.breaker.abandon(ticket)
             throw SigningError(.hsmUnavailable, "the server is shutting down")
         } catch let error as SessionPoolError where error.code == .recovering {
             // Nothing was sent to the token: the breaker has nothing to learn from this.
-            self.logger.warning("HSM signing refused while the token is recovered", metadata: ["reason": "\(error.reason)"])
+            self.breaker.abandon(ticket)
             throw SigningError(.hsmUnavailable, "the HSM is being re-initialized after the token was lost; retry shortly")
+        } catch let error as SessionPoolError where error.code == .tokenLost {
+            self.breaker.abandon(ticket)
+            throw SigningError(.hsmUnavailable, "the HSM token was lost and cannot be recovered without the operator; the server log has the details")
         } catch {
             self.breaker.recordFailure(ticket)
             // The details (function, return code, key id) are for the operator's log, not for the agent.

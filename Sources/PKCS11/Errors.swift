@@ -80,6 +80,8 @@ public struct SessionPoolError: CodedError, Hashable, Sendable {
         case poolClosed = "HSM_POOL_CLOSED"
         /// The token was lost and the module is being re-initialized (see ``RecoveringSessionPool``).
         case recovering = "HSM_RECOVERING"
+        /// The token was lost and recovering it stopped (a wrong or locked PIN): only the operator can help.
+        case tokenLost = "HSM_TOKEN_LOST"
     }
 
     public var code: Code

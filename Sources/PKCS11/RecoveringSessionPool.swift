@@ -104,6 +104,8 @@ public final class RecoveringSessionPool: PKCS11SessionLender, Sendable {
         var token: PKCS11Token
         var consecutiveFailures = 0
         var recovery: Task<Void, Never>?
+        /// Whether every key was found since the last recovery (or start); see ``FailureKind/keyMissing``.
+        var keysFoundSinceRecovery = true
     }
 
     private enum Stage {
@@ -143,10 +145,13 @@ public final class RecoveringSessionPool: PKCS11SessionLender, Sendable {
         self.check.withLock { $0 = check }
     }
 
-    /// Runs the check on a lent session.
+    /// Runs the check on a lent session. Its failures count towards a recovery like any lease's; its
+    /// successes do not make up for other leases' failures (a readiness probe every few seconds must not hide
+    /// a signing path that keeps failing).
     public func runCheck() async throws {
         let check = self.check.withLock { $0 }
-        try await self.withSession { session in try check(session) }
+        try await self.lease(countsAsSuccess: false) { session in try check(session) }
+        self.state.withLock { $0.keysFoundSinceRecovery = true }
     }
 
     public var health: Health {
@@ -175,41 +180,54 @@ public final class RecoveringSessionPool: PKCS11SessionLender, Sendable {
     public func withSession<Result: Sendable>(
         _ body: @escaping @Sendable (borrowing PKCS11Session) throws -> Result
     ) async throws -> Result {
-        let generation = try self.state.withLock { state throws(SessionPoolError) -> Generation in
+        try await self.lease(countsAsSuccess: true, body)
+    }
+
+    private func lease<Result: Sendable>(
+        countsAsSuccess: Bool, _ body: @escaping @Sendable (borrowing PKCS11Session) throws -> Result
+    ) async throws -> Result {
+        var generation = try self.currentGeneration()
+        while true {
+            do {
+                let result = try await generation.pool.withSession(body)
+                if countsAsSuccess {
+                    self.state.withLock { state in
+                        if case .serving(let current) = state.stage, current.number == generation.number { state.consecutiveFailures = 0 }
+                    }
+                }
+                return result
+            } catch let error as SessionPoolError where error.code == .poolClosed {
+                // A recovery closed this pool under the lease: once a newer one serves, the lease goes there;
+                // while recovering (or closed), the current stage says why.
+                let current = try self.currentGeneration()
+                guard current.number != generation.number else { throw error }
+                generation = current
+            } catch {
+                self.recordFailure(error, in: generation)
+                throw error
+            }
+        }
+    }
+
+    private func currentGeneration() throws(SessionPoolError) -> Generation {
+        try self.state.withLock { state throws(SessionPoolError) -> Generation in
             switch state.stage {
             case .serving(let generation):
                 return generation
-            case .recovering(_, let reason, _):
-                throw SessionPoolError(code: .recovering, reason: "the HSM token was lost (\(reason)); the module is being re-initialized")
-            case .failed(let reason):
-                throw SessionPoolError(code: .recovering, reason: "the HSM token was lost and cannot be recovered: \(reason)")
+            case .recovering:
+                throw SessionPoolError(code: .recovering, reason: "the HSM token was lost; the PKCS#11 module is being re-initialized")
+            case .failed:
+                throw SessionPoolError(code: .tokenLost, reason: "the HSM token was lost and cannot be recovered without the operator")
             case .closed:
                 throw SessionPoolError(code: .poolClosed, reason: "the HSM session pool is closed; the server is shutting down")
             }
         }
-        do {
-            let result = try await generation.pool.withSession(body)
-            self.state.withLock { state in
-                if case .serving(let current) = state.stage, current.number == generation.number { state.consecutiveFailures = 0 }
-            }
-            return result
-        } catch let error as SessionPoolError where error.code == .poolClosed {
-            // A recovery closed the pool under this lease's wait: say so rather than "shutting down".
-            let recovering = self.state.withLock { state -> String? in
-                if case .recovering(_, let reason, _) = state.stage { return reason }
-                return nil
-            }
-            if let recovering {
-                throw SessionPoolError(code: .recovering, reason: "the HSM token was lost (\(recovering)); the module is being re-initialized")
-            }
-            throw error
-        } catch {
-            self.recordFailure(error, in: generation)
-            throw error
-        }
     }
 
     /// Stops any recovery and closes the current pool (see ``PKCS11SessionPool/close(timeout:)``).
+    ///
+    /// - Returns: whether every session came back and no recovery is still inside a PKCS#11 call within
+    ///   `timeout`: only then is it safe to finalize the module.
     @discardableResult
     public func close(timeout: Duration = .seconds(10)) async -> Bool {
         let (pool, recovery) = self.state.withLock { state -> (PKCS11SessionPool?, Task<Void, Never>?) in
@@ -222,27 +240,59 @@ public final class RecoveringSessionPool: PKCS11SessionLender, Sendable {
             case .failed, .closed: return (nil, state.recovery)
             }
         }
-        recovery?.cancel()
-        await recovery?.value
+        if let recovery {
+            recovery.cancel()
+            guard await Self.finishes(recovery, within: timeout, clock: self.clock) else {
+                self.logger.error("an HSM recovery is still inside a PKCS#11 call; the module is left as it is")
+                return false
+            }
+        }
         return await pool?.close(timeout: timeout) ?? true
+    }
+
+    /// Whether `task` ends within `timeout` (it is not waited for beyond that).
+    private static func finishes(_ task: Task<Void, Never>, within timeout: Duration, clock: any Clock<Duration>) async -> Bool {
+        final class Outcome: Sendable {
+            let continuation = Mutex<CheckedContinuation<Bool, Never>?>(nil)
+            func resume(_ value: Bool) { self.continuation.withLock { $0.take() }?.resume(returning: value) }
+        }
+        let outcome = Outcome()
+        return await withCheckedContinuation { continuation in
+            outcome.continuation.withLock { $0 = continuation }
+            Task {
+                await task.value
+                outcome.resume(true)
+            }
+            Task {
+                try? await clock.sleep(for: timeout)
+                outcome.resume(false)
+            }
+        }
     }
 
     // MARK: Recovery
 
-    enum FailureKind {
+    enum FailureKind: Equatable {
         /// The token or slot is gone: recover now.
         case tokenGone
-        /// A device error or a key that is no longer found: recover when it keeps happening.
+        /// A device error: recover when it keeps happening.
         case counts
-        /// The caller's mistake, a PIN problem, or a timeout: re-initializing would not help.
+        /// A key that was there is not found: recover when it keeps happening, unless a recovery already
+        /// found the token without it (then it is gone from the token, not hidden, and recovering cannot help).
+        case keyMissing
+        /// The PIN is wrong, expired or locked: stop lending, as every new session would try it again and
+        /// could lock the token.
+        case pinProblem
+        /// The caller's mistake or a timeout: re-initializing would not help.
         case ignored
     }
 
     static func classify(_ error: any Error) -> FailureKind {
         if let error = error as? KeyError {
-            return error.code == .keyNotFound ? .counts : .ignored
+            return error.code == .keyNotFound ? .keyMissing : .ignored
         }
         guard let error = error as? PKCS11Error else { return .ignored }
+        if error.code.isPINProblem { return .pinProblem }
         switch error.code {
         case .deviceRemoved, .tokenNotPresent, .tokenNotRecognized, .slotIDInvalid, .cryptokiNotInitialized:
             return .tokenGone
@@ -257,16 +307,38 @@ public final class RecoveringSessionPool: PKCS11SessionLender, Sendable {
     private func recordFailure(_ error: any Error, in generation: Generation) {
         let kind = Self.classify(error)
         guard kind != .ignored else { return }
-        let reason = "\(error)"
+        if kind == .pinProblem {
+            self.stop(because: "\(error)")
+            return
+        }
         self.state.withLock { state in
             guard case .serving(let current) = state.stage, current.number == generation.number else { return }
+            if kind == .keyMissing, !state.keysFoundSinceRecovery { return }
             state.consecutiveFailures += 1
             guard kind == .tokenGone || state.consecutiveFailures >= self.configuration.failureThreshold else { return }
-            let because = kind == .tokenGone ? reason : "\(state.consecutiveFailures) consecutive failures, the last: \(reason)"
+            let because = kind == .tokenGone ? "\(error)" : "\(state.consecutiveFailures) consecutive failures, the last: \(error)"
             state.stage = .recovering(from: current, reason: because, attempt: 0)
             state.consecutiveFailures = 0
             state.recovery = Task { await self.recover(from: current, reason: because) }
         }
+    }
+
+    /// Stops lending for good: a PIN problem. Sessions in use finish; the pool is closed.
+    private func stop(because reason: String) {
+        let pool = self.state.withLock { state -> PKCS11SessionPool? in
+            switch state.stage {
+            case .closed, .failed:
+                return nil
+            case .serving(let generation), .recovering(let generation, _, _):
+                state.stage = .failed("\(reason); restart the server with the right PIN")
+                state.recovery?.cancel()
+                state.recovery = nil
+                return generation.pool
+            }
+        }
+        guard let pool else { return }
+        self.logger.critical("HSM sessions stopped: logging in again with this PIN could lock the token", metadata: ["error": "\(reason)"])
+        Task { await pool.close() }
     }
 
     private func recover(from generation: Generation, reason: String) async {
@@ -285,12 +357,13 @@ public final class RecoveringSessionPool: PKCS11SessionLender, Sendable {
             }
             guard proceed else { return }
             do {
-                let pool = try await self.attempt(closing: generation.pool)
+                let (pool, missing) = try await self.attempt(closing: generation.pool)
                 let installed = self.state.withLock { state -> Bool in
                     guard case .recovering = state.stage else { return false }
                     state.stage = .serving(Generation(number: generation.number + 1, pool: pool))
                     state.token = pool.token
                     state.recovery = nil
+                    state.keysFoundSinceRecovery = missing == nil
                     return true
                 }
                 guard installed else {
@@ -302,16 +375,17 @@ public final class RecoveringSessionPool: PKCS11SessionLender, Sendable {
                     "HSM token recovered; sessions are lent again",
                     metadata: ["attempts": "\(attempt)", "token": "\(self.tokenLabel)", "epoch": "\(self.module.epoch)"]
                 )
-                return
-            } catch let error as PKCS11Error where [.pinIncorrect, .pinLocked, .userPINNotInitialized].contains(error.code) {
-                let reason = "\(error); restart the server with the right PIN"
-                self.logger.critical("HSM recovery stopped: logging in again with this PIN could lock the token", metadata: ["error": "\(error)"])
-                self.state.withLock { state in
-                    if case .recovering = state.stage {
-                        state.stage = .failed(reason)
-                        state.recovery = nil
-                    }
+                if let missing {
+                    self.logger.error(
+                        "after re-initialization the token still lacks a key it must hold: it is gone from the token, not hidden; restore it from the HSM's backup",
+                        metadata: ["error": "\(missing)"]
+                    )
                 }
+                return
+            } catch let error as PKCS11Error where error.code.isPINProblem {
+                self.stop(because: "\(error)")
+                return
+            } catch is CancellationError {
                 return
             } catch {
                 self.logger.warning(
@@ -328,15 +402,19 @@ public final class RecoveringSessionPool: PKCS11SessionLender, Sendable {
         }
     }
 
-    /// One attempt: drain the old pool, re-initialize, find the token, open a fresh pool and check it.
-    private func attempt(closing old: PKCS11SessionPool) async throws -> PKCS11SessionPool {
+    /// One attempt: drain the old pool, re-initialize, find the token, open a fresh pool, log in and run the check.
+    /// - Returns: the pool, and the check's `KEY_NOT_FOUND` if a key is still missing (the token is back; the key is
+    ///   not: waiting would not bring it back, so the pool serves what it has).
+    private func attempt(closing old: PKCS11SessionPool) async throws -> (PKCS11SessionPool, KeyError?) {
         guard await old.close(timeout: self.configuration.drainTimeout) else {
             throw SessionPoolError(code: .recovering, reason: "a PKCS#11 call is still in flight; the module is not re-initialized under it")
         }
+        try Task.checkCancellation()
         let module = self.module
         let reinitializes = self.configuration.reinitializesModule
         let (label, serialNumber) = (self.tokenLabel, self.tokenSerialNumber)
         let token = try await self.threadPool.runIfActive { () throws -> PKCS11Token in
+            try Task.checkCancellation()
             if reinitializes {
                 try module.reinitialize()
             }
@@ -354,11 +432,14 @@ public final class RecoveringSessionPool: PKCS11SessionLender, Sendable {
         )
         let check = self.check.withLock { $0 }
         do {
+            try Task.checkCancellation()
             try await pool.withSession { session in try check(session) }
+            return (pool, nil)
+        } catch let error as KeyError where error.code == .keyNotFound {
+            return (pool, error)
         } catch {
             await pool.close()
             throw error
         }
-        return pool
     }
 }

@@ -46,6 +46,9 @@ public struct ReturnCode: RawRepresentable, Hashable, Sendable, CustomStringConv
     public static let operationActive = ReturnCode(rawValue: UInt(CKR_OPERATION_ACTIVE))
     public static let pinIncorrect = ReturnCode(rawValue: UInt(CKR_PIN_INCORRECT))
     public static let pinLocked = ReturnCode(rawValue: UInt(CKR_PIN_LOCKED))
+    public static let pinExpired = ReturnCode(rawValue: UInt(CKR_PIN_EXPIRED))
+    public static let pinInvalid = ReturnCode(rawValue: UInt(CKR_PIN_INVALID))
+    public static let pinLengthRange = ReturnCode(rawValue: UInt(CKR_PIN_LEN_RANGE))
     public static let sessionClosed = ReturnCode(rawValue: UInt(CKR_SESSION_CLOSED))
     public static let sessionCount = ReturnCode(rawValue: UInt(CKR_SESSION_COUNT))
     public static let sessionHandleInvalid = ReturnCode(rawValue: UInt(CKR_SESSION_HANDLE_INVALID))
@@ -60,6 +63,11 @@ public struct ReturnCode: RawRepresentable, Hashable, Sendable, CustomStringConv
     public static let bufferTooSmall = ReturnCode(rawValue: UInt(CKR_BUFFER_TOO_SMALL))
     public static let cryptokiNotInitialized = ReturnCode(rawValue: UInt(CKR_CRYPTOKI_NOT_INITIALIZED))
     public static let cryptokiAlreadyInitialized = ReturnCode(rawValue: UInt(CKR_CRYPTOKI_ALREADY_INITIALIZED))
+
+    /// Whether this code says the PIN itself is wrong: logging in with it again could lock the token.
+    public var isPINProblem: Bool {
+        [.pinIncorrect, .pinLocked, .pinExpired, .pinInvalid, .pinLengthRange, .userPINNotInitialized].contains(self)
+    }
 
     /// Whether the session that produced this code can no longer be used and must be closed.
     ///

@@ -199,7 +199,7 @@ public final class PKCS11SessionPool: Sendable {
         defer { timer.cancel() }
         return await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
             let drained = self.state.withLock { state -> Bool in
-                if state.inUse == 0 { return true }
+                if state.isDrained { return true }
                 state.drainWaiters.append(continuation)
                 return false
             }
@@ -241,6 +241,11 @@ public final class PKCS11SessionPool: Sendable {
         var nextWaiterID: UInt64 = 0
         var isClosed = false
         var drainWaiters: [CheckedContinuation<Bool, Never>] = []
+        /// Sessions handed to the thread pool to be closed, not closed yet: a closed pool is drained only once
+        /// they are, so nothing (a module re-initialization) comes between and renumbers what they close.
+        var closing = 0
+
+        var isDrained: Bool { self.inUse == 0 && self.closing == 0 }
     }
 
     private enum Admission {
@@ -375,7 +380,8 @@ public final class PKCS11SessionPool: Sendable {
                     state.open -= 1
                 }
             }
-            if state.isClosed, state.inUse == 0 {
+            state.closing += (next.close == nil ? 0 : 1) + next.closeIdle.count
+            if state.isClosed, state.isDrained {
                 next.drained = state.drainWaiters
                 state.drainWaiters = []
             }
@@ -386,6 +392,7 @@ public final class PKCS11SessionPool: Sendable {
             let token = self.token
             self.threadPool.submit { _ in
                 for handle in closing { try? token.closeSession(handle) }
+                self.closed(closing.count)
             }
         }
         if let (continuation, lease) = next.handOver {
@@ -394,6 +401,17 @@ public final class PKCS11SessionPool: Sendable {
         for continuation in next.drained {
             continuation.resume(returning: true)
         }
+    }
+
+    /// `count` sessions handed over to be closed are closed (or the thread pool refused the work).
+    private func closed(_ count: Int) {
+        let drained = self.state.withLock { state -> [CheckedContinuation<Bool, Never>] in
+            state.closing -= count
+            guard state.isClosed, state.isDrained else { return [] }
+            defer { state.drainWaiters = [] }
+            return state.drainWaiters
+        }
+        drained.forEach { $0.resume(returning: true) }
     }
 
     private func closeSessions(_ handles: [SessionHandle]) async {

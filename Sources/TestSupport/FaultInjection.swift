@@ -26,6 +26,17 @@ public enum FaultInjection {
     private static let loss = Mutex<(isLost: Bool, failingInitializations: Int)>((false, 0))
     nonisolated(unsafe) private static var realSign: CK_C_Sign?
     nonisolated(unsafe) private static var realFindObjects: CK_C_FindObjects?
+    private static let login = Mutex<ReturnCode?>(nil)
+    private static let logins = Atomic<Int>(0)
+
+    /// How many times `C_Login` was called through the wrapper.
+    public static var loginCalls: Int { self.logins.load(ordering: .relaxed) }
+    nonisolated(unsafe) private static var realLogin: CK_C_Login?
+
+    /// From now on `C_Login` answers `code` (as after the PIN was changed on the token); `nil` ends that.
+    public static func failLogin(with code: ReturnCode?) {
+        self.login.withLock { $0 = code }
+    }
 
     public static func set(_ fault: Fault) {
         self.fault.withLock { $0 = fault }
@@ -79,6 +90,12 @@ public enum FaultInjection {
                 let rv = FaultInjection.realFindObjects!(session, objects, maximum, count)
                 if rv == CK_RV(CKR_OK), FaultInjection.isTokenLost { count?.pointee = 0 }
                 return rv
+            }
+            self.realLogin = list.pointee.C_Login
+            list.pointee.C_Login = { session, user, pin, length in
+                FaultInjection.logins.wrappingAdd(1, ordering: .relaxed)
+                if let code = FaultInjection.login.withLock({ $0 }) { return CK_RV(code.rawValue) }
+                return FaultInjection.realLogin!(session, user, pin, length)
             }
             list.pointee.C_Finalize = { _ in
                 FaultInjection.finalizations.wrappingAdd(1, ordering: .relaxed)

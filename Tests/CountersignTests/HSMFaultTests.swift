@@ -2,6 +2,7 @@ import CountersignClient
 import CountersignServer
 import Foundation
 import HSMSigning
+import NIOPosix
 import PKCS11
 import Testing
 import TestSupport
@@ -13,7 +14,7 @@ struct HSMFaultTests {
     @Test("a failing token answers HSM_UNAVAILABLE, the breaker stops sending it work, software tiers keep working, and a probe restores it")
     func failingToken() async throws {
         let clock = ManualClock()
-        FaultInjection.set(.none)
+        Self.resetFaults()
         try await withServer(.init(breakerCooldown: "5s", faultyHSM: true, clock: clock)) { server in
             let client = try await server.connect(try await server.addPrincipal("agent-hsm-fails"))
             #expect(try await client.authorize(TestServer.request(100_000)).keyBackend == "hsm")
@@ -56,12 +57,19 @@ struct HSMFaultTests {
         }
     }
 
-    @Test("a lost token (its objects gone until the module is re-initialized): HSM tiers refuse, the runtime re-initializes with backoff, finds the keys by CKA_ID again, /readyz follows, and HSM tiers sign again without a restart")
-    func lostTokenIsRecovered() async throws {
-        let clock = ManualClock()
+    /// Every fault off, as a test expects to find the module.
+    static func resetFaults() {
         FaultInjection.set(.none)
         FaultInjection.restoreToken()
-        try await withServer(.init(breakerCooldown: "5s", faultyHSM: true, clock: clock)) { server in
+        FaultInjection.failLogin(with: nil)
+    }
+
+    @Test("a lost token (its objects gone until the module is re-initialized): the runtime refuses HSM work at once, re-initializes with backoff, finds the keys by CKA_ID again, /readyz follows, and HSM tiers sign again without a restart")
+    func lostTokenIsRecovered() async throws {
+        let clock = ManualClock()
+        Self.resetFaults()
+        // The breaker opens only after 10 failures: what refuses requests below is the recovery, not the breaker.
+        try await withServer(.init(breakerFailures: 10, faultyHSM: true, clock: clock)) { server in
             let hsm = server.application.hsm
             let client = try await server.connect(try await server.addPrincipal("agent-token-lost"))
             #expect(try await client.authorize(TestServer.request(100_000)).keyBackend == "hsm")
@@ -86,14 +94,17 @@ struct HSMFaultTests {
                 return
             }
             #expect(attempt == 1)
+            #expect(hsm.signer.breaker.currentState.description == "closed")
             let (body, status) = try await InteropTests.get(server, "/readyz")
             #expect(status == 503)
             #expect(body.contains("recovering"), "\(body)")
+            #expect(!body.contains("KEY_NOT_FOUND"), "the details stay in the log")
             let (metrics, _) = try await InteropTests.get(server, "/metrics")
             #expect(MetricsTests.value("countersign_hsm_recovering", in: metrics) == 1)
             let calls = FaultInjection.signCalls
             let during = await #expect(throws: WireError.self) { try await client.authorize(TestServer.request(100_000)) }
             #expect(during?.code == .hsmUnavailable)
+            #expect(during?.message.contains("re-initialized") == true, "\(String(describing: during))")
             #expect(FaultInjection.signCalls == calls, "nothing is sent to a token being recovered")
             #expect(try await client.authorize(TestServer.request(100)).keyBackend == "software")
 
@@ -103,14 +114,10 @@ struct HSMFaultTests {
             try await eventually("the token is recovered") { hsm.sessions.health == .serving }
             #expect(FaultInjection.finalizeCalls == finalized + 2)
             #expect(!FaultInjection.isTokenLost)
-            #expect(hsm.module.epoch == epoch + 2, "handles of the old initialization are not reused")
+            #expect(hsm.module.epoch == epoch + 2)
             #expect(hsm.sessions.recoveries == 1)
-            // The breaker opened on the three failures; /readyz follows it, and after its cooldown a probe signs.
-            #expect(try await InteropTests.get(server, "/readyz").1 == 503)
-            clock.advance(by: .seconds(5))
             #expect(try await InteropTests.get(server, "/readyz").1 == 200)
-            let signed = try await client.authorize(TestServer.request(100_000))
-            #expect(signed.keyBackend == "hsm")
+            #expect(try await client.authorize(TestServer.request(100_000)).keyBackend == "hsm")
             let (after, _) = try await InteropTests.get(server, "/metrics")
             #expect(MetricsTests.value("countersign_hsm_recovering", in: after) == 0)
             #expect(MetricsTests.value("countersign_hsm_recoveries_total", in: after) == 1)
@@ -118,11 +125,41 @@ struct HSMFaultTests {
         }
     }
 
+    @Test("a breaker probe that meets a recovery is not counted: the next request probes again, and after the recovery one closes the breaker")
+    func probeDuringRecovery() async throws {
+        let clock = ManualClock()
+        Self.resetFaults()
+        try await withServer(.init(breakerCooldown: "5s", faultyHSM: true, clock: clock)) { server in
+            let hsm = server.application.hsm
+            let client = try await server.connect(try await server.addPrincipal("agent-probe-recovery"))
+            // Three failures open the breaker and start a recovery whose attempts fail until the token is back.
+            FaultInjection.loseToken(failingInitializations: 1_000)
+            for _ in 0..<3 {
+                _ = await #expect(throws: WireError.self) { try await client.authorize(TestServer.request(100_000)) }
+            }
+            #expect(hsm.signer.breaker.currentState.description == "open")
+            try await eventually("recovering") { if case .recovering = hsm.sessions.health { true } else { false } }
+            clock.advance(by: .seconds(5))
+            for _ in 0..<2 {
+                let refused = await #expect(throws: WireError.self) { try await client.authorize(TestServer.request(100_000)) }
+                #expect(refused?.message.contains("re-initialized") == true, "a probe, not 'paused': \(String(describing: refused))")
+                #expect(hsm.signer.breaker.currentState.description == "open")
+            }
+            FaultInjection.restoreToken()
+            try await eventually("recovered") {
+                clock.advance(by: .seconds(5))
+                return hsm.sessions.health == .serving
+            }
+            #expect(try await client.authorize(TestServer.request(100_000)).keyBackend == "hsm")
+            #expect(hsm.signer.breaker.currentState.description == "closed")
+            await client.close()
+        }
+    }
+
     @Test("a removed token (CKR_DEVICE_REMOVED) is recovered at once, and readiness itself notices keys that vanished")
     func removedTokenIsRecoveredAtOnce() async throws {
         let clock = ManualClock()
-        FaultInjection.set(.none)
-        FaultInjection.restoreToken()
+        Self.resetFaults()
         try await withServer(.init(faultyHSM: true, clock: clock)) { server in
             let hsm = server.application.hsm
             let client = try await server.connect(try await server.addPrincipal("agent-token-removed"))
@@ -145,6 +182,72 @@ struct HSMFaultTests {
             #expect(try await client.authorize(TestServer.request(100_000)).keyBackend == "hsm")
             await client.close()
         }
+    }
+
+    @Test("a PIN the token no longer takes stops the HSM sessions rather than trying it again and again (which would lock the token)")
+    func wrongPINStopsRecovery() async throws {
+        Self.resetFaults()
+        try await withServer(.init(faultyHSM: true, clock: ManualClock())) { server in
+            let hsm = server.application.hsm
+            let client = try await server.connect(try await server.addPrincipal("agent-pin-changed"))
+            FaultInjection.failLogin(with: .pinIncorrect)
+            FaultInjection.set(.fail(.deviceRemoved))
+            _ = await #expect(throws: WireError.self) { try await client.authorize(TestServer.request(100_000)) }
+            FaultInjection.set(.none)
+            try await eventually("the recovery stopped") { if case .failed = hsm.sessions.health { true } else { false } }
+            let logins = FaultInjection.loginCalls
+            for _ in 0..<3 {
+                let error = await #expect(throws: WireError.self) { try await client.authorize(TestServer.request(100_000)) }
+                #expect(error?.code == .hsmUnavailable)
+                #expect(error?.message.contains("cannot be recovered without the operator") == true, "\(String(describing: error))")
+            }
+            #expect(FaultInjection.loginCalls == logins, "no further C_Login with a PIN the token refused")
+            let (body, status) = try await InteropTests.get(server, "/readyz")
+            #expect(status == 503 && body.contains("cannot be recovered"), "\(body)")
+            let (metrics, _) = try await InteropTests.get(server, "/metrics")
+            #expect(MetricsTests.value("countersign_hsm_recovering", in: metrics) == 2)
+            #expect(try await client.authorize(TestServer.request(100)).keyBackend == "software")
+            FaultInjection.failLogin(with: nil)
+            await client.close()
+        }
+    }
+
+    @Test("a stop during a recovery ends it without waiting out the backoff")
+    func stopDuringRecovery() async throws {
+        Self.resetFaults()
+        let clock = ManualClock()
+        let server = try await TestServer.start(.init(faultyHSM: true, clock: clock))
+        let client = try await server.connect(try await server.addPrincipal("agent-stop-recovering"))
+        FaultInjection.loseToken(failingInitializations: 1_000)
+        for _ in 0..<3 {
+            _ = await #expect(throws: WireError.self) { try await client.authorize(TestServer.request(100_000)) }
+        }
+        try await eventually("the recovery waits out its backoff") { clock.deadlines.contains(clock.now.offset + .milliseconds(250)) }
+        await client.close()
+        try await server.stop()
+        #expect(server.application.hsm.sessions.health == .closed)
+        Self.resetFaults()
+    }
+
+    @Test("a key handle cached before a re-initialization is never used after it: the key is found again by its CKA_ID")
+    func handlesBelongToOneInitialization() async throws {
+        let fixture = try SoftHSMFixture.shared()
+        let module = FaultInjection.module(wrapping: fixture.module)
+        let token = try module.token(label: SoftHSMFixture.tokenLabel)
+        let threadPool = NIOThreadPool(numberOfThreads: 1)
+        threadPool.start()
+        let pool = PKCS11SessionPool(token: token, pin: PIN(fixture.userPIN), configuration: .init(maximumSessions: 1), threadPool: threadPool)
+        let id = Array(UUID().uuidString.utf8.prefix(16))
+        let (reference, privateKey, publicKey) = try await pool.withSession { session in
+            let pair = try session.generateSessionP256SigningKeyPair(label: "epoch-test", id: id)
+            // A cached handle that names another object: what a handle from before a re-initialization may do.
+            return (TokenKeyReference(id: id, handle: pair.publicKey, foundIn: session), pair.privateKey, pair.publicKey)
+        }
+        #expect(try await pool.withSession { try reference.handle(in: $0) } == publicKey, "within one initialization the cache is used")
+        try module.reinitialize()
+        #expect(try await pool.withSession { try reference.handle(in: $0) } == privateKey, "after it, the key is looked up by its CKA_ID")
+        await pool.close()
+        try await threadPool.shutdownGracefully()
     }
 
     @Test("a token that stops answering costs a request the HSM timeout, measured on the injected clock, and never a software signature")

@@ -31,6 +31,7 @@ final class TestServer: Sendable {
         /// can wait seconds for one of the four sessions; the tests of the timeout set theirs.
         var hsmTimeout = "10s"
         var breakerCooldown = "5s"
+        var breakerFailures = 3
         var faultyHSM = false
         var clock: ManualClock?
         var tls: (certificate: String, key: String)?
@@ -61,7 +62,7 @@ final class TestServer: Sendable {
               token_label: \(SoftHSMFixture.tokenLabel)
               max_sessions: 4
               timeout: \(options.hsmTimeout)
-              breaker_failures: 3
+              breaker_failures: \(options.breakerFailures)
               breaker_cooldown: \(options.breakerCooldown)
             limits:
               handshake_timeout: \(options.handshakeTimeout)
