@@ -86,7 +86,7 @@ let package = Package(
         .executableTarget(name: "countersign", dependencies: ["CountersignCLI", argumentParser], swiftSettings: swiftSettings),
         .executableTarget(
             name: "countersignd",
-            dependencies: ["CountersignServer", "Policy", "Wire", argumentParser, logging, .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"), .product(name: "UnixSignals", package: "swift-service-lifecycle")],
+            dependencies: ["CountersignServer", "Audit", "Policy", "Wire", argumentParser, logging, .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"), .product(name: "UnixSignals", package: "swift-service-lifecycle")],
             swiftSettings: swiftSettings
         ),
         // Test fixtures: a fresh SoftHSM2 token per test process, a manual clock, a fault-injecting module.

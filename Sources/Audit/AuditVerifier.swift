@@ -28,9 +28,11 @@ public struct AuditVerifier {
     /// - Parameters:
     ///   - checkpoints: the stored signed notes, plus any the caller trusts from elsewhere.
     ///   - forEachEntry: calls its argument with each stored row in index order: index, entry bytes, stored leaf hash.
-    ///   - progress: called every 100,000 entries with the count so far.
+    ///   - progressEvery: how many entries between calls of `progress`.
+    ///   - progress: called every `progressEvery` entries with the count so far.
     public func verify(
-        checkpoints notes: [String], forEachEntry: ((Int64, Data, Data) throws -> Void) throws -> Void, progress: @escaping (Int) -> Void = { _ in }
+        checkpoints notes: [String], forEachEntry: ((Int64, Data, Data) throws -> Void) throws -> Void, progressEvery: Int = 100_000,
+        progress: @escaping (Int) -> Void = { _ in }
     ) throws -> Report {
         var bySize: [Int: Merkle.Hash] = [:]
         for note in notes {
@@ -77,7 +79,7 @@ public struct AuditVerifier {
                 }
                 verifiedUpTo = frontier.size
             }
-            if frontier.size % 100_000 == 0 { progress(frontier.size) }
+            if frontier.size % max(1, progressEvery) == 0 { progress(frontier.size) }
         }
         if let largest = sizes.last, largest > frontier.size {
             throw Problem(

@@ -189,6 +189,33 @@ public final class CountersignApplication: Sendable {
         }
     }
 
+    /// Verifies the whole audit log against every signed checkpoint in the store (and the witness file's, if one
+    /// is configured), as `countersign audit verify` does offline: each checkpoint's signature by an audit key
+    /// version, each entry against its leaf hash and index, each checkpoint's root over the entries it covers.
+    /// The start-up check covers the latest checkpoint only; this covers every one.
+    ///
+    /// - Parameter progress: called every `progressEvery` entries with the count done and the total.
+    /// - Throws: ``StartupError`` naming the first index that is not as signed.
+    public func verifyWholeLog(progressEvery: Int = 100_000, progress: @escaping (Int, Int) -> Void = { _, _ in }) async throws -> AuditVerifier.Report {
+        let path = (self.configuration.dataDirectory as NSString).appendingPathComponent("countersign.sqlite")
+        let log = try AuditLogFile(path: path)
+        var notes = try log.checkpoints().map(\.note)
+        if let witness = self.configuration.audit.witnessFile, let last = try WitnessFile(path: witness).last() {
+            notes.append(last)
+        }
+        let total = try log.entryCount()
+        do {
+            return try AuditVerifier(publicKeys: Self.auditKeys(self.keyRing)).verify(
+                checkpoints: notes, forEachEntry: { try log.forEachEntry($0) }, progressEvery: progressEvery
+            ) { progress($0, total) }
+        } catch let problem as AuditVerifier.Problem {
+            throw StartupError(
+                "AUDIT_LOG_MISMATCH: the audit log is not the one that was signed, \(problem). The store was changed or damaged; "
+                    + "`countersign audit verify --store <file>` shows it offline. Restore the store from a backup that verifies."
+            )
+        }
+    }
+
     /// Every published version of the audit key.
     static func auditKeys(_ keyRing: KeyRing) -> [P256.Signing.PublicKey] {
         keyRing.keySet.keys.filter { $0.kid.hasPrefix("\(KeyRing.auditKeyName)/") }.compactMap { try? $0.publicKey() }

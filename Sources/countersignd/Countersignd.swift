@@ -1,4 +1,5 @@
 import ArgumentParser
+import Audit
 import CountersignServer
 import Foundation
 import Logging
@@ -82,6 +83,9 @@ struct Serve: AsyncParsableCommand {
     @Flag(name: .customLong("insecure-plaintext"), help: "Allow a non-loopback listener without TLS.")
     var insecurePlaintext = false
 
+    @Flag(name: .customLong("verify-log"), help: "Before serving, verify the whole audit log against every signed checkpoint (not only the latest), with progress.")
+    var verifyLog = false
+
     func run() async throws {
         let logger = self.options.bootstrapLogging()
         var configuration = try self.options.load()
@@ -99,6 +103,19 @@ struct Serve: AsyncParsableCommand {
         environment.logger = logger
         logger.notice("starting", metadata: ["hsm": "\(self.options.describeHSM(configuration))", "data_dir": "\(configuration.dataDirectory)"])
         let application = try await CountersignApplication(configuration: configuration, pin: pin, environment: environment)
+        if self.verifyLog {
+            do {
+                let report = try await application.verifyWholeLog { done, total in
+                    logger.notice("verifying the audit log", metadata: ["verified": "\(done)", "of": "\(total)"])
+                }
+                logger.notice(
+                    "audit log verified", metadata: ["entries": "\(report.entries)", "checkpoints": "\(report.checkpoints)", "root": "\(Data(report.root).base64EncodedString())"]
+                )
+            } catch {
+                await application.finish()
+                throw error
+            }
+        }
         let group = ServiceGroup(
             configuration: .init(services: application.services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         )

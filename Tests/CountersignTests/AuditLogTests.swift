@@ -453,6 +453,39 @@ struct AuditLogTests {
         #expect("\(refused.map { "\($0)" } ?? "")".contains("do not hash to the kept checkpoint's root: the log was rewritten"))
     }
 
+    @Test("--verify-log checks every checkpoint, not only the latest: an earlier one re-signed by another key is found, with progress on the way")
+    func verifyWholeLog() async throws {
+        let (path, _) = try await Self.sampleLog()
+        let untouched = try Self.copyDataDirectory(of: path, to: "verify-all")
+        let good = try await TestServer.start(.init(dataDirectory: untouched))
+        final class Progress: Sendable { let done = Mutex<[Int]>([]) }
+        let progress = Progress()
+        let report = try await good.application.verifyWholeLog(progressEvery: 5) { done, _ in progress.done.withLock { $0.append(done) } }
+        #expect(report.checkpoints >= 2)
+        #expect(report.entries >= 20)
+        #expect(progress.done.withLock { $0 }.starts(with: [5, 10, 15, 20]))
+        try await good.stop()
+
+        // The earlier checkpoint's note re-signed by another key (its size and root kept): the start-up check, which
+        // reads the latest checkpoint, cannot see it; the whole-log check does.
+        let directory = try Self.copyDataDirectory(of: path, to: "verify-earlier")
+        let database = try Self.openForTampering(directory.appendingPathComponent("countersign.sqlite").path)
+        let size = try await database.write { db -> Int in
+            let row = try Row.fetchOne(db, sql: "SELECT id, size, rootHash, time FROM checkpoint ORDER BY id LIMIT 1")!
+            let checkpoint = Checkpoint(origin: "countersign.test/audit", size: row["size"], rootHash: Array(row["rootHash"] as Data), time: row["time"])
+            let forger = P256.Signing.PrivateKey()
+            let note = checkpoint.note(keyName: "countersign.test/audit", publicKey: forger.publicKey, signature: try forger.signature(for: Data(checkpoint.body.utf8)))
+            try db.execute(sql: "UPDATE checkpoint SET note = ? WHERE id = ?", arguments: [note, row["id"] as Int64])
+            return row["size"]
+        }
+        try database.close()
+        let server = try await TestServer.start(.init(dataDirectory: directory))
+        let error = await #expect(throws: StartupError.self) { try await server.application.verifyWholeLog() }
+        #expect("\(error.map { "\($0)" } ?? "")".contains("AUDIT_LOG_MISMATCH"), "\(String(describing: error))")
+        #expect("\(error.map { "\($0)" } ?? "")".contains("at index \(size): the checkpoint of \(size) entries is not signed by the audit key"), "\(String(describing: error))")
+        try await server.stop()
+    }
+
     @Test("a checkpoint row whose size or root was edited away from its signed note is refused at start")
     func checkpointColumnsMustMatchNote() async throws {
         let (path, _) = try await Self.sampleLog()

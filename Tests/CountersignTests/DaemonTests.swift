@@ -177,11 +177,11 @@ struct DaemonTests {
     }
 
     /// Starts `countersignd serve` and returns it with its framed port, read from its log.
-    func serve(environment: [String: String], log: URL) async throws -> (Process, Int) {
+    func serve(environment: [String: String], log: URL, arguments: [String] = []) async throws -> (Process, Int) {
         _ = FileManager.default.createFile(atPath: log.path, contents: nil)
         let server = Process()
         server.executableURL = self.countersignd
-        server.arguments = ["serve"]
+        server.arguments = ["serve"] + arguments
         server.environment = environment
         server.standardError = try FileHandle(forWritingTo: log)
         server.standardOutput = FileHandle.nullDevice
@@ -377,7 +377,8 @@ struct DaemonTests {
     func tokenDirectoryMovedAwayAndBack() async throws {
         let (directory, environment, admin) = try self.initialized("token-moved")
         let log = directory.appendingPathComponent("server.log")
-        let (server, port) = try await self.serve(environment: environment, log: log)
+        let (server, port) = try await self.serve(environment: environment, log: log, arguments: ["--verify-log"])
+        #expect(try String(contentsOf: log, encoding: .utf8).contains("audit log verified"), "--verify-log ran before the listeners")
         defer { if server.isRunning { kill(server.processIdentifier, SIGKILL) } }
         let httpPort = try Self.httpPort(in: log)
         let adminClient = try await CountersignClient.connect(host: "127.0.0.1", port: port, credential: admin)
