@@ -80,7 +80,8 @@ let package = Package(
         .target(
             name: "CountersignCLI",
             dependencies: ["PKCS11", "CountersignClient", "CountersignServer", "Wire", "Signing", "Policy", "Audit", "Ledger", "CanonicalJSON", crypto, nioPosix,
-                .product(name: "Histogram", package: "hdrhistogram-swift"), .product(name: "NIOSSL", package: "swift-nio-ssl"), argumentParser],
+                .product(name: "Histogram", package: "hdrhistogram-swift"), .product(name: "NIOSSL", package: "swift-nio-ssl"), argumentParser,
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"), .product(name: "UnixSignals", package: "swift-service-lifecycle")],
             swiftSettings: swiftSettings
         ),
         .executableTarget(name: "countersign", dependencies: ["CountersignCLI", argumentParser], swiftSettings: swiftSettings),

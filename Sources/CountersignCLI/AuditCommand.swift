@@ -13,7 +13,7 @@ struct AuditCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "audit",
         abstract: "Prove, verify, export and follow the audit log.",
-        subcommands: [Checkpoint.self, Proof.self, CheckProof.self, Consistency.self, Verify.self, Export.self, Tail.self]
+        subcommands: [Checkpoint.self, Proof.self, CheckProof.self, Consistency.self, Verify.self, Export.self, Tail.self, Witness.self]
     )
 
     struct Checkpoint: AsyncParsableCommand {

@@ -23,15 +23,17 @@ final class Checkpointer: Service, Sendable {
     let startRecord: StartRecord
     let metrics: ServerMetrics
     let witness: WitnessFile?
+    let witnessServer: WitnessClient?
     private let wake = ApprovalNotifier()
     private let lastSize = Mutex<Int>(-1)
     private let signing = SerialQueue()
 
     init(
         store: LedgerStore, keyRing: KeyRing, origin: String, interval: Duration, everyEntries: Int, wallClock: WallClock, time: MonotonicTime, logger: Logger,
-        startRecord: StartRecord, metrics: ServerMetrics, witness: WitnessFile? = nil
+        startRecord: StartRecord, metrics: ServerMetrics, witness: WitnessFile? = nil, witnessServer: WitnessClient? = nil
     ) {
         self.witness = witness
+        self.witnessServer = witnessServer
         self.startRecord = startRecord
         self.metrics = metrics
         self.store = store
@@ -51,8 +53,10 @@ final class Checkpointer: Service, Sendable {
     }
 
     /// Signs and stores a checkpoint of the log as it is now.
+    /// - Parameter awaitingWitness: wait until the witness (if any) answered, as at the stop; otherwise it is sent
+    ///   in the background.
     @discardableResult
-    func checkpointNow() async throws -> CheckpointRecord {
+    func checkpointNow(awaitingWitness: Bool = false) async throws -> CheckpointRecord {
         try await self.signing.run {
             guard let key = self.keyRing.auditKey else { throw StartupError("no active audit key") }
             let head = self.store.auditHead
@@ -76,6 +80,14 @@ final class Checkpointer: Service, Sendable {
             _ = self.keyRing.countSignature(key.keyID)
             self.metrics.checkpointSigned(at: checkpoint.time)
             self.lastSize.withLock { $0 = head.size }
+            if let witnessServer = self.witnessServer {
+                if awaitingWitness {
+                    await witnessServer.submit(record)
+                } else {
+                    // Off the signing path: a slow witness delays nobody's proof. Submissions keep their order.
+                    Task { await witnessServer.submit(record) }
+                }
+            }
             return record
         }
     }
@@ -120,7 +132,7 @@ final class Checkpointer: Service, Sendable {
             return
         }
         do {
-            try await self.checkpointNow()
+            try await self.checkpointNow(awaitingWitness: true)
             self.logger.notice("the stop is in the audit log, under a signed checkpoint")
         } catch {
             self.logger.error("the stop is in the audit log, but its checkpoint could not be signed", metadata: ["error": "\(error)"])

@@ -101,7 +101,8 @@ public final class CountersignApplication: Sendable {
             store: self.store, keyRing: self.keyRing, origin: configuration.audit.origin ?? "\(configuration.issuer)/audit",
             interval: configuration.audit.checkpointInterval, everyEntries: configuration.audit.checkpointEntries, wallClock: environment.wallClock,
             time: environment.time, logger: environment.logger, startRecord: startRecord, metrics: metrics,
-            witness: configuration.audit.witnessFile.map(WitnessFile.init(path:))
+            witness: configuration.audit.witnessFile.map(WitnessFile.init(path:)),
+            witnessServer: try configuration.audit.witness.map { try WitnessClient(configuration: $0, store: store, metrics: metrics, logger: environment.logger) }
         )
         self.checkpointer = checkpointer
         let authorizer = Authorizer(

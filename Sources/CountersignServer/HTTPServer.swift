@@ -4,29 +4,43 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 import ServiceLifecycle
+import Synchronization
 import Signing
 
-/// The HTTP listener (default `127.0.0.1:7680`): `GET /.well-known/jwks.json`, `/metrics`, `/healthz`, `/readyz`.
-/// Nothing on it can sign; authorizations are only ever requested over the framed protocol.
-public final class HTTPServer: Service, Sendable {
-    /// What the routes answer with.
-    struct Routes: Sendable {
-        var keySet: @Sendable () -> JWKSet
-        var metrics: @Sendable () async -> String
-        /// `nil` when ready; otherwise why not.
-        var notReadyBecause: @Sendable () async -> String?
+/// A small HTTP/1.1 listener: each request (head and a body of at most `maximumBody` bytes) is answered by
+/// `respond`. Serves the operator's endpoints (``HTTPServer``) and the audit witness (``WitnessService``).
+public final class HTTPListener: Service, Sendable {
+    public struct Response: Sendable {
+        public var status: HTTPResponseStatus
+        public var contentType: String
+        public var body: String
+
+        public init(_ status: HTTPResponseStatus, _ contentType: String = "text/plain; charset=utf-8", _ body: String) {
+            self.status = status
+            self.contentType = contentType
+            self.body = body
+        }
     }
 
     private let endpoint: ServerConfiguration.Endpoint
-    private let routes: Routes
+    private let respond: @Sendable (HTTPRequestHead, ByteBuffer) async -> Response
+    private let maximumBody: Int
     private let group: any EventLoopGroup
     private let logger: Logger
+    private let name: String
     private let bound: EventLoopPromise<SocketAddress>
     private let isShuttingDown = ShutdownFlag()
+    /// Open connections, closed at the stop: a keep-alive client that sends nothing more would hold it forever.
+    private let connections = Mutex<[ObjectIdentifier: any Channel]>([:])
 
-    init(endpoint: ServerConfiguration.Endpoint, routes: Routes, group: any EventLoopGroup, logger: Logger) {
+    public init(
+        name: String = "HTTP", endpoint: ServerConfiguration.Endpoint, maximumBody: Int = 0, group: any EventLoopGroup, logger: Logger,
+        respond: @escaping @Sendable (HTTPRequestHead, ByteBuffer) async -> Response
+    ) {
+        self.name = name
         self.endpoint = endpoint
-        self.routes = routes
+        self.maximumBody = maximumBody
+        self.respond = respond
         self.group = group
         self.logger = logger
         self.bound = group.next().makePromise()
@@ -54,75 +68,118 @@ public final class HTTPServer: Service, Sendable {
                 }
         } catch {
             self.bound.fail(error)
-            throw StartupError("cannot listen for HTTP on \(self.endpoint): \(error)")
+            throw StartupError("cannot listen for \(self.name) on \(self.endpoint): \(error)")
         }
         self.bound.succeed(server.channel.localAddress!)
-        self.logger.notice("HTTP listening", metadata: ["address": "\(server.channel.localAddress!)"])
+        self.logger.notice("\(self.name) listening", metadata: ["address": "\(server.channel.localAddress!)"])
         try await withGracefulShutdownHandler {
             try await server.executeThenClose { inbound in
                 try await withThrowingDiscardingTaskGroup { group in
                     for try await connection in inbound {
                         guard let connection else { continue }
-                        group.addTask { await self.serve(connection) }
+                        let id = ObjectIdentifier(connection.channel)
+                        self.connections.withLock { $0[id] = connection.channel }
+                        group.addTask {
+                            await self.serve(connection)
+                            self.connections.withLock { $0[id] = nil }
+                        }
                     }
                 }
             }
         } onGracefulShutdown: {
             self.isShuttingDown.set()
             server.channel.close(promise: nil)
+            // An answer being written finishes first (the close is queued behind it on the channel's loop).
+            for channel in self.connections.withLock({ Array($0.values) }) { channel.close(promise: nil) }
         }
     }
 
     private func serve(_ connection: NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>) async {
         try? await connection.executeThenClose { inbound, outbound in
             var request: HTTPRequestHead?
+            var body = ByteBuffer()
+            var tooLarge = false
             for try await part in inbound {
                 switch part {
                 case .head(let head):
                     request = head
-                case .body:
-                    continue
+                    body.clear()
+                    tooLarge = false
+                case .body(var chunk):
+                    if body.readableBytes + chunk.readableBytes > self.maximumBody {
+                        tooLarge = true
+                    } else {
+                        body.writeBuffer(&chunk)
+                    }
                 case .end:
                     guard let head = request else { continue }
-                    let (status, contentType, body) = await self.respond(to: head)
+                    let response = tooLarge
+                        ? Response(.payloadTooLarge, "text/plain; charset=utf-8", "a body of at most \(self.maximumBody) bytes\n")
+                        : await self.respond(head, body)
                     var headers = HTTPHeaders()
-                    headers.add(name: "Content-Type", value: contentType)
-                    headers.add(name: "Content-Length", value: String(body.utf8.count))
+                    headers.add(name: "Content-Type", value: response.contentType)
+                    headers.add(name: "Content-Length", value: String(response.body.utf8.count))
                     headers.add(name: "Cache-Control", value: "no-store")
-                    let keepAlive = head.isKeepAlive
+                    let keepAlive = head.isKeepAlive && !tooLarge
                     headers.add(name: "Connection", value: keepAlive ? "keep-alive" : "close")
-                    try await outbound.write(.head(HTTPResponseHead(version: head.version, status: status, headers: headers)))
-                    try await outbound.write(.body(.byteBuffer(ByteBuffer(string: body))))
+                    try await outbound.write(.head(HTTPResponseHead(version: head.version, status: response.status, headers: headers)))
+                    try await outbound.write(.body(.byteBuffer(ByteBuffer(string: response.body))))
                     try await outbound.write(.end(nil))
                     request = nil
-                    if !keepAlive { return }
+                    if !keepAlive || self.isShuttingDown.isSet { return }
                 }
             }
         }
     }
+}
 
-    private func respond(to head: HTTPRequestHead) async -> (HTTPResponseStatus, String, String) {
+/// The operator's HTTP listener (default `127.0.0.1:7680`): `GET /.well-known/jwks.json`, `/metrics`, `/healthz`,
+/// `/readyz`. Nothing on it can sign; authorizations are only ever requested over the framed protocol.
+public final class HTTPServer: Service, Sendable {
+    /// What the routes answer with.
+    struct Routes: Sendable {
+        var keySet: @Sendable () -> JWKSet
+        var metrics: @Sendable () async -> String
+        /// `nil` when ready; otherwise why not.
+        var notReadyBecause: @Sendable () async -> String?
+    }
+
+    private let listener: HTTPListener
+
+    init(endpoint: ServerConfiguration.Endpoint, routes: Routes, group: any EventLoopGroup, logger: Logger) {
+        self.listener = HTTPListener(endpoint: endpoint, group: group, logger: logger) { head, _ in await Self.respond(to: head, routes: routes) }
+    }
+
+    public var localAddress: SocketAddress {
+        get async throws { try await self.listener.localAddress }
+    }
+
+    public func run() async throws {
+        try await self.listener.run()
+    }
+
+    private static func respond(to head: HTTPRequestHead, routes: Routes) async -> HTTPListener.Response {
         guard head.method == .GET || head.method == .HEAD else {
-            return (.methodNotAllowed, "text/plain; charset=utf-8", "only GET\n")
+            return .init(.methodNotAllowed, "text/plain; charset=utf-8", "only GET\n")
         }
         let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
         switch path {
         case "/.well-known/jwks.json":
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-            let body = (try? encoder.encode(self.routes.keySet())).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
-            return (.ok, "application/jwk-set+json", body)
+            let body = (try? encoder.encode(routes.keySet())).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+            return .init(.ok, "application/jwk-set+json", body)
         case "/metrics":
-            return (.ok, "text/plain; version=0.0.4; charset=utf-8", await self.routes.metrics())
+            return .init(.ok, "text/plain; version=0.0.4; charset=utf-8", await routes.metrics())
         case "/healthz":
-            return (.ok, "text/plain; charset=utf-8", "ok\n")
+            return .init(.ok, "text/plain; charset=utf-8", "ok\n")
         case "/readyz":
-            if let reason = await self.routes.notReadyBecause() {
-                return (.serviceUnavailable, "text/plain; charset=utf-8", "not ready: \(reason)\n")
+            if let reason = await routes.notReadyBecause() {
+                return .init(.serviceUnavailable, "text/plain; charset=utf-8", "not ready: \(reason)\n")
             }
-            return (.ok, "text/plain; charset=utf-8", "ready\n")
+            return .init(.ok, "text/plain; charset=utf-8", "ready\n")
         default:
-            return (.notFound, "text/plain; charset=utf-8", "not found\n")
+            return .init(.notFound, "text/plain; charset=utf-8", "not found\n")
         }
     }
 }

@@ -1,3 +1,4 @@
+import Audit
 import Foundation
 import NIOCore
 import Policy
@@ -80,8 +81,16 @@ public struct ServerConfiguration: Sendable {
         /// A file, best on another disk or machine (a mount), that every signed checkpoint is appended to; at
         /// start the store must still extend the last one there. See docs/operations.md, "What an auditor keeps".
         public var witnessFile: String?
+        /// A C2SP witness (`countersign audit witness` on another machine) that every signed checkpoint is sent to.
+        public var witness: Witness?
         /// And after this many entries.
         public var checkpointEntries: Int = 1000
+    }
+
+    /// A witness's address (`http://host:port`, its submission prefix) and verifier key (`name+keyid+key`).
+    public struct Witness: Sendable, Hashable {
+        public var url: String
+        public var verifierKey: String
     }
 
     public var audit = AuditLog()
@@ -124,9 +133,24 @@ public struct ServerConfiguration: Sendable {
         if let limits = entries["limits"] { configuration.limits = try Self.limits(limits) }
         configuration.policy = try PolicyConfiguration.policy(tiers: configuration.tiers, entries: entries, root: root)
         if let audit = entries["audit"] {
-            let fields = try audit.mapping(allowing: ["origin", "checkpoint_interval", "checkpoint_entries", "witness_file"])
+            let fields = try audit.mapping(allowing: ["origin", "checkpoint_interval", "checkpoint_entries", "witness_file", "witness"])
             configuration.audit.origin = try fields["origin"]?.string()
             configuration.audit.witnessFile = try fields["witness_file"]?.string()
+            if let witness = fields["witness"] {
+                let entries = try witness.mapping(allowing: ["url", "key"])
+                guard let url = entries["url"], let key = entries["key"] else { throw witness.error("audit.witness needs url and key") }
+                let text = try url.string()
+                guard let parsed = URL(string: text), ["http", "https"].contains(parsed.scheme ?? ""), parsed.host != nil else {
+                    throw url.error("audit.witness.url must be http://host:port or https://host:port")
+                }
+                let verifierKey = try key.string()
+                do {
+                    _ = try Cosigner(verifierKey: verifierKey)
+                } catch {
+                    throw key.error("audit.witness.key is not the witness's verifier key (countersign audit witness prints it): \(error)")
+                }
+                configuration.audit.witness = Witness(url: text, verifierKey: verifierKey)
+            }
             if let interval = fields["checkpoint_interval"] { configuration.audit.checkpointInterval = try interval.duration(in: .seconds(1) ... .seconds(60)) }
             if let entries = fields["checkpoint_entries"] { configuration.audit.checkpointEntries = Int(try entries.integer(in: 1...1_000_000)) }
         }

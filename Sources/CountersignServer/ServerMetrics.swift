@@ -56,6 +56,8 @@ public final class ServerMetrics: Sendable {
         "countersign_audit_write_failures_total": "Store transactions that failed (each fails its decisions closed: AUDIT_UNAVAILABLE or STORE_UNAVAILABLE).",
         "countersign_audit_checkpoints_total": "Checkpoints signed by the audit key.",
         "countersign_audit_checkpoint_failures_total": "Checkpoints that could not be signed or stored.",
+        "countersign_audit_witness_cosigned_total": "Checkpoints the configured witness cosigned.",
+        "countersign_audit_witness_failures_total": "Checkpoints the witness refused or could not be reached for (a refusal is also logged as critical).",
         "countersign_audit_last_checkpoint_timestamp_seconds": "When the last checkpoint was signed (seconds since 1970); alert on time() minus this.",
         "countersign_hsm_sessions_open": "PKCS#11 sessions open in the pool.",
         "countersign_hsm_sessions_in_use": "PKCS#11 sessions lent out now.",
@@ -103,7 +105,8 @@ public final class ServerMetrics: Sendable {
         }
         for outcome in Self.handshakeOutcomes { _ = self.counter("countersign_handshakes_total", ["outcome": outcome]) }
         for verdict in ["approve", "deny"] { _ = self.counter("countersign_approval_verdicts_total", ["verdict": verdict]) }
-        for name in ["countersign_audit_checkpoints_total", "countersign_audit_checkpoint_failures_total", "countersign_audit_write_failures_total",
+        for name in ["countersign_audit_checkpoints_total", "countersign_audit_checkpoint_failures_total", "countersign_audit_witness_cosigned_total",
+            "countersign_audit_witness_failures_total", "countersign_audit_write_failures_total",
             "countersign_hsm_failures_total", "countersign_hsm_breaker_trips_total", "countersign_hsm_recoveries_total"]
         {
             _ = self.counter(name, [:])
@@ -190,6 +193,14 @@ public final class ServerMetrics: Sendable {
 
     func checkpointFailed() {
         self.counter("countersign_audit_checkpoint_failures_total", [:]).increment()
+    }
+
+    func witnessCosigned() {
+        self.counter("countersign_audit_witness_cosigned_total", [:]).increment()
+    }
+
+    func witnessFailed() {
+        self.counter("countersign_audit_witness_failures_total", [:]).increment()
     }
 
     func connectionsChanged(open: Int) {
