@@ -283,6 +283,16 @@ public final class CountersignClient: Sendable {
         try await self.router.send(frame, on: self.channel)
     }
 
+    /// Stops reading answers and writes `frames` as fast as the connection takes them, without waiting for
+    /// anything: a client that pipelines and never reads, for load tools. The connection serves nothing else after.
+    public func pipelineWithoutReading(_ frames: [Frame]) async throws {
+        try await self.channel.setOption(ChannelOptions.autoRead, value: false)
+        for frame in frames {
+            self.channel.write(frame, promise: nil)
+        }
+        self.channel.flush()
+    }
+
     public func close() async {
         try? await self.channel.close()
     }
