@@ -122,12 +122,6 @@ struct ConnectionHandler: Sendable {
     let metrics: ServerMetrics
     let logger: Logger
 
-    private enum HandshakeState {
-        case awaitingHello
-        case awaitingAuth(principal: String, challenge: [UInt8])
-        case authenticated(principal: String)
-    }
-
     func serve(_ channel: NIOAsyncChannel<Frame, Frame>, state: ConnectionState) async {
         do {
             try await channel.executeThenClose { inbound, outbound in
@@ -135,7 +129,7 @@ struct ConnectionHandler: Sendable {
                 defer { watchdog.cancel() }
                 async let closing: Void = self.closeOutputWhenDrained(state: state, outbound: outbound)
                 await withTaskGroup(of: Void.self) { requests in
-                    var handshake = HandshakeState.awaitingHello
+                    var handshake = self.newHandshake()
                     var inFlight = 0
                     do {
                         reading: for try await frame in inbound {
@@ -145,14 +139,14 @@ struct ConnectionHandler: Sendable {
                                 try await outbound.write(Self.errorFrame(error, requestID: frame.requestID))
                                 break reading
                             }
-                            switch handshake {
+                            switch handshake.state {
                             case .awaitingHello, .awaitingAuth:
                                 // Stopping, output closed: nothing more is answered, input is only drained.
                                 if state.isOutputClosed { continue }
-                                let step = await self.handshakeStep(handshake, frame: frame)
-                                handshake = step.next
+                                let step = handshake.receive(frame)
+                                self.record(step.event)
                                 try await outbound.write(step.reply)
-                                if case .authenticated = step.next {
+                                if case .authenticated = handshake.state {
                                     state.authenticated()
                                 } else if step.closes {
                                     break reading
@@ -231,63 +225,33 @@ struct ConnectionHandler: Sendable {
         }
     }
 
-    /// One step of the handshake: the next state, the frame to send back, and whether to close after it.
-    private func handshakeStep(_ handshake: HandshakeState, frame: Frame) async -> (next: HandshakeState, reply: Frame, closes: Bool) {
-        func refuse(_ error: WireError, staying state: HandshakeState) -> (next: HandshakeState, reply: Frame, closes: Bool) {
-            (state, Self.errorFrame(error, requestID: frame.requestID), error.closesConnection)
+    /// The handshake of a new connection, against the principal directory.
+    private func newHandshake() -> ServerHandshake {
+        let principals = self.principals
+        let random = self.random
+        return ServerHandshake(challenge: { random.bytes(Handshake.challengeLength) }) { principal, algorithm, signature, transcript in
+            guard let entry = principals.lookup(principal) else { return .unknownPrincipal }
+            if let why = entry.refusal(algorithm, signature: signature, transcript: transcript, now: principals.now) { return .refused(why) }
+            return entry.record.revokedAt == nil ? .accepted(entry.role) : .revoked
         }
-        switch (handshake, frame.type) {
-        case (.awaitingHello, .hello):
-            let hello: Hello
-            do {
-                hello = try WireJSON.decode(Hello.self, from: frame.body)
-                try hello.validate()
-            } catch {
-                self.metrics.handshake("invalid_request")
-                return refuse(WireError(converting: error), staying: .awaitingHello)
-            }
-            // The challenge is sent whether or not the principal exists, so ids cannot be probed.
-            let challenge = self.random.bytes(Handshake.challengeLength)
-            let body = Challenge(challenge: Base64URL.encode(challenge), algorithms: CredentialAlgorithm.allCases)
-            return (.awaitingAuth(principal: hello.principal, challenge: challenge), Frame(type: .challenge, requestID: frame.requestID, body: WireJSON.encode(body)), false)
+    }
 
-        case (.awaitingAuth(let principal, let challenge), .auth):
-            // The challenge is spent by this one attempt, whatever its outcome.
-            let failed = WireError(.authenticationFailed, "authentication failed: unknown principal, wrong algorithm or bad signature")
-            let transcript = Handshake.transcript(version: frame.version, principal: principal, challenge: challenge)
-            guard let auth = try? WireJSON.decode(Auth.self, from: frame.body), let signature = Base64URL.decode(auth.signature),
-                let entry = self.principals.lookup(principal)
-            else {
-                // Spend the time of a verification anyway, so the refusal does not tell which ids exist.
-                _ = Self.decoyKey.isValidSignature([UInt8](repeating: 1, count: 64), for: transcript)
-                let why = self.principals.lookup(principal) == nil ? "no such principal" : "the AUTH body is not an algorithm and a base64url signature"
-                self.logger.notice("authentication failed", metadata: ["principal": "\(principal)", "reason": "\(why)"])
-                self.metrics.handshake("authentication_failed")
-                return refuse(failed, staying: .awaitingHello)
-            }
-            if let why = entry.refusal(auth.algorithm, signature: signature, transcript: transcript, now: self.principals.now) {
-                self.logger.notice("authentication failed", metadata: ["principal": "\(principal)", "reason": "\(why)"])
-                self.metrics.handshake("authentication_failed")
-                return refuse(failed, staying: .awaitingHello)
-            }
-            guard entry.record.revokedAt == nil else {
-                self.logger.notice("revoked principal refused", metadata: ["principal": "\(principal)"])
-                self.metrics.handshake("principal_revoked")
-                return refuse(WireError(.principalRevoked, "the credential of '\(principal)' has been revoked"), staying: .awaitingHello)
-            }
-            self.logger.info("authenticated", metadata: ["principal": "\(principal)", "role": "\(entry.role.rawValue)"])
+    /// A handshake step in the log and the metrics.
+    private func record(_ event: ServerHandshake.Event) {
+        switch event {
+        case .challenged, .outOfOrder:
+            break
+        case .invalidHello:
+            self.metrics.handshake("invalid_request")
+        case .authenticated(let principal, let role):
+            self.logger.info("authenticated", metadata: ["principal": "\(principal)", "role": "\(role.rawValue)"])
             self.metrics.handshake("ok")
-            let welcome = Welcome(principal: principal, role: entry.role)
-            return (.authenticated(principal: principal), Frame(type: .welcome, requestID: frame.requestID, body: WireJSON.encode(welcome)), false)
-
-        case (_, let type) where !MessageType.requests.contains(type):
-            return refuse(WireError(.unknownMessageType, "message type \(type) is not a request this server knows"), staying: handshake)
-        case (.awaitingHello, _):
-            return refuse(WireError(.handshakeRequired, "send HELLO and AUTH before any other request"), staying: handshake)
-        case (.awaitingAuth, _):
-            return refuse(WireError(.handshakeRequired, "answer the challenge with AUTH before any other request"), staying: handshake)
-        case (.authenticated, _):
-            return refuse(WireError(.invalidRequest, "the handshake is already complete"), staying: handshake)
+        case .authenticationFailed(let principal, let reason):
+            self.logger.notice("authentication failed", metadata: ["principal": "\(principal)", "reason": "\(reason)"])
+            self.metrics.handshake("authentication_failed")
+        case .revoked(let principal):
+            self.logger.notice("revoked principal refused", metadata: ["principal": "\(principal)"])
+            self.metrics.handshake("principal_revoked")
         }
     }
 
@@ -314,8 +278,6 @@ struct ConnectionHandler: Sendable {
             }
         }
     }
-
-    private static let decoyKey = CredentialPrivateKey.generate(.es256).publicKey
 
     static func errorFrame(_ error: WireError, requestID: UInt32) -> Frame {
         Frame(type: .error, requestID: requestID, body: WireJSON.encode(error))

@@ -112,7 +112,7 @@ public final class CountersignApplication: Sendable {
         )
         let requests = RequestHandler(
             authorizer: authorizer, principals: principals, time: environment.time, metrics: metrics, logger: environment.logger,
-            logReaders: configuration.limits.maximumLogReaders
+            logReaders: configuration.limits.maximumLogReaders, logReadShare: configuration.limits.logReadShare
         )
         let connections = ConnectionHandler(
             requests: requests, principals: principals, limits: configuration.limits, time: environment.time, random: environment.random,

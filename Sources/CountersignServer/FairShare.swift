@@ -1,3 +1,4 @@
+import Policy
 import Synchronization
 
 /// Lets at most `width` pieces of heavy work run at once, and when more wait, takes turns between the
@@ -9,6 +10,11 @@ import Synchronization
 /// leaves the queue at once.
 final class FairShare: Sendable {
     let width: Int
+    /// The share of its time a turn may spend working: after a piece of work that took `t`, the turn is held
+    /// idle for `t × (1 − share) / share` before it passes on, so the readers together keep at most
+    /// `width × share` cores busy however many wait.
+    let share: Double
+    private let time: MonotonicTime
 
     private struct Waiter {
         var id: UInt64
@@ -31,16 +37,33 @@ final class FairShare: Sendable {
 
     private let state = Mutex(State())
 
-    /// - Parameter width: how many may run at once (at least 1).
-    init(width: Int) {
+    /// - Parameters:
+    ///   - width: how many may run at once (at least 1).
+    ///   - share: the share of a turn's time spent working (0 < share ≤ 1; 1: no pause).
+    ///   - time: measures the work and the pause.
+    init(width: Int, share: Double = 1, time: MonotonicTime = .continuous) {
         self.width = max(1, width)
+        self.share = min(1, max(0.01, share))
+        self.time = time
     }
 
-    /// Waits for a turn of `principal`, runs `body`, and hands the turn on.
+    /// Waits for a turn of `principal`, runs `body`, and hands the turn on (after the pause its share asks for).
     /// - Throws: `CancellationError` when cancelled while waiting; what `body` throws.
     func run<Result: Sendable>(for principal: String, _ body: () async throws -> Result) async throws -> Result {
         try await self.acquire(principal)
-        defer { self.release() }
+        let started = self.time.now
+        defer {
+            let pause = (self.time.now - started) * ((1 - self.share) / self.share)
+            if pause > .zero {
+                // The turn is released after the pause, off this task: the answer is not held back by it.
+                Task {
+                    try? await self.time.sleep(for: pause)
+                    self.release()
+                }
+            } else {
+                self.release()
+            }
+        }
         return try await body()
     }
 

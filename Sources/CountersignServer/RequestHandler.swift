@@ -45,8 +45,11 @@ final class RequestHandler: Sendable {
     /// Reads of the audit log, shared fairly between principals.
     let logReads: FairShare
 
-    init(authorizer: Authorizer, principals: PrincipalDirectory, time: MonotonicTime, metrics: ServerMetrics, logger: Logger, logReaders: Int) {
-        self.logReads = FairShare(width: logReaders)
+    init(
+        authorizer: Authorizer, principals: PrincipalDirectory, time: MonotonicTime, metrics: ServerMetrics, logger: Logger, logReaders: Int,
+        logReadShare: Double = 1
+    ) {
+        self.logReads = FairShare(width: logReaders, share: logReadShare, time: time)
         self.authorizer = authorizer
         self.principals = principals
         self.time = time

@@ -56,6 +56,9 @@ public struct ServerConfiguration: Sendable {
         /// Reads of the audit log (entries, proofs, consistency) running at once across every connection; when more
         /// wait, principals take turns. Half the cores by default, so a flood of them leaves the rest to authorizations.
         public var maximumLogReaders: Int = max(1, System.coreCount / 2)
+        /// The share of their time those readers may work; after each read they pause for the rest, so a flood of
+        /// reads keeps at most `maximumLogReaders × logReadShare` cores.
+        public var logReadShare: Double = 0.5
         /// How long a shutdown waits for a connection's answers before it closes the connection anyway.
         public var shutdownGrace: TimeAmount = .seconds(30)
     }
@@ -192,7 +195,7 @@ public struct ServerConfiguration: Sendable {
     }
 
     private static func limits(_ reader: ConfigurationReader) throws -> Limits {
-        let fields = try reader.mapping(allowing: ["max_frame_bytes", "max_connections", "handshake_timeout", "idle_timeout", "max_in_flight", "max_log_readers", "shutdown_grace"])
+        let fields = try reader.mapping(allowing: ["max_frame_bytes", "max_connections", "handshake_timeout", "idle_timeout", "max_in_flight", "max_log_readers", "log_read_percent", "shutdown_grace"])
         var limits = Limits()
         if let frame = fields["max_frame_bytes"] { limits.maximumFrameLength = Int(try frame.integer(in: 1024...16 * 1024 * 1024)) }
         if let connections = fields["max_connections"] { limits.maximumConnections = Int(try connections.integer(in: 1...1_000_000)) }
@@ -200,6 +203,10 @@ public struct ServerConfiguration: Sendable {
         if let idle = fields["idle_timeout"] { limits.idleTimeout = try idle.duration(in: .seconds(1) ... .seconds(86400)) }
         if let inFlight = fields["max_in_flight"] { limits.maximumInFlight = Int(try inFlight.integer(in: 1...100_000)) }
         if let readers = fields["max_log_readers"] { limits.maximumLogReaders = Int(try readers.integer(in: 1...10_000)) }
+        if let share = fields["log_read_percent"] {
+            // A percentage: money is never a float, and neither are the figures of a configuration.
+            limits.logReadShare = Double(try share.integer(in: 1...100)) / 100
+        }
         if let grace = fields["shutdown_grace"] {
             let duration = try grace.duration(in: .seconds(1) ... .seconds(3600))
             limits.shutdownGrace = .nanoseconds(duration.components.seconds * 1_000_000_000 + duration.components.attoseconds / 1_000_000_000)
