@@ -90,6 +90,17 @@ let package = Package(
             dependencies: ["CountersignServer", "Audit", "Policy", "Wire", argumentParser, logging, .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"), .product(name: "UnixSignals", package: "swift-service-lifecycle")],
             swiftSettings: swiftSettings
         ),
+        // libFuzzer targets (`make fuzz` builds them with -sanitize=fuzzer,address -DFUZZING); built normally, each
+        // replays the inputs in the directories it is given (the tests replay the committed corpus).
+        .target(name: "FuzzReplay", path: "fuzz/replay", swiftSettings: swiftSettings),
+        .executableTarget(
+            name: "fuzz-frames", dependencies: ["Wire", "FuzzReplay", nioCore, .product(name: "NIOEmbedded", package: "swift-nio")], path: "fuzz/frames",
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "fuzz-handshake", dependencies: ["Wire", "Signing", "FuzzReplay", nioCore, .product(name: "NIOEmbedded", package: "swift-nio")],
+            path: "fuzz/handshake", swiftSettings: swiftSettings
+        ),
         // Test fixtures: a fresh SoftHSM2 token per test process, a manual clock, a fault-injecting module.
         .target(name: "TestSupport", dependencies: ["PKCS11", "CPKCS11", "Wire"], swiftSettings: swiftSettings),
         .testTarget(

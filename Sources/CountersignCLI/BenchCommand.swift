@@ -72,6 +72,9 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(name: .customLong("auditors"), help: "Auditor connections for --audit-flood.")
     var auditors = 1
 
+    @Option(help: "Rounds of --audit-flood (alone, then flooded, each round); the medians are compared.")
+    var rounds = 3
+
     @Option(help: "Instead of the closed loop: agents at --rate (default 300/s) for this long, e.g. 10m, beside rounds of abuse; reports the server's memory over time.")
     var soak: String?
 
@@ -125,7 +128,7 @@ struct BenchCommand: AsyncParsableCommand {
             try await AuditFlood(
                 generator: generator, rate: self.rate ?? 300, duration: try Self.duration(self.duration), requestsPerAuditor: flood, auditors: self.auditors,
                 admin: { try await client.connect() }
-            ).run()
+            ).run(rounds: self.rounds)
             if let memory = await self.serverMemory(host: host) {
                 print(String(format: "server resident memory: %.1f MB", Double(memory) / 1_048_576))
             }

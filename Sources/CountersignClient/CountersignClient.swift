@@ -286,7 +286,7 @@ public final class CountersignClient: Sendable {
     /// Stops reading answers and writes `frames` as fast as the connection takes them, without waiting for
     /// anything: a client that pipelines and never reads, for load tools. The connection serves nothing else after.
     public func pipelineWithoutReading(_ frames: [Frame]) async throws {
-        try await self.channel.setOption(ChannelOptions.autoRead, value: false)
+        try await self.channel.setOption(ChannelOptions.autoRead, value: false).get()
         for frame in frames {
             self.channel.write(frame, promise: nil)
         }

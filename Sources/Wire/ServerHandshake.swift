@@ -69,7 +69,7 @@ public struct ServerHandshake: Sendable {
                 hello = try WireJSON.decode(Hello.self, from: frame.body)
                 try hello.validate()
             } catch {
-                return refuse((error as? WireError) ?? WireError(.invalidRequest, "\(error)"), .invalidHello, next: .awaitingHello)
+                return refuse(error, .invalidHello, next: .awaitingHello)
             }
             // The challenge is sent whether or not the principal exists, so ids cannot be probed.
             let challenge = self.challenge()
