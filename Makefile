@@ -28,7 +28,7 @@ help:
 	@echo "make setup  install missing system packages and create the development token"
 	@echo "make build  build the package (debug)"
 	@echo "make bench  release build, a server on a fresh token (hsm-config/bench.yaml), the standard benchmark scenarios"
-	@echo "make fuzz   libFuzzer (with AddressSanitizer) on the JSON readers: FUZZ_RUNS executions (default 1,000,000)"
+	@echo "make fuzz   libFuzzer (with AddressSanitizer) on the JSON readers, the frame decoder and the handshake: FUZZ_RUNS executions each (default 1,000,000)"
 	@echo "make clean  remove build products and local state (.build, .hsm, .data, .build-bench, .build-fuzz)"
 
 setup: packages python-packages token
@@ -66,16 +66,28 @@ test: setup
 	swift build --build-tests $(SWIFT_BUILD_FLAGS)
 	swift test --skip-build $(SWIFT_BUILD_FLAGS)
 
-# libFuzzer on the JSON readers every request body passes through: the fuzz target and Sources/CanonicalJSON
-# (which has no dependencies) compiled together with -sanitize=fuzzer,address. New inputs it finds are kept in
-# $(FUZZ_DIR)/corpus-json; the committed seeds are in fuzz/corpus/json.
+# libFuzzer (with AddressSanitizer), FUZZ_RUNS executions per target:
+#  - json: the JSON readers every request body passes through; the fuzz target and Sources/CanonicalJSON (which has
+#    no dependencies) compiled together with swiftc;
+#  - frames: the frame decoder, inputs split in chunks, every frame's body through the strict reader of its type;
+#  - handshake: the server's handshake state machine on any sequence of frames.
+# The last two are SwiftPM targets built with -sanitize=fuzzer,address -DFUZZING in a scratch directory of their own
+# (the first build takes minutes: every dependency is instrumented). New inputs are kept in $(FUZZ_DIR)/corpus-*;
+# the committed seeds are in fuzz/corpus/*.
 FUZZ_DIR  ?= $(CURDIR)/.build-fuzz
 FUZZ_RUNS ?= 1000000
+FUZZ_SPM  := swift build -c release --scratch-path $(FUZZ_DIR)/spm -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library -Xswiftc -DFUZZING
 fuzz: packages
-	@mkdir -p $(FUZZ_DIR)/corpus-json
+	@mkdir -p $(FUZZ_DIR)/corpus-json $(FUZZ_DIR)/corpus-frames $(FUZZ_DIR)/corpus-handshake
 	@swiftc -O -sanitize=fuzzer,address -parse-as-library Sources/CanonicalJSON/*.swift fuzz/json/main.swift -o $(FUZZ_DIR)/json \
 		2>$(FUZZ_DIR)/build.log || { cat $(FUZZ_DIR)/build.log; exit 1; }
-	@set -o pipefail; $(FUZZ_DIR)/json -runs=$(FUZZ_RUNS) -max_len=4096 -timeout=10 -print_final_stats=1 $(FUZZ_DIR)/corpus-json fuzz/corpus/json 2>&1 | tail -25
+	@echo "== fuzz json"; set -o pipefail; $(FUZZ_DIR)/json -runs=$(FUZZ_RUNS) -max_len=4096 -timeout=10 -print_final_stats=1 \
+		$(FUZZ_DIR)/corpus-json fuzz/corpus/json 2>&1 | tail -12
+	@for target in frames handshake; do \
+		$(FUZZ_SPM) --product fuzz-$$target >$(FUZZ_DIR)/build-$$target.log 2>&1 || { tail -40 $(FUZZ_DIR)/build-$$target.log; exit 1; }; \
+		echo "== fuzz $$target"; set -o pipefail; $(FUZZ_DIR)/spm/release/fuzz-$$target -runs=$(FUZZ_RUNS) -max_len=4096 -timeout=10 \
+			-print_final_stats=1 $(FUZZ_DIR)/corpus-$$target fuzz/corpus/$$target 2>&1 | tail -12 || exit 1; \
+	done
 
 # Checks the token, creates the store, keys and first admin if needed, then serves until Ctrl-C.
 run: setup build

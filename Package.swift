@@ -92,7 +92,8 @@ let package = Package(
         ),
         // libFuzzer targets (`make fuzz` builds them with -sanitize=fuzzer,address -DFUZZING); built normally, each
         // replays the inputs in the directories it is given (the tests replay the committed corpus).
-        .target(name: "FuzzReplay", path: "fuzz/replay", swiftSettings: swiftSettings),
+        .target(name: "CLibFuzzer", path: "fuzz/libfuzzer"),
+        .target(name: "FuzzReplay", dependencies: ["CLibFuzzer"], path: "fuzz/replay", swiftSettings: swiftSettings),
         .executableTarget(
             name: "fuzz-frames", dependencies: ["Wire", "FuzzReplay", nioCore, .product(name: "NIOEmbedded", package: "swift-nio")], path: "fuzz/frames",
             swiftSettings: swiftSettings

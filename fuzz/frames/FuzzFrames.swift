@@ -13,6 +13,8 @@ func fuzzFrames(_ bytes: UnsafeRawBufferPointer) {
     let chunk = Int(first % 64) + 1
     let maximum = 64 * 1024
     let channel = EmbeddedChannel(handler: ByteToMessageHandler(FrameDecoder(maximumFrameLength: maximum)))
+    // The pipeline and the channel hold each other until the channel is finished, whatever happens.
+    defer { _ = try? channel.finish() }
     var offset = 1
     reading: while offset < bytes.count {
         let end = min(bytes.count, offset + chunk)
@@ -28,7 +30,6 @@ func fuzzFrames(_ bytes: UnsafeRawBufferPointer) {
         }
         offset = end
     }
-    _ = try? channel.finish()
 }
 
 /// Reads a body as the server reads the request of its type; refusals are expected, crashes are not.
@@ -62,7 +63,12 @@ public func testOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     return 0
 }
 
-#if !FUZZING
+#if FUZZING
+@_cdecl("fuzz_frames_main")
+public func fuzzMain(_ argc: Int32, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> Int32 {
+    runLibFuzzer(argc: argc, argv: argv, testOneInput)
+}
+#else
 @main
 struct Replay {
     static func main() throws {

@@ -22,6 +22,8 @@ let verify: @Sendable (String, CredentialAlgorithm, [UInt8], [UInt8]) -> Handsha
 
 func fuzzHandshake(_ bytes: UnsafeRawBufferPointer) {
     let channel = EmbeddedChannel(handler: ByteToMessageHandler(FrameDecoder(maximumFrameLength: 64 * 1024)))
+    // The pipeline and the channel hold each other until the channel is finished, whatever happens.
+    defer { _ = try? channel.finish() }
     guard (try? channel.writeInbound(ByteBuffer(bytes: bytes))) != nil else { return }
     var handshake = ServerHandshake(challenge: { [UInt8](repeating: 7, count: Handshake.challengeLength) }, verify: verify)
     while let frame = try? channel.readInbound(as: Frame.self) {
@@ -38,7 +40,6 @@ func fuzzHandshake(_ bytes: UnsafeRawBufferPointer) {
         }
         if step.closes { break }
     }
-    _ = try? channel.finish()
 }
 
 @_cdecl("LLVMFuzzerTestOneInput")
@@ -47,7 +48,12 @@ public func testOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     return 0
 }
 
-#if !FUZZING
+#if FUZZING
+@_cdecl("fuzz_handshake_main")
+public func fuzzMain(_ argc: Int32, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> Int32 {
+    runLibFuzzer(argc: argc, argv: argv, testOneInput)
+}
+#else
 @main
 struct Replay {
     static func main() throws {

@@ -20,3 +20,18 @@ public func replay(_ paths: some Sequence<String>, _ body: (UnsafeRawBufferPoint
     }
     print("replayed \(count) inputs")
 }
+
+#if FUZZING
+import CLibFuzzer
+
+/// The entry point of a fuzz target built with `-sanitize=fuzzer -DFUZZING`: SwiftPM links an executable's `main` to
+/// `<module>_main`, so each target exports that name and hands over to libFuzzer's driver, which then calls
+/// `testOneInput` with every input it makes.
+public func runLibFuzzer(
+    argc: Int32, argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?, _ testOneInput: @convention(c) (UnsafePointer<UInt8>?, Int) -> CInt
+) -> Int32 {
+    var count = argc
+    var arguments = argv
+    return LLVMFuzzerRunDriver(&count, &arguments, testOneInput)
+}
+#endif

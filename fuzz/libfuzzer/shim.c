@@ -1,0 +1,1 @@
+// Nothing to compile: the module exists for its header.
