@@ -61,9 +61,10 @@ public struct Checkpoint: Sendable, Hashable {
         guard let separator = note.range(of: "\n\n", options: .backwards) else { throw CheckpointError("no blank line before the signature") }
         let body = String(note[..<separator.lowerBound]) + "\n"
         let lines = body.split(separator: "\n", omittingEmptySubsequences: false).dropLast()
-        guard lines.count == 4, let size = Int(lines[1]), size >= 0, let root = Data(base64Encoded: String(lines[2])), root.count == 32,
-            lines[3].hasPrefix("time "), let time = Int64(lines[3].dropFirst(5))
+        guard lines.count == 4, let size = AddCheckpoint.decimal(lines[1]), let root = Data(base64Encoded: String(lines[2])), root.count == 32,
+            root.base64EncodedString() == lines[2], lines[3].hasPrefix("time "), let time = AddCheckpoint.decimal(lines[3].dropFirst(5)).map(Int64.init)
         else {
+            // One spelling of each number and hash: what is verified and cosigned is the body exactly as written.
             throw CheckpointError("the body is not origin, size, root hash and time")
         }
         let signatureLine = note[separator.upperBound...].trimmingCharacters(in: .newlines)

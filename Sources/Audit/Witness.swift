@@ -180,6 +180,9 @@ public struct WitnessPolicy: Sendable {
         guard let keys = self.logs[checkpoint.origin] else { throw .unknownOrigin(checkpoint.origin) }
         guard keys.contains(where: { signed.isSigned(by: $0) }) else { throw .forbidden }
         guard request.oldSize <= checkpoint.size else { throw .badRequest("the old size \(request.oldSize) is above the checkpoint's \(checkpoint.size)") }
+        if request.oldSize == 0 || request.oldSize == checkpoint.size, !request.proof.isEmpty {
+            throw .badRequest("the proof must be empty when the old size is 0 or the checkpoint's own")
+        }
         let previous = latest(checkpoint.origin)
         guard request.oldSize == (previous?.size ?? 0) else { throw .conflict(latestSize: previous?.size ?? 0, fork: false) }
         if let previous {
@@ -190,8 +193,6 @@ public struct WitnessPolicy: Sendable {
                     oldSize: previous.size, newSize: checkpoint.size, oldRoot: Array(previous.rootHash), newRoot: checkpoint.rootHash, proof: request.proof
                 ) else { throw .inconsistent }
             }
-        } else if !request.proof.isEmpty {
-            throw .badRequest("the proof must be empty when the old size is 0")
         }
         return (checkpoint.origin, WitnessedLog(size: checkpoint.size, rootHash: Data(checkpoint.rootHash), note: request.note), checkpoint.body)
     }

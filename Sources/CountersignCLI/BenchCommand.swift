@@ -78,6 +78,9 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: "Instead of the closed loop: agents at --rate (default 300/s) for this long, e.g. 10m, beside rounds of abuse; reports the server's memory over time.")
     var soak: String?
 
+    @Option(name: .customLong("soak-abuse"), help: "The abuse of --soak: connections, auditor, or both (comma-separated).")
+    var soakAbuse = "connections,auditor"
+
     @Option(help: "host:port of the server's HTTP listener, for its memory (default: the server's host, port 7680).")
     var http: String?
 
@@ -117,7 +120,8 @@ struct BenchCommand: AsyncParsableCommand {
             let http = self.http
             try await Soak(
                 generator: generator, rate: self.rate ?? 300, duration: try Self.duration(soak), host: host, port: port,
-                memory: { await Self.serverMemory(host: host, http: http) }, admin: { try await client.connect() }
+                memory: { await Self.serverMemory(host: host, http: http) }, admin: { try await client.connect() },
+                kinds: Set(self.soakAbuse.split(separator: ",").map(String.init))
             ).run()
             return
         }

@@ -19,6 +19,8 @@ struct Soak: Sendable {
     let port: Int
     let memory: @Sendable () async -> Int?
     let admin: @Sendable () async throws -> CountersignClient
+    /// Which abuse to run: `connections` (garbage, mutated and unknown HELLOs, huge length prefixes, silence) and `auditor`.
+    var kinds: Set<String> = ["connections", "auditor"]
 
     func run() async throws {
         let clock = ContinuousClock()
@@ -81,11 +83,13 @@ struct Soak: Sendable {
         payloads.append([0x80, 0, 0, 0, 1, 0x01, 0, 0, 0, 1] + Array(repeating: 0x7B, count: 1024))
         // A silent connection.
         payloads.append([])
+        let kinds = self.kinds
         await withTaskGroup(of: Void.self) { group in
-            for payload in payloads {
+            for payload in payloads where kinds.contains("connections") {
                 group.addTask { await self.send(payload) }
             }
             group.addTask {
+                guard kinds.contains("auditor") else { return }
                 // An auditor that pipelines reads and leaves without waiting for them.
                 guard let reader = try? await self.admin() else { return }
                 await withTaskGroup(of: Void.self) { reads in

@@ -41,6 +41,9 @@ extension AuditCommand {
         @OptionGroup var client: ClientOptions
 
         func run() async throws {
+            guard !self.name.isEmpty, !self.name.contains(where: { $0 == "+" || $0.isWhitespace }) else {
+                throw ValidationError("--name is a schema-less URL without spaces or '+' (they would break the signature line and the verifier key)")
+            }
             let keys = try await AuditProofCheck.auditKeys(self.client, jwks: self.jwksFile)
             let privateKey = try Self.privateKey(at: self.keyFile)
             let parts = self.listen.split(separator: ":")

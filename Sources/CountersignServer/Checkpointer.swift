@@ -52,11 +52,19 @@ final class Checkpointer: Service, Sendable {
         if self.store.auditSize - max(last, 0) >= self.everyEntries { self.wake.changed("checkpoint") }
     }
 
+    /// What happens with a new checkpoint and the witness (`audit.witness`), if there is one.
+    enum WitnessDelivery {
+        /// Sent in the background (the newest waiting one is sent).
+        case background
+        /// Sent before this returns, as at the stop.
+        case wait
+        /// Not sent: the caller sends it and reads the outcome (the start).
+        case none
+    }
+
     /// Signs and stores a checkpoint of the log as it is now.
-    /// - Parameter awaitingWitness: wait until the witness (if any) answered, as at the stop; otherwise it is sent
-    ///   in the background.
     @discardableResult
-    func checkpointNow(awaitingWitness: Bool = false) async throws -> CheckpointRecord {
+    func checkpointNow(witness delivery: WitnessDelivery = .background) async throws -> CheckpointRecord {
         try await self.signing.run {
             guard let key = self.keyRing.auditKey else { throw StartupError("no active audit key") }
             let head = self.store.auditHead
@@ -80,15 +88,36 @@ final class Checkpointer: Service, Sendable {
             _ = self.keyRing.countSignature(key.keyID)
             self.metrics.checkpointSigned(at: checkpoint.time)
             self.lastSize.withLock { $0 = head.size }
-            if let witnessServer = self.witnessServer {
-                if awaitingWitness {
-                    await witnessServer.submit(record)
-                } else {
-                    // Off the signing path: a slow witness delays nobody's proof. Submissions keep their order.
-                    Task { await witnessServer.submit(record) }
-                }
+            switch (self.witnessServer, delivery) {
+            case (let witness?, .background):
+                // Off the signing path: a slow witness delays nobody's proof.
+                witness.offer(record)
+            case (let witness?, .wait):
+                await witness.submit(record)
+            case (nil, _), (_, .none):
+                break
             }
             return record
+        }
+    }
+
+    /// At start, before serving: a checkpoint of the log as stored, sent to the witness. A witness that refuses it
+    /// (the store was rolled back or rewritten since it cosigned) stops the start; one that cannot be reached does
+    /// not (it is told at the next checkpoint).
+    /// - Throws: ``StartupError`` `AUDIT_LOG_MISMATCH` when the witness refuses the log.
+    func checkWithWitness() async throws {
+        guard let witness = self.witnessServer else { return }
+        let record = try await self.checkpointNow(witness: .none)
+        switch await witness.submit(record) {
+        case .cosigned, .covered:
+            return
+        case .unreachable(let reason):
+            self.logger.warning("the witness could not be asked at start; serving, and asking again at the next checkpoint", metadata: ["error": "\(reason)"])
+        case .refused(let reason):
+            throw StartupError(
+                "AUDIT_LOG_MISMATCH: the witness \(witness.cosigner.name) refuses this audit log: \(reason). The store is not the one whose "
+                    + "checkpoints it cosigned; restore the store from a backup that extends them (`countersign audit verify --store <file> --from-checkpoint …`)."
+            )
         }
     }
 
@@ -132,7 +161,7 @@ final class Checkpointer: Service, Sendable {
             return
         }
         do {
-            try await self.checkpointNow(awaitingWitness: true)
+            try await self.checkpointNow(witness: .wait)
             self.logger.notice("the stop is in the audit log, under a signed checkpoint")
         } catch {
             self.logger.error("the stop is in the audit log, but its checkpoint could not be signed", metadata: ["error": "\(error)"])

@@ -105,6 +105,12 @@ public final class CountersignApplication: Sendable {
             witnessServer: try configuration.audit.witness.map { try WitnessClient(configuration: $0, store: store, metrics: metrics, logger: environment.logger) }
         )
         self.checkpointer = checkpointer
+        do {
+            try await checkpointer.checkWithWitness()
+        } catch {
+            await self.hsm.shutdown()
+            throw error
+        }
         let authorizer = Authorizer(
             store: self.store, keyRing: self.keyRing, policy: configuration.policy, modes: modes, issuer: configuration.issuer,
             wallClock: environment.wallClock, time: environment.time, random: environment.random, metrics: metrics, logger: environment.logger,
@@ -206,7 +212,12 @@ public final class CountersignApplication: Sendable {
         }
         let total = try log.entryCount()
         do {
-            return try AuditVerifier(publicKeys: Self.auditKeys(self.keyRing)).verify(
+            // Every version the audit key ever had, retired and destroyed ones too: their public halves still vouch for
+            // the checkpoints they signed.
+            let keys = try await self.store.keyVersions().filter { $0.name == KeyRing.auditKeyName }.compactMap {
+                try? P256.Signing.PublicKey(x963Representation: $0.publicKey)
+            }
+            return try AuditVerifier(publicKeys: keys).verify(
                 checkpoints: notes, forEachEntry: { try log.forEachEntry($0) }, progressEvery: progressEvery
             ) { progress($0, total) }
         } catch let problem as AuditVerifier.Problem {

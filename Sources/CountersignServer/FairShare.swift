@@ -11,10 +11,12 @@ import Synchronization
 final class FairShare: Sendable {
     let width: Int
     /// The share of its time a turn may spend working: after a piece of work that took `t`, the turn is held
-    /// idle for `t × (1 − share) / share` before it passes on, so the readers together keep at most
-    /// `width × share` cores busy however many wait.
+    /// idle for `t × (1 − share) / share` (at most ``maximumPause``) before it passes on, so the readers together
+    /// keep at most about `width × share` cores busy however many wait. `t` is elapsed time, waits included: the
+    /// cap keeps a read that waited long (a checkpoint signed for it) from idling the turn for minutes.
     let share: Double
     private let time: MonotonicTime
+    static let maximumPause: Duration = .seconds(1)
 
     private struct Waiter {
         var id: UInt64
@@ -53,7 +55,7 @@ final class FairShare: Sendable {
         try await self.acquire(principal)
         let started = self.time.now
         defer {
-            let pause = (self.time.now - started) * ((1 - self.share) / self.share)
+            let pause = min((self.time.now - started) * ((1 - self.share) / self.share), Self.maximumPause)
             if pause > .zero {
                 // The turn is released after the pause, off this task: the answer is not held back by it.
                 Task {
@@ -86,14 +88,24 @@ final class FairShare: Sendable {
         guard let id else { return }
         try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-                let cancelledEarly = self.state.withLock { state -> Bool in
+                enum Next { case cancelled, runs, waits }
+                let next = self.state.withLock { state -> Next in
                     state.unqueued.remove(id)
-                    if state.cancelled.remove(id) != nil { return true }
+                    if state.cancelled.remove(id) != nil { return .cancelled }
+                    // A turn may have been released between taking the id and now, with nobody queued to take it.
+                    if state.running < self.width, state.isEmpty {
+                        state.running += 1
+                        return .runs
+                    }
                     if state.queues[principal, default: []].isEmpty { state.turns.append(principal) }
                     state.queues[principal, default: []].append(Waiter(id: id, continuation: continuation))
-                    return false
+                    return .waits
                 }
-                if cancelledEarly { continuation.resume(throwing: CancellationError()) }
+                switch next {
+                case .cancelled: continuation.resume(throwing: CancellationError())
+                case .runs: continuation.resume()
+                case .waits: break
+                }
             }
         } onCancel: {
             let continuation = self.state.withLock { state -> CheckedContinuation<Void, any Error>? in

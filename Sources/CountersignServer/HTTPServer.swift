@@ -30,8 +30,11 @@ public final class HTTPListener: Service, Sendable {
     private let name: String
     private let bound: EventLoopPromise<SocketAddress>
     private let isShuttingDown = ShutdownFlag()
-    /// Open connections, closed at the stop: a keep-alive client that sends nothing more would hold it forever.
-    private let connections = Mutex<[ObjectIdentifier: any Channel]>([:])
+    /// Open connections and whether each is answering now. At the stop the idle ones are closed (a keep-alive
+    /// client that sends nothing more would hold the stop forever); the busy ones close after their answer.
+    private let connections = Mutex<(stopping: Bool, open: [ObjectIdentifier: (channel: any Channel, busy: Bool)])>((false, [:]))
+    /// More connections than this are closed at once.
+    static let maximumConnections = 256
 
     public init(
         name: String = "HTTP", endpoint: ServerConfiguration.Endpoint, maximumBody: Int = 0, group: any EventLoopGroup, logger: Logger,
@@ -78,10 +81,18 @@ public final class HTTPListener: Service, Sendable {
                     for try await connection in inbound {
                         guard let connection else { continue }
                         let id = ObjectIdentifier(connection.channel)
-                        self.connections.withLock { $0[id] = connection.channel }
+                        let accepted = self.connections.withLock { state -> Bool in
+                            guard !state.stopping, state.open.count < Self.maximumConnections else { return false }
+                            state.open[id] = (connection.channel, false)
+                            return true
+                        }
+                        guard accepted else {
+                            connection.channel.close(promise: nil)
+                            continue
+                        }
                         group.addTask {
-                            await self.serve(connection)
-                            self.connections.withLock { $0[id] = nil }
+                            await self.serve(connection, id: id)
+                            self.connections.withLock { _ = $0.open.removeValue(forKey: id) }
                         }
                     }
                 }
@@ -89,44 +100,55 @@ public final class HTTPListener: Service, Sendable {
         } onGracefulShutdown: {
             self.isShuttingDown.set()
             server.channel.close(promise: nil)
-            // An answer being written finishes first (the close is queued behind it on the channel's loop).
-            for channel in self.connections.withLock({ Array($0.values) }) { channel.close(promise: nil) }
+            let idle = self.connections.withLock { state -> [any Channel] in
+                state.stopping = true
+                return state.open.values.filter { !$0.busy }.map(\.channel)
+            }
+            for channel in idle { channel.close(promise: nil) }
         }
     }
 
-    private func serve(_ connection: NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>) async {
+    private func serve(_ connection: NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, id: ObjectIdentifier) async {
         try? await connection.executeThenClose { inbound, outbound in
+            func answer(_ head: HTTPRequestHead, _ response: Response, keepAlive: Bool) async throws {
+                var headers = HTTPHeaders()
+                headers.add(name: "Content-Type", value: response.contentType)
+                headers.add(name: "Content-Length", value: String(response.body.utf8.count))
+                headers.add(name: "Cache-Control", value: "no-store")
+                headers.add(name: "Connection", value: keepAlive ? "keep-alive" : "close")
+                try await outbound.write(.head(HTTPResponseHead(version: head.version, status: response.status, headers: headers)))
+                try await outbound.write(.body(.byteBuffer(ByteBuffer(string: response.body))))
+                try await outbound.write(.end(nil))
+            }
             var request: HTTPRequestHead?
             var body = ByteBuffer()
-            var tooLarge = false
             for try await part in inbound {
                 switch part {
                 case .head(let head):
                     request = head
                     body.clear()
-                    tooLarge = false
+                    self.connections.withLock { $0.open[id]?.busy = true }
                 case .body(var chunk):
-                    if body.readableBytes + chunk.readableBytes > self.maximumBody {
-                        tooLarge = true
-                    } else {
-                        body.writeBuffer(&chunk)
+                    guard body.readableBytes + chunk.readableBytes <= self.maximumBody, let head = request else {
+                        // Answered at once, and the connection closed: the rest of the body is not read.
+                        if let head = request {
+                            try await answer(head, Response(.payloadTooLarge, "text/plain; charset=utf-8", "a body of at most \(self.maximumBody) bytes\n"), keepAlive: false)
+                        }
+                        return
                     }
+                    _ = head
+                    body.writeBuffer(&chunk)
                 case .end:
                     guard let head = request else { continue }
-                    let response = tooLarge
-                        ? Response(.payloadTooLarge, "text/plain; charset=utf-8", "a body of at most \(self.maximumBody) bytes\n")
-                        : await self.respond(head, body)
-                    var headers = HTTPHeaders()
-                    headers.add(name: "Content-Type", value: response.contentType)
-                    headers.add(name: "Content-Length", value: String(response.body.utf8.count))
-                    headers.add(name: "Cache-Control", value: "no-store")
-                    let keepAlive = head.isKeepAlive && !tooLarge
-                    headers.add(name: "Connection", value: keepAlive ? "keep-alive" : "close")
-                    try await outbound.write(.head(HTTPResponseHead(version: head.version, status: response.status, headers: headers)))
-                    try await outbound.write(.body(.byteBuffer(ByteBuffer(string: response.body))))
-                    try await outbound.write(.end(nil))
+                    let stopping = self.isShuttingDown.isSet
+                    let keepAlive = head.isKeepAlive && !stopping
+                    try await answer(head, await self.respond(head, body), keepAlive: keepAlive)
                     request = nil
-                    if !keepAlive || self.isShuttingDown.isSet { return }
+                    let closing = self.connections.withLock { state -> Bool in
+                        state.open[id]?.busy = false
+                        return state.stopping
+                    }
+                    if !keepAlive || closing { return }
                 }
             }
         }

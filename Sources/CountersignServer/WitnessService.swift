@@ -75,7 +75,13 @@ public final class WitnessService: Service, Sendable {
         case .success(let line):
             return .init(.ok, "text/plain; charset=utf-8", line)
         case .failure(.conflict(let size, let fork)):
-            if fork { self.logger.critical("a checkpoint of the size last cosigned with another root: the log was forked", metadata: ["size": "\(size)"]) }
+            if fork {
+                self.logger.critical("a checkpoint of the size last cosigned with another root: the log was forked", metadata: ["size": "\(size)"])
+            } else {
+                // Usually a log catching up after an answer it missed; a log asking from further back than it can
+                // prove is refused at the next step (422), or was rolled back (it says so itself).
+                self.logger.notice("add-checkpoint from another old size than the one cosigned", metadata: ["cosigned": "\(size)"])
+            }
             return .init(.conflict, "text/x.tlog.size", "\(size)\n")
         case .failure(let refusal):
             if refusal == .inconsistent {

@@ -1,4 +1,5 @@
 @testable import CountersignServer
+import Policy
 import Synchronization
 import Testing
 import TestSupport
@@ -74,5 +75,36 @@ struct FairShareTests {
         try await first.value
         try await second.value
         #expect(share.load.running == 0)
+    }
+
+    @Test("with a share below 1, a turn is held idle after the work for the rest of its share (at most a second) before the next reader runs")
+    func pause() async throws {
+        let clock = ManualClock()
+        let share = FairShare(width: 1, share: 0.25, time: MonotonicTime(clock))
+        let order = Order()
+        let (release, releaser) = AsyncStream<Void>.makeStream()
+        let first = Task {
+            try await share.run(for: "a") {
+                for await _ in release { break }
+                order.append("a")
+            }
+        }
+        try await eventually("a runs") { share.load.running == 1 }
+        let second = Task { try await share.run(for: "b") { order.append("b") } }
+        try await eventually("b waits") { share.load.waiting == 1 }
+        clock.advance(by: .milliseconds(100))  // a works for 100 ms of its 25%: 300 ms idle follow
+        releaser.yield()
+        try await first.value
+        try await eventually("the pause is sleeping") { clock.deadlines.contains(clock.now.offset + .milliseconds(300)) }
+        #expect(order.list == ["a"], "b waits out the pause")
+        clock.advance(by: .milliseconds(300))
+        try await second.value
+        #expect(order.list == ["a", "b"])
+        // A long wait inside the work is capped at a second of pause.
+        let long = Task { try await share.run(for: "c") { clock.advance(by: .seconds(60)) } }
+        try await long.value
+        try await eventually("the capped pause is sleeping") { clock.deadlines.contains(clock.now.offset + .seconds(1)) }
+        clock.advance(by: .seconds(1))
+        try await eventually("released") { share.load.running == 0 }
     }
 }
