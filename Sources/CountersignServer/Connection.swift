@@ -128,9 +128,11 @@ struct ConnectionHandler: Sendable {
                 let watchdog = self.startWatchdog(state: state)
                 defer { watchdog.cancel() }
                 async let closing: Void = self.closeOutputWhenDrained(state: state, outbound: outbound)
-                await withTaskGroup(of: Void.self) { requests in
+                // Each task says whether it was a read of the audit log.
+                await withTaskGroup(of: Bool.self) { requests in
                     var handshake = self.newHandshake()
                     var inFlight = 0
+                    var logReadsInFlight = 0
                     do {
                         reading: for try await frame in inbound {
                             state.touched(at: self.time.now)
@@ -152,10 +154,14 @@ struct ConnectionHandler: Sendable {
                                     break reading
                                 }
                             case .authenticated(let principal):
-                                // Backpressure: while the connection has its maximum in flight, stop reading.
-                                while inFlight >= self.limits.maximumInFlight {
-                                    _ = await requests.next()
+                                // Backpressure: while the connection has its maximum in flight, stop reading; and while it has
+                                // its few reads of the audit log in flight, stop reading at the next one (each answer can be a
+                                // megabyte, and a client that does not read would have the server hold hundreds of them).
+                                let isLogRead = RequestHandler.logReadTypes.contains(frame.type)
+                                while inFlight >= self.limits.maximumInFlight || (isLogRead && logReadsInFlight >= Self.maximumLogReadsInFlight) {
+                                    guard let wasLogRead = await requests.next() else { break }
                                     inFlight -= 1
+                                    if wasLogRead { logReadsInFlight -= 1 }
                                     if !state.channel.isActive { requests.cancelAll() }
                                 }
                                 guard state.tryStartRequest() else {
@@ -168,6 +174,7 @@ struct ConnectionHandler: Sendable {
                                     continue
                                 }
                                 inFlight += 1
+                                if isLogRead { logReadsInFlight += 1 }
                                 requests.addTask {
                                     let response: Frame
                                     if Self.cancellableWhenGone.contains(frame.type) {
@@ -179,6 +186,7 @@ struct ConnectionHandler: Sendable {
                                     try? await outbound.write(response)
                                     state.touched(at: self.time.now)
                                     state.requestFinished()
+                                    return isLogRead
                                 }
                             }
                         }
@@ -208,6 +216,9 @@ struct ConnectionHandler: Sendable {
     /// always run to their end, also for a client that left: an authorization stopped half-way would leave a
     /// reserved audit index and maybe a hold behind, and so would a FETCH_AUTHORIZATION that finds its approval
     /// complete and signs it (a held FETCH ends with its `wait_seconds`, at most 60 s).
+    /// Reads of the audit log one connection may have in flight.
+    static let maximumLogReadsInFlight = 2
+
     static let cancellableWhenGone: Set<MessageType> = [
         .ping, .getKeys, .agentsList, .approvalsList, .approvalsShow, .budgetsShow, .contextsList, .keysList, .auditEntries,
     ]

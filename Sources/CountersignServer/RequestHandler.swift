@@ -44,6 +44,8 @@ final class RequestHandler: Sendable {
     private let logger: Logger
     /// Reads of the audit log, shared fairly between principals.
     let logReads: FairShare
+    /// The requests that read the audit log (their answers can be large).
+    static let logReadTypes: Set<MessageType> = [.auditEntries, .auditProof, .auditConsistency]
 
     init(
         authorizer: Authorizer, principals: PrincipalDirectory, time: MonotonicTime, metrics: ServerMetrics, logger: Logger, logReaders: Int,
