@@ -20,7 +20,7 @@ HSM_ENV := SOFTHSM2_CONF=$(HSM_DIR)/softhsm2.conf \
 	COUNTERSIGN_PKCS11_MODULE=$(PKCS11_MODULE) \
 	COUNTERSIGN_TOKEN_LABEL=$(TOKEN_LABEL)
 
-.PHONY: help setup packages python-packages token build test run bench fuzz clean
+.PHONY: help setup packages python-packages token build test run bench fuzz format lint clean
 
 help:
 	@echo "make run    set up, build, initialize and start countersignd with the example config"
@@ -29,6 +29,8 @@ help:
 	@echo "make build  build the package (debug)"
 	@echo "make bench  release build, a server on a fresh token (hsm-config/bench.yaml), the standard benchmark scenarios"
 	@echo "make fuzz   libFuzzer (with AddressSanitizer) on the JSON readers, the frame decoder and the handshake: FUZZ_RUNS executions each (default 1,000,000)"
+	@echo "make format rewrite every Swift file as .swift-format says (swift-format, in the toolchain)"
+	@echo "make lint   check every Swift file against .swift-format (make test runs it first)"
 	@echo "make clean  remove build products and local state (.build, .hsm, .data, .build-bench, .build-fuzz)"
 
 setup: packages python-packages token
@@ -61,10 +63,19 @@ build: packages
 
 # The tests make their own tokens in a temporary directory; `setup` proves the development path works too.
 # A short fuzzing run comes first (the long one is `make fuzz`), so the test runner's summary is the last line.
-test: setup
+test: setup lint
 	$(MAKE) --no-print-directory fuzz FUZZ_RUNS=50000
 	swift build --build-tests $(SWIFT_BUILD_FLAGS)
 	swift test --skip-build $(SWIFT_BUILD_FLAGS)
+
+# The style of every Swift file (.swift-format: 4 spaces, 160 columns, imports ordered): `make format` rewrites,
+# `make lint` (run first by `make test`, so CI) refuses a file that is not formatted.
+SWIFT_SOURCES := Sources Tests fuzz
+format:
+	swift format format --in-place --recursive --parallel $(SWIFT_SOURCES)
+
+lint:
+	swift format lint --strict --recursive --parallel $(SWIFT_SOURCES)
 
 # libFuzzer (with AddressSanitizer), FUZZ_RUNS executions per target:
 #  - json: the JSON readers every request body passes through; the fuzz target and Sources/CanonicalJSON (which has

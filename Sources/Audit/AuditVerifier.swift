@@ -74,7 +74,8 @@ public struct AuditVerifier {
                 guard root == frontier.root else {
                     throw Problem(
                         index: Int64(verifiedUpTo),
-                        reason: "entries \(verifiedUpTo) to \(frontier.size - 1) do not match the signed checkpoint of \(frontier.size) entries (modified, leaf hashes rewritten)"
+                        reason:
+                            "entries \(verifiedUpTo) to \(frontier.size - 1) do not match the signed checkpoint of \(frontier.size) entries (modified, leaf hashes rewritten)"
                     )
                 }
                 verifiedUpTo = frontier.size
@@ -84,7 +85,8 @@ public struct AuditVerifier {
         if let largest = sizes.last, largest > frontier.size {
             throw Problem(
                 index: Int64(frontier.size),
-                reason: "the log ends after \(frontier.size) entries but a checkpoint signed \(largest): entries from \(frontier.size) on were removed (truncated)"
+                reason:
+                    "the log ends after \(frontier.size) entries but a checkpoint signed \(largest): entries from \(frontier.size) on were removed (truncated)"
             )
         }
         return Report(entries: frontier.size, checkpoints: notes.count, root: frontier.root)

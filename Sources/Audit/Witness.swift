@@ -117,7 +117,9 @@ public struct Cosigner: Sendable {
             let key = try? Curve25519.Signing.PublicKey(rawRepresentation: raw.dropFirst())
         else { throw .badRequest("not an Ed25519 verifier key '<name>+<key id>+<base64 key>'") }
         self.init(name: String(parts[0]), publicKey: key)
-        guard self.keyID.map({ String(format: "%02x", $0) }).joined() == parts[1] else { throw .badRequest("the verifier key's id does not match its name and key") }
+        guard self.keyID.map({ String(format: "%02x", $0) }).joined() == parts[1] else {
+            throw .badRequest("the verifier key's id does not match its name and key")
+        }
     }
 
     /// What a cosignature signs: `cosignature/v1`, the time, and the checkpoint's body.
@@ -169,7 +171,9 @@ public struct WitnessPolicy: Sendable {
 
     /// Checks `request` against `latest` (what the witness last cosigned for its origin, if anything).
     /// - Returns: the origin and the state to persist before cosigning.
-    public func accept(_ request: AddCheckpoint, latest: (String) -> WitnessedLog?) throws(WitnessRefusal) -> (origin: String, state: WitnessedLog, body: String) {
+    public func accept(
+        _ request: AddCheckpoint, latest: (String) -> WitnessedLog?
+    ) throws(WitnessRefusal) -> (origin: String, state: WitnessedLog, body: String) {
         let signed: Checkpoint.Signed
         do {
             signed = try Checkpoint.parse(request.note)
@@ -189,9 +193,11 @@ public struct WitnessPolicy: Sendable {
             if request.oldSize == checkpoint.size {
                 guard previous.rootHash == Data(checkpoint.rootHash) else { throw .conflict(latestSize: previous.size, fork: true) }
             } else if previous.size > 0 {
-                guard Merkle.verifyConsistency(
-                    oldSize: previous.size, newSize: checkpoint.size, oldRoot: Array(previous.rootHash), newRoot: checkpoint.rootHash, proof: request.proof
-                ) else { throw .inconsistent }
+                guard
+                    Merkle.verifyConsistency(
+                        oldSize: previous.size, newSize: checkpoint.size, oldRoot: Array(previous.rootHash), newRoot: checkpoint.rootHash, proof: request.proof
+                    )
+                else { throw .inconsistent }
             }
         }
         return (checkpoint.origin, WitnessedLog(size: checkpoint.size, rootHash: Data(checkpoint.rootHash), note: request.note), checkpoint.body)

@@ -169,7 +169,9 @@ public struct CanonicalJSON: Sendable {
                 case 0x0C: self.bytes.append(UInt8(ascii: "f"))
                 case 0x0D: self.bytes.append(UInt8(ascii: "r"))
                 default:
-                    self.bytes.append(contentsOf: [UInt8(ascii: "u"), UInt8(ascii: "0"), UInt8(ascii: "0"), Self.hexDigits[Int(byte >> 4)], Self.hexDigits[Int(byte & 0xF)]])
+                    self.bytes.append(contentsOf: [
+                        UInt8(ascii: "u"), UInt8(ascii: "0"), UInt8(ascii: "0"), Self.hexDigits[Int(byte >> 4)], Self.hexDigits[Int(byte & 0xF)],
+                    ])
                 }
             }
             self.bytes.append(contentsOf: UnsafeBufferPointer(rebasing: utf8[start...]))

@@ -212,11 +212,13 @@ public struct JSONScanner {
     public mutating func readOptional(_ slot: inout [String]?) -> Bool {
         if self.null() { return true }
         var values: [String] = []
-        guard self.array({ scanner in
-            guard let value = scanner.string() else { return false }
-            values.append(value)
-            return true
-        }) else { return false }
+        guard
+            self.array({ scanner in
+                guard let value = scanner.string() else { return false }
+                values.append(value)
+                return true
+            })
+        else { return false }
         slot = values
         return true
     }
@@ -233,11 +235,13 @@ public struct JSONScanner {
     public mutating func readOptional<Element: JSONScannable>(_ slot: inout [Element]?) -> Bool {
         if self.null() { return true }
         var values: [Element] = []
-        guard self.array({ scanner in
-            guard let value = Element.scan(&scanner) else { return false }
-            values.append(value)
-            return true
-        }) else { return false }
+        guard
+            self.array({ scanner in
+                guard let value = Element.scan(&scanner) else { return false }
+                values.append(value)
+                return true
+            })
+        else { return false }
         slot = values
         return true
     }

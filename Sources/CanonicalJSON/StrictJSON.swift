@@ -277,7 +277,8 @@ public struct StrictJSONParser {
         let unit = try self.hex4()
         switch unit {
         case 0xD800...0xDBFF:
-            guard self.bytes.count - self.position >= 2, self.bytes[self.position] == UInt8(ascii: "\\"), self.bytes[self.position + 1] == UInt8(ascii: "u") else {
+            guard self.bytes.count - self.position >= 2, self.bytes[self.position] == UInt8(ascii: "\\"), self.bytes[self.position + 1] == UInt8(ascii: "u")
+            else {
                 throw StrictJSONError(.malformed, "the body holds a lone surrogate \\u\(Self.hex(unit)), which I-JSON forbids")
             }
             self.position += 2

@@ -43,7 +43,8 @@ public struct StrictJSONDecoder: Sendable {
         }
         if !self.allowsUnknownMembers, let unread = reads.firstUnread(), let path = Self.path(of: unread, in: root, at: []) {
             throw StrictJSONError(
-                .invalid, "unknown member '\(JSONPath.render(path))': the protocol does not define it, and only what is defined is checked and signed; remove it"
+                .invalid,
+                "unknown member '\(JSONPath.render(path))': the protocol does not define it, and only what is defined is checked and signed; remove it"
             )
         }
         return value
@@ -135,7 +136,8 @@ private struct ValueDecoder: Decoder {
             case .array: "an array"
             case .object: "an object"
             }
-        return StrictJSONError(.invalid, self.path.isEmpty ? "the body must be \(expected), not \(found)" : "field '\(self.field)' must be \(expected), not \(found)")
+        return StrictJSONError(
+            .invalid, self.path.isEmpty ? "the body must be \(expected), not \(found)" : "field '\(self.field)' must be \(expected), not \(found)")
     }
 
     func container<Key: CodingKey>(keyedBy type: Key.Type) throws -> KeyedDecodingContainer<Key> {

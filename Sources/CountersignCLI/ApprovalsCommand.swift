@@ -28,14 +28,17 @@ struct ApprovalsCommand: AsyncParsableCommand {
                 }
                 if approvals.isEmpty { print("nothing waits for approval") }
                 for approval in approvals {
-                    print("\(approval.authorizationID)\t\(approval.approvers.count)/\(approval.approvalsRequired) approvals\tuntil \(Terminal.time(approval.approvalExpiresAt))\t\(approval.summary)")
+                    print(
+                        "\(approval.authorizationID)\t\(approval.approvers.count)/\(approval.approvalsRequired) approvals\tuntil \(Terminal.time(approval.approvalExpiresAt))\t\(approval.summary)"
+                    )
                 }
             }
         }
     }
 
     struct Show: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Show one request exactly as the agent sent it, with the policy's decision and the verdicts so far.")
+        static let configuration = CommandConfiguration(
+            abstract: "Show one request exactly as the agent sent it, with the policy's decision and the verdicts so far.")
 
         @Argument(help: "The authorization id.")
         var id: String
@@ -83,7 +86,9 @@ struct ApprovalsCommand: AsyncParsableCommand {
 
     static func report(_ detail: ApprovalDetail) {
         let approval = detail.approval
-        print("\(approval.authorizationID): \(approval.status), approved by \(approval.approvers.isEmpty ? "nobody" : approval.approvers.joined(separator: ", ")) (\(approval.approvers.count)/\(approval.approvalsRequired))")
+        print(
+            "\(approval.authorizationID): \(approval.status), approved by \(approval.approvers.isEmpty ? "nobody" : approval.approvers.joined(separator: ", ")) (\(approval.approvers.count)/\(approval.approvalsRequired))"
+        )
     }
 }
 

@@ -48,11 +48,12 @@ struct AuditCommand: AsyncParsableCommand {
 
         func run() async throws {
             try await self.client.withConnection { connection in
-                let proof = if let index = Int64(self.target) {
-                    try await connection.auditProof(index: index)
-                } else {
-                    try await connection.auditProof(authorizationID: self.target)
-                }
+                let proof =
+                    if let index = Int64(self.target) {
+                        try await connection.auditProof(index: index)
+                    } else {
+                        try await connection.auditProof(authorizationID: self.target)
+                    }
                 try JSONOutput.print(proof)
             }
         }
@@ -68,7 +69,9 @@ struct AuditCommand: AsyncParsableCommand {
         @Argument(help: "The newer size (default: the latest checkpoint).")
         var new: Int?
 
-        @Option(name: .customLong("old-checkpoint"), help: "A checkpoint (signed note) you kept, e.g. from `audit checkpoint > kept.note`: the proof is checked against it.")
+        @Option(
+            name: .customLong("old-checkpoint"),
+            help: "A checkpoint (signed note) you kept, e.g. from `audit checkpoint > kept.note`: the proof is checked against it.")
         var oldCheckpoint: String?
 
         @Option(name: .customLong("jwks"), help: "A JWKS file or URL with the audit key (default: from the server).")
@@ -91,18 +94,25 @@ struct AuditCommand: AsyncParsableCommand {
             _ = try AuditProofCheck.signedCheckpoint(kept.note, keys: keys, what: "the kept checkpoint")
             let hashes = try proof.proof.map { try AuditProofCheck.hash($0) }
             guard newer.checkpoint.size == proof.newSize,
-                Merkle.verifyConsistency(oldSize: kept.checkpoint.size, newSize: newer.checkpoint.size, oldRoot: kept.checkpoint.rootHash, newRoot: newer.checkpoint.rootHash, proof: hashes)
+                Merkle.verifyConsistency(
+                    oldSize: kept.checkpoint.size, newSize: newer.checkpoint.size, oldRoot: kept.checkpoint.rootHash, newRoot: newer.checkpoint.rootHash,
+                    proof: hashes)
             else {
-                throw ValidationError("NOT CONSISTENT: the log of \(newer.checkpoint.size) entries does not extend the kept checkpoint of \(kept.checkpoint.size) entries; the log was rewritten")
+                throw ValidationError(
+                    "NOT CONSISTENT: the log of \(newer.checkpoint.size) entries does not extend the kept checkpoint of \(kept.checkpoint.size) entries; the log was rewritten"
+                )
             }
-            print("consistent: the log of \(newer.checkpoint.size) entries (signed \(Terminal.time(newer.checkpoint.time))) extends the kept checkpoint of \(kept.checkpoint.size) entries (signed \(Terminal.time(kept.checkpoint.time)))")
+            print(
+                "consistent: the log of \(newer.checkpoint.size) entries (signed \(Terminal.time(newer.checkpoint.time))) extends the kept checkpoint of \(kept.checkpoint.size) entries (signed \(Terminal.time(kept.checkpoint.time)))"
+            )
         }
     }
 
     struct CheckProof: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "check-proof",
-            abstract: "Check an inclusion proof (as `audit proof` prints it) offline: the entry's leaf hash, its path to the checkpoint's root, and the checkpoint's signature."
+            abstract:
+                "Check an inclusion proof (as `audit proof` prints it) offline: the entry's leaf hash, its path to the checkpoint's root, and the checkpoint's signature."
         )
 
         @Argument(help: "The proof's JSON file ('-' for standard input).")
@@ -128,11 +138,15 @@ struct AuditCommand: AsyncParsableCommand {
                 throw ValidationError("INVALID: the leaf hash is not SHA-256(0x00 ‖ entry)")
             }
             guard signed.checkpoint.size == proof.treeSize,
-                Merkle.verifyInclusion(leafHash: leaf, index: Int(proof.index), treeSize: proof.treeSize, proof: try proof.auditPath.map { try AuditProofCheck.hash($0) }, root: signed.checkpoint.rootHash)
+                Merkle.verifyInclusion(
+                    leafHash: leaf, index: Int(proof.index), treeSize: proof.treeSize, proof: try proof.auditPath.map { try AuditProofCheck.hash($0) },
+                    root: signed.checkpoint.rootHash)
             else {
                 throw ValidationError("INVALID: the audit path does not lead from entry \(proof.index) to the signed root of \(signed.checkpoint.size) entries")
             }
-            print("proof OK: entry \(proof.index) is in the log of \(signed.checkpoint.size) entries signed at \(Terminal.time(signed.checkpoint.time)) by the audit key")
+            print(
+                "proof OK: entry \(proof.index) is in the log of \(signed.checkpoint.size) entries signed at \(Terminal.time(signed.checkpoint.time)) by the audit key"
+            )
         }
     }
 

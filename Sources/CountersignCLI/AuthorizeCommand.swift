@@ -126,7 +126,9 @@ struct FetchCommand: AsyncParsableCommand {
             throw error
         }
         if case .pendingApproval(let pending) = outcome {
-            Terminal.note("pending approval: \(pending.authorizationID) has \(pending.approvers.count) of \(pending.approvalsRequired) approval(s); it expires \(Terminal.time(pending.approvalExpiresAt))")
+            Terminal.note(
+                "pending approval: \(pending.authorizationID) has \(pending.approvers.count) of \(pending.approvalsRequired) approval(s); it expires \(Terminal.time(pending.approvalExpiresAt))"
+            )
         }
         try await Self.finish(outcome, connection: connection, client: self.client, wait: self.wait, json: self.json)
     }

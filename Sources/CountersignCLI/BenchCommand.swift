@@ -2,9 +2,6 @@ import ArgumentParser
 import CountersignClient
 import Crypto
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 import Histogram
 import NIOCore
 import NIOPosix
@@ -12,6 +9,10 @@ import PKCS11
 import Signing
 import Synchronization
 import Wire
+
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
 
 /// `countersign bench`: a load generator on `CountersignClient`, with the raw signing ceilings of the same
 /// machine measured in the same invocation (`--baseline`).
@@ -66,7 +67,10 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(name: .customLong("idle-connections"), help: "Instead of load: hold this many authenticated connections open and report the server's memory.")
     var idleConnections: Int?
 
-    @Option(name: .customLong("audit-flood"), help: "Instead of the closed loop: agents at --rate (default 300/s) alone, then while auditors pipeline this many AUDIT_ENTRIES each and close half-way.")
+    @Option(
+        name: .customLong("audit-flood"),
+        help:
+            "Instead of the closed loop: agents at --rate (default 300/s) alone, then while auditors pipeline this many AUDIT_ENTRIES each and close half-way.")
     var auditFlood: Int?
 
     @Option(name: .customLong("auditors"), help: "Auditor connections for --audit-flood.")
@@ -75,7 +79,10 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: "Rounds of --audit-flood (alone, then flooded, each round); the medians are compared.")
     var rounds = 3
 
-    @Option(help: "Instead of the closed loop: agents at --rate (default 300/s) for this long, e.g. 10m, beside rounds of abuse; reports the server's memory over time.")
+    @Option(
+        help:
+            "Instead of the closed loop: agents at --rate (default 300/s) for this long, e.g. 10m, beside rounds of abuse; reports the server's memory over time."
+    )
     var soak: String?
 
     @Option(name: .customLong("soak-abuse"), help: "The abuse of --soak: connections, auditor, or both (comma-separated).")
@@ -171,8 +178,10 @@ struct BenchCommand: AsyncParsableCommand {
         let held = await self.serverMemory(host: host)
         print("scenario: \(count) idle authenticated connections")
         if let before, let held {
-            print(String(format: "server resident memory: %.1f MB before, %.1f MB with them (%.1f KB per connection)", Double(before) / 1_048_576,
-                Double(held) / 1_048_576, Double(held - before) / 1024 / Double(max(count, 1))))
+            print(
+                String(
+                    format: "server resident memory: %.1f MB before, %.1f MB with them (%.1f KB per connection)", Double(before) / 1_048_576,
+                    Double(held) / 1_048_576, Double(held - before) / 1024 / Double(max(count, 1))))
         }
         for client in clients { await client.close() }
         print("errors: none")

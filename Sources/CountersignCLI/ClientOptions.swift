@@ -1,13 +1,14 @@
 import ArgumentParser
-import CountersignClient
 import CanonicalJSON
+import CountersignClient
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 import NIOSSL
 import Signing
 import Wire
+
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
 
 /// How a command reaches the server: flags first, then the environment.
 struct ClientOptions: ParsableArguments {

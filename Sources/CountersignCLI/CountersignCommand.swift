@@ -1,5 +1,5 @@
-import Wire
 import ArgumentParser
+import Wire
 
 /// `countersign`: the command line for agents and security teams.
 public struct CountersignCommand: AsyncParsableCommand {
@@ -8,7 +8,8 @@ public struct CountersignCommand: AsyncParsableCommand {
         abstract: "Signed payment authorizations for AI agents: client and administration tool.",
         version: "countersign \(CountersignVersion.current) (protocol version \(WireProtocol.version))",
         subcommands: [
-            AuthorizeCommand.self, FetchCommand.self, VoidCommand.self, VerifyCommand.self, KeysCommand.self, AgentsCommand.self, ApprovalsCommand.self, BudgetsCommand.self,
+            AuthorizeCommand.self, FetchCommand.self, VoidCommand.self, VerifyCommand.self, KeysCommand.self, AgentsCommand.self, ApprovalsCommand.self,
+            BudgetsCommand.self,
             ContextsCommand.self, PolicyCommand.self, AuditCommand.self, BenchCommand.self, PingCommand.self, HSMCommand.self,
         ]
     )

@@ -38,7 +38,10 @@ struct AuditFlood: Sendable {
         let before = alone.sorted()[alone.count / 2]
         let during = flooded.sorted()[flooded.count / 2]
         if before > 0 {
-            print(String(format: "median p99 under the flood: %.2f ms = %.2fx the median p99 alone, %.2f ms (target: at most 2x)", during / 1000, during / before, before / 1000))
+            print(
+                String(
+                    format: "median p99 under the flood: %.2f ms = %.2fx the median p99 alone, %.2f ms (target: at most 2x)", during / 1000, during / before,
+                    before / 1000))
         }
     }
 

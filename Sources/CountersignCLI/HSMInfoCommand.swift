@@ -60,7 +60,9 @@ struct HSMInfoCommand: ParsableCommand {
             )
         } else {
             print("module:        \(module.path)")
-            print("  library:     \(moduleInfo.manufacturer) \(moduleInfo.libraryDescription) \(moduleInfo.libraryVersion) (Cryptoki \(moduleInfo.cryptokiVersion))")
+            print(
+                "  library:     \(moduleInfo.manufacturer) \(moduleInfo.libraryDescription) \(moduleInfo.libraryVersion) (Cryptoki \(moduleInfo.cryptokiVersion))"
+            )
             print("token:         \(info.label)")
             print("  slot:        \(token.slot)")
             print("  model:       \(info.manufacturer) \(info.model), serial \(info.serialNumber)")
@@ -69,7 +71,8 @@ struct HSMInfoCommand: ParsableCommand {
             print("  sessions:    at most \(info.maximumReadWriteSessions) read-write, \(info.maximumSessions) in all")
             print("mechanisms Countersign needs:")
             for mechanism in mechanisms {
-                print("  \(mechanism.name.padding(toLength: 22, withPad: " ", startingAt: 0))\(mechanism.present ? "present" : "MISSING")   \(mechanism.purpose)")
+                print(
+                    "  \(mechanism.name.padding(toLength: 22, withPad: " ", startingAt: 0))\(mechanism.present ? "present" : "MISSING")   \(mechanism.purpose)")
             }
         }
         if missing > 0 {

@@ -18,7 +18,8 @@ struct HSMOptions: ParsableArguments {
 
     @Option(
         name: .customLong("pin-file"),
-        help: "File holding the user PIN (env COUNTERSIGN_HSM_PIN_FILE, or the PIN itself in COUNTERSIGN_HSM_PIN). There is no --pin flag: a command line is readable by every user of the machine."
+        help:
+            "File holding the user PIN (env COUNTERSIGN_HSM_PIN_FILE, or the PIN itself in COUNTERSIGN_HSM_PIN). There is no --pin flag: a command line is readable by every user of the machine."
     )
     var pinFile: String?
 

@@ -32,7 +32,9 @@ struct KeysCommand: AsyncParsableCommand {
                         ("created", key.createdAt), ("activated", key.activatedAt), ("rotated", key.rotatedAt), ("retired", key.retiredAt),
                         ("destroyed", key.destroyedAt),
                     ].compactMap { name, time in time.map { "\(name) \(Terminal.time($0))" } }
-                    print("\(key.kid)\t\(key.state)\t\(key.backend)\(key.adopted ? " (adopted)" : "")\ttier \(key.tier ?? "-")\t\(key.signatures) signatures\t\(times.joined(separator: ", "))")
+                    print(
+                        "\(key.kid)\t\(key.state)\t\(key.backend)\(key.adopted ? " (adopted)" : "")\ttier \(key.tier ?? "-")\t\(key.signatures) signatures\t\(times.joined(separator: ", "))"
+                    )
                 }
             }
         }
@@ -115,7 +117,9 @@ struct KeysCommand: AsyncParsableCommand {
                 if destruction.state == "destroyed" {
                     print("\(destruction.kid): destroyed (asked by \(destruction.requestedBy), confirmed by \(destruction.confirmedBy ?? "?"))")
                 } else {
-                    print("\(destruction.kid): awaiting a second admin's confirmation before \(Terminal.time(destruction.confirmBefore ?? 0)) (asked by \(destruction.requestedBy))")
+                    print(
+                        "\(destruction.kid): awaiting a second admin's confirmation before \(Terminal.time(destruction.confirmBefore ?? 0)) (asked by \(destruction.requestedBy))"
+                    )
                 }
             }
         }
@@ -153,7 +157,9 @@ struct JWKSCommand: AsyncParsableCommand {
         abstract: "Print the key set (RFC 7517 JWKS) that merchants verify against; no credential needed (it is public over HTTP)."
     )
 
-    @Option(name: .customLong("url"), help: "Where the key set is (default: the server's HTTP listener, http://127.0.0.1:7680/.well-known/jwks.json, without a credential).")
+    @Option(
+        name: .customLong("url"),
+        help: "Where the key set is (default: the server's HTTP listener, http://127.0.0.1:7680/.well-known/jwks.json, without a credential).")
     var url: String?
 
     @OptionGroup var client: ClientOptions
@@ -194,7 +200,9 @@ struct VerifyCommand: AsyncParsableCommand {
             return
         }
         let approvers = claims.approvers.map { ", approved by \($0.joined(separator: ", "))" } ?? ""
-        print("valid: \(Terminal.money(claims.amount, claims.currency)) to \(claims.aud) for \(claims.sub), tier \(claims.tier), key \(header.kid), expires \(Terminal.time(claims.exp))\(approvers)")
+        print(
+            "valid: \(Terminal.money(claims.amount, claims.currency)) to \(claims.aud) for \(claims.sub), tier \(claims.tier), key \(header.kid), expires \(Terminal.time(claims.exp))\(approvers)"
+        )
     }
 }
 

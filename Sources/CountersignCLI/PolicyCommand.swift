@@ -48,7 +48,9 @@ struct PolicyReport {
     }
 
     var text: String {
-        var lines = ["policy \(self.policy.version)", "", "tiers (a request belongs to the lowest tier whose bound it does not exceed; above the last: refused)"]
+        var lines = [
+            "policy \(self.policy.version)", "", "tiers (a request belongs to the lowest tier whose bound it does not exceed; above the last: refused)",
+        ]
         let header = ["tier", "up to", "key", "backend", "lifetime", "checks (cascaded)", "approval"]
         var rows: [[String]] = [header]
         for tier in self.policy.tiers.tiers {
@@ -88,7 +90,9 @@ struct PolicyReport {
         if rules != .none {
             lines += ["", "escalation (moves a request up one tier)"]
             if let factor = rules.amountFactor {
-                lines.append("  amount above \(factor)x the agent's mean over \(Terminal.duration(seconds: rules.historySeconds)) (after \(rules.minimumHistory) authorizations)")
+                lines.append(
+                    "  amount above \(factor)x the agent's mean over \(Terminal.duration(seconds: rules.historySeconds)) (after \(rules.minimumHistory) authorizations)"
+                )
             }
             if !rules.newMerchantAbove.isEmpty {
                 lines.append("  first payment to a merchant above " + Terminal.amounts(rules.newMerchantAbove))
@@ -119,7 +123,8 @@ struct PolicyReport {
     private static func table(_ rows: [[String]]) -> [String] {
         let widths = rows[0].indices.map { column in rows.map { $0[column].count }.max() ?? 0 }
         return rows.map { row in
-            "  " + row.enumerated().map { index, cell in cell.padding(toLength: widths[index], withPad: " ", startingAt: 0) }.joined(separator: "  ")
+            "  "
+                + row.enumerated().map { index, cell in cell.padding(toLength: widths[index], withPad: " ", startingAt: 0) }.joined(separator: "  ")
                 .trimmingCharacters(in: .whitespaces)
         }
     }
@@ -205,7 +210,8 @@ struct PolicyJSON: Encodable {
         self.tiers = policy.tiers.tiers.map { tier in
             TierJSON(
                 name: tier.name, maxAmount: tier.maximumAmounts, key: tier.keyName, backend: tier.backend.rawValue, lifetimeSeconds: tier.lifetimeSeconds,
-                checks: policy.tiers.checks(at: tier).sorted().map(\.rawValue), approvalQuorum: tier.approval?.quorum, approvalTTLSeconds: tier.approval?.ttlSeconds
+                checks: policy.tiers.checks(at: tier).sorted().map(\.rawValue), approvalQuorum: tier.approval?.quorum,
+                approvalTTLSeconds: tier.approval?.ttlSeconds
             )
         }
         self.profiles = policy.profiles.sorted { $0.name < $1.name }.map { profile in

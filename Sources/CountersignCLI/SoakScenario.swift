@@ -94,7 +94,8 @@ struct Soak: Sendable {
                 guard let reader = try? await self.admin() else { return }
                 await withTaskGroup(of: Void.self) { reads in
                     for n in 0..<500 {
-                        let frame = Frame(type: .auditEntries, requestID: UInt32(1_000 + n), body: WireJSON.encode(AuditEntriesRequest(from: Int64(n), limit: 1_000)))
+                        let frame = Frame(
+                            type: .auditEntries, requestID: UInt32(1_000 + n), body: WireJSON.encode(AuditEntriesRequest(from: Int64(n), limit: 1_000)))
                         reads.addTask { _ = try? await reader.send(frame) }
                     }
                     reads.addTask {

@@ -1,7 +1,7 @@
 import ArgumentParser
 import Audit
-import Crypto
 import CountersignServer
+import Crypto
 import Foundation
 import Logging
 import NIOPosix
@@ -47,7 +47,9 @@ extension AuditCommand {
             let keys = try await AuditProofCheck.auditKeys(self.client, jwks: self.jwksFile)
             let privateKey = try Self.privateKey(at: self.keyFile)
             let parts = self.listen.split(separator: ":")
-            guard parts.count == 2, let port = Int(parts[1]), (0...65535).contains(port) else { throw ValidationError("--listen is host:port, not '\(self.listen)'") }
+            guard parts.count == 2, let port = Int(parts[1]), (0...65535).contains(port) else {
+                throw ValidationError("--listen is host:port, not '\(self.listen)'")
+            }
             var logger = Logger(label: "countersign.witness")
             logger.logLevel = .info
             let service = try WitnessService(

@@ -1,12 +1,13 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import NIOCore
 import NIOPosix
 import NIOSSL
 import Signing
 import Synchronization
 import Wire
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// An async client for `countersignd`: connect, prove who you are, then send requests, as many at once as
 /// you like (they are pipelined on one connection and answered in any order).
@@ -51,12 +52,17 @@ public final class CountersignClient: Sendable {
         let router = ResponseRouter()
         let channel: any Channel
         do {
-            channel = try await Self.open(host: host, port: port, sslContext: sslContext, serverHostname: serverHostname, router: router, maximumFrameLength: maximumFrameLength, eventLoopGroup: eventLoopGroup)
+            channel = try await Self.open(
+                host: host, port: port, sslContext: sslContext, serverHostname: serverHostname, router: router, maximumFrameLength: maximumFrameLength,
+                eventLoopGroup: eventLoopGroup)
         } catch {
             throw ClientError.unreachable(server: "\(host):\(port)", reason: Self.reason(error))
         }
         do {
-            let challengeFrame = try await router.send(Frame(type: .hello, requestID: 1, body: WireJSON.encode(Hello(principal: principal, client: "countersign-swift/\(CountersignVersion.current)"))), on: channel)
+            let challengeFrame = try await router.send(
+                Frame(
+                    type: .hello, requestID: 1, body: WireJSON.encode(Hello(principal: principal, client: "countersign-swift/\(CountersignVersion.current)"))),
+                on: channel)
             let challenge = try Self.decode(Challenge.self, from: challengeFrame, expecting: .challenge)
             guard let challengeBytes = Base64URL.decode(challenge.challenge) else {
                 throw ClientError.unexpectedResponse("the challenge is not base64url")
@@ -299,7 +305,8 @@ public final class CountersignClient: Sendable {
 
     private static func decode<Response: Decodable>(_ type: Response.Type, from frame: Frame, expecting expected: MessageType) throws -> Response {
         if frame.type == .error {
-            throw (try? WireJSON.decode(WireError.self, from: frame.body, allowingUnknownMembers: true)) ?? ClientError.unexpectedResponse("an error frame without a valid body")
+            throw (try? WireJSON.decode(WireError.self, from: frame.body, allowingUnknownMembers: true))
+                ?? ClientError.unexpectedResponse("an error frame without a valid body")
         }
         guard frame.type == expected else {
             throw ClientError.unexpectedResponse("expected \(expected), got \(frame.type)")

@@ -36,7 +36,8 @@ extension Authorizer {
         case .denied:
             throw WireError(.approvalDenied, "authorization '\(record.id)' was denied by an approver; its budget hold is released")
         case .expired:
-            throw WireError(.approvalExpired, "authorization '\(record.id)' was not approved before \(record.approvalExpiresAt ?? 0); its budget hold is released")
+            throw WireError(
+                .approvalExpired, "authorization '\(record.id)' was not approved before \(record.approvalExpiresAt ?? 0); its budget hold is released")
         }
     }
 
@@ -121,7 +122,9 @@ extension Authorizer {
         )
         switch step {
         case .approvedBy(let record, let approvers):
-            self.logger.notice("authorization approved", metadata: ["authorization": "\(id)", "approver": "\(approver)", "approvals": "\(approvers.count)/\(record.quorum ?? 0)"])
+            self.logger.notice(
+                "authorization approved",
+                metadata: ["authorization": "\(id)", "approver": "\(approver)", "approvals": "\(approvers.count)/\(record.quorum ?? 0)"])
         case .quorumReached(let record, let approvers):
             self.logger.notice("authorization approved by quorum", metadata: ["authorization": "\(id)", "approvers": "\(approvers)"])
             _ = try await self.signApproved(record, approvers: approvers)
@@ -144,7 +147,8 @@ extension Authorizer {
         let auditIndex = self.store.reserveAuditIndex()
         var summary = DecisionSummary(
             outcome: "authorized", amount: record.amount, currency: record.currency, merchant: record.merchant, tier: record.tier,
-            tierReason: decision?.tierReason, policyVersion: decision?.policyVersion, checks: decision?.checks.auditText, intentHash: IntentHash.of(request.intent),
+            tierReason: decision?.tierReason, policyVersion: decision?.policyVersion, checks: decision?.checks.auditText,
+            intentHash: IntentHash.of(request.intent),
             approvers: approvers
         )
         let authorization: Authorization
@@ -163,7 +167,8 @@ extension Authorizer {
         }
         summary.kid = authorization.kid
         summary.jwsSHA256 = Base64URL.encode(Array(SHA256.hash(data: Data(authorization.jws.utf8))))
-        let entry = AuditEntry(index: auditIndex, time: now, kind: "approval", action: "approved", actor: approvers.last ?? "server", subject: record.id, decision: summary)
+        let entry = AuditEntry(
+            index: auditIndex, time: now, kind: "approval", action: "approved", actor: approvers.last ?? "server", subject: record.id, decision: summary)
         do {
             _ = try await self.store.completeApproval(
                 id: record.id, response: Data(WireJSON.encode(authorization).readableBytesView), kid: authorization.kid, expiresAt: authorization.expiresAt,

@@ -106,7 +106,8 @@ final class Authorizer: Sendable {
             let spent = (try? await self.store.spent(scope: limit.scope, currency: currency.code, since: limit.windowStart, now: now)) ?? 0
             if spent > limit.limit - amount.minorUnits {
                 return try await self.refuse(
-                    Self.budgetExceeded(amount, limit: limit, spent: spent, now: now), decision: decision, request: request, agent: agent, requestHash: requestHash, at: now
+                    Self.budgetExceeded(amount, limit: limit, spent: spent, now: now), decision: decision, request: request, agent: agent,
+                    requestHash: requestHash, at: now
                 )
             }
         }
@@ -121,7 +122,8 @@ final class Authorizer: Sendable {
         let outcome: AuthorizeOutcome
         if case .pendingApproval(_, let approval) = decision.outcome {
             let deadline = now + approval.ttlSeconds
-            let pending = PendingAuthorization(authorizationID: id, tier: tier.name, approvalsRequired: approval.quorum, approvers: [], approvalExpiresAt: deadline)
+            let pending = PendingAuthorization(
+                authorizationID: id, tier: tier.name, approvalsRequired: approval.quorum, approvers: [], approvalExpiresAt: deadline)
             record.status = .pendingApproval
             record.quorum = approval.quorum
             record.approvalExpiresAt = deadline
@@ -179,7 +181,9 @@ final class Authorizer: Sendable {
         // checks and the holds are one step of one transaction: concurrent requests cannot overspend.
         let stored: AuthorizationRecord
         do {
-            switch try await self.store.recordAuthorization(record, scopes: decision.scopes, limits: decision.budgetChecks, audit: entry, alternatives: alternatives) {
+            switch try await self.store.recordAuthorization(
+                record, scopes: decision.scopes, limits: decision.budgetChecks, audit: entry, alternatives: alternatives)
+            {
             case .recorded(let recorded):
                 stored = recorded
             case .overLimit(let limit, let spent):
@@ -308,7 +312,9 @@ final class Authorizer: Sendable {
     /// random page per request; 96 random bits keep them unguessable.
     static func authorizationID(at now: Int64, random: RandomSource) -> String {
         let seconds = UInt32(truncatingIfNeeded: now)
-        return Base64URL.encode([UInt8(seconds >> 24), UInt8(truncatingIfNeeded: seconds >> 16), UInt8(truncatingIfNeeded: seconds >> 8), UInt8(truncatingIfNeeded: seconds)] + random.bytes(12))
+        return Base64URL.encode(
+            [UInt8(seconds >> 24), UInt8(truncatingIfNeeded: seconds >> 16), UInt8(truncatingIfNeeded: seconds >> 8), UInt8(truncatingIfNeeded: seconds)]
+                + random.bytes(12))
     }
 
     /// What the audit entry of a decision records (never the JWS itself).

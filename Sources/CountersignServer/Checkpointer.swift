@@ -73,7 +73,8 @@ final class Checkpointer: Service, Sendable {
             let signature = try P256.Signing.ECDSASignature(rawRepresentation: raw)
             let publicKey = try P256.Signing.PublicKey(x963Representation: key.publicKeyX963)
             let record = CheckpointRecord(
-                size: head.size, rootHash: Data(head.root), time: checkpoint.time, note: checkpoint.note(keyName: self.origin, publicKey: publicKey, signature: signature),
+                size: head.size, rootHash: Data(head.root), time: checkpoint.time,
+                note: checkpoint.note(keyName: self.origin, publicKey: publicKey, signature: signature),
                 kid: key.keyID.kid
             )
             try await self.store.storeCheckpoint(record)
@@ -127,7 +128,9 @@ final class Checkpointer: Service, Sendable {
         let expired = try await self.store.expirePendingApprovals(at: now) { index, record in
             AuditEntry(
                 index: index, time: now, kind: "decision", action: "expired", actor: "server", subject: record.id,
-                decision: DecisionSummary(outcome: "expired", code: "APPROVAL_EXPIRED", amount: record.amount, currency: record.currency, merchant: record.merchant, tier: record.tier)
+                decision: DecisionSummary(
+                    outcome: "expired", code: "APPROVAL_EXPIRED", amount: record.amount, currency: record.currency, merchant: record.merchant, tier: record.tier
+                )
             )
         }
         for record in expired {

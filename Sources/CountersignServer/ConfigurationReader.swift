@@ -111,7 +111,10 @@ struct ConfigurationReader {
     /// A duration such as `250ms`, `5s`, `2m` or `1h`.
     func duration(in range: ClosedRange<Duration>) throws -> Duration {
         let text = try self.string()
-        let units: [(String, (Int64) -> Duration)] = [("ms", { .milliseconds($0) }), ("s", { .seconds($0) }), ("m", { .seconds($0 * 60) }), ("h", { .seconds($0 * 3600) }), ("d", { .seconds($0 * 86_400) })]
+        let units: [(String, (Int64) -> Duration)] = [
+            ("ms", { .milliseconds($0) }), ("s", { .seconds($0) }), ("m", { .seconds($0 * 60) }), ("h", { .seconds($0 * 3600) }),
+            ("d", { .seconds($0 * 86_400) }),
+        ]
         for (suffix, make) in units where text.hasSuffix(suffix) {
             if let number = Int64(text.dropLast(suffix.count)), number >= 0 {
                 let value = make(number)

@@ -137,7 +137,9 @@ struct ConnectionHandler: Sendable {
                         reading: for try await frame in inbound {
                             state.touched(at: self.time.now)
                             guard frame.version == WireProtocol.version else {
-                                let error = WireError(.unsupportedVersion, "protocol version \(frame.version) is not supported; this server speaks version \(WireProtocol.version)")
+                                let error = WireError(
+                                    .unsupportedVersion,
+                                    "protocol version \(frame.version) is not supported; this server speaks version \(WireProtocol.version)")
                                 try await outbound.write(Self.errorFrame(error, requestID: frame.requestID))
                                 break reading
                             }

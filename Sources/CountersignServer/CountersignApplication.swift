@@ -54,7 +54,8 @@ public final class CountersignApplication: Sendable {
         )
         do {
             self.keyRing = try await KeyRing.load(
-                tiers: configuration.tiers, store: self.store, hsm: self.hsm, random: environment.random, logger: environment.logger, policies: configuration.keyPolicies
+                tiers: configuration.tiers, store: self.store, hsm: self.hsm, random: environment.random, logger: environment.logger,
+                policies: configuration.keyPolicies
             )
             self.hsm.requireKeys { [weak keyRing = self.keyRing] in keyRing?.tokenKeys ?? [] }
         } catch {
@@ -102,7 +103,9 @@ public final class CountersignApplication: Sendable {
             interval: configuration.audit.checkpointInterval, everyEntries: configuration.audit.checkpointEntries, wallClock: environment.wallClock,
             time: environment.time, logger: environment.logger, startRecord: startRecord, metrics: metrics,
             witness: configuration.audit.witnessFile.map(WitnessFile.init(path:)),
-            witnessServer: try configuration.audit.witness.map { try WitnessClient(configuration: $0, store: store, metrics: metrics, logger: environment.logger) }
+            witnessServer: try configuration.audit.witness.map {
+                try WitnessClient(configuration: $0, store: store, metrics: metrics, logger: environment.logger)
+            }
         )
         self.checkpointer = checkpointer
         do {
@@ -251,7 +254,9 @@ public final class CountersignApplication: Sendable {
         snapshot.approvalsPending = (try? await store.pendingApprovals(now: now).count) ?? 0
         for budget in policy.budgets.budgets {
             for (currency, limit) in budget.limits.sorted(by: { $0.key < $1.key }) where limit > 0 {
-                guard let spent = try? await store.spent(scope: budget.scope, currency: currency, since: budget.window.start(at: now), now: now) else { continue }
+                guard let spent = try? await store.spent(scope: budget.scope, currency: currency, since: budget.window.start(at: now), now: now) else {
+                    continue
+                }
                 snapshot.budgets.append((budget.scope.key, budget.window.versionKey, currency, Double(spent) / Double(limit)))
             }
         }
@@ -373,7 +378,8 @@ extension CountersignApplication {
     ) async throws -> InitializationReport {
         let (lock, store) = try Self.openStore(dataDirectory: configuration.dataDirectory)
         defer { withExtendedLifetime(lock) {} }
-        let hsm = try HSMRuntime(configuration: configuration.hsm, pin: pin, time: environment.time, logger: environment.logger, module: environment.pkcs11Module)
+        let hsm = try HSMRuntime(
+            configuration: configuration.hsm, pin: pin, time: environment.time, logger: environment.logger, module: environment.pkcs11Module)
         do {
             var report = InitializationReport(created: [], adminCredentialPath: nil)
             let isNewStore = try await store.keyVersions().isEmpty
@@ -388,7 +394,8 @@ extension CountersignApplication {
                     )
                 }
             }
-            report.created += try await KeyRing.provision(tiers: configuration.tiers, store: store, hsm: hsm, now: environment.wallClock.secondsSince1970, random: environment.random)
+            report.created += try await KeyRing.provision(
+                tiers: configuration.tiers, store: store, hsm: hsm, now: environment.wallClock.secondsSince1970, random: environment.random)
             if try await !store.principals().contains(where: { $0.role == Role.admin.rawValue }) {
                 let path = (configuration.dataDirectory as NSString).appendingPathComponent("\(adminID).credential")
                 let key = CredentialPrivateKey.generate(.es256)

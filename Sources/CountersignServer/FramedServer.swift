@@ -76,7 +76,8 @@ public final class FramedServer: Service, Sendable {
                         try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder(maximumFrameLength: maximumFrameLength)))
                         // Half-closure: at the stop, the output is closed after the last answer while the input is
                         // still read (see ConnectionHandler.closeOutputWhenDrained).
-                        return try NIOAsyncChannel<Frame, Frame>(wrappingChannelSynchronously: channel, configuration: .init(isOutboundHalfClosureEnabled: true))
+                        return try NIOAsyncChannel<Frame, Frame>(
+                            wrappingChannelSynchronously: channel, configuration: .init(isOutboundHalfClosureEnabled: true))
                     }
                 }
         } catch {

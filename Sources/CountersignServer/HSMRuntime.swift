@@ -1,3 +1,4 @@
+import Foundation
 import HSMSigning
 import Logging
 import NIOCore
@@ -123,5 +124,3 @@ public enum HSMPINSource {
         )
     }
 }
-
-import Foundation

@@ -4,8 +4,8 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 import ServiceLifecycle
-import Synchronization
 import Signing
+import Synchronization
 
 /// A small HTTP/1.1 listener: each request (head and a body of at most `maximumBody` bytes) is answered by
 /// `respond`. Serves the operator's endpoints (``HTTPServer``) and the audit witness (``WitnessService``).
@@ -132,7 +132,9 @@ public final class HTTPListener: Service, Sendable {
                     guard body.readableBytes + chunk.readableBytes <= self.maximumBody, let head = request else {
                         // Answered at once, and the connection closed: the rest of the body is not read.
                         if let head = request {
-                            try await answer(head, Response(.payloadTooLarge, "text/plain; charset=utf-8", "a body of at most \(self.maximumBody) bytes\n"), keepAlive: false)
+                            try await answer(
+                                head, Response(.payloadTooLarge, "text/plain; charset=utf-8", "a body of at most \(self.maximumBody) bytes\n"), keepAlive: false
+                            )
                         }
                         return
                     }

@@ -25,7 +25,8 @@ extension KeyRing {
                 throw WireError(.keyStateConflict, "'\(name)' must be signed inside the HSM; it cannot get a software version")
             }
             let version = try await self.store.nextKeyVersion(name: name)
-            let (record, key) = try await Self.makeVersion(name: name, version: version, backend: backend, state: .pending, at: now, store: self.store, hsm: self.hsm, random: self.random)
+            let (record, key) = try await Self.makeVersion(
+                name: name, version: version, backend: backend, state: .pending, at: now, store: self.store, hsm: self.hsm, random: self.random)
             try await self.store.insertKeyVersion(record)
             self.state.withLock { state in
                 state.records[record.kid] = record
@@ -110,7 +111,9 @@ extension KeyRing {
                 let found = try session.findObjects(matching: template)
                 let what = label.map { "label '\($0)'" } ?? "CKA_ID \(id.map { $0.map { String(format: "%02x", $0) }.joined() } ?? "")"
                 guard found.count == 1, let privateKey = found.first else {
-                    throw WireError(.keyNotAdoptable, found.isEmpty ? "no private key with \(what) on the token" : "\(found.count) private keys have \(what); name one by its CKA_ID")
+                    throw WireError(
+                        .keyNotAdoptable,
+                        found.isEmpty ? "no private key with \(what) on the token" : "\(found.count) private keys have \(what); name one by its CKA_ID")
                 }
                 var refusals: [String] = []
                 if try !session.boolAttribute(.sensitive, of: privateKey) { refusals.append("it is not sensitive (CKA_SENSITIVE)") }
@@ -121,7 +124,8 @@ extension KeyRing {
                 }
                 let objectID = try session.attribute(.id, of: privateKey)
                 guard !objectID.isEmpty, !known.contains(Data(objectID)) else {
-                    throw WireError(.keyNotAdoptable, objectID.isEmpty ? "the private key has no CKA_ID to find it by" : "that key pair is already a version of a key")
+                    throw WireError(
+                        .keyNotAdoptable, objectID.isEmpty ? "the private key has no CKA_ID to find it by" : "that key pair is already a version of a key")
                 }
                 let publicKeys = try session.findObjects(matching: [.objectClass(.publicKey), .bytes(.id, objectID)])
                 guard let publicKey = publicKeys.first else {
@@ -215,7 +219,8 @@ extension KeyRing {
         let versions = try await store.keyVersions()
         let needed = tiers.tiers.map { ($0.keyName, $0.backend, "tier \($0.name)") } + [(Self.auditKeyName, KeyBackend.hsm, "the audit log")]
         for (name, backend, purpose) in needed where !versions.contains(where: { $0.name == name }) {
-            let (record, _) = try await Self.makeVersion(name: name, version: 1, backend: backend, state: .active, at: now, store: store, hsm: hsm, random: random)
+            let (record, _) = try await Self.makeVersion(
+                name: name, version: 1, backend: backend, state: .active, at: now, store: store, hsm: hsm, random: random)
             try await store.insertKeyVersion(record)
             created.append("key '\(record.kid)' (\(backend.rawValue), \(purpose))")
         }

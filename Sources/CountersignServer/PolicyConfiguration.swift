@@ -11,7 +11,9 @@ enum PolicyConfiguration {
         if let list = entries["budgets"] {
             for entry in try list.sequence() {
                 let fields = try entry.mapping(allowing: ["agent", "limit", "window"])
-                guard let agent = fields["agent"] else { throw entry.error("a budget here needs 'agent' (team and organization budgets go under teams and organizations)") }
+                guard let agent = fields["agent"] else {
+                    throw entry.error("a budget here needs 'agent' (team and organization budgets go under teams and organizations)")
+                }
                 budgets.append(try Self.budget(entry, fields: fields, scope: .agent(try agent.string())))
             }
         }
@@ -43,12 +45,18 @@ enum PolicyConfiguration {
         // Validated part by part, so that an error points at the section it is in.
         let stages: [(ConfigurationReader?, () throws(PolicyError) -> PolicyEngine)] = [
             (entries["profiles"], { () throws(PolicyError) in try PolicyEngine(tiers: tiers, profiles: profiles, teams: teams) }),
-            (entries["budgets"] ?? entries["teams"] ?? entries["organizations"], { () throws(PolicyError) in
-                try PolicyEngine(tiers: tiers, profiles: profiles, teams: teams, budgets: BudgetTable(budgets))
-            }),
-            (entries["contexts"], { () throws(PolicyError) in
-                try PolicyEngine(tiers: tiers, profiles: profiles, teams: teams, budgets: BudgetTable(budgets), escalation: escalation, contexts: contexts)
-            }),
+            (
+                entries["budgets"] ?? entries["teams"] ?? entries["organizations"],
+                { () throws(PolicyError) in
+                    try PolicyEngine(tiers: tiers, profiles: profiles, teams: teams, budgets: BudgetTable(budgets))
+                }
+            ),
+            (
+                entries["contexts"],
+                { () throws(PolicyError) in
+                    try PolicyEngine(tiers: tiers, profiles: profiles, teams: teams, budgets: BudgetTable(budgets), escalation: escalation, contexts: contexts)
+                }
+            ),
         ]
         var engine = PolicyEngine(tiers: tiers)
         for (section, build) in stages {
@@ -79,13 +87,15 @@ enum PolicyConfiguration {
                 throw key.error("key names are 1 to 32 characters: a-z, 0-9 and '-', starting with a letter")
             }
             let lifetime = try fields["lifetime"]?.duration(in: .seconds(10) ... .seconds(3600)) ?? .seconds(300)
-            var tier = Tier(name: try name.string(), maximumAmounts: bounds, keyName: keyName, backend: keyBackend, lifetimeSeconds: lifetime.components.seconds)
+            var tier = Tier(
+                name: try name.string(), maximumAmounts: bounds, keyName: keyName, backend: keyBackend, lifetimeSeconds: lifetime.components.seconds)
             if let checks = fields["checks"] {
                 tier.addedChecks = Set(
                     try checks.sequence().map { item in
                         let text = try item.string()
                         guard let check = PolicyCheck(rawValue: text) else {
-                            throw item.error("'\(text)' is not a check; use \(PolicyCheck.allCases.map(\.rawValue).joined(separator: ", ")) (budgets are always checked)")
+                            throw item.error(
+                                "'\(text)' is not a check; use \(PolicyCheck.allCases.map(\.rawValue).joined(separator: ", ")) (budgets are always checked)")
                         }
                         return check
                     }
@@ -221,8 +231,11 @@ enum PolicyConfiguration {
 
     private static func rate(_ reader: ConfigurationReader) throws -> RateLimit {
         let fields = try reader.mapping(allowing: ["requests", "per"])
-        guard let requests = fields["requests"], let per = fields["per"] else { throw reader.error("give 'requests' and 'per', e.g. { requests: 60, per: 1m }") }
-        return RateLimit(requests: Int(try requests.integer(in: 1...1_000_000)), perSeconds: try per.duration(in: .seconds(1) ... .seconds(86_400)).components.seconds)
+        guard let requests = fields["requests"], let per = fields["per"] else {
+            throw reader.error("give 'requests' and 'per', e.g. { requests: 60, per: 1m }")
+        }
+        return RateLimit(
+            requests: Int(try requests.integer(in: 1...1_000_000)), perSeconds: try per.duration(in: .seconds(1) ... .seconds(86_400)).components.seconds)
     }
 
     /// A map of ISO 4217 codes to positive minor units.

@@ -21,7 +21,8 @@ final class PrincipalDirectory: Sendable {
             if self.key.algorithm == algorithm, self.key.isValidSignature(signature, for: transcript) { return nil }
             if let previous = self.previousKey, previous.key.algorithm == algorithm, previous.key.isValidSignature(signature, for: transcript) {
                 guard now < previous.until else {
-                    return "signed with the credential replaced by a rotation, whose grace ended at \(previous.until); the client must use the new credential file"
+                    return
+                        "signed with the credential replaced by a rotation, whose grace ended at \(previous.until); the client must use the new credential file"
                 }
                 return nil
             }

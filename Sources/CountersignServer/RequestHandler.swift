@@ -87,7 +87,8 @@ final class RequestHandler: Sendable {
             result = .failure(WireError(.internalError, "cancelled: the connection closed"))
         } catch let error as SessionPoolError {
             self.logger.error("HSM operation refused", metadata: ["type": "\(type)", "principal": "\(principal)", "error": "\(error)"])
-            result = .failure(WireError(.hsmUnavailable, "the HSM cannot be used now (\(error.code.rawValue)); the server log has the details", retryable: true))
+            result = .failure(
+                WireError(.hsmUnavailable, "the HSM cannot be used now (\(error.code.rawValue)); the server log has the details", retryable: true))
         } catch let error as PKCS11Error {
             self.logger.error("HSM operation failed", metadata: ["type": "\(type)", "principal": "\(principal)", "error": "\(error)"])
             result = .failure(WireError(.hsmUnavailable, "the HSM refused the operation: \(error)", retryable: true))
@@ -177,7 +178,8 @@ final class RequestHandler: Sendable {
             let key = try CredentialPublicKey(algorithm: request.algorithm, base64URL: request.publicKey)
             let record = try await self.principals.add(id: request.agentID, role: request.role ?? .agent, key: key, at: self.now)
             self.logger.notice("principal added", metadata: ["by": "\(principalID)", "principal": "\(record.id)", "role": "\(record.role)"])
-            try await self.authorizer.logAction("agents.add", by: principalID, subject: record.id, details: ["role": record.role, "algorithm": record.algorithm])
+            try await self.authorizer.logAction(
+                "agents.add", by: principalID, subject: record.id, details: ["role": record.role, "algorithm": record.algorithm])
             return WireJSON.encode(record.info)
         case .agentsList:
             try Self.requireAdministrative(role, for: frame.type)
@@ -196,8 +198,10 @@ final class RequestHandler: Sendable {
             let key = try CredentialPublicKey(algorithm: request.algorithm, base64URL: request.publicKey)
             let grace = request.graceSeconds ?? 86_400
             let record = try await self.principals.rotateKey(id: request.agentID, key: key, graceSeconds: grace)
-            self.logger.notice("credential rotated", metadata: ["by": "\(principalID)", "principal": "\(record.id)", "old_key_until": "\(record.previousKeyExpiresAt ?? 0)"])
-            try await self.authorizer.logAction("agents.rotate_credential", by: principalID, subject: record.id, details: ["old_key_until": "\(record.previousKeyExpiresAt ?? 0)"])
+            self.logger.notice(
+                "credential rotated", metadata: ["by": "\(principalID)", "principal": "\(record.id)", "old_key_until": "\(record.previousKeyExpiresAt ?? 0)"])
+            try await self.authorizer.logAction(
+                "agents.rotate_credential", by: principalID, subject: record.id, details: ["old_key_until": "\(record.previousKeyExpiresAt ?? 0)"])
             return WireJSON.encode(record.info)
 
         // Keys.
@@ -212,7 +216,8 @@ final class RequestHandler: Sendable {
                 name: request.name, stage: request.stage ?? false, backend: request.backend.flatMap(KeyBackend.init(rawValue:)), at: self.now
             )
             self.logger.notice("key rotated", metadata: ["by": "\(principalID)", "kid": "\(record.kid)", "state": "\(record.state.rawValue)"])
-            try await self.authorizer.logAction("keys.rotate", by: principalID, subject: record.kid, details: ["state": record.state.rawValue, "backend": record.backend])
+            try await self.authorizer.logAction(
+                "keys.rotate", by: principalID, subject: record.kid, details: ["state": record.state.rawValue, "backend": record.backend])
             return WireJSON.encode(self.keyInfo(record.kid))
         case .keysActivate:
             try Self.requireAdministrative(role, for: frame.type)
@@ -231,14 +236,16 @@ final class RequestHandler: Sendable {
         case .keysDestroy:
             try Self.requireAdministrative(role, for: frame.type)
             let destruction = try await self.keyRing.destroy(try Self.keyID(from: frame.body), by: principalID, at: self.now)
-            try await self.authorizer.logAction(destruction.state == "destroyed" ? "keys.destroy" : "keys.destroy_requested", by: principalID, subject: destruction.kid)
+            try await self.authorizer.logAction(
+                destruction.state == "destroyed" ? "keys.destroy" : "keys.destroy_requested", by: principalID, subject: destruction.kid)
             return WireJSON.encode(destruction)
         case .keysAdopt:
             try Self.requireAdministrative(role, for: frame.type)
             let request = try Self.decode(KeysAdoptRequest.self, from: frame.body)
             let record = try await self.keyRing.adopt(name: request.name, label: request.label, id: request.idBytes, at: self.now)
             self.logger.notice("key adopted", metadata: ["by": "\(principalID)", "kid": "\(record.kid)"])
-            try await self.authorizer.logAction("keys.adopt", by: principalID, subject: record.kid, details: ["label": request.label ?? "", "id": request.id ?? ""])
+            try await self.authorizer.logAction(
+                "keys.adopt", by: principalID, subject: record.kid, details: ["label": request.label ?? "", "id": request.id ?? ""])
             return WireJSON.encode(self.keyInfo(record.kid))
 
         case .contextsList:

@@ -167,7 +167,8 @@ public struct ServerConfiguration: Sendable {
             throw ConfigurationError(
                 file: "configuration",
                 line: nil,
-                reason: "refusing to listen on \(self.listen) without TLS: give --tls-cert and --tls-key, or --insecure-plaintext if the network is protected otherwise"
+                reason:
+                    "refusing to listen on \(self.listen) without TLS: give --tls-cert and --tls-key, or --insecure-plaintext if the network is protected otherwise"
             )
         }
     }
@@ -195,7 +196,9 @@ public struct ServerConfiguration: Sendable {
     }
 
     private static func limits(_ reader: ConfigurationReader) throws -> Limits {
-        let fields = try reader.mapping(allowing: ["max_frame_bytes", "max_connections", "handshake_timeout", "idle_timeout", "max_in_flight", "max_log_readers", "log_read_percent", "shutdown_grace"])
+        let fields = try reader.mapping(allowing: [
+            "max_frame_bytes", "max_connections", "handshake_timeout", "idle_timeout", "max_in_flight", "max_log_readers", "log_read_percent", "shutdown_grace",
+        ])
         var limits = Limits()
         if let frame = fields["max_frame_bytes"] { limits.maximumFrameLength = Int(try frame.integer(in: 1024...16 * 1024 * 1024)) }
         if let connections = fields["max_connections"] { limits.maximumConnections = Int(try connections.integer(in: 1...1_000_000)) }

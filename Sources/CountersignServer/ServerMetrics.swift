@@ -45,7 +45,8 @@ public final class ServerMetrics: Sendable {
     private static let help: [String: String] = [
         "countersign_requests_total": "Requests answered, by message type and outcome (ok, the error code, or cancelled when the client had gone).",
         "countersign_request_duration_seconds": "Time from a request's arrival to its answer, by message type.",
-        "countersign_authorizations_total": "AUTHORIZE decisions by the tier judged at and outcome (authorized, pending_approval, replayed for a retry answered from the record, or the refusal code).",
+        "countersign_authorizations_total":
+            "AUTHORIZE decisions by the tier judged at and outcome (authorized, pending_approval, replayed for a retry answered from the record, or the refusal code).",
         "countersign_authorization_duration_seconds": "Time to decide an AUTHORIZE request (policy, store, signature), by tier.",
         "countersign_handshakes_total": "Handshakes by outcome; failures are counted here and explained in the server's log.",
         "countersign_connections_open": "Framed-protocol connections open now.",
@@ -65,7 +66,8 @@ public final class ServerMetrics: Sendable {
         "countersign_hsm_breaker_open": "1 while the HSM circuit breaker refuses calls (HSM tiers answer HSM_UNAVAILABLE), else 0.",
         "countersign_hsm_failures_total": "HSM operations that failed or timed out.",
         "countersign_hsm_breaker_trips_total": "Times the HSM circuit breaker opened.",
-        "countersign_hsm_recovering": "1 while the PKCS#11 module is being re-initialized after the token was lost (2 once recovery stopped: a wrong or locked PIN), else 0.",
+        "countersign_hsm_recovering":
+            "1 while the PKCS#11 module is being re-initialized after the token was lost (2 once recovery stopped: a wrong or locked PIN), else 0.",
         "countersign_hsm_recoveries_total": "Times the token was lost and the module re-initialized, sessions lent again.",
         "process_cpu_seconds_total": "User and system CPU time spent by the process, in seconds.",
         "process_resident_memory_bytes": "Resident memory size in bytes.",
@@ -105,13 +107,17 @@ public final class ServerMetrics: Sendable {
         }
         for outcome in Self.handshakeOutcomes { _ = self.counter("countersign_handshakes_total", ["outcome": outcome]) }
         for verdict in ["approve", "deny"] { _ = self.counter("countersign_approval_verdicts_total", ["verdict": verdict]) }
-        for name in ["countersign_audit_checkpoints_total", "countersign_audit_checkpoint_failures_total", "countersign_audit_witness_cosigned_total",
+        for name in [
+            "countersign_audit_checkpoints_total", "countersign_audit_checkpoint_failures_total", "countersign_audit_witness_cosigned_total",
             "countersign_audit_witness_failures_total", "countersign_audit_write_failures_total",
-            "countersign_hsm_failures_total", "countersign_hsm_breaker_trips_total", "countersign_hsm_recoveries_total"]
-        {
+            "countersign_hsm_failures_total", "countersign_hsm_breaker_trips_total", "countersign_hsm_recoveries_total",
+        ] {
             _ = self.counter(name, [:])
         }
-        for name in ["countersign_connections_open", "countersign_approvals_pending", "countersign_hsm_recovering", "countersign_audit_entries", "countersign_audit_last_checkpoint_timestamp_seconds"] {
+        for name in [
+            "countersign_connections_open", "countersign_approvals_pending", "countersign_hsm_recovering", "countersign_audit_entries",
+            "countersign_audit_last_checkpoint_timestamp_seconds",
+        ] {
             _ = self.gauge(name, [:])
         }
     }

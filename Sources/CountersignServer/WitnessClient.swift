@@ -1,11 +1,12 @@
 import Audit
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 import Ledger
 import Logging
 import Synchronization
+
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
 
 /// Sends signed checkpoints to a C2SP witness (`audit.witness`), each with a consistency proof from the last
 /// checkpoint the witness cosigned, and checks its cosignature.
@@ -82,7 +83,8 @@ final class WitnessClient: Sendable {
             )
         case .unreachable(let reason):
             self.metrics.witnessFailed()
-            self.logger.error("checkpoint not cosigned by the witness; the next one will be sent", metadata: ["witness": "\(self.cosigner.name)", "error": "\(reason)"])
+            self.logger.error(
+                "checkpoint not cosigned by the witness; the next one will be sent", metadata: ["witness": "\(self.cosigner.name)", "error": "\(reason)"])
         }
         return outcome
     }
@@ -91,7 +93,8 @@ final class WitnessClient: Sendable {
         let cosigned = self.state.withLock { $0.cosigned }
         guard record.size >= cosigned else { return .covered }
         do {
-            let remembered = try await self.store.setting(Self.sizeSetting).flatMap { AddCheckpoint.decimal(Substring(String(decoding: $0, as: UTF8.self))) } ?? 0
+            let remembered =
+                try await self.store.setting(Self.sizeSetting).flatMap { AddCheckpoint.decimal(Substring(String(decoding: $0, as: UTF8.self))) } ?? 0
             var oldSize = min(max(remembered, cosigned), record.size)
             for attempt in 0..<2 {
                 let (status, body) = try await self.post(try await self.request(oldSize: oldSize, record: record))

@@ -63,7 +63,8 @@ struct WitnessFile: Sendable {
         }
         let size = kept.checkpoint.size
         guard store.auditSize >= size else {
-            throw StartupError("\(problem): it holds \(store.auditSize) entries, the kept checkpoint covers \(size): entries were removed or the store was replaced")
+            throw StartupError(
+                "\(problem): it holds \(store.auditSize) entries, the kept checkpoint covers \(size): entries were removed or the store was replaced")
         }
         let root = Merkle.root(try await store.auditLeafHashes(size: size)[...])
         guard root == kept.checkpoint.rootHash else {

@@ -37,7 +37,8 @@ public final class WitnessService: Service, Sendable {
             do {
                 self.logs = Mutex(try JSONDecoder().decode([String: WitnessedLog].self, from: data))
             } catch {
-                throw StartupError("the witness state '\(statePath)' cannot be read (\(error)); restore it from a backup, never start a witness afresh for a log it followed")
+                throw StartupError(
+                    "the witness state '\(statePath)' cannot be read (\(error)); restore it from a backup, never start a witness afresh for a log it followed")
             }
         } else {
             self.logs = Mutex([:])

@@ -17,7 +17,9 @@ extension LedgerStore {
     public func pendingApprovals(now: Int64) async throws -> [AuthorizationRecord] {
         try await self.read { db in
             try AuthorizationRecord
-                .filter(Column("status") == AuthorizationRecord.Status.pendingApproval.rawValue && Column("voidedAt") == nil && Column("approvalExpiresAt") > now)
+                .filter(
+                    Column("status") == AuthorizationRecord.Status.pendingApproval.rawValue && Column("voidedAt") == nil && Column("approvalExpiresAt") > now
+                )
                 .order(Column("createdAt"), Column("id"))
                 .fetchAll(db)
         }
@@ -81,10 +83,14 @@ extension LedgerStore {
     /// Marks every pending approval past its deadline `expired` and releases its holds (they stopped counting
     /// at the deadline already); each gets its audit entry in the same transaction.
     /// - Returns: the records expired now.
-    public func expirePendingApprovals(at now: Int64, entry: @escaping @Sendable (Int64, AuthorizationRecord) -> AuditEntry) async throws -> [AuthorizationRecord] {
+    public func expirePendingApprovals(
+        at now: Int64, entry: @escaping @Sendable (Int64, AuthorizationRecord) -> AuditEntry
+    ) async throws -> [AuthorizationRecord] {
         let due = try await self.read { db in
             try AuthorizationRecord
-                .filter(Column("status") == AuthorizationRecord.Status.pendingApproval.rawValue && Column("voidedAt") == nil && Column("approvalExpiresAt") <= now)
+                .filter(
+                    Column("status") == AuthorizationRecord.Status.pendingApproval.rawValue && Column("voidedAt") == nil && Column("approvalExpiresAt") <= now
+                )
                 .fetchAll(db)
         }
         var expired: [AuthorizationRecord] = []

@@ -197,7 +197,8 @@ final class GroupCommitter: Sendable {
             // (a new key) costs no lookup of its own.
             func recorded() throws -> (RecordingOutcome, AuditWrite)? {
                 guard let existing = try LedgerStore.authorization(in: db, agent: record.agent, idempotencyKey: record.idempotencyKey) else { return nil }
-                let entry = alternatives.map { AuditWrite($0.duplicate(audit.index, existing.id)) } ?? AuditSequencer.filler(index: audit.index, at: record.createdAt)
+                let entry =
+                    alternatives.map { AuditWrite($0.duplicate(audit.index, existing.id)) } ?? AuditSequencer.filler(index: audit.index, at: record.createdAt)
                 return (.recorded(existing), entry)
             }
             for limit in limits {

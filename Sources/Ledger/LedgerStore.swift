@@ -44,7 +44,8 @@ public final class LedgerStore: Sendable {
             let pairs = try self.database.read { db in try Self.idempotencyPairs(in: db) }
             self.keyFilter = KeyFilter(pairs)
             self.committer = GroupCommitter(
-                database: self.database, sequencer: self.sequencer, keyFilter: self.keyFilter, checkpointer: try WALCheckpointer(path: path, topUpInterval: walTopUpInterval),
+                database: self.database, sequencer: self.sequencer, keyFilter: self.keyFilter,
+                checkpointer: try WALCheckpointer(path: path, topUpInterval: walTopUpInterval),
                 health: self.health
             )
         } catch let error as LedgerError {
@@ -225,12 +226,16 @@ public final class LedgerStore: Sendable {
     ///   with the same key stored first), or the limit it would pass.
     /// - Throws: ``LedgerError`` with `STORE_UNAVAILABLE` when the transaction fails; then nothing was stored.
     public func recordAuthorization(
-        _ record: AuthorizationRecord, scopes: [BudgetScope]? = nil, limits: [BudgetCheck] = [], audit: AuditEntry? = nil, alternatives: AuditAlternatives? = nil
+        _ record: AuthorizationRecord, scopes: [BudgetScope]? = nil, limits: [BudgetCheck] = [], audit: AuditEntry? = nil,
+        alternatives: AuditAlternatives? = nil
     ) async throws -> RecordingOutcome {
         var record = record
-        let entry = audit ?? AuditEntry(
-            index: self.sequencer.reserve(), time: record.createdAt, kind: "decision", action: record.status.rawValue, actor: record.agent, subject: record.id
-        )
+        let entry =
+            audit
+            ?? AuditEntry(
+                index: self.sequencer.reserve(), time: record.createdAt, kind: "decision", action: record.status.rawValue, actor: record.agent,
+                subject: record.id
+            )
         record.auditIndex = entry.index
         return try await self.committer.commit(
             .authorization(record, scopes: scopes ?? [.agent(record.agent)], limits: limits, audit: AuditWrite(entry), alternatives: alternatives)
@@ -240,10 +245,12 @@ public final class LedgerStore: Sendable {
     /// Records a refused request's decision and its audit entry, grouped with concurrent writes.
     public func recordRefusal(_ refusal: RefusalRecord, audit: AuditEntry? = nil) async throws {
         var refusal = refusal
-        let entry = audit ?? AuditEntry(
-            index: self.sequencer.reserve(), time: refusal.createdAt, kind: "decision", action: "denied", actor: refusal.agent,
-            decision: DecisionSummary(outcome: "denied", code: refusal.code)
-        )
+        let entry =
+            audit
+            ?? AuditEntry(
+                index: self.sequencer.reserve(), time: refusal.createdAt, kind: "decision", action: "denied", actor: refusal.agent,
+                decision: DecisionSummary(outcome: "denied", code: refusal.code)
+            )
         refusal.auditIndex = entry.index
         _ = try await self.committer.commit(.refusal(refusal, audit: AuditWrite(entry)))
     }
@@ -285,7 +292,8 @@ public final class LedgerStore: Sendable {
             if record.voidedAt != nil { return record }
             let status = record.status(at: now)
             guard status == .authorized || status == .pendingApproval, now < record.expiresAt else {
-                throw LedgerError(.authorizationExpired, "authorization '\(id)' is \(status == .authorized ? "expired" : status.rawValue); there is nothing to void")
+                throw LedgerError(
+                    .authorizationExpired, "authorization '\(id)' is \(status == .authorized ? "expired" : status.rawValue); there is nothing to void")
             }
             record.voidedAt = now
             try record.update(db)
@@ -312,14 +320,15 @@ public final class LedgerStore: Sendable {
     public func spending(scope: BudgetScope, currency: String, since windowStart: Int64, now: Int64) async throws -> ScopeSpending {
         try await self.read { db in
             let counted = try Self.counted(in: db, scope: scope.key, currency: currency, since: windowStart, now: now)
-            let pending = try Int64.fetchOne(
-                db,
-                sql: """
-                    SELECT COALESCE(SUM(amount), 0) FROM hold
-                    WHERE scope = ? AND currency = ? AND createdAt >= ? AND releasedAt IS NULL AND expiresAt IS NOT NULL AND expiresAt > ?
-                    """,
-                arguments: [scope.key, currency, windowStart, now]
-            ) ?? 0
+            let pending =
+                try Int64.fetchOne(
+                    db,
+                    sql: """
+                        SELECT COALESCE(SUM(amount), 0) FROM hold
+                        WHERE scope = ? AND currency = ? AND createdAt >= ? AND releasedAt IS NULL AND expiresAt IS NOT NULL AND expiresAt > ?
+                        """,
+                    arguments: [scope.key, currency, windowStart, now]
+                ) ?? 0
             return ScopeSpending(counted: counted, pending: pending)
         }
     }
@@ -339,21 +348,23 @@ public final class LedgerStore: Sendable {
                     """,
                 arguments: [agent, currency, historySince]
             )
-            let paidBefore = try Bool.fetchOne(
-                db,
-                // `+status`: the status column must not steer SQLite away from the (agent, merchant) index.
-                sql: "SELECT EXISTS (SELECT 1 FROM authorization WHERE agent = ? AND merchant = ? AND +status = 'authorized')",
-                arguments: [agent, merchant]
-            ) ?? false
-            let recent = try Int64.fetchOne(
-                db,
-                sql: """
-                    SELECT COALESCE(SUM(a.amount), 0) FROM authorization a JOIN hold h ON h.authorizationID = a.id AND h.scope = 'agent:' || a.agent
-                    WHERE a.agent = ? AND a.merchant = ? AND a.currency = ? AND a.createdAt >= ?
-                      AND h.releasedAt IS NULL AND (h.expiresAt IS NULL OR h.expiresAt > ?)
-                    """,
-                arguments: [agent, merchant, currency, splittingSince, now]
-            ) ?? 0
+            let paidBefore =
+                try Bool.fetchOne(
+                    db,
+                    // `+status`: the status column must not steer SQLite away from the (agent, merchant) index.
+                    sql: "SELECT EXISTS (SELECT 1 FROM authorization WHERE agent = ? AND merchant = ? AND +status = 'authorized')",
+                    arguments: [agent, merchant]
+                ) ?? false
+            let recent =
+                try Int64.fetchOne(
+                    db,
+                    sql: """
+                        SELECT COALESCE(SUM(a.amount), 0) FROM authorization a JOIN hold h ON h.authorizationID = a.id AND h.scope = 'agent:' || a.agent
+                        WHERE a.agent = ? AND a.merchant = ? AND a.currency = ? AND a.createdAt >= ?
+                          AND h.releasedAt IS NULL AND (h.expiresAt IS NULL OR h.expiresAt > ?)
+                        """,
+                    arguments: [agent, merchant, currency, splittingSince, now]
+                ) ?? 0
             // Integers throughout: the mean of minor units, rounded half up, never through a floating-point value.
             let count: Int64 = history?["count"] ?? 0
             let total: Int64 = history?["total"] ?? 0
@@ -413,7 +424,8 @@ public final class LedgerStore: Sendable {
     /// Stores `value` under `name`, replacing any value.
     public func setSetting(_ name: String, to value: Data) async throws {
         try await self.write { db in
-            try db.execute(sql: "INSERT INTO setting (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value", arguments: [name, value])
+            try db.execute(
+                sql: "INSERT INTO setting (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value", arguments: [name, value])
         }
     }
 

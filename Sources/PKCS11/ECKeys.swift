@@ -1,6 +1,6 @@
 import CPKCS11
-import Synchronization
 import Crypto
+import Synchronization
 
 /// The two halves of a key pair generated on the token.
 public struct KeyPairHandles: Sendable, Hashable {
@@ -68,7 +68,9 @@ extension PKCS11Session {
             try privateTemplate.withUnsafeAttributes { privateAttributes, privateCount in
                 try PKCS11Error.check(
                     "C_GenerateKeyPair",
-                    self.module.objectStoreLock.withWriteLock { generate(self.rawHandle, &mechanism, publicAttributes, publicCount, privateAttributes, privateCount, &publicKey, &privateKey) }
+                    self.module.objectStoreLock.withWriteLock {
+                        generate(self.rawHandle, &mechanism, publicAttributes, publicCount, privateAttributes, privateCount, &publicKey, &privateKey)
+                    }
                 )
             }
         }

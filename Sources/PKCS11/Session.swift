@@ -25,10 +25,13 @@ public struct PKCS11Session: ~Copyable {
     /// - Throws: ``PKCS11Error``, e.g. `C_Login failed: CKR_PIN_INCORRECT (0xA0)`.
     public func login(_ pin: PIN) throws {
         let login = try self.module.function("C_Login", \.C_Login)
-        let rv = pin.withUnsafeBytes { bytes in self.module.objectStoreLock.withReadLock {
-            // C_Login takes a non-const pointer but does not write through it.
-            login(self.rawHandle, CK_USER_TYPE(CKU_USER), UnsafeMutablePointer(mutating: bytes.bindMemory(to: UInt8.self).baseAddress), CK_ULONG(bytes.count))
-        } }
+        let rv = pin.withUnsafeBytes { bytes in
+            self.module.objectStoreLock.withReadLock {
+                // C_Login takes a non-const pointer but does not write through it.
+                login(
+                    self.rawHandle, CK_USER_TYPE(CKU_USER), UnsafeMutablePointer(mutating: bytes.bindMemory(to: UInt8.self).baseAddress), CK_ULONG(bytes.count))
+            }
+        }
         switch ReturnCode(rawValue: rv) {
         case .ok, .userAlreadyLoggedIn: return
         case let code: throw PKCS11Error(function: "C_Login", code: code)
@@ -72,7 +75,8 @@ public struct PKCS11Session: ~Copyable {
         case 1: return found[0]
         case 0: throw KeyError(code: .keyNotFound, reason: "no \(objectClass.name) with \(described) on token '\(self.token.info.label)'")
         default:
-            throw KeyError(code: .ambiguousKey, reason: "\(found.count) objects of class \(objectClass.name) with \(described) on token '\(self.token.info.label)'")
+            throw KeyError(
+                code: .ambiguousKey, reason: "\(found.count) objects of class \(objectClass.name) with \(described) on token '\(self.token.info.label)'")
         }
     }
 

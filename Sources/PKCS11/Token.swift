@@ -1,5 +1,5 @@
-import Foundation
 import CPKCS11
+import Foundation
 
 /// A token found on a module: where it is and what it says about itself.
 public struct PKCS11Token: Sendable {
@@ -149,7 +149,8 @@ extension PKCS11Module {
     private var whereTokensAre: String {
         guard self.path.lowercased().contains("softhsm") else { return "" }
         guard let configuration = ProcessInfo.processInfo.environment["SOFTHSM2_CONF"] else {
-            return "; SOFTHSM2_CONF is not set, so SoftHSM looks in its system-wide token directory (for this project's development token: export SOFTHSM2_CONF=$PWD/.hsm/softhsm2.conf)"
+            return
+                "; SOFTHSM2_CONF is not set, so SoftHSM looks in its system-wide token directory (for this project's development token: export SOFTHSM2_CONF=$PWD/.hsm/softhsm2.conf)"
         }
         return "; SoftHSM reads its tokens as \(configuration) says"
     }
@@ -171,7 +172,8 @@ extension PKCS11Module {
             let slots = matching.map(\.slot.description).joined(separator: ", ")
             throw TokenLookupError(
                 code: .ambiguousToken,
-                reason: "\(matching.count) tokens with \(described) on module '\(self.path)' (slots \(slots)); give each token a unique label or select by serial number"
+                reason:
+                    "\(matching.count) tokens with \(described) on module '\(self.path)' (slots \(slots)); give each token a unique label or select by serial number"
             )
         }
     }

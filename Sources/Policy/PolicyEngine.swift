@@ -191,7 +191,9 @@ private struct Evaluation {
             if active.contains(.rateLimit), let limit = profile.rateLimit {
                 let passed = self.facts.requestsInRateWindow <= limit.requests
                 self.checks.append(
-                    CheckRecord(name: "rate_limit", inputs: "\(self.facts.requestsInRateWindow) requests in \(limit.perSeconds) s, limit \(limit.requests)", passed: passed)
+                    CheckRecord(
+                        name: "rate_limit", inputs: "\(self.facts.requestsInRateWindow) requests in \(limit.perSeconds) s, limit \(limit.requests)",
+                        passed: passed)
                 )
                 if !passed {
                     return self.deny("RATE_LIMITED", "\(self.request.agent) may make \(limit.requests) requests per \(limit.perSeconds) s; wait and retry")
@@ -235,11 +237,14 @@ private struct Evaluation {
             if escalated {
                 guard let sumIndex else {
                     self.tierReason += "; with earlier payments to \(self.request.merchant) within \(window) s the sum is above the highest tier"
-                    return self.deny("AMOUNT_ABOVE_LIMIT", "with earlier payments to \(self.request.merchant) in the last \(window) s, the sum is above the highest tier's limit")
+                    return self.deny(
+                        "AMOUNT_ABOVE_LIMIT",
+                        "with earlier payments to \(self.request.merchant) in the last \(window) s, the sum is above the highest tier's limit")
                 }
                 index = sumIndex
                 self.judgedTier = accepting[index]
-                self.tierReason += "; judged at tier '\(accepting[index].name)' as part of payments to \(self.request.merchant) within \(window) s that sum to \(self.money(sum))"
+                self.tierReason +=
+                    "; judged at tier '\(accepting[index].name)' as part of payments to \(self.request.merchant) within \(window) s that sum to \(self.money(sum))"
             }
         }
 

@@ -46,7 +46,9 @@ public enum HostileBodies {
 
     public static let all: [Hostile] = [
         // Repeated members, at every depth and however they are spelled.
-        Hostile("merchant_id twice, the evil one first", Self.body(merchant: #""m-evil","merchant_id":"m-42""#), invalid, "member 'merchant_id' appears more than once"),
+        Hostile(
+            "merchant_id twice, the evil one first", Self.body(merchant: #""m-evil","merchant_id":"m-42""#), invalid,
+            "member 'merchant_id' appears more than once"),
         Hostile("amount twice", Self.body(amount: #"1,"amount":1250"#), invalid, "member 'amount' appears more than once"),
         Hostile("the same value twice", Self.body(amount: #"1250,"amount":1250"#), invalid, "member 'amount' appears more than once"),
         Hostile("repeated through an escape", Self.body(members: #","merchant\u005fid":"m-evil""#), invalid, "member 'merchant_id' appears more than once"),
@@ -65,8 +67,11 @@ public enum HostileBodies {
         Hostile("just past Int64", Self.body(amount: "9223372036854775808"), invalid, "field 'amount' is out of range"),
         Hostile("far past Int64", Self.body(amount: String(repeating: "9", count: 400)), invalid, "field 'amount' is out of range"),
         Hostile("just below Int64", Self.body(amount: "-9223372036854775809"), invalid, "field 'amount' is out of range"),
-        Hostile("a quantity that rounds to 2", Self.body(quantity: "1.99999999999999999999"), invalid, "field 'intent.line_items[0].quantity' must be an integer"),
-        Hostile("a unit amount with an exponent", Array(Self.body().replacing(Array(#""unit_amount":625"#.utf8), with: Array(#""unit_amount":6.25e2"#.utf8))), invalid, "field 'intent.line_items[0].unit_amount'"),
+        Hostile(
+            "a quantity that rounds to 2", Self.body(quantity: "1.99999999999999999999"), invalid, "field 'intent.line_items[0].quantity' must be an integer"),
+        Hostile(
+            "a unit amount with an exponent", Array(Self.body().replacing(Array(#""unit_amount":625"#.utf8), with: Array(#""unit_amount":6.25e2"#.utf8))),
+            invalid, "field 'intent.line_items[0].unit_amount'"),
         Hostile("amount as a string", Self.body(amount: #""1250""#), invalid, "field 'amount' must be an integer, not a string"),
         Hostile("amount as true", Self.body(amount: "true"), invalid, "field 'amount' must be an integer"),
         Hostile("amount null", Self.body(amount: "null"), invalid, "field 'amount'"),
@@ -85,11 +90,15 @@ public enum HostileBodies {
         // Members the protocol does not define.
         Hostile("an unknown top-level member", Self.body(members: #","note":"hi""#), invalid, "unknown member 'note'"),
         Hostile("an unknown member that is null", Self.body(members: #","note":null"#), invalid, "unknown member 'note'"),
-        Hostile("a shipping address in the intent", Self.body(intentExtra: #","shipping_address":"1 Main St""#), invalid, "unknown member 'intent.shipping_address'"),
+        Hostile(
+            "a shipping address in the intent", Self.body(intentExtra: #","shipping_address":"1 Main St""#), invalid, "unknown member 'intent.shipping_address'"
+        ),
         Hostile("a sku in a line item", Self.body(item: #","sku":"A-1""#), invalid, "unknown member 'intent.line_items[0].sku'"),
-        Hostile("an unknown member holding an object", Self.body(intentExtra: #","shipping_address":{"street":"1 Main"}"#), invalid, "unknown member 'intent.shipping_address':"),
+        Hostile(
+            "an unknown member holding an object", Self.body(intentExtra: #","shipping_address":{"street":"1 Main"}"#), invalid,
+            "unknown member 'intent.shipping_address':"),
         Hostile("an unknown member named with NUL", Self.body(members: #","a\u0000b":1"#), invalid, "unknown member 'a\\u{0}b'"),
-                Hostile("a misspelled optional", Self.body(intentExtra: #","orderhash":"h""#), invalid, "unknown member 'intent.orderhash'"),
+        Hostile("a misspelled optional", Self.body(intentExtra: #","orderhash":"h""#), invalid, "unknown member 'intent.orderhash'"),
         // Bytes that are not UTF-8, and I-JSON's forbidden code points.
         Hostile("an invalid byte in a string", Self.body(description: "\"a\u{1}\"").replacing([0x01], with: [0xFF]), malformed, "not valid UTF-8"),
         Hostile("an overlong '/'", Self.body(description: "\"a\u{1}\"").replacing([0x01], with: [0xC0, 0xAF]), malformed, "not valid UTF-8"),
@@ -117,9 +126,13 @@ public enum HostileBodies {
         Hostile("a zero-width space in the merchant", Self.body(merchant: #""m-\u200b42""#), invalid, "field 'merchant_id' holds U+200B"),
         Hostile("a right-to-left override in the description", Self.body(description: #""cables \u202e""#), invalid, "field 'intent.description' holds U+202E"),
         Hostile("an escape character in the description", Self.body(description: #""\u001b[31mred""#), invalid, "field 'intent.description' holds U+001B"),
-        Hostile("a line feed in the idempotency key", Array(Self.body().replacing(Array(#""k-1""#.utf8), with: Array(#""k\n1""#.utf8))), invalid, "field 'idempotency_key'"),
+        Hostile(
+            "a line feed in the idempotency key", Array(Self.body().replacing(Array(#""k-1""#.utf8), with: Array(#""k\n1""#.utf8))), invalid,
+            "field 'idempotency_key'"),
         // Structure.
-        Hostile("nesting past the limit", Self.body(members: #","x":"# + String(repeating: "[", count: 40) + String(repeating: "]", count: 40)), invalid, "nests deeper than 32 levels"),
+        Hostile(
+            "nesting past the limit", Self.body(members: #","x":"# + String(repeating: "[", count: 40) + String(repeating: "]", count: 40)), invalid,
+            "nests deeper than 32 levels"),
         Hostile("100,000 open brackets", Array((String(repeating: "[", count: 100_000)).utf8), invalid, "nests deeper than 32 levels"),
         Hostile("a trailing comma in an object", Self.body(members: ","), malformed, "not valid JSON"),
         Hostile("a trailing comma in an array", Array(Self.body().replacing(Array("}]".utf8), with: Array("},]".utf8))), malformed, "not valid JSON"),
@@ -137,8 +150,14 @@ public enum HostileBodies {
         Hostile("a top-level array", "[]", invalid, "the body must be an object, not an array"),
         Hostile("a top-level string", #""hi""#, invalid, "the body must be an object, not a string"),
         Hostile("an empty object", "{}", invalid, "field 'idempotency_key' is required"),
-        Hostile("an intent that is a string", Array(#"{"idempotency_key":"k","amount":1,"currency":"USD","merchant_id":"m","merchant_category_code":"5734","intent":"x"}"#.utf8), invalid, "field 'intent' must be an object"),
-        Hostile("line items as an object", Self.body(intentExtra: "").replacing(Array(#""line_items":["#.utf8), with: Array(#""line_items":{"a":"#.utf8)).replacing(Array("}]}".utf8), with: Array("}}}".utf8)), invalid, "field 'intent.line_items' must be an array"),
+        Hostile(
+            "an intent that is a string",
+            Array(#"{"idempotency_key":"k","amount":1,"currency":"USD","merchant_id":"m","merchant_category_code":"5734","intent":"x"}"#.utf8), invalid,
+            "field 'intent' must be an object"),
+        Hostile(
+            "line items as an object",
+            Self.body(intentExtra: "").replacing(Array(#""line_items":["#.utf8), with: Array(#""line_items":{"a":"#.utf8)).replacing(
+                Array("}]}".utf8), with: Array("}}}".utf8)), invalid, "field 'intent.line_items' must be an array"),
         // Values: shapes that decode but are refused by the field's rules.
         Hostile("a lower-case currency", Array(Self.body().replacing(Array(#""USD""#.utf8), with: Array(#""usd""#.utf8))), invalid, "field 'currency'"),
         Hostile("a two-letter currency", Array(Self.body().replacing(Array(#""USD""#.utf8), with: Array(#""US""#.utf8))), invalid, "field 'currency'"),

@@ -106,7 +106,8 @@ extension AuthorizeRequest: JSONScannable {
             }), let idempotencyKey, let amount, let currency, let merchantID, let merchantCategoryCode, let intent
         else { return nil }
         return AuthorizeRequest(
-            idempotencyKey: idempotencyKey, amount: amount, currency: currency, merchantID: merchantID, merchantCategoryCode: merchantCategoryCode, intent: intent
+            idempotencyKey: idempotencyKey, amount: amount, currency: currency, merchantID: merchantID, merchantCategoryCode: merchantCategoryCode,
+            intent: intent
         )
     }
 }

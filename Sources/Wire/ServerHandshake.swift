@@ -83,7 +83,9 @@ public struct ServerHandshake: Sendable {
             let transcript = Handshake.transcript(version: frame.version, principal: principal, challenge: challenge)
             guard let auth = try? WireJSON.decode(Auth.self, from: frame.body), let signature = Base64URL.decode(auth.signature) else {
                 _ = Self.decoyKey.isValidSignature([UInt8](repeating: 1, count: 64), for: transcript)
-                return refuse(failed, .authenticationFailed(principal: principal, reason: "the AUTH body is not an algorithm and a base64url signature"), next: .awaitingHello)
+                return refuse(
+                    failed, .authenticationFailed(principal: principal, reason: "the AUTH body is not an algorithm and a base64url signature"),
+                    next: .awaitingHello)
             }
             switch self.verify(principal, auth.algorithm, signature, transcript) {
             case .unknownPrincipal:
@@ -92,7 +94,8 @@ public struct ServerHandshake: Sendable {
             case .refused(let reason):
                 return refuse(failed, .authenticationFailed(principal: principal, reason: reason), next: .awaitingHello)
             case .revoked:
-                return refuse(WireError(.principalRevoked, "the credential of '\(principal)' has been revoked"), .revoked(principal: principal), next: .awaitingHello)
+                return refuse(
+                    WireError(.principalRevoked, "the credential of '\(principal)' has been revoked"), .revoked(principal: principal), next: .awaitingHello)
             case .accepted(let role):
                 self.state = .authenticated(principal: principal)
                 let welcome = Welcome(principal: principal, role: role)

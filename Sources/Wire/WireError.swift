@@ -86,8 +86,10 @@ public struct WireError: Error, Hashable, Sendable, Codable, CustomStringConvert
 
     /// Whether the server closes the connection after sending this error.
     public var closesConnection: Bool {
-        [.frameTooLarge, .malformedFrame, .truncatedFrame, .unsupportedVersion, .handshakeTimeout,
-         .authenticationFailed, .principalRevoked, .tooManyConnections, .idleTimeout].contains(self.code)
+        [
+            .frameTooLarge, .malformedFrame, .truncatedFrame, .unsupportedVersion, .handshakeTimeout,
+            .authenticationFailed, .principalRevoked, .tooManyConnections, .idleTimeout,
+        ].contains(self.code)
     }
 
     public static func frameTooLarge(length: UInt64, maximum: Int) -> WireError {

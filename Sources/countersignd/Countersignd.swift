@@ -83,7 +83,9 @@ struct Serve: AsyncParsableCommand {
     @Flag(name: .customLong("insecure-plaintext"), help: "Allow a non-loopback listener without TLS.")
     var insecurePlaintext = false
 
-    @Flag(name: .customLong("verify-log"), help: "Before serving, verify the whole audit log against every signed checkpoint (not only the latest), with progress.")
+    @Flag(
+        name: .customLong("verify-log"),
+        help: "Before serving, verify the whole audit log against every signed checkpoint (not only the latest), with progress.")
     var verifyLog = false
 
     func run() async throws {
@@ -109,7 +111,8 @@ struct Serve: AsyncParsableCommand {
                     logger.notice("verifying the audit log", metadata: ["verified": "\(done)", "of": "\(total)"])
                 }
                 logger.notice(
-                    "audit log verified", metadata: ["entries": "\(report.entries)", "checkpoints": "\(report.checkpoints)", "root": "\(Data(report.root).base64EncodedString())"]
+                    "audit log verified",
+                    metadata: ["entries": "\(report.entries)", "checkpoints": "\(report.checkpoints)", "root": "\(Data(report.root).base64EncodedString())"]
                 )
             } catch {
                 await application.finish()
@@ -176,6 +179,8 @@ struct CheckConfig: AsyncParsableCommand {
     func run() async throws {
         let configuration = try self.options.load()
         try configuration.validateTransportSecurity()
-        print("configuration OK: \(configuration.tiers.tiers.count) tiers, \(configuration.policy.profiles.count) profiles, policy \(configuration.policy.version), listening on \(configuration.listen)")
+        print(
+            "configuration OK: \(configuration.tiers.tiers.count) tiers, \(configuration.policy.profiles.count) profiles, policy \(configuration.policy.version), listening on \(configuration.listen)"
+        )
     }
 }

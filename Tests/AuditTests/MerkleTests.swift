@@ -79,7 +79,8 @@ struct MerkleTests {
             for oldSize in 1...newSize {
                 let proof = Merkle.consistencyProof(oldSize: oldSize, leaves: all.prefix(newSize))
                 let oldRoot = Merkle.root(all.prefix(oldSize))
-                #expect(Merkle.verifyConsistency(oldSize: oldSize, newSize: newSize, oldRoot: oldRoot, newRoot: newRoot, proof: proof), "\(oldSize) → \(newSize)")
+                #expect(
+                    Merkle.verifyConsistency(oldSize: oldSize, newSize: newSize, oldRoot: oldRoot, newRoot: newRoot, proof: proof), "\(oldSize) → \(newSize)")
                 if oldSize > 4 {
                     let forkedRoot = Merkle.root(forked.prefix(oldSize))
                     #expect(!Merkle.verifyConsistency(oldSize: oldSize, newSize: newSize, oldRoot: forkedRoot, newRoot: newRoot, proof: proof))
@@ -94,7 +95,9 @@ struct MerkleTests {
         let checkpoint = Checkpoint(origin: "countersign.test/audit", size: 8, rootHash: Merkle.root(Self.hashes(8)[...]), time: 1_795_612_455)
         let signature = try key.signature(for: Data(checkpoint.body.utf8))
         let note = checkpoint.note(keyName: "countersign.test/audit", publicKey: key.publicKey, signature: signature)
-        #expect(note.hasPrefix("countersign.test/audit\n8\n\(Data(checkpoint.rootHash).base64EncodedString())\ntime 1795612455\n\n\u{2014} countersign.test/audit "))
+        #expect(
+            note.hasPrefix("countersign.test/audit\n8\n\(Data(checkpoint.rootHash).base64EncodedString())\ntime 1795612455\n\n\u{2014} countersign.test/audit ")
+        )
         let parsed = try Checkpoint.parse(note)
         #expect(parsed.checkpoint == checkpoint)
         #expect(parsed.isSigned(by: key.publicKey))

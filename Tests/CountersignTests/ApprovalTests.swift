@@ -4,8 +4,8 @@ import Foundation
 import Ledger
 import Policy
 import Signing
-import Testing
 import TestSupport
+import Testing
 import Wire
 
 /// Three tiers; the last needs two approvers within 15 minutes.
@@ -65,7 +65,9 @@ struct ApprovalTests {
             // Approvers see the exact request, a readable summary, and the decision record.
             let list = try await cast.alice.listApprovals()
             #expect(list.map(\.authorizationID) == [pending.authorizationID])
-            #expect(list.first?.summary == "agent-big asks to pay 120000.00 USD to m-42 (MCC 5734) for \"USB-C cables\"; 2 x \"USB-C cable\"; tier critical needs 2 approval(s)")
+            #expect(
+                list.first?.summary
+                    == "agent-big asks to pay 120000.00 USD to m-42 (MCC 5734) for \"USB-C cables\"; 2 x \"USB-C cable\"; tier critical needs 2 approval(s)")
             let detail = try await cast.admin.showApproval(id: pending.authorizationID)
             #expect(detail.request == request)
             #expect(detail.decision?.outcome == "pending_approval")
@@ -117,7 +119,8 @@ struct ApprovalTests {
             #expect(entries.contains { $0.contains(#""action":"approvals.approve""#) && $0.contains(#""actor":"alice""#) })
             #expect(entries.contains { $0.contains(#""action":"approvals.approve""#) && $0.contains(#""actor":"bob""#) })
             #expect(entries.contains { $0.contains(#""action":"approved""#) && $0.contains(#""approvers":["alice","bob"]"#) })
-            #expect(entries.contains { $0.contains(#""action":"approved""#) && $0.contains(#""checks":"[{"#) }, "the quorum's entry carries the decision's checks")
+            #expect(
+                entries.contains { $0.contains(#""action":"approved""#) && $0.contains(#""checks":"[{"#) }, "the quorum's entry carries the decision's checks")
             // The id was given when the request arrived and begins with that time; iat is the quorum's time.
             let idTime = try #require(Base64URL.decode(authorization.authorizationID)).prefix(4).reduce(Int64(0)) { $0 << 8 | Int64($1) }
             #expect(idTime == Self.start)
@@ -231,7 +234,11 @@ struct ApprovalTests {
             let othersBudget = await #expect(throws: WireError.self) { try await other.budgets(agent: "agent-big") }
             #expect(othersBudget?.code == .forbidden)
             let authorizer = await #expect(throws: ClientError.self) { try await cast.agent.authorize(TestServer.request(12_000_001)) }
-            if case .pendingApproval(let second)? = authorizer { #expect(second.approvalsRequired == 2) } else { Issue.record("authorize() must say the request is pending") }
+            if case .pendingApproval(let second)? = authorizer {
+                #expect(second.approvalsRequired == 2)
+            } else {
+                Issue.record("authorize() must say the request is pending")
+            }
             await other.close()
             await cast.close()
         }

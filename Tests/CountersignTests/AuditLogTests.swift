@@ -10,8 +10,8 @@ import NIOPosix
 @_spi(Testing) import PKCS11
 import Signing
 import Synchronization
-import Testing
 import TestSupport
+import Testing
 import Wire
 
 @Suite("The audit log: entries, proofs, checkpoints, verification", .serialized, .timeLimit(.minutes(2)))
@@ -63,7 +63,8 @@ struct AuditLogTests {
             #expect(summary["kid"] as? String == authorization.kid)
             #expect(summary["policy_version"] as? String == claims.policyVersion)
             #expect(summary["intent_hash"] as? String == claims.intentHash)
-            let denial = try #require(log.entries.map { try Self.entry($0.entry) }.first { ($0["decision"] as? [String: Any])?["code"] as? String == "AMOUNT_ABOVE_LIMIT" })
+            let denial = try #require(
+                log.entries.map { try Self.entry($0.entry) }.first { ($0["decision"] as? [String: Any])?["code"] as? String == "AMOUNT_ABOVE_LIMIT" })
             #expect(denial["action"] as? String == "denied")
             #expect(!log.entries.contains { $0.entry.contains(authorization.jws) || $0.entry.contains(authorization.jws.split(separator: ".")[2]) })
 
@@ -243,7 +244,8 @@ struct AuditLogTests {
             let authorization = try await agent.authorize(TestServer.request(1_000))
             let countersign = ProcessResult.builtProduct("countersign")
             let environment = [
-                "COUNTERSIGN_SERVER": "127.0.0.1:\(server.port)", "COUNTERSIGN_CREDENTIAL": server.dataDirectory.appendingPathComponent("admin.credential").path,
+                "COUNTERSIGN_SERVER": "127.0.0.1:\(server.port)",
+                "COUNTERSIGN_CREDENTIAL": server.dataDirectory.appendingPathComponent("admin.credential").path,
             ]
             let jwks = "http://127.0.0.1:\(server.httpPort)/.well-known/jwks.json"
             let directory = server.dataDirectory
@@ -252,23 +254,28 @@ struct AuditLogTests {
             let keptFile = directory.appendingPathComponent("kept.note")
             try kept.standardOutput.write(to: keptFile, atomically: true, encoding: .utf8)
 
-            let proof = try await ProcessResult.running(executable: countersign, arguments: ["audit", "proof", authorization.authorizationID], environment: environment)
+            let proof = try await ProcessResult.running(
+                executable: countersign, arguments: ["audit", "proof", authorization.authorizationID], environment: environment)
             #expect(proof.status == 0, "\(proof.standardError)")
             let proofFile = directory.appendingPathComponent("proof.json")
             try proof.standardOutput.write(to: proofFile, atomically: true, encoding: .utf8)
-            let checked = try await ProcessResult.running(executable: countersign, arguments: ["audit", "check-proof", proofFile.path, "--jwks", jwks], environment: [:])
+            let checked = try await ProcessResult.running(
+                executable: countersign, arguments: ["audit", "check-proof", proofFile.path, "--jwks", jwks], environment: [:])
             #expect(checked.status == 0 && checked.standardOutput.hasPrefix("proof OK: entry "), "\(checked.standardOutput)\(checked.standardError)")
 
             let forged = directory.appendingPathComponent("forged.json")
             try proof.standardOutput.replacingOccurrences(of: "agent-proven", with: "agent-forged").write(to: forged, atomically: true, encoding: .utf8)
-            let refused = try await ProcessResult.running(executable: countersign, arguments: ["audit", "check-proof", forged.path, "--jwks", jwks], environment: [:])
+            let refused = try await ProcessResult.running(
+                executable: countersign, arguments: ["audit", "check-proof", forged.path, "--jwks", jwks], environment: [:])
             #expect(refused.status != 0 && refused.standardError.contains("INVALID"), "\(refused.standardError)")
 
             for _ in 0..<3 { _ = try await agent.authorize(TestServer.request(1_000)) }
             let consistent = try await ProcessResult.running(
                 executable: countersign, arguments: ["audit", "consistency", "--old-checkpoint", keptFile.path, "--jwks", jwks], environment: environment
             )
-            #expect(consistent.status == 0 && consistent.standardOutput.hasPrefix("consistent: the log of "), "\(consistent.standardOutput)\(consistent.standardError)")
+            #expect(
+                consistent.status == 0 && consistent.standardOutput.hasPrefix("consistent: the log of "),
+                "\(consistent.standardOutput)\(consistent.standardError)")
             let rewritten = directory.appendingPathComponent("rewritten.note")
             var lines = kept.standardOutput.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
             lines[2] = Data(repeating: 7, count: 32).base64EncodedString()
@@ -352,7 +359,10 @@ struct AuditLogTests {
         "audit verify finds each tampering at its index; an untouched log verifies",
         arguments: [
             ("untouched", nil, nil),
-            ("change one byte of an entry", "at index 5: entry 5 was modified", "entry 5 was changed: its bytes no longer match the leaf hash recorded with it"),
+            (
+                "change one byte of an entry", "at index 5: entry 5 was modified",
+                "entry 5 was changed: its bytes no longer match the leaf hash recorded with it"
+            ),
             ("change an entry and its recorded leaf hash", "do not match the signed checkpoint", "do not hash to the root signed by the checkpoint of"),
             ("delete an entry", "at index 7: entry 7 is missing (deleted)", "entry 7 is missing, and it is covered by the checkpoint of"),
             ("swap two entries", "at index 3: the entry stored at 3 says it is entry 4 (reordered)", "do not hash to the root signed"),
@@ -373,23 +383,29 @@ struct AuditLogTests {
                 entry[entry.count - 3] ^= 0x01
                 try db.execute(sql: "UPDATE auditEntry SET entry = ? WHERE idx = 5", arguments: [entry])
             case "change an entry and its recorded leaf hash":
-                let entry = Data(try String.fetchOne(db, sql: "SELECT entry FROM auditEntry WHERE idx = 5")!.replacingOccurrences(of: "\"time\":", with: "\"time\":1").utf8)
+                let entry = Data(
+                    try String.fetchOne(db, sql: "SELECT entry FROM auditEntry WHERE idx = 5")!.replacingOccurrences(of: "\"time\":", with: "\"time\":1").utf8)
                 try db.execute(sql: "UPDATE auditEntry SET entry = ?, leafHash = ? WHERE idx = 5", arguments: [entry, Data(Merkle.leafHash(entry))])
             case "delete an entry":
                 try db.execute(sql: "DELETE FROM auditEntry WHERE idx = 7")
             case "swap two entries":
                 let three = try Row.fetchOne(db, sql: "SELECT entry, leafHash FROM auditEntry WHERE idx = 3")!
                 let four = try Row.fetchOne(db, sql: "SELECT entry, leafHash FROM auditEntry WHERE idx = 4")!
-                try db.execute(sql: "UPDATE auditEntry SET entry = ?, leafHash = ? WHERE idx = 3", arguments: [four["entry"] as Data, four["leafHash"] as Data])
-                try db.execute(sql: "UPDATE auditEntry SET entry = ?, leafHash = ? WHERE idx = 4", arguments: [three["entry"] as Data, three["leafHash"] as Data])
+                try db.execute(
+                    sql: "UPDATE auditEntry SET entry = ?, leafHash = ? WHERE idx = 3", arguments: [four["entry"] as Data, four["leafHash"] as Data])
+                try db.execute(
+                    sql: "UPDATE auditEntry SET entry = ?, leafHash = ? WHERE idx = 4", arguments: [three["entry"] as Data, three["leafHash"] as Data])
             case "drop the tail after a checkpoint":
                 try db.execute(sql: "DELETE FROM auditEntry WHERE idx >= 10")
             case "forge a checkpoint with another key":
                 let size = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM auditEntry")!
                 let checkpoint = Checkpoint(origin: "countersign.test/audit", size: size, rootHash: Merkle.emptyRoot, time: Self.now())
                 let forger = P256.Signing.PrivateKey()
-                let note = checkpoint.note(keyName: "countersign.test/audit", publicKey: forger.publicKey, signature: try forger.signature(for: Data(checkpoint.body.utf8)))
-                try db.execute(sql: "INSERT INTO checkpoint (size, rootHash, time, note) VALUES (?, ?, ?, ?)", arguments: [size, Data(Merkle.emptyRoot), checkpoint.time, note])
+                let note = checkpoint.note(
+                    keyName: "countersign.test/audit", publicKey: forger.publicKey, signature: try forger.signature(for: Data(checkpoint.body.utf8)))
+                try db.execute(
+                    sql: "INSERT INTO checkpoint (size, rootHash, time, note) VALUES (?, ?, ?, ?)",
+                    arguments: [size, Data(Merkle.emptyRoot), checkpoint.time, note])
             default:
                 break
             }
@@ -443,7 +459,8 @@ struct AuditLogTests {
         // The hardest rewrite for the store alone: an entry and its leaf hash changed, every checkpoint row deleted.
         let database = try Self.openForTampering(first.dataDirectory.appendingPathComponent("countersign.sqlite").path)
         try await database.write { db in
-            let entry = Data(try String.fetchOne(db, sql: "SELECT entry FROM auditEntry WHERE idx = 3")!.replacingOccurrences(of: "\"time\":", with: "\"time\":1").utf8)
+            let entry = Data(
+                try String.fetchOne(db, sql: "SELECT entry FROM auditEntry WHERE idx = 3")!.replacingOccurrences(of: "\"time\":", with: "\"time\":1").utf8)
             try db.execute(sql: "UPDATE auditEntry SET entry = ?, leafHash = ? WHERE idx = 3", arguments: [entry, Data(Merkle.leafHash(entry))])
             try db.execute(sql: "DELETE FROM checkpoint")
         }
@@ -474,7 +491,8 @@ struct AuditLogTests {
             let row = try Row.fetchOne(db, sql: "SELECT id, size, rootHash, time FROM checkpoint ORDER BY id LIMIT 1")!
             let checkpoint = Checkpoint(origin: "countersign.test/audit", size: row["size"], rootHash: Array(row["rootHash"] as Data), time: row["time"])
             let forger = P256.Signing.PrivateKey()
-            let note = checkpoint.note(keyName: "countersign.test/audit", publicKey: forger.publicKey, signature: try forger.signature(for: Data(checkpoint.body.utf8)))
+            let note = checkpoint.note(
+                keyName: "countersign.test/audit", publicKey: forger.publicKey, signature: try forger.signature(for: Data(checkpoint.body.utf8)))
             try db.execute(sql: "UPDATE checkpoint SET note = ? WHERE id = ?", arguments: [note, row["id"] as Int64])
             return row["size"]
         }
@@ -482,7 +500,9 @@ struct AuditLogTests {
         let server = try await TestServer.start(.init(dataDirectory: directory))
         let error = await #expect(throws: StartupError.self) { try await server.application.verifyWholeLog() }
         #expect("\(error.map { "\($0)" } ?? "")".contains("AUDIT_LOG_MISMATCH"), "\(String(describing: error))")
-        #expect("\(error.map { "\($0)" } ?? "")".contains("at index \(size): the checkpoint of \(size) entries is not signed by the audit key"), "\(String(describing: error))")
+        #expect(
+            "\(error.map { "\($0)" } ?? "")".contains("at index \(size): the checkpoint of \(size) entries is not signed by the audit key"),
+            "\(String(describing: error))")
         try await server.stop()
     }
 
@@ -507,8 +527,11 @@ struct AuditLogTests {
             for row in try Row.fetchAll(db, sql: "SELECT leafHash FROM auditEntry ORDER BY idx") { frontier.append(Array(row["leafHash"] as Data)) }
             let checkpoint = Checkpoint(origin: "countersign.test/audit", size: frontier.size, rootHash: frontier.root, time: Self.now())
             let forger = P256.Signing.PrivateKey()
-            let note = checkpoint.note(keyName: "countersign.test/audit", publicKey: forger.publicKey, signature: try forger.signature(for: Data(checkpoint.body.utf8)))
-            try db.execute(sql: "INSERT INTO checkpoint (size, rootHash, time, note) VALUES (?, ?, ?, ?)", arguments: [frontier.size, Data(frontier.root), checkpoint.time, note])
+            let note = checkpoint.note(
+                keyName: "countersign.test/audit", publicKey: forger.publicKey, signature: try forger.signature(for: Data(checkpoint.body.utf8)))
+            try db.execute(
+                sql: "INSERT INTO checkpoint (size, rootHash, time, note) VALUES (?, ?, ?, ?)",
+                arguments: [frontier.size, Data(frontier.root), checkpoint.time, note])
         }
         try database.close()
         let error = await #expect(throws: (any Error).self) { try await TestServer.start(.init(dataDirectory: directory)) }

@@ -1,13 +1,13 @@
-import Crypto
 import CountersignClient
 import CountersignServer
+import Crypto
 import Foundation
 import Ledger
-import Policy
 import PKCS11
+import Policy
 import Signing
-import Testing
 import TestSupport
+import Testing
 import Wire
 
 @Suite("Authorizations end to end over loopback TCP against SoftHSM", .timeLimit(.minutes(2)))

@@ -1,8 +1,8 @@
 import CountersignClient
 import Foundation
 import NIOCore
-import Testing
 import TestSupport
+import Testing
 import Wire
 
 @Suite("Bad input gets its documented error and harms no other connection", .timeLimit(.minutes(1)))
@@ -69,7 +69,13 @@ struct BadInputTests {
             let answers = try await [
                 clumsy.send(Frame(type: .authorize, requestID: 100, body: ByteBuffer(string: "]"))),
                 clumsy.send(Frame(type: .authorize, requestID: 101, body: ByteBuffer(string: #"{"amount":"lots"}"#))),
-                clumsy.send(Frame(type: .authorize, requestID: 102, body: ByteBuffer(string: #"{"idempotency_key":"k","amount":12.5,"currency":"USD","merchant_id":"m","merchant_category_code":"5734","intent":{"description":"d","order_hash":"h"}}"#))),
+                clumsy.send(
+                    Frame(
+                        type: .authorize, requestID: 102,
+                        body: ByteBuffer(
+                            string:
+                                #"{"idempotency_key":"k","amount":12.5,"currency":"USD","merchant_id":"m","merchant_category_code":"5734","intent":{"description":"d","order_hash":"h"}}"#
+                        ))),
                 clumsy.send(Frame(type: MessageType(rawValue: 0x66), requestID: 103, body: ByteBuffer())),
             ]
             let empty = try await clumsy.send(Frame(type: .authorize, requestID: 104, body: ByteBuffer()))

@@ -1,7 +1,7 @@
 import CountersignServer
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 /// The benchmark runs in CI only as a smoke run: it completes and reports figures with zero errors. No
 /// figure is asserted: speed is measured by `make bench`, never by a test.
@@ -25,7 +25,8 @@ struct BenchTests {
             #expect(run.status == 0, "\(run.standardError)")
             let output = run.standardOutput
             for expected in [
-                "baseline swift-crypto P-256: ", "baseline PKCS#11 C_Sign (\(SoftHSMFixture.cliTokenLabel)): ", "scenario: closed loop, 2 connections x depth 4",
+                "baseline swift-crypto P-256: ", "baseline PKCS#11 C_Sign (\(SoftHSMFixture.cliTokenLabel)): ",
+                "scenario: closed loop, 2 connections x depth 4",
                 "req/s", "latency ms: p50 ", " p99.9 ", "errors: none", "server resident memory: ",
             ] {
                 #expect(output.contains(expected), "missing '\(expected)' in:\n\(output)")

@@ -3,8 +3,8 @@ import CountersignServer
 import Foundation
 import Ledger
 import Policy
-import Testing
 import TestSupport
+import Testing
 import Wire
 
 @Suite("Budget windows (pure, table-driven)")
@@ -49,7 +49,6 @@ struct BudgetWindowTests {
         #expect([86_400, 604_800, 7_200, 900, 90, 0].map { HumanText.duration(seconds: $0) } == ["1 day", "7 days", "2 h", "15 min", "90 s", "0 s"])
     }
 
-
     @Test("only the agent's own budgets in the request's currency apply")
     func checks() {
         let table = BudgetTable([
@@ -69,7 +68,8 @@ struct BudgetTests {
     func exactlyK() async throws {
         let k = 37
         let amount: Int64 = 1_300
-        try await withServer(.init(budgets: "budgets:\n  - { agent: agent-budget, limit: { USD: \(Int64(k) * amount + amount - 1) }, window: day }\n")) { server in
+        try await withServer(.init(budgets: "budgets:\n  - { agent: agent-budget, limit: { USD: \(Int64(k) * amount + amount - 1) }, window: day }\n")) {
+            server in
             let credential = try await server.addPrincipal("agent-budget")
             let before = Int64(Date().timeIntervalSince1970)
             let outcomes = try await server.authorizeConcurrently([credential], connections: 50, perConnection: 40, amount: amount)
@@ -83,9 +83,14 @@ struct BudgetTests {
             #expect(try await server.application.store.authorizationCount() == k)
             // The refusals were made between `before` and now: a run across midnight UTC may name either next day.
             let nextDays = Set([before, Int64(Date().timeIntervalSince1970)].map { HumanText.time(BudgetWindow.day.nextStart(after: $0)!) })
-            #expect(refusals.allSatisfy { refusal in
-                nextDays.contains { refusal.message.hasSuffix("would exceed the day (UTC) budget of agent agent-budget, 493.99 USD: 481.00 USD is already counted, 12.99 USD remains; the window starts anew at \($0)") }
-            }, "\(refusals.first?.message ?? "")")
+            #expect(
+                refusals.allSatisfy { refusal in
+                    nextDays.contains {
+                        refusal.message.hasSuffix(
+                            "would exceed the day (UTC) budget of agent agent-budget, 493.99 USD: 481.00 USD is already counted, 12.99 USD remains; the window starts anew at \($0)"
+                        )
+                    }
+                }, "\(refusals.first?.message ?? "")")
         }
     }
 }

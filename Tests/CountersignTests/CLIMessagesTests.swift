@@ -1,8 +1,8 @@
 import CountersignClient
 import Foundation
-import Wire
-import Testing
 import TestSupport
+import Testing
+import Wire
 
 /// What an operator reads when something is off: a sentence that says what to check, not a library's dump.
 @Suite("The CLI's messages", .timeLimit(.minutes(1)))
@@ -44,13 +44,16 @@ struct CLIMessagesTests {
             let authorization = try await agent.authorize(TestServer.request(1_250))
             await agent.close()
             let environment = [
-                "COUNTERSIGN_SERVER": "127.0.0.1:\(server.port)", "COUNTERSIGN_CREDENTIAL": server.dataDirectory.appendingPathComponent("admin.credential").path,
+                "COUNTERSIGN_SERVER": "127.0.0.1:\(server.port)",
+                "COUNTERSIGN_CREDENTIAL": server.dataDirectory.appendingPathComponent("admin.credential").path,
             ]
             let shown = try await ProcessResult.running(executable: self.countersign, arguments: ["budgets", "show", "agent-units"], environment: environment)
             #expect(shown.status == 0, "\(shown.standardError)")
-            #expect(shown.standardOutput.contains("limit 500.00 USD\tspent 12.50 USD (pending approval 0.00 USD)\tremaining 487.50 USD"), "\(shown.standardOutput)")
+            #expect(
+                shown.standardOutput.contains("limit 500.00 USD\tspent 12.50 USD (pending approval 0.00 USD)\tremaining 487.50 USD"), "\(shown.standardOutput)")
             #expect(shown.standardOutput.contains(try Regex(#"day \(UTC\) from \d{4}-\d\d-\d\dT00:00:00Z"#)), "\(shown.standardOutput)")
-            let json = try await ProcessResult.running(executable: self.countersign, arguments: ["budgets", "show", "agent-units", "--json"], environment: environment)
+            let json = try await ProcessResult.running(
+                executable: self.countersign, arguments: ["budgets", "show", "agent-units", "--json"], environment: environment)
             #expect(json.standardOutput.contains(#""spent" : 1250"#), "JSON keeps minor units: \(json.standardOutput)")
 
             let ghost = try await ProcessResult.running(executable: self.countersign, arguments: ["budgets", "show", "ghost"], environment: environment)
@@ -62,12 +65,15 @@ struct CLIMessagesTests {
 
             // The key set is public: a merchant verifies with no credential at all.
             let url = "http://127.0.0.1:\(server.httpPort)/.well-known/jwks.json"
-            let anonymous = try await ProcessResult.running(executable: self.countersign, arguments: ["verify", authorization.jws, "--jwks", url], environment: [:])
+            let anonymous = try await ProcessResult.running(
+                executable: self.countersign, arguments: ["verify", authorization.jws, "--jwks", url], environment: [:])
             #expect(anonymous.status == 0 && anonymous.standardOutput.hasPrefix("valid: 12.50 USD"), "\(anonymous.standardError)")
             let elsewhere = try await ProcessResult.running(
                 executable: self.countersign, arguments: ["verify", authorization.jws], environment: ["COUNTERSIGN_SERVER": "127.0.0.1:\(server.port)"]
             )
-            #expect(elsewhere.status != 0 && elsewhere.standardError.contains("give --jwks"), "another server's key set is never guessed: \(elsewhere.standardError)")
+            #expect(
+                elsewhere.status != 0 && elsewhere.standardError.contains("give --jwks"),
+                "another server's key set is never guessed: \(elsewhere.standardError)")
             let jwks = try await ProcessResult.running(executable: self.countersign, arguments: ["keys", "jwks", "--url", url], environment: [:])
             #expect(jwks.status == 0 && jwks.standardOutput.contains("\"kid\" : \"standard/v1\""), "\(jwks.standardError)")
         }

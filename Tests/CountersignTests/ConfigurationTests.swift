@@ -1,8 +1,8 @@
 import CountersignServer
 import Foundation
 import Policy
-import Testing
 import TestSupport
+import Testing
 
 @Suite("Configuration: refused at start with the line and the reason")
 struct ConfigurationTests {
@@ -55,14 +55,29 @@ struct ConfigurationTests {
             ("tiers:\n  - name: a\n    max_amount: { USD: 12.50 }\n    key: a\n    backend: software\n", 3, "expected an integer"),
             ("tiers:\n  - name: a\n    max_amount: { XYZ: 10 }\n    key: a\n    backend: software\n", 3, "'XYZ' is not an ISO 4217 currency code"),
             ("tiers:\n  - name: a\n    max_amount: { USD: 10 }\n    key: a\n    backend: cloud\n", 5, "'cloud' is not a backend"),
-            ("tiers:\n  - name: a\n    max_amount: { USD: 100 }\n    key: a\n    backend: software\n  - name: b\n    max_amount: { USD: 50 }\n    key: b\n    backend: hsm\n", 2, "tier 'b' must have a higher bound for USD than tier 'a'"),
+            (
+                "tiers:\n  - name: a\n    max_amount: { USD: 100 }\n    key: a\n    backend: software\n  - name: b\n    max_amount: { USD: 50 }\n    key: b\n    backend: hsm\n",
+                2, "tier 'b' must have a higher bound for USD than tier 'a'"
+            ),
             ("tiers:\n  - name: a\n    max_amount: { USD: 10 }\n    key: a\n    backend: software\n    lifetime: 5 minutes\n", 6, "expected a duration"),
             ("tiers: [\n", 2, "not valid YAML"),
             ("issuer: x\n", 1, "'tiers' is required"),
-            ("tiers:\n  - { name: a, max_amount: { USD: 10 }, key: a, backend: software }\nprofiles:\n  - { name: p, agents: [x], highest_tier: gold }\n", 4, "names tier 'gold', which is not defined"),
-            ("tiers:\n  - { name: a, max_amount: { USD: 10 }, key: a, backend: software }\nprofiles:\n  - { name: p, agents: [x] }\n  - { name: q, agents: [x] }\n", 4, "agent 'x' is in profiles 'p' and 'q'"),
-            ("tiers:\n  - { name: a, max_amount: { USD: 10 }, key: a, backend: software }\nprofiles:\n  - name: p\n    agents: [x]\n    categories: { block: [57x4] }\n", 6, "'57x4' is not a merchant category code"),
-            ("tiers:\n  - { name: a, max_amount: { USD: 10 }, key: a, backend: software }\nbudgets:\n  - { agent: x, limit: { USD: 5 }, window: fortnight }\n", 4, "expected a duration"),
+            (
+                "tiers:\n  - { name: a, max_amount: { USD: 10 }, key: a, backend: software }\nprofiles:\n  - { name: p, agents: [x], highest_tier: gold }\n", 4,
+                "names tier 'gold', which is not defined"
+            ),
+            (
+                "tiers:\n  - { name: a, max_amount: { USD: 10 }, key: a, backend: software }\nprofiles:\n  - { name: p, agents: [x] }\n  - { name: q, agents: [x] }\n",
+                4, "agent 'x' is in profiles 'p' and 'q'"
+            ),
+            (
+                "tiers:\n  - { name: a, max_amount: { USD: 10 }, key: a, backend: software }\nprofiles:\n  - name: p\n    agents: [x]\n    categories: { block: [57x4] }\n",
+                6, "'57x4' is not a merchant category code"
+            ),
+            (
+                "tiers:\n  - { name: a, max_amount: { USD: 10 }, key: a, backend: software }\nbudgets:\n  - { agent: x, limit: { USD: 5 }, window: fortnight }\n",
+                4, "expected a duration"
+            ),
         ]
     )
     func mistakes(_ yaml: String, line: Int, reason: String) {

@@ -5,8 +5,8 @@ import Foundation
 import Ledger
 import Signing
 import Synchronization
-import Testing
 import TestSupport
+import Testing
 import Wire
 
 /// The JWSes clients received, across their tasks.
@@ -56,7 +56,8 @@ struct DaemonTests {
     }
 
     /// A directory of the test's own with its own token, `countersignd init` run in it, and the admin credential.
-    func initialized(_ name: String, port: Int = 0, approvalTier: Bool = false) throws -> (directory: URL, environment: [String: String], admin: CredentialFile) {
+    func initialized(_ name: String, port: Int = 0, approvalTier: Bool = false) throws -> (directory: URL, environment: [String: String], admin: CredentialFile)
+    {
         let directory = try SoftHSMFixture.shared().directory.appendingPathComponent("\(name)-\(UUID().uuidString.prefix(6))")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let environment = try self.environmentWithOwnToken(in: directory, port: port, approvalTier: approvalTier)
@@ -121,7 +122,8 @@ struct DaemonTests {
         environment["COUNTERSIGN_CREDENTIAL"] = adminPath
 
         let agentPath = directory.appendingPathComponent("agent-cli.credential").path
-        let added = try ProcessResult.run(executable: self.countersign, arguments: ["agents", "add", "agent-cli", "--out", agentPath], environment: environment)
+        let added = try ProcessResult.run(
+            executable: self.countersign, arguments: ["agents", "add", "agent-cli", "--out", agentPath], environment: environment)
         transcript += added.standardOutput + added.standardError
         #expect(added.status == 0, "\(added.standardError)")
         #expect(try Self.mode(of: agentPath) == 0o600)
@@ -130,7 +132,10 @@ struct DaemonTests {
         agent["COUNTERSIGN_CREDENTIAL"] = agentPath
         let authorized = try ProcessResult.run(
             executable: self.countersign,
-            arguments: ["authorize", "--amount", "1200.00", "--currency", "USD", "--merchant", "m-9", "--mcc", "5734", "--intent", "a laptop", "--item", "laptop:1:1200.00"],
+            arguments: [
+                "authorize", "--amount", "1200.00", "--currency", "USD", "--merchant", "m-9", "--mcc", "5734", "--intent", "a laptop", "--item",
+                "laptop:1:1200.00",
+            ],
             environment: agent
         )
         transcript += authorized.standardOutput + authorized.standardError
@@ -154,7 +159,9 @@ struct DaemonTests {
         #expect(forbidden.status != 0 && forbidden.standardError.contains("FORBIDDEN"))
 
         let jwks = try ProcessResult.run(executable: self.countersign, arguments: ["keys", "jwks"], environment: environment)
-        #expect(try JSONDecoder().decode(KeysResponse.self, from: Data(jwks.standardOutput.utf8)).keys.map(\.kid) == ["audit/v1", "high/v1", "standard/v1"], "every tier's key and the audit key")
+        #expect(
+            try JSONDecoder().decode(KeysResponse.self, from: Data(jwks.standardOutput.utf8)).keys.map(\.kid) == ["audit/v1", "high/v1", "standard/v1"],
+            "every tier's key and the audit key")
 
         let revoked = try ProcessResult.run(executable: self.countersign, arguments: ["agents", "revoke", "agent-cli"], environment: environment)
         #expect(revoked.status == 0)
@@ -205,7 +212,8 @@ struct DaemonTests {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let environment = try self.environmentWithOwnToken(in: directory)
         let config = try #require(environment["COUNTERSIGN_CONFIG"])
-        let text = try String(contentsOfFile: config, encoding: .utf8).replacingOccurrences(of: "token_label: \(SoftHSMFixture.daemonTokenLabel)", with: "token_label: no-such-token")
+        let text = try String(contentsOfFile: config, encoding: .utf8).replacingOccurrences(
+            of: "token_label: \(SoftHSMFixture.daemonTokenLabel)", with: "token_label: no-such-token")
         try text.write(toFile: config, atomically: true, encoding: .utf8)
         let initialized = try await ProcessResult.running(executable: self.countersignd, arguments: ["init"], environment: environment)
         #expect(initialized.status == 0, "\(initialized.standardError)")
@@ -231,7 +239,10 @@ struct DaemonTests {
         try FileManager.default.removeItem(at: directory.appendingPathComponent("data"))
         let second = try await ProcessResult.running(executable: self.countersignd, arguments: ["init"], environment: environment)
         #expect(second.status == 0, "\(second.standardError)")
-        #expect(second.standardError.contains("warning: the token already holds 2 Countersign key pair(s) that this new store does not know (countersign:audit/v1, countersign:high/v1)"), "\(second.standardError)")
+        #expect(
+            second.standardError.contains(
+                "warning: the token already holds 2 Countersign key pair(s) that this new store does not know (countersign:audit/v1, countersign:high/v1)"),
+            "\(second.standardError)")
     }
 
     @Test("a second countersignd on a live data directory is refused at once, names the holder, writes nothing; the first keeps serving")
@@ -242,7 +253,8 @@ struct DaemonTests {
         let client = try await CountersignClient.connect(host: "127.0.0.1", port: port, credential: admin)
         let key = CredentialPrivateKey.generate(.es256)
         _ = try await client.addAgent(id: "agent-first", publicKey: key.publicKey)
-        let agent = try await CountersignClient.connect(host: "127.0.0.1", port: port, credential: CredentialFile(principal: "agent-first", key: key, server: nil))
+        let agent = try await CountersignClient.connect(
+            host: "127.0.0.1", port: port, credential: CredentialFile(principal: "agent-first", key: key, server: nil))
         #expect(try await agent.authorize(TestServer.request(1_000)).tier == "standard")
         let before = try await client.auditEntries(from: 0, limit: 1).size
 
@@ -283,10 +295,14 @@ struct DaemonTests {
 
     /// How many times `principal` completed a handshake, by the server's log.
     static func handshakes(of principal: String, in log: URL) -> Int {
-        ((try? String(contentsOf: log, encoding: .utf8)) ?? "").split(separator: "\n").filter { $0.contains("authenticated") && $0.contains("principal=\(principal) ") }.count
+        ((try? String(contentsOf: log, encoding: .utf8)) ?? "").split(separator: "\n").filter {
+            $0.contains("authenticated") && $0.contains("principal=\(principal) ")
+        }.count
     }
 
-    @Test("a pending approval is collected by `fetch --wait` across a server restart; SIGTERM answers the waiting fetch at once with SHUTTING_DOWN and logs the stop")
+    @Test(
+        "a pending approval is collected by `fetch --wait` across a server restart; SIGTERM answers the waiting fetch at once with SHUTTING_DOWN and logs the stop"
+    )
     func fetchAcrossRestart() async throws {
         let fixture = try SoftHSMFixture.shared()
         let directory = fixture.directory.appendingPathComponent("fetch-\(UUID().uuidString.prefix(6))")
@@ -318,8 +334,10 @@ struct DaemonTests {
 
         let pending = try await ProcessResult.running(
             executable: self.countersign,
-            arguments: ["authorize", "--amount", "120000.00", "--currency", "USD", "--merchant", "m-9", "--mcc", "5734", "--intent", "a car", "--order-hash", "o-1",
-                "--idempotency-key", "car-1"],
+            arguments: [
+                "authorize", "--amount", "120000.00", "--currency", "USD", "--merchant", "m-9", "--mcc", "5734", "--intent", "a car", "--order-hash", "o-1",
+                "--idempotency-key", "car-1",
+            ],
             environment: environment
         )
         #expect(pending.status == 3, "\(pending.standardError)")
@@ -385,7 +403,8 @@ struct DaemonTests {
         let key = CredentialPrivateKey.generate(.es256)
         _ = try await adminClient.addAgent(id: "agent-moved", publicKey: key.publicKey)
         await adminClient.close()
-        let agent = try await CountersignClient.connect(host: "127.0.0.1", port: port, credential: CredentialFile(principal: "agent-moved", key: key, server: nil))
+        let agent = try await CountersignClient.connect(
+            host: "127.0.0.1", port: port, credential: CredentialFile(principal: "agent-moved", key: key, server: nil))
         #expect(try await agent.authorize(TestServer.request(100_000)).keyBackend == "hsm")
         #expect(Self.httpStatus(port: httpPort, path: "/readyz") == 200)
 
@@ -456,12 +475,14 @@ struct DaemonTests {
         }
         let slowThreads = slowClients.flatMap { client -> [Thread] in
             let writer = Thread {
-                for id in UInt32(10)..<UInt32(20_000) where !client.send(Frame(type: .authorize, requestID: id, body: WireJSON.encode(TestServer.request(1_000)))) { return }
+                for id in UInt32(10)..<UInt32(20_000)
+                where !client.send(Frame(type: .authorize, requestID: id, body: WireJSON.encode(TestServer.request(1_000)))) { return }
             }
             let reader = Thread {
                 var count = 0
                 while let frame = client.receive() {
-                    if frame.type == MessageType.authorize.response, let outcome = try? WireJSON.decode(AuthorizeOutcome.self, from: frame.body, allowingUnknownMembers: true),
+                    if frame.type == MessageType.authorize.response,
+                        let outcome = try? WireJSON.decode(AuthorizeOutcome.self, from: frame.body, allowingUnknownMembers: true),
                         case .authorized(let authorization) = outcome
                     {
                         received.list.withLock { $0.append(authorization.authorizationID) }
@@ -498,11 +519,15 @@ struct DaemonTests {
 
         var logged: Set<String> = []
         try AuditLogFile(path: directory.appendingPathComponent("data/countersign.sqlite").path).forEachEntry { _, entry, _ in
-            if let decoded = try? JSONDecoder().decode(AuditEntry.self, from: entry), decoded.action == "authorized", let id = decoded.subject { logged.insert(id) }
+            if let decoded = try? JSONDecoder().decode(AuditEntry.self, from: entry), decoded.action == "authorized", let id = decoded.subject {
+                logged.insert(id)
+            }
         }
         let answered = Set(received.list.withLock { $0 })
         #expect(logged.count >= 300)
-        #expect(logged.subtracting(answered).isEmpty, "\(logged.subtracting(answered).count) of \(logged.count) committed authorizations never reached their client")
+        #expect(
+            logged.subtracting(answered).isEmpty, "\(logged.subtracting(answered).count) of \(logged.count) committed authorizations never reached their client"
+        )
     }
 
     @Test("kill -9 while clients authorize: after a restart the log verifies and every JWS a client received has its entry")

@@ -3,8 +3,8 @@ import CountersignServer
 import Foundation
 import Ledger
 import Policy
-import Testing
 import TestSupport
+import Testing
 import Wire
 
 @Suite("Escalation, rate limits, contexts and intent over the protocol", .timeLimit(.minutes(1)))
@@ -36,7 +36,9 @@ struct EscalationTests {
             #expect(first.tier == "high")
             #expect(first.keyBackend == "hsm")
             let record = try await Self.decision(server, first.authorizationID)
-            #expect(record?.tierReason == "200.00 USD is within tier 'standard' (up to 500.00 USD); escalated to tier 'high': first payment to m-new, above 100.00 USD")
+            #expect(
+                record?.tierReason
+                    == "200.00 USD is within tier 'standard' (up to 500.00 USD); escalated to tier 'high': first payment to m-new, above 100.00 USD")
             #expect(record?.checks.first { $0.name == "new_merchant" }?.result == .escalate)
 
             // Paid before now, and 200.00 + 200.00 within the splitting window is still the standard tier's.

@@ -1,8 +1,9 @@
-@testable import CountersignServer
 import Policy
 import Synchronization
-import Testing
 import TestSupport
+import Testing
+
+@testable import CountersignServer
 
 /// The turn-taking of heavy reads between principals (`FairShare`), with tasks made to wait on purpose.
 @Suite("Fair shares of the audit log's readers", .timeLimit(.minutes(1)))

@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 /// The fuzz targets, built without libFuzzer, replay the committed corpus: the harnesses compile and hold their
 /// properties on every seed (`make fuzz` runs them under libFuzzer and AddressSanitizer).

@@ -4,8 +4,8 @@ import Foundation
 import HSMSigning
 import NIOPosix
 import PKCS11
-import Testing
 import TestSupport
+import Testing
 import Wire
 
 /// Faults are injected process-wide (see `FaultInjection`), so these tests run one at a time.
@@ -64,7 +64,9 @@ struct HSMFaultTests {
         FaultInjection.failLogin(with: nil)
     }
 
-    @Test("a lost token (its objects gone until the module is re-initialized): the runtime refuses HSM work at once, re-initializes with backoff, finds the keys by CKA_ID again, /readyz follows, and HSM tiers sign again without a restart")
+    @Test(
+        "a lost token (its objects gone until the module is re-initialized): the runtime refuses HSM work at once, re-initializes with backoff, finds the keys by CKA_ID again, /readyz follows, and HSM tiers sign again without a restart"
+    )
     func lostTokenIsRecovered() async throws {
         let clock = ManualClock()
         Self.resetFaults()

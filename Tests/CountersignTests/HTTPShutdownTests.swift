@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 /// The operator's HTTP port at the stop: an idle keep-alive client (a Prometheus scraper between scrapes) must not
 /// hold the shutdown.

@@ -2,8 +2,8 @@ import CountersignClient
 import CountersignServer
 import Foundation
 import Signing
-import Testing
 import TestSupport
+import Testing
 import Wire
 
 @Suite("The handshake and who may do what", .timeLimit(.minutes(1)))
@@ -84,7 +84,9 @@ struct HandshakeTests {
             let cut = await #expect(throws: WireError.self) { try await connected.authorize(TestServer.request(100)) }
             #expect(cut?.code == .principalRevoked)
 
-            let again = await #expect(throws: WireError.self) { try await admin.addAgent(id: credential.principal, publicKey: CredentialPrivateKey.generate(.es256).publicKey) }
+            let again = await #expect(throws: WireError.self) {
+                try await admin.addAgent(id: credential.principal, publicKey: CredentialPrivateKey.generate(.es256).publicKey)
+            }
             #expect(again?.code == .principalExists, "ids are never reused")
             let missing = await #expect(throws: WireError.self) { try await admin.revokeAgent(id: "never-was") }
             #expect(missing?.code == .principalNotFound)

@@ -4,8 +4,8 @@ import Foundation
 import GRDB
 @_spi(Testing) import Ledger
 import Policy
-import Testing
 import TestSupport
+import Testing
 import Wire
 
 @Suite("Idempotent retries and durable records", .timeLimit(.minutes(1)))
@@ -236,6 +236,7 @@ struct KeyFilterTests {
         #expect(!filter.mayContain(agent: "agent-1", key: "key-0"), "a key is an agent's own")
         filter.rebuild([("a", "k")])
         #expect(filter.mayContain(agent: "a", key: "k"))
-        #expect((0..<1_000).filter { filter.mayContain(agent: "agent-\($0 % 7)", key: "key-\($0)") }.count < 30, "the rebuilt filter holds only what it was given")
+        #expect(
+            (0..<1_000).filter { filter.mayContain(agent: "agent-\($0 % 7)", key: "key-\($0)") }.count < 30, "the rebuilt filter holds only what it was given")
     }
 }

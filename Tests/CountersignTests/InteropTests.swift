@@ -2,8 +2,8 @@ import CountersignClient
 import Foundation
 import NIOCore
 import NIOPosix
-import Testing
 import TestSupport
+import Testing
 import Wire
 
 @Suite("Merchants and operators over HTTP", .timeLimit(.minutes(1)))

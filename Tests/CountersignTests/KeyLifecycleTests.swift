@@ -8,8 +8,8 @@ import NIOPosix
 import Policy
 import Signing
 import Synchronization
-import Testing
 import TestSupport
+import Testing
 import Wire
 
 /// 0: before the rotations, 1: while they run, 2: after they all returned; and how many requests so far.
@@ -99,9 +99,12 @@ struct KeyLifecycleTests {
             let sealingKeyID = try #require(try await store.setting("hsm.sealing_key_id"))
             let context = Array("countersign-software-key:standard/v2".utf8)
             let scalar = try await server.application.hsm.sessions.withSession { session in
-                try session.decryptAESGCM(AESGCMSealedData(combined: Array(sealed)), with: try session.findKey(.secretKey, id: Array(sealingKeyID)), authenticating: context)
+                try session.decryptAESGCM(
+                    AESGCMSealedData(combined: Array(sealed)), with: try session.findKey(.secretKey, id: Array(sealingKeyID)), authenticating: context)
             }
-            #expect(try P256.Signing.PrivateKey(rawRepresentation: scalar).publicKey.x963Representation == record.publicKey, "the wrapped blob is this version's key")
+            #expect(
+                try P256.Signing.PrivateKey(rawRepresentation: scalar).publicKey.x963Representation == record.publicKey,
+                "the wrapped blob is this version's key")
             #expect(Data(sealed).range(of: Data(scalar)) == nil)
             for suffix in ["", "-wal", "-shm"] {
                 let path = store.path + suffix
@@ -121,7 +124,8 @@ struct KeyLifecycleTests {
             do {
                 opened = .success(
                     try await other.withSession { session in
-                        let impostor = try session.generateAES256Key(label: "impostor-\(UUID().uuidString.prefix(6))", id: Array(sealingKeyID), usage: .encryptDecrypt)
+                        let impostor = try session.generateAES256Key(
+                            label: "impostor-\(UUID().uuidString.prefix(6))", id: Array(sealingKeyID), usage: .encryptDecrypt)
                         return try session.decryptAESGCM(AESGCMSealedData(combined: Array(sealed)), with: impostor, authenticating: context)
                     }
                 )
@@ -218,7 +222,11 @@ struct KeyLifecycleTests {
             let agent = try await server.connect(try await server.addPrincipal("agent-adopted"))
             let authorization = try await agent.authorize(TestServer.request(100_000))
             #expect(authorization.kid == "high/v2")
-            #expect(throws: Never.self) { try AuthorizationVerifier(keySet: try #require(try? JSONDecoder().decode(JWKSet.self, from: JSONEncoder().encode(server.application.keyRing.keySet)))).verify(authorization.jws, now: Self.now()) }
+            #expect(throws: Never.self) {
+                try AuthorizationVerifier(
+                    keySet: try #require(try? JSONDecoder().decode(JWKSet.self, from: JSONEncoder().encode(server.application.keyRing.keySet)))
+                ).verify(authorization.jws, now: Self.now())
+            }
             let twice = await #expect(throws: WireError.self) { try await admin.adoptKey(name: "high", id: properID) }
             #expect(twice?.code == .keyNotAdoptable)
             await agent.close()
@@ -246,7 +254,9 @@ struct KeyLifecycleTests {
             #expect(refused?.code == .authenticationFailed)
             #expect(refused?.message == "authentication failed: unknown principal, wrong algorithm or bad signature", "the client learns nothing more")
             #expect(
-                logs.all.contains { $0.contains("authentication failed") && $0.contains("principal=agent-rotating") && $0.contains("grace ended at 1795616055") },
+                logs.all.contains {
+                    $0.contains("authentication failed") && $0.contains("principal=agent-rotating") && $0.contains("grace ended at 1795616055")
+                },
                 "the operator learns why: \(logs.all.filter { $0.contains("authentication") })"
             )
             try await server.connect(new).ping()

@@ -1,7 +1,7 @@
 import CountersignClient
 import Foundation
-import Testing
 import TestSupport
+import Testing
 import Wire
 
 /// `/metrics` as an operator's Prometheus reads it.
@@ -34,7 +34,9 @@ struct MetricsTests {
             #expect(!typed.isEmpty && typed == helped, "families without HELP: \(typed.subtracting(helped))")
 
             #expect(Self.value(#"countersign_authorizations_total{outcome="authorized",tier="standard"}"#, in: text) == 1)
-            #expect(Self.value(#"countersign_authorizations_total{outcome="BUDGET_EXCEEDED",tier="standard"}"#, in: text) == 1, "a refusal after a tier was chosen is labelled with it")
+            #expect(
+                Self.value(#"countersign_authorizations_total{outcome="BUDGET_EXCEEDED",tier="standard"}"#, in: text) == 1,
+                "a refusal after a tier was chosen is labelled with it")
             #expect(Self.value(#"countersign_authorizations_total{outcome="RATE_LIMITED",tier="high"}"#, in: text) == 0, "known series start at zero")
             #expect(Self.value(#"countersign_requests_total{outcome="ok",type="VOID"}"#, in: text) == 0)
             #expect(Self.value(#"countersign_handshakes_total{outcome="authentication_failed"}"#, in: text) == 1)
@@ -45,7 +47,10 @@ struct MetricsTests {
             #expect(Self.value(#"countersign_budget_spent_ratio{currency="USD",scope="agent:agent-metrics",window="day (UTC)"}"#, in: text) == 0.75)
             #expect(Self.value("countersign_hsm_breaker_open", in: text) == 0)
             #expect(Self.value("countersign_hsm_failures_total", in: text) == 0)
-            for name in ["process_cpu_seconds_total", "process_resident_memory_bytes", "process_virtual_memory_bytes", "process_open_fds", "process_max_fds", "process_start_time_seconds"] {
+            for name in [
+                "process_cpu_seconds_total", "process_resident_memory_bytes", "process_virtual_memory_bytes", "process_open_fds", "process_max_fds",
+                "process_start_time_seconds",
+            ] {
                 #expect((Self.value(name, in: text) ?? 0) > 0, "\(name)")
             }
             #expect(!text.contains("countersign_process_resident_memory_bytes"), "the standard name, not a private one")
@@ -60,9 +65,10 @@ struct MetricsTests {
             let families = Set(text.split(separator: "\n").filter { $0.hasPrefix("# TYPE ") }.map { String($0.split(separator: " ")[2]) })
             let dashboard = SoftHSMFixture.repositoryRoot.appendingPathComponent("hsm-config/grafana-dashboard.json")
             let json = try String(contentsOf: dashboard, encoding: .utf8)
-            let used = Set(json.matches(of: /(countersign|process)_[a-z_]+/).map { String($0.output.0) }.map { name in
-                name.hasSuffix("_bucket") ? String(name.dropLast("_bucket".count)) : name
-            })
+            let used = Set(
+                json.matches(of: /(countersign|process)_[a-z_]+/).map { String($0.output.0) }.map { name in
+                    name.hasSuffix("_bucket") ? String(name.dropLast("_bucket".count)) : name
+                })
             #expect(used.count >= 15)
             #expect(used.subtracting(families).isEmpty, "the dashboard names families /metrics does not have: \(used.subtracting(families))")
         }

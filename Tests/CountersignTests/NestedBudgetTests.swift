@@ -3,8 +3,8 @@ import CountersignServer
 import Foundation
 import Ledger
 import Policy
-import Testing
 import TestSupport
+import Testing
 import Wire
 
 @Suite("Nested budgets: agent, team, organization", .timeLimit(.minutes(2)))
@@ -62,7 +62,9 @@ struct NestedBudgetTests {
     @Test("a team's budget binds its agents but not the other team's; budgets show every level")
     func teamBinds() async throws {
         let (profiles, policy) = Self.policy(organizationLimit: 100_000_000)
-        let tightPolicy = policy.replacingOccurrences(of: "{ name: ops, organization: acme, budgets: [{ limit: { USD: 10000000 }", with: "{ name: ops, organization: acme, budgets: [{ limit: { USD: 2000 }")
+        let tightPolicy = policy.replacingOccurrences(
+            of: "{ name: ops, organization: acme, budgets: [{ limit: { USD: 10000000 }",
+            with: "{ name: ops, organization: acme, budgets: [{ limit: { USD: 2000 }")
         try await withServer(.init(profiles: profiles, policy: tightPolicy)) { server in
             let ops1 = try await server.connect(try await server.addPrincipal("ops-1"))
             let ops2 = try await server.connect(try await server.addPrincipal("ops-2"))
@@ -71,7 +73,9 @@ struct NestedBudgetTests {
             let over = await #expect(throws: WireError.self) { try await ops2.authorize(TestServer.request(1_000)) }
             #expect(over?.code == .budgetExceeded)
             #expect(
-                over?.message.hasPrefix("10.00 USD would exceed the day (UTC) budget of team ops, 20.00 USD: 15.00 USD is already counted, 5.00 USD remains; the window starts anew at 20") == true,
+                over?.message.hasPrefix(
+                    "10.00 USD would exceed the day (UTC) budget of team ops, 20.00 USD: 15.00 USD is already counted, 5.00 USD remains; the window starts anew at 20"
+                ) == true,
                 "\(over?.message ?? "")"
             )
             _ = try await sales1.authorize(TestServer.request(1_000))

@@ -1,8 +1,8 @@
 import CountersignClient
 import CountersignServer
 import Foundation
-import Testing
 import TestSupport
+import Testing
 import Wire
 
 @Suite("countersign policy, approvals, budgets and contexts commands", .timeLimit(.minutes(1)))
@@ -14,7 +14,9 @@ struct PolicyCLITests {
         let example = SoftHSMFixture.repositoryRoot.appendingPathComponent("hsm-config/countersign.yaml").path
         let ok = try await ProcessResult.running(executable: self.countersign, arguments: ["policy", "check", example], environment: [:])
         #expect(ok.status == 0, "\(ok.standardError)")
-        let tierLines = ok.standardOutput.split(separator: "\n").filter { line in ["micro", "standard", "high", "critical"].contains { line.hasPrefix("  \($0) ") } }
+        let tierLines = ok.standardOutput.split(separator: "\n").filter { line in
+            ["micro", "standard", "high", "critical"].contains { line.hasPrefix("  \($0) ") }
+        }
         #expect(tierLines.count == 4, "\(ok.standardOutput)")
         #expect(tierLines.last?.hasSuffix("2 approver(s) within 15 min") == true, "\(tierLines)")
         #expect(ok.standardOutput.contains("max per authorization: 2000.00 USD; merchants blocked: m-casino; categories blocked: 7995"), "\(ok.standardOutput)")
@@ -40,7 +42,8 @@ struct PolicyCLITests {
 
     @Test("approvers list, approve and deny from the command line; admins see budgets and switch modes")
     func approvals() async throws {
-        let contexts = "contexts:\n  - { name: incident, mode: true, agents: [agent-big], highest_tier: standard }\n"
+        let contexts =
+            "contexts:\n  - { name: incident, mode: true, agents: [agent-big], highest_tier: standard }\n"
             + "  - { name: frugal, mode: true, agents: [agent-big], max_per_authorization: { USD: 20000, JPY: 3000 } }\n"
         let budgets = "budgets:\n  - { agent: agent-big, limit: { USD: 30000000 }, window: day }\n"
         try await withServer(.init(budgets: budgets, policy: contexts, tiers: approvalTiers)) { server in
@@ -54,7 +57,8 @@ struct PolicyCLITests {
             }
             func run(_ who: String, _ arguments: String...) async throws -> ProcessResult {
                 var env = environment
-                env["COUNTERSIGN_CREDENTIAL"] = who == "admin" ? server.dataDirectory.appendingPathComponent("admin.credential").path : environment["CREDENTIAL_\(who)"]
+                env["COUNTERSIGN_CREDENTIAL"] =
+                    who == "admin" ? server.dataDirectory.appendingPathComponent("admin.credential").path : environment["CREDENTIAL_\(who)"]
                 return try await ProcessResult.running(executable: self.countersign, arguments: arguments, environment: env)
             }
             guard case .pendingApproval(let first) = try await agent.submit(TestServer.request(12_000_000)),
@@ -68,9 +72,15 @@ struct PolicyCLITests {
             #expect(list.standardOutput.contains("\(first.authorizationID)\t0/2 approvals"))
             #expect(list.standardOutput.contains("agent-big asks to pay 140000.00 USD to m-42"))
 
-            #expect(try await run("alice", "approvals", "approve", first.authorizationID).standardOutput == "\(first.authorizationID): pending_approval, approved by alice (1/2)\n")
-            #expect(try await run("bob", "approvals", "approve", first.authorizationID).standardOutput == "\(first.authorizationID): authorized, approved by alice, bob (2/2)\n")
-            #expect(try await run("bob", "approvals", "deny", second.authorizationID).standardOutput == "\(second.authorizationID): denied, approved by nobody (0/2)\n")
+            #expect(
+                try await run("alice", "approvals", "approve", first.authorizationID).standardOutput
+                    == "\(first.authorizationID): pending_approval, approved by alice (1/2)\n")
+            #expect(
+                try await run("bob", "approvals", "approve", first.authorizationID).standardOutput
+                    == "\(first.authorizationID): authorized, approved by alice, bob (2/2)\n")
+            #expect(
+                try await run("bob", "approvals", "deny", second.authorizationID).standardOutput
+                    == "\(second.authorizationID): denied, approved by nobody (0/2)\n")
             let again = try await run("alice", "approvals", "approve", second.authorizationID)
             #expect(again.status != 0)
             #expect(again.standardError.contains("APPROVAL_CLOSED"))
@@ -84,9 +94,13 @@ struct PolicyCLITests {
                 "\(budgetsShown.standardOutput)"
             )
             let listed = try await run("admin", "contexts", "list")
-            #expect(listed.standardOutput.contains("frugal\tmode\tnot in force\tat most 3000 JPY, 200.00 USD per authorization for agent agent-big, while switched on"), "\(listed.standardOutput)")
+            #expect(
+                listed.standardOutput.contains(
+                    "frugal\tmode\tnot in force\tat most 3000 JPY, 200.00 USD per authorization for agent agent-big, while switched on"),
+                "\(listed.standardOutput)")
             let switched = try await run("admin", "contexts", "set", "incident", "on")
-            #expect(switched.standardOutput == "incident: in force (highest tier standard for agent agent-big, while switched on)\n", "\(switched.standardError)")
+            #expect(
+                switched.standardOutput == "incident: in force (highest tier standard for agent agent-big, while switched on)\n", "\(switched.standardError)")
             let denied = await #expect(throws: WireError.self) { try await agent.submit(TestServer.request(12_000_000)) }
             #expect(denied?.code == .tierNotAllowed)
             await agent.close()
@@ -116,7 +130,8 @@ struct KeysCLITests {
             let asked = try await run(adminPath, "keys", "destroy", "standard/v1")
             #expect(asked.standardOutput.hasPrefix("standard/v1: awaiting a second admin's confirmation before "))
             let confirmed = try await run(secondPath, "keys", "destroy", "standard/v1")
-            #expect(confirmed.standardOutput == "standard/v1: destroyed (asked by \(server.admin.principal), confirmed by admin-b)\n", "\(confirmed.standardError)")
+            #expect(
+                confirmed.standardOutput == "standard/v1: destroyed (asked by \(server.admin.principal), confirmed by admin-b)\n", "\(confirmed.standardError)")
             let list = try await run(adminPath, "keys", "list")
             let lines = list.standardOutput.split(separator: "\n").map(String.init)
             #expect(lines.contains { $0.hasPrefix("standard/v1\tdestroyed\tsoftware\ttier standard\t0 signatures\tcreated ") && $0.contains("destroyed ") })
@@ -126,7 +141,9 @@ struct KeysCLITests {
             let agent = try await server.addPrincipal("agent-cred")
             let newPath = server.dataDirectory.appendingPathComponent("agent-cred.new").path
             let rotated = try await run(adminPath, "agents", "rotate-credential", "agent-cred", "--grace", "2h", "--out", newPath)
-            #expect(rotated.standardOutput == "new credential for 'agent-cred' written to \(newPath) (mode 0600); the old one works for 2h more\n", "\(rotated.standardError)")
+            #expect(
+                rotated.standardOutput == "new credential for 'agent-cred' written to \(newPath) (mode 0600); the old one works for 2h more\n",
+                "\(rotated.standardError)")
             try await server.connect(try CredentialFile.read(path: newPath)).ping()
             try await server.connect(agent).ping()
         }

@@ -1,10 +1,10 @@
 import CountersignClient
 import CountersignServer
-import Policy
 import Foundation
+import Policy
 import Signing
-import Testing
 import TestSupport
+import Testing
 import Wire
 
 @Suite("Agent profiles over the protocol", .timeLimit(.minutes(1)))

@@ -80,7 +80,10 @@ final class SlowClient: @unchecked Sendable {
             let bytes = Base64URL.decode(challenge.challenge)
         else { throw ClientError.unexpectedResponse("no challenge") }
         let transcript = Handshake.transcript(version: WireProtocol.version, principal: principal, challenge: bytes)
-        self.send(Frame(type: .auth, requestID: 2, body: WireJSON.encode(Auth(algorithm: key.algorithm, signature: Base64URL.encode(try key.signature(for: transcript))))))
+        self.send(
+            Frame(
+                type: .auth, requestID: 2,
+                body: WireJSON.encode(Auth(algorithm: key.algorithm, signature: Base64URL.encode(try key.signature(for: transcript))))))
         guard let welcome = self.receive(), welcome.type == .welcome else { throw ClientError.unexpectedResponse("no welcome") }
     }
 }

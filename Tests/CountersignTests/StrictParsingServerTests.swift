@@ -2,8 +2,8 @@ import CountersignClient
 import Foundation
 import NIOCore
 import Signing
-import Testing
 import TestSupport
+import Testing
 import Wire
 
 /// What is signed is exactly what was sent, over a real socket: hostile bodies are refused with their codes
@@ -85,7 +85,8 @@ struct StrictParsingServerTests {
             try lines.write(to: cases, atomically: true, encoding: .utf8)
             let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Scripts/differential.py")
             let result = try await ProcessResult.running(
-                executable: URL(fileURLWithPath: "/usr/bin/env"), arguments: ["python3", script.path, cases.path], environment: ProcessInfo.processInfo.environment
+                executable: URL(fileURLWithPath: "/usr/bin/env"), arguments: ["python3", script.path, cases.path],
+                environment: ProcessInfo.processInfo.environment
             )
             #expect(result.status == 0, "\(result.standardOutput)\(result.standardError)")
             #expect(result.standardOutput.contains(#""checked": \#(authorized.count), "mismatches": 0"#), "\(result.standardOutput)")
@@ -120,7 +121,8 @@ struct BodyGenerator {
 
     static let textPieces = (
         good: [
-            "a", "Z", "0", " ", "-", "é", "😀", "ß", "\\\"", "\\\\", "\\/", "/", "\\n", "\\t", "\\u00e9", "\\ud83d\\ude00", "\\u0041", "\\u2028", "\u{2028}", "cable",
+            "a", "Z", "0", " ", "-", "é", "😀", "ß", "\\\"", "\\\\", "\\/", "/", "\\n", "\\t", "\\u00e9", "\\ud83d\\ude00", "\\u0041", "\\u2028", "\u{2028}",
+            "cable",
         ],
         refused: ["\\u0000", "\\u001b", "\u{7F}", "\\u007f", "\\u202e", "\\ud800", "\\uffff"]
     )
@@ -154,7 +156,9 @@ struct BodyGenerator {
 
     mutating func body(number: Int) -> [UInt8] {
         let quantity = Int64(1 + self.below(5)), unit = Int64(1 + self.below(8_000))
-        var item: [(String, String)] = [("description", self.text(Self.textPieces, count: 1...6)), ("quantity", self.number(quantity)), ("unit_amount", self.number(unit))]
+        var item: [(String, String)] = [
+            ("description", self.text(Self.textPieces, count: 1...6)), ("quantity", self.number(quantity)), ("unit_amount", self.number(unit)),
+        ]
         if self.chance(30) { item.append(("category", self.text(Self.identifierPieces, count: 1...4))) }
         var intent: [(String, String)] = [("description", self.text(Self.textPieces, count: 1...10))]
         switch self.below(4) {
@@ -165,7 +169,8 @@ struct BodyGenerator {
         var members: [(String, String)] = [
             ("idempotency_key", "\"diff-\(number)\""), ("amount", self.number(quantity * unit)),
             ("currency", self.chance(90) ? self.pick(["\"USD\"", "\"JPY\"", "\"U\\u0053D\""]) : self.pick(["\"usd\"", "\"EUR\""])),
-            ("merchant_id", self.text(Self.identifierPieces, count: 1...8)), ("merchant_category_code", self.chance(95) ? self.pick(["\"5734\"", "\"5411\""]) : "\"57a4\""),
+            ("merchant_id", self.text(Self.identifierPieces, count: 1...8)),
+            ("merchant_category_code", self.chance(95) ? self.pick(["\"5734\"", "\"5411\""]) : "\"57a4\""),
         ]
         // What attackers and bugs add: repeated members, members nobody defined.
         if self.chance(5) { intent.append(self.pick([("description", "\"other\""), ("shipping_address", "\"1 Main St\""), ("order_hash", "\"h\"")])) }

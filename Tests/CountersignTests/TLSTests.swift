@@ -1,8 +1,8 @@
 import CountersignClient
 import Foundation
 import NIOSSL
-import Testing
 import TestSupport
+import Testing
 import Wire
 
 @Suite("TLS on the framed listener", .timeLimit(.minutes(1)))
@@ -33,7 +33,8 @@ struct TLSTests {
             var configuration = TLSConfiguration.makeClientConfiguration()
             configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(files.certificate))
             let client = try await CountersignClient.connect(
-                host: "127.0.0.1", port: server.port, principal: credential.principal, key: try credential.key(), tls: configuration, serverHostname: "localhost"
+                host: "127.0.0.1", port: server.port, principal: credential.principal, key: try credential.key(), tls: configuration,
+                serverHostname: "localhost"
             )
             #expect(try await client.authorize(TestServer.request(300_000)).tier == "high")
             await client.close()
@@ -43,7 +44,9 @@ struct TLSTests {
             var untrusting = TLSConfiguration.makeClientConfiguration()
             untrusting.trustRoots = .certificates([])
             await #expect(throws: (any Error).self) {
-                try await CountersignClient.connect(host: "127.0.0.1", port: server.port, principal: credential.principal, key: try credential.key(), tls: untrusting, serverHostname: "localhost")
+                try await CountersignClient.connect(
+                    host: "127.0.0.1", port: server.port, principal: credential.principal, key: try credential.key(), tls: untrusting,
+                    serverHostname: "localhost")
             }
         }
     }

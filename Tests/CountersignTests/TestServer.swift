@@ -3,12 +3,12 @@ import CountersignServer
 import Foundation
 import Logging
 import NIOCore
-import Testing
 import PKCS11
 import Policy
 import ServiceLifecycle
 import Signing
 import TestSupport
+import Testing
 import Wire
 
 /// A real `countersignd` in the test process: its own data directory, the fixture's SoftHSM token, both
@@ -71,12 +71,13 @@ final class TestServer: Sendable {
               max_connections: \(options.maxConnections)
 
             """
-        text += options.tiers ?? """
-            tiers:
-              - { name: standard, max_amount: { USD: 50000, JPY: 75000 }, key: standard, backend: software, lifetime: 5m }
-              - { name: high, max_amount: { USD: 5000000 }, key: high, backend: hsm, lifetime: 2m }
+        text +=
+            options.tiers ?? """
+                tiers:
+                  - { name: standard, max_amount: { USD: 50000, JPY: 75000 }, key: standard, backend: software, lifetime: 5m }
+                  - { name: high, max_amount: { USD: 5000000 }, key: high, backend: hsm, lifetime: 2m }
 
-            """
+                """
         text += options.budgets + options.profiles + options.policy
         if let tls = options.tls {
             text += "tls: { certificate: \(tls.certificate), private_key: \(tls.key) }\n"
@@ -116,10 +117,14 @@ final class TestServer: Sendable {
         }
         let port = try await application.framedServer.localAddress.port!
         let httpPort = try await application.httpServer.localAddress.port!
-        return TestServer(application: application, serviceGroup: group, running: running, dataDirectory: dataDirectory, admin: admin, port: port, httpPort: httpPort)
+        return TestServer(
+            application: application, serviceGroup: group, running: running, dataDirectory: dataDirectory, admin: admin, port: port, httpPort: httpPort)
     }
 
-    private init(application: CountersignApplication, serviceGroup: ServiceGroup, running: Task<Void, any Error>, dataDirectory: URL, admin: CredentialFile, port: Int, httpPort: Int) {
+    private init(
+        application: CountersignApplication, serviceGroup: ServiceGroup, running: Task<Void, any Error>, dataDirectory: URL, admin: CredentialFile, port: Int,
+        httpPort: Int
+    ) {
         self.application = application
         self.serviceGroup = serviceGroup
         self.running = running
@@ -161,7 +166,9 @@ final class TestServer: Sendable {
                     try await withThrowingTaskGroup(of: Result<Authorization, WireError>.self) { requests in
                         for _ in 0..<perConnection {
                             requests.addTask {
-                                do { return .success(try await client.authorize(TestServer.request(amount))) } catch let error as WireError { return .failure(error) }
+                                do { return .success(try await client.authorize(TestServer.request(amount))) } catch let error as WireError {
+                                    return .failure(error)
+                                }
                             }
                         }
                         for try await outcome in requests { outcomes.append(outcome) }

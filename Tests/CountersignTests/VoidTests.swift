@@ -2,8 +2,8 @@ import CountersignClient
 import Foundation
 import Policy
 import Synchronization
-import Testing
 import TestSupport
+import Testing
 import Wire
 
 /// Wall-clock seconds a test sets by hand.
@@ -52,7 +52,9 @@ struct VoidTests {
             let adminVoid = await #expect(throws: WireError.self) { try await admin.void(authorizationID: first.authorizationID) }
             #expect(adminVoid?.code == .forbidden)
             let denied = try await admin.auditEntries(from: 0, limit: 1000).entries.map(\.entry).filter { $0.contains(#""code":"BUDGET_EXCEEDED""#) }
-            #expect(!denied.isEmpty && denied.allSatisfy { $0.contains(#""tier":"standard""#) && $0.contains(#""checks":"#) }, "a refusal names the tier it was judged at: \(denied)")
+            #expect(
+                !denied.isEmpty && denied.allSatisfy { $0.contains(#""tier":"standard""#) && $0.contains(#""checks":"#) },
+                "a refusal names the tier it was judged at: \(denied)")
             await client.close()
             await other.close()
             await admin.close()

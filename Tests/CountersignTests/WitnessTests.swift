@@ -4,8 +4,8 @@ import CountersignServer
 import Crypto
 import Foundation
 import Ledger
-import Testing
 import TestSupport
+import Testing
 
 /// The C2SP witness: its rules on their own, then `countersign audit witness` as a process that a server sends
 /// its checkpoints to, and that refuses the checkpoints of a store forked from a copy.
@@ -51,20 +51,29 @@ struct WitnessTests {
             }
         }
         // A stale old size: 409 with the size to use.
-        #expect(refusal(AddCheckpoint(oldSize: 8, proof: Merkle.consistencyProof(oldSize: 8, leaves: log[..<20]), note: try Self.note(log, key: key))) == .conflict(latestSize: 13, fork: false))
+        #expect(
+            refusal(AddCheckpoint(oldSize: 8, proof: Merkle.consistencyProof(oldSize: 8, leaves: log[..<20]), note: try Self.note(log, key: key)))
+                == .conflict(latestSize: 13, fork: false))
         // A fork: entries before 13 changed, proof from 13 cannot verify against the root cosigned.
         let forked = Array(log.prefix(10)) + Self.leaves(10, salt: "fork").suffix(10)
-        #expect(refusal(AddCheckpoint(oldSize: 13, proof: Merkle.consistencyProof(oldSize: 13, leaves: forked[...]), note: try Self.note(forked, key: key))) == .inconsistent)
+        #expect(
+            refusal(AddCheckpoint(oldSize: 13, proof: Merkle.consistencyProof(oldSize: 13, leaves: forked[...]), note: try Self.note(forked, key: key)))
+                == .inconsistent)
         // The same size with another root.
-        #expect(refusal(AddCheckpoint(oldSize: 13, proof: [], note: try Self.note(Array(forked.prefix(13)), key: key))) == .conflict(latestSize: 13, fork: true))
+        #expect(
+            refusal(AddCheckpoint(oldSize: 13, proof: [], note: try Self.note(Array(forked.prefix(13)), key: key))) == .conflict(latestSize: 13, fork: true))
         // Another key, another origin, a smaller checkpoint than the old size.
         #expect(refusal(AddCheckpoint(oldSize: 13, proof: [], note: try Self.note(Array(log.prefix(13)), key: P256.Signing.PrivateKey()))) == .forbidden)
-        #expect(refusal(AddCheckpoint(oldSize: 0, proof: [], note: try Self.note(log, key: key, origin: "other.test/audit"))) == .unknownOrigin("other.test/audit"))
+        #expect(
+            refusal(AddCheckpoint(oldSize: 0, proof: [], note: try Self.note(log, key: key, origin: "other.test/audit"))) == .unknownOrigin("other.test/audit"))
         #expect(refusal(AddCheckpoint(oldSize: 14, proof: [], note: try Self.note(Array(log.prefix(13)), key: key)))?.status == 400)
         #expect(latest?.size == 13 && latest?.rootHash == Data(Merkle.root(log[..<13])), "nothing refused changed the state")
 
         // The request body is read strictly.
-        for body in ["old 01\n\n", "old -1\n\n", "old 3\nnot base64\n\n", "old 3\n", "new 3\n\n", "old 3\n" + String(repeating: Data(count: 32).base64EncodedString() + "\n", count: 64) + "\n"] {
+        for body in [
+            "old 01\n\n", "old -1\n\n", "old 3\nnot base64\n\n", "old 3\n", "new 3\n\n",
+            "old 3\n" + String(repeating: Data(count: 32).base64EncodedString() + "\n", count: 64) + "\n",
+        ] {
             #expect(throws: WitnessRefusal.self, "\(body.prefix(30))") { try AddCheckpoint.parse(body) }
         }
     }
@@ -78,12 +87,16 @@ struct WitnessTests {
         let parsed = try Cosigner(verifierKey: cosigner.verifierKey)
         #expect(parsed.keyID == cosigner.keyID && parsed.name == cosigner.name)
         let body = "example.test/audit\n3\nAAAA\ntime 1\n"
-        let line = Cosigner.line(name: cosigner.name, keyID: cosigner.keyID, time: 1_700_000_000, signature: try key.signature(for: Cosigner.message(body: body, time: 1_700_000_000)))
+        let line = Cosigner.line(
+            name: cosigner.name, keyID: cosigner.keyID, time: 1_700_000_000,
+            signature: try key.signature(for: Cosigner.message(body: body, time: 1_700_000_000)))
         #expect(line.hasPrefix("\u{2014} witness.test/w1 "))
         #expect(cosigner.verify(lines: line, body: body) == 1_700_000_000)
         #expect(cosigner.verify(lines: line, body: body.replacingOccurrences(of: "3", with: "4")) == nil)
         #expect(Cosigner(name: "witness.test/w2", publicKey: key.publicKey).verify(lines: line, body: body) == nil)
-        #expect(throws: WitnessRefusal.self) { try Cosigner(verifierKey: cosigner.verifierKey.replacingOccurrences(of: "+", with: "+0", options: [], range: nil)) }
+        #expect(throws: WitnessRefusal.self) {
+            try Cosigner(verifierKey: cosigner.verifierKey.replacingOccurrences(of: "+", with: "+0", options: [], range: nil))
+        }
     }
 
     @Test("countersign audit witness cosigns every checkpoint a server sends it, and refuses the checkpoints of a store forked from a copy")
@@ -157,7 +170,9 @@ struct WitnessTests {
 
         // A store restored from the older copy: the witness has cosigned more than it holds. It does not start.
         let rolledBack = await #expect(throws: StartupError.self) { try await TestServer.start(.init(dataDirectory: copy, policy: audit)) }
-        #expect("\(rolledBack.map { "\($0)" } ?? "")".contains("AUDIT_LOG_MISMATCH: the witness witness.test/w1 refuses this audit log"), "\(String(describing: rolledBack))")
+        #expect(
+            "\(rolledBack.map { "\($0)" } ?? "")".contains("AUDIT_LOG_MISMATCH: the witness witness.test/w1 refuses this audit log"),
+            "\(String(describing: rolledBack))")
         #expect("\(rolledBack.map { "\($0)" } ?? "")".contains("the store was rolled back"), "\(String(describing: rolledBack))")
 
         // The copy grown on its own past what the witness cosigned (without the witness): a fork. Its first checkpoint

@@ -1,6 +1,6 @@
 import PKCS11
-import Testing
 import TestSupport
+import Testing
 
 @Suite("AES-256 keys on the token")
 struct AESTests {

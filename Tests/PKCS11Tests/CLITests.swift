@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 @Suite("countersign hsm", .serialized)
 struct CLITests {
@@ -126,7 +126,8 @@ struct InitTokenScriptTests {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("init-token-\(UUID())")
         defer { try? FileManager.default.removeItem(at: directory) }
         let error = #expect(throws: FixtureError.self) {
-            try SoftHSMFixture.initializeToken(in: directory, label: "short", soPIN: "so-pin-ok", userPIN: "123", module: try SoftHSMFixture.shared().modulePath)
+            try SoftHSMFixture.initializeToken(
+                in: directory, label: "short", soPIN: "so-pin-ok", userPIN: "123", module: try SoftHSMFixture.shared().modulePath)
         }
         #expect(error?.reason.contains("at least 4 characters") == true)
     }

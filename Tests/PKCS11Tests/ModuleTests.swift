@@ -1,7 +1,7 @@
 import Foundation
 import PKCS11
-import Testing
 import TestSupport
+import Testing
 
 @Suite("Loading modules and finding tokens")
 struct ModuleTests {

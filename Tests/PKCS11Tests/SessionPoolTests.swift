@@ -1,8 +1,8 @@
 import Crypto
 import NIOPosix
 import PKCS11
-import Testing
 import TestSupport
+import Testing
 
 @Suite("The session pool")
 struct SessionPoolTests {
@@ -101,7 +101,11 @@ struct SessionPoolTests {
         threadPool.start()
         let pool = PKCS11SessionPool(token: try fixture.token(), pin: fixture.pin(), configuration: .init(maximumSessions: 1), threadPool: threadPool)
         let gate = Gate()
-        let holder = Task { try await pool.withSession { _ in gate.wait(); return 42 } }
+        let holder = Task {
+            try await pool.withSession { _ in
+                gate.wait(); return 42
+            }
+        }
         try await eventually("the only session is lent out") { pool.statistics.inUse == 1 }
         let waiter = Task { try await pool.withSession { _ in 0 } }
         try await eventually("a task waits") { pool.statistics.waiting == 1 }
@@ -125,7 +129,8 @@ struct SessionPoolTests {
         let clock = ManualClock()
         let threadPool = NIOThreadPool(numberOfThreads: 2)
         threadPool.start()
-        let pool = PKCS11SessionPool(token: try fixture.token(), pin: fixture.pin(), configuration: .init(maximumSessions: 1), threadPool: threadPool, clock: clock)
+        let pool = PKCS11SessionPool(
+            token: try fixture.token(), pin: fixture.pin(), configuration: .init(maximumSessions: 1), threadPool: threadPool, clock: clock)
         let gate = Gate()
         let hung = Task { try await pool.withSession { _ in gate.wait() } }
         try await eventually("the session is lent out") { pool.statistics.inUse == 1 }

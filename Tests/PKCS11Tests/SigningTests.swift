@@ -2,8 +2,8 @@ import Crypto
 import Foundation
 import NIOPosix
 import PKCS11
-import Testing
 import TestSupport
+import Testing
 
 @Suite("EC P-256 keys on the token")
 struct SigningTests {

@@ -10,7 +10,9 @@ struct CascadeTests {
 
     static let tiers = try! TierTable([
         Tier(name: "micro", maximumAmounts: ["USD": 1_000], keyName: "micro", backend: .software, lifetimeSeconds: 300, addedChecks: [.rateLimit]),
-        Tier(name: "standard", maximumAmounts: ["USD": 50_000], keyName: "standard", backend: .software, lifetimeSeconds: 300, addedChecks: [.merchantRules, .escalation]),
+        Tier(
+            name: "standard", maximumAmounts: ["USD": 50_000], keyName: "standard", backend: .software, lifetimeSeconds: 300,
+            addedChecks: [.merchantRules, .escalation]),
         Tier(name: "high", maximumAmounts: ["USD": 5_000_000], keyName: "high", backend: .hsm, lifetimeSeconds: 120, addedChecks: [.intent]),
         Tier(
             name: "critical", maximumAmounts: ["USD": 50_000_000], keyName: "critical", backend: .hsm, lifetimeSeconds: 60, addedChecks: [],
@@ -77,7 +79,11 @@ struct CascadeTests {
     @Test("checks cascade: each tier applies its own and every lower tier's")
     func cascade() {
         let checks = Self.tiers.tiers.map { Self.tiers.checks(at: $0) }
-        #expect(checks == [[.rateLimit], [.rateLimit, .merchantRules, .escalation], [.rateLimit, .merchantRules, .escalation, .intent], [.rateLimit, .merchantRules, .escalation, .intent]])
+        #expect(
+            checks == [
+                [.rateLimit], [.rateLimit, .merchantRules, .escalation], [.rateLimit, .merchantRules, .escalation, .intent],
+                [.rateLimit, .merchantRules, .escalation, .intent],
+            ])
     }
 
     @Test(
@@ -188,7 +194,8 @@ struct CascadeTests {
 
     @Test("a refusal names the context that lowered the limit, and when it is in force")
     func contextNamedInRefusal() {
-        let night = Self.engine.evaluate(Self.request(6_000, agent: "shopper"), facts: Self.facts(now: Self.wednesdayNoon - 13 * 3600 - 14 * 60 - 15 + 23 * 3600))
+        let night = Self.engine.evaluate(
+            Self.request(6_000, agent: "shopper"), facts: Self.facts(now: Self.wednesdayNoon - 13 * 3600 - 14 * 60 - 15 + 23 * 3600))
         guard case .denied(_, let reason) = night.outcome else { Issue.record("not refused: \(night.outcome)"); return }
         #expect(reason == "60.00 USD is above shopper's limit of 50.00 USD per authorization, set by context 'night', in force every day 22:00-06:00 UTC")
         let incident = Self.engine.evaluate(Self.request(60_000, agent: "shopper"), facts: Self.facts(modes: ["incident"]))
@@ -224,7 +231,11 @@ struct CascadeTests {
         #expect(decision.budgetChecks.map(\.scope) == [.agent("shopper"), .team("procurement"), .organization("acme")])
         #expect(decision.budgetChecks.map(\.limit) == [100_000, 1_000_000, 10_000_000])
         #expect(decision.budgetChecks.map(\.windowStart) == [1_795_564_800, 1_795_564_800, 1_793_491_200])
-        #expect(decision.checks.last == CheckRecord(name: "budget", inputs: "agent:shopper day (UTC) 1000.00 USD; team:procurement day (UTC) 10000.00 USD; org:acme month (UTC) 100000.00 USD", result: .atCommit))
+        #expect(
+            decision.checks.last
+                == CheckRecord(
+                    name: "budget", inputs: "agent:shopper day (UTC) 1000.00 USD; team:procurement day (UTC) 10000.00 USD; org:acme month (UTC) 100000.00 USD",
+                    result: .atCommit))
         let other = Self.engine.evaluate(Self.request(900), facts: Self.facts())
         #expect(other.scopes == [.agent("nobody")])
         #expect(other.budgetChecks.isEmpty)
@@ -235,8 +246,13 @@ struct CascadeTests {
         let decision = Self.engine.evaluate(Self.request(10_001, agent: "shopper"), facts: Self.facts(paidBefore: false))
         let record = decision.record(outcome: "authorized")
         #expect(record.tier == "high")
-        #expect(record.tierReason == "100.01 USD is within tier 'standard' (up to 500.00 USD); escalated to tier 'high': first payment to m-shop, above 100.00 USD")
-        #expect(record.checks.map(\.name) == ["tier", "new_merchant", "burst", "max_per_authorization", "rate_limit", "merchant", "merchant_category", "intent_sum", "intent_categories", "budget"])
+        #expect(
+            record.tierReason == "100.01 USD is within tier 'standard' (up to 500.00 USD); escalated to tier 'high': first payment to m-shop, above 100.00 USD")
+        #expect(
+            record.checks.map(\.name) == [
+                "tier", "new_merchant", "burst", "max_per_authorization", "rate_limit", "merchant", "merchant_category", "intent_sum", "intent_categories",
+                "budget",
+            ])
         let json = String(decoding: record.json, as: UTF8.self)
         #expect(json.hasPrefix(#"{"checks":[{"inputs":"100.01 USD","name":"tier","result":"pass"}"#))
         #expect(json.contains(#""policy_version":"\#(Self.engine.version)""#))
@@ -254,9 +270,12 @@ struct CascadeTests {
             try PolicyEngine(tiers: Self.tiers, profiles: [], contexts: [PolicyContext(name: "c", activation: .mode, agents: ["a"], highestTier: "gold")])
         }
         #expect(throws: PolicyError("tier 'x' needs approval, so it must be signed by an HSM key")) {
-            try TierTable([Tier(name: "x", maximumAmounts: ["USD": 1], keyName: "x", backend: .software, lifetimeSeconds: 60, approval: .init(quorum: 1, ttlSeconds: 600))])
+            try TierTable([
+                Tier(name: "x", maximumAmounts: ["USD": 1], keyName: "x", backend: .software, lifetimeSeconds: 60, approval: .init(quorum: 1, ttlSeconds: 600))
+            ])
         }
-        let withoutEscalation = try! PolicyEngine(tiers: Self.tiers, profiles: Self.engine.profiles, teams: Self.engine.teams, budgets: Self.engine.budgets, contexts: Self.engine.contexts)
+        let withoutEscalation = try! PolicyEngine(
+            tiers: Self.tiers, profiles: Self.engine.profiles, teams: Self.engine.teams, budgets: Self.engine.budgets, contexts: Self.engine.contexts)
         #expect(withoutEscalation.version != Self.engine.version)
     }
 

@@ -94,7 +94,8 @@ struct PolicyEngineTests {
 
     @Test("any change to the policy changes its version; an unknown tier or an agent in two profiles is refused")
     func versionAndValidation() throws {
-        let changed = try PolicyEngine(tiers: Self.tiers, profiles: [AgentProfile(name: "shopping", agents: ["shopper"], blockedMerchants: ["m-casino", "m-other"])])
+        let changed = try PolicyEngine(
+            tiers: Self.tiers, profiles: [AgentProfile(name: "shopping", agents: ["shopper"], blockedMerchants: ["m-casino", "m-other"])])
         let original = try PolicyEngine(tiers: Self.tiers, profiles: [AgentProfile(name: "shopping", agents: ["shopper"], blockedMerchants: ["m-casino"])])
         #expect(changed.version != original.version)
         #expect(PolicyEngine(tiers: Self.tiers).version != original.version)

@@ -1,6 +1,6 @@
 import Policy
-import Testing
 import TestSupport
+import Testing
 
 /// The policy version names the policy, not the order its parts were written or loaded in.
 @Suite("The policy version")
@@ -18,11 +18,12 @@ struct PolicyVersionTests {
             AgentProfile(name: "travel", agents: Set(Self.agents.suffix(4).shuffled(using: &generator)), team: "travel"),
         ]
         // One budget per agent of each profile (as the configuration makes them), and team budgets.
-        let budgets = Self.agents.map { Budget(agent: $0, limits: ["USD": 50_000, "EUR": 40_000], window: .day) } + [
-            Budget(scope: .team("procurement"), limits: ["USD": 1_000_000], window: .month),
-            Budget(scope: .team("travel"), limits: ["USD": 500_000], window: .week),
-            Budget(scope: .organization("acme"), limits: ["USD": 9_000_000], window: .rolling(seconds: 86_400)),
-        ]
+        let budgets =
+            Self.agents.map { Budget(agent: $0, limits: ["USD": 50_000, "EUR": 40_000], window: .day) } + [
+                Budget(scope: .team("procurement"), limits: ["USD": 1_000_000], window: .month),
+                Budget(scope: .team("travel"), limits: ["USD": 500_000], window: .week),
+                Budget(scope: .organization("acme"), limits: ["USD": 9_000_000], window: .rolling(seconds: 86_400)),
+            ]
         return try PolicyEngine(
             tiers: try TierTable([
                 Tier(name: "standard", maximumAmounts: ["USD": 50_000, "EUR": 40_000], keyName: "standard", backend: .software, lifetimeSeconds: 300),
@@ -32,7 +33,11 @@ struct PolicyVersionTests {
             teams: [Team(name: "procurement", organization: "acme"), Team(name: "travel", organization: "acme")].shuffled(using: &generator),
             budgets: BudgetTable(budgets.shuffled(using: &generator)),
             escalation: EscalationRules(amountFactor: 5, historySeconds: 86_400, minimumHistory: 3, newMerchantAbove: ["USD": 10_000, "EUR": 9_000]),
-            contexts: [PolicyContext(name: "nights", activation: .mode, agents: Set(Self.agents.shuffled(using: &generator)), profiles: ["travel", "shopping"], highestTier: "standard")]
+            contexts: [
+                PolicyContext(
+                    name: "nights", activation: .mode, agents: Set(Self.agents.shuffled(using: &generator)), profiles: ["travel", "shopping"],
+                    highestTier: "standard")
+            ]
         )
     }
 
@@ -47,11 +52,14 @@ struct PolicyVersionTests {
     func changesShow() throws {
         var generator = SplitMix64(state: 3)
         let base = try Self.engine(shuffling: &generator)
-        let other = try PolicyEngine(tiers: base.tiers, profiles: base.profiles, teams: base.teams, budgets: BudgetTable(base.budgets.budgets.dropLast()), escalation: base.escalation, contexts: base.contexts)
+        let other = try PolicyEngine(
+            tiers: base.tiers, profiles: base.profiles, teams: base.teams, budgets: BudgetTable(base.budgets.budgets.dropLast()), escalation: base.escalation,
+            contexts: base.contexts)
         #expect(other.version != base.version)
         var profiles = base.profiles
         profiles[0].blockedMerchants.insert("m-9")
-        let blocked = try PolicyEngine(tiers: base.tiers, profiles: profiles, teams: base.teams, budgets: base.budgets, escalation: base.escalation, contexts: base.contexts)
+        let blocked = try PolicyEngine(
+            tiers: base.tiers, profiles: profiles, teams: base.teams, budgets: base.budgets, escalation: base.escalation, contexts: base.contexts)
         #expect(blocked.version != base.version)
     }
 

@@ -3,8 +3,8 @@ import CanonicalJSON
 import Foundation
 import Policy
 import Signing
-import Testing
 import TestSupport
+import Testing
 import Wire
 
 /// The hand-written canonical JSON must be byte for byte what Foundation's `JSONEncoder` (sorted keys, no
@@ -19,8 +19,10 @@ struct CanonicalJSONTests {
         /// Strings with what escaping must get right: every control character, quotes, backslashes, '/',
         /// DEL, non-ASCII, U+2028, astral characters; and the empty string.
         mutating func string() -> String {
-            let pieces = ["a", "Z", "0", " ", "\"", "\\", "/", "\u{7F}", "é", "\u{2028}", "😀", "ß", "\u{0}", "\u{1F}", "\n", "\r", "\t", "\u{8}", "\u{C}", "\u{B}",
-                "merchant", "{\"x\":1}"]
+            let pieces = [
+                "a", "Z", "0", " ", "\"", "\\", "/", "\u{7F}", "é", "\u{2028}", "😀", "ß", "\u{0}", "\u{1F}", "\n", "\r", "\t", "\u{8}", "\u{C}", "\u{B}",
+                "merchant", "{\"x\":1}",
+            ]
             let count = Int.random(in: 0...8, using: &self.generator)
             return (0..<count).map { _ in pieces.randomElement(using: &self.generator)! }.joined()
         }
@@ -102,7 +104,8 @@ struct CanonicalJSONTests {
             try Self.expectSame(authorization)
             try Self.expectSame(AuthorizeOutcome.authorized(authorization))
             let pending = PendingAuthorization(
-                authorizationID: values.string(), tier: values.string(), approvalsRequired: Int(truncatingIfNeeded: values.integer()), approvers: values.strings(),
+                authorizationID: values.string(), tier: values.string(), approvalsRequired: Int(truncatingIfNeeded: values.integer()),
+                approvers: values.strings(),
                 approvalExpiresAt: values.integer()
             )
             try Self.expectSame(pending)
@@ -125,7 +128,8 @@ struct CanonicalJSONTests {
                 AuthorizationClaims(
                     iss: values.string(), sub: values.string(), aud: values.string(), jti: values.string(), iat: values.integer(), nbf: values.integer(),
                     exp: values.integer(), amount: values.integer(), currency: values.string(), mcc: values.string(), intentHash: values.string(),
-                    tier: values.string(), policyVersion: values.string(), approvers: values.maybe { $0.strings() }, auditLogIndex: values.maybe { $0.integer() }
+                    tier: values.string(), policyVersion: values.string(), approvers: values.maybe { $0.strings() },
+                    auditLogIndex: values.maybe { $0.integer() }
                 )
             )
         }
@@ -163,7 +167,8 @@ struct CanonicalJSONTests {
     static func randomAuthorization(_ values: inout Values) -> Authorization {
         Authorization(
             jws: values.string(), authorizationID: values.string(), tier: values.string(), kid: values.string(), keyName: values.string(),
-            keyVersion: Int(truncatingIfNeeded: values.integer()), keyBackend: values.string(), expiresAt: values.integer(), approvers: values.maybe { $0.strings() }
+            keyVersion: Int(truncatingIfNeeded: values.integer()), keyBackend: values.string(), expiresAt: values.integer(),
+            approvers: values.maybe { $0.strings() }
         )
     }
 
@@ -241,7 +246,9 @@ struct CanonicalJSONTests {
         #expect(accepted > 100, "some mutations (inside strings, digits) stay valid and are read by the fast path")
     }
 
-    @Test("leaves to the strict decoder: repeated and unknown keys, non-integer numbers, overflow, bad escapes, NUL, noncharacters; reads escapes and null optionals")
+    @Test(
+        "leaves to the strict decoder: repeated and unknown keys, non-integer numbers, overflow, bad escapes, NUL, noncharacters; reads escapes and null optionals"
+    )
     func scannerEdges() {
         let base = #""amount":1,"currency":"USD","idempotency_key":"k","merchant_category_code":"5734","merchant_id":"m""#
         func request(_ text: String) -> AuthorizeRequest? { Self.scanned(AuthorizeRequest.self, Array(text.utf8)) }
@@ -259,11 +266,17 @@ struct CanonicalJSONTests {
         for bad in [#"\ud83d"#, #"\ude00"#, #"\x"#, #"\u12"#] {
             #expect(request("{\(base),\"intent\":{\"description\":\"\(bad)\",\"order_hash\":\"h\"}}") == nil, "escape \(bad)")
         }
-        #expect(Self.scanned(AuthorizeRequest.self, Array("{\(base),\"intent\":{\"description\":\"\u{1}\",\"order_hash\":\"h\"}}".utf8)) == nil, "a raw control character")
+        #expect(
+            Self.scanned(AuthorizeRequest.self, Array("{\(base),\"intent\":{\"description\":\"\u{1}\",\"order_hash\":\"h\"}}".utf8)) == nil,
+            "a raw control character")
         #expect(Self.scanned(AuthorizeRequest.self, Array("{\(base),\(intent)}".utf8) + [0xFF]) == nil)
         for text in [#"a\u0000"#, #"\ufdd0"#, #"\udbff\udfff"#] {
             #expect(request("{\(base),\"intent\":{\"description\":\"\(text)\",\"order_hash\":\"h\"}}") == nil, "\(text)")
         }
-        #expect(Self.scanned(AuthorizeRequest.self, Array("{\(base),\"intent\":{\"description\":\"\u{1}\",\"order_hash\":\"h\"}}".utf8).replacing([0x01], with: [0xEF, 0xBF, 0xBF])) == nil, "a raw noncharacter")
+        #expect(
+            Self.scanned(
+                AuthorizeRequest.self,
+                Array("{\(base),\"intent\":{\"description\":\"\u{1}\",\"order_hash\":\"h\"}}".utf8).replacing([0x01], with: [0xEF, 0xBF, 0xBF])) == nil,
+            "a raw noncharacter")
     }
 }

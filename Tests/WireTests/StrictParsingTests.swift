@@ -2,8 +2,8 @@ import CanonicalJSON
 import Foundation
 import NIOCore
 import Signing
-import Testing
 import TestSupport
+import Testing
 import Wire
 
 /// The strict reading of request bodies (docs/protocol.md, "Parsing rules"): what is ambiguous is refused
@@ -32,8 +32,9 @@ struct StrictParsingTests {
     func validForms() throws {
         let plain = try WireJSON.decode(AuthorizeRequest.self, from: ByteBuffer(bytes: HostileBodies.body()))
         #expect(plain.merchantID == "m-42" && plain.amount == 1250 && plain.intent.lineItems?.first?.quantity == 2)
-        let spaced = #" { "intent" : { "line_items" : [ { "unit_amount" : 625 , "quantity" : 2 , "description" : "USB-C cable" } ] , "description" : "2 cables" , "order_hash" : null } ,"# +
-            #" "merchant_category_code" : "5734" , "merchant\u005fid" : "m\u002d42" , "currency" : "USD" , "amount" : 1250 , "idempotency_key" : "k\/1" } "#
+        let spaced =
+            #" { "intent" : { "line_items" : [ { "unit_amount" : 625 , "quantity" : 2 , "description" : "USB-C cable" } ] , "description" : "2 cables" , "order_hash" : null } ,"#
+            + #" "merchant_category_code" : "5734" , "merchant\u005fid" : "m\u002d42" , "currency" : "USD" , "amount" : 1250 , "idempotency_key" : "k\/1" } "#
         let other = try WireJSON.decode(AuthorizeRequest.self, from: ByteBuffer(string: spaced))
         #expect(other.merchantID == "m-42" && other.idempotencyKey == "k/1")
         #expect(other.intent == plain.intent)
@@ -77,7 +78,8 @@ struct StrictParsingTests {
 
     @Test("answers a newer server may extend: unknown members are ignored there, repeated ones are not")
     func answers() throws {
-        let answer = #"{"authorization_id":"a","expires_at":1,"jws":"j","key_backend":"software","key_name":"k","key_version":1,"kid":"k/v1","status":"authorized","tier":"t","new_member":{"x":1}}"#
+        let answer =
+            #"{"authorization_id":"a","expires_at":1,"jws":"j","key_backend":"software","key_name":"k","key_version":1,"kid":"k/v1","status":"authorized","tier":"t","new_member":{"x":1}}"#
         #expect(throws: WireError.self) { try WireJSON.decode(Authorization.self, from: ByteBuffer(string: answer)) }
         let read = try WireJSON.decode(Authorization.self, from: ByteBuffer(string: answer), allowingUnknownMembers: true)
         #expect(read.kid == "k/v1")
@@ -92,7 +94,9 @@ struct StrictParsingTests {
         #expect(throws: Never.self) { try WireJSON.decode(Empty.self, from: ByteBuffer(string: " { } ")) }
         for text in ["[]", "1", "null", "\"x\"", "true", #"[{"a":1}]"#] {
             let error = #expect(throws: WireError.self) { try WireJSON.decode(Empty.self, from: ByteBuffer(string: text)) }
-            #expect(error?.code == .invalidRequest && error?.message.hasPrefix("the body must be an object") == true, "\(text): \(error.map(String.init(describing:)) ?? "")")
+            #expect(
+                error?.code == .invalidRequest && error?.message.hasPrefix("the body must be an object") == true,
+                "\(text): \(error.map(String.init(describing:)) ?? "")")
         }
         let member = #expect(throws: WireError.self) { try WireJSON.decode(Empty.self, from: ByteBuffer(string: #"{"a":1}"#)) }
         #expect(member?.message.hasPrefix("unknown member 'a'") == true)

@@ -1,12 +1,13 @@
 import Foundation
 import NIOCore
-import Testing
 import Signing
+import Testing
 import Wire
 
 @Suite("JSON bodies")
 struct WireJSONTests {
-    static let valid = #"{"idempotency_key":"k-1","amount":1250,"currency":"USD","merchant_id":"m-1","merchant_category_code":"5734","intent":{"description":"cable","order_hash":"abc"}}"#
+    static let valid =
+        #"{"idempotency_key":"k-1","amount":1250,"currency":"USD","merchant_id":"m-1","merchant_category_code":"5734","intent":{"description":"cable","order_hash":"abc"}}"#
 
     func decode(_ text: String) throws(WireError) -> AuthorizeRequest {
         let request = try WireJSON.decode(AuthorizeRequest.self, from: ByteBuffer(string: text))
@@ -29,11 +30,26 @@ struct WireJSONTests {
     @Test(
         "wrong field types and missing fields are INVALID_REQUEST naming the field",
         arguments: [
-            (#"{"idempotency_key":"k","amount":"12.50","currency":"USD","merchant_id":"m","merchant_category_code":"5734","intent":{"description":"d","order_hash":"h"}}"#, "amount"),
-            (#"{"idempotency_key":"k","amount":12.5,"currency":"USD","merchant_id":"m","merchant_category_code":"5734","intent":{"description":"d","order_hash":"h"}}"#, "amount"),
-            (#"{"idempotency_key":"k","currency":"USD","merchant_id":"m","merchant_category_code":"5734","intent":{"description":"d","order_hash":"h"}}"#, "amount"),
-            (#"{"idempotency_key":"k","amount":1,"currency":"USD","merchant_id":"m","merchant_category_code":"5734","intent":{"description":7,"order_hash":"h"}}"#, "intent.description"),
-            (#"{"idempotency_key":"k","amount":1,"currency":"USD","merchant_id":"m","merchant_category_code":"5734","intent":{"description":"d","line_items":[{"description":"x","quantity":"2","unit_amount":1}]}}"#, "intent.line_items[0].quantity"),
+            (
+                #"{"idempotency_key":"k","amount":"12.50","currency":"USD","merchant_id":"m","merchant_category_code":"5734","intent":{"description":"d","order_hash":"h"}}"#,
+                "amount"
+            ),
+            (
+                #"{"idempotency_key":"k","amount":12.5,"currency":"USD","merchant_id":"m","merchant_category_code":"5734","intent":{"description":"d","order_hash":"h"}}"#,
+                "amount"
+            ),
+            (
+                #"{"idempotency_key":"k","currency":"USD","merchant_id":"m","merchant_category_code":"5734","intent":{"description":"d","order_hash":"h"}}"#,
+                "amount"
+            ),
+            (
+                #"{"idempotency_key":"k","amount":1,"currency":"USD","merchant_id":"m","merchant_category_code":"5734","intent":{"description":7,"order_hash":"h"}}"#,
+                "intent.description"
+            ),
+            (
+                #"{"idempotency_key":"k","amount":1,"currency":"USD","merchant_id":"m","merchant_category_code":"5734","intent":{"description":"d","line_items":[{"description":"x","quantity":"2","unit_amount":1}]}}"#,
+                "intent.line_items[0].quantity"
+            ),
         ]
     )
     func wrongShape(_ text: String, field: String) {

@@ -1,9 +1,9 @@
+import FuzzReplay
 // libFuzzer target for the frame decoder and the strict readers of every request body (`make fuzz`: built with
 // -sanitize=fuzzer,address -DFUZZING). Built normally, it replays the files of the directories it is given, which
 // is how the tests run the committed corpus.
 import NIOCore
 import NIOEmbedded
-import FuzzReplay
 import Wire
 
 /// The first byte picks the size of the chunks the rest arrives in (as TCP may split it); each chunk goes through the

@@ -1,3 +1,4 @@
+import FuzzReplay
 // libFuzzer target for the server's side of the handshake (`ServerHandshake`): any sequence of frames, decoded as
 // the server decodes them, fed to the state machine. Built normally, it replays the files of the directories it is
 // given. Beyond "no crash": a connection is authenticated only by an accepted signature, every reply answers the
@@ -5,7 +6,6 @@
 import NIOCore
 import NIOEmbedded
 import Signing
-import FuzzReplay
 import Wire
 
 /// The harness's directory: `agent-1` is accepted when its signature starts with 0x01 (a mutation can find that; it
@@ -36,7 +36,8 @@ func fuzzHandshake(_ bytes: UnsafeRawBufferPointer) {
         default: precondition(step.reply.type == .error, "a reply that is neither a challenge, a welcome nor an error")
         }
         if case .authenticated(let principal) = handshake.state, !wasAuthenticated {
-            precondition(principal == "agent-1" && step.event == .authenticated(principal: principal, role: .agent), "authenticated without an accepted signature")
+            precondition(
+                principal == "agent-1" && step.event == .authenticated(principal: principal, role: .agent), "authenticated without an accepted signature")
         }
         if step.closes { break }
     }

@@ -13,13 +13,15 @@ struct Probe: JSONScannable, Equatable {
 
         static func scan(_ scanner: inout JSONScanner) -> Item? {
             var name: String?, count: Int64?
-            guard scanner.object({ scanner, key in
-                switch key {
-                case "name": scanner.read(&name)
-                case "count": scanner.read(&count)
-                default: false
-                }
-            }), let name, let count else { return nil }
+            guard
+                scanner.object({ scanner, key in
+                    switch key {
+                    case "name": scanner.read(&name)
+                    case "count": scanner.read(&count)
+                    default: false
+                    }
+                }), let name, let count
+            else { return nil }
             return Item(name: name, count: count)
         }
     }
@@ -34,16 +36,18 @@ struct Probe: JSONScannable, Equatable {
 
     static func scan(_ scanner: inout JSONScanner) -> Probe? {
         var id: String?, amount: Int64?, note: String?, item: Item?, items: [Item]?
-        guard scanner.object({ scanner, key in
-            switch key {
-            case "id": scanner.read(&id)
-            case "amount": scanner.read(&amount)
-            case "note": scanner.readOptional(&note)
-            case "item": scanner.read(&item)
-            case "items": scanner.readOptional(&items)
-            default: false
-            }
-        }), let id, let amount, let item else { return nil }
+        guard
+            scanner.object({ scanner, key in
+                switch key {
+                case "id": scanner.read(&id)
+                case "amount": scanner.read(&amount)
+                case "note": scanner.readOptional(&note)
+                case "item": scanner.read(&item)
+                case "items": scanner.readOptional(&items)
+                default: false
+                }
+            }), let id, let amount, let item
+        else { return nil }
         return Probe(id: id, amount: amount, note: note, item: item, items: items)
     }
 }

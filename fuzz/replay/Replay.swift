@@ -9,7 +9,8 @@ public func replay(_ paths: some Sequence<String>, _ body: (UnsafeRawBufferPoint
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
             throw CocoaError(.fileNoSuchFile, userInfo: [NSFilePathErrorKey: path])
         }
-        let files = isDirectory.boolValue
+        let files =
+            isDirectory.boolValue
             ? try FileManager.default.contentsOfDirectory(atPath: path).sorted().map { (path as NSString).appendingPathComponent($0) }
             : [path]
         for file in files {
