@@ -47,7 +47,7 @@ public final class CountersignApplication: Sendable {
     public init(configuration: ServerConfiguration, pin: PIN, environment: ServerEnvironment = .init()) async throws {
         try configuration.validateTransportSecurity()
         self.configuration = configuration
-        (self.dataLock, self.store) = try Self.openStore(dataDirectory: configuration.dataDirectory)
+        (self.dataLock, self.store) = try Self.openStore(dataDirectory: configuration.dataDirectory, wallClock: environment.wallClock)
         self.hsm = try HSMRuntime(
             configuration: configuration.hsm, pin: pin, time: environment.time, logger: environment.logger, module: environment.pkcs11Module,
             reinitializesInjectedModule: environment.reinitializesInjectedModule
@@ -273,7 +273,7 @@ public final class CountersignApplication: Sendable {
     }
 
     /// Locks the data directory (creating it if needed), then opens its store.
-    static func openStore(dataDirectory: String) throws -> (DataDirectoryLock, LedgerStore) {
+    static func openStore(dataDirectory: String, wallClock: WallClock) throws -> (DataDirectoryLock, LedgerStore) {
         do {
             try FileManager.default.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         } catch {
@@ -285,7 +285,7 @@ public final class CountersignApplication: Sendable {
         } catch let error as LedgerError {
             throw StartupError(error.reason)
         }
-        return (lock, try LedgerStore(path: (dataDirectory as NSString).appendingPathComponent("countersign.sqlite")))
+        return (lock, try LedgerStore(path: (dataDirectory as NSString).appendingPathComponent("countersign.sqlite"), wallClock: wallClock))
     }
 
     static func tlsContext(_ tls: ServerConfiguration.TLS) throws -> NIOSSLContext {
@@ -376,7 +376,7 @@ extension CountersignApplication {
     public static func initialize(
         configuration: ServerConfiguration, pin: PIN, adminID: String = "admin", environment: ServerEnvironment = .init()
     ) async throws -> InitializationReport {
-        let (lock, store) = try Self.openStore(dataDirectory: configuration.dataDirectory)
+        let (lock, store) = try Self.openStore(dataDirectory: configuration.dataDirectory, wallClock: environment.wallClock)
         defer { withExtendedLifetime(lock) {} }
         let hsm = try HSMRuntime(
             configuration: configuration.hsm, pin: pin, time: environment.time, logger: environment.logger, module: environment.pkcs11Module)

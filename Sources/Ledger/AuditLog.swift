@@ -1,6 +1,7 @@
 import Audit
 import Foundation
 import GRDB
+import Policy
 import Synchronization
 
 /// An audit entry at its reserved index, as canonical JSON.
@@ -164,7 +165,7 @@ extension LedgerStore {
         do {
             let result = try await self.write { db in
                 let result = try body(db)
-                try Self.insertAudit(audit, in: db, at: Int64(Date().timeIntervalSince1970))
+                try Self.insertAudit(audit, in: db, at: self.wallClock.secondsSince1970)
                 return result
             }
             self.sequencer.committed([audit])

@@ -53,7 +53,13 @@ final class GroupCommitter: Sendable {
     let health: WriteHealth
     private let state = Mutex(State())
 
-    init(database: DatabasePool, sequencer: AuditSequencer, keyFilter: KeyFilter, checkpointer: WALCheckpointer?, health: WriteHealth) {
+    private let wallClock: WallClock
+
+    init(
+        database: DatabasePool, sequencer: AuditSequencer, keyFilter: KeyFilter, checkpointer: WALCheckpointer?, health: WriteHealth,
+        wallClock: WallClock = .system
+    ) {
+        self.wallClock = wallClock
         self.database = database
         self.sequencer = sequencer
         self.keyFilter = keyFilter
@@ -138,7 +144,7 @@ final class GroupCommitter: Sendable {
         do {
             try db.inTransaction(.immediate) {
                 outcomes = []
-                let now = Int64(Date().timeIntervalSince1970)
+                let now = self.wallClock.secondsSince1970
                 // Holes left by an earlier failed transaction are filled first, so the log has no gap.
                 written = holes.map { AuditSequencer.filler(index: $0, at: now) }
                 for filler in written { try LedgerStore.insertAudit(filler, in: db, at: now) }

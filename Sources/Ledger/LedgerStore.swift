@@ -9,6 +9,8 @@ import Policy
 /// and migrated on open.
 public final class LedgerStore: Sendable {
     public let path: String
+    /// The time of the rows the store makes itself.
+    let wallClock: WallClock
     let database: DatabasePool
     let committer: GroupCommitter
     let sequencer: AuditSequencer
@@ -17,13 +19,15 @@ public final class LedgerStore: Sendable {
 
     /// Opens (creating if needed) the store at `path`.
     /// - Throws: ``LedgerError`` when the file cannot be opened or migrated.
-    public convenience init(path: String) throws {
-        try self.init(path: path, walTopUpInterval: 10)
+    /// - Parameter wallClock: the time written with rows the store makes itself (`createdAt` of audit rows, `lost` fillers).
+    public convenience init(path: String, wallClock: WallClock = .system) throws {
+        try self.init(path: path, walTopUpInterval: 10, wallClock: wallClock)
     }
 
     /// - Parameter walTopUpInterval: transactions between the committer's WAL top-ups (see `WALCheckpointer`).
-    @_spi(Testing) public init(path: String, walTopUpInterval: Int) throws {
+    @_spi(Testing) public init(path: String, walTopUpInterval: Int, wallClock: WallClock = .system) throws {
         self.path = path
+        self.wallClock = wallClock
         Self.restrictMode(of: path)
         do {
             var configuration = Configuration()
@@ -39,14 +43,13 @@ public final class LedgerStore: Sendable {
             // sets NORMAL on the writer after `prepareDatabase` has run, so FULL is set here, on the writer itself.
             try self.database.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA synchronous = FULL") }
             try Self.migrator.migrate(self.database)
-            let now = Int64(Date().timeIntervalSince1970)
-            self.sequencer = try Self.openAuditLog(self.database, now: now)
+            self.sequencer = try Self.openAuditLog(self.database, now: wallClock.secondsSince1970)
             let pairs = try self.database.read { db in try Self.idempotencyPairs(in: db) }
             self.keyFilter = KeyFilter(pairs)
             self.committer = GroupCommitter(
                 database: self.database, sequencer: self.sequencer, keyFilter: self.keyFilter,
                 checkpointer: try WALCheckpointer(path: path, topUpInterval: walTopUpInterval),
-                health: self.health
+                health: self.health, wallClock: wallClock
             )
         } catch let error as LedgerError {
             throw error

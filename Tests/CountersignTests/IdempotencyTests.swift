@@ -1,3 +1,4 @@
+import Audit
 import CountersignClient
 import CountersignServer
 import Foundation
@@ -85,6 +86,19 @@ struct IdempotencyTests {
             #expect(try await client.authorize(TestServer.request(300)).tier == "standard")
             await client.close()
         }
+    }
+
+    @Test("the rows the store makes itself carry the injected clock's time, not the machine's")
+    func injectedClock() async throws {
+        let directory = try SoftHSMFixture.shared().directory.appendingPathComponent("ledger-\(UUID().uuidString.prefix(6))")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let path = directory.appendingPathComponent("ledger.sqlite").path
+        let store = try LedgerStore(path: path, wallClock: WallClock { 1_234_567 })
+        let index = try await store.appendAudit { AuditEntry(index: $0, time: 1_234_567, kind: "server", action: "server.start", actor: "server") }
+        let written = try await DatabaseQueue(path: path).read { db in
+            try Int64.fetchOne(db, sql: "SELECT createdAt FROM auditEntry WHERE idx = ?", arguments: [index])
+        }
+        #expect(written == 1_234_567)
     }
 
     @Test("records that arrive together are committed in one transaction")
