@@ -87,7 +87,7 @@ final class ConnectionState: Sendable {
     /// The server is shutting down: no new requests; once the ones in flight are answered the connection's
     /// output is closed (see ``ConnectionHandler``), or the whole connection after `grace` whatever happens (a
     /// client that never reads its answers must not hold the shutdown).
-    func drain(grace: TimeAmount) {
+    func drain(grace: Duration) {
         let drained = self.counters.withLock { counters -> Bool in
             counters.isDraining = true
             return counters.inFlight == 0
@@ -95,7 +95,7 @@ final class ConnectionState: Sendable {
         // Whatever happens next, the connection is closed after `grace`: a client that does not read can block
         // even the last SHUTTING_DOWN frame.
         let channel = self.channel
-        channel.eventLoop.scheduleTask(in: grace) { channel.close(promise: nil) }
+        channel.eventLoop.scheduleTask(in: TimeAmount(grace)) { channel.close(promise: nil) }
         if drained { self.signalDrained() }
     }
 

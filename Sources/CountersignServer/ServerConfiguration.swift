@@ -60,7 +60,7 @@ public struct ServerConfiguration: Sendable {
         /// reads keeps at most `maximumLogReaders × logReadShare` cores.
         public var logReadShare: Double = 0.5
         /// How long a shutdown waits for a connection's answers before it closes the connection anyway.
-        public var shutdownGrace: TimeAmount = .seconds(30)
+        public var shutdownGrace: Duration = .seconds(30)
     }
 
     /// `iss` of every authorization.
@@ -207,12 +207,11 @@ public struct ServerConfiguration: Sendable {
         if let inFlight = fields["max_in_flight"] { limits.maximumInFlight = Int(try inFlight.integer(in: 1...100_000)) }
         if let readers = fields["max_log_readers"] { limits.maximumLogReaders = Int(try readers.integer(in: 1...10_000)) }
         if let share = fields["log_read_percent"] {
-            // A percentage: money is never a float, and neither are the figures of a configuration.
+            // A whole percentage in the file, as every figure of the configuration is a whole number.
             limits.logReadShare = Double(try share.integer(in: 1...100)) / 100
         }
         if let grace = fields["shutdown_grace"] {
-            let duration = try grace.duration(in: .seconds(1) ... .seconds(3600))
-            limits.shutdownGrace = .nanoseconds(duration.components.seconds * 1_000_000_000 + duration.components.attoseconds / 1_000_000_000)
+            limits.shutdownGrace = try grace.duration(in: .seconds(1) ... .seconds(3600))
         }
         return limits
     }
