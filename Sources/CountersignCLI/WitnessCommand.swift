@@ -72,13 +72,7 @@ extension AuditCommand {
                 return key
             }
             let key = Curve25519.Signing.PrivateKey()
-            let descriptor = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
-            guard descriptor >= 0 else { throw ValidationError("cannot create '\(path)': \(String(cString: strerror(errno)))") }
-            defer { close(descriptor) }
-            let line = Data((key.rawRepresentation.base64EncodedString() + "\n").utf8)
-            guard line.withUnsafeBytes({ write(descriptor, $0.baseAddress, $0.count) }) == line.count, fsync(descriptor) == 0 else {
-                throw ValidationError("cannot write '\(path)'")
-            }
+            try PrivateFile.create(path, with: Data((key.rawRepresentation.base64EncodedString() + "\n").utf8))
             Terminal.note("made a new witness key in \(path)")
             return key
         }

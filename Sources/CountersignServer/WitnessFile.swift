@@ -21,18 +21,14 @@ struct WitnessFile: Sendable {
     /// unreadable line and never swallows the new one.
     func append(_ note: String) throws {
         var line = try JSONEncoder().encode(Line(note: note)) + Data("\n".utf8)
-        let descriptor = open(self.path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0o600)
-        guard descriptor >= 0 else { throw StartupError("cannot open the witness file '\(self.path)': \(String(cString: strerror(errno)))") }
+        let descriptor = try PrivateFile.open(self.path, O_RDWR | O_APPEND | O_CREAT)
         defer { close(descriptor) }
         let size = lseek(descriptor, 0, SEEK_END)
         var last: UInt8 = 0
         if size > 0, pread(descriptor, &last, 1, size - 1) == 1, last != UInt8(ascii: "\n") {
             line = Data("\n".utf8) + line
         }
-        let written = line.withUnsafeBytes { write(descriptor, $0.baseAddress, $0.count) }
-        guard written == line.count, fsync(descriptor) == 0 else {
-            throw StartupError("cannot write the witness file '\(self.path)': \(String(cString: strerror(errno)))")
-        }
+        try PrivateFile.writeSynced(line, to: descriptor, path: self.path)
     }
 
     /// The last whole checkpoint kept, read from the file's tail (it grows for ever); a torn last line (a

@@ -124,18 +124,6 @@ public final class WitnessService: Service, Sendable {
     static func persist(_ logs: [String: WitnessedLog], to path: String) throws {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
-        let data = try encoder.encode(logs)
-        let temporary = path + ".tmp"
-        let descriptor = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        guard descriptor >= 0 else { throw StartupError("cannot write '\(temporary)': \(String(cString: strerror(errno)))") }
-        defer { close(descriptor) }
-        let written = data.withUnsafeBytes { write(descriptor, $0.baseAddress, $0.count) }
-        guard written == data.count, fsync(descriptor) == 0 else { throw StartupError("cannot write '\(temporary)': \(String(cString: strerror(errno)))") }
-        guard rename(temporary, path) == 0 else { throw StartupError("cannot replace '\(path)': \(String(cString: strerror(errno)))") }
-        let directory = open((path as NSString).deletingLastPathComponent.isEmpty ? "." : (path as NSString).deletingLastPathComponent, O_RDONLY | O_CLOEXEC)
-        if directory >= 0 {
-            fsync(directory)
-            close(directory)
-        }
+        try PrivateFile.replace(path, with: try encoder.encode(logs))
     }
 }
