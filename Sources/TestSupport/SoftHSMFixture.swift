@@ -82,7 +82,7 @@ public final class SoftHSMFixture: Sendable {
         environment["COUNTERSIGN_HSM_SO_PIN"] = soPIN
         environment["COUNTERSIGN_HSM_PIN"] = userPIN
         environment["COUNTERSIGN_PKCS11_MODULE"] = module
-        let result = try ProcessResult.run(executable: URL(fileURLWithPath: "/bin/bash"), arguments: [script.path], environment: environment)
+        let result = try ProcessResult.runBlocking(executable: URL(fileURLWithPath: "/bin/bash"), arguments: [script.path], environment: environment)
         guard result.status == 0 else {
             throw FixtureError(reason: "init-token.sh failed with status \(result.status): \(result.standardError)")
         }
@@ -109,8 +109,11 @@ public struct ProcessResult: Sendable {
     public var standardOutput: String
     public var standardError: String
 
-    /// Runs a program to completion and collects its output.
-    public static func run(executable: URL, arguments: [String], environment: [String: String]) throws -> ProcessResult {
+    /// Runs a program to completion and collects its output, blocking the calling thread: only for synchronous
+    /// set-up. From async code use ``run(executable:arguments:environment:)``, which never blocks a cooperative
+    /// thread (two of them on this machine: a test blocking one while its child talks to an in-process server
+    /// starves the server and the child times out).
+    public static func runBlocking(executable: URL, arguments: [String], environment: [String: String]) throws -> ProcessResult {
         let process = Process()
         process.executableURL = executable
         process.arguments = arguments
@@ -132,12 +135,12 @@ public struct ProcessResult: Sendable {
         )
     }
 
-    /// ``run(executable:arguments:environment:)`` on a thread of its own, so that an in-process server keeps
-    /// the cooperative threads it needs to answer the child.
-    public static func running(executable: URL, arguments: [String], environment: [String: String]) async throws -> ProcessResult {
+    /// Runs a program to completion on a thread of its own, so that an in-process server keeps the cooperative
+    /// threads it needs to answer the child.
+    public static func run(executable: URL, arguments: [String], environment: [String: String]) async throws -> ProcessResult {
         try await withCheckedThrowingContinuation { continuation in
             Thread.detachNewThread {
-                continuation.resume(with: Result { try Self.run(executable: executable, arguments: arguments, environment: environment) })
+                continuation.resume(with: Result { try Self.runBlocking(executable: executable, arguments: arguments, environment: environment) })
             }
         }
     }
@@ -165,5 +168,18 @@ private final class ErrorCollector: @unchecked Sendable {
     func wait() -> Data {
         self.done.wait()
         return self.data
+    }
+}
+
+extension Process {
+    /// Waits for the process to exit on a thread of its own, never on a cooperative thread that an in-process
+    /// server of another test may need.
+    public func exited() async {
+        await withCheckedContinuation { continuation in
+            Thread.detachNewThread {
+                self.waitUntilExit()
+                continuation.resume()
+            }
+        }
     }
 }

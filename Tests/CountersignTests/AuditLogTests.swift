@@ -160,7 +160,7 @@ struct AuditLogTests {
             #expect(entries.contains { $0["action"] as? String == "pending_approval" && $0["subject"] as? String == pending.authorizationID })
 
             let credential = server.dataDirectory.appendingPathComponent("admin.credential").path
-            let export = try await ProcessResult.running(
+            let export = try await ProcessResult.run(
                 executable: ProcessResult.builtProduct("countersign"), arguments: ["audit", "export", "--since", "0", "--format", "jsonl"],
                 environment: ["COUNTERSIGN_SERVER": "127.0.0.1:\(server.port)", "COUNTERSIGN_CREDENTIAL": credential]
             )
@@ -250,27 +250,27 @@ struct AuditLogTests {
             let jwks = "http://127.0.0.1:\(server.httpPort)/.well-known/jwks.json"
             let directory = server.dataDirectory
 
-            let kept = try await ProcessResult.running(executable: countersign, arguments: ["audit", "checkpoint"], environment: environment)
+            let kept = try await ProcessResult.run(executable: countersign, arguments: ["audit", "checkpoint"], environment: environment)
             let keptFile = directory.appendingPathComponent("kept.note")
             try kept.standardOutput.write(to: keptFile, atomically: true, encoding: .utf8)
 
-            let proof = try await ProcessResult.running(
+            let proof = try await ProcessResult.run(
                 executable: countersign, arguments: ["audit", "proof", authorization.authorizationID], environment: environment)
             #expect(proof.status == 0, "\(proof.standardError)")
             let proofFile = directory.appendingPathComponent("proof.json")
             try proof.standardOutput.write(to: proofFile, atomically: true, encoding: .utf8)
-            let checked = try await ProcessResult.running(
+            let checked = try await ProcessResult.run(
                 executable: countersign, arguments: ["audit", "check-proof", proofFile.path, "--jwks", jwks], environment: [:])
             #expect(checked.status == 0 && checked.standardOutput.hasPrefix("proof OK: entry "), "\(checked.standardOutput)\(checked.standardError)")
 
             let forged = directory.appendingPathComponent("forged.json")
             try proof.standardOutput.replacingOccurrences(of: "agent-proven", with: "agent-forged").write(to: forged, atomically: true, encoding: .utf8)
-            let refused = try await ProcessResult.running(
+            let refused = try await ProcessResult.run(
                 executable: countersign, arguments: ["audit", "check-proof", forged.path, "--jwks", jwks], environment: [:])
             #expect(refused.status != 0 && refused.standardError.contains("INVALID"), "\(refused.standardError)")
 
             for _ in 0..<3 { _ = try await agent.authorize(TestServer.request(1_000)) }
-            let consistent = try await ProcessResult.running(
+            let consistent = try await ProcessResult.run(
                 executable: countersign, arguments: ["audit", "consistency", "--old-checkpoint", keptFile.path, "--jwks", jwks], environment: environment
             )
             #expect(
@@ -280,7 +280,7 @@ struct AuditLogTests {
             var lines = kept.standardOutput.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
             lines[2] = Data(repeating: 7, count: 32).base64EncodedString()
             try lines.joined(separator: "\n").write(to: rewritten, atomically: true, encoding: .utf8)
-            let notSigned = try await ProcessResult.running(
+            let notSigned = try await ProcessResult.run(
                 executable: countersign, arguments: ["audit", "consistency", "--old-checkpoint", rewritten.path, "--jwks", jwks], environment: environment
             )
             #expect(notSigned.status != 0 && notSigned.standardError.contains("INVALID: the kept checkpoint is not signed"), "\(notSigned.standardError)")
@@ -411,7 +411,7 @@ struct AuditLogTests {
             }
         }
         try database.close()
-        let result = try await ProcessResult.running(
+        let result = try await ProcessResult.run(
             executable: ProcessResult.builtProduct("countersign"), arguments: ["audit", "verify", "--store", copy, "--jwks", jwks], environment: [:]
         )
         if let expected {

@@ -14,7 +14,7 @@ struct BenchTests {
             environment["COUNTERSIGN_SERVER"] = "127.0.0.1:\(server.port)"
             environment["COUNTERSIGN_CREDENTIAL"] = server.dataDirectory.appendingPathComponent("admin.credential").path
             let bench = ProcessResult.builtProduct("countersign")
-            let run = try await ProcessResult.running(
+            let run = try await ProcessResult.run(
                 executable: bench,
                 arguments: [
                     "bench", "--http", "127.0.0.1:\(server.httpPort)", "--baseline", "--baseline-seconds", "1", "--threads", "2", "--connections", "2",
@@ -31,7 +31,7 @@ struct BenchTests {
             ] {
                 #expect(output.contains(expected), "missing '\(expected)' in:\n\(output)")
             }
-            let idle = try await ProcessResult.running(
+            let idle = try await ProcessResult.run(
                 executable: bench, arguments: ["bench", "--http", "127.0.0.1:\(server.httpPort)", "--idle-connections", "20"], environment: environment
             )
             #expect(idle.status == 0, "\(idle.standardError)")

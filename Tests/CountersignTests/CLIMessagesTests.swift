@@ -10,7 +10,7 @@ struct CLIMessagesTests {
     let countersign = ProcessResult.builtProduct("countersign")
 
     func ping(_ server: String, credential: String) async throws -> ProcessResult {
-        try await ProcessResult.running(
+        try await ProcessResult.run(
             executable: self.countersign, arguments: ["ping"], environment: ["COUNTERSIGN_SERVER": server, "COUNTERSIGN_CREDENTIAL": credential]
         )
     }
@@ -47,34 +47,34 @@ struct CLIMessagesTests {
                 "COUNTERSIGN_SERVER": "127.0.0.1:\(server.port)",
                 "COUNTERSIGN_CREDENTIAL": server.dataDirectory.appendingPathComponent("admin.credential").path,
             ]
-            let shown = try await ProcessResult.running(executable: self.countersign, arguments: ["budgets", "show", "agent-units"], environment: environment)
+            let shown = try await ProcessResult.run(executable: self.countersign, arguments: ["budgets", "show", "agent-units"], environment: environment)
             #expect(shown.status == 0, "\(shown.standardError)")
             #expect(
                 shown.standardOutput.contains("limit 500.00 USD\tspent 12.50 USD (pending approval 0.00 USD)\tremaining 487.50 USD"), "\(shown.standardOutput)")
             #expect(shown.standardOutput.contains(try Regex(#"day \(UTC\) from \d{4}-\d\d-\d\dT00:00:00Z"#)), "\(shown.standardOutput)")
-            let json = try await ProcessResult.running(
+            let json = try await ProcessResult.run(
                 executable: self.countersign, arguments: ["budgets", "show", "agent-units", "--json"], environment: environment)
             #expect(json.standardOutput.contains(#""spent" : 1250"#), "JSON keeps minor units: \(json.standardOutput)")
 
-            let ghost = try await ProcessResult.running(executable: self.countersign, arguments: ["budgets", "show", "ghost"], environment: environment)
+            let ghost = try await ProcessResult.run(executable: self.countersign, arguments: ["budgets", "show", "ghost"], environment: environment)
             #expect(ghost.status != 0 && ghost.standardError.contains("PRINCIPAL_NOT_FOUND"), "\(ghost.standardError)")
 
-            let verified = try await ProcessResult.running(executable: self.countersign, arguments: ["verify", authorization.jws], environment: environment)
+            let verified = try await ProcessResult.run(executable: self.countersign, arguments: ["verify", authorization.jws], environment: environment)
             #expect(verified.standardOutput.contains("valid: 12.50 USD to m-42 for agent-units, tier standard"), "\(verified.standardOutput)")
             #expect(verified.standardOutput.contains(try Regex(#"expires \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"#)), "\(verified.standardOutput)")
 
             // The key set is public: a merchant verifies with no credential at all.
             let url = "http://127.0.0.1:\(server.httpPort)/.well-known/jwks.json"
-            let anonymous = try await ProcessResult.running(
+            let anonymous = try await ProcessResult.run(
                 executable: self.countersign, arguments: ["verify", authorization.jws, "--jwks", url], environment: [:])
             #expect(anonymous.status == 0 && anonymous.standardOutput.hasPrefix("valid: 12.50 USD"), "\(anonymous.standardError)")
-            let elsewhere = try await ProcessResult.running(
+            let elsewhere = try await ProcessResult.run(
                 executable: self.countersign, arguments: ["verify", authorization.jws], environment: ["COUNTERSIGN_SERVER": "127.0.0.1:\(server.port)"]
             )
             #expect(
                 elsewhere.status != 0 && elsewhere.standardError.contains("give --jwks"),
                 "another server's key set is never guessed: \(elsewhere.standardError)")
-            let jwks = try await ProcessResult.running(executable: self.countersign, arguments: ["keys", "jwks", "--url", url], environment: [:])
+            let jwks = try await ProcessResult.run(executable: self.countersign, arguments: ["keys", "jwks", "--url", url], environment: [:])
             #expect(jwks.status == 0 && jwks.standardOutput.contains("\"kid\" : \"standard/v1\""), "\(jwks.standardError)")
         }
     }

@@ -56,28 +56,28 @@ struct DaemonTests {
     }
 
     /// A directory of the test's own with its own token, `countersignd init` run in it, and the admin credential.
-    func initialized(_ name: String, port: Int = 0, approvalTier: Bool = false) throws -> (directory: URL, environment: [String: String], admin: CredentialFile)
+    func initialized(_ name: String, port: Int = 0, approvalTier: Bool = false) async throws -> (directory: URL, environment: [String: String], admin: CredentialFile)
     {
         let directory = try SoftHSMFixture.shared().directory.appendingPathComponent("\(name)-\(UUID().uuidString.prefix(6))")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let environment = try self.environmentWithOwnToken(in: directory, port: port, approvalTier: approvalTier)
-        let initialized = try ProcessResult.run(executable: self.countersignd, arguments: ["init"], environment: environment)
+        let initialized = try await ProcessResult.run(executable: self.countersignd, arguments: ["init"], environment: environment)
         #expect(initialized.status == 0, "\(initialized.standardError)")
         return (directory, environment, try CredentialFile.read(path: directory.appendingPathComponent("data/admin.credential").path))
     }
 
     @Test("check-config refuses a wrong file with its line and reason")
-    func checkConfig() throws {
+    func checkConfig() async throws {
         let directory = try SoftHSMFixture.shared().directory.appendingPathComponent("check-\(UUID().uuidString.prefix(6))")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let good = try self.configuration(in: directory)
-        let ok = try ProcessResult.run(executable: self.countersignd, arguments: ["check-config", "--config", good.path], environment: [:])
+        let ok = try await ProcessResult.run(executable: self.countersignd, arguments: ["check-config", "--config", good.path], environment: [:])
         #expect(ok.status == 0, "\(ok.standardError)")
         #expect(ok.standardOutput.contains("configuration OK: 2 tiers, 0 profiles"))
 
         let bad = directory.appendingPathComponent("bad.yaml")
         try Data(try String(contentsOf: good, encoding: .utf8).replacingOccurrences(of: "USD: 50000", with: "USD: 50000, ZZZ: 1").utf8).write(to: bad)
-        let refused = try ProcessResult.run(executable: self.countersignd, arguments: ["check-config", "--config", bad.path], environment: [:])
+        let refused = try await ProcessResult.run(executable: self.countersignd, arguments: ["check-config", "--config", bad.path], environment: [:])
         #expect(refused.status != 0)
         #expect(refused.standardError.contains("\(bad.path):7: tiers[0].max_amount.ZZZ: 'ZZZ' is not an ISO 4217 currency code"), "\(refused.standardError)")
     }
@@ -90,12 +90,12 @@ struct DaemonTests {
         var environment = try self.environmentWithOwnToken(in: directory)
         var transcript = ""
 
-        let initialized = try ProcessResult.run(executable: self.countersignd, arguments: ["init"], environment: environment)
+        let initialized = try await ProcessResult.run(executable: self.countersignd, arguments: ["init"], environment: environment)
         transcript += initialized.standardOutput + initialized.standardError
         #expect(initialized.status == 0, "\(initialized.standardError)")
         let adminPath = directory.appendingPathComponent("data/admin.credential").path
         #expect(try Self.mode(of: adminPath) == 0o600)
-        let again = try ProcessResult.run(executable: self.countersignd, arguments: ["init"], environment: environment)
+        let again = try await ProcessResult.run(executable: self.countersignd, arguments: ["init"], environment: environment)
         #expect(again.standardOutput.contains("nothing to do"))
 
         let log = directory.appendingPathComponent("server.log")
@@ -122,7 +122,7 @@ struct DaemonTests {
         environment["COUNTERSIGN_CREDENTIAL"] = adminPath
 
         let agentPath = directory.appendingPathComponent("agent-cli.credential").path
-        let added = try ProcessResult.run(
+        let added = try await ProcessResult.run(
             executable: self.countersign, arguments: ["agents", "add", "agent-cli", "--out", agentPath], environment: environment)
         transcript += added.standardOutput + added.standardError
         #expect(added.status == 0, "\(added.standardError)")
@@ -130,7 +130,7 @@ struct DaemonTests {
 
         var agent = environment
         agent["COUNTERSIGN_CREDENTIAL"] = agentPath
-        let authorized = try ProcessResult.run(
+        let authorized = try await ProcessResult.run(
             executable: self.countersign,
             arguments: [
                 "authorize", "--amount", "1200.00", "--currency", "USD", "--merchant", "m-9", "--mcc", "5734", "--intent", "a laptop", "--item",
@@ -143,11 +143,11 @@ struct DaemonTests {
         let jws = authorized.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines)
         #expect(jws.split(separator: ".").count == 3)
 
-        let verified = try ProcessResult.run(executable: self.countersign, arguments: ["verify", jws], environment: agent)
+        let verified = try await ProcessResult.run(executable: self.countersign, arguments: ["verify", jws], environment: agent)
         #expect(verified.status == 0, "\(verified.standardError)")
         #expect(verified.standardOutput.contains("valid: 1200.00 USD to m-9 for agent-cli, tier high, key high/v1"))
 
-        let tooPrecise = try ProcessResult.run(
+        let tooPrecise = try await ProcessResult.run(
             executable: self.countersign,
             arguments: ["authorize", "--amount", "12.505", "--currency", "USD", "--merchant", "m", "--mcc", "5734", "--intent", "x", "--order-hash", "h"],
             environment: agent
@@ -155,21 +155,21 @@ struct DaemonTests {
         #expect(tooPrecise.status != 0)
         #expect(tooPrecise.standardError.contains("at most 2 decimals"))
 
-        let forbidden = try ProcessResult.run(executable: self.countersign, arguments: ["agents", "list"], environment: agent)
+        let forbidden = try await ProcessResult.run(executable: self.countersign, arguments: ["agents", "list"], environment: agent)
         #expect(forbidden.status != 0 && forbidden.standardError.contains("FORBIDDEN"))
 
-        let jwks = try ProcessResult.run(executable: self.countersign, arguments: ["keys", "jwks"], environment: environment)
+        let jwks = try await ProcessResult.run(executable: self.countersign, arguments: ["keys", "jwks"], environment: environment)
         #expect(
             try JSONDecoder().decode(KeysResponse.self, from: Data(jwks.standardOutput.utf8)).keys.map(\.kid) == ["audit/v1", "high/v1", "standard/v1"],
             "every tier's key and the audit key")
 
-        let revoked = try ProcessResult.run(executable: self.countersign, arguments: ["agents", "revoke", "agent-cli"], environment: environment)
+        let revoked = try await ProcessResult.run(executable: self.countersign, arguments: ["agents", "revoke", "agent-cli"], environment: environment)
         #expect(revoked.status == 0)
-        let listed = try ProcessResult.run(executable: self.countersign, arguments: ["agents", "list"], environment: environment)
+        let listed = try await ProcessResult.run(executable: self.countersign, arguments: ["agents", "list"], environment: environment)
         #expect(listed.standardOutput.contains("agent-cli\tagent\tES256\trevoked at"))
 
         kill(server.processIdentifier, SIGTERM)
-        server.waitUntilExit()
+        await server.exited()
         #expect(server.terminationStatus == 0)
         let serverLog = try String(contentsOf: log, encoding: .utf8)
         #expect(serverLog.contains("shutting down"))
@@ -215,16 +215,16 @@ struct DaemonTests {
         let text = try String(contentsOfFile: config, encoding: .utf8).replacingOccurrences(
             of: "token_label: \(SoftHSMFixture.daemonTokenLabel)", with: "token_label: no-such-token")
         try text.write(toFile: config, atomically: true, encoding: .utf8)
-        let initialized = try await ProcessResult.running(executable: self.countersignd, arguments: ["init"], environment: environment)
+        let initialized = try await ProcessResult.run(executable: self.countersignd, arguments: ["init"], environment: environment)
         #expect(initialized.status == 0, "\(initialized.standardError)")
         var without = environment
         without["COUNTERSIGN_TOKEN_LABEL"] = nil
-        let refused = try await ProcessResult.running(executable: self.countersignd, arguments: ["init"], environment: without)
+        let refused = try await ProcessResult.run(executable: self.countersignd, arguments: ["init"], environment: without)
         #expect(refused.status != 0 && refused.standardError.contains("no initialized token with label 'no-such-token'"), "\(refused.standardError)")
         let log = directory.appendingPathComponent("serve.log")
         let (server, _) = try await self.serve(environment: environment, log: log)
         kill(server.processIdentifier, SIGTERM)
-        server.waitUntilExit()
+        await server.exited()
         #expect(try String(contentsOf: log, encoding: .utf8).contains("token '\(SoftHSMFixture.daemonTokenLabel)' (label from COUNTERSIGN_TOKEN_LABEL)"))
     }
 
@@ -234,10 +234,10 @@ struct DaemonTests {
         let directory = fixture.directory.appendingPathComponent("reinit-\(UUID().uuidString.prefix(6))")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let environment = try self.environmentWithOwnToken(in: directory)
-        let first = try await ProcessResult.running(executable: self.countersignd, arguments: ["init"], environment: environment)
+        let first = try await ProcessResult.run(executable: self.countersignd, arguments: ["init"], environment: environment)
         #expect(first.status == 0 && !first.standardError.contains("warning"), "\(first.standardError)")
         try FileManager.default.removeItem(at: directory.appendingPathComponent("data"))
-        let second = try await ProcessResult.running(executable: self.countersignd, arguments: ["init"], environment: environment)
+        let second = try await ProcessResult.run(executable: self.countersignd, arguments: ["init"], environment: environment)
         #expect(second.status == 0, "\(second.standardError)")
         #expect(
             second.standardError.contains(
@@ -247,7 +247,7 @@ struct DaemonTests {
 
     @Test("a second countersignd on a live data directory is refused at once, names the holder, writes nothing; the first keeps serving")
     func secondServerRefused() async throws {
-        let (directory, environment, admin) = try self.initialized("second")
+        let (directory, environment, admin) = try await self.initialized("second")
         let (first, port) = try await self.serve(environment: environment, log: directory.appendingPathComponent("first.log"))
         defer { if first.isRunning { kill(first.processIdentifier, SIGKILL) } }
         let client = try await CountersignClient.connect(host: "127.0.0.1", port: port, credential: admin)
@@ -258,10 +258,10 @@ struct DaemonTests {
         #expect(try await agent.authorize(TestServer.request(1_000)).tier == "standard")
         let before = try await client.auditEntries(from: 0, limit: 1).size
 
-        let second = try await ProcessResult.running(executable: self.countersignd, arguments: ["serve"], environment: environment)
+        let second = try await ProcessResult.run(executable: self.countersignd, arguments: ["serve"], environment: environment)
         #expect(second.status != 0)
         #expect(second.standardError.contains("is in use by another countersignd (pid \(first.processIdentifier))"), "\(second.standardError)")
-        let initAgain = try await ProcessResult.running(executable: self.countersignd, arguments: ["init"], environment: environment)
+        let initAgain = try await ProcessResult.run(executable: self.countersignd, arguments: ["init"], environment: environment)
         #expect(initAgain.status != 0 && initAgain.standardError.contains("in use by another countersignd"), "\(initAgain.standardError)")
 
         #expect(try await client.auditEntries(from: 0, limit: 1).size == before, "the refused processes wrote nothing")
@@ -271,12 +271,12 @@ struct DaemonTests {
         await agent.close()
         await client.close()
         kill(first.processIdentifier, SIGTERM)
-        first.waitUntilExit()
+        await first.exited()
         #expect(first.terminationStatus == 0)
         // Once the holder is gone the directory is free again (the kernel dropped the lock with the process).
         let (third, _) = try await self.serve(environment: environment, log: directory.appendingPathComponent("third.log"))
         kill(third.processIdentifier, SIGTERM)
-        third.waitUntilExit()
+        await third.exited()
         #expect(third.terminationStatus == 0)
     }
 
@@ -309,7 +309,7 @@ struct DaemonTests {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let port = try Self.freePort()
         var environment = try self.environmentWithOwnToken(in: directory, port: port, approvalTier: true)
-        #expect(try ProcessResult.run(executable: self.countersignd, arguments: ["init"], environment: environment).status == 0)
+        #expect(try await ProcessResult.run(executable: self.countersignd, arguments: ["init"], environment: environment).status == 0)
         let admin = try CredentialFile.read(path: directory.appendingPathComponent("data/admin.credential").path)
         let firstLog = directory.appendingPathComponent("first.log")
         let (first, _) = try await self.serve(environment: environment, log: firstLog)
@@ -332,7 +332,7 @@ struct DaemonTests {
         await adminClient.close()
         environment["COUNTERSIGN_SERVER"] = "127.0.0.1:\(port)"
 
-        let pending = try await ProcessResult.running(
+        let pending = try await ProcessResult.run(
             executable: self.countersign,
             arguments: [
                 "authorize", "--amount", "120000.00", "--currency", "USD", "--merchant", "m-9", "--mcc", "5734", "--intent", "a car", "--order-hash", "o-1",
@@ -343,7 +343,7 @@ struct DaemonTests {
         #expect(pending.status == 3, "\(pending.standardError)")
         #expect(pending.standardError.contains("(idempotency key car-1)"), "\(pending.standardError)")
         let id = try #require(pending.standardError.firstMatch(of: /countersign fetch (\S+) --wait/)?.1).description
-        let stillPending = try await ProcessResult.running(executable: self.countersign, arguments: ["fetch", id], environment: environment)
+        let stillPending = try await ProcessResult.run(executable: self.countersign, arguments: ["fetch", id], environment: environment)
         #expect(stillPending.status == 3 && stillPending.standardError.contains("has 0 of 2 approval(s)"), "\(stillPending.standardError)")
 
         let output = directory.appendingPathComponent("fetch.out")
@@ -362,7 +362,7 @@ struct DaemonTests {
 
         // SIGTERM: the held FETCH_AUTHORIZATION is answered at once (not after its 30 s), and the stop is logged.
         kill(first.processIdentifier, SIGTERM)
-        first.waitUntilExit()
+        await first.exited()
         #expect(first.terminationStatus == 0)
         let stopped = try String(contentsOf: firstLog, encoding: .utf8)
         #expect(stopped.contains("the stop is in the audit log"), "\(stopped)")
@@ -385,15 +385,15 @@ struct DaemonTests {
         #expect(waiting.terminationStatus == 0, "\((try? String(contentsOf: errors, encoding: .utf8)) ?? "")")
         let jws = try String(contentsOf: output, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
         #expect(jws.split(separator: ".").count == 3)
-        let fetched = try await ProcessResult.running(executable: self.countersign, arguments: ["fetch", id], environment: environment)
+        let fetched = try await ProcessResult.run(executable: self.countersign, arguments: ["fetch", id], environment: environment)
         #expect(fetched.status == 0 && fetched.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines) == jws)
         kill(second.processIdentifier, SIGTERM)
-        second.waitUntilExit()
+        await second.exited()
     }
 
     @Test("the token's directory moved away and back: countersignd re-initializes the module and the HSM tier signs again, without a restart")
     func tokenDirectoryMovedAwayAndBack() async throws {
-        let (directory, environment, admin) = try self.initialized("token-moved")
+        let (directory, environment, admin) = try await self.initialized("token-moved")
         let log = directory.appendingPathComponent("server.log")
         let (server, port) = try await self.serve(environment: environment, log: log, arguments: ["--verify-log"])
         #expect(try String(contentsOf: log, encoding: .utf8).contains("audit log verified"), "--verify-log ran before the listeners")
@@ -406,7 +406,7 @@ struct DaemonTests {
         let agent = try await CountersignClient.connect(
             host: "127.0.0.1", port: port, credential: CredentialFile(principal: "agent-moved", key: key, server: nil))
         #expect(try await agent.authorize(TestServer.request(100_000)).keyBackend == "hsm")
-        #expect(Self.httpStatus(port: httpPort, path: "/readyz") == 200)
+        #expect(await Self.httpStatus(port: httpPort, path: "/readyz") == 200)
 
         // SoftHSM still opens sessions and logs in, but finds none of the keys, until C_Finalize + C_Initialize.
         let tokens = directory.appendingPathComponent("hsm/tokens")
@@ -419,7 +419,7 @@ struct DaemonTests {
         try await eventually("the server re-initializes the module") {
             ((try? String(contentsOf: log, encoding: .utf8)) ?? "").contains("re-initializing the PKCS#11 module")
         }
-        #expect(Self.httpStatus(port: httpPort, path: "/readyz") == 503)
+        #expect(await Self.httpStatus(port: httpPort, path: "/readyz") == 503)
         #expect(try await agent.authorize(TestServer.request(1_000)).keyBackend == "software", "software tiers are untouched")
 
         try FileManager.default.moveItem(at: away, to: tokens)
@@ -427,12 +427,12 @@ struct DaemonTests {
             ((try? String(contentsOf: log, encoding: .utf8)) ?? "").contains("HSM token recovered")
         }
         // After the breaker's cooldown (5 s) /readyz says ready and the HSM tier signs.
-        try await eventually("/readyz follows") { Self.httpStatus(port: httpPort, path: "/readyz") == 200 }
+        try await eventually("/readyz follows") { await Self.httpStatus(port: httpPort, path: "/readyz") == 200 }
         #expect(try await agent.authorize(TestServer.request(100_000)).keyBackend == "hsm")
         #expect(server.isRunning, "no restart")
         await agent.close()
         kill(server.processIdentifier, SIGTERM)
-        server.waitUntilExit()
+        await server.exited()
         #expect(server.terminationStatus == 0)
     }
 
@@ -446,8 +446,8 @@ struct DaemonTests {
     }
 
     /// The status of a GET (curl, as an operator's probe would).
-    static func httpStatus(port: Int, path: String) -> Int {
-        let result = try? ProcessResult.run(
+    static func httpStatus(port: Int, path: String) async -> Int {
+        let result = try? await ProcessResult.run(
             executable: URL(fileURLWithPath: "/usr/bin/curl"), arguments: ["-s", "-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1:\(port)\(path)"],
             environment: ProcessInfo.processInfo.environment
         )
@@ -456,7 +456,7 @@ struct DaemonTests {
 
     @Test("SIGTERM while clients keep sending: every authorization in the log reached its client")
     func stopUnderLoadLosesNoAnswer() async throws {
-        let (directory, environment, admin) = try self.initialized("drain")
+        let (directory, environment, admin) = try await self.initialized("drain")
         let (server, port) = try await self.serve(environment: environment, log: directory.appendingPathComponent("server.log"))
         defer { if server.isRunning { kill(server.processIdentifier, SIGKILL) } }
         let adminClient = try await CountersignClient.connect(host: "127.0.0.1", port: port, credential: admin)
@@ -512,7 +512,7 @@ struct DaemonTests {
         }
         try await eventually("clients are authorizing") { received.list.withLock { $0.count } >= 300 }
         kill(server.processIdentifier, SIGTERM)
-        server.waitUntilExit()
+        await server.exited()
         #expect(server.terminationStatus == 0)
         for client in clients { await client.value }
         try await eventually("the slow clients saw the end of their streams") { slowThreads.allSatisfy(\.isFinished) }
@@ -532,7 +532,7 @@ struct DaemonTests {
 
     @Test("kill -9 while clients authorize: after a restart the log verifies and every JWS a client received has its entry")
     func crash() async throws {
-        let (directory, environment, admin) = try self.initialized("crash")
+        let (directory, environment, admin) = try await self.initialized("crash")
 
         let (server, port) = try await self.serve(environment: environment, log: directory.appendingPathComponent("first.log"))
         defer { if server.isRunning { kill(server.processIdentifier, SIGKILL) } }
@@ -556,18 +556,18 @@ struct DaemonTests {
         }
         try await eventually("clients are authorizing") { received.list.withLock { $0.count } >= 200 }
         kill(server.processIdentifier, SIGKILL)
-        server.waitUntilExit()
+        await server.exited()
         for client in clients { await client.value }
         let jwses = received.list.withLock { $0 }
 
         // The restart fills any index the crash left half-written, then a clean stop signs a last checkpoint.
         let (restarted, _) = try await self.serve(environment: environment, log: directory.appendingPathComponent("second.log"))
         kill(restarted.processIdentifier, SIGTERM)
-        restarted.waitUntilExit()
+        await restarted.exited()
         #expect(restarted.terminationStatus == 0)
 
         let store = directory.appendingPathComponent("data/countersign.sqlite").path
-        let verified = try await ProcessResult.running(
+        let verified = try await ProcessResult.run(
             executable: self.countersign, arguments: ["audit", "verify", "--store", store, "--jwks", jwks.path], environment: [:]
         )
         #expect(verified.status == 0, "\(verified.standardError)")

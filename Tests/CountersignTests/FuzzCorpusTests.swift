@@ -10,7 +10,7 @@ struct FuzzCorpusTests {
     func replay(product: String, corpus: String) async throws {
         let directory = SoftHSMFixture.repositoryRoot.appendingPathComponent("fuzz/corpus/\(corpus)")
         let seeds = try FileManager.default.contentsOfDirectory(atPath: directory.path).count
-        let result = try await ProcessResult.running(executable: ProcessResult.builtProduct(product), arguments: [directory.path], environment: [:])
+        let result = try await ProcessResult.run(executable: ProcessResult.builtProduct(product), arguments: [directory.path], environment: [:])
         #expect(result.status == 0, "\(result.standardError)")
         #expect(result.standardOutput.contains("replayed \(seeds) inputs"), "\(result.standardOutput)")
     }

@@ -18,7 +18,7 @@ struct InteropTests {
             let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Scripts/verify_jws.py")
             let url = "http://127.0.0.1:\(server.httpPort)/.well-known/jwks.json"
             for (authorization, amount) in [(small, 4_200), (large, 420_000)] {
-                let result = try ProcessResult.run(
+                let result = try await ProcessResult.run(
                     executable: URL(fileURLWithPath: "/usr/bin/env"),
                     arguments: ["python3", script.path, url, authorization.jws],
                     environment: ProcessInfo.processInfo.environment
@@ -33,7 +33,7 @@ struct InteropTests {
             // A tampered token is refused by the same independent verifier.
             var tampered = Array(large.jws)
             tampered[tampered.count - 5] = tampered[tampered.count - 5] == "A" ? "B" : "A"
-            let refused = try ProcessResult.run(
+            let refused = try await ProcessResult.run(
                 executable: URL(fileURLWithPath: "/usr/bin/env"),
                 arguments: ["python3", script.path, url, String(tampered)],
                 environment: ProcessInfo.processInfo.environment

@@ -12,7 +12,7 @@ struct PolicyCLITests {
     @Test("policy check prints the example's four tiers; a broken file is refused with its line")
     func policyCheck() async throws {
         let example = SoftHSMFixture.repositoryRoot.appendingPathComponent("hsm-config/countersign.yaml").path
-        let ok = try await ProcessResult.running(executable: self.countersign, arguments: ["policy", "check", example], environment: [:])
+        let ok = try await ProcessResult.run(executable: self.countersign, arguments: ["policy", "check", example], environment: [:])
         #expect(ok.status == 0, "\(ok.standardError)")
         let tierLines = ok.standardOutput.split(separator: "\n").filter { line in
             ["micro", "standard", "high", "critical"].contains { line.hasPrefix("  \($0) ") }
@@ -24,7 +24,7 @@ struct PolicyCLITests {
         #expect(ok.standardOutput.contains("shopping: agents: agent-1, agent-2; team: procurement"))
         #expect(ok.standardOutput.contains("procurement (organization acme)"))
 
-        let json = try await ProcessResult.running(executable: self.countersign, arguments: ["policy", "check", example, "--json"], environment: [:])
+        let json = try await ProcessResult.run(executable: self.countersign, arguments: ["policy", "check", example, "--json"], environment: [:])
         let object = try #require(try JSONSerialization.jsonObject(with: Data(json.standardOutput.utf8)) as? [String: Any], "\(json.standardError)")
         #expect((object["tiers"] as? [Any])?.count == 4)
         #expect(ok.standardOutput.hasPrefix("policy \(object["policy_version"] as? String ?? "?")\n"), "one version in both forms")
@@ -34,7 +34,7 @@ struct PolicyCLITests {
         let broken = FileManager.default.temporaryDirectory.appendingPathComponent("broken-\(UUID().uuidString).yaml")
         let text = try String(contentsOfFile: example, encoding: .utf8).replacingOccurrences(of: "highest_tier: high", with: "highest_tier: platinum")
         try text.write(to: broken, atomically: true, encoding: .utf8)
-        let refused = try await ProcessResult.running(executable: self.countersign, arguments: ["policy", "check", broken.path], environment: [:])
+        let refused = try await ProcessResult.run(executable: self.countersign, arguments: ["policy", "check", broken.path], environment: [:])
         #expect(refused.status != 0)
         #expect(refused.standardError.contains("\(broken.path):"))
         #expect(refused.standardError.contains("profile 'shopping' names tier 'platinum', which is not defined"))
@@ -59,7 +59,7 @@ struct PolicyCLITests {
                 var env = environment
                 env["COUNTERSIGN_CREDENTIAL"] =
                     who == "admin" ? server.dataDirectory.appendingPathComponent("admin.credential").path : environment["CREDENTIAL_\(who)"]
-                return try await ProcessResult.running(executable: self.countersign, arguments: arguments, environment: env)
+                return try await ProcessResult.run(executable: self.countersign, arguments: arguments, environment: env)
             }
             guard case .pendingApproval(let first) = try await agent.submit(TestServer.request(12_000_000)),
                 case .pendingApproval(let second) = try await agent.submit(TestServer.request(14_000_000))
@@ -120,7 +120,7 @@ struct KeysCLITests {
             try second.write(path: secondPath)
             let adminPath = server.dataDirectory.appendingPathComponent("admin.credential").path
             func run(_ credential: String, _ arguments: String...) async throws -> ProcessResult {
-                try await ProcessResult.running(
+                try await ProcessResult.run(
                     executable: self.countersign, arguments: arguments,
                     environment: ["COUNTERSIGN_SERVER": "127.0.0.1:\(server.port)", "COUNTERSIGN_CREDENTIAL": credential]
                 )

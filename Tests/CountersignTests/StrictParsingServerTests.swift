@@ -84,7 +84,7 @@ struct StrictParsingServerTests {
             }
             try lines.write(to: cases, atomically: true, encoding: .utf8)
             let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Scripts/differential.py")
-            let result = try await ProcessResult.running(
+            let result = try await ProcessResult.run(
                 executable: URL(fileURLWithPath: "/usr/bin/env"), arguments: ["python3", script.path, cases.path],
                 environment: ProcessInfo.processInfo.environment
             )

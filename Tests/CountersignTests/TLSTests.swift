@@ -8,11 +8,11 @@ import Wire
 @Suite("TLS on the framed listener", .timeLimit(.minutes(1)))
 struct TLSTests {
     /// A self-signed certificate for localhost / 127.0.0.1, made with the openssl command.
-    static func certificate(in directory: URL) throws -> (certificate: String, key: String) {
+    static func certificate(in directory: URL) async throws -> (certificate: String, key: String) {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let certificate = directory.appendingPathComponent("server.pem").path
         let key = directory.appendingPathComponent("server.key").path
-        let result = try ProcessResult.run(
+        let result = try await ProcessResult.run(
             executable: URL(fileURLWithPath: "/usr/bin/openssl"),
             arguments: [
                 "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1", "-subj", "/CN=localhost",
@@ -27,7 +27,7 @@ struct TLSTests {
     @Test("a client that trusts the server's certificate authorizes over TLS; a plaintext client gets nothing")
     func tls() async throws {
         let directory = try SoftHSMFixture.shared().directory.appendingPathComponent("tls-\(UUID().uuidString.prefix(6))")
-        let files = try Self.certificate(in: directory)
+        let files = try await Self.certificate(in: directory)
         try await withServer(.init(tls: files)) { server in
             let credential = try await server.addPrincipalOverTLS("agent-tls", certificate: files.certificate)
             var configuration = TLSConfiguration.makeClientConfiguration()

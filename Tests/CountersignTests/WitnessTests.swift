@@ -188,7 +188,7 @@ struct WitnessTests {
         let witnessLog = (try? String(contentsOf: err, encoding: .utf8)) ?? ""
         #expect(witnessLog.contains("a checkpoint that does not extend the last one cosigned"), "\(witnessLog.suffix(2000))")
         witness.terminate()
-        witness.waitUntilExit()
+        await witness.exited()
     }
 
     static func witnessedSize(_ state: URL) -> Int {

@@ -7,9 +7,9 @@ struct CLITests {
     let countersign = ProcessResult.builtProduct("countersign")
 
     @Test("selftest succeeds on the fixture token and prints each step")
-    func selftest() throws {
+    func selftest() async throws {
         let fixture = try SoftHSMFixture.shared()
-        let result = try ProcessResult.run(executable: self.countersign, arguments: ["hsm", "selftest"], environment: fixture.environment())
+        let result = try await ProcessResult.run(executable: self.countersign, arguments: ["hsm", "selftest"], environment: fixture.environment())
         #expect(result.status == 0, "\(result.standardOutput)\(result.standardError)")
         let steps = result.standardOutput.split(separator: "\n").filter { $0.hasPrefix("ok    ") }
         #expect(steps.count == 11, "\(result.standardOutput)")
@@ -19,22 +19,22 @@ struct CLITests {
     }
 
     @Test("selftest reads the PIN from --pin-file")
-    func selftestWithPINFile() throws {
+    func selftestWithPINFile() async throws {
         let fixture = try SoftHSMFixture.shared()
         let pinFile = fixture.directory.appendingPathComponent("pin-\(UUID())")
         try Data((fixture.userPIN + "\n").utf8).write(to: pinFile)
         var environment = fixture.environment()
         environment["COUNTERSIGN_HSM_PIN"] = nil
-        let result = try ProcessResult.run(executable: self.countersign, arguments: ["hsm", "selftest", "--pin-file", pinFile.path], environment: environment)
+        let result = try await ProcessResult.run(executable: self.countersign, arguments: ["hsm", "selftest", "--pin-file", pinFile.path], environment: environment)
         #expect(result.status == 0, "\(result.standardOutput)\(result.standardError)")
     }
 
     @Test("without SOFTHSM2_CONF, a missing token says where SoftHSM looked and how to point it at the project's token")
-    func infoWithoutConfiguration() throws {
+    func infoWithoutConfiguration() async throws {
         let fixture = try SoftHSMFixture.shared()
         var environment = fixture.environment()
         environment["SOFTHSM2_CONF"] = nil
-        let result = try ProcessResult.run(executable: self.countersign, arguments: ["hsm", "info"], environment: environment)
+        let result = try await ProcessResult.run(executable: self.countersign, arguments: ["hsm", "info"], environment: environment)
         #expect(result.status != 0)
         #expect(result.standardError.contains("TOKEN_NOT_FOUND"), "\(result.standardError)")
         #expect(result.standardError.contains("SOFTHSM2_CONF is not set"), "\(result.standardError)")
@@ -42,9 +42,9 @@ struct CLITests {
     }
 
     @Test("info --json says the same for scripts")
-    func infoJSON() throws {
+    func infoJSON() async throws {
         let fixture = try SoftHSMFixture.shared()
-        let result = try ProcessResult.run(executable: self.countersign, arguments: ["hsm", "info", "--json"], environment: fixture.environment())
+        let result = try await ProcessResult.run(executable: self.countersign, arguments: ["hsm", "info", "--json"], environment: fixture.environment())
         #expect(result.status == 0, "\(result.standardError)")
         let object = try #require(try JSONSerialization.jsonObject(with: Data(result.standardOutput.utf8)) as? [String: Any])
         #expect(object["token"] as? String == SoftHSMFixture.cliTokenLabel)
@@ -53,9 +53,9 @@ struct CLITests {
     }
 
     @Test("info lists the token and the mechanisms Countersign needs")
-    func info() throws {
+    func info() async throws {
         let fixture = try SoftHSMFixture.shared()
-        let result = try ProcessResult.run(executable: self.countersign, arguments: ["hsm", "info"], environment: fixture.environment())
+        let result = try await ProcessResult.run(executable: self.countersign, arguments: ["hsm", "info"], environment: fixture.environment())
         #expect(result.status == 0, "\(result.standardError)")
         #expect(result.standardOutput.contains("token:         \(SoftHSMFixture.cliTokenLabel)"))
         for mechanism in ["CKM_EC_KEY_PAIR_GEN", "CKM_ECDSA", "CKM_AES_KEY_GEN", "CKM_AES_GCM"] {
@@ -65,10 +65,10 @@ struct CLITests {
     }
 
     @Test("a wrong PIN fails with CKR_PIN_INCORRECT and the PIN is never printed")
-    func wrongPIN() throws {
+    func wrongPIN() async throws {
         let fixture = try SoftHSMFixture.shared()
         let wrong = "wrong-pin-\(UUID().uuidString.prefix(6))"
-        let result = try ProcessResult.run(executable: self.countersign, arguments: ["hsm", "selftest"], environment: fixture.environment(pin: wrong))
+        let result = try await ProcessResult.run(executable: self.countersign, arguments: ["hsm", "selftest"], environment: fixture.environment(pin: wrong))
         #expect(result.status != 0)
         #expect(result.standardOutput.contains("FAIL  log in: C_Login failed: CKR_PIN_INCORRECT (0xA0)"))
         #expect(!(result.standardOutput + result.standardError).contains(wrong))
@@ -76,16 +76,16 @@ struct CLITests {
     }
 
     @Test("a missing module and an unknown token label fail with their codes")
-    func lookupFailures() throws {
+    func lookupFailures() async throws {
         let fixture = try SoftHSMFixture.shared()
-        let missing = try ProcessResult.run(
+        let missing = try await ProcessResult.run(
             executable: self.countersign,
             arguments: ["hsm", "info", "--module", "/nonexistent/libpkcs11.so"],
             environment: fixture.environment()
         )
         #expect(missing.status != 0)
         #expect(missing.standardError.contains("MODULE_NOT_FOUND"))
-        let unknown = try ProcessResult.run(
+        let unknown = try await ProcessResult.run(
             executable: self.countersign,
             arguments: ["hsm", "info", "--token-label", "nobody-has-this"],
             environment: fixture.environment()
@@ -98,7 +98,7 @@ struct CLITests {
 @Suite("hsm-config/init-token.sh")
 struct InitTokenScriptTests {
     @Test("running it twice creates one token, prints the module and label, and never the PINs")
-    func idempotent() throws {
+    func idempotent() async throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("init-token-\(UUID())")
         defer { try? FileManager.default.removeItem(at: directory) }
         let module = try SoftHSMFixture.shared().modulePath
@@ -116,13 +116,13 @@ struct InitTokenScriptTests {
 
         var environment = ProcessInfo.processInfo.environment
         environment["SOFTHSM2_CONF"] = directory.appendingPathComponent("softhsm2.conf").path
-        let slots = try ProcessResult.run(executable: URL(fileURLWithPath: "/usr/bin/softhsm2-util"), arguments: ["--show-slots"], environment: environment)
+        let slots = try await ProcessResult.run(executable: URL(fileURLWithPath: "/usr/bin/softhsm2-util"), arguments: ["--show-slots"], environment: environment)
         let labels = slots.standardOutput.split(separator: "\n").filter { $0.contains("Label:") && $0.contains("idempotent") }
         #expect(labels.count == 1)
     }
 
     @Test("a PIN shorter than 4 characters is refused before softhsm2-util could prompt")
-    func shortPIN() throws {
+    func shortPIN() async throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("init-token-\(UUID())")
         defer { try? FileManager.default.removeItem(at: directory) }
         let error = #expect(throws: FixtureError.self) {
