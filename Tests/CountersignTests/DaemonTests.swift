@@ -56,8 +56,9 @@ struct DaemonTests {
     }
 
     /// A directory of the test's own with its own token, `countersignd init` run in it, and the admin credential.
-    func initialized(_ name: String, port: Int = 0, approvalTier: Bool = false) async throws -> (directory: URL, environment: [String: String], admin: CredentialFile)
-    {
+    func initialized(
+        _ name: String, port: Int = 0, approvalTier: Bool = false
+    ) async throws -> (directory: URL, environment: [String: String], admin: CredentialFile) {
         let directory = try SoftHSMFixture.shared().directory.appendingPathComponent("\(name)-\(UUID().uuidString.prefix(6))")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let environment = try self.environmentWithOwnToken(in: directory, port: port, approvalTier: approvalTier)

@@ -25,7 +25,8 @@ struct CLITests {
         try Data((fixture.userPIN + "\n").utf8).write(to: pinFile)
         var environment = fixture.environment()
         environment["COUNTERSIGN_HSM_PIN"] = nil
-        let result = try await ProcessResult.run(executable: self.countersign, arguments: ["hsm", "selftest", "--pin-file", pinFile.path], environment: environment)
+        let result = try await ProcessResult.run(
+            executable: self.countersign, arguments: ["hsm", "selftest", "--pin-file", pinFile.path], environment: environment)
         #expect(result.status == 0, "\(result.standardOutput)\(result.standardError)")
     }
 
@@ -116,7 +117,8 @@ struct InitTokenScriptTests {
 
         var environment = ProcessInfo.processInfo.environment
         environment["SOFTHSM2_CONF"] = directory.appendingPathComponent("softhsm2.conf").path
-        let slots = try await ProcessResult.run(executable: URL(fileURLWithPath: "/usr/bin/softhsm2-util"), arguments: ["--show-slots"], environment: environment)
+        let slots = try await ProcessResult.run(
+            executable: URL(fileURLWithPath: "/usr/bin/softhsm2-util"), arguments: ["--show-slots"], environment: environment)
         let labels = slots.standardOutput.split(separator: "\n").filter { $0.contains("Label:") && $0.contains("idempotent") }
         #expect(labels.count == 1)
     }
