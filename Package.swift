@@ -43,20 +43,22 @@ let package = Package(
         ),
         // A Swift API over PKCS#11 with typed handles, owned attribute templates and a session pool.
         .target(name: "PKCS11", dependencies: ["CPKCS11", nioCore, nioPosix, crypto, logging], swiftSettings: swiftSettings),
+        // The one error vocabulary: every code with its meaning, and the failure shape every layer throws. No dependencies.
+        .target(name: "CountersignCore", swiftSettings: swiftSettings),
         // The framed-TCP protocol: frames, the codec, message bodies, the handshake transcript.
-        .target(name: "Wire", dependencies: ["Signing", "Policy", "CanonicalJSON", nioCore, crypto], swiftSettings: swiftSettings),
-        // The canonical JSON writer of the hot path (what is stored, hashed and signed). No dependencies.
-        .target(name: "CanonicalJSON", swiftSettings: swiftSettings),
+        .target(name: "Wire", dependencies: ["CountersignCore", "Signing", "Policy", "CanonicalJSON", nioCore, crypto], swiftSettings: swiftSettings),
+        // The canonical JSON writer of the hot path (what is stored, hashed and signed), and the strict reader.
+        .target(name: "CanonicalJSON", dependencies: ["CountersignCore"], swiftSettings: swiftSettings),
         // Pure policy: currencies, money, tiers, decisions. No I/O.
-        .target(name: "Policy", dependencies: ["CanonicalJSON", crypto], swiftSettings: swiftSettings),
+        .target(name: "Policy", dependencies: ["CountersignCore", "CanonicalJSON", crypto], swiftSettings: swiftSettings),
         // The audit log's pure parts: RFC 6962 Merkle hashing and proofs, entries, signed checkpoints.
         .target(name: "Audit", dependencies: ["CanonicalJSON", crypto], swiftSettings: swiftSettings),
         // Signed authorizations: the signer protocol, software keys, JWS and JWKS.
-        .target(name: "Signing", dependencies: ["Policy", "CanonicalJSON", crypto], swiftSettings: swiftSettings),
+        .target(name: "Signing", dependencies: ["CountersignCore", "Policy", "CanonicalJSON", crypto], swiftSettings: swiftSettings),
         // The HSM backend of `Signing`: keys on a PKCS#11 token behind a circuit breaker.
-        .target(name: "HSMSigning", dependencies: ["Signing", "PKCS11", crypto, logging], swiftSettings: swiftSettings),
+        .target(name: "HSMSigning", dependencies: ["CountersignCore", "Signing", "PKCS11", crypto, logging], swiftSettings: swiftSettings),
         // The durable store: principals and key metadata (SQLite through GRDB).
-        .target(name: "Ledger", dependencies: ["Policy", "Audit", .product(name: "GRDB", package: "GRDB.swift"), crypto], swiftSettings: swiftSettings),
+        .target(name: "Ledger", dependencies: ["CountersignCore", "Policy", "Audit", .product(name: "GRDB", package: "GRDB.swift"), crypto], swiftSettings: swiftSettings),
         .target(
             name: "CountersignServer",
             dependencies: [

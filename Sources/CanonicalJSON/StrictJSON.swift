@@ -1,3 +1,5 @@
+import CountersignCore
+
 /// One JSON value read strictly (RFC 8259 with the I-JSON restrictions of RFC 7493).
 ///
 /// Numbers keep their text: a field decides what a number means (every number in this protocol is an
@@ -21,9 +23,10 @@ public struct JSONMember: Sendable, Hashable {
     public var ordinal: Int
 }
 
-/// Why a body was refused: `malformed` when the bytes are not I-JSON at all, `invalid` when they are, but
-/// not what the reader accepts (a repeated member, a member it does not know, a value of the wrong shape).
-public struct StrictJSONError: Error, Sendable, Hashable, CustomStringConvertible {
+/// Why a body was refused: `malformed` (`MALFORMED_JSON`) when the bytes are not I-JSON at all, `invalid`
+/// (`INVALID_REQUEST`) when they are, but not what the reader accepts (a repeated member, a member it does not
+/// know, a value of the wrong shape).
+public struct StrictJSONError: CountersignError, Hashable {
     public enum Kind: Sendable, Hashable {
         case malformed
         case invalid
@@ -38,6 +41,8 @@ public struct StrictJSONError: Error, Sendable, Hashable, CustomStringConvertibl
         self.message = message
     }
 
+    public var code: ErrorCode { self.kind == .malformed ? .malformedJSON : .invalidRequest }
+    public var reason: String { self.message }
     public var description: String { self.message }
 }
 

@@ -107,7 +107,7 @@ extension Authorizer {
                 self.notifier.changed(id)
                 return try await self.approvalDetail(id)
             }
-            throw Self.wireError(error)
+            throw error.wireError
         }
         self.metrics.verdict(verdict == .approve ? "approve" : "deny")
         // The verdict is in the audit log before anything else happens, even if signing then fails.
@@ -137,10 +137,11 @@ extension Authorizer {
 
     private func signApproved(_ record: AuthorizationRecord, approvers: [String]) async throws -> Authorization {
         guard let body = record.request, let request = try? WireJSON.decode(AuthorizeRequest.self, from: ByteBuffer(bytes: body)) else {
-            throw WireError(.internalError, "authorization '\(record.id)' has no stored request to sign")
+            throw WireError(.internalError, "authorization '\(record.id)' has no stored request to sign", retryable: false)
         }
         guard let tier = self.policy.tiers.tiers.first(where: { $0.name == record.tier }) else {
-            throw WireError(.signingUnavailable, "tier '\(record.tier)' is no longer configured; authorization '\(record.id)' cannot be signed")
+            throw WireError(
+                .signingUnavailable, "tier '\(record.tier)' is no longer configured; authorization '\(record.id)' cannot be signed", retryable: false)
         }
         let decision = record.decision.flatMap { try? JSONDecoder().decode(DecisionRecord.self, from: $0) }
         let now = self.wallClock.secondsSince1970
@@ -176,7 +177,7 @@ extension Authorizer {
             )
         } catch let error as LedgerError where error.code == .approvalClosed {
             // Another verdict's retry signed it first; that one is the answer.
-            guard let stored = try await self.store.authorization(id: record.id), stored.status == .authorized else { throw Self.wireError(error) }
+            guard let stored = try await self.store.authorization(id: record.id), stored.status == .authorized else { throw error.wireError }
             return try WireJSON.decode(Authorization.self, from: ByteBuffer(bytes: stored.response))
         } catch {
             self.logger.error("approved authorization not recorded; not sent", metadata: ["authorization": "\(record.id)", "error": "\(error)"])
@@ -188,7 +189,7 @@ extension Authorizer {
     private func detail(of record: AuthorizationRecord) async throws -> ApprovalDetail {
         let now = self.wallClock.secondsSince1970
         guard let body = record.request, let request = try? WireJSON.decode(AuthorizeRequest.self, from: ByteBuffer(bytes: body)) else {
-            throw WireError(.internalError, "authorization '\(record.id)' has no stored request")
+            throw WireError(.internalError, "authorization '\(record.id)' has no stored request", retryable: false)
         }
         let verdicts = try await self.storeRead { try await self.store.approvals(of: record.id) }
         return ApprovalDetail(
@@ -250,23 +251,5 @@ extension Authorizer {
             }
         }
         return BudgetsReport(agentID: agent, scopes: scopes.map(\.key), budgets: lines)
-    }
-
-    static func wireError(_ error: LedgerError) -> WireError {
-        switch error.code {
-        case .authorizationNotFound: WireError(.authorizationNotFound, error.reason)
-        case .authorizationExpired: WireError(.authorizationExpired, error.reason)
-        case .notYours: WireError(.forbidden, error.reason)
-        case .approvalClosed: WireError(.approvalClosed, error.reason)
-        case .approvalExpired: WireError(.approvalExpired, error.reason)
-        case .alreadyDecided: WireError(.alreadyDecided, error.reason)
-        case .principalExists: WireError(.principalExists, error.reason)
-        case .principalNotFound: WireError(.principalNotFound, error.reason)
-        case .keyNotFound: WireError(.keyNotFound, error.reason)
-        case .keyStateConflict: WireError(.keyStateConflict, error.reason)
-        case .keyInUse: WireError(.keyInUse, error.reason)
-        case .dualControl: WireError(.dualControl, error.reason)
-        case .storeUnavailable, .keyVersionExists, .auditLogMismatch: WireError(.storeUnavailable, "the store does not answer", retryable: true)
-        }
     }
 }

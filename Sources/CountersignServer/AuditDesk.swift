@@ -9,7 +9,7 @@ import Wire
 extension Authorizer {
     private var checkpointer: Checkpointer {
         get throws(WireError) {
-            guard let checkpoints = self.checkpoints else { throw WireError(.auditUnavailable, "this server keeps no audit log") }
+            guard let checkpoints = self.checkpoints else { throw WireError(.auditUnavailable, "this server keeps no audit log", retryable: false) }
             return checkpoints
         }
     }
@@ -46,7 +46,7 @@ extension Authorizer {
         let leaves = try await self.storeRead { try await self.store.auditLeafHashes(size: checkpoint.size) }
         let entry = try await self.storeRead { try await self.store.auditEntries(from: index, limit: 1) }
         guard leaves.count == checkpoint.size, let first = entry.first, first.index == index else {
-            throw WireError(.auditUnavailable, "the log does not match its checkpoint; run countersign audit verify")
+            throw WireError(.auditUnavailable, "the log does not match its checkpoint; run countersign audit verify", retryable: false)
         }
         return AuditInclusionProof(
             index: index, entry: String(decoding: first.entry, as: UTF8.self), leafHash: Data(leaves[Int(index)]).base64EncodedString(),

@@ -95,7 +95,7 @@ final class Authorizer: Sendable {
             tier = decided
         case .denied(let code, let reason):
             return try await self.refuse(
-                WireError(ErrorCode(rawValue: code), reason, retryable: code == ErrorCode.rateLimited.rawValue), decision: decision, request: request,
+                WireError(code, reason), decision: decision, request: request,
                 agent: agent, requestHash: requestHash, at: now
             )
         }
@@ -190,7 +190,7 @@ final class Authorizer: Sendable {
                 // The signature is discarded unsent; the audit entry at its index says why.
                 throw Self.budgetExceeded(amount, limit: limit, spent: spent, now: now)
             case .logged:
-                throw WireError(.internalError, "the store answered an authorization with a refusal's outcome")
+                throw WireError(.internalError, "the store answered an authorization with a refusal's outcome", retryable: false)
             }
         } catch let error as WireError {
             throw error
@@ -241,7 +241,7 @@ final class Authorizer: Sendable {
         intentHash: String? = nil, at now: Int64
     ) async throws -> Authorization {
         guard let key = self.keyRing.key(for: tier) else {
-            throw WireError(.signingUnavailable, "no active key for tier '\(tier.name)'", retryable: true)
+            throw WireError(.signingUnavailable, "no active key for tier '\(tier.name)'")
         }
         let claims = AuthorizationClaims(
             iss: self.issuer, sub: agent, aud: request.merchantID, jti: id, iat: now, nbf: now, exp: now + tier.lifetimeSeconds, amount: request.amount,
@@ -252,10 +252,7 @@ final class Authorizer: Sendable {
         do {
             jws = try await CompactJWS.sign(claims, with: key)
         } catch let error as SigningError {
-            switch error.code {
-            case .hsmUnavailable: throw WireError(.hsmUnavailable, error.reason, retryable: true)
-            case .keyUnavailable: throw WireError(.signingUnavailable, error.reason, retryable: true)
-            }
+            throw error.wireError
         }
         if self.keyRing.countSignature(key.keyID) {
             // The key reached its signature limit: the next version takes over; this signature still counts.
@@ -354,10 +351,8 @@ final class Authorizer: Sendable {
     func storeRead<T: Sendable>(_ body: () async throws -> T) async throws -> T {
         do {
             return try await body()
-        } catch let error as LedgerError {
-            throw Self.wireError(error)
-        } catch let error as WireError {
-            throw error
+        } catch let error as any CountersignError {
+            throw error.wireError
         } catch {
             throw WireError(.storeUnavailable, "the store does not answer", retryable: true)
         }

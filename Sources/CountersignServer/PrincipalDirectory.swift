@@ -86,7 +86,7 @@ final class PrincipalDirectory: Sendable {
 
     static func entry(_ record: PrincipalRecord) throws -> Entry {
         guard let role = Role(rawValue: record.role), let algorithm = CredentialAlgorithm(rawValue: record.algorithm) else {
-            throw WireError(.internalError, "principal '\(record.id)' has an unknown role or algorithm in the store")
+            throw WireError(.internalError, "principal '\(record.id)' has an unknown role or algorithm in the store", retryable: false)
         }
         var entry = Entry(record: record, role: role, key: try CredentialPublicKey(algorithm: algorithm, rawRepresentation: record.publicKey))
         if let previousAlgorithm = record.previousAlgorithm.flatMap(CredentialAlgorithm.init(rawValue:)), let previousKey = record.previousPublicKey,

@@ -78,10 +78,8 @@ final class RequestHandler: Sendable {
         let result: Result<ByteBuffer, WireError>
         do {
             result = .success(try await self.dispatch(frame, from: principal))
-        } catch let error as WireError {
-            result = .failure(error)
-        } catch let error as LedgerError {
-            result = .failure(Authorizer.wireError(error))
+        } catch let error as any CountersignError {
+            result = .failure(error.wireError)
         } catch is CancellationError {
             // Its connection is gone; reported as cancelled below, not as a failure.
             result = .failure(WireError(.internalError, "cancelled: the connection closed"))

@@ -1,4 +1,5 @@
 import Audit
+import CountersignCore
 import Foundation
 import GRDB
 
@@ -44,7 +45,7 @@ extension LedgerStore {
                 throw LedgerError(.authorizationNotFound, "no authorization '\(id)'")
             }
             guard record.agent != approver else {
-                throw LedgerError(.notYours, "'\(approver)' requested authorization '\(id)' and may not approve or deny it")
+                throw LedgerError(.forbidden, "'\(approver)' requested authorization '\(id)' and may not approve or deny it")
             }
             let status = record.status(at: now)
             if status == .expired {

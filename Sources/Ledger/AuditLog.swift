@@ -1,4 +1,5 @@
 import Audit
+import CountersignCore
 import Foundation
 import GRDB
 import Policy

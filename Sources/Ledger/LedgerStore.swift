@@ -1,4 +1,5 @@
 import Audit
+import CountersignCore
 import Foundation
 import GRDB
 import Policy
@@ -567,33 +568,23 @@ public struct PrincipalRecord: Codable, Sendable, Hashable, FetchableRecord, Per
     }
 }
 
-/// The store refused or failed.
-public struct LedgerError: Error, Hashable, Sendable, CustomStringConvertible {
-    public enum Code: String, Sendable, Hashable {
-        case storeUnavailable = "STORE_UNAVAILABLE"
-        case principalExists = "PRINCIPAL_EXISTS"
-        case principalNotFound = "PRINCIPAL_NOT_FOUND"
-        case keyVersionExists = "KEY_VERSION_EXISTS"
-        case authorizationNotFound = "AUTHORIZATION_NOT_FOUND"
-        case authorizationExpired = "AUTHORIZATION_EXPIRED"
-        case notYours = "FORBIDDEN"
-        case approvalClosed = "APPROVAL_CLOSED"
-        case approvalExpired = "APPROVAL_EXPIRED"
-        case alreadyDecided = "ALREADY_DECIDED"
-        case keyNotFound = "KEY_NOT_FOUND"
-        case keyStateConflict = "KEY_STATE_CONFLICT"
-        case keyInUse = "KEY_IN_USE"
-        case dualControl = "DUAL_CONTROL"
-        case auditLogMismatch = "AUDIT_LOG_MISMATCH"
-    }
+/// The store refused or failed. A failure of the store itself (`STORE_UNAVAILABLE`, and the codes that stay inside
+/// the server) reaches a client as `STORE_UNAVAILABLE` "the store does not answer": its details are for the log.
+public struct LedgerError: CountersignError, Hashable {
+    public typealias Code = ErrorCode
 
-    public var code: Code
+    public var code: ErrorCode
     public var reason: String
 
-    public init(_ code: Code, _ reason: String) {
+    public init(_ code: ErrorCode, _ reason: String) {
         self.code = code
         self.reason = reason
     }
 
-    public var description: String { "\(self.code.rawValue): \(self.reason)" }
+    public var wireError: WireError {
+        if self.code == .storeUnavailable || self.code.audience == .server {
+            return WireError(.storeUnavailable, "the store does not answer")
+        }
+        return WireError(self.code, self.reason)
+    }
 }

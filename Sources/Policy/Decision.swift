@@ -1,4 +1,5 @@
 import CanonicalJSON
+import CountersignCore
 import Foundation
 
 /// A request as the policy sees it.
@@ -98,7 +99,7 @@ public struct Decision: Sendable, Hashable {
         /// The tier needs people to approve; the budget is held meanwhile.
         case pendingApproval(Tier, ApprovalRequirement)
         /// `code` is stable (`MERCHANT_NOT_ALLOWED`, …); `reason` is a sentence for people.
-        case denied(code: String, reason: String)
+        case denied(code: ErrorCode, reason: String)
     }
 
     public var outcome: Outcome

@@ -1,3 +1,5 @@
+import CountersignCore
+
 /// The whole policy: tiers, agent profiles, teams, budgets, escalation rules and contexts. Pure: no I/O and
 /// no clock; what it needs beyond the request comes in ``PolicyFacts``.
 public struct PolicyEngine: Sendable, Hashable {
@@ -152,7 +154,7 @@ private struct Evaluation {
         return decision
     }
 
-    private func deny(_ code: String, _ reason: String) -> Decision {
+    private func deny(_ code: ErrorCode, _ reason: String) -> Decision {
         self.decision(.denied(code: code, reason: reason))
     }
 
@@ -162,7 +164,7 @@ private struct Evaluation {
         let accepting = tiers.tiers.filter { $0.maximumAmounts[self.currency.code] != nil }
         guard self.amount.minorUnits > 0 else {
             self.checks.append(CheckRecord(name: "amount", inputs: "\(self.amount.minorUnits)", passed: false))
-            return self.deny("INVALID_REQUEST", "the amount must be a positive number of minor units")
+            return self.deny(.invalidRequest, "the amount must be a positive number of minor units")
         }
         var index: Int
         switch tiers.tier(for: self.amount) {
@@ -173,10 +175,10 @@ private struct Evaluation {
             self.checks.append(CheckRecord(name: "tier", inputs: "\(self.amount)", passed: true))
         case .failure(.currencyNotAccepted(let code, let accepted)):
             self.checks.append(CheckRecord(name: "tier", inputs: "\(self.amount)", passed: false))
-            return self.deny("CURRENCY_NOT_ACCEPTED", "\(code) is not accepted; this server authorizes \(accepted.joined(separator: ", "))")
+            return self.deny(.currencyNotAccepted, "\(code) is not accepted; this server authorizes \(accepted.joined(separator: ", "))")
         case .failure(.amountAboveLimit(let money)):
             self.checks.append(CheckRecord(name: "tier", inputs: "\(self.amount)", passed: false))
-            return self.deny("AMOUNT_ABOVE_LIMIT", "\(money) is above the highest tier's limit")
+            return self.deny(.amountAboveLimit, "\(money) is above the highest tier's limit")
         }
 
         if tiers.checks(at: accepting[index]).contains(.escalation) {
@@ -196,7 +198,7 @@ private struct Evaluation {
                         passed: passed)
                 )
                 if !passed {
-                    return self.deny("RATE_LIMITED", "\(self.request.agent) may make \(limit.requests) requests per \(limit.perSeconds) s; wait and retry")
+                    return self.deny(.rateLimited, "\(self.request.agent) may make \(limit.requests) requests per \(limit.perSeconds) s; wait and retry")
                 }
             }
             if active.contains(.merchantRules), let denial = self.checkMerchantRules(profile) { return denial }
@@ -238,7 +240,7 @@ private struct Evaluation {
                 guard let sumIndex else {
                     self.tierReason += "; with earlier payments to \(self.request.merchant) within \(window) s the sum is above the highest tier"
                     return self.deny(
-                        "AMOUNT_ABOVE_LIMIT",
+                        .amountAboveLimit,
                         "with earlier payments to \(self.request.merchant) in the last \(window) s, the sum is above the highest tier's limit")
                 }
                 index = sumIndex
@@ -293,7 +295,7 @@ private struct Evaluation {
                 return nil
             }
             self.tierReason += "; anomaly (\(reasons)) with no tier above '\(accepting[index].name)'"
-            return self.deny("ESCALATION_ABOVE_LIMIT", "the request looks anomalous (\(reasons)) and tier '\(accepting[index].name)' has no tier above it")
+            return self.deny(.escalationAboveLimit, "the request looks anomalous (\(reasons)) and tier '\(accepting[index].name)' has no tier above it")
         }
         index += 1
         self.judgedTier = accepting[index]
@@ -331,7 +333,7 @@ private struct Evaluation {
             self.checks.append(CheckRecord(name: "max_per_authorization", inputs: "\(self.amount) <= \(self.money(maximum))", passed: passed))
             if !passed {
                 return self.deny(
-                    "PER_AUTHORIZATION_LIMIT",
+                    .perAuthorizationLimit,
                     "\(self.amount) is above \(self.request.agent)'s limit of \(self.money(maximum)) per authorization"
                         + (self.limitSetBy["max:\(self.currency.code)"].map { ", set by \($0)" } ?? "")
                 )
@@ -342,7 +344,7 @@ private struct Evaluation {
             self.checks.append(CheckRecord(name: "highest_tier", inputs: "\(tier.name) <= \(highest)", passed: passed))
             if !passed {
                 return self.deny(
-                    "TIER_NOT_ALLOWED",
+                    .tierNotAllowed,
                     "the request needs tier '\(tier.name)'; \(self.request.agent) may reach tier '\(highest)' at most"
                         + (self.limitSetBy["highest_tier"].map { ", set by \($0)" } ?? "")
                 )
@@ -355,12 +357,12 @@ private struct Evaluation {
         let merchantAllowed = profile.allowsMerchant(self.request.merchant)
         self.checks.append(CheckRecord(name: "merchant", inputs: self.request.merchant, passed: merchantAllowed))
         if !merchantAllowed {
-            return self.deny("MERCHANT_NOT_ALLOWED", "\(self.request.agent) may not pay merchant '\(self.request.merchant)'")
+            return self.deny(.merchantNotAllowed, "\(self.request.agent) may not pay merchant '\(self.request.merchant)'")
         }
         let categoryAllowed = profile.allowsCategory(self.request.merchantCategoryCode)
         self.checks.append(CheckRecord(name: "merchant_category", inputs: self.request.merchantCategoryCode, passed: categoryAllowed))
         if !categoryAllowed {
-            return self.deny("CATEGORY_NOT_ALLOWED", "\(self.request.agent) may not pay merchants of category \(self.request.merchantCategoryCode)")
+            return self.deny(.categoryNotAllowed, "\(self.request.agent) may not pay merchants of category \(self.request.merchantCategoryCode)")
         }
         return nil
     }
@@ -368,7 +370,7 @@ private struct Evaluation {
     private mutating func checkIntent(_ profile: AgentProfile?) -> Decision? {
         guard let items = self.request.lineItems, !items.isEmpty else {
             self.checks.append(CheckRecord(name: "intent_line_items", inputs: "none", passed: false))
-            return self.deny("INTENT_REQUIRED", "this tier needs the intent's line_items, whose sum must equal the amount")
+            return self.deny(.intentRequired, "this tier needs the intent's line_items, whose sum must equal the amount")
         }
         var sum: Int64 = 0
         var overflow = false
@@ -382,7 +384,7 @@ private struct Evaluation {
         self.checks.append(CheckRecord(name: "intent_sum", inputs: overflow ? "overflow" : "\(self.money(sum)) = \(self.amount)", passed: matches))
         if !matches {
             return self.deny(
-                "INTENT_MISMATCH", overflow ? "the line items' sum overflows" : "the line items sum to \(self.money(sum)), not to the amount \(self.amount)"
+                .intentMismatch, overflow ? "the line items' sum overflows" : "the line items sum to \(self.money(sum)), not to the amount \(self.amount)"
             )
         }
         let categories = items.compactMap(\.category)
@@ -390,7 +392,7 @@ private struct Evaluation {
             let refused = categories.first { !profile.allowsCategory($0) }
             self.checks.append(CheckRecord(name: "intent_categories", inputs: categories.joined(separator: ","), passed: refused == nil))
             if let refused {
-                return self.deny("CATEGORY_NOT_ALLOWED", "the intent lists an item of category \(refused), which \(self.request.agent) may not buy")
+                return self.deny(.categoryNotAllowed, "the intent lists an item of category \(refused), which \(self.request.agent) may not buy")
             }
         }
         return nil

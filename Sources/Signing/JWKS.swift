@@ -1,4 +1,5 @@
 import CanonicalJSON
+import CountersignCore
 import Crypto
 import Foundation
 import Policy
@@ -53,7 +54,7 @@ public struct JWK: Codable, Sendable, Hashable {
         guard self.kty == "EC", self.crv == "P-256", let x = Base64URL.decode(self.x), let y = Base64URL.decode(self.y), x.count == 32, y.count == 32,
             let key = try? P256.Signing.PublicKey(x963Representation: [0x04] + x + y)
         else {
-            throw VerificationError(.malformed, "the JWK '\(self.kid)' is not a P-256 public key")
+            throw VerificationError(.malformedToken, "the JWK '\(self.kid)' is not a P-256 public key")
         }
         return key
     }
@@ -72,26 +73,18 @@ public struct JWKSet: Codable, Sendable, Hashable {
     }
 }
 
-/// Why an authorization does not verify.
-public struct VerificationError: Error, Hashable, Sendable, CustomStringConvertible {
-    public enum Code: String, Sendable, Hashable {
-        case malformed = "MALFORMED_TOKEN"
-        case unknownKey = "UNKNOWN_KEY"
-        case badSignature = "BAD_SIGNATURE"
-        case expired = "EXPIRED"
-        case notYetValid = "NOT_YET_VALID"
-        case amountAboveKeyLimit = "AMOUNT_ABOVE_KEY_LIMIT"
-    }
+/// Why an authorization does not verify: one of the verifier's codes (`MALFORMED_TOKEN`, `UNKNOWN_KEY`,
+/// `BAD_SIGNATURE`, `EXPIRED`, `NOT_YET_VALID`, `AMOUNT_ABOVE_KEY_LIMIT`).
+public struct VerificationError: CountersignError, Hashable {
+    public typealias Code = ErrorCode
 
-    public var code: Code
+    public var code: ErrorCode
     public var reason: String
 
-    public init(_ code: Code, _ reason: String) {
+    public init(_ code: ErrorCode, _ reason: String) {
         self.code = code
         self.reason = reason
     }
-
-    public var description: String { "\(self.code.rawValue): \(self.reason)" }
 }
 
 /// Verifies authorizations offline against a JWK Set, as a merchant would.
@@ -107,7 +100,7 @@ public struct AuthorizationVerifier: Sendable {
     /// - Returns: the verified header and claims.
     public func verify(_ token: String, now: Int64) throws(VerificationError) -> (header: JWSHeader, claims: AuthorizationClaims) {
         let parsed = try CompactJWS.parse(token)
-        guard parsed.header.alg == "ES256" else { throw VerificationError(.malformed, "alg must be ES256, not '\(parsed.header.alg)'") }
+        guard parsed.header.alg == "ES256" else { throw VerificationError(.malformedToken, "alg must be ES256, not '\(parsed.header.alg)'") }
         guard let jwk = self.keySet.key(kid: parsed.header.kid) else {
             throw VerificationError(.unknownKey, "no key '\(parsed.header.kid)' in the key set")
         }
@@ -118,7 +111,7 @@ public struct AuthorizationVerifier: Sendable {
             throw VerificationError(.badSignature, "the signature does not verify with key '\(jwk.kid)'")
         }
         guard let claims = try? StrictJSONDecoder(allowsUnknownMembers: true).decode(AuthorizationClaims.self, from: parsed.payload) else {
-            throw VerificationError(.malformed, "the claims are not a Countersign authorization")
+            throw VerificationError(.malformedToken, "the claims are not a Countersign authorization")
         }
         guard now < claims.exp else { throw VerificationError(.expired, "the authorization expired at \(claims.exp)") }
         guard now >= claims.nbf else { throw VerificationError(.notYetValid, "the authorization is valid from \(claims.nbf)") }

@@ -1,4 +1,5 @@
 import CanonicalJSON
+import CountersignCore
 import Crypto
 import Foundation
 
@@ -99,11 +100,11 @@ public enum CompactJWS {
         guard parts.count == 3, let headerBytes = Base64URL.decode(parts[0]), let payload = Base64URL.decode(parts[1]),
             let signature = Base64URL.decode(parts[2])
         else {
-            throw VerificationError(.malformed, "not a compact JWS (three base64url parts separated by dots)")
+            throw VerificationError(.malformedToken, "not a compact JWS (three base64url parts separated by dots)")
         }
         // Strict: a repeated member would let two JOSE libraries read two different headers.
         guard let header = try? StrictJSONDecoder(allowsUnknownMembers: true).decode(JWSHeader.self, from: headerBytes) else {
-            throw VerificationError(.malformed, "the JWS header is not a Countersign header")
+            throw VerificationError(.malformedToken, "the JWS header is not a Countersign header")
         }
         return Parsed(header: header, payload: payload, signature: signature, signingInput: Array((parts[0] + "." + parts[1]).utf8))
     }

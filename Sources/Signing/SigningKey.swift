@@ -1,3 +1,4 @@
+import CountersignCore
 import Crypto
 import Foundation
 import Policy
@@ -63,22 +64,16 @@ public final class SoftwareSigningKey: AuthorizationSigningKey, @unchecked Senda
     }
 }
 
-/// A signing key could not sign.
-public struct SigningError: Error, Hashable, Sendable, CustomStringConvertible {
-    public enum Code: String, Sendable, Hashable {
-        /// The HSM is down, slow, or its circuit breaker is open.
-        case hsmUnavailable = "HSM_UNAVAILABLE"
-        /// No active key for the tier.
-        case keyUnavailable = "SIGNING_UNAVAILABLE"
-    }
+/// A signing key could not sign: `HSM_UNAVAILABLE` (the HSM is down, slow, or its circuit breaker is open) or
+/// `SIGNING_UNAVAILABLE` (no active key for the tier). Both retryable.
+public struct SigningError: CountersignError, Hashable {
+    public typealias Code = ErrorCode
 
-    public var code: Code
+    public var code: ErrorCode
     public var reason: String
 
-    public init(_ code: Code, _ reason: String) {
+    public init(_ code: ErrorCode, _ reason: String) {
         self.code = code
         self.reason = reason
     }
-
-    public var description: String { "\(self.code.rawValue): \(self.reason)" }
 }

@@ -53,7 +53,7 @@ public enum WireJSON {
         case .success(let value):
             return value
         case .failure(let error):
-            throw WireError(error.kind == .malformed ? .malformedJSON : .invalidRequest, error.message)
+            throw error.wireError
         }
     }
 }

@@ -1,3 +1,4 @@
+import CountersignCore
 import Policy
 import Testing
 
@@ -72,7 +73,7 @@ struct CascadeTests {
         switch decision.outcome {
         case .authorized(let tier): tier.name
         case .pendingApproval(let tier, let approval): "pending:\(tier.name):\(approval.quorum)"
-        case .denied(let code, _): code
+        case .denied(let code, _): code.rawValue
         }
     }
 

@@ -1,3 +1,4 @@
+import CountersignCore
 import Policy
 import Testing
 
@@ -33,7 +34,7 @@ struct PolicyEngineTests {
         switch decision.outcome {
         case .authorized(let tier): tier.name
         case .pendingApproval(let tier, _): "pending:" + tier.name
-        case .denied(let code, _): code
+        case .denied(let code, _): code.rawValue
         }
     }
 

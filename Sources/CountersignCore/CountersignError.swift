@@ -1,0 +1,43 @@
+/// A failure with a stable ``ErrorCode`` and a sentence for people, printed as `CODE: reason`.
+///
+/// Every layer throws its own type (the store's, the signer's, the verifier's) so a `catch` can tell where a
+/// failure came from, but they all speak this one vocabulary: a code from ``ErrorCode``, whether trying again can
+/// help, and a reason. The server answers any of them through ``wireError``, without a table of translations.
+public protocol CountersignError: Error, CustomStringConvertible, Sendable {
+    var code: ErrorCode { get }
+    /// A sentence for people. It may name the request's own values, never a secret.
+    var reason: String { get }
+    /// Whether the same request may succeed later; by default what the code says.
+    var retryable: Bool { get }
+    /// What a client is told: the code and reason themselves, unless the code stays inside the server.
+    var wireError: WireError { get }
+}
+
+extension CountersignError {
+    public var retryable: Bool { self.code.isRetryable }
+    public var description: String { "\(self.code.rawValue): \(self.reason)" }
+    public var wireError: WireError { WireError(self.code, self.reason, retryable: self.retryable) }
+}
+
+/// A refusal as a client receives it: a stable code, a sentence for people, and whether trying again can help.
+///
+/// It travels as the body of an ERROR frame: `{"code": "…", "message": "…", "retryable": false}`.
+public struct WireError: CountersignError, Hashable, Codable {
+    public var code: ErrorCode
+    public var message: String
+    public var retryable: Bool
+
+    /// - Parameter retryable: what the code says (``ErrorCode/isRetryable``) unless given.
+    public init(_ code: ErrorCode, _ message: String, retryable: Bool? = nil) {
+        self.code = code
+        self.message = message
+        self.retryable = retryable ?? code.isRetryable
+    }
+
+    public var reason: String { self.message }
+    public var description: String { "\(self.code): \(self.message)" }
+    public var wireError: WireError { self }
+
+    /// Whether the server closes the connection after sending this error.
+    public var closesConnection: Bool { self.code.closesConnection }
+}
