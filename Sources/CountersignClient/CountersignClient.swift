@@ -35,8 +35,15 @@ public final class CountersignClient: Sendable {
     /// Connects and completes the handshake.
     ///
     /// - Parameters:
+    ///   - host: the server's host name or IP address.
+    ///   - port: its framed-protocol port (countersignd listens on 7600 by default).
+    ///   - principal: the id the server knows this client by.
+    ///   - key: the principal's credential key; it signs the server's challenge, and only the signature is sent.
     ///   - tls: TLS settings for a server that listens with TLS; `nil` for plaintext (loopback).
     ///   - serverHostname: the name to check the server's certificate against, when it differs from `host`.
+    ///   - maximumFrameLength: the largest frame accepted from the server, in bytes, header included; a larger one
+    ///     closes the connection.
+    ///   - eventLoopGroup: where the connection's I/O runs.
     /// - Throws: ``WireError`` (`AUTHENTICATION_FAILED`, `PRINCIPAL_REVOKED`, …) or ``ClientError``.
     public static func connect(
         host: String,
@@ -164,6 +171,10 @@ public final class CountersignClient: Sendable {
         try await self.request(.approvalsList, Empty(), expecting: ApprovalsList.self).approvals
     }
 
+    /// One authorization that needed approval, pending or decided: the exact request, the decision record and the
+    /// verdicts so far (admins and approvers).
+    ///
+    /// - Throws: ``WireError`` `AUTHORIZATION_NOT_FOUND` when no authorization with this id needed approval.
     public func showApproval(id: String) async throws -> ApprovalDetail {
         try await self.request(.approvalsShow, AuthorizationReference(authorizationID: id), expecting: ApprovalDetail.self)
     }
@@ -183,6 +194,8 @@ public final class CountersignClient: Sendable {
         try await self.request(.budgetsShow, BudgetsShowRequest(agentID: agent), expecting: BudgetsReport.self)
     }
 
+    /// Every context of the policy, mode or schedule, with whether it is in force now and what it changes
+    /// (admins and approvers).
     public func contexts() async throws -> [ContextInfo] {
         try await self.request(.contextsList, Empty(), expecting: ContextsList.self).contexts
     }
@@ -208,10 +221,16 @@ public final class CountersignClient: Sendable {
         return try await self.request(.agentsAdd, request, expecting: PrincipalInfo.self)
     }
 
+    /// Every registered principal, sorted by id: all roles, not only agents, and revoked ones too (admins and approvers).
     public func listAgents() async throws -> [PrincipalInfo] {
         try await self.request(.agentsList, Empty(), expecting: AgentsList.self).agents
     }
 
+    /// Revokes a principal's credential (admins and approvers); its open connections are refused from their next request on.
+    /// Revoking a revoked principal changes nothing.
+    ///
+    /// - Returns: the principal as it now stands, with `revokedAt` set.
+    /// - Throws: ``WireError`` `PRINCIPAL_NOT_FOUND` when no principal has this id.
     public func revokeAgent(id: String) async throws -> PrincipalInfo {
         try await self.request(.agentsRevoke, AgentsRevokeRequest(agentID: id), expecting: PrincipalInfo.self)
     }
@@ -228,10 +247,23 @@ public final class CountersignClient: Sendable {
         try await self.request(.keysRotate, KeysRotateRequest(name: name, stage: stage, backend: backend), expecting: KeyVersionInfo.self)
     }
 
+    /// Makes a pending key version the active one of its name (admins and approvers); the version it replaces becomes
+    /// verify-only and stays published.
+    ///
+    /// - Parameter kid: `<name>/v<version>`, e.g. `standard/v2`.
+    /// - Throws: ``WireError`` `KEY_NOT_FOUND`, or `KEY_STATE_CONFLICT` when the version is not pending.
     public func activateKey(kid: String) async throws -> KeyVersionInfo {
         try await self.request(.keysActivate, KeyReference(kid: kid), expecting: KeyVersionInfo.self)
     }
 
+    /// Retires a verify-only key version (admins and approvers): it is no longer published in the key set.
+    ///
+    /// - Parameters:
+    ///   - kid: `<name>/v<version>`, e.g. `standard/v2`.
+    ///   - force: retire even though authorizations it signed are unexpired (they stop verifying); also retires a
+    ///     pending version.
+    /// - Throws: ``WireError`` `KEY_IN_USE` while authorizations it signed are unexpired (without `force`),
+    ///   `KEY_STATE_CONFLICT` when the version is in another state, `KEY_NOT_FOUND`.
     public func retireKey(kid: String, force: Bool = false) async throws -> KeyVersionInfo {
         try await self.request(.keysRetire, KeysRetireRequest(kid: kid, force: force), expecting: KeyVersionInfo.self)
     }
@@ -256,6 +288,10 @@ public final class CountersignClient: Sendable {
 
     // MARK: Audit log (auditors and admins)
 
+    /// The audit log's latest signed checkpoint (auditors, admins and approvers); if the log grew since the last
+    /// checkpoint, the server signs a new one first.
+    ///
+    /// - Throws: ``WireError`` `AUDIT_UNAVAILABLE` when the server keeps no audit log or cannot sign a checkpoint.
     public func auditCheckpoint() async throws -> AuditCheckpoint {
         try await self.request(.auditCheckpoint, Empty(), expecting: AuditCheckpoint.self)
     }
@@ -265,10 +301,24 @@ public final class CountersignClient: Sendable {
         try await self.request(.auditProof, AuditProofRequest(index: index, authorizationID: authorizationID), expecting: AuditInclusionProof.self)
     }
 
+    /// An RFC 6962 proof that the log at the checkpoint of `newSize` entries extends the one at the checkpoint of
+    /// `oldSize` entries, with both signed checkpoints (auditors, admins and approvers).
+    ///
+    /// - Parameters:
+    ///   - oldSize: the size of an earlier checkpoint, e.g. the last one this auditor kept; at least 1.
+    ///   - newSize: the size of a later checkpoint; `nil` for the latest.
+    /// - Throws: ``WireError`` `INVALID_REQUEST` when `oldSize` is below 1 or above `newSize`, or no checkpoint has exactly that many entries.
     public func auditConsistency(oldSize: Int, newSize: Int? = nil) async throws -> AuditConsistencyProof {
         try await self.request(.auditConsistency, AuditConsistencyRequest(oldSize: oldSize, newSize: newSize), expecting: AuditConsistencyProof.self)
     }
 
+    /// One page of the audit log's entries, in order (auditors, admins and approvers).
+    ///
+    /// - Parameters:
+    ///   - from: the index of the first entry; 0 is the log's first.
+    ///   - limit: the most entries to return, 1 to 1000.
+    /// - Returns: the entries (fewer than `limit`, or none, at the end of the log) and the log's size now.
+    /// - Throws: ``WireError`` `INVALID_REQUEST` when `from` is negative or `limit` is out of range.
     public func auditEntries(from: Int64, limit: Int = 100) async throws -> AuditEntries {
         try await self.request(.auditEntries, AuditEntriesRequest(from: from, limit: limit), expecting: AuditEntries.self)
     }
@@ -299,6 +349,8 @@ public final class CountersignClient: Sendable {
         self.channel.flush()
     }
 
+    /// Closes the connection. Requests still waiting for an answer, and any sent later, fail with
+    /// ``ClientError/connectionClosed``, or with the server's connection-level error if it sent one before closing.
     public func close() async {
         try? await self.channel.close()
     }
@@ -322,12 +374,15 @@ public final class CountersignClient: Sendable {
 
 /// The connection failed rather than the server refusing.
 public enum ClientError: Error, Hashable, Sendable, CustomStringConvertible {
+    /// The connection closed before the request's answer came, or before the request was sent.
     case connectionClosed
     /// No connection could be made: nothing listens there, the name does not resolve, ….
     case unreachable(server: String, reason: String)
     /// The peer closed before answering HELLO: not a Countersign framed listener (often the HTTP port).
     case closedDuringHandshake(server: String)
+    /// The server's answer does not fit the protocol: a frame of the wrong type, or a body that does not decode or make sense.
     case unexpectedResponse(String)
+    /// A frame was sent with a request id that is still waiting for its answer (see ``CountersignClient/send(_:)``).
     case duplicateRequestID(UInt32)
     /// ``CountersignClient/authorize(_:)`` got a pending approval instead of a signature.
     case pendingApproval(PendingAuthorization)
@@ -340,6 +395,7 @@ public enum ClientError: Error, Hashable, Sendable, CustomStringConvertible {
         }
     }
 
+    /// `CODE: explanation`, in the style of the server's refusals, e.g. `UNREACHABLE: cannot connect to countersignd at …`.
     public var description: String {
         switch self {
         case .connectionClosed: "CONNECTION_CLOSED: the server closed the connection"

@@ -11,12 +11,19 @@ public enum AESKeyUsage: Sendable, Hashable {
 
 /// Data sealed by the token with AES-256-GCM: a 12-byte nonce, the ciphertext, a 16-byte tag.
 public struct AESGCMSealedData: Sendable, Hashable {
+    /// The nonce (IV) length in bytes: 96 bits, the length GCM is designed for.
     public static let nonceLength = 12
+    /// The authentication tag length in bytes: 128 bits.
     public static let tagLength = 16
 
     /// `nonce ‖ ciphertext ‖ tag`, the form to store.
     public var combined: [UInt8]
 
+    /// Wraps stored `nonce ‖ ciphertext ‖ tag` bytes, e.g. read back from disk, to open them with
+    /// ``PKCS11Session/decryptAESGCM(_:with:authenticating:)``.
+    ///
+    /// Only the length is checked here; changed bytes are found when the data is opened.
+    /// - Throws: ``KeyError`` `KEY_MALFORMED_CIPHERTEXT` when `combined` is shorter than a nonce and a tag (28 bytes).
     public init(combined: [UInt8]) throws {
         guard combined.count >= Self.nonceLength + Self.tagLength else {
             throw KeyError(code: .malformedCiphertext, reason: "sealed data of \(combined.count) bytes is shorter than a GCM nonce and tag")
@@ -24,7 +31,9 @@ public struct AESGCMSealedData: Sendable, Hashable {
         self.combined = combined
     }
 
+    /// The nonce: the first ``nonceLength`` bytes of ``combined``.
     public var nonce: ArraySlice<UInt8> { self.combined.prefix(Self.nonceLength) }
+    /// Everything after the nonce: the ciphertext, then the tag. A slice of ``combined``, so its indices start at ``nonceLength``.
     public var ciphertextAndTag: ArraySlice<UInt8> { self.combined.dropFirst(Self.nonceLength) }
 }
 

@@ -4,7 +4,9 @@ import Synchronization
 
 /// The two halves of a key pair generated on the token.
 public struct KeyPairHandles: Sendable, Hashable {
+    /// The public key object (`CKO_PUBLIC_KEY`); read it with ``PKCS11Session/p256PublicKey(_:)``.
     public var publicKey: ObjectHandle
+    /// The private key object (`CKO_PRIVATE_KEY`); sign with it in ``PKCS11Session/signECDSA(digest:with:)``.
     public var privateKey: ObjectHandle
 }
 

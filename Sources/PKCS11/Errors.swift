@@ -7,11 +7,13 @@ public struct PKCS11Error: Error, Hashable, Sendable, CustomStringConvertible {
     /// What it returned.
     public var code: ReturnCode
 
+    /// A failure of `function` (e.g. `C_Sign`), which returned `code`.
     public init(function: String, code: ReturnCode) {
         self.function = function
         self.code = code
     }
 
+    /// `<function> failed: <code>`, e.g. `C_Login failed: CKR_PIN_INCORRECT (0xA0)`.
     public var description: String {
         "\(self.function) failed: \(self.code)"
     }
@@ -29,12 +31,16 @@ extension PKCS11Error {
 
 /// A failure with a stable code and a sentence, printed as `CODE: reason` (the swift-certificates habit).
 public protocol CodedError: Error, CustomStringConvertible {
+    /// The type of ``code``; its raw value is the stable string printed before the colon.
     associatedtype Code: RawRepresentable where Code.RawValue == String
+    /// What went wrong, for programs to match on.
     var code: Code { get }
+    /// A sentence for people about this failure; match on ``code``, not on it.
     var reason: String { get }
 }
 
 extension CodedError {
+    /// `CODE: reason`, e.g. `TOKEN_NOT_FOUND: no initialized token with label 'countersign' on module '…'`.
     public var description: String {
         "\(self.code.rawValue): \(self.reason)"
     }
@@ -42,6 +48,7 @@ extension CodedError {
 
 /// Loading a PKCS#11 module from a file failed before any PKCS#11 function could run.
 public struct ModuleLoadError: CodedError, Hashable, Sendable {
+    /// Why the module could not be loaded.
     public enum Code: String, Hashable, Sendable {
         /// Nothing exists at the configured path.
         case moduleNotFound = "MODULE_NOT_FOUND"
@@ -51,7 +58,9 @@ public struct ModuleLoadError: CodedError, Hashable, Sendable {
         case notAPKCS11Module = "NOT_A_PKCS11_MODULE"
     }
 
+    /// Why loading failed.
     public var code: Code
+    /// The module's path as configured (before symbolic links are resolved).
     public var path: String
     /// A sentence for people; includes the loader's own message where there is one.
     public var reason: String
@@ -60,19 +69,24 @@ public struct ModuleLoadError: CodedError, Hashable, Sendable {
 
 /// No usable token matched the requested label or serial number.
 public struct TokenLookupError: CodedError, Hashable, Sendable {
+    /// Why no single token could be chosen.
     public enum Code: String, Hashable, Sendable {
+        /// No initialized token matched (or, in a recovery, the token with the label now has another serial number).
         case tokenNotFound = "TOKEN_NOT_FOUND"
         /// Several tokens carry the label; Countersign refuses to guess which one holds the keys.
         case ambiguousToken = "TOKEN_AMBIGUOUS"
     }
 
+    /// Why the lookup failed.
     public var code: Code
+    /// A sentence for people: what was looked for, on which module, and what was found instead.
     public var reason: String
 
 }
 
 /// The session pool could not hand out a session.
 public struct SessionPoolError: CodedError, Hashable, Sendable {
+    /// Why the pool refused.
     public enum Code: String, Hashable, Sendable {
         /// Every session stayed busy for the whole acquire timeout.
         case acquireTimeout = "HSM_SESSION_TIMEOUT"
@@ -84,23 +98,34 @@ public struct SessionPoolError: CodedError, Hashable, Sendable {
         case tokenLost = "HSM_TOKEN_LOST"
     }
 
+    /// Why the pool refused.
     public var code: Code
+    /// A sentence for people about the refusal.
     public var reason: String
 
 }
 
 /// A key on the token is not what Countersign can use, or its material is malformed.
 public struct KeyError: CodedError, Hashable, Sendable {
+    /// What is wrong with the key.
     public enum Code: String, Hashable, Sendable {
+        /// No key of the class looked for carries the label or id.
         case keyNotFound = "KEY_NOT_FOUND"
+        /// Several keys of the class looked for carry the label or id.
         case ambiguousKey = "KEY_AMBIGUOUS"
+        /// The EC key is not on P-256 (its `CKA_EC_PARAMS` differ).
         case unsupportedCurve = "KEY_UNSUPPORTED_CURVE"
+        /// `CKA_EC_POINT` is not an uncompressed P-256 point, or the point is not on the curve.
         case malformedPublicKey = "KEY_MALFORMED_PUBLIC_KEY"
+        /// The token returned something other than a 64-byte P-256 ECDSA signature `r‖s`.
         case malformedSignature = "KEY_MALFORMED_SIGNATURE"
+        /// Sealed data is too short to hold a GCM nonce and tag.
         case malformedCiphertext = "KEY_MALFORMED_CIPHERTEXT"
     }
 
+    /// What is wrong with the key.
     public var code: Code
+    /// A sentence for people: which key, where known, and what was found.
     public var reason: String
 
 }

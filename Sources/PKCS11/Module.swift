@@ -202,15 +202,21 @@ public final class PKCS11Module: @unchecked Sendable {
 
 /// `C_GetInfo`'s answer.
 public struct ModuleInfo: Sendable, Hashable {
+    /// The PKCS#11 (Cryptoki) interface version the module implements, e.g. 2.40.
     public var cryptokiVersion: Version
+    /// The module's manufacturer (`manufacturerID`), blank padding removed.
     public var manufacturer: String
+    /// The module's description of itself (`libraryDescription`), blank padding removed.
     public var libraryDescription: String
+    /// The version of the module's library itself, not of the PKCS#11 interface.
     public var libraryVersion: Version
 }
 
 /// A `CK_VERSION`.
 public struct Version: Sendable, Hashable, CustomStringConvertible {
+    /// The part before the dot.
     public var major: UInt8
+    /// The hundredths after the dot, as PKCS#11 defines them: 40 in 2.40, 1 in 2.01.
     public var minor: UInt8
 
     init(_ version: CK_VERSION) {
@@ -218,6 +224,7 @@ public struct Version: Sendable, Hashable, CustomStringConvertible {
         self.minor = version.minor
     }
 
+    /// `major.minor` in decimal, e.g. `2.40`. A minor below 10 prints with one digit: version 2.01 (`{2, 1}`) prints as `2.1`.
     public var description: String { "\(self.major).\(self.minor)" }
 }
 

@@ -39,7 +39,9 @@ public final class PIN: Sendable, CustomStringConvertible, CustomDebugStringConv
         try body(UnsafeRawBufferPointer(rebasing: self.storage[0..<self.count]))
     }
 
+    /// Always `PIN(redacted)`, so interpolating or printing a PIN shows no secret.
     public var description: String { "PIN(redacted)" }
+    /// Always `PIN(redacted)`, like ``description``.
     public var debugDescription: String { "PIN(redacted)" }
 }
 

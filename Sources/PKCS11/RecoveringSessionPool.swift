@@ -33,11 +33,15 @@ extension PKCS11SessionPool: PKCS11SessionLender {}
 /// ``Configuration/maximumBackoff``, measured on the injected clock. A wrong or locked PIN stops the attempts:
 /// logging in again and again with a wrong PIN would lock the token.
 public final class RecoveringSessionPool: PKCS11SessionLender, Sendable {
+    /// How each session pool is configured, and when and how a recovery is tried.
     public struct Configuration: Sendable {
+        /// The configuration of the session pool; every recovery opens a fresh pool with it.
         public var pool: PKCS11SessionPool.Configuration
         /// Consecutive failed leases (device errors, a key not found) that start a recovery.
         public var failureThreshold: Int
+        /// The delay after the first failed recovery attempt; it doubles after each further failed attempt.
         public var initialBackoff: Duration
+        /// The longest delay between two recovery attempts.
         public var maximumBackoff: Duration
         /// How long a recovery waits for the sessions in use before it tries again later.
         public var drainTimeout: Duration
@@ -45,6 +49,8 @@ public final class RecoveringSessionPool: PKCS11SessionLender, Sendable {
         /// may: finalizing ends every other user's sessions. Without it a recovery still finds the token again.
         public var reinitializesModule: Bool
 
+        /// Defaults: a recovery after 3 consecutive failures, attempts 250 ms to 5 s apart, a 10 s drain timeout, and
+        /// re-initializing the module. A `failureThreshold` below 1 is raised to 1.
         public init(
             pool: PKCS11SessionPool.Configuration = .init(), failureThreshold: Int = 3, initialBackoff: Duration = .milliseconds(250),
             maximumBackoff: Duration = .seconds(5), drainTimeout: Duration = .seconds(10), reinitializesModule: Bool = true
@@ -60,13 +66,16 @@ public final class RecoveringSessionPool: PKCS11SessionLender, Sendable {
 
     /// Whether leases are lent now.
     public enum Health: Sendable, Hashable, CustomStringConvertible {
+        /// Leases are lent.
         case serving
         /// Recovering since `reason`; `attempt` counts the attempts begun so far.
         case recovering(reason: String, attempt: Int)
         /// The attempts stopped (a wrong or locked PIN): only a restart with the right PIN helps.
         case failed(reason: String)
+        /// ``RecoveringSessionPool/close(timeout:)`` was called; no lease is lent again.
         case closed
 
+        /// A phrase for logs and health endpoints, e.g. `recovering (attempt 2) after: …`.
         public var description: String {
             switch self {
             case .serving: "serving"
@@ -77,9 +86,11 @@ public final class RecoveringSessionPool: PKCS11SessionLender, Sendable {
         }
     }
 
+    /// The module the token is on; a recovery re-initializes it if ``Configuration/reinitializesModule`` allows.
     public let module: PKCS11Module
     /// The token's label and serial number as first found: a recovery accepts only the same token.
     public let tokenLabel: String
+    /// The token's serial number as first found; a recovery accepts a token with the label only if it has this serial number.
     public let tokenSerialNumber: String
     /// How many recoveries finished (for metrics).
     public var recoveries: Int { self.completed.load(ordering: .relaxed) }
@@ -118,9 +129,11 @@ public final class RecoveringSessionPool: PKCS11SessionLender, Sendable {
     /// - Parameters:
     ///   - token: the token as found at start; recoveries look for it again by its label and serial number.
     ///   - pin: the user PIN, passed to `C_Login` and nowhere else.
+    ///   - configuration: the session pool's size and timeout, and how recoveries are tried.
     ///   - threadPool: where the blocking calls run; the caller starts and stops it.
     ///   - clock: measures the acquire timeout, and the backoff unless `backoffSleep` is given.
     ///   - backoffSleep: waits between recovery attempts (tests pass their manual clock's sleep).
+    ///   - logger: where the pool reports dropped sessions, recoveries and their failures.
     public init(
         token: PKCS11Token, pin: PIN, configuration: Configuration = .init(), threadPool: NIOThreadPool,
         clock: any Clock<Duration> = ContinuousClock(), backoffSleep: (@Sendable (Duration) async throws -> Void)? = nil,
@@ -154,6 +167,7 @@ public final class RecoveringSessionPool: PKCS11SessionLender, Sendable {
         self.state.withLock { $0.keysFoundSinceRecovery = true }
     }
 
+    /// Whether leases are lent now, and if not, why. Safe to read from any task; it may change as soon as it is read.
     public var health: Health {
         self.state.withLock { state in
             switch state.stage {
@@ -177,6 +191,12 @@ public final class RecoveringSessionPool: PKCS11SessionLender, Sendable {
     /// The token as last found (at start or by the last recovery).
     public var token: PKCS11Token { self.state.withLock { $0.token } }
 
+    /// Lends a logged-in session of the current pool to `body`, which runs on the thread pool.
+    ///
+    /// A lease whose pool a recovery closed before it got a session moves to the recovered pool if one already serves.
+    /// Its failures count towards a recovery (see the type's discussion); a wrong or locked PIN stops lending for good.
+    /// - Throws: ``SessionPoolError`` (`HSM_RECOVERING`, `HSM_TOKEN_LOST`, `HSM_POOL_CLOSED`, `HSM_SESSION_TIMEOUT`);
+    ///   ``PKCS11Error`` from opening or logging in a session; whatever `body` throws.
     public func withSession<Result: Sendable>(
         _ body: @escaping @Sendable (borrowing PKCS11Session) throws -> Result
     ) async throws -> Result {

@@ -5,8 +5,10 @@ import CPKCS11
 /// Known values print with their specification name and hex value, e.g. `CKR_PIN_INCORRECT (0xA0)`;
 /// unknown and vendor-defined values keep their hex so an operator can look them up in the vendor's manual.
 public struct ReturnCode: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
+    /// The numeric `CK_RV` as the module returned it.
     public let rawValue: UInt
 
+    /// Wraps any `CK_RV`, including unknown and vendor-defined (`CKR_VENDOR_DEFINED` and above) values.
     public init(rawValue: UInt) {
         self.rawValue = rawValue
     }
@@ -16,6 +18,7 @@ public struct ReturnCode: RawRepresentable, Hashable, Sendable, CustomStringConv
         Self.names[self.rawValue]
     }
 
+    /// The name and hex value, e.g. `CKR_PIN_INCORRECT (0xA0)`; unknown and vendor-defined values print as such with their hex value.
     public var description: String {
         let hex = "0x" + String(self.rawValue, radix: 16, uppercase: true)
         if let name = self.name {
@@ -27,41 +30,85 @@ public struct ReturnCode: RawRepresentable, Hashable, Sendable, CustomStringConv
         return "unknown return code (\(hex))"
     }
 
+    /// CKR_OK: the function succeeded.
     public static let ok = ReturnCode(rawValue: UInt(CKR_OK))
+    /// CKR_GENERAL_ERROR: an unrecoverable error; the function may have partly succeeded and the token may be in an inconsistent state.
     public static let generalError = ReturnCode(rawValue: UInt(CKR_GENERAL_ERROR))
+    /// CKR_FUNCTION_FAILED: the function could not be performed and the module gives no detailed reason; unlike
+    /// CKR_GENERAL_ERROR, the situation is not necessarily hopeless.
     public static let functionFailed = ReturnCode(rawValue: UInt(CKR_FUNCTION_FAILED))
+    /// CKR_ARGUMENTS_BAD: an argument to the function is inappropriate (a bug in the caller, not a token problem).
     public static let argumentsBad = ReturnCode(rawValue: UInt(CKR_ARGUMENTS_BAD))
+    /// CKR_ATTRIBUTE_SENSITIVE: the attribute's value cannot be revealed because the object is sensitive or unextractable.
     public static let attributeSensitive = ReturnCode(rawValue: UInt(CKR_ATTRIBUTE_SENSITIVE))
+    /// CKR_ATTRIBUTE_TYPE_INVALID: the template names an attribute type that is invalid (for reading: the object has no such attribute).
     public static let attributeTypeInvalid = ReturnCode(rawValue: UInt(CKR_ATTRIBUTE_TYPE_INVALID))
+    /// CKR_DEVICE_ERROR: some problem occurred with the token or its slot.
     public static let deviceError = ReturnCode(rawValue: UInt(CKR_DEVICE_ERROR))
+    /// CKR_DEVICE_MEMORY: the token does not have enough memory to perform the function.
     public static let deviceMemory = ReturnCode(rawValue: UInt(CKR_DEVICE_MEMORY))
+    /// CKR_DEVICE_REMOVED: the token was removed from its slot while the function ran.
     public static let deviceRemoved = ReturnCode(rawValue: UInt(CKR_DEVICE_REMOVED))
+    /// CKR_ENCRYPTED_DATA_INVALID: the input to a decryption is not valid ciphertext; SoftHSM2 also returns it when an AES-GCM
+    /// tag does not verify.
     public static let encryptedDataInvalid = ReturnCode(rawValue: UInt(CKR_ENCRYPTED_DATA_INVALID))
+    /// CKR_FUNCTION_NOT_SUPPORTED: the module does not implement the function (also reported here when its function list
+    /// entry is empty).
     public static let functionNotSupported = ReturnCode(rawValue: UInt(CKR_FUNCTION_NOT_SUPPORTED))
+    /// CKR_KEY_FUNCTION_NOT_PERMITTED: the key's attributes do not allow this use, e.g. signing with a key whose `CKA_SIGN` is false.
     public static let keyFunctionNotPermitted = ReturnCode(rawValue: UInt(CKR_KEY_FUNCTION_NOT_PERMITTED))
+    /// CKR_KEY_HANDLE_INVALID: the key handle is not valid (e.g. the key was destroyed, or the handle is from before a re-initialization).
     public static let keyHandleInvalid = ReturnCode(rawValue: UInt(CKR_KEY_HANDLE_INVALID))
+    /// CKR_KEY_UNEXTRACTABLE: the key cannot be wrapped because its `CKA_EXTRACTABLE` is false.
     public static let keyUnextractable = ReturnCode(rawValue: UInt(CKR_KEY_UNEXTRACTABLE))
+    /// CKR_MECHANISM_INVALID: the mechanism is unknown to the token or not supported for this function.
     public static let mechanismInvalid = ReturnCode(rawValue: UInt(CKR_MECHANISM_INVALID))
+    /// CKR_OBJECT_HANDLE_INVALID: the object handle is not valid (e.g. the object was destroyed, or the handle is from before a
+    /// re-initialization).
     public static let objectHandleInvalid = ReturnCode(rawValue: UInt(CKR_OBJECT_HANDLE_INVALID))
+    /// CKR_OPERATION_ACTIVE: an operation already active on the session (e.g. an unfinished search or signature) prevents this one.
     public static let operationActive = ReturnCode(rawValue: UInt(CKR_OPERATION_ACTIVE))
+    /// CKR_PIN_INCORRECT: the PIN given to `C_Login` is wrong; repeated attempts may lock the token.
     public static let pinIncorrect = ReturnCode(rawValue: UInt(CKR_PIN_INCORRECT))
+    /// CKR_PIN_LOCKED: the PIN is locked (typically after too many wrong attempts); login is impossible until the security officer
+    /// unblocks it.
     public static let pinLocked = ReturnCode(rawValue: UInt(CKR_PIN_LOCKED))
+    /// CKR_PIN_EXPIRED: the PIN has expired and must be changed (`C_SetPIN`) before the operation can be done.
     public static let pinExpired = ReturnCode(rawValue: UInt(CKR_PIN_EXPIRED))
+    /// CKR_PIN_INVALID: the PIN contains characters the token does not accept (the specification reserves it for functions that set a PIN).
     public static let pinInvalid = ReturnCode(rawValue: UInt(CKR_PIN_INVALID))
+    /// CKR_PIN_LEN_RANGE: the PIN is too long or too short for the token.
     public static let pinLengthRange = ReturnCode(rawValue: UInt(CKR_PIN_LEN_RANGE))
+    /// CKR_SESSION_CLOSED: the session was closed while the function ran.
     public static let sessionClosed = ReturnCode(rawValue: UInt(CKR_SESSION_CLOSED))
+    /// CKR_SESSION_COUNT: a session could not be opened because the token has too many sessions open already.
     public static let sessionCount = ReturnCode(rawValue: UInt(CKR_SESSION_COUNT))
+    /// CKR_SESSION_HANDLE_INVALID: the session handle was not valid when the function was called (closed, or from before a
+    /// re-initialization).
     public static let sessionHandleInvalid = ReturnCode(rawValue: UInt(CKR_SESSION_HANDLE_INVALID))
+    /// CKR_SIGNATURE_INVALID: the signature or MAC given for verification is invalid.
     public static let signatureInvalid = ReturnCode(rawValue: UInt(CKR_SIGNATURE_INVALID))
+    /// CKR_SLOT_ID_INVALID: the slot ID is not valid (e.g. the slot disappeared when the token was removed).
     public static let slotIDInvalid = ReturnCode(rawValue: UInt(CKR_SLOT_ID_INVALID))
+    /// CKR_TEMPLATE_INCONSISTENT: the template for creating or generating an object has conflicting attributes.
     public static let templateInconsistent = ReturnCode(rawValue: UInt(CKR_TEMPLATE_INCONSISTENT))
+    /// CKR_TOKEN_NOT_PRESENT: the token was not in its slot when the function was called.
     public static let tokenNotPresent = ReturnCode(rawValue: UInt(CKR_TOKEN_NOT_PRESENT))
+    /// CKR_TOKEN_NOT_RECOGNIZED: the module or slot does not recognize the token in the slot.
     public static let tokenNotRecognized = ReturnCode(rawValue: UInt(CKR_TOKEN_NOT_RECOGNIZED))
+    /// CKR_USER_ALREADY_LOGGED_IN: `C_Login` was called although the user is already logged in (``PKCS11Session/login(_:)``
+    /// accepts it).
     public static let userAlreadyLoggedIn = ReturnCode(rawValue: UInt(CKR_USER_ALREADY_LOGGED_IN))
+    /// CKR_USER_NOT_LOGGED_IN: the action needs a logged-in user and none is; tokens forget the login when their last session closes.
     public static let userNotLoggedIn = ReturnCode(rawValue: UInt(CKR_USER_NOT_LOGGED_IN))
+    /// CKR_USER_PIN_NOT_INITIALIZED: the normal user's PIN has not been set yet (`C_InitPIN`).
     public static let userPINNotInitialized = ReturnCode(rawValue: UInt(CKR_USER_PIN_NOT_INITIALIZED))
+    /// CKR_BUFFER_TOO_SMALL: the output does not fit in the buffer given. A cryptographic operation (e.g. `C_Sign`) stays active
+    /// after it: call again with a larger buffer, or starting another such operation on the session fails with CKR_OPERATION_ACTIVE.
     public static let bufferTooSmall = ReturnCode(rawValue: UInt(CKR_BUFFER_TOO_SMALL))
+    /// CKR_CRYPTOKI_NOT_INITIALIZED: the module has not been initialized with `C_Initialize` (or was finalized since).
     public static let cryptokiNotInitialized = ReturnCode(rawValue: UInt(CKR_CRYPTOKI_NOT_INITIALIZED))
+    /// CKR_CRYPTOKI_ALREADY_INITIALIZED: `C_Initialize` was called although the module is already initialized in this process.
     public static let cryptokiAlreadyInitialized = ReturnCode(rawValue: UInt(CKR_CRYPTOKI_ALREADY_INITIALIZED))
 
     /// Whether this code says the PIN itself is wrong: logging in with it again could lock the token.

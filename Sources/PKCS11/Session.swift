@@ -6,7 +6,9 @@ import Synchronization
 /// The type is non-copyable and only ever borrowed, so it cannot outlive the pool's lease. Its methods
 /// block on the token; the pool runs them on its thread pool.
 public struct PKCS11Session: ~Copyable {
+    /// The token the session is on.
     public let token: PKCS11Token
+    /// The session's handle; valid until the session is closed or the module is re-initialized.
     public let handle: SessionHandle
 
     /// Wraps an open session. Prefer ``PKCS11SessionPool/withSession(_:)``, which also logs in.

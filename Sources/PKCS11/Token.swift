@@ -3,7 +3,10 @@ import Foundation
 
 /// A token found on a module: where it is and what it says about itself.
 public struct PKCS11Token: Sendable {
+    /// The module the token was found on.
     public let module: PKCS11Module
+    /// The slot the token was in when it was found. Modules number slots as they like (SoftHSM2 puts tokens on random slots):
+    /// to find the token again, look it up by label or serial number.
     public let slot: SlotID
     /// The token's description of itself when it was found.
     public let info: TokenInfo
@@ -48,8 +51,11 @@ public struct PKCS11Token: Sendable {
 public struct TokenInfo: Sendable, Hashable {
     /// A session limit as the token reports it.
     public enum SessionLimit: Sendable, Hashable, CustomStringConvertible {
+        /// `CK_EFFECTIVELY_INFINITE`: the token sets no limit.
         case unlimited
+        /// `CK_UNAVAILABLE_INFORMATION`: the token does not say.
         case unknown
+        /// At most this many sessions.
         case limited(Int)
 
         init(_ value: CK_ULONG) {
@@ -60,6 +66,7 @@ public struct TokenInfo: Sendable, Hashable {
             }
         }
 
+        /// `unlimited`, `unknown` or the number.
         public var description: String {
             switch self {
             case .unlimited: "unlimited"
@@ -69,17 +76,30 @@ public struct TokenInfo: Sendable, Hashable {
         }
     }
 
+    /// The label the token was given when it was initialized (blank padding removed); how Countersign finds its token.
     public var label: String
+    /// The token's manufacturer (`manufacturerID`).
     public var manufacturer: String
+    /// The token's model.
     public var model: String
+    /// The token's serial number (at most 16 characters); tells tokens with the same label apart.
     public var serialNumber: String
+    /// `CKF_TOKEN_INITIALIZED`: the token has been initialized; ``PKCS11Module/tokens()`` skips tokens that are not.
     public var isInitialized: Bool
+    /// `CKF_LOGIN_REQUIRED`: some cryptographic functions need a logged-in user.
     public var isLoginRequired: Bool
+    /// `CKF_USER_PIN_INITIALIZED`: the normal user's PIN has been set.
     public var isUserPINInitialized: Bool
+    /// `CKF_PROTECTED_AUTHENTICATION_PATH`: a user can log in without the application passing a PIN (e.g. on a PIN pad).
     public var hasProtectedAuthenticationPath: Bool
+    /// `ulMaxSessionCount`: the most sessions one application may have open on the token at once.
     public var maximumSessions: SessionLimit
+    /// `ulMaxRwSessionCount`: the most read-write sessions one application may have open at once; it caps
+    /// ``PKCS11SessionPool/capacity``.
     public var maximumReadWriteSessions: SessionLimit
+    /// The version of the token's hardware (vendor-defined).
     public var hardwareVersion: Version
+    /// The version of the token's firmware (vendor-defined).
     public var firmwareVersion: Version
 
     init(_ info: CK_TOKEN_INFO) {
