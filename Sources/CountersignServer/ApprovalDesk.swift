@@ -11,7 +11,33 @@ import Wire
 
 /// Approvals: the answer an agent gets for an authorization at any stage, the approvers' verdicts, and the
 /// signature that the quorum releases.
-extension Authorizer {
+final class ApprovalDesk: Sendable {
+    let store: LedgerStore
+    let signer: AuthorizationSigner
+    let policy: PolicyEngine
+    let audit: AuditDesk
+    /// Wakes the agents waiting in FETCH_AUTHORIZATION when their authorization changes.
+    let notifier: ApprovalNotifier
+    let wallClock: WallClock
+    let time: MonotonicTime
+    let metrics: ServerMetrics
+    let logger: Logger
+
+    init(
+        store: LedgerStore, signer: AuthorizationSigner, policy: PolicyEngine, audit: AuditDesk, notifier: ApprovalNotifier, wallClock: WallClock,
+        time: MonotonicTime, metrics: ServerMetrics, logger: Logger
+    ) {
+        self.store = store
+        self.signer = signer
+        self.policy = policy
+        self.audit = audit
+        self.notifier = notifier
+        self.wallClock = wallClock
+        self.time = time
+        self.metrics = metrics
+        self.logger = logger
+    }
+
     /// The answer for a stored authorization now: its signed authorization, its pending state, or why it
     /// will never be signed. An approved one that is not signed yet (the HSM failed) is signed now.
     func outcome(of record: AuthorizationRecord) async throws -> AuthorizeOutcome {
@@ -23,7 +49,7 @@ extension Authorizer {
             if record.voidedAt != nil {
                 throw WireError(.approvalClosed, "authorization '\(record.id)' was withdrawn before it was approved")
             }
-            let verdicts = try await self.storeRead { try await self.store.approvals(of: record.id) }
+            let verdicts = try await storeRead { try await self.store.approvals(of: record.id) }
             return .pendingApproval(
                 PendingAuthorization(
                     authorizationID: record.id, tier: record.tier, approvalsRequired: record.quorum ?? 0,
@@ -31,7 +57,7 @@ extension Authorizer {
                 )
             )
         case .approved:
-            let verdicts = try await self.storeRead { try await self.store.approvals(of: record.id) }
+            let verdicts = try await storeRead { try await self.store.approvals(of: record.id) }
             return .authorized(try await self.signApproved(record, approvers: verdicts.filter { $0.verdict == .approve }.map(\.approver)))
         case .denied:
             throw WireError(.approvalDenied, "authorization '\(record.id)' was denied by an approver; its budget hold is released")
@@ -62,8 +88,16 @@ extension Authorizer {
         }
     }
 
+    /// `VOID`: the agent withdraws its authorization (signed or pending); its holds are released.
+    func void(_ id: String, agent: String, at now: Int64) async throws -> AuthorizationRecord {
+        let record = try await self.store.voidAuthorization(id: id, agent: agent, at: now)
+        self.notifier.changed(record.id)
+        self.logger.info("authorization voided", metadata: ["agent": "\(agent)", "authorization": "\(record.id)"])
+        return record
+    }
+
     private func ownRecord(_ id: String, agent: String) async throws -> AuthorizationRecord {
-        let record = try await self.storeRead { try await self.store.authorization(id: id) }
+        let record = try await storeRead { try await self.store.authorization(id: id) }
         guard let record, record.agent == agent else {
             throw WireError(.authorizationNotFound, "no authorization '\(id)' of '\(agent)'")
         }
@@ -73,10 +107,10 @@ extension Authorizer {
     /// `APPROVALS_LIST`: what waits for approvers now.
     func pendingApprovals() async throws -> ApprovalsList {
         let now = self.wallClock.secondsSince1970
-        let records = try await self.storeRead { try await self.store.pendingApprovals(now: now) }
+        let records = try await storeRead { try await self.store.pendingApprovals(now: now) }
         var summaries: [ApprovalSummary] = []
         for record in records {
-            let verdicts = try await self.storeRead { try await self.store.approvals(of: record.id) }
+            let verdicts = try await storeRead { try await self.store.approvals(of: record.id) }
             summaries.append(self.summary(of: record, verdicts: verdicts, now: now))
         }
         return ApprovalsList(approvals: summaries)
@@ -84,7 +118,7 @@ extension Authorizer {
 
     /// `APPROVALS_SHOW`: the exact request, the decision record and the verdicts.
     func approvalDetail(_ id: String) async throws -> ApprovalDetail {
-        let record = try await self.storeRead { try await self.store.authorization(id: id) }
+        let record = try await storeRead { try await self.store.authorization(id: id) }
         guard let record, record.quorum != nil else {
             throw WireError(.authorizationNotFound, "no authorization '\(id)' needing approval")
         }
@@ -117,7 +151,7 @@ extension Authorizer {
         case .quorumReached: status = "approved"
         case .denied: status = "denied"
         }
-        try await self.logAction(
+        try await self.audit.logAction(
             verdict == .approve ? "approvals.approve" : "approvals.deny", by: approver, subject: id, details: ["status": status], kind: "approval"
         )
         switch step {
@@ -154,7 +188,7 @@ extension Authorizer {
         )
         let authorization: Authorization
         do {
-            authorization = try await self.sign(
+            authorization = try await self.signer.sign(
                 request, id: record.id, agent: record.agent, tier: tier, policyVersion: decision?.policyVersion ?? self.policy.version, approvers: approvers,
                 auditIndex: auditIndex, at: now
             )
@@ -191,7 +225,7 @@ extension Authorizer {
         guard let body = record.request, let request = try? WireJSON.decode(AuthorizeRequest.self, from: ByteBuffer(bytes: body)) else {
             throw WireError(.internalError, "authorization '\(record.id)' has no stored request", retryable: false)
         }
-        let verdicts = try await self.storeRead { try await self.store.approvals(of: record.id) }
+        let verdicts = try await storeRead { try await self.store.approvals(of: record.id) }
         return ApprovalDetail(
             approval: self.summary(of: record, verdicts: verdicts, now: now),
             request: request,
@@ -225,31 +259,5 @@ extension Authorizer {
             approvalsRequired: record.quorum ?? 0, approvers: verdicts.filter { $0.verdict == .approve }.map(\.approver), requestedAt: record.createdAt,
             approvalExpiresAt: record.approvalExpiresAt ?? 0, status: status, summary: summary
         )
-    }
-
-    // MARK: Budgets
-
-    /// `BUDGETS_SHOW`: every budget the agent's spending counts against, in its current window.
-    func budgets(of agent: String) async throws -> BudgetsReport {
-        let now = self.wallClock.secondsSince1970
-        let scopes = self.policy.scopes(of: agent)
-        var lines: [BudgetLine] = []
-        for scope in scopes {
-            for budget in self.policy.budgets.budgets(of: scope) {
-                let windowStart = budget.window.start(at: now)
-                for (currency, limit) in budget.limits.sorted(by: { $0.key < $1.key }) {
-                    let spending = try await self.storeRead {
-                        try await self.store.spending(scope: scope, currency: currency, since: windowStart, now: now)
-                    }
-                    lines.append(
-                        BudgetLine(
-                            scope: scope.key, window: "\(budget.window)", windowStart: windowStart, currency: currency, limit: limit, spent: spending.counted,
-                            pending: spending.pending, remaining: max(0, limit - spending.counted)
-                        )
-                    )
-                }
-            }
-        }
-        return BudgetsReport(agentID: agent, scopes: scopes.map(\.key), budgets: lines)
     }
 }

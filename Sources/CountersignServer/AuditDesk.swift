@@ -5,8 +5,23 @@ import Logging
 import Policy
 import Wire
 
-/// Reading the audit log over the protocol: checkpoints, inclusion and consistency proofs, entries.
-extension Authorizer {
+/// The audit log over the protocol: checkpoints, inclusion and consistency proofs and entries for auditors, and
+/// the record of every admin's and approver's action.
+final class AuditDesk: Sendable {
+    let store: LedgerStore
+    /// Told of every appended entry, so that a checkpoint follows every N entries; `nil` when the server keeps
+    /// no audit log.
+    let checkpoints: Checkpointer?
+    let wallClock: WallClock
+    let logger: Logger
+
+    init(store: LedgerStore, checkpoints: Checkpointer?, wallClock: WallClock, logger: Logger) {
+        self.store = store
+        self.checkpoints = checkpoints
+        self.wallClock = wallClock
+        self.logger = logger
+    }
+
     private var checkpointer: Checkpointer {
         get throws(WireError) {
             guard let checkpoints = self.checkpoints else { throw WireError(.auditUnavailable, "this server keeps no audit log", retryable: false) }
@@ -16,7 +31,7 @@ extension Authorizer {
 
     /// The latest checkpoint, signing one first if the log grew since.
     func latestCheckpoint(covering size: Int? = nil) async throws -> CheckpointRecord {
-        let latest = try await self.storeRead { try await self.store.latestCheckpoint() }
+        let latest = try await storeRead { try await self.store.latestCheckpoint() }
         if let latest, latest.size >= (size ?? self.store.auditSize) { return latest }
         do {
             return try await self.checkpointer.checkpointNow()
@@ -35,7 +50,7 @@ extension Authorizer {
     func auditProof(_ request: AuditProofRequest) async throws -> AuditInclusionProof {
         var index = request.index
         if let id = request.authorizationID {
-            let record = try await self.storeRead { try await self.store.authorization(id: id) }
+            let record = try await storeRead { try await self.store.authorization(id: id) }
             guard let auditIndex = record?.auditIndex else { throw WireError(.authorizationNotFound, "no authorization '\(id)' in the audit log") }
             index = auditIndex
         }
@@ -43,8 +58,8 @@ extension Authorizer {
             throw WireError(.invalidRequest, "index \(request.index ?? -1) is not in the log yet (it has \(self.store.auditSize) entries)")
         }
         let checkpoint = try await self.latestCheckpoint(covering: Int(index) + 1)
-        let leaves = try await self.storeRead { try await self.store.auditLeafHashes(size: checkpoint.size) }
-        let entry = try await self.storeRead { try await self.store.auditEntries(from: index, limit: 1) }
+        let leaves = try await storeRead { try await self.store.auditLeafHashes(size: checkpoint.size) }
+        let entry = try await storeRead { try await self.store.auditEntries(from: index, limit: 1) }
         guard leaves.count == checkpoint.size, let first = entry.first, first.index == index else {
             throw WireError(.auditUnavailable, "the log does not match its checkpoint; run countersign audit verify", retryable: false)
         }
@@ -56,19 +71,19 @@ extension Authorizer {
     }
 
     func auditConsistency(_ request: AuditConsistencyRequest) async throws -> AuditConsistencyProof {
-        guard let old = try await self.storeRead({ try await self.store.checkpoint(size: request.oldSize) }) else {
+        guard let old = try await storeRead({ try await self.store.checkpoint(size: request.oldSize) }) else {
             throw WireError(.invalidRequest, "no checkpoint of \(request.oldSize) entries; consistency is proved between checkpoints")
         }
         let new: CheckpointRecord
         if let newSize = request.newSize {
-            guard let found = try await self.storeRead({ try await self.store.checkpoint(size: newSize) }) else {
+            guard let found = try await storeRead({ try await self.store.checkpoint(size: newSize) }) else {
                 throw WireError(.invalidRequest, "no checkpoint of \(newSize) entries")
             }
             new = found
         } else {
             new = try await self.latestCheckpoint()
         }
-        let leaves = try await self.storeRead { try await self.store.auditLeafHashes(size: new.size) }
+        let leaves = try await storeRead { try await self.store.auditLeafHashes(size: new.size) }
         return AuditConsistencyProof(
             oldSize: old.size, newSize: new.size,
             proof: Merkle.consistencyProof(oldSize: old.size, leaves: leaves[...]).map { Data($0).base64EncodedString() }, oldCheckpoint: old.note,
@@ -77,7 +92,7 @@ extension Authorizer {
     }
 
     func auditEntries(_ request: AuditEntriesRequest) async throws -> AuditEntries {
-        let rows = try await self.storeRead { try await self.store.auditEntries(from: request.from, limit: request.limit ?? 100) }
+        let rows = try await storeRead { try await self.store.auditEntries(from: request.from, limit: request.limit ?? 100) }
         // A page is the unit of work: a reader that left stops here, before its page is encoded.
         try Task.checkCancellation()
         return AuditEntries(entries: rows.map { .init(index: $0.index, entry: String(decoding: $0.entry, as: UTF8.self)) }, size: self.store.auditSize)

@@ -10,35 +10,36 @@ import Signing
 import Synchronization
 import Wire
 
-/// Decides authorize requests: gathers the facts the policy needs, evaluates it, signs, and records the
-/// authorization and its budget holds durably before the answer leaves. Also the approval desk: approvers'
-/// verdicts, the signature a quorum releases, and agents waiting for it.
+/// AUTHORIZE, as five steps each on its own: **replay** (a retry gets its original answer), **evaluate** (the
+/// policy on the request and the facts it needs), **pre-check** (a cheap early budget refusal), **sign or pend**
+/// (the tier's key signs, or the request waits for approvers), and **record** (the authorization, its holds and
+/// its audit entry, durably and atomically with the budget checks, before the answer leaves).
 final class Authorizer: Sendable {
     let store: LedgerStore
-    let keyRing: KeyRing
     let policy: PolicyEngine
-    let issuer: String
+    let modes: ContextModes
+    let signer: AuthorizationSigner
+    /// The answer of a stored authorization at any stage (a replay of a pending one asks it).
+    let approvals: ApprovalDesk
+    /// Told of every appended decision, so that a checkpoint follows every N entries.
+    let checkpoints: Checkpointer?
     let wallClock: WallClock
     let time: MonotonicTime
     let random: RandomSource
     let metrics: ServerMetrics
     let logger: Logger
-    let modes: ContextModes
-    let notifier = ApprovalNotifier()
-    /// Told of every appended decision, so that a checkpoint follows every N entries.
-    let checkpoints: Checkpointer?
     private let requestLog: Mutex<RequestLog>
 
     init(
-        store: LedgerStore, keyRing: KeyRing, policy: PolicyEngine, modes: ContextModes, issuer: String, wallClock: WallClock, time: MonotonicTime,
-        random: RandomSource, metrics: ServerMetrics, logger: Logger, checkpoints: Checkpointer? = nil
+        store: LedgerStore, policy: PolicyEngine, modes: ContextModes, signer: AuthorizationSigner, approvals: ApprovalDesk, checkpoints: Checkpointer?,
+        wallClock: WallClock, time: MonotonicTime, random: RandomSource, metrics: ServerMetrics, logger: Logger
     ) {
-        self.checkpoints = checkpoints
         self.store = store
-        self.keyRing = keyRing
         self.policy = policy
         self.modes = modes
-        self.issuer = issuer
+        self.signer = signer
+        self.approvals = approvals
+        self.checkpoints = checkpoints
         self.wallClock = wallClock
         self.time = time
         self.random = random
@@ -50,14 +51,44 @@ final class Authorizer: Sendable {
         )
     }
 
-    // MARK: Authorize
+    /// One AUTHORIZE as it goes through the steps.
+    private struct Attempt: Sendable {
+        let request: AuthorizeRequest
+        let agent: String
+        /// The request as the agent sent it, canonically encoded: stored, shown to approvers, and hashed.
+        let canonicalRequest: Data
+        /// Binds the idempotency key to this request.
+        let requestHash: Data
+
+        init(_ request: AuthorizeRequest, agent: String) {
+            self.request = request
+            self.agent = agent
+            self.canonicalRequest = Data(WireJSON.encode(request).readableBytesView)
+            self.requestHash = Data(SHA256.hash(data: self.canonicalRequest))
+        }
+    }
+
+    /// A decision the policy made, at its time.
+    private struct Evaluated: Sendable {
+        let decision: Decision
+        let amount: Money
+        let now: Int64
+    }
+
+    /// An authorization ready to be recorded: its row, the answer it gives, and what its audit entry says.
+    private struct Prepared: Sendable {
+        var record: AuthorizationRecord
+        var outcome: AuthorizeOutcome
+        var summary: DecisionSummary
+        let auditIndex: Int64
+    }
 
     func authorize(_ request: AuthorizeRequest, agent: String) async throws -> AuthorizeOutcome {
         let started = self.time.now
         var tierName = "none"
         var replayed = false
         do {
-            let outcome = try await self.decide(request, agent: agent, tierName: &tierName, replayed: &replayed)
+            let outcome = try await self.decide(Attempt(request, agent: agent), tierName: &tierName, replayed: &replayed)
             let label = if replayed { "replayed" } else if case .pendingApproval = outcome { "pending_approval" } else { "authorized" }
             self.metrics.authorizationDecided(tier: tierName, outcome: label, duration: self.time.now - started)
             return outcome
@@ -67,59 +98,77 @@ final class Authorizer: Sendable {
         }
     }
 
-    private func decide(_ request: AuthorizeRequest, agent: String, tierName: inout String, replayed: inout Bool) async throws -> AuthorizeOutcome {
-        // A retry with the same idempotency key and body gets the original answer; nothing is signed again.
-        let canonicalRequest = Data(WireJSON.encode(request).readableBytesView)
-        let requestHash = Data(SHA256.hash(data: canonicalRequest))
-        if let earlier = try await self.storeRead({ try await self.store.authorization(agent: agent, idempotencyKey: request.idempotencyKey) }) {
+    private func decide(_ attempt: Attempt, tierName: inout String, replayed: inout Bool) async throws -> AuthorizeOutcome {
+        // 1. Replay: a retry with the same idempotency key and body gets the original answer; nothing is signed again.
+        if let earlier = try await storeRead({ try await self.store.authorization(agent: attempt.agent, idempotencyKey: attempt.request.idempotencyKey) }) {
             // Counted as a replay of its tier, not as a new decision.
             tierName = earlier.tier
             replayed = true
-            return try await self.replay(earlier, for: requestHash)
+            return try await self.replay(earlier, for: attempt.requestHash)
         }
+        // 2. Evaluate.
+        let evaluated = try await self.evaluate(attempt)
+        tierName = evaluated.decision.judgedTier ?? "none"
+        let tier: Tier
+        switch evaluated.decision.outcome {
+        case .authorized(let decided), .pendingApproval(let decided, _):
+            tier = decided
+        case .denied(let code, let reason):
+            return try await self.refuse(WireError(code, reason), attempt, evaluated)
+        }
+        tierName = tier.name
+        // 3. Pre-check.
+        if let refusal = await self.precheckBudgets(evaluated) {
+            return try await self.refuse(refusal, attempt, evaluated)
+        }
+        // 4. Sign or pend; 5. record.
+        let prepared = try await self.signOrPend(attempt, evaluated, tier: tier)
+        return try await self.record(prepared, attempt, evaluated)
+    }
+
+    /// Step 2: the policy's decision on the request, with the facts it needs.
+    /// - Throws: `CURRENCY_NOT_ACCEPTED` for a code that is no ISO 4217 currency (nothing is recorded).
+    private func evaluate(_ attempt: Attempt) async throws -> Evaluated {
+        let request = attempt.request
         guard let currency = Currency(code: request.currency) else {
             throw WireError(.currencyNotAccepted, "'\(request.currency)' is not an ISO 4217 currency")
         }
         let amount = Money(minorUnits: request.amount, currency: currency)
         let policyRequest = PolicyRequest(
-            agent: agent, amount: amount, merchant: request.merchantID, merchantCategoryCode: request.merchantCategoryCode,
+            agent: attempt.agent, amount: amount, merchant: request.merchantID, merchantCategoryCode: request.merchantCategoryCode,
             lineItems: request.intent.lineItems?.map { PolicyRequest.LineItem(quantity: $0.quantity, unitAmount: $0.unitAmount, category: $0.category) }
         )
         let now = self.wallClock.secondsSince1970
         let facts = try await self.facts(for: policyRequest, now: now)
-        let decision = self.policy.evaluate(policyRequest, facts: facts)
-        tierName = decision.judgedTier ?? "none"
-        let tier: Tier
-        switch decision.outcome {
-        case .authorized(let decided), .pendingApproval(let decided, _):
-            tier = decided
-        case .denied(let code, let reason):
-            return try await self.refuse(
-                WireError(code, reason), decision: decision, request: request,
-                agent: agent, requestHash: requestHash, at: now
-            )
-        }
-        tierName = tier.name
-        // A cheap early refusal, so an agent over a budget cannot make the HSM sign for nothing; the atomic
-        // check at the commit below is the one that counts.
-        for limit in decision.budgetChecks {
-            let spent = (try? await self.store.spent(scope: limit.scope, currency: currency.code, since: limit.windowStart, now: now)) ?? 0
+        return Evaluated(decision: self.policy.evaluate(policyRequest, facts: facts), amount: amount, now: now)
+    }
+
+    /// Step 3: a cheap early refusal, so an agent over a budget cannot make the HSM sign for nothing; the atomic
+    /// check at the record is the one that counts.
+    private func precheckBudgets(_ evaluated: Evaluated) async -> WireError? {
+        let amount = evaluated.amount
+        for limit in evaluated.decision.budgetChecks {
+            let spent = (try? await self.store.spent(scope: limit.scope, currency: amount.currency.code, since: limit.windowStart, now: evaluated.now)) ?? 0
             if spent > limit.limit - amount.minorUnits {
-                return try await self.refuse(
-                    Self.budgetExceeded(amount, limit: limit, spent: spent, now: now), decision: decision, request: request, agent: agent,
-                    requestHash: requestHash, at: now
-                )
+                return Self.budgetExceeded(amount, limit: limit, spent: spent, now: evaluated.now)
             }
         }
+        return nil
+    }
+
+    /// Step 4: the signed authorization, or the pending approval. A signing failure is recorded at the reserved
+    /// audit index (why nothing was issued) and thrown.
+    private func signOrPend(_ attempt: Attempt, _ evaluated: Evaluated, tier: Tier) async throws -> Prepared {
+        let (request, agent, decision, now) = (attempt.request, attempt.agent, evaluated.decision, evaluated.now)
         let id = Self.authorizationID(at: now, random: self.random)
         var record = AuthorizationRecord(
-            id: id, agent: agent, idempotencyKey: request.idempotencyKey, requestHash: requestHash, response: Data(), amount: request.amount,
-            currency: currency.code, merchant: request.merchantID, tier: tier.name, kid: "", expiresAt: 0, createdAt: now, request: canonicalRequest
+            id: id, agent: agent, idempotencyKey: request.idempotencyKey, requestHash: attempt.requestHash, response: Data(), amount: request.amount,
+            currency: evaluated.amount.currency.code, merchant: request.merchantID, tier: tier.name, kid: "", expiresAt: 0, createdAt: now,
+            request: attempt.canonicalRequest
         )
         // The decision's audit index is reserved now, so the signed claims can carry it.
         let auditIndex = self.store.reserveAuditIndex()
         var summary = Self.summary(decision, outcome: "authorized", request: request)
-        let outcome: AuthorizeOutcome
         if case .pendingApproval(_, let approval) = decision.outcome {
             let deadline = now + approval.ttlSeconds
             let pending = PendingAuthorization(
@@ -131,34 +180,40 @@ final class Authorizer: Sendable {
             record.response = Data(WireJSON.encode(pending).readableBytesView)
             record.decision = decision.record(outcome: "pending_approval").json
             summary.outcome = "pending_approval"
-            outcome = .pendingApproval(pending)
-        } else {
-            let authorization: Authorization
-            do {
-                authorization = try await self.sign(
-                    request, id: id, agent: agent, tier: tier, policyVersion: decision.policyVersion, approvers: nil, auditIndex: auditIndex,
-                    intentHash: summary.intentHash, at: now
-                )
-            } catch let error as WireError {
-                // The reserved index records why nothing was issued.
-                var failed = summary
-                failed.outcome = "denied"
-                failed.code = error.code.rawValue
-                await self.recordRefusal(
-                    decision.record(outcome: "denied", code: error.code.rawValue), agent: agent, idempotencyKey: request.idempotencyKey, at: now,
-                    audit: AuditEntry(index: auditIndex, time: now, kind: "decision", action: "denied", actor: agent, subject: id, decision: failed)
-                )
-                throw error
-            }
-            record.kid = authorization.kid
-            record.expiresAt = authorization.expiresAt
-            record.response = Data(WireJSON.encode(authorization).readableBytesView)
-            record.decision = decision.record(outcome: "authorized").json
-            summary.kid = authorization.kid
-            summary.jwsSHA256 = Base64URL.encode(Array(SHA256.hash(data: Data(authorization.jws.utf8))))
-            outcome = .authorized(authorization)
+            return Prepared(record: record, outcome: .pendingApproval(pending), summary: summary, auditIndex: auditIndex)
         }
-        let entry = AuditEntry(index: auditIndex, time: now, kind: "decision", action: summary.outcome, actor: agent, subject: id, decision: summary)
+        let authorization: Authorization
+        do {
+            authorization = try await self.signer.sign(
+                request, id: id, agent: agent, tier: tier, policyVersion: decision.policyVersion, approvers: nil, auditIndex: auditIndex,
+                intentHash: summary.intentHash, at: now
+            )
+        } catch let error as WireError {
+            // The reserved index records why nothing was issued.
+            var failed = summary
+            failed.outcome = "denied"
+            failed.code = error.code.rawValue
+            await self.recordRefusal(
+                decision.record(outcome: "denied", code: error.code.rawValue), agent: agent, idempotencyKey: request.idempotencyKey, at: now,
+                audit: AuditEntry(index: auditIndex, time: now, kind: "decision", action: "denied", actor: agent, subject: id, decision: failed)
+            )
+            throw error
+        }
+        record.kid = authorization.kid
+        record.expiresAt = authorization.expiresAt
+        record.response = Data(WireJSON.encode(authorization).readableBytesView)
+        record.decision = decision.record(outcome: "authorized").json
+        summary.kid = authorization.kid
+        summary.jwsSHA256 = Base64URL.encode(Array(SHA256.hash(data: Data(authorization.jws.utf8))))
+        return Prepared(record: record, outcome: .authorized(authorization), summary: summary, auditIndex: auditIndex)
+    }
+
+    /// Step 5: durable before the answer leaves: if the record cannot be written, the JWS is never sent. The budget
+    /// checks and the holds are one step of one transaction: concurrent requests cannot overspend.
+    private func record(_ prepared: Prepared, _ attempt: Attempt, _ evaluated: Evaluated) async throws -> AuthorizeOutcome {
+        let (agent, id, now, summary) = (attempt.agent, prepared.record.id, evaluated.now, prepared.summary)
+        let entry = AuditEntry(
+            index: prepared.auditIndex, time: now, kind: "decision", action: summary.outcome, actor: agent, subject: id, decision: summary)
         var refused = summary
         refused.outcome = "denied"
         refused.kid = nil
@@ -177,18 +232,16 @@ final class Authorizer: Sendable {
                 )
             }
         )
-        // Durable before the answer leaves: if the record cannot be written, the JWS is never sent. The budget
-        // checks and the holds are one step of one transaction: concurrent requests cannot overspend.
         let stored: AuthorizationRecord
         do {
             switch try await self.store.recordAuthorization(
-                record, scopes: decision.scopes, limits: decision.budgetChecks, audit: entry, alternatives: alternatives)
+                prepared.record, scopes: evaluated.decision.scopes, limits: evaluated.decision.budgetChecks, audit: entry, alternatives: alternatives)
             {
             case .recorded(let recorded):
                 stored = recorded
             case .overLimit(let limit, let spent):
                 // The signature is discarded unsent; the audit entry at its index says why.
-                throw Self.budgetExceeded(amount, limit: limit, spent: spent, now: now)
+                throw Self.budgetExceeded(evaluated.amount, limit: limit, spent: spent, now: now)
             case .logged:
                 throw WireError(.internalError, "the store answered an authorization with a refusal's outcome", retryable: false)
             }
@@ -196,14 +249,14 @@ final class Authorizer: Sendable {
             throw error
         } catch {
             self.logger.error("decision not recorded in the audit log; nothing sent", metadata: ["agent": "\(agent)", "error": "\(error)"])
-            throw WireError(.auditUnavailable, "the decision could not be written to the audit log, so no authorization was issued", retryable: true)
+            throw WireError(.auditUnavailable, "the decision could not be written to the audit log, so no authorization was issued")
         }
         self.checkpoints?.appended()
-        if stored.id != record.id {
+        if stored.id != id {
             // A concurrent request with the same key was recorded first; this signature is discarded unsent.
-            return try await self.replay(stored, for: requestHash)
+            return try await self.replay(stored, for: attempt.requestHash)
         }
-        return outcome
+        return prepared.outcome
     }
 
     /// What the policy needs beyond the request: modes, request counts, and (only when escalation applies)
@@ -220,7 +273,7 @@ final class Authorizer: Sendable {
         }
         if self.policy.needsHistory(request) {
             let rules = self.policy.escalation
-            let history = try await self.storeRead {
+            let history = try await storeRead {
                 try await self.store.spendingFacts(
                     agent: request.agent, currency: request.amount.currency.code, merchant: request.merchant, historySince: now - rules.historySeconds,
                     splittingSince: now - (rules.splittingWindowSeconds ?? 0) + 1, now: now
@@ -234,49 +287,10 @@ final class Authorizer: Sendable {
         return facts
     }
 
-    /// Signs an authorization for `request` with the tier's active key, issued at `now` (the decision's time,
-    /// which also begins the id of a direct authorization; the quorum's time for an approved one).
-    func sign(
-        _ request: AuthorizeRequest, id: String, agent: String, tier: Tier, policyVersion: String, approvers: [String]?, auditIndex: Int64,
-        intentHash: String? = nil, at now: Int64
-    ) async throws -> Authorization {
-        guard let key = self.keyRing.key(for: tier) else {
-            throw WireError(.signingUnavailable, "no active key for tier '\(tier.name)'")
-        }
-        let claims = AuthorizationClaims(
-            iss: self.issuer, sub: agent, aud: request.merchantID, jti: id, iat: now, nbf: now, exp: now + tier.lifetimeSeconds, amount: request.amount,
-            currency: request.currency, mcc: request.merchantCategoryCode, intentHash: intentHash ?? IntentHash.of(request.intent), tier: tier.name,
-            policyVersion: policyVersion, approvers: approvers, auditLogIndex: auditIndex
-        )
-        let jws: String
-        do {
-            jws = try await CompactJWS.sign(claims, with: key)
-        } catch let error as SigningError {
-            throw error.wireError
-        }
-        if self.keyRing.countSignature(key.keyID) {
-            // The key reached its signature limit: the next version takes over; this signature still counts.
-            let keyRing = self.keyRing
-            let now = self.wallClock.secondsSince1970
-            Task { [logger] in
-                do {
-                    _ = try await keyRing.rotateByPolicy(name: key.keyID.name, reason: "max_signatures reached", at: now)
-                } catch {
-                    logger.error("automatic rotation failed", metadata: ["key": "\(key.keyID.name)", "error": "\(error)"])
-                }
-            }
-        }
-        return Authorization(
-            jws: jws, authorizationID: id, tier: tier.name, kid: key.keyID.kid, keyName: key.keyID.name, keyVersion: key.keyID.version,
-            keyBackend: key.backend.rawValue, expiresAt: claims.exp, approvers: approvers
-        )
-    }
-
     /// Refuses, unless a concurrent request with the same idempotency key was recorded meanwhile (its hold
     /// may be the very reason for this refusal): then that request's answer is the answer.
-    private func refuse(
-        _ error: WireError, decision: Decision, request: AuthorizeRequest, agent: String, requestHash: Data, at now: Int64
-    ) async throws -> AuthorizeOutcome {
+    private func refuse(_ error: WireError, _ attempt: Attempt, _ evaluated: Evaluated) async throws -> AuthorizeOutcome {
+        let (request, agent, requestHash, decision, now) = (attempt.request, attempt.agent, attempt.requestHash, evaluated.decision, evaluated.now)
         if let earlier = try? await self.store.authorization(agent: agent, idempotencyKey: request.idempotencyKey, certain: true) {
             return try await self.replay(earlier, for: requestHash)
         }
@@ -344,18 +358,7 @@ final class Authorizer: Sendable {
                 "idempotency key '\(record.idempotencyKey)' was used for a different request; use a new key for a new payment"
             )
         }
-        return try await self.outcome(of: record)
-    }
-
-    /// Reads from the store, mapping its failure to `STORE_UNAVAILABLE`.
-    func storeRead<T: Sendable>(_ body: () async throws -> T) async throws -> T {
-        do {
-            return try await body()
-        } catch let error as any CountersignError {
-            throw error.wireError
-        } catch {
-            throw WireError(.storeUnavailable, "the store does not answer", retryable: true)
-        }
+        return try await self.approvals.outcome(of: record)
     }
 }
 

@@ -159,7 +159,7 @@ struct ConnectionHandler: Sendable {
                                 // Backpressure: while the connection has its maximum in flight, stop reading; and while it has
                                 // its few reads of the audit log in flight, stop reading at the next one (each answer can be a
                                 // megabyte, and a client that does not read would have the server hold hundreds of them).
-                                let isLogRead = RequestHandler.logReadTypes.contains(frame.type)
+                                let isLogRead = frame.type.descriptor?.readsLog ?? false
                                 while inFlight >= self.limits.maximumInFlight || (isLogRead && logReadsInFlight >= Self.maximumLogReadsInFlight) {
                                     guard let wasLogRead = await requests.next() else { break }
                                     inFlight -= 1
@@ -179,7 +179,7 @@ struct ConnectionHandler: Sendable {
                                 if isLogRead { logReadsInFlight += 1 }
                                 requests.addTask {
                                     let response: Frame
-                                    if Self.cancellableWhenGone.contains(frame.type) {
+                                    if frame.type.descriptor?.cancellable ?? false {
                                         response = await self.requests.respond(to: frame, from: principal)
                                     } else {
                                         // Not cancelled with its connection: a change of state runs to its end.
@@ -214,16 +214,8 @@ struct ConnectionHandler: Sendable {
         }
     }
 
-    /// Requests that only read: when their client is gone they are cancelled (a page of the audit log). The others
-    /// always run to their end, also for a client that left: an authorization stopped half-way would leave a
-    /// reserved audit index and maybe a hold behind, and so would a FETCH_AUTHORIZATION that finds its approval
-    /// complete and signs it (a held FETCH ends with its `wait_seconds`, at most 60 s).
     /// Reads of the audit log one connection may have in flight.
     static let maximumLogReadsInFlight = 2
-
-    static let cancellableWhenGone: Set<MessageType> = [
-        .ping, .getKeys, .agentsList, .approvalsList, .approvalsShow, .budgetsShow, .contextsList, .keysList, .auditEntries,
-    ]
 
     /// For the stop: once every answer is written, tells the client `SHUTTING_DOWN` (request id 0) and closes the
     /// output (`shutdown(SHUT_WR)`: a FIN after the last answer), then keeps reading until the client closes, so

@@ -114,13 +114,29 @@ public final class CountersignApplication: Sendable {
             await self.hsm.shutdown()
             throw error
         }
-        let authorizer = Authorizer(
-            store: self.store, keyRing: self.keyRing, policy: configuration.policy, modes: modes, issuer: configuration.issuer,
-            wallClock: environment.wallClock, time: environment.time, random: environment.random, metrics: metrics, logger: environment.logger,
-            checkpoints: checkpointer
+        let audit = AuditDesk(store: self.store, checkpoints: checkpointer, wallClock: environment.wallClock, logger: environment.logger)
+        let signer = AuthorizationSigner(keyRing: self.keyRing, issuer: configuration.issuer, wallClock: environment.wallClock, logger: environment.logger)
+        let notifier = ApprovalNotifier()
+        let approvals = ApprovalDesk(
+            store: self.store, signer: signer, policy: configuration.policy, audit: audit, notifier: notifier, wallClock: environment.wallClock,
+            time: environment.time, metrics: metrics, logger: environment.logger
+        )
+        let services = Services(
+            authorizer: Authorizer(
+                store: self.store, policy: configuration.policy, modes: modes, signer: signer, approvals: approvals, checkpoints: checkpointer,
+                wallClock: environment.wallClock, time: environment.time, random: environment.random, metrics: metrics, logger: environment.logger
+            ),
+            approvals: approvals,
+            budgets: BudgetReports(store: self.store, policy: configuration.policy, wallClock: environment.wallClock),
+            audit: audit,
+            principals: principals,
+            keyRing: self.keyRing,
+            contexts: ContextDesk(policy: configuration.policy, modes: modes, store: self.store, wallClock: environment.wallClock),
+            wallClock: environment.wallClock,
+            logger: environment.logger
         )
         let requests = RequestHandler(
-            authorizer: authorizer, principals: principals, time: environment.time, metrics: metrics, logger: environment.logger,
+            services: services, time: environment.time, metrics: metrics, logger: environment.logger,
             logReaders: configuration.limits.maximumLogReaders, logReadShare: configuration.limits.logReadShare
         )
         let connections = ConnectionHandler(
@@ -168,7 +184,7 @@ public final class CountersignApplication: Sendable {
             },
             onShutdown: {
                 stopping.set()
-                authorizer.notifier.close()
+                notifier.close()
             }
         )
     }

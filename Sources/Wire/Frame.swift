@@ -51,51 +51,17 @@ public struct MessageType: RawRepresentable, Hashable, Sendable, CustomStringCon
     /// The type that answers this request.
     public var response: MessageType { MessageType(rawValue: self.rawValue | 0x80) }
 
-    /// Every request type a server understands.
-    public static let requests: Set<MessageType> = [
-        .hello, .auth, .ping, .authorize, .getKeys, .void, .fetchAuthorization, .agentsAdd, .agentsList, .agentsRevoke, .approvalsList, .approvalsShow,
-        .approvalsApprove, .approvalsDeny, .budgetsShow, .contextsList, .contextsSet, .keysList, .keysRotate, .keysActivate, .keysRetire, .keysDestroy,
-        .keysAdopt, .agentsRotateCredential, .auditCheckpoint, .auditProof, .auditConsistency, .auditEntries,
-    ]
+    /// Every request type a server understands: those of ``catalog``.
+    public static let requests: Set<MessageType> = Set(Self.catalog.map(\.type))
 
+    /// `HELLO`, `AUTHORIZE_RESPONSE`, `ERROR`, …; `nil` for a type that is neither a request, a response, nor ERROR.
     public var name: String? {
-        switch self {
-        case .hello: "HELLO"
-        case .auth: "AUTH"
-        case .ping: "PING"
-        case .authorize: "AUTHORIZE"
-        case .getKeys: "GET_KEYS"
-        case .void: "VOID"
-        case .fetchAuthorization: "FETCH_AUTHORIZATION"
-        case .agentsAdd: "AGENTS_ADD"
-        case .agentsList: "AGENTS_LIST"
-        case .agentsRevoke: "AGENTS_REVOKE"
-        case .approvalsList: "APPROVALS_LIST"
-        case .approvalsShow: "APPROVALS_SHOW"
-        case .approvalsApprove: "APPROVALS_APPROVE"
-        case .approvalsDeny: "APPROVALS_DENY"
-        case .budgetsShow: "BUDGETS_SHOW"
-        case .contextsList: "CONTEXTS_LIST"
-        case .contextsSet: "CONTEXTS_SET"
-        case .keysList: "KEYS_LIST"
-        case .keysRotate: "KEYS_ROTATE"
-        case .keysActivate: "KEYS_ACTIVATE"
-        case .keysRetire: "KEYS_RETIRE"
-        case .keysDestroy: "KEYS_DESTROY"
-        case .keysAdopt: "KEYS_ADOPT"
-        case .agentsRotateCredential: "AGENTS_ROTATE_CREDENTIAL"
-        case .auditCheckpoint: "AUDIT_CHECKPOINT"
-        case .auditProof: "AUDIT_PROOF"
-        case .auditConsistency: "AUDIT_CONSISTENCY"
-        case .auditEntries: "AUDIT_ENTRIES"
-        case .error: "ERROR"
-        default:
-            if self.rawValue & 0x80 != 0, let request = MessageType(rawValue: self.rawValue & 0x7F).name {
-                request + "_RESPONSE"
-            } else {
-                nil
-            }
+        if self == .error { return "ERROR" }
+        if let request = Self.descriptors[self] { return request.name }
+        if self.rawValue & 0x80 != 0, let request = Self.descriptors[MessageType(rawValue: self.rawValue & 0x7F)] {
+            return request.name + "_RESPONSE"
         }
+        return nil
     }
 
     public var description: String {

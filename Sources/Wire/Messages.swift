@@ -75,7 +75,9 @@ public enum Role: String, Codable, Sendable, Hashable, CaseIterable {
 }
 
 /// An empty body (`{}`), for requests and responses that carry nothing.
-public struct Empty: Codable, Sendable, Hashable {
+public struct Empty: Codable, Sendable, Hashable, ValidatedRequest {
+    public func validate() {}
+
     public init() {}
 
     /// An object with no members: `[]`, `1` or `null` is not an empty body, and a member is an unknown one.

@@ -1,0 +1,176 @@
+import Foundation
+import Ledger
+import Logging
+import NIOCore
+import Policy
+import Signing
+import Wire
+
+/// Who sent a request: an authenticated principal whose credential is not revoked.
+struct Caller: Sendable {
+    let id: String
+    let role: Role
+}
+
+/// An admin's or approver's action, written to the audit log after it succeeded (the request fails with
+/// `AUDIT_UNAVAILABLE` if it cannot be).
+struct AuditedAction: Sendable {
+    var name: String
+    var subject: String?
+    var details: [String: String]? = nil
+    var kind = "admin"
+}
+
+/// What a route answers: the response body, and the action to audit.
+struct Answer: Sendable {
+    var body: ByteBuffer
+    var action: AuditedAction?
+
+    init(_ value: some Encodable, audit action: AuditedAction? = nil) {
+        self.body = WireJSON.encode(value)
+        self.action = action
+    }
+}
+
+/// One request type's handling. Who may send it comes from its ``MessageDescriptor`` (checked by the
+/// ``RequestHandler`` before anything else); the body is decoded and validated by ``prepare`` at once, so a bad
+/// body is refused before any wait; the work runs after.
+struct Route: Sendable {
+    let descriptor: MessageDescriptor
+    let prepare: @Sendable (ByteBuffer, Caller) throws -> @Sendable () async throws -> Answer
+
+    static func on<Request: ValidatedRequest>(
+        _ type: MessageType, _ body: Request.Type, _ handle: @escaping @Sendable (Request, Caller) async throws -> Answer
+    ) -> Route {
+        guard let descriptor = type.descriptor else { preconditionFailure("\(type) is not in MessageType.catalog") }
+        return Route(descriptor: descriptor) { bytes, caller in
+            let request = try WireJSON.decode(Request.self, from: bytes)
+            try request.validate()
+            return { try await handle(request, caller) }
+        }
+    }
+}
+
+/// What the routes use: each concern's own service, nothing reached through another.
+struct Services: Sendable {
+    let authorizer: Authorizer
+    let approvals: ApprovalDesk
+    let budgets: BudgetReports
+    let audit: AuditDesk
+    let principals: PrincipalDirectory
+    let keyRing: KeyRing
+    let contexts: ContextDesk
+    let wallClock: WallClock
+    let logger: Logger
+
+    /// Every request the server answers after the handshake: the one dispatch table. A test checks that it
+    /// covers ``MessageType/catalog``, and another that the catalog is docs/protocol.md's table.
+    var routes: [MessageType: Route] {
+        let table: [Route] = [
+            .on(.ping, Empty.self) { _, _ in Answer(Empty()) },
+            .on(.getKeys, Empty.self) { _, _ in Answer(self.keyRing.keySet) },
+            // Agents.
+            .on(.authorize, AuthorizeRequest.self) { request, caller in Answer(try await self.authorizer.authorize(request, agent: caller.id)) },
+            .on(.fetchAuthorization, FetchAuthorizationRequest.self) { request, caller in
+                Answer(try await self.approvals.fetch(request, agent: caller.id))
+            },
+            .on(.void, VoidRequest.self) { request, caller in
+                let record = try await self.approvals.void(request.authorizationID, agent: caller.id, at: self.now)
+                return Answer(
+                    Voided(authorizationID: record.id, voidedAt: record.voidedAt ?? 0),
+                    audit: AuditedAction(name: "voided", subject: record.id, kind: "decision"))
+            },
+            .on(.budgetsShow, BudgetsShowRequest.self) { request, caller in
+                guard caller.role.isAdministrative || request.agentID == caller.id else {
+                    throw WireError(.forbidden, "an agent may see only its own budgets")
+                }
+                guard self.principals.lookup(request.agentID) != nil else {
+                    throw WireError(.principalNotFound, "no principal '\(request.agentID)': budgets show takes a registered agent's id")
+                }
+                return Answer(try await self.budgets.budgets(of: request.agentID))
+            },
+            // Approvers.
+            .on(.approvalsList, Empty.self) { _, _ in Answer(try await self.approvals.pendingApprovals()) },
+            .on(.approvalsShow, AuthorizationReference.self) { request, _ in Answer(try await self.approvals.approvalDetail(request.authorizationID)) },
+            .on(.approvalsApprove, AuthorizationReference.self) { request, caller in
+                Answer(try await self.approvals.decide(request.authorizationID, approver: caller.id, verdict: .approve))
+            },
+            .on(.approvalsDeny, AuthorizationReference.self) { request, caller in
+                Answer(try await self.approvals.decide(request.authorizationID, approver: caller.id, verdict: .deny))
+            },
+            // Principals.
+            .on(.agentsAdd, AgentsAddRequest.self) { request, caller in
+                let key = try CredentialPublicKey(algorithm: request.algorithm, base64URL: request.publicKey)
+                let record = try await self.principals.add(id: request.agentID, role: request.role ?? .agent, key: key, at: self.now)
+                self.logger.notice("principal added", metadata: ["by": "\(caller.id)", "principal": "\(record.id)", "role": "\(record.role)"])
+                return Answer(
+                    record.info, audit: AuditedAction(name: "agents.add", subject: record.id, details: ["role": record.role, "algorithm": record.algorithm]))
+            },
+            .on(.agentsList, Empty.self) { _, _ in Answer(AgentsList(agents: self.principals.all().compactMap(\.info))) },
+            .on(.agentsRevoke, AgentsRevokeRequest.self) { request, caller in
+                let record = try await self.principals.revoke(id: request.agentID, at: self.now)
+                self.logger.notice("principal revoked", metadata: ["by": "\(caller.id)", "principal": "\(record.id)"])
+                return Answer(record.info, audit: AuditedAction(name: "agents.revoke", subject: record.id))
+            },
+            .on(.agentsRotateCredential, AgentsRotateCredentialRequest.self) { request, caller in
+                let key = try CredentialPublicKey(algorithm: request.algorithm, base64URL: request.publicKey)
+                let record = try await self.principals.rotateKey(id: request.agentID, key: key, graceSeconds: request.graceSeconds ?? 86_400)
+                let until = "\(record.previousKeyExpiresAt ?? 0)"
+                self.logger.notice("credential rotated", metadata: ["by": "\(caller.id)", "principal": "\(record.id)", "old_key_until": "\(until)"])
+                return Answer(record.info, audit: AuditedAction(name: "agents.rotate_credential", subject: record.id, details: ["old_key_until": until]))
+            },
+            // Keys.
+            .on(.keysList, Empty.self) { _, _ in Answer(KeysList(keys: self.keyRing.list())) },
+            .on(.keysRotate, KeysRotateRequest.self) { request, caller in
+                let record = try await self.keyRing.rotate(
+                    name: request.name, stage: request.stage ?? false, backend: request.backend.flatMap(KeyBackend.init(rawValue:)), at: self.now)
+                self.logger.notice("key rotated", metadata: ["by": "\(caller.id)", "kid": "\(record.kid)", "state": "\(record.state.rawValue)"])
+                return Answer(
+                    self.keyInfo(record.kid),
+                    audit: AuditedAction(name: "keys.rotate", subject: record.kid, details: ["state": record.state.rawValue, "backend": record.backend]))
+            },
+            .on(.keysActivate, KeyReference.self) { request, caller in
+                let record = try await self.keyRing.activate(request.keyID!, at: self.now)
+                self.logger.notice("key activated", metadata: ["by": "\(caller.id)", "kid": "\(record.kid)"])
+                return Answer(self.keyInfo(record.kid), audit: AuditedAction(name: "keys.activate", subject: record.kid))
+            },
+            .on(.keysRetire, KeysRetireRequest.self) { request, caller in
+                let record = try await self.keyRing.retire(KeyID(kid: request.kid)!, force: request.force ?? false, at: self.now)
+                self.logger.notice("key retired", metadata: ["by": "\(caller.id)", "kid": "\(record.kid)"])
+                return Answer(
+                    self.keyInfo(record.kid), audit: AuditedAction(name: "keys.retire", subject: record.kid, details: ["forced": "\(request.force ?? false)"]))
+            },
+            .on(.keysDestroy, KeyReference.self) { request, caller in
+                let destruction = try await self.keyRing.destroy(request.keyID!, by: caller.id, at: self.now)
+                let action = destruction.state == "destroyed" ? "keys.destroy" : "keys.destroy_requested"
+                return Answer(destruction, audit: AuditedAction(name: action, subject: destruction.kid))
+            },
+            .on(.keysAdopt, KeysAdoptRequest.self) { request, caller in
+                let record = try await self.keyRing.adopt(name: request.name, label: request.label, id: request.idBytes, at: self.now)
+                self.logger.notice("key adopted", metadata: ["by": "\(caller.id)", "kid": "\(record.kid)"])
+                return Answer(
+                    self.keyInfo(record.kid),
+                    audit: AuditedAction(name: "keys.adopt", subject: record.kid, details: ["label": request.label ?? "", "id": request.id ?? ""]))
+            },
+            // Contexts.
+            .on(.contextsList, Empty.self) { _, _ in Answer(self.contexts.list()) },
+            .on(.contextsSet, ContextsSetRequest.self) { request, caller in
+                let context = try await self.contexts.set(request.name, active: request.active)
+                self.logger.notice("context switched", metadata: ["by": "\(caller.id)", "context": "\(context.name)", "active": "\(request.active)"])
+                return Answer(context, audit: AuditedAction(name: "contexts.set", subject: context.name, details: ["active": "\(request.active)"]))
+            },
+            // The audit log.
+            .on(.auditCheckpoint, Empty.self) { _, _ in Answer(try await self.audit.auditCheckpoint()) },
+            .on(.auditProof, AuditProofRequest.self) { request, _ in Answer(try await self.audit.auditProof(request)) },
+            .on(.auditConsistency, AuditConsistencyRequest.self) { request, _ in Answer(try await self.audit.auditConsistency(request)) },
+            .on(.auditEntries, AuditEntriesRequest.self) { request, _ in Answer(try await self.audit.auditEntries(request)) },
+        ]
+        return Dictionary(uniqueKeysWithValues: table.map { ($0.descriptor.type, $0) })
+    }
+
+    private var now: Int64 { self.wallClock.secondsSince1970 }
+
+    private func keyInfo(_ kid: String) -> KeyVersionInfo? {
+        self.keyRing.list().first { $0.kid == kid }
+    }
+}
