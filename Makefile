@@ -69,17 +69,22 @@ test: setup lint
 	swift test --skip-build $(SWIFT_BUILD_FLAGS)
 
 # The style of every Swift file (.swift-format: 4 spaces, 160 columns, imports ordered): `make format` rewrites,
-# `make lint` (run first by `make test`, so CI) refuses a file that is not formatted.
+# `make lint` (run first by `make test`, so CI) refuses a file that is not formatted, and a public symbol of the
+# two published libraries (PKCS11, CountersignClient) without a documentation comment.
 SWIFT_SOURCES := Sources Tests fuzz
+PUBLISHED     := Sources/PKCS11 Sources/CountersignClient
 format:
 	swift format format --in-place --recursive --parallel $(SWIFT_SOURCES)
 
 lint:
 	swift format lint --strict --recursive --parallel $(SWIFT_SOURCES)
+	@mkdir -p .build
+	@sed 's/"AllPublicDeclarationsHaveDocumentation": false/"AllPublicDeclarationsHaveDocumentation": true/' .swift-format >.build/published.swift-format
+	swift format lint --strict --recursive --configuration .build/published.swift-format $(PUBLISHED)
 
 # libFuzzer (with AddressSanitizer), FUZZ_RUNS executions per target:
-#  - json: the JSON readers every request body passes through; the fuzz target and Sources/CanonicalJSON (which has
-#    no dependencies) compiled together with swiftc;
+#  - json: the JSON readers every request body passes through; the fuzz target, Sources/CanonicalJSON and the
+#    error vocabulary it uses (Sources/CountersignCore; neither has other dependencies) compiled together with swiftc;
 #  - frames: the frame decoder, inputs split in chunks, every frame's body through the strict reader of its type;
 #  - handshake: the server's handshake state machine on any sequence of frames.
 # The last two are SwiftPM targets built with -sanitize=fuzzer,address -DFUZZING in a scratch directory of their own
@@ -90,7 +95,7 @@ FUZZ_RUNS ?= 1000000
 FUZZ_SPM  := swift build -c release --scratch-path $(FUZZ_DIR)/spm -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library -Xswiftc -DFUZZING
 fuzz: packages
 	@mkdir -p $(FUZZ_DIR)/corpus-json $(FUZZ_DIR)/corpus-frames $(FUZZ_DIR)/corpus-handshake
-	@swiftc -O -sanitize=fuzzer,address -parse-as-library Sources/CanonicalJSON/*.swift fuzz/json/main.swift -o $(FUZZ_DIR)/json \
+	@swiftc -O -sanitize=fuzzer,address -parse-as-library Sources/CountersignCore/*.swift Sources/CanonicalJSON/*.swift fuzz/json/main.swift -o $(FUZZ_DIR)/json \
 		2>$(FUZZ_DIR)/build.log || { cat $(FUZZ_DIR)/build.log; exit 1; }
 	@echo "== fuzz json"; set -o pipefail; $(FUZZ_DIR)/json -runs=$(FUZZ_RUNS) -max_len=4096 -timeout=10 -print_final_stats=1 \
 		$(FUZZ_DIR)/corpus-json fuzz/corpus/json 2>&1 | tail -12

@@ -1,9 +1,11 @@
-// swift-tools-version:6.1
+// swift-tools-version:6.2
 import PackageDescription
 
 let swiftSettings: [SwiftSetting] = [
     .enableUpcomingFeature("ExistentialAny"),
     .enableUpcomingFeature("MemberImportVisibility"),
+    // Our targets only: a warning in a dependency is its maintainers' to fix.
+    .treatAllWarnings(as: .error),
 ]
 
 let nioCore = Target.Dependency.product(name: "NIOCore", package: "swift-nio")

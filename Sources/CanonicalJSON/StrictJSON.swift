@@ -1,4 +1,7 @@
+// `make fuzz` compiles this module's files with CountersignCore's into one program, where there is no module to import.
+#if canImport(CountersignCore)
 import CountersignCore
+#endif
 
 /// One JSON value read strictly (RFC 8259 with the I-JSON restrictions of RFC 7493).
 ///

@@ -132,27 +132,28 @@ public final class ServerMetrics: Sendable {
     /// The instrument of `name` and `labels` in `cache`, made by `make` the first time.
     private func instrument<Instrument: Sendable>(
         _ cache: WritableKeyPath<Made, [Key: Instrument]>, _ name: String, _ labels: [String: String],
-        _ make: (PrometheusCollectorRegistry, [(String, String)], String) -> Instrument
+        _ make: (PrometheusCollectorRegistry, [(String, String)], MetricNameDescriptor) -> Instrument
     ) -> Instrument {
         let (key, pairs) = Self.key(name, labels)
         return self.made.withLock { made in
             if let instrument = made[keyPath: cache][key] { return instrument }
-            let instrument = make(self.registry, pairs, Self.help[name] ?? "")
+            // The whole name is ours (countersign_…_total); the descriptor's parts are not used.
+            let instrument = make(self.registry, pairs, MetricNameDescriptor(metricName: name, unitName: "", helpText: Self.help[name] ?? ""))
             made[keyPath: cache][key] = instrument
             return instrument
         }
     }
 
     private func counter(_ name: String, _ labels: [String: String]) -> Counter {
-        self.instrument(\.counters, name, labels) { $0.makeCounter(name: name, labels: $1, help: $2) }
+        self.instrument(\.counters, name, labels) { $0.makeCounter(descriptor: $2, labels: $1) }
     }
 
     private func gauge(_ name: String, _ labels: [String: String]) -> Gauge {
-        self.instrument(\.gauges, name, labels) { $0.makeGauge(name: name, labels: $1, help: $2) }
+        self.instrument(\.gauges, name, labels) { $0.makeGauge(descriptor: $2, labels: $1) }
     }
 
     private func histogram(_ name: String, _ labels: [String: String]) -> DurationHistogram {
-        self.instrument(\.histograms, name, labels) { $0.makeDurationHistogram(name: name, labels: $1, buckets: Self.durationBuckets, help: $2) }
+        self.instrument(\.histograms, name, labels) { $0.makeDurationHistogram(descriptor: $2, labels: $1, buckets: Self.durationBuckets) }
     }
 
     /// Brings a counter up to a total that is counted elsewhere.
