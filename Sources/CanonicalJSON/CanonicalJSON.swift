@@ -179,6 +179,11 @@ public struct CanonicalJSON: Sendable {
         self.bytes.append(UInt8(ascii: "\""))
     }
 
+    /// Appends `text` as it is, for a writer that places its own punctuation (``CanonicalEncoder``).
+    mutating func raw(_ text: String) {
+        self.bytes.append(contentsOf: text.utf8)
+    }
+
     /// A decimal integer.
     public mutating func integer(_ value: Int64) {
         if value < 0 { self.bytes.append(UInt8(ascii: "-")) }

@@ -1,5 +1,5 @@
 /// The period a budget counts spending over.
-public enum BudgetWindow: Sendable, Hashable, CustomStringConvertible {
+public enum BudgetWindow: Sendable, Hashable, CustomStringConvertible, Encodable {
     /// The last `seconds` seconds.
     case rolling(seconds: Int64)
     /// The current calendar day, ISO week (from Monday) or month, in UTC.
@@ -90,7 +90,7 @@ public enum BudgetWindow: Sendable, Hashable, CustomStringConvertible {
 }
 
 /// Who a budget limits. A spend counts at every level: the agent, its team and the team's organization.
-public enum BudgetScope: Sendable, Hashable, CustomStringConvertible {
+public enum BudgetScope: Sendable, Hashable, CustomStringConvertible, Encodable {
     case agent(String)
     case team(String)
     case organization(String)
@@ -114,7 +114,7 @@ public enum BudgetScope: Sendable, Hashable, CustomStringConvertible {
 }
 
 /// A spending limit for one scope over a window, per currency, in minor units.
-public struct Budget: Sendable, Hashable {
+public struct Budget: Sendable, Hashable, Encodable {
     public var scope: BudgetScope
     public var limits: [String: Int64]
     public var window: BudgetWindow
@@ -147,7 +147,7 @@ public struct BudgetCheck: Sendable, Hashable {
 }
 
 /// The budgets, as loaded from the configuration.
-public struct BudgetTable: Sendable, Hashable {
+public struct BudgetTable: Sendable, Hashable, Encodable {
     public let budgets: [Budget]
 
     public init(_ budgets: [Budget]) {
@@ -167,10 +167,4 @@ public struct BudgetTable: Sendable, Hashable {
         self.budgets.filter { $0.scope == scope }
     }
 
-    /// One line per budget, sorted: every budget is checked, so their order means nothing.
-    var canonicalText: String {
-        self.budgets.map { budget in
-            "\(budget.scope.key)|\(budget.window.versionKey)|" + budget.limits.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")
-        }.sorted().joined(separator: "\n")
-    }
 }

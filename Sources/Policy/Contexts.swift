@@ -1,7 +1,7 @@
 import Foundation
 
 /// UTC days and hours during which a scheduled context is in force.
-public struct Schedule: Sendable, Hashable, CustomStringConvertible {
+public struct Schedule: Sendable, Hashable, CustomStringConvertible, Encodable {
     /// 0 = Monday … 6 = Sunday; empty means every day.
     public var days: Set<Int>
     /// Minutes after midnight UTC: in force from `fromMinute` (inclusive) to `toMinute` (exclusive). A range
@@ -39,8 +39,8 @@ public struct Schedule: Sendable, Hashable, CustomStringConvertible {
 
 /// A named context that raises or lowers limits for named agents while it is in force: a mode that admins
 /// switch on and off (e.g. `incident`), or a schedule. Agents can never set one.
-public struct PolicyContext: Sendable, Hashable {
-    public enum Activation: Sendable, Hashable {
+public struct PolicyContext: Sendable, Hashable, Encodable {
+    public enum Activation: Sendable, Hashable, Encodable {
         /// In force while an admin has it switched on.
         case mode
         case schedule(Schedule)
@@ -81,16 +81,4 @@ public struct PolicyContext: Sendable, Hashable {
         self.agents.contains(agent) || (profile.map { self.profiles.contains($0.name) } ?? false)
     }
 
-    var canonicalText: String {
-        let activation: String
-        switch self.activation {
-        case .mode: activation = "mode"
-        // Fixed fields, not the description people read: a change of wording must not change the version.
-        case .schedule(let schedule): activation = "days \(schedule.days.sorted()) minutes \(schedule.fromMinute)-\(schedule.toMinute)"
-        }
-        return [
-            self.name, activation, self.agents.sorted().joined(separator: ","), self.profiles.sorted().joined(separator: ","),
-            self.highestTier ?? "-", self.maximumPerAuthorization.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ","),
-        ].joined(separator: "|")
-    }
 }

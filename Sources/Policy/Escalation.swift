@@ -4,7 +4,7 @@
 /// tier (once, however many anomalies); from the last tier it is refused, unless that tier needs approvers,
 /// who then see the anomaly in the decision record. Splitting is judged first: several
 /// payments to one merchant within `splittingWindowSeconds` are judged at the tier of their sum.
-public struct EscalationRules: Sendable, Hashable {
+public struct EscalationRules: Sendable, Hashable, Encodable {
     /// An amount more than `amountFactor` times the agent's mean over its history is an anomaly…
     public var amountFactor: Int64?
     /// …over its authorizations in this many seconds…
@@ -31,13 +31,6 @@ public struct EscalationRules: Sendable, Hashable {
 
     public static let none = EscalationRules()
 
-    var canonicalText: String {
-        [
-            self.amountFactor.map(String.init) ?? "-", "\(self.historySeconds)", "\(self.minimumHistory)",
-            self.newMerchantAbove.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ","),
-            self.burst.map { "\($0.requests)/\($0.perSeconds)" } ?? "-", self.splittingWindowSeconds.map(String.init) ?? "-",
-        ].joined(separator: "|")
-    }
 }
 
 /// Recent request times per agent, for rate limits and burst detection. Keeps only as many times per agent as

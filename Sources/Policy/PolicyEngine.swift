@@ -1,4 +1,7 @@
+import CanonicalJSON
 import CountersignCore
+import Crypto
+import Foundation
 
 /// The whole policy: tiers, agent profiles, teams, budgets, escalation rules and contexts. Pure: no I/O and
 /// no clock; what it needs beyond the request comes in ``PolicyFacts``.
@@ -72,16 +75,28 @@ public struct PolicyEngine: Sendable, Hashable {
         self.budgets = budgets
         self.escalation = escalation
         self.contexts = contexts
-        // The version names the policy, not the order it was written or loaded in: where order has no meaning
-        // (profiles, teams, budgets, the members of every set) the parts are sorted. Tiers and contexts keep
-        // their order, which decides.
-        var text = tiers.canonicalText
-        text += "profiles\n" + profiles.map(\.canonicalText).sorted().joined(separator: "\n")
-        text += "\nteams\n" + teams.map { "\($0.name)|\($0.organization ?? "-")" }.sorted().joined(separator: "\n")
-        text += "\nbudgets\n" + budgets.canonicalText
-        text += "\nescalation\n" + escalation.canonicalText
-        text += "\ncontexts\n" + contexts.map(\.canonicalText).joined(separator: "\n")
-        self.version = shortHash(text)
+        self.version = Self.version(
+            of: VersionedParts(
+                tiers: tiers, profiles: Set(profiles), teams: Set(teams), budgets: Set(budgets.budgets), escalation: escalation, contexts: contexts))
+    }
+
+    /// What the version names: the whole policy value, every stored part (a test holds this list to the engine's
+    /// properties). Where order has no meaning (profiles, teams, budgets) the parts are a set, so the version names
+    /// the policy, not the order it was written or loaded in; tiers and contexts keep their order, which decides.
+    struct VersionedParts: Encodable {
+        let tiers: TierTable
+        let profiles: Set<AgentProfile>
+        let teams: Set<Team>
+        let budgets: Set<Budget>
+        let escalation: EscalationRules
+        let contexts: [PolicyContext]
+    }
+
+    /// `sha256:` and the first 16 hex digits of SHA-256 over the parts' canonical encoding.
+    static func version(of parts: VersionedParts) -> String {
+        // The policy's types are synthesized Encodables and the canonical encoder's containers never throw.
+        let bytes = try! CanonicalEncoder.encode(parts)
+        return "sha256:" + SHA256.hash(data: bytes).map { String(format: "%02x", $0) }.joined().prefix(16)
     }
 
     public func profile(of agent: String) -> AgentProfile? {

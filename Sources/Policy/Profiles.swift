@@ -1,5 +1,5 @@
 /// At most `requests` authorize requests per agent in any `perSeconds`-long window.
-public struct RateLimit: Sendable, Hashable {
+public struct RateLimit: Sendable, Hashable, Encodable {
     public var requests: Int
     public var perSeconds: Int64
 
@@ -12,7 +12,7 @@ public struct RateLimit: Sendable, Hashable {
 /// What an agent may do beyond the tiers: the highest tier it may reach, a per-authorization maximum, allow-
 /// and block-lists of merchants and merchant category codes (as card issuers' spending controls do), a
 /// request rate limit, and the team its spending also counts against.
-public struct AgentProfile: Sendable, Hashable {
+public struct AgentProfile: Sendable, Hashable, Encodable {
     public var name: String
     public var agents: Set<String>
     /// The team its agents belong to; their spending counts against the team's and its organization's budgets.
@@ -53,19 +53,10 @@ public struct AgentProfile: Sendable, Hashable {
         !self.blockedCategories.contains(category) && (self.allowedCategories?.contains(category) ?? true)
     }
 
-    var canonicalText: String {
-        let list: (Set<String>?) -> String = { $0.map { $0.sorted().joined(separator: ",") } ?? "*" }
-        return [
-            self.name, list(self.agents), self.team ?? "-", self.highestTier ?? "*",
-            self.maximumPerAuthorization.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ","),
-            list(self.allowedMerchants), list(self.blockedMerchants), list(self.allowedCategories), list(self.blockedCategories),
-            self.rateLimit.map { "\($0.requests)/\($0.perSeconds)" } ?? "-",
-        ].joined(separator: "|")
-    }
 }
 
 /// A team of agents, inside an organization.
-public struct Team: Sendable, Hashable {
+public struct Team: Sendable, Hashable, Encodable {
     public var name: String
     public var organization: String?
 

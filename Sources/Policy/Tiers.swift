@@ -11,7 +11,7 @@ public enum KeyBackend: String, Codable, Sendable, Hashable {
 
 /// A check a tier may add. Budgets are not among them: every tier checks budgets, since no budget may
 /// ever be overspent.
-public enum PolicyCheck: String, Sendable, Hashable, CaseIterable, Comparable {
+public enum PolicyCheck: String, Sendable, Hashable, CaseIterable, Comparable, Encodable {
     /// The agent's profile: highest tier and per-authorization maximum (after contexts).
     case profile
     /// The profile's request rate limit.
@@ -33,7 +33,7 @@ public enum PolicyCheck: String, Sendable, Hashable, CaseIterable, Comparable {
 }
 
 /// Human approval a tier needs before it signs.
-public struct ApprovalRequirement: Sendable, Hashable {
+public struct ApprovalRequirement: Sendable, Hashable, Encodable {
     /// Distinct approvers needed.
     public var quorum: Int
     /// How long a request waits for its quorum before it is refused and its hold released, in seconds.
@@ -47,7 +47,7 @@ public struct ApprovalRequirement: Sendable, Hashable {
 
 /// One authorization tier: the amounts it covers, the key that signs it, how long its authorizations live,
 /// the checks it adds to those of the tiers below it, and whether people must approve.
-public struct Tier: Sendable, Hashable {
+public struct Tier: Sendable, Hashable, Encodable {
     public var name: String
     /// The highest amount this tier may authorize, per accepted currency, in minor units.
     public var maximumAmounts: [String: Int64]
@@ -85,7 +85,7 @@ public enum TierRefusal: Error, Sendable, Hashable {
 /// The tiers, ordered by amount. A request belongs to the lowest tier whose bound it does not exceed.
 ///
 /// Checks cascade: a tier applies its own checks and those of every tier below it.
-public struct TierTable: Sendable, Hashable {
+public struct TierTable: Sendable, Hashable, Encodable {
     public let tiers: [Tier]
 
     /// - Throws: ``PolicyError`` when the tiers are empty, share names, or their bounds do not increase.
@@ -153,22 +153,6 @@ public struct TierTable: Sendable, Hashable {
         return checks
     }
 
-    /// A canonical text of the tiers, hashed into the policy version.
-    var canonicalText: String {
-        var text = ""
-        for tier in self.tiers {
-            let bounds = tier.maximumAmounts.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")
-            let checks = tier.addedChecks.map { $0.sorted().map(\.rawValue).joined(separator: ",") } ?? "*"
-            let approval = tier.approval.map { "\($0.quorum)/\($0.ttlSeconds)" } ?? "-"
-            text += "\(tier.name)|\(bounds)|\(tier.keyName)|\(tier.backend.rawValue)|\(tier.lifetimeSeconds)|\(checks)|\(approval)\n"
-        }
-        return text
-    }
-}
-
-/// `sha256:` and the first 16 hex digits of SHA-256 over `text`.
-func shortHash(_ text: String) -> String {
-    "sha256:" + SHA256.hash(data: Data(text.utf8)).map { String(format: "%02x", $0) }.joined().prefix(16)
 }
 
 /// A policy that cannot be loaded.
