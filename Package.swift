@@ -61,17 +61,31 @@ let package = Package(
         .target(name: "HSMSigning", dependencies: ["CountersignCore", "Signing", "PKCS11", crypto, logging], swiftSettings: swiftSettings),
         // The durable store: principals and key metadata (SQLite through GRDB).
         .target(name: "Ledger", dependencies: ["CountersignCore", "Policy", "Audit", .product(name: "GRDB", package: "GRDB.swift"), crypto], swiftSettings: swiftSettings),
+        // countersignd's configuration: the YAML file read strictly (line and reason for every refusal), one duration
+        // parser. The CLI's `policy check` uses it without linking the server.
+        .target(
+            name: "Configuration", dependencies: ["Policy", "Audit", "Wire", nioCore, .product(name: "Yams", package: "Yams")], swiftSettings: swiftSettings
+        ),
+        // The small HTTP/1.1 services: the listener both HTTP ports use, and the audit log's witness (which the CLI
+        // runs without the signing server).
+        .target(
+            name: "HTTPServices",
+            dependencies: [
+                "CountersignCore", "Configuration", "Audit", nioCore, nioPosix, crypto, logging, .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .target(
             name: "CountersignServer",
             dependencies: [
-                "Wire", "Policy", "Signing", "HSMSigning", "Ledger", "Audit", "CanonicalJSON", "PKCS11",
+                "CountersignCore", "Configuration", "HTTPServices", "Wire", "Policy", "Signing", "HSMSigning", "Ledger", "Audit", "CanonicalJSON", "PKCS11",
                 nioCore, nioPosix, crypto, logging,
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-                .product(name: "Yams", package: "Yams"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -83,7 +97,7 @@ let package = Package(
         // Commands shared by the `countersign` executable; a library so tests can reach its pieces.
         .target(
             name: "CountersignCLI",
-            dependencies: ["PKCS11", "CountersignClient", "CountersignServer", "Wire", "Signing", "Policy", "Audit", "Ledger", "CanonicalJSON", crypto, nioPosix,
+            dependencies: ["PKCS11", "CountersignClient", "Configuration", "HTTPServices", "Wire", "Signing", "Policy", "Audit", "Ledger", "CanonicalJSON", crypto, nioPosix,
                 .product(name: "Histogram", package: "hdrhistogram-swift"), .product(name: "NIOSSL", package: "swift-nio-ssl"), argumentParser,
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"), .product(name: "UnixSignals", package: "swift-service-lifecycle")],
             swiftSettings: swiftSettings
@@ -91,7 +105,7 @@ let package = Package(
         .executableTarget(name: "countersign", dependencies: ["CountersignCLI", argumentParser], swiftSettings: swiftSettings),
         .executableTarget(
             name: "countersignd",
-            dependencies: ["CountersignServer", "Audit", "Policy", "Wire", argumentParser, logging, .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"), .product(name: "UnixSignals", package: "swift-service-lifecycle")],
+            dependencies: ["CountersignServer", "Configuration", "Audit", "Policy", "Wire", argumentParser, logging, .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"), .product(name: "UnixSignals", package: "swift-service-lifecycle")],
             swiftSettings: swiftSettings
         ),
         // libFuzzer targets (`make fuzz` builds them with -sanitize=fuzzer,address -DFUZZING); built normally, each
@@ -123,7 +137,8 @@ let package = Package(
         .testTarget(
             name: "CountersignTests",
             dependencies: [
-                "CountersignServer", "CountersignClient", "Wire", "Policy", "Signing", "HSMSigning", "Ledger", "Audit", "PKCS11", "TestSupport",
+                "CountersignServer", "CountersignClient", "CountersignCore", "Configuration", "HTTPServices", "Wire", "Policy", "Signing", "HSMSigning",
+                "Ledger", "Audit", "PKCS11", "TestSupport",
                 "countersign", "countersignd", crypto, nioCore, nioPosix, logging,
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -1,3 +1,4 @@
+import CanonicalJSON
 import Crypto
 import Foundation
 
@@ -106,7 +107,7 @@ public struct Cosigner: Sendable {
 
     /// The verifier key in signed-note form: `<name>+<hex key id>+<base64(0x04 ‖ public key)>`.
     public var verifierKey: String {
-        "\(self.name)+\(self.keyID.map { String(format: "%02x", $0) }.joined())+\(Data([0x04] + self.publicKey.rawRepresentation).base64EncodedString())"
+        "\(self.name)+\(HexDigits.string(self.keyID))+\(Data([0x04] + self.publicKey.rawRepresentation).base64EncodedString())"
     }
 
     /// Reads a verifier key written by ``verifierKey``.
@@ -117,7 +118,7 @@ public struct Cosigner: Sendable {
             let key = try? Curve25519.Signing.PublicKey(rawRepresentation: raw.dropFirst())
         else { throw .badRequest("not an Ed25519 verifier key '<name>+<key id>+<base64 key>'") }
         self.init(name: String(parts[0]), publicKey: key)
-        guard self.keyID.map({ String(format: "%02x", $0) }).joined() == parts[1] else {
+        guard HexDigits.string(self.keyID) == parts[1] else {
             throw .badRequest("the verifier key's id does not match its name and key")
         }
     }

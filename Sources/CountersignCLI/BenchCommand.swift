@@ -1,4 +1,5 @@
 import ArgumentParser
+import Configuration
 import CountersignClient
 import Crypto
 import Foundation
@@ -241,11 +242,8 @@ struct BenchCommand: AsyncParsableCommand {
     }
 
     static func duration(_ text: String) throws -> Duration {
-        let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60)]
-        for (suffix, scale) in units where text.hasSuffix(suffix) {
-            if let number = Double(text.dropLast(suffix.count)), number >= 0 { return .milliseconds(Int64(number * scale * 1000)) }
-        }
-        throw ValidationError("'\(text)' is not a duration such as 500ms, 10s or 1m")
+        guard let duration = DurationText.parse(text) else { throw ValidationError("'\(text)' is not a duration such as \(DurationText.examples)") }
+        return duration
     }
 
     /// The server's resident memory from its /metrics.

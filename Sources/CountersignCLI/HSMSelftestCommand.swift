@@ -1,4 +1,5 @@
 import ArgumentParser
+import CanonicalJSON
 import Crypto
 import NIOPosix
 import PKCS11
@@ -55,7 +56,7 @@ struct HSMSelftestCommand: AsyncParsableCommand {
                 try await pool.withSession { _ in }
                 return ((), "user PIN accepted")
             }
-            let label = "countersign-selftest-" + hex(randomBytes(4))
+            let label = "countersign-selftest-" + HexDigits.string(randomBytes(4))
             let keyPair = try await steps.run("generate P-256 key pair") {
                 let pair = try await pool.withSession { session in
                     try session.generateP256SigningKeyPair(label: label, id: randomBytes(16))
@@ -170,11 +171,4 @@ struct StepPrinter {
 func randomBytes(_ count: Int) -> [UInt8] {
     var generator = SystemRandomNumberGenerator()
     return (0..<count).map { _ in UInt8.random(in: .min ... .max, using: &generator) }
-}
-
-func hex(_ bytes: [UInt8]) -> String {
-    bytes.map { byte in
-        let digits = String(byte, radix: 16)
-        return digits.count == 1 ? "0" + digits : digits
-    }.joined()
 }

@@ -1,5 +1,5 @@
 import ArgumentParser
-import CountersignServer
+import Configuration
 import Foundation
 import Policy
 

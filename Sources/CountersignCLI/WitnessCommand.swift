@@ -1,8 +1,10 @@
 import ArgumentParser
 import Audit
-import CountersignServer
+import Configuration
+import CountersignCore
 import Crypto
 import Foundation
+import HTTPServices
 import Logging
 import NIOPosix
 import ServiceLifecycle

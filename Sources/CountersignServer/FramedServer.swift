@@ -1,3 +1,4 @@
+import Configuration
 import Logging
 import NIOCore
 import NIOPosix
@@ -138,18 +139,5 @@ public final class FramedServer: Service, Sendable {
             return connections.count
         }
         self.metrics.connectionsChanged(open: open)
-    }
-}
-
-/// Set once when shutdown begins; read from child-channel initializers on any event loop.
-final class ShutdownFlag: Sendable {
-    private let value = Atomic<Bool>(false)
-
-    func set() {
-        self.value.store(true, ordering: .sequentiallyConsistent)
-    }
-
-    var isSet: Bool {
-        self.value.load(ordering: .sequentiallyConsistent)
     }
 }

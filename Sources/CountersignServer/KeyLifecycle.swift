@@ -1,4 +1,6 @@
 import Audit
+import CanonicalJSON
+import Configuration
 import Crypto
 import Foundation
 import HSMSigning
@@ -109,7 +111,7 @@ extension KeyRing {
                 if let label { template.append(.string(.label, label)) }
                 if let id { template.append(.bytes(.id, id)) }
                 let found = try session.findObjects(matching: template)
-                let what = label.map { "label '\($0)'" } ?? "CKA_ID \(id.map { $0.map { String(format: "%02x", $0) }.joined() } ?? "")"
+                let what = label.map { "label '\($0)'" } ?? "CKA_ID \(id.map(HexDigits.string) ?? "")"
                 guard found.count == 1, let privateKey = found.first else {
                     throw WireError(
                         .keyNotAdoptable,

@@ -1,3 +1,5 @@
+import Configuration
+import CountersignCore
 import Crypto
 import Foundation
 import HSMSigning
@@ -13,7 +15,7 @@ import Synchronization
 /// states while requests keep flowing.
 public final class KeyRing: Sendable {
     /// The HSM key that signs the audit log's checkpoints.
-    public static let auditKeyName = "audit"
+    public static let auditKeyName = ServerConfiguration.AuditLog.keyName
 
     struct State {
         /// By kid.
@@ -187,24 +189,4 @@ public final class KeyRing: Sendable {
     static func sealingContext(_ keyID: KeyID) -> [UInt8] {
         Array("countersign-software-key:\(keyID.kid)".utf8)
     }
-}
-
-/// When a key rotates by itself.
-public struct KeyRotationPolicy: Sendable, Hashable {
-    /// Rotate once the active version has been active this long (at least an hour).
-    public var rotateEverySeconds: Int64?
-    /// Rotate once the active version has signed this many authorizations.
-    public var maximumSignatures: Int?
-
-    public init(rotateEverySeconds: Int64? = nil, maximumSignatures: Int? = nil) {
-        self.rotateEverySeconds = rotateEverySeconds
-        self.maximumSignatures = maximumSignatures
-    }
-}
-
-/// The server cannot start; the reason says what to do.
-public struct StartupError: Error, CustomStringConvertible, Sendable {
-    public var reason: String
-    public init(_ reason: String) { self.reason = reason }
-    public var description: String { self.reason }
 }

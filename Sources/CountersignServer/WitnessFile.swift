@@ -1,4 +1,5 @@
 import Audit
+import CountersignCore
 import Crypto
 import Foundation
 import Ledger

@@ -96,7 +96,7 @@ public struct PolicyEngine: Sendable, Hashable {
     static func version(of parts: VersionedParts) -> String {
         // The policy's types are synthesized Encodables and the canonical encoder's containers never throw.
         let bytes = try! CanonicalEncoder.encode(parts)
-        return "sha256:" + SHA256.hash(data: bytes).map { String(format: "%02x", $0) }.joined().prefix(16)
+        return "sha256:" + HexDigits.string(SHA256.hash(data: bytes)).prefix(16)
     }
 
     public func profile(of agent: String) -> AgentProfile? {

@@ -1,3 +1,4 @@
+import CountersignCore
 import Crypto
 import Foundation
 import Signing
@@ -172,14 +173,10 @@ public struct CredentialFile: Codable, Sendable {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
         let data = try encoder.encode(self)
-        let descriptor = open(path, O_WRONLY | O_CREAT | O_EXCL, 0o600)
-        guard descriptor >= 0 else {
-            throw WireError(.invalidRequest, "cannot create the credential file '\(path)': \(String(cString: strerror(errno)))")
-        }
-        defer { close(descriptor) }
-        let written = data.withUnsafeBytes { Foundation.write(descriptor, $0.baseAddress, $0.count) }
-        guard written == data.count else {
-            throw WireError(.invalidRequest, "cannot write the credential file '\(path)'")
+        do {
+            try PrivateFile.create(path, with: data)
+        } catch {
+            throw WireError(.invalidRequest, "cannot create the credential file: \(error.reason)")
         }
     }
 }

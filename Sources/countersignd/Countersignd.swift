@@ -1,5 +1,6 @@
 import ArgumentParser
 import Audit
+import Configuration
 import CountersignServer
 import Foundation
 import Logging

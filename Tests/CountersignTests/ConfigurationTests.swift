@@ -1,3 +1,4 @@
+import Configuration
 import CountersignServer
 import Foundation
 import Policy
@@ -103,5 +104,18 @@ struct ConfigurationTests {
         configuration.insecurePlaintext = false
         configuration.tls = .init(certificatePath: "c.pem", privateKeyPath: "k.pem")
         try configuration.validateTransportSecurity()
+    }
+
+    @Test("one duration parser: a whole number and ms, s, m, h or d; anything else is refused, not guessed")
+    func durations() {
+        #expect(DurationText.parse("250ms") == .milliseconds(250))
+        #expect(DurationText.parse("5s") == .seconds(5))
+        #expect(DurationText.parse("2m") == .seconds(120))
+        #expect(DurationText.parse("1h") == .seconds(3600))
+        #expect(DurationText.parse("30d") == .seconds(30 * 86_400))
+        #expect(DurationText.parse("0s") == .zero)
+        for refused in ["", "s", "5", "1.5s", "-5s", "+5s", " 5s", "5 s", "5S", "5sec", "5w", "٥s", "9223372036854775807d"] {
+            #expect(DurationText.parse(refused) == nil, "'\(refused)'")
+        }
     }
 }

@@ -1,3 +1,4 @@
+import Configuration
 import CountersignClient
 import CountersignServer
 import Foundation

@@ -1,5 +1,6 @@
 import Audit
 import CountersignClient
+import CountersignCore
 import CountersignServer
 import Crypto
 import Foundation

@@ -108,23 +108,16 @@ struct ConfigurationReader {
         }
     }
 
-    /// A duration such as `250ms`, `5s`, `2m` or `1h`.
+    /// A duration such as `250ms`, `5s`, `2m` or `1h` (``DurationText``).
     func duration(in range: ClosedRange<Duration>) throws -> Duration {
         let text = try self.string()
-        let units: [(String, (Int64) -> Duration)] = [
-            ("ms", { .milliseconds($0) }), ("s", { .seconds($0) }), ("m", { .seconds($0 * 60) }), ("h", { .seconds($0 * 3600) }),
-            ("d", { .seconds($0 * 86_400) }),
-        ]
-        for (suffix, make) in units where text.hasSuffix(suffix) {
-            if let number = Int64(text.dropLast(suffix.count)), number >= 0 {
-                let value = make(number)
-                guard range.contains(value) else {
-                    throw self.error("\(text) is outside \(range.lowerBound)...\(range.upperBound)")
-                }
-                return value
-            }
+        guard let value = DurationText.parse(text) else {
+            throw self.error("expected a duration such as \(DurationText.examples), not '\(text)'")
         }
-        throw self.error("expected a duration such as 500ms, 5s, 2m, 1h or 30d, not '\(text)'")
+        guard range.contains(value) else {
+            throw self.error("\(text) is outside \(range.lowerBound)...\(range.upperBound)")
+        }
+        return value
     }
 
     private static func line(of error: YamlError) -> Int? {

@@ -1,4 +1,6 @@
 import Audit
+import Configuration
+import CountersignCore
 import Crypto
 import Foundation
 import Logging

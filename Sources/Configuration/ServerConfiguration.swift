@@ -77,6 +77,8 @@ public struct ServerConfiguration: Sendable {
     public var policy: PolicyEngine
     public var tiers: TierTable { self.policy.tiers }
     public struct AuditLog: Sendable, Hashable {
+        /// The name of the key that signs checkpoints (on the HSM).
+        public static let keyName = "audit"
         /// The checkpoints' origin line and signature name; `<issuer>/audit` unless given.
         public var origin: String?
         /// A checkpoint at least this often, even when nothing happened.
@@ -218,7 +220,7 @@ public struct ServerConfiguration: Sendable {
 
     private static func keyPolicies(_ reader: ConfigurationReader, tiers: TierTable) throws -> [String: KeyRotationPolicy] {
         var policies: [String: KeyRotationPolicy] = [:]
-        let names = Set(tiers.tiers.map(\.keyName) + [KeyRing.auditKeyName])
+        let names = Set(tiers.tiers.map(\.keyName) + [AuditLog.keyName])
         for (name, entry) in try reader.mapping(allowing: nil) {
             guard names.contains(name) else { throw entry.error("no tier uses a key named '\(name)'; the keys are \(names.sorted().joined(separator: ", "))") }
             let fields = try entry.mapping(allowing: ["rotate_every", "max_signatures"])
@@ -228,5 +230,18 @@ public struct ServerConfiguration: Sendable {
             policies[name] = policy
         }
         return policies
+    }
+}
+
+/// When a key rotates by itself.
+public struct KeyRotationPolicy: Sendable, Hashable {
+    /// Rotate once the active version has been active this long (at least an hour).
+    public var rotateEverySeconds: Int64?
+    /// Rotate once the active version has signed this many authorizations.
+    public var maximumSignatures: Int?
+
+    public init(rotateEverySeconds: Int64? = nil, maximumSignatures: Int? = nil) {
+        self.rotateEverySeconds = rotateEverySeconds
+        self.maximumSignatures = maximumSignatures
     }
 }

@@ -1,7 +1,7 @@
 import Foundation
 
 /// Files only their owner may read (mode 0600), written whole and synced to disk before anyone is told they are:
-/// the witness file, a witness's state and its key.
+/// credential files, the witness file, a witness's state and its key.
 public enum PrivateFile {
     /// Opens `path` with `flags`, creating it with mode 0600 if `flags` say so.
     /// - Throws: ``StartupError`` naming the file and the system's reason.
