@@ -41,8 +41,8 @@ public final class CountersignClient: Sendable {
     ///   - key: the principal's credential key; it signs the server's challenge, and only the signature is sent.
     ///   - tls: TLS settings for a server that listens with TLS; `nil` for plaintext (loopback).
     ///   - serverHostname: the name to check the server's certificate against, when it differs from `host`.
-    ///   - maximumFrameLength: the largest frame accepted from the server, in bytes, header included; a larger one
-    ///     closes the connection.
+    ///   - maximumFrameLength: the largest frame accepted from the server, in bytes, header included (at least 6); a
+    ///     larger one closes the connection.
     ///   - eventLoopGroup: where the connection's I/O runs.
     /// - Throws: ``WireError`` (`AUTHENTICATION_FAILED`, `PRINCIPAL_REVOKED`, …) or ``ClientError``.
     public static func connect(
@@ -55,6 +55,9 @@ public final class CountersignClient: Sendable {
         maximumFrameLength: Int = 16 * 1024 * 1024,
         eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) async throws -> CountersignClient {
+        guard maximumFrameLength >= WireProtocol.headerLength else {
+            throw WireError(.invalidRequest, "maximumFrameLength must be at least \(WireProtocol.headerLength), a frame's header; it is \(maximumFrameLength)")
+        }
         let sslContext = try tls.map { try NIOSSLContext(configuration: $0) }
         let router = ResponseRouter()
         let channel: any Channel
@@ -157,10 +160,12 @@ public final class CountersignClient: Sendable {
     }
 
     /// Waits until a pending authorization is approved (returning it) or refused (throwing the server's
-    /// `APPROVAL_DENIED` / `APPROVAL_EXPIRED`), asking again every `pollSeconds` at most.
+    /// `APPROVAL_DENIED` / `APPROVAL_EXPIRED`), asking again every `pollSeconds` at most (taken into 1…60, the
+    /// server's range for a wait: 0 would ask without pause).
     public func awaitApproval(id: String, pollSeconds: Int = 30) async throws -> Authorization {
+        let wait = min(max(pollSeconds, 1), 60)
         while true {
-            if case .authorized(let authorization) = try await self.fetchAuthorization(id: id, waitSeconds: pollSeconds) {
+            if case .authorized(let authorization) = try await self.fetchAuthorization(id: id, waitSeconds: wait) {
                 return authorization
             }
         }

@@ -41,3 +41,32 @@ public struct WireError: CountersignError, Hashable, Codable {
     /// Whether the server closes the connection after sending this error.
     public var closesConnection: Bool { self.code.closesConnection }
 }
+
+/// Where a ``LayerError`` comes from, and how that layer's failures are told to a client.
+public protocol ErrorLayer {
+    /// What a client is told of `error`; by default its code and reason.
+    static func wireError(for error: LayerError<Self>) -> WireError
+}
+
+extension ErrorLayer {
+    public static func wireError(for error: LayerError<Self>) -> WireError {
+        WireError(error.code, error.reason, retryable: error.retryable)
+    }
+}
+
+/// A failure of one layer: a code and a reason. Each layer names its own (`LedgerError`, `SigningError`,
+/// `VerificationError` are `LayerError`s of their layers), so a `catch` can tell them apart, while the shape and the
+/// vocabulary are this one.
+public struct LayerError<Layer: ErrorLayer>: CountersignError, Hashable {
+    public typealias Code = ErrorCode
+
+    public var code: ErrorCode
+    public var reason: String
+
+    public init(_ code: ErrorCode, _ reason: String) {
+        self.code = code
+        self.reason = reason
+    }
+
+    public var wireError: WireError { Layer.wireError(for: self) }
+}

@@ -115,26 +115,9 @@ public final class CountersignApplication: Sendable {
             await self.hsm.shutdown()
             throw error
         }
-        let audit = AuditDesk(store: self.store, checkpoints: checkpointer, wallClock: environment.wallClock, logger: environment.logger)
-        let signer = AuthorizationSigner(keyRing: self.keyRing, issuer: configuration.issuer, wallClock: environment.wallClock, logger: environment.logger)
-        let notifier = ApprovalNotifier()
-        let approvals = ApprovalDesk(
-            store: self.store, signer: signer, policy: configuration.policy, audit: audit, notifier: notifier, wallClock: environment.wallClock,
-            time: environment.time, metrics: metrics, logger: environment.logger
-        )
-        let services = Services(
-            authorizer: Authorizer(
-                store: self.store, policy: configuration.policy, modes: modes, signer: signer, approvals: approvals, checkpoints: checkpointer,
-                wallClock: environment.wallClock, time: environment.time, random: environment.random, metrics: metrics, logger: environment.logger
-            ),
-            approvals: approvals,
-            budgets: BudgetReports(store: self.store, policy: configuration.policy, wallClock: environment.wallClock),
-            audit: audit,
-            principals: principals,
-            keyRing: self.keyRing,
-            contexts: ContextDesk(policy: configuration.policy, modes: modes, store: self.store, wallClock: environment.wallClock),
-            wallClock: environment.wallClock,
-            logger: environment.logger
+        let (services, notifier) = Services.assemble(
+            store: self.store, keyRing: self.keyRing, principals: principals, modes: modes, checkpoints: checkpointer, configuration: configuration,
+            environment: environment, metrics: metrics
         )
         let requests = RequestHandler(
             services: services, time: environment.time, metrics: metrics, logger: environment.logger,

@@ -1,3 +1,4 @@
+import Configuration
 import Foundation
 import Ledger
 import Logging
@@ -172,5 +173,33 @@ struct Services: Sendable {
 
     private func keyInfo(_ kid: String) -> KeyVersionInfo? {
         self.keyRing.list().first { $0.kid == kid }
+    }
+}
+
+extension Services {
+    /// The request path's services, each given what it uses; and the notifier that wakes waiting agents (closed at
+    /// the stop).
+    static func assemble(
+        store: LedgerStore, keyRing: KeyRing, principals: PrincipalDirectory, modes: ContextModes, checkpoints: Checkpointer?,
+        configuration: ServerConfiguration, environment: ServerEnvironment, metrics: ServerMetrics
+    ) -> (Services, ApprovalNotifier) {
+        let (wallClock, time, logger) = (environment.wallClock, environment.time, environment.logger)
+        let audit = AuditDesk(store: store, checkpoints: checkpoints, wallClock: wallClock, logger: logger)
+        let signer = AuthorizationSigner(keyRing: keyRing, issuer: configuration.issuer, wallClock: wallClock, logger: logger)
+        let notifier = ApprovalNotifier()
+        let approvals = ApprovalDesk(
+            store: store, signer: signer, policy: configuration.policy, audit: audit, notifier: notifier, wallClock: wallClock, time: time, metrics: metrics,
+            logger: logger
+        )
+        let authorizer = Authorizer(
+            store: store, policy: configuration.policy, modes: modes, signer: signer, approvals: approvals, checkpoints: checkpoints, wallClock: wallClock,
+            time: time, random: environment.random, metrics: metrics, logger: logger
+        )
+        let services = Services(
+            authorizer: authorizer, approvals: approvals, budgets: BudgetReports(store: store, policy: configuration.policy, wallClock: wallClock),
+            audit: audit, principals: principals, keyRing: keyRing,
+            contexts: ContextDesk(policy: configuration.policy, modes: modes, store: store, wallClock: wallClock), wallClock: wallClock, logger: logger
+        )
+        return (services, notifier)
     }
 }

@@ -1,22 +1,16 @@
 import CountersignCore
 
-/// The store refused or failed. A failure of the store itself (`STORE_UNAVAILABLE`, and the codes that stay inside
-/// the server) reaches a client as `STORE_UNAVAILABLE` "the store does not answer": its details are for the log.
-public struct LedgerError: CountersignError, Hashable {
-    public typealias Code = ErrorCode
+/// The store refused or failed.
+public typealias LedgerError = LayerError<StoreLayer>
 
-    public var code: ErrorCode
-    public var reason: String
-
-    public init(_ code: ErrorCode, _ reason: String) {
-        self.code = code
-        self.reason = reason
-    }
-
-    public var wireError: WireError {
-        if self.code == .storeUnavailable || self.code.audience == .server {
+/// The store's failures: a failure of the store itself (`STORE_UNAVAILABLE`, and the codes that stay inside the
+/// server) reaches a client as `STORE_UNAVAILABLE` "the store does not answer", its details are for the log; a
+/// refusal (`PRINCIPAL_EXISTS`, `APPROVAL_CLOSED`, …) as it is.
+public enum StoreLayer: ErrorLayer {
+    public static func wireError(for error: LedgerError) -> WireError {
+        if error.code == .storeUnavailable || error.code.audience == .server {
             return WireError(.storeUnavailable, "the store does not answer")
         }
-        return WireError(self.code, self.reason)
+        return WireError(error.code, error.reason)
     }
 }

@@ -114,6 +114,9 @@ extension PKCS11Session {
     }
 
     /// Signs `data` with a parameterless mechanism (`C_SignInit` / `C_Sign`).
+    ///
+    /// `maximumLength` is the buffer offered first; a token that needs more says so (`CKR_BUFFER_TOO_SMALL`) and is
+    /// asked once more with the length it named (up to 16 KiB), so the signing operation always ends.
     public func sign(mechanism type: MechanismType, data: [UInt8], with key: ObjectHandle, maximumLength: Int) throws -> [UInt8] {
         let signInit = try self.module.function("C_SignInit", \.C_SignInit)
         let sign = try self.module.function("C_Sign", \.C_Sign)
@@ -123,8 +126,15 @@ extension PKCS11Session {
         var input = data
         try self.module.objectStoreLock.withReadLock { () throws(PKCS11Error) in
             try PKCS11Error.check("C_SignInit", signInit(self.rawHandle, &mechanism, CK_OBJECT_HANDLE(key.rawValue)))
-            // Any C_Sign result but CKR_BUFFER_TOO_SMALL ends the operation, so the session is clean afterwards.
-            try PKCS11Error.check("C_Sign", sign(self.rawHandle, &input, CK_ULONG(input.count), &signature, &length))
+            // Any C_Sign result but CKR_BUFFER_TOO_SMALL ends the operation. That one leaves it active, with the
+            // length needed in `length`: the call is made again with room for it, which ends the operation, so a
+            // pooled session never goes back with a signing operation open (its next C_SignInit would fail).
+            var rv = sign(self.rawHandle, &input, CK_ULONG(input.count), &signature, &length)
+            if rv == CK_RV(CKR_BUFFER_TOO_SMALL), Int(length) > signature.count, Int(length) <= 16_384 {
+                signature = [UInt8](repeating: 0, count: Int(length))
+                rv = sign(self.rawHandle, &input, CK_ULONG(input.count), &signature, &length)
+            }
+            try PKCS11Error.check("C_Sign", rv)
         }
         return Array(signature.prefix(Int(length)))
     }

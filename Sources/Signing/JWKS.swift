@@ -75,17 +75,10 @@ public struct JWKSet: Codable, Sendable, Hashable {
 
 /// Why an authorization does not verify: one of the verifier's codes (`MALFORMED_TOKEN`, `UNKNOWN_KEY`,
 /// `BAD_SIGNATURE`, `EXPIRED`, `NOT_YET_VALID`, `AMOUNT_ABOVE_KEY_LIMIT`).
-public struct VerificationError: CountersignError, Hashable {
-    public typealias Code = ErrorCode
+public typealias VerificationError = LayerError<VerificationLayer>
 
-    public var code: ErrorCode
-    public var reason: String
-
-    public init(_ code: ErrorCode, _ reason: String) {
-        self.code = code
-        self.reason = reason
-    }
-}
+/// The layer of ``VerificationError`` (the offline verifier).
+public enum VerificationLayer: ErrorLayer {}
 
 /// Verifies authorizations offline against a JWK Set, as a merchant would.
 public struct AuthorizationVerifier: Sendable {

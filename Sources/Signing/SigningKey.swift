@@ -66,14 +66,7 @@ public final class SoftwareSigningKey: AuthorizationSigningKey, @unchecked Senda
 
 /// A signing key could not sign: `HSM_UNAVAILABLE` (the HSM is down, slow, or its circuit breaker is open) or
 /// `SIGNING_UNAVAILABLE` (no active key for the tier). Both retryable.
-public struct SigningError: CountersignError, Hashable {
-    public typealias Code = ErrorCode
+public typealias SigningError = LayerError<SigningLayer>
 
-    public var code: ErrorCode
-    public var reason: String
-
-    public init(_ code: ErrorCode, _ reason: String) {
-        self.code = code
-        self.reason = reason
-    }
-}
+/// The layer of ``SigningError``: its failures are told to clients as they are.
+public enum SigningLayer: ErrorLayer {}

@@ -30,6 +30,23 @@ struct SigningTests {
         }
     }
 
+    @Test("a buffer too small is grown to the length the token names, and the session is left with no operation open")
+    func bufferTooSmall() async throws {
+        try await withFixturePool(maximumSessions: 1) { pool in
+            let label = SoftHSMFixture.uniqueLabel("small")
+            let pair = try await pool.withSession { try $0.generateP256SigningKeyPair(label: label, id: Array(label.utf8)) }
+            let point = try await pool.withSession { try $0.p256PublicKey(pair.publicKey).x963Representation }
+            let publicKey = try P256.Signing.PublicKey(x963Representation: point)
+            let digest = SHA256.hash(data: Array("a small buffer".utf8))
+            // One session: the second signature runs on the session the first one used.
+            let raw = try await pool.withSession { try $0.sign(mechanism: .ecdsa, data: Array(digest), with: pair.privateKey, maximumLength: 8) }
+            #expect(raw.count == 64)
+            #expect(publicKey.isValidSignature(try P256.Signing.ECDSASignature(rawRepresentation: raw), for: digest))
+            let next = try await pool.withSession { try $0.signECDSA(digest: digest, with: pair.privateKey) }
+            #expect(publicKey.isValidSignature(next, for: digest))
+        }
+    }
+
     @Test("8 concurrent tasks × 250 signatures through the pool all verify")
     func concurrentSignatures() async throws {
         try await withFixturePool(maximumSessions: 4) { pool in
