@@ -20,11 +20,12 @@ HSM_ENV := SOFTHSM2_CONF=$(HSM_DIR)/softhsm2.conf \
 	COUNTERSIGN_PKCS11_MODULE=$(PKCS11_MODULE) \
 	COUNTERSIGN_TOKEN_LABEL=$(TOKEN_LABEL)
 
-.PHONY: help setup packages python-packages token build test run bench fuzz format lint clean
+.PHONY: help setup packages python-packages token build test run cluster bench fuzz format lint clean
 
 help:
 	@echo "make run    set up, build, initialize and start countersignd with the example config"
-	@echo "make test   set up, build, and run every test against a real SoftHSM2 token"
+	@echo "make test   set up, build, and run every test against a real SoftHSM2 token and a throw-away PostgreSQL"
+	@echo "make cluster  a throw-away PostgreSQL and three servers on it (ports 7600-7602), until Ctrl-C"
 	@echo "make setup  install missing system packages and create the development token"
 	@echo "make build  build the package (debug)"
 	@echo "make bench  release build, a server on a fresh token (hsm-config/bench.yaml), the standard benchmark scenarios"
@@ -63,10 +64,14 @@ build: packages
 
 # The tests make their own tokens in a temporary directory; `setup` proves the development path works too.
 # A short fuzzing run comes first (the long one is `make fuzz`), so the test runner's summary is the last line.
+# The tests run beside a throw-away PostgreSQL (hsm-config/postgres.sh: initdb in a temporary directory, a loopback
+# port, stopped and removed after, however the tests end); COUNTERSIGN_REQUIRE_POSTGRES makes a test that finds
+# no PostgreSQL fail instead of skipping.
+PG_DIR ?= /tmp/countersign-postgres-$(shell id -u)-$$$$
 test: setup lint
 	$(MAKE) --no-print-directory fuzz FUZZ_RUNS=50000
 	swift build --build-tests $(SWIFT_BUILD_FLAGS)
-	swift test --skip-build $(SWIFT_BUILD_FLAGS)
+	COUNTERSIGN_REQUIRE_POSTGRES=1 ./hsm-config/postgres.sh run $(PG_DIR) -- swift test --skip-build $(SWIFT_BUILD_FLAGS)
 
 # The style of every Swift file (.swift-format: 4 spaces, 160 columns, imports ordered): `make format` rewrites,
 # `make lint` (run first by `make test`, so CI) refuses a file that is not formatted, and a public symbol of the
@@ -104,6 +109,10 @@ fuzz: packages
 		echo "== fuzz $$target"; set -o pipefail; $(FUZZ_DIR)/spm/release/fuzz-$$target -runs=$(FUZZ_RUNS) -max_len=4096 -timeout=10 \
 			-print_final_stats=1 $(FUZZ_DIR)/corpus-$$target fuzz/corpus/$$target 2>&1 | tail -12 || exit 1; \
 	done
+
+# Three servers on one throw-away PostgreSQL (hsm-config/cluster.sh), on ports 7600-7602, until Ctrl-C.
+cluster: setup build
+	$(HSM_ENV) COUNTERSIGN_HSM_PIN=$(DEV_HSM_PIN) ./hsm-config/cluster.sh
 
 # Checks the token, creates the store, keys and first admin if needed, then serves until Ctrl-C.
 run: setup build

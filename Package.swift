@@ -33,6 +33,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", exact: "0.2.0"),
     ],
@@ -61,6 +62,15 @@ let package = Package(
         .target(name: "HSMSigning", dependencies: ["CountersignCore", "Signing", "PKCS11", crypto, logging], swiftSettings: swiftSettings),
         // The durable store: principals and key metadata (SQLite through GRDB).
         .target(name: "Ledger", dependencies: ["CountersignCore", "Policy", "Audit", .product(name: "GRDB", package: "GRDB.swift"), crypto], swiftSettings: swiftSettings),
+        // The store on PostgreSQL (postgres-nio): several servers on one database, one ledger and one audit log.
+        .target(
+            name: "PostgresLedger",
+            dependencies: [
+                "CountersignCore", "Configuration", "Ledger", "Policy", "Audit", logging, nioCore, crypto, .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"), .product(name: "GRDB", package: "GRDB.swift"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         // countersignd's configuration: the YAML file read strictly (line and reason for every refusal), one duration
         // parser. The CLI's `policy check` uses it without linking the server.
         .target(
@@ -79,8 +89,8 @@ let package = Package(
         .target(
             name: "CountersignServer",
             dependencies: [
-                "CountersignCore", "Configuration", "HTTPServices", "Wire", "Policy", "Signing", "HSMSigning", "Ledger", "Audit", "CanonicalJSON", "PKCS11",
-                nioCore, nioPosix, crypto, logging,
+                "CountersignCore", "Configuration", "HTTPServices", "Wire", "Policy", "Signing", "HSMSigning", "Ledger", "PostgresLedger", "Audit", "CanonicalJSON",
+                "PKCS11", nioCore, nioPosix, crypto, logging,
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -97,7 +107,7 @@ let package = Package(
         // Commands shared by the `countersign` executable; a library so tests can reach its pieces.
         .target(
             name: "CountersignCLI",
-            dependencies: ["PKCS11", "CountersignClient", "Configuration", "HTTPServices", "Wire", "Signing", "Policy", "Audit", "Ledger", "CanonicalJSON", crypto, nioPosix,
+            dependencies: ["PKCS11", "CountersignClient", "Configuration", "HTTPServices", "Wire", "Signing", "Policy", "Audit", "Ledger", "PostgresLedger", "CanonicalJSON", crypto, nioPosix, logging,
                 .product(name: "Histogram", package: "hdrhistogram-swift"), .product(name: "NIOSSL", package: "swift-nio-ssl"), argumentParser,
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"), .product(name: "UnixSignals", package: "swift-service-lifecycle")],
             swiftSettings: swiftSettings
@@ -105,7 +115,7 @@ let package = Package(
         .executableTarget(name: "countersign", dependencies: ["CountersignCLI", argumentParser], swiftSettings: swiftSettings),
         .executableTarget(
             name: "countersignd",
-            dependencies: ["CountersignServer", "Configuration", "Audit", "Policy", "Wire", argumentParser, logging, .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"), .product(name: "UnixSignals", package: "swift-service-lifecycle")],
+            dependencies: ["CountersignServer", "Configuration", "Audit", "Policy", "Wire", "PostgresLedger", "CanonicalJSON", argumentParser, logging, .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"), .product(name: "UnixSignals", package: "swift-service-lifecycle")],
             swiftSettings: swiftSettings
         ),
         // libFuzzer targets (`make fuzz` builds them with -sanitize=fuzzer,address -DFUZZING); built normally, each
@@ -138,11 +148,12 @@ let package = Package(
             name: "CountersignTests",
             dependencies: [
                 "CountersignServer", "CountersignClient", "CountersignCore", "Configuration", "HTTPServices", "Wire", "Policy", "Signing", "HSMSigning",
-                "Ledger", "Audit", "PKCS11", "TestSupport",
+                "Ledger", "PostgresLedger", "Audit", "PKCS11", "TestSupport",
                 "countersign", "countersignd", crypto, nioCore, nioPosix, logging,
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
             ],
             exclude: ["Scripts"],
             swiftSettings: swiftSettings

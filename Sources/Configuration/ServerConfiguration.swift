@@ -99,6 +99,39 @@ public struct ServerConfiguration: Sendable {
     }
 
     public var audit = AuditLog()
+
+    /// Where the ledger is: the embedded SQLite file in `data_dir` (one server), or a PostgreSQL database
+    /// shared by several servers.
+    public enum StoreKind: Sendable, Hashable {
+        case sqlite
+        case postgres(Postgres)
+    }
+
+    /// `store: { kind: postgres, … }`. The password is read from `password_file` (0600), never written here.
+    public struct Postgres: Sendable, Hashable {
+        public var host: String
+        public var port: Int = 5432
+        public var database: String
+        public var user: String
+        public var passwordFile: String?
+        public var poolSize: Int = 16
+        /// `disable`, `prefer` or `require` (with `ca_file`, the server's certificate is verified against it).
+        public var tls: String = "prefer"
+        public var caFile: String?
+        /// The longest a store call may take before the request answers `STORE_UNAVAILABLE`.
+        public var timeout: Duration = .seconds(5)
+        /// How long a hole a dead server left in the audit log stays before it is filled with a `lost` entry.
+        public var lostAfter: Duration = .seconds(30)
+
+        public init(host: String, database: String, user: String) {
+            self.host = host
+            self.database = database
+            self.user = user
+        }
+    }
+
+    public var store: StoreKind = .sqlite
+
     /// Automatic rotation per key name.
     public var keyPolicies: [String: KeyRotationPolicy] = [:]
 
@@ -119,7 +152,7 @@ public struct ServerConfiguration: Sendable {
         let root = try ConfigurationReader.parse(yaml: yaml, file: file)
         let entries = try root.mapping(allowing: [
             "issuer", "listen", "http", "tls", "insecure_plaintext", "data_dir", "hsm", "limits", "tiers", "profiles", "budgets", "teams",
-            "organizations", "escalation", "contexts", "keys", "audit",
+            "organizations", "escalation", "contexts", "keys", "audit", "store",
         ])
         var configuration = ServerConfiguration(tiers: try PolicyConfiguration.tiers(entries["tiers"], root: root))
         if let issuer = entries["issuer"] { configuration.issuer = try issuer.string() }
@@ -160,7 +193,45 @@ public struct ServerConfiguration: Sendable {
             if let entries = fields["checkpoint_entries"] { configuration.audit.checkpointEntries = Int(try entries.integer(in: 1...1_000_000)) }
         }
         if let keys = entries["keys"] { configuration.keyPolicies = try Self.keyPolicies(keys, tiers: configuration.tiers) }
+        if let store = entries["store"] { configuration.store = try Self.store(store) }
         return configuration
+    }
+
+    private static func store(_ reader: ConfigurationReader) throws -> StoreKind {
+        let fields = try reader.mapping(allowing: [
+            "kind", "host", "port", "database", "user", "password_file", "pool_size", "tls", "ca_file", "timeout", "lost_after", "password",
+        ])
+        guard let kind = fields["kind"] else { throw reader.error("store.kind is required: sqlite or postgres") }
+        switch try kind.string() {
+        case "sqlite":
+            if let extra = fields.keys.sorted().first(where: { $0 != "kind" }) {
+                throw fields[extra]!.error("store.\(extra) is for kind postgres; an SQLite store lives in data_dir")
+            }
+            return .sqlite
+        case "postgres":
+            if let password = fields["password"] {
+                throw password.error(
+                    "a password is never written in the configuration: put it in a file readable by countersignd only and name it in store.password_file")
+            }
+            guard let host = fields["host"], let database = fields["database"], let user = fields["user"] else {
+                throw reader.error("a postgres store needs host, database and user (and password_file unless the server trusts this user)")
+            }
+            var postgres = Postgres(host: try host.string(), database: try database.string(), user: try user.string())
+            if let port = fields["port"] { postgres.port = Int(try port.integer(in: 1...65535)) }
+            postgres.passwordFile = try fields["password_file"]?.string()
+            if let size = fields["pool_size"] { postgres.poolSize = Int(try size.integer(in: 1...1000)) }
+            if let tls = fields["tls"] {
+                let mode = try tls.string()
+                guard ["disable", "prefer", "require"].contains(mode) else { throw tls.error("store.tls is disable, prefer or require, not '\(mode)'") }
+                postgres.tls = mode
+            }
+            postgres.caFile = try fields["ca_file"]?.string()
+            if let timeout = fields["timeout"] { postgres.timeout = try timeout.duration(in: .milliseconds(100) ... .seconds(60)) }
+            if let lostAfter = fields["lost_after"] { postgres.lostAfter = try lostAfter.duration(in: .seconds(1) ... .seconds(3600)) }
+            return .postgres(postgres)
+        case let other:
+            throw kind.error("store.kind is sqlite or postgres, not '\(other)'")
+        }
     }
 
     /// Refuses a plaintext listener on a non-loopback address unless the operator insisted.

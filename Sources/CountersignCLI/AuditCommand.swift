@@ -1,10 +1,13 @@
 import ArgumentParser
 import Audit
 import CanonicalJSON
+import Configuration
 import CountersignClient
 import Crypto
 import Foundation
 import Ledger
+import Logging
+import PostgresLedger
 import Signing
 import Wire
 
@@ -158,6 +161,11 @@ struct AuditCommand: AsyncParsableCommand {
         @Option(help: "The store file (default .data/countersign.sqlite). It is opened read-only.")
         var store: String = ".data/countersign.sqlite"
 
+        @Option(
+            name: .customLong("config"),
+            help: "A countersignd configuration whose store is PostgreSQL: the cluster's log is read from the database instead of a file.")
+        var configuration: String?
+
         @Option(name: .customLong("jwks"), help: "A JWKS file with the audit key; without it the key set is fetched from the server.")
         var jwksFile: String?
 
@@ -168,15 +176,29 @@ struct AuditCommand: AsyncParsableCommand {
 
         func run() async throws {
             let keys = try await AuditProofCheck.auditKeys(self.client, jwks: self.jwksFile)
-            let log = try AuditLogFile(path: self.store)
-            var notes = try log.checkpoints().map(\.note)
+            var notes: [String]
+            let total: Int
+            let forEachEntry: ((Int64, Data, Data) throws -> Void) throws -> Void
+            if let path = self.configuration {
+                guard case .postgres(let settings) = try ServerConfiguration.load(path: path).store else {
+                    throw ValidationError("the store of '\(path)' is not PostgreSQL; give its file with --store")
+                }
+                let (entries, checkpoints) = try await PostgresAuditLogReader.read(PostgresStoreConfiguration(settings), logger: Logger(label: "countersign"))
+                notes = checkpoints
+                total = entries.count
+                forEachEntry = { body in for (index, entry, leafHash) in entries { try body(index, entry, leafHash) } }
+            } else {
+                let log = try AuditLogFile(path: self.store)
+                notes = try log.checkpoints().map(\.note)
+                total = try log.entryCount()
+                forEachEntry = { try log.forEachEntry($0) }
+            }
             if let path = self.fromCheckpoint {
                 guard let data = FileManager.default.contents(atPath: path) else { throw ValidationError("cannot read '\(path)'") }
                 notes.append(String(decoding: data, as: UTF8.self))
             }
-            let total = try log.entryCount()
             do {
-                let report = try AuditVerifier(publicKeys: keys).verify(checkpoints: notes, forEachEntry: { try log.forEachEntry($0) }) { done in
+                let report = try AuditVerifier(publicKeys: keys).verify(checkpoints: notes, forEachEntry: forEachEntry) { done in
                     Terminal.note("verified \(done) of \(total) entries…")
                 }
                 print("audit log OK: \(report.entries) entries, \(report.checkpoints) signed checkpoints, root \(Data(report.root).base64EncodedString())")

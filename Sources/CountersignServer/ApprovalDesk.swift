@@ -12,7 +12,7 @@ import Wire
 /// Approvals: the answer an agent gets for an authorization at any stage, the approvers' verdicts, and the
 /// signature that the quorum releases.
 final class ApprovalDesk: Sendable {
-    let store: LedgerStore
+    let store: any Store
     let signer: AuthorizationSigner
     let policy: PolicyEngine
     let audit: AuditDesk
@@ -24,7 +24,7 @@ final class ApprovalDesk: Sendable {
     let logger: Logger
 
     init(
-        store: LedgerStore, signer: AuthorizationSigner, policy: PolicyEngine, audit: AuditDesk, notifier: ApprovalNotifier, wallClock: WallClock,
+        store: any Store, signer: AuthorizationSigner, policy: PolicyEngine, audit: AuditDesk, notifier: ApprovalNotifier, wallClock: WallClock,
         time: MonotonicTime, metrics: ServerMetrics, logger: Logger
     ) {
         self.store = store
@@ -179,7 +179,7 @@ final class ApprovalDesk: Sendable {
         }
         let decision = record.decision.flatMap { try? JSONDecoder().decode(DecisionRecord.self, from: $0) }
         let now = self.wallClock.secondsSince1970
-        let auditIndex = self.store.reserveAuditIndex()
+        let auditIndex = try await self.store.reserveAuditIndex()
         var summary = DecisionSummary(
             outcome: "authorized", amount: record.amount, currency: record.currency, merchant: record.merchant, tier: record.tier,
             tierReason: decision?.tierReason, policyVersion: decision?.policyVersion, checks: decision?.checks.auditText,

@@ -32,6 +32,16 @@ final class ApprovalNotifier: Sendable {
         for continuation in waiters.values.flatMap(\.values) { continuation.resume() }
     }
 
+    /// Wakes every waiter (changes may have been missed); each reads its authorization again.
+    func changedAll() {
+        let waiters = self.state.withLock { state in
+            state.generation &+= 1
+            defer { state.waiters = [:] }
+            return state.waiters
+        }
+        for continuation in waiters.values.flatMap(\.values) { continuation.resume() }
+    }
+
     /// Wakes everyone waiting on `id`.
     func changed(_ id: String) {
         let waiters = self.state.withLock { state in
@@ -83,6 +93,11 @@ final class ContextModes: Sendable {
     }
 
     var current: Set<String> { self.active.withLock { $0 } }
+
+    /// The modes another server of the cluster stored.
+    func replace(with modes: Set<String>) {
+        self.active.withLock { $0 = modes }
+    }
 
     /// Switches `name` on or off and returns the modes now active; the caller stores them.
     func set(_ name: String, active: Bool) -> Set<String> {

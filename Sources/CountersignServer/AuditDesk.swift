@@ -8,14 +8,14 @@ import Wire
 /// The audit log over the protocol: checkpoints, inclusion and consistency proofs and entries for auditors, and
 /// the record of every admin's and approver's action.
 final class AuditDesk: Sendable {
-    let store: LedgerStore
+    let store: any Store
     /// Told of every appended entry, so that a checkpoint follows every N entries; `nil` when the server keeps
     /// no audit log.
     let checkpoints: Checkpointer?
     let wallClock: WallClock
     let logger: Logger
 
-    init(store: LedgerStore, checkpoints: Checkpointer?, wallClock: WallClock, logger: Logger) {
+    init(store: any Store, checkpoints: Checkpointer?, wallClock: WallClock, logger: Logger) {
         self.store = store
         self.checkpoints = checkpoints
         self.wallClock = wallClock

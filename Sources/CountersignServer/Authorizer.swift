@@ -15,7 +15,7 @@ import Wire
 /// (the tier's key signs, or the request waits for approvers), and **record** (the authorization, its holds and
 /// its audit entry, durably and atomically with the budget checks, before the answer leaves).
 final class Authorizer: Sendable {
-    let store: LedgerStore
+    let store: any Store
     let policy: PolicyEngine
     let modes: ContextModes
     let signer: AuthorizationSigner
@@ -31,7 +31,7 @@ final class Authorizer: Sendable {
     private let requestLog: Mutex<RequestLog>
 
     init(
-        store: LedgerStore, policy: PolicyEngine, modes: ContextModes, signer: AuthorizationSigner, approvals: ApprovalDesk, checkpoints: Checkpointer?,
+        store: any Store, policy: PolicyEngine, modes: ContextModes, signer: AuthorizationSigner, approvals: ApprovalDesk, checkpoints: Checkpointer?,
         wallClock: WallClock, time: MonotonicTime, random: RandomSource, metrics: ServerMetrics, logger: Logger
     ) {
         self.store = store
@@ -167,7 +167,7 @@ final class Authorizer: Sendable {
             request: attempt.canonicalRequest
         )
         // The decision's audit index is reserved now, so the signed claims can carry it.
-        let auditIndex = self.store.reserveAuditIndex()
+        let auditIndex = try await self.store.reserveAuditIndex()
         var summary = Self.summary(decision, outcome: "authorized", request: request)
         if case .pendingApproval(_, let approval) = decision.outcome {
             let deadline = now + approval.ttlSeconds
@@ -296,7 +296,7 @@ final class Authorizer: Sendable {
         }
         var summary = Self.summary(decision, outcome: "denied", request: request)
         summary.code = error.code.rawValue
-        let index = self.store.reserveAuditIndex()
+        let index = try await self.store.reserveAuditIndex()
         await self.recordRefusal(
             decision.record(outcome: "denied", code: error.code.rawValue), agent: agent, idempotencyKey: request.idempotencyKey, at: now,
             audit: AuditEntry(index: index, time: now, kind: "decision", action: "denied", actor: agent, decision: summary)

@@ -6,7 +6,7 @@ import Wire
 /// `BUDGETS_SHOW`: every budget an agent's spending counts against (its own, its team's, its organization's), in
 /// the current window, with what is spent, held and left.
 struct BudgetReports: Sendable {
-    let store: LedgerStore
+    let store: any Store
     let policy: PolicyEngine
     let wallClock: WallClock
 

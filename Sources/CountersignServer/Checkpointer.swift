@@ -13,7 +13,7 @@ import Synchronization
 /// happened, so that silence itself is signed), after every `everyEntries` entries, and on demand for a
 /// proof. At shutdown it logs the stop and signs a last checkpoint.
 final class Checkpointer: Service, Sendable {
-    let store: LedgerStore
+    let store: any Store
     let keyRing: KeyRing
     let origin: String
     let interval: Duration
@@ -30,7 +30,7 @@ final class Checkpointer: Service, Sendable {
     private let signing = SerialQueue()
 
     init(
-        store: LedgerStore, keyRing: KeyRing, origin: String, interval: Duration, everyEntries: Int, wallClock: WallClock, time: MonotonicTime, logger: Logger,
+        store: any Store, keyRing: KeyRing, origin: String, interval: Duration, everyEntries: Int, wallClock: WallClock, time: MonotonicTime, logger: Logger,
         startRecord: StartRecord, metrics: ServerMetrics, witness: WitnessFile? = nil, witnessServer: WitnessClient? = nil
     ) {
         self.witness = witness
@@ -145,6 +145,8 @@ final class Checkpointer: Service, Sendable {
                 let generation = self.wake.generation
                 await self.wake.wait(for: "checkpoint", since: generation, timeout: self.interval, time: self.time)
                 if Task.isCancelled { break }
+                // In a cluster one server (the lease's holder) expires approvals and signs the periodic checkpoints.
+                guard self.store.leadsCheckpoints else { continue }
                 do {
                     try await self.expireApprovals()
                     try await self.checkpointNow()

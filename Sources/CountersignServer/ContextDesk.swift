@@ -9,7 +9,7 @@ import Wire
 struct ContextDesk: Sendable {
     let policy: PolicyEngine
     let modes: ContextModes
-    let store: LedgerStore
+    let store: any Store
     let wallClock: WallClock
 
     private var now: Int64 { self.wallClock.secondsSince1970 }

@@ -10,6 +10,7 @@ import NIOPosix
 import NIOSSL
 import PKCS11
 import Policy
+import PostgresLedger
 import ServiceLifecycle
 import Signing
 import Wire
@@ -32,7 +33,7 @@ public struct ServerEnvironment: Sendable {
 /// The assembled server: store, HSM, keys, principals and both listeners, as services for one `ServiceGroup`.
 public final class CountersignApplication: Sendable {
     public let configuration: ServerConfiguration
-    public let store: LedgerStore
+    public let store: any Store
     public let hsm: HSMRuntime
     public let keyRing: KeyRing
     public let framedServer: FramedServer
@@ -42,13 +43,14 @@ public final class CountersignApplication: Sendable {
     let dataLock: DataDirectoryLock
     let keyRotation: KeyRotationService
     let checkpointer: Checkpointer
+    let clusterFollower: ClusterFollower
 
     /// Opens the store, logs in to the HSM, loads every tier's key and the principals.
     /// - Throws: ``StartupError``, ``ConfigurationError`` or an HSM error, each with a reason to act on.
     public init(configuration: ServerConfiguration, pin: PIN, environment: ServerEnvironment = .init()) async throws {
         try configuration.validateTransportSecurity()
         self.configuration = configuration
-        (self.dataLock, self.store) = try Self.openStore(dataDirectory: configuration.dataDirectory, wallClock: environment.wallClock)
+        (self.dataLock, self.store) = try await Self.openStore(configuration, environment: environment)
         self.hsm = try HSMRuntime(
             configuration: configuration.hsm, pin: pin, time: environment.time, logger: environment.logger, module: environment.pkcs11Module,
             reinitializesInjectedModule: environment.reinitializesInjectedModule
@@ -61,6 +63,7 @@ public final class CountersignApplication: Sendable {
             self.hsm.requireKeys { [weak keyRing = self.keyRing] in keyRing?.tokenKeys ?? [] }
         } catch {
             await self.hsm.shutdown()
+            await self.store.close()
             throw error
         }
         let latestCheckpoint: CheckpointRecord?
@@ -79,6 +82,7 @@ public final class CountersignApplication: Sendable {
             }
         } catch {
             await self.hsm.shutdown()
+            await self.store.close()
             throw error
         }
         let principals = PrincipalDirectory(store: self.store, wallClock: environment.wallClock)
@@ -113,6 +117,7 @@ public final class CountersignApplication: Sendable {
             try await checkpointer.checkWithWitness()
         } catch {
             await self.hsm.shutdown()
+            await self.store.close()
             throw error
         }
         let (services, notifier) = Services.assemble(
@@ -128,6 +133,10 @@ public final class CountersignApplication: Sendable {
             metrics: metrics, logger: environment.logger
         )
         self.keyRotation = KeyRotationService(keyRing: self.keyRing, wallClock: environment.wallClock, time: environment.time, logger: environment.logger)
+        self.clusterFollower = ClusterFollower(
+            store: self.store, principals: principals, modes: modes, policy: configuration.policy, keyRing: self.keyRing, notifier: notifier,
+            logger: environment.logger
+        )
         let keyRing = self.keyRing
         let hsm = self.hsm
         let stopping = ShutdownFlag()
@@ -177,14 +186,18 @@ public final class CountersignApplication: Sendable {
     /// go (both at most once; a graceful stop has done it already, in order).
     public func finish() async {
         await self.hsm.shutdown()
+        await self.store.close()
         self.dataLock.release()
     }
 
     /// The services in start order; `ServiceGroup` stops them in reverse: the framed listener first (in-flight
     /// requests are answered), then HTTP, the checkpointer (the stop is logged), then the HSM (sessions closed,
-    /// module finalized), and last the data directory's lock.
+    /// module finalized), and last the store (its connections) and the data directory's lock.
     public var services: [any Service] {
-        [DataDirectoryService(lock: self.dataLock), HSMShutdownService(hsm: self.hsm), self.checkpointer, self.keyRotation, self.httpServer, self.framedServer]
+        [
+            DataDirectoryService(lock: self.dataLock, store: self.store), HSMShutdownService(hsm: self.hsm), self.checkpointer, self.clusterFollower,
+            self.keyRotation, self.httpServer, self.framedServer,
+        ]
     }
 
     /// The store's log was checked against its latest checkpoint when it opened; here that checkpoint's own
@@ -237,7 +250,7 @@ public final class CountersignApplication: Sendable {
     }
 
     /// What a metrics scrape reads: the HSM pool and breaker, the store, pending approvals and every budget.
-    static func snapshot(hsm: HSMRuntime, store: LedgerStore, policy: PolicyEngine, now: Int64) async -> ServerMetrics.Snapshot {
+    static func snapshot(hsm: HSMRuntime, store: any Store, policy: PolicyEngine, now: Int64) async -> ServerMetrics.Snapshot {
         let statistics = hsm.sessions.statistics
         let breaker = hsm.signer.breaker
         var snapshot = ServerMetrics.Snapshot(
@@ -264,7 +277,7 @@ public final class CountersignApplication: Sendable {
     }
 
     /// The modes admins switched on before the restart; a mode no longer in the configuration is dropped.
-    static func loadModes(store: LedgerStore, policy: PolicyEngine, logger: Logger) async throws -> ContextModes {
+    static func loadModes(store: any Store, policy: PolicyEngine, logger: Logger) async throws -> ContextModes {
         let stored = try await store.setting(ContextModes.setting).flatMap { try? JSONDecoder().decode([String].self, from: $0) } ?? []
         let known = Set(policy.contexts.filter(\.isMode).map(\.name))
         let active = Set(stored).intersection(known)
@@ -272,8 +285,10 @@ public final class CountersignApplication: Sendable {
         return ContextModes(active: active)
     }
 
-    /// Locks the data directory (creating it if needed), then opens its store.
-    static func openStore(dataDirectory: String, wallClock: WallClock) throws -> (DataDirectoryLock, LedgerStore) {
+    /// Locks the data directory (creating it if needed), then opens the store: the SQLite file in it, or the
+    /// cluster's PostgreSQL database.
+    static func openStore(_ configuration: ServerConfiguration, environment: ServerEnvironment) async throws -> (DataDirectoryLock, any Store) {
+        let dataDirectory = configuration.dataDirectory
         do {
             try FileManager.default.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         } catch {
@@ -285,7 +300,19 @@ public final class CountersignApplication: Sendable {
         } catch let error as LedgerError {
             throw StartupError(error.reason)
         }
-        return (lock, try LedgerStore(path: (dataDirectory as NSString).appendingPathComponent("countersign.sqlite"), wallClock: wallClock))
+        do {
+            switch configuration.store {
+            case .sqlite:
+                return (lock, try LedgerStore(path: (dataDirectory as NSString).appendingPathComponent("countersign.sqlite"), wallClock: environment.wallClock))
+            case .postgres(let postgres):
+                let store = try await PostgresStore(
+                    configuration: PostgresStoreConfiguration(postgres), logger: environment.logger, wallClock: environment.wallClock, time: environment.time)
+                return (lock, store)
+            }
+        } catch {
+            lock.release()
+            throw error
+        }
     }
 
     static func tlsContext(_ tls: ServerConfiguration.TLS) throws -> NIOSSLContext {
@@ -341,11 +368,13 @@ struct KeyRotationService: Service {
 /// lets go, so that a restart in the same process (tests) or a new process may take it.
 struct DataDirectoryService: Service {
     let lock: DataDirectoryLock
+    let store: any Store
 
     func run() async throws {
         // Cancelled (a service failed and the group is cancelled at once): the others may still be writing,
         // so the lock is released by `CountersignApplication.finish()` once the group has ended.
         guard (try? await gracefulShutdown()) != nil else { return }
+        await self.store.close()
         self.lock.release()
     }
 }
@@ -376,10 +405,16 @@ extension CountersignApplication {
     public static func initialize(
         configuration: ServerConfiguration, pin: PIN, adminID: String = "admin", environment: ServerEnvironment = .init()
     ) async throws -> InitializationReport {
-        let (lock, store) = try Self.openStore(dataDirectory: configuration.dataDirectory, wallClock: environment.wallClock)
+        let (lock, store) = try await Self.openStore(configuration, environment: environment)
         defer { withExtendedLifetime(lock) {} }
-        let hsm = try HSMRuntime(
-            configuration: configuration.hsm, pin: pin, time: environment.time, logger: environment.logger, module: environment.pkcs11Module)
+        let hsm: HSMRuntime
+        do {
+            hsm = try HSMRuntime(
+                configuration: configuration.hsm, pin: pin, time: environment.time, logger: environment.logger, module: environment.pkcs11Module)
+        } catch {
+            await store.close()
+            throw error
+        }
         do {
             var report = InitializationReport(created: [], adminCredentialPath: nil)
             let isNewStore = try await store.keyVersions().isEmpty
@@ -410,9 +445,11 @@ extension CountersignApplication {
                 report.adminCredentialPath = path
             }
             await hsm.shutdown()
+            await store.close()
             return report
         } catch {
             await hsm.shutdown()
+            await store.close()
             throw error
         }
     }

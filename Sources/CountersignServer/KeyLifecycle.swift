@@ -205,7 +205,7 @@ extension KeyRing {
     /// Creates what is missing: the sealing key on the token, and version 1 of every key the configuration
     /// needs. Idempotent: existing keys are kept.
     /// - Returns: one line per key created.
-    static func provision(tiers: TierTable, store: LedgerStore, hsm: HSMRuntime, now: Int64, random: RandomSource) async throws -> [String] {
+    static func provision(tiers: TierTable, store: any Store, hsm: HSMRuntime, now: Int64, random: RandomSource) async throws -> [String] {
         var created: [String] = []
         // Objects are found by a CKA_ID that the store remembers, so several installations (or test servers)
         // can share one token without ever picking up each other's keys.
@@ -231,7 +231,7 @@ extension KeyRing {
 
     /// Countersign key pairs on the token that this store does not know: what an earlier installation (a
     /// removed data directory, another server) left there. Found by their `countersign:` labels.
-    static func foreignKeys(store: LedgerStore, hsm: HSMRuntime) async throws -> [String] {
+    static func foreignKeys(store: any Store, hsm: HSMRuntime) async throws -> [String] {
         let known = Set(try await store.keyVersions().compactMap(\.hsmLabel))
         let labels = try await hsm.sessions.withSession { session -> [String] in
             // Objects can vanish between the search and the read (another installation destroying a key): skipped.
@@ -246,7 +246,7 @@ extension KeyRing {
     /// token's AES key, or a key pair generated inside the token with a label and `CKA_ID` derived from this
     /// installation, the name and the version.
     static func makeVersion(
-        name: String, version: Int, backend: KeyBackend, state: KeyVersionRecord.State, at now: Int64, store: LedgerStore, hsm: HSMRuntime,
+        name: String, version: Int, backend: KeyBackend, state: KeyVersionRecord.State, at now: Int64, store: any Store, hsm: HSMRuntime,
         random: RandomSource
     ) async throws -> (KeyVersionRecord, any AuthorizationSigningKey) {
         let keyID = KeyID(name: name, version: version)

@@ -29,7 +29,7 @@ public final class KeyRing: Sendable {
     }
 
     public let tiers: TierTable
-    let store: LedgerStore
+    let store: any Store
     let hsm: HSMRuntime
     let random: RandomSource
     let logger: Logger
@@ -39,7 +39,7 @@ public final class KeyRing: Sendable {
     let state: Mutex<State>
 
     init(
-        tiers: TierTable, store: LedgerStore, hsm: HSMRuntime, random: RandomSource, logger: Logger, policies: [String: KeyRotationPolicy], state: State
+        tiers: TierTable, store: any Store, hsm: HSMRuntime, random: RandomSource, logger: Logger, policies: [String: KeyRotationPolicy], state: State
     ) {
         self.tiers = tiers
         self.store = store
@@ -113,7 +113,7 @@ public final class KeyRing: Sendable {
     /// - Throws: ``StartupError`` when a needed key is missing (run `countersignd init`), does not match the
     ///   store, or is a software key where an HSM key is needed.
     static func load(
-        tiers: TierTable, store: LedgerStore, hsm: HSMRuntime, random: RandomSource, logger: Logger, policies: [String: KeyRotationPolicy] = [:]
+        tiers: TierTable, store: any Store, hsm: HSMRuntime, random: RandomSource, logger: Logger, policies: [String: KeyRotationPolicy] = [:]
     ) async throws -> KeyRing {
         var state = State()
         let records = try await store.keyVersions()
@@ -136,6 +136,39 @@ public final class KeyRing: Sendable {
         state.signatures = try await store.signatureCounts()
         ring.state.withLock { $0 = state }
         return ring
+    }
+
+    /// Reads the key versions again after another server of the cluster changed them (a rotation, a retirement, a
+    /// destruction): new pending and active versions are opened, versions no longer signing are let go. A version
+    /// that cannot be opened keeps the previous state for its name (and is logged): this server goes on signing with
+    /// what it has rather than not at all.
+    func refresh() async throws {
+        try await self.lifecycle.run {
+            let records = try await self.store.keyVersions()
+            let (current, opened) = self.state.withLock { ($0.records, $0.signingKeys) }
+            var signingKeys: [String: any AuthorizationSigningKey] = [:]
+            var active: [String: String] = [:]
+            for record in records where record.state == .active || record.state == .pending {
+                if let key = opened[record.kid] {
+                    signingKeys[record.kid] = key
+                } else {
+                    do {
+                        signingKeys[record.kid] = try await self.open(record)
+                    } catch {
+                        self.logger.error("a key version another server made cannot be opened here", metadata: ["kid": "\(record.kid)", "error": "\(error)"])
+                        continue
+                    }
+                }
+                if record.state == .active { active[record.name] = record.kid }
+            }
+            let changed = records.filter { current[$0.kid] != $0 }.map(\.kid)
+            self.state.withLock { state in
+                for record in records { state.records[record.kid] = record }
+                state.signingKeys = signingKeys
+                for (name, kid) in active { state.active[name] = kid }
+            }
+            if !changed.isEmpty { self.logger.notice("key versions changed by another server", metadata: ["kids": "\(changed.sorted())"]) }
+        }
     }
 
     /// The signing key of a stored version.

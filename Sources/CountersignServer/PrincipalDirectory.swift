@@ -33,11 +33,11 @@ final class PrincipalDirectory: Sendable {
         }
     }
 
-    private let store: LedgerStore
+    private let store: any Store
     private let wallClock: WallClock
     private let entries = Mutex<[String: Entry]>([:])
 
-    init(store: LedgerStore, wallClock: WallClock) {
+    init(store: any Store, wallClock: WallClock) {
         self.store = store
         self.wallClock = wallClock
     }
@@ -50,6 +50,13 @@ final class PrincipalDirectory: Sendable {
         self.entries.withLock { entries in
             entries = Dictionary(uniqueKeysWithValues: loaded.map { ($0.record.id, $0) })
         }
+    }
+
+    /// Reads one principal again (another server of the cluster registered, rotated or revoked it).
+    func reload(id: String) async throws {
+        guard let record = try await self.store.principal(id: id) else { return }
+        let entry = try Self.entry(record)
+        self.entries.withLock { $0[id] = entry }
     }
 
     func lookup(_ id: String) -> Entry? {

@@ -180,7 +180,7 @@ extension Services {
     /// The request path's services, each given what it uses; and the notifier that wakes waiting agents (closed at
     /// the stop).
     static func assemble(
-        store: LedgerStore, keyRing: KeyRing, principals: PrincipalDirectory, modes: ContextModes, checkpoints: Checkpointer?,
+        store: any Store, keyRing: KeyRing, principals: PrincipalDirectory, modes: ContextModes, checkpoints: Checkpointer?,
         configuration: ServerConfiguration, environment: ServerEnvironment, metrics: ServerMetrics
     ) -> (Services, ApprovalNotifier) {
         let (wallClock, time, logger) = (environment.wallClock, environment.time, environment.logger)

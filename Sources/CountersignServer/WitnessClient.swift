@@ -27,7 +27,7 @@ final class WitnessClient: Sendable {
 
     let url: URL
     let cosigner: Cosigner
-    private let store: LedgerStore
+    private let store: any Store
     private let metrics: ServerMetrics
     private let logger: Logger
     private let sending = SerialQueue()
@@ -40,7 +40,7 @@ final class WitnessClient: Sendable {
     /// And the cosigned checkpoint with the witness's signature line.
     static let cosignedSetting = "audit.witness_cosigned"
 
-    init(configuration: ServerConfiguration.Witness, store: LedgerStore, metrics: ServerMetrics, logger: Logger) throws {
+    init(configuration: ServerConfiguration.Witness, store: any Store, metrics: ServerMetrics, logger: Logger) throws {
         self.url = URL(string: configuration.url)!.appendingPathComponent("add-checkpoint")
         self.cosigner = try Cosigner(verifierKey: configuration.verifierKey)
         self.store = store

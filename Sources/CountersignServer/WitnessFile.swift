@@ -52,7 +52,7 @@ struct WitnessFile: Sendable {
 
     /// Refuses a store that does not extend the last checkpoint kept here.
     /// - Throws: ``StartupError`` saying what differs.
-    func check(store: LedgerStore, auditKeys: [P256.Signing.PublicKey]) async throws {
+    func check(store: any Store, auditKeys: [P256.Signing.PublicKey]) async throws {
         guard let note = try self.last() else { return }
         let problem = "the audit log in the store does not extend the checkpoint kept in the witness file '\(self.path)'"
         guard let kept = try? Checkpoint.parse(note), auditKeys.contains(where: kept.isSigned(by:)) else {

@@ -13,6 +13,31 @@ public enum ApprovalStep: Sendable, Hashable {
     case denied(AuthorizationRecord)
 }
 
+/// Whether an approver may give a verdict on a record now: the same rules for every store.
+package enum ApprovalRules {
+    /// - Returns: the record's quorum.
+    /// - Throws: `FORBIDDEN` when the approver is the requesting agent; `APPROVAL_EXPIRED`; `APPROVAL_CLOSED`
+    ///   when already decided or withdrawn.
+    @discardableResult
+    package static func check(_ record: AuthorizationRecord, approver: String, at now: Int64) throws -> Int {
+        let id = record.id
+        guard record.agent != approver else {
+            throw LedgerError(.forbidden, "'\(approver)' requested authorization '\(id)' and may not approve or deny it")
+        }
+        let status = record.status(at: now)
+        if status == .expired {
+            throw LedgerError(.approvalExpired, "authorization '\(id)' waited for approval until \(record.approvalExpiresAt ?? 0) and expired")
+        }
+        guard record.voidedAt == nil else {
+            throw LedgerError(.approvalClosed, "authorization '\(id)' was withdrawn by its agent")
+        }
+        guard status == .pendingApproval, let quorum = record.quorum else {
+            throw LedgerError(.approvalClosed, "authorization '\(id)' is \(status.rawValue); it no longer takes verdicts")
+        }
+        return quorum
+    }
+}
+
 extension LedgerStore {
     /// Requests waiting for approval at `now`, oldest first.
     public func pendingApprovals(now: Int64) async throws -> [AuthorizationRecord] {
@@ -44,19 +69,7 @@ extension LedgerStore {
             guard var record = try AuthorizationRecord.fetchOne(db, key: id) else {
                 throw LedgerError(.authorizationNotFound, "no authorization '\(id)'")
             }
-            guard record.agent != approver else {
-                throw LedgerError(.forbidden, "'\(approver)' requested authorization '\(id)' and may not approve or deny it")
-            }
-            let status = record.status(at: now)
-            if status == .expired {
-                throw LedgerError(.approvalExpired, "authorization '\(id)' waited for approval until \(record.approvalExpiresAt ?? 0) and expired")
-            }
-            guard record.voidedAt == nil else {
-                throw LedgerError(.approvalClosed, "authorization '\(id)' was withdrawn by its agent")
-            }
-            guard status == .pendingApproval, let quorum = record.quorum else {
-                throw LedgerError(.approvalClosed, "authorization '\(id)' is \(status.rawValue); it no longer takes verdicts")
-            }
+            let quorum = try ApprovalRules.check(record, approver: approver, at: now)
             if try ApprovalRecord.fetchOne(db, key: ["authorizationID": id, "approver": approver]) != nil {
                 throw LedgerError(.alreadyDecided, "'\(approver)' already gave a verdict on authorization '\(id)'; a quorum needs distinct approvers")
             }

@@ -38,7 +38,7 @@ public struct AuditAlternatives: Sendable {
 /// decision in the group commit. Entries may commit out of order; the tree, and so every checkpoint, covers
 /// only the prefix with no gap. An index whose write failed is a hole, filled with a `lost` entry by the next
 /// transaction (or at the next start), so the log never has a permanent gap.
-final class AuditSequencer: Sendable {
+package final class AuditSequencer: Sendable {
     private struct State {
         var next: Int64
         var frontier = MerkleFrontier()
@@ -96,7 +96,7 @@ final class AuditSequencer: Sendable {
     }
 
     /// The entry that fills a hole.
-    static func filler(index: Int64, at time: Int64) -> AuditWrite {
+    package static func filler(index: Int64, at time: Int64) -> AuditWrite {
         AuditWrite(
             AuditEntry(
                 index: index, time: time, kind: "server", action: "lost", actor: "server",
@@ -234,60 +234,22 @@ extension LedgerStore {
     /// - Throws: ``LedgerError`` `AUDIT_LOG_MISMATCH` saying what differs, at which index.
     static func openAuditLog(_ database: DatabasePool, now: Int64) throws -> AuditSequencer {
         try database.write { db in
-            let latestRow = try CheckpointRecord.order(Column("id").desc).fetchOne(db)
-            // The size and root checked are the ones in the signed note (its signature is checked by the server,
-            // which has the audit key), never the row's columns alone, which anyone editing the store can set.
-            let latest = try latestRow.map { row -> CheckpointRecord in
-                guard let signed = try? Checkpoint.parse(row.note), signed.checkpoint.size == row.size, signed.checkpoint.rootHash == Array(row.rootHash) else {
-                    throw LedgerError(
-                        .auditLogMismatch,
-                        "the audit log in the store is not the one that was signed: the latest checkpoint's recorded size and root are not the ones its note states. "
-                            + "The store was changed or damaged; `countersign audit verify --store <file>` shows every difference."
-                    )
-                }
-                return row
-            }
+            let latest = try CheckpointRecord.order(Column("id").desc).fetchOne(db)
             let stored = try Row.fetchAll(db, sql: "SELECT idx, entry, leafHash FROM auditEntry ORDER BY idx").map {
-                (index: $0["idx"] as Int64, entry: $0["entry"] as Data, leafHash: $0["leafHash"] as Data)
+                StoredAuditEntry(index: $0["idx"], entry: $0["entry"], leafHash: $0["leafHash"])
             }
-            let signed = latest.map { " by the checkpoint of \($0.size) entries signed at \($0.time)" } ?? ""
-            func mismatch(_ what: String) -> LedgerError {
-                LedgerError(
-                    .auditLogMismatch,
-                    "the audit log in the store is not the one that was signed: \(what). The store was changed or damaged; "
-                        + "`countersign audit verify --store <file>` shows every difference. Restore the store from a backup that verifies."
-                )
-            }
-            var frontier = MerkleFrontier()
-            var expected: Int64 = 0
-            var holes: [Int64] = []
-            for (index, entry, leafHash) in stored {
-                if let latest, expected < index, expected < Int64(latest.size) {
-                    throw mismatch("entry \(expected) is missing, and it is covered\(signed)")
-                }
-                holes += Array(expected..<index)
-                let hash = Merkle.leafHash(entry)
-                guard Data(hash) == leafHash else { throw mismatch("entry \(index) was changed: its bytes no longer match the leaf hash recorded with it") }
-                frontier.append(hash)
-                expected = index + 1
-                if let latest, frontier.size == latest.size, frontier.root != Array(latest.rootHash) {
-                    throw mismatch("its first \(latest.size) entries do not hash to the root signed\(signed)")
-                }
-            }
-            if let latest, Int64(latest.size) > expected {
-                throw mismatch("it ends after \(expected) entries, but \(latest.size) are covered\(signed)")
-            }
-            guard !holes.isEmpty else { return AuditSequencer(next: expected, frontier: frontier) }
+            let checked = try AuditLogCheck.verify(stored, latest: latest)
+            guard !checked.holes.isEmpty else { return AuditSequencer(next: checked.next, frontier: checked.frontier) }
             // Holes past the checkpoint (a crash between reserving an index and committing it) become `lost`
             // entries, and the tree is built again with them in place.
-            for index in holes {
+            for index in checked.holes {
                 try Self.insertAudit(AuditSequencer.filler(index: index, at: now), in: db, at: now)
             }
             var filled = MerkleFrontier()
             for row in try Row.fetchAll(db, sql: "SELECT leafHash FROM auditEntry ORDER BY idx") {
                 filled.append(Array(row["leafHash"] as Data))
             }
-            return AuditSequencer(next: expected, frontier: filled)
+            return AuditSequencer(next: checked.next, frontier: filled)
         }
     }
 

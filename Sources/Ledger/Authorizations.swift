@@ -14,8 +14,7 @@ extension LedgerStore {
     ///   with the same key stored first), or the limit it would pass.
     /// - Throws: ``LedgerError`` with `STORE_UNAVAILABLE` when the transaction fails; then nothing was stored.
     public func recordAuthorization(
-        _ record: AuthorizationRecord, scopes: [BudgetScope]? = nil, limits: [BudgetCheck] = [], audit: AuditEntry? = nil,
-        alternatives: AuditAlternatives? = nil
+        _ record: AuthorizationRecord, scopes: [BudgetScope]?, limits: [BudgetCheck], audit: AuditEntry?, alternatives: AuditAlternatives?
     ) async throws -> RecordingOutcome {
         var record = record
         let entry =
@@ -31,7 +30,7 @@ extension LedgerStore {
     }
 
     /// Records a refused request's decision and its audit entry, grouped with concurrent writes.
-    public func recordRefusal(_ refusal: RefusalRecord, audit: AuditEntry? = nil) async throws {
+    public func recordRefusal(_ refusal: RefusalRecord, audit: AuditEntry?) async throws {
         var refusal = refusal
         let entry =
             audit
@@ -99,11 +98,6 @@ extension LedgerStore {
         try await self.read { db in try Self.counted(in: db, scope: scope.key, currency: currency, since: windowStart, now: now) }
     }
 
-    /// What an agent spent in `currency` since `windowStart` (its own scope).
-    public func spent(agent: String, currency: String, since windowStart: Int64, now: Int64 = .max - 1) async throws -> Int64 {
-        try await self.spent(scope: .agent(agent), currency: currency, since: windowStart, now: now)
-    }
-
     /// A scope's spending in one window, with the part held for pending approvals.
     public func spending(scope: BudgetScope, currency: String, since windowStart: Int64, now: Int64) async throws -> ScopeSpending {
         try await self.read { db in
@@ -165,7 +159,7 @@ extension LedgerStore {
     ///
     /// A key the store has certainly never seen is answered from memory, without reading the database.
     /// `certain: true` always reads (for a refusal that must not miss a twin recorded a moment ago).
-    public func authorization(agent: String, idempotencyKey: String, certain: Bool = false) async throws -> AuthorizationRecord? {
+    public func authorization(agent: String, idempotencyKey: String, certain: Bool) async throws -> AuthorizationRecord? {
         if !certain, !self.keyFilter.mayContain(agent: agent, key: idempotencyKey) { return nil }
         return try await self.read { db in try Self.authorization(in: db, agent: agent, idempotencyKey: idempotencyKey) }
     }

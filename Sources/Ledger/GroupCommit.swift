@@ -6,14 +6,14 @@ import Policy
 import Synchronization
 
 /// A write that goes through the group committer, each with its audit entry.
-enum LedgerWrite: Sendable {
+package enum LedgerWrite: Sendable {
     /// An authorization (issued or pending approval) with a hold at each of `scopes`, unless one of `limits`
     /// would be passed; then `alternatives` says what its audit entry becomes.
     case authorization(AuthorizationRecord, scopes: [BudgetScope], limits: [BudgetCheck], audit: AuditWrite, alternatives: AuditAlternatives?)
     case refusal(RefusalRecord, audit: AuditWrite)
     case audit(AuditWrite)
 
-    var auditIndex: Int64 {
+    package var auditIndex: Int64 {
         switch self {
         case .authorization(_, _, _, let audit, _), .refusal(_, let audit), .audit(let audit): audit.index
         }
@@ -34,25 +34,14 @@ public enum RecordingOutcome: Sendable, Hashable {
 /// that arrived while the previous transaction was committing. No caller returns before its write is
 /// committed, so no answer leaves the server before it is durable.
 final class GroupCommitter: Sendable {
-    private struct Pending {
-        var write: LedgerWrite
-        var continuation: CheckedContinuation<RecordingOutcome, any Error>
-    }
-
-    private struct State {
-        var pending: [Pending] = []
-        var isFlushing = false
-        var isPaused = false
-        var transactions = 0
-        var records = 0
-    }
+    private typealias Pending = CommitQueue<LedgerWrite, RecordingOutcome>.Pending
 
     private let database: DatabasePool
     private let sequencer: AuditSequencer
     private let keyFilter: KeyFilter
     let checkpointer: WALCheckpointer?
     let health: WriteHealth
-    private let state = Mutex(State())
+    private let queue = CommitQueue<LedgerWrite, RecordingOutcome>()
 
     private let wallClock: WallClock
 
@@ -71,17 +60,7 @@ final class GroupCommitter: Sendable {
     /// Commits `write` in the next group. An authorization's budget checks and its holds are one step of one
     /// serialized transaction, so no interleaving of requests can overspend.
     func commit(_ write: LedgerWrite) async throws -> RecordingOutcome {
-        try await withCheckedThrowingContinuation { continuation in
-            let startFlush = self.state.withLock { state -> Bool in
-                state.pending.append(Pending(write: write, continuation: continuation))
-                guard !state.isFlushing, !state.isPaused else { return false }
-                state.isFlushing = true
-                return true
-            }
-            if startFlush {
-                Task { await self.flushLoop() }
-            }
-        }
+        try await self.queue.submit(write) { await self.flushLoop() }
     }
 
     /// At most this many groups are committed in one turn on the writer, so that other writes (approvals,
@@ -97,22 +76,10 @@ final class GroupCommitter: Sendable {
         }
     }
 
-    /// Takes everything pending as the next group, or ends the flushing when there is nothing.
-    private func takeGroup() -> [Pending]? {
-        self.state.withLock { state -> [Pending]? in
-            if state.pending.isEmpty || state.isPaused {
-                state.isFlushing = false
-                return nil
-            }
-            defer { state.pending = [] }
-            return state.pending
-        }
-    }
-
     /// Commits up to ``groupsPerTurn`` groups; answers whether more may be pending.
     private func commitGroups(in db: Database) -> Bool {
         for _ in 0..<Self.groupsPerTurn {
-            guard let group = self.takeGroup() else {
+            guard let group = self.queue.takeGroup() else {
                 // A commit that arrives now waits for this, on the writer; see WALCheckpointer.
                 self.checkpointer?.idle(writer: db)
                 return false
@@ -124,7 +91,7 @@ final class GroupCommitter: Sendable {
 
     /// When the writer itself cannot be reached: every pending write fails, and flushing ends.
     private func failPending() -> Bool {
-        while let group = self.takeGroup() { self.fail(group, holes: [], error: LedgerError(.storeUnavailable, "the store's writer is unavailable")) }
+        while let group = self.queue.takeGroup() { self.fail(group, holes: [], error: LedgerError(.storeUnavailable, "the store's writer is unavailable")) }
         return false
     }
 
@@ -181,10 +148,7 @@ final class GroupCommitter: Sendable {
                 if let pairs { keyFilter.rebuild(pairs) }
             }
         }
-        self.state.withLock { state in
-            state.transactions += 1
-            state.records += group.count
-        }
+        self.queue.committed(records: group.count)
         for (pending, outcome) in zip(group, outcomes) {
             pending.continuation.resume(returning: outcome)
         }
@@ -233,27 +197,12 @@ final class GroupCommitter: Sendable {
         }
     }
 
-    /// Transactions committed and writes they held, to show that commits are grouped.
-    var statistics: (transactions: Int, records: Int) {
-        self.state.withLock { ($0.transactions, $0.records) }
-    }
+    var statistics: (transactions: Int, records: Int) { self.queue.statistics }
 
     /// Holds commits back (tests): writes queue up and go in one transaction on ``resume()``.
-    func pause() {
-        self.state.withLock { $0.isPaused = true }
-    }
+    func pause() { self.queue.pause() }
 
-    func resume() {
-        let start = self.state.withLock { state -> Bool in
-            state.isPaused = false
-            guard !state.isFlushing, !state.pending.isEmpty else { return false }
-            state.isFlushing = true
-            return true
-        }
-        if start {
-            Task { await self.flushLoop() }
-        }
-    }
+    func resume() { self.queue.resume { await self.flushLoop() } }
 
-    var pendingCount: Int { self.state.withLock { $0.pending.count } }
+    var pendingCount: Int { self.queue.pendingCount }
 }

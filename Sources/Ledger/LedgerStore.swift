@@ -9,8 +9,9 @@ import Policy
 ///
 /// Every method is async and runs on GRDB's own queues, never on an event loop. The schema is created
 /// and migrated on open.
-public final class LedgerStore: Sendable {
+public final class LedgerStore: Store {
     public let path: String
+    public var location: String { self.path }
     /// The time of the rows the store makes itself.
     let wallClock: WallClock
     let database: DatabasePool
@@ -64,8 +65,9 @@ public final class LedgerStore: Sendable {
     /// readable by its owner only (0600), and so are the WAL and shared-memory files, which SQLite creates with
     /// the database file's mode. An existing file made with a looser mode is tightened.
     private static func restrictMode(of path: String) {
-        let descriptor = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
-        if descriptor >= 0 { close(descriptor) }
+        if !FileManager.default.fileExists(atPath: path) {
+            _ = FileManager.default.createFile(atPath: path, contents: nil, attributes: [.posixPermissions: 0o600])
+        }
         for suffix in ["", "-wal", "-shm"] where FileManager.default.fileExists(atPath: path + suffix) {
             chmod(path + suffix, 0o600)
         }
@@ -113,6 +115,17 @@ public final class LedgerStore: Sendable {
             self.health.failed(error)
             throw LedgerError(.storeUnavailable, "the store at '\(self.path)' could not be written: \(error)")
         }
+    }
+
+    /// The only server of its store signs every checkpoint.
+    public var leadsCheckpoints: Bool { true }
+
+    /// GRDB closes the database when the store is released.
+    public func close() async {}
+
+    /// One server writes this store (the data directory's lock says so): nobody else changes anything.
+    public func changes() -> AsyncStream<StoreChange> {
+        AsyncStream { $0.finish() }
     }
 
     /// Store transactions that failed since it opened (each failed its writes closed).

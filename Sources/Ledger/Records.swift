@@ -151,6 +151,13 @@ public struct SpendingFacts: Sendable, Hashable {
     public var historyMeanAmount: Int64
     public var merchantPaidBefore: Bool
     public var recentSpendAtMerchant: Int64
+
+    public init(historyCount: Int, historyMeanAmount: Int64, merchantPaidBefore: Bool, recentSpendAtMerchant: Int64) {
+        self.historyCount = historyCount
+        self.historyMeanAmount = historyMeanAmount
+        self.merchantPaidBefore = merchantPaidBefore
+        self.recentSpendAtMerchant = recentSpendAtMerchant
+    }
 }
 
 /// A scope's spending in one budget window.
@@ -159,6 +166,11 @@ public struct ScopeSpending: Sendable, Hashable {
     public var counted: Int64
     /// The part held for pending approvals.
     public var pending: Int64
+
+    public init(counted: Int64, pending: Int64) {
+        self.counted = counted
+        self.pending = pending
+    }
 }
 
 // Every decision inserts these rows; one cached statement each costs a fraction of GRDB's record encoding.

@@ -4,21 +4,23 @@ import Synchronization
 /// successful one clears it. Readiness reads it, so a server whose audit log cannot be written stops
 /// being ready (load balancers send its agents elsewhere) instead of refusing every request while
 /// `/readyz` says all is well.
-final class WriteHealth: Sendable {
+package final class WriteHealth: Sendable {
     private let lastFailure = Mutex<String?>(nil)
     private let failures = Atomic<Int>(0)
 
-    func failed(_ error: any Error) {
+    package init() {}
+
+    package func failed(_ error: any Error) {
         self.failures.add(1, ordering: .relaxed)
         self.lastFailure.withLock { $0 = "\(error)" }
     }
 
     /// Every failed write since the store opened.
-    var failureCount: Int { self.failures.load(ordering: .relaxed) }
+    package var failureCount: Int { self.failures.load(ordering: .relaxed) }
 
-    func succeeded() {
+    package func succeeded() {
         self.lastFailure.withLock { $0 = nil }
     }
 
-    var failure: String? { self.lastFailure.withLock { $0 } }
+    package var failure: String? { self.lastFailure.withLock { $0 } }
 }

@@ -1,10 +1,12 @@
 import ArgumentParser
 import Audit
+import CanonicalJSON
 import Configuration
 import CountersignServer
 import Foundation
 import Logging
 import Policy
+import PostgresLedger
 import ServiceLifecycle
 import UnixSignals
 import Wire
@@ -15,7 +17,7 @@ struct Countersignd: AsyncParsableCommand {
         commandName: "countersignd",
         abstract: "The Countersign server: signed payment authorizations for AI agents.",
         version: "countersignd \(CountersignVersion.current) (protocol version \(WireProtocol.version))",
-        subcommands: [Serve.self, Init.self, CheckConfig.self],
+        subcommands: [Serve.self, Init.self, MigrateStore.self, CheckConfig.self],
         defaultSubcommand: Serve.self
     )
 }
@@ -166,6 +168,38 @@ struct Init: AsyncParsableCommand {
         if let path = report.adminCredentialPath {
             print("keep \(path) secret: it is the admin's private key (mode 0600)")
         }
+    }
+}
+
+struct MigrateStore: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "migrate-store",
+        abstract: "Copy an SQLite installation (a stopped server's data directory) into the PostgreSQL store of the configuration.",
+        discussion: """
+            Every row of every table is copied in one transaction into an empty database (the schema is created first), then the copy's \
+            audit log is checked entry by entry and its Merkle root compared with the source's: the same log, the same checkpoints. The \
+            source is opened read-only and not changed. Stop its server first.
+            """
+    )
+
+    @OptionGroup var options: ServerOptions
+
+    @Option(name: .customLong("from"), help: "The data directory of the SQLite installation (it holds countersign.sqlite).")
+    var source: String
+
+    func run() async throws {
+        var logger = self.options.bootstrapLogging()
+        logger.logLevel = .warning
+        let configuration = try self.options.load()
+        guard case .postgres(let postgres) = configuration.store else {
+            throw StartupError("the configuration's store is not PostgreSQL: set store.kind to postgres (with host, database, user, password_file) first")
+        }
+        let path = (self.source as NSString).appendingPathComponent("countersign.sqlite")
+        guard FileManager.default.fileExists(atPath: path) else { throw StartupError("no SQLite store at \(path)") }
+        let target = PostgresStoreConfiguration(postgres)
+        let report = try await StoreMigration.copy(sqlitePath: path, to: target, logger: logger)
+        for (table, count) in report.rows { print("copied \(count) \(table) row(s)") }
+        print("the audit log in \(target.location): \(report.auditSize) entries, root \(HexDigits.string(report.root)), as in \(path)")
     }
 }
 

@@ -607,9 +607,9 @@ struct AuditLogTests {
                 ("the admin's credential private key", Data(server.admin.privateKey.utf8)),
             ]
             for suffix in ["", "-wal"] {
-                guard let bytes = FileManager.default.contents(atPath: store.path + suffix) else { continue }
+                guard let bytes = FileManager.default.contents(atPath: store.location + suffix) else { continue }
                 for (name, secret) in secrets {
-                    #expect(bytes.range(of: secret) == nil, "\(name) is in \(store.path + suffix)")
+                    #expect(bytes.range(of: secret) == nil, "\(name) is in \(store.location + suffix)")
                 }
             }
         }

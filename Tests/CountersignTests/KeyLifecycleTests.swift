@@ -107,7 +107,7 @@ struct KeyLifecycleTests {
                 "the wrapped blob is this version's key")
             #expect(Data(sealed).range(of: Data(scalar)) == nil)
             for suffix in ["", "-wal", "-shm"] {
-                let path = store.path + suffix
+                let path = store.location + suffix
                 guard let bytes = FileManager.default.contents(atPath: path) else { continue }
                 #expect(bytes.range(of: Data(scalar)) == nil, "the raw key is in \(path)")
             }

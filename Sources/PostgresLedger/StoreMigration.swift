@@ -1,0 +1,163 @@
+import Audit
+import CountersignCore
+import Foundation
+import GRDB
+import Ledger
+import Logging
+import PostgresNIO
+
+/// `countersignd migrate-store --from <data dir>`: an SQLite installation copied into an empty PostgreSQL
+/// database, every row of every table, in one transaction (all of it or nothing), then checked: the copy's audit
+/// log opens (every entry against its leaf hash, the latest checkpoint's root) and its tree has the source's root.
+public enum StoreMigration {
+    /// What was copied.
+    public struct Report: Sendable {
+        public var rows: [(table: String, count: Int)]
+        public var auditSize: Int
+        public var root: Merkle.Hash
+    }
+
+    /// Tables in an order that satisfies the foreign keys, with the columns both schemas share.
+    static let tables: [(name: String, columns: [String])] = [
+        ("principal", ["id", "role", "algorithm", "publicKey", "createdAt", "revokedAt", "previousAlgorithm", "previousPublicKey", "previousKeyExpiresAt"]),
+        (
+            "keyVersion",
+            [
+                "name", "version", "backend", "state", "publicKey", "sealedPrivateKey", "hsmLabel", "hsmID", "createdAt", "activatedAt", "rotatedAt",
+                "retiredAt",
+                "destroyedAt", "adopted",
+            ]
+        ),
+        ("keyDestruction", ["kid", "requestedBy", "requestedAt", "expiresAt"]),
+        ("setting", ["name", "value"]),
+        (
+            "authorization",
+            [
+                "id", "agent", "idempotencyKey", "requestHash", "response", "amount", "currency", "merchant", "tier", "kid", "expiresAt", "createdAt",
+                "voidedAt", "status", "decision", "request", "quorum", "approvalExpiresAt", "auditIndex",
+            ]
+        ),
+        ("hold", ["authorizationID", "scope", "currency", "amount", "createdAt", "expiresAt", "releasedAt"]),
+        ("approval", ["authorizationID", "approver", "verdict", "decidedAt"]),
+        ("refusal", ["id", "agent", "idempotencyKey", "code", "decision", "createdAt", "auditIndex"]),
+        ("auditEntry", ["idx", "entry", "leafHash", "createdAt"]),
+        ("checkpoint", ["id", "size", "rootHash", "time", "note", "kid"]),
+    ]
+
+    /// Copies the SQLite store at `sqlitePath` (not changed, opened read-only; stop its server first) into the
+    /// PostgreSQL database of `configuration`, which must hold no ledger yet.
+    /// - Throws: ``LedgerError`` when the source's log does not verify, the target is not empty, or the copy's
+    ///   root differs from the source's.
+    public static func copy(sqlitePath: String, to configuration: PostgresStoreConfiguration, logger: Logger) async throws -> Report {
+        var readOnly = GRDB.Configuration()
+        readOnly.readonly = true
+        let source = try DatabaseQueue(path: sqlitePath, configuration: readOnly)
+        let sourceRoot = try await source.read { db -> (Int, Merkle.Hash) in
+            let latest = try CheckpointRecord.order(Column("id").desc).fetchOne(db)
+            let stored = try Row.fetchAll(db, sql: "SELECT idx, entry, leafHash FROM auditEntry ORDER BY idx").map {
+                StoredAuditEntry(index: $0["idx"], entry: $0["entry"], leafHash: $0["leafHash"])
+            }
+            let checked = try AuditLogCheck.verify(stored, latest: latest)
+            guard checked.holes.isEmpty else {
+                throw LedgerError(
+                    .auditLogMismatch,
+                    "the source's audit log has holes at \(checked.holes.prefix(5)): start its server once (it fills them) and stop it, then migrate")
+            }
+            return (checked.frontier.size, checked.frontier.root)
+        }
+        let client = PostgresClient(configuration: try configuration.clientConfiguration(), backgroundLogger: logger)
+        return try await withThrowingDiscardingTaskGroup { group in
+            group.addTask { await client.run() }
+            defer { group.cancelAll() }
+            _ = try await PostgresSchema.migrate(client, logger: logger)
+            let rows = try await client.withTransaction(logger: logger) { connection -> [(table: String, count: Int)] in
+                let existing =
+                    try await connection.query("SELECT (SELECT COUNT(*) FROM auditEntry) + (SELECT COUNT(*) FROM principal)", logger: logger)
+                    .first(Int64.self) ?? 0
+                guard existing == 0 else {
+                    throw LedgerError(.storeUnavailable, "the PostgreSQL database already holds a ledger; migrate into an empty database")
+                }
+                var counts: [(table: String, count: Int)] = []
+                for table in Self.tables {
+                    counts.append((table.name, try await Self.copyTable(table.name, columns: table.columns, from: source, to: connection, logger: logger)))
+                }
+                // Identities and the audit sequence go on after the copied rows.
+                try await connection.query("SELECT setval('refusal_id_seq', COALESCE((SELECT MAX(id) FROM refusal), 0) + 1, false)", logger: logger)
+                try await connection.query("SELECT setval('checkpoint_id_seq', COALESCE((SELECT MAX(id) FROM checkpoint), 0) + 1, false)", logger: logger)
+                try await connection.query(
+                    "SELECT setval('auditIndex', COALESCE((SELECT MAX(idx) + 1 FROM auditEntry), 0), false)", logger: logger)
+                return counts
+            }
+            let copied = try await SharedAuditLog.open(client: client, logger: logger)
+            guard copied.size == sourceRoot.0, copied.root == sourceRoot.1 else {
+                throw LedgerError(.auditLogMismatch, "the copy's audit log (\(copied.size) entries) does not have the source's root; nothing should use it")
+            }
+            return Report(rows: rows, auditSize: copied.size, root: copied.root)
+        }
+    }
+
+    private static func copyTable(
+        _ table: String, columns: [String], from source: DatabaseQueue, to connection: PostgresConnection, logger: Logger
+    )
+        async throws -> Int
+    {
+        let quoted = table == "authorization" ? "\"authorization\"" : table
+        let rows = try source.read { db in try Row.fetchAll(db, sql: "SELECT \(columns.joined(separator: ", ")) FROM \(quoted)") }
+        let placeholders = (1...columns.count).map { "$\($0)" }.joined(separator: ", ")
+        let sql = "INSERT INTO \(quoted) (\(columns.joined(separator: ", "))) VALUES (\(placeholders))"
+        for row in rows {
+            var bindings = PostgresBindings()
+            for column in columns {
+                let value: DatabaseValue = row[column]
+                switch value.storage {
+                case .null: bindings.appendNull()
+                case .int64(let integer):
+                    if column == "adopted" { bindings.append(integer != 0) } else { bindings.append(integer) }
+                case .double(let double):
+                    throw LedgerError(.storeUnavailable, "\(table).\(column) holds a floating-point value (\(double)); nothing in the ledger is one")
+                case .string(let text): bindings.append(text)
+                case .blob(let data): bindings.append(ByteBuffer(bytes: data))
+                }
+            }
+            try await connection.query(PostgresQuery(unsafeSQL: sql, binds: bindings), logger: logger)
+        }
+        return rows.count
+    }
+}
+
+/// The cluster's audit log read straight from PostgreSQL, for `countersign audit verify --config`: what the
+/// servers stored, not what they answer.
+public enum PostgresAuditLogReader {
+    /// Every stored row (index, entry, stored leaf hash) in index order, and every checkpoint's note.
+    ///
+    /// The rows are read into memory (about the entries' size; a log of millions of entries wants a machine
+    /// with the memory for it).
+    public static func read(
+        _ configuration: PostgresStoreConfiguration, logger: Logger
+    ) async throws -> (
+        entries: [(Int64, Data, Data)], checkpoints: [String]
+    ) {
+        let client = PostgresClient(configuration: try configuration.clientConfiguration(), backgroundLogger: logger)
+        return try await withThrowingDiscardingTaskGroup { group in
+            group.addTask { await client.run() }
+            defer { group.cancelAll() }
+            var entries: [(Int64, Data, Data)] = []
+            var from: Int64 = -1
+            while true {
+                let before = entries.count
+                for try await row in try await client.query(
+                    "SELECT idx, entry, leafHash FROM auditEntry WHERE idx > \(from) ORDER BY idx LIMIT 10000", logger: logger
+                ).decode((Int64, Data, Data).self) {
+                    entries.append(row)
+                    from = row.0
+                }
+                if entries.count - before < 10_000 { break }
+            }
+            var notes: [String] = []
+            for try await note in try await client.query("SELECT note FROM checkpoint ORDER BY id", logger: logger).decode(String.self) {
+                notes.append(note)
+            }
+            return (entries, notes)
+        }
+    }
+}

@@ -1,0 +1,292 @@
+import CountersignClient
+import Crypto
+import Foundation
+import Logging
+import PostgresLedger
+import Signing
+import Synchronization
+import TestSupport
+import Testing
+import Wire
+
+/// Three `countersignd` processes on loopback ports, one PostgreSQL database, one SoftHSM token (the same keys for
+/// all three: a network HSM is shared the same way).
+@Suite("Several countersignd on one PostgreSQL", .serialized, .timeLimit(.minutes(5)))
+struct ClusterTests {
+    let countersignd = ProcessResult.builtProduct("countersignd")
+    let countersign = ProcessResult.builtProduct("countersign")
+
+    struct Server {
+        var process: Process
+        var port: Int
+        var log: URL
+        var configuration: URL
+    }
+
+    final class Cluster: Sendable {
+        let directory: URL
+        let environment: [String: String]
+        let admin: CredentialFile
+        let database: String
+        let servers: Mutex<[Server]>
+
+        init(directory: URL, environment: [String: String], admin: CredentialFile, database: String, servers: [Server]) {
+            self.directory = directory
+            self.environment = environment
+            self.admin = admin
+            self.database = database
+            self.servers = Mutex(servers)
+        }
+
+        func server(_ index: Int) -> Server { self.servers.withLock { $0[index] } }
+
+        func stop() async {
+            for server in self.servers.withLock({ $0 }) where server.process.isRunning {
+                kill(server.process.processIdentifier, SIGTERM)
+                await server.process.exited()
+            }
+        }
+    }
+
+    static let policy = """
+        profiles:
+          - { name: ops-agents, team: ops, agents: [ops-1, ops-2, ops-3, ops-4], budgets: [{ limit: { USD: 25000 }, window: day }] }
+        teams:
+          - { name: ops, organization: acme, budgets: [{ limit: { USD: 80000 }, window: day }] }
+        organizations:
+          - { name: acme, budgets: [{ limit: { USD: 60000 }, window: month }] }
+
+        """
+
+    func configuration(in directory: URL, index: Int, postgres: PostgresStoreConfiguration) throws -> URL {
+        let fixture = try SoftHSMFixture.shared()
+        let yaml = """
+            issuer: countersign.cluster-test
+            listen: { address: 127.0.0.1, port: 0 }
+            http: { address: 127.0.0.1, port: 0 }
+            data_dir: \(directory.appendingPathComponent("data-\(index)").path)
+            hsm: { module: \(fixture.modulePath), token_label: \(SoftHSMFixture.daemonTokenLabel) }
+            store:
+              kind: postgres
+              host: \(postgres.host)
+              port: \(postgres.port)
+              database: \(postgres.database)
+              user: \(postgres.user)
+              password_file: \(postgres.passwordFile ?? "")
+              tls: disable
+              lost_after: 3s
+            audit: { checkpoint_interval: 2s }
+            tiers:
+              - { name: standard, max_amount: { USD: 50000 }, key: standard, backend: software }
+              - { name: high, max_amount: { USD: 5000000 }, key: high, backend: hsm }
+              - { name: critical, max_amount: { USD: 50000000 }, key: critical, backend: hsm, approval: { quorum: 2, ttl: 15m } }
+            \(Self.policy)
+            """
+        let url = directory.appendingPathComponent("countersign-\(index).yaml")
+        try Data(yaml.utf8).write(to: url)
+        return url
+    }
+
+    /// A token and a database of the test's own, `countersignd init` once, then `count` servers.
+    func cluster(_ name: String, count: Int = 3) async throws -> Cluster? {
+        guard let postgresServer = try PostgresTestServer.available() else { return nil }
+        let postgres = try await postgresServer.freshDatabase()
+        let fixture = try SoftHSMFixture.shared()
+        let directory = fixture.directory.appendingPathComponent("\(name)-\(UUID().uuidString.prefix(6))")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let hsm = directory.appendingPathComponent("hsm")
+        _ = try SoftHSMFixture.initializeToken(
+            in: hsm, label: SoftHSMFixture.daemonTokenLabel, soPIN: "so-\(UUID().uuidString.prefix(8))", userPIN: fixture.userPIN, module: fixture.modulePath
+        )
+        var environment = fixture.environment()
+        environment["SOFTHSM2_CONF"] = hsm.appendingPathComponent("softhsm2.conf").path
+        environment["COUNTERSIGN_TOKEN_LABEL"] = SoftHSMFixture.daemonTokenLabel
+        let configurations = try (0..<count).map { try self.configuration(in: directory, index: $0, postgres: postgres) }
+        var first = environment
+        first["COUNTERSIGN_CONFIG"] = configurations[0].path
+        let initialized = try await ProcessResult.run(executable: self.countersignd, arguments: ["init"], environment: first)
+        #expect(initialized.status == 0, "\(initialized.standardError)")
+        let admin = try CredentialFile.read(path: directory.appendingPathComponent("data-0/admin.credential").path)
+        var servers: [Server] = []
+        for (index, configuration) in configurations.enumerated() {
+            servers.append(try await self.serve(configuration, environment: environment, log: directory.appendingPathComponent("server-\(index).log")))
+        }
+        return Cluster(directory: directory, environment: environment, admin: admin, database: postgres.database, servers: servers)
+    }
+
+    func serve(_ configuration: URL, environment: [String: String], log: URL) async throws -> Server {
+        var environment = environment
+        environment["COUNTERSIGN_CONFIG"] = configuration.path
+        _ = FileManager.default.createFile(atPath: log.path, contents: nil)
+        let process = Process()
+        process.executableURL = self.countersignd
+        process.arguments = ["serve", "--log-level", "info"]
+        process.environment = environment
+        process.standardError = try FileHandle(forWritingTo: log)
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        var port = 0
+        try await eventually("the server listens") {
+            let text = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
+            guard let line = text.split(separator: "\n").first(where: { $0.contains("tls=false") && $0.contains("listening") }),
+                let range = line.range(of: #":(\d+) tls="#, options: .regularExpression)
+            else { return false }
+            port = Int(line[range].dropFirst().dropLast(5)) ?? 0
+            return port > 0
+        }
+        return Server(process: process, port: port, log: log, configuration: configuration)
+    }
+
+    func connect(_ cluster: Cluster, _ server: Int, _ credential: CredentialFile) async throws -> CountersignClient {
+        try await CountersignClient.connect(host: "127.0.0.1", port: cluster.server(server).port, credential: credential)
+    }
+
+    func agent(_ id: String, role: Role = .agent, through admin: CountersignClient) async throws -> CredentialFile {
+        let key = CredentialPrivateKey.generate(.es256)
+        _ = try await admin.addAgent(id: id, publicKey: key.publicKey, role: role)
+        return CredentialFile(principal: id, key: key, server: nil)
+    }
+
+    /// What the clients of a race were given and refused, across their tasks.
+    final class Tally: Sendable {
+        let authorized = Mutex<[String: Int64]>([:])
+        let refusals = Mutex<[ErrorCode: Int]>([:])
+    }
+
+    static func request(_ amount: Int64, key: String = UUID().uuidString) -> AuthorizeRequest {
+        TestServer.request(amount, key: key)
+    }
+
+    @Test("2,000 requests over three servers: no budget passed, every server reports the same spending; one key to three servers is one authorization")
+    func budgetsAndIdempotency() async throws {
+        guard let cluster = try await self.cluster("cluster-budgets") else { return }
+        defer { Task { await cluster.stop() } }
+        let admin = try await self.connect(cluster, 0, cluster.admin)
+        var created: [CredentialFile] = []
+        for index in 1...4 { created.append(try await self.agent("ops-\(index)", through: admin)) }
+        let agents = created
+
+        // 12 clients (4 agents × 3 servers), 2,000 requests in all, amounts from 1.00 to 9.99.
+        let tally = Tally()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for client in 0..<12 {
+                group.addTask {
+                    let agent = agents[client % 4]
+                    let connection = try await self.connect(cluster, client % 3, agent)
+                    var generator = SplitMix64(state: UInt64(client))
+                    for _ in 0..<(2_000 / 12 + (client < 2_000 % 12 ? 1 : 0)) {
+                        let amount = Int64(100 + generator.next() % 900)
+                        do {
+                            _ = try await connection.authorize(Self.request(amount))
+                            tally.authorized.withLock { $0[agent.principal, default: 0] += amount }
+                        } catch let error as WireError {
+                            tally.refusals.withLock { $0[error.code, default: 0] += 1 }
+                        }
+                    }
+                    await connection.close()
+                }
+            }
+            try await group.waitForAll()
+        }
+        let spent = tally.authorized.withLock { $0 }
+        let total = spent.values.reduce(0, +)
+        #expect(tally.refusals.withLock { $0.keys.sorted { $0.rawValue < $1.rawValue } } == [.budgetExceeded])
+        #expect(total <= 60_000, "the organization's budget is 600.00")
+        #expect(total > 60_000 - 999, "refused only when the next amount did not fit")
+        for (agent, amount) in spent { #expect(amount <= 25_000, "\(agent)") }
+        // Every server reports the same spending, equal to what the clients were given.
+        for server in 0..<3 {
+            let client = try await self.connect(cluster, server, cluster.admin)
+            for agent in agents {
+                let report = try await client.budgets(agent: agent.principal)
+                let lines = Dictionary(uniqueKeysWithValues: report.budgets.map { ($0.scope, $0.spent) })
+                #expect(lines["agent:\(agent.principal)"] == spent[agent.principal, default: 0], "server \(server), \(agent.principal)")
+                #expect(lines["team:ops"] == total, "server \(server)")
+                #expect(lines["org:acme"] == total, "server \(server)")
+            }
+            await client.close()
+        }
+
+        // The same key and body to the three servers at once: one authorization, the same JWS from each.
+        let fresh = try await self.agent("ops-idem", through: admin)
+        let request = Self.request(150, key: "one-key-\(UUID().uuidString)")
+        let jwses = try await withThrowingTaskGroup(of: String.self) { group in
+            for server in 0..<3 {
+                group.addTask {
+                    let connection = try await self.connect(cluster, server, fresh)
+                    defer { Task { await connection.close() } }
+                    return try await connection.authorize(request).jws
+                }
+            }
+            return try await group.reduce(into: Set<String>()) { $0.insert($1) }
+        }
+        #expect(jwses.count == 1)
+        await admin.close()
+
+        // One log: every server's start is in it, and it verifies from the database against the signed checkpoints.
+        await cluster.stop()
+        let jwks = cluster.directory.appendingPathComponent("jwks.json")
+        let keys = try await self.keySet(cluster)
+        try JSONEncoder().encode(keys).write(to: jwks)
+        let verified = try await ProcessResult.run(
+            executable: self.countersign, arguments: ["audit", "verify", "--config", cluster.server(0).configuration.path, "--jwks", jwks.path],
+            environment: [:])
+        #expect(verified.status == 0, "\(verified.standardError)")
+        #expect(verified.standardOutput.hasPrefix("audit log OK: "), "\(verified.standardOutput)")
+    }
+
+    /// The key set, from a server started for the purpose (the cluster is stopped).
+    func keySet(_ cluster: Cluster) async throws -> JWKSet {
+        let server = try await self.serve(
+            cluster.server(0).configuration, environment: cluster.environment, log: cluster.directory.appendingPathComponent("keys.log"))
+        defer {
+            kill(server.process.processIdentifier, SIGTERM)
+        }
+        let client = try await CountersignClient.connect(host: "127.0.0.1", port: server.port, credential: cluster.admin)
+        let keys = try await client.keys()
+        await client.close()
+        return keys
+    }
+
+    @Test("approved through two other servers, the agent waiting on the first is woken; a revocation on one server refuses the agent on another")
+    func approvalsAndRevocationAcrossServers() async throws {
+        guard let cluster = try await self.cluster("cluster-approvals") else { return }
+        defer { Task { await cluster.stop() } }
+        let admin = try await self.connect(cluster, 0, cluster.admin)
+        let agent = try await self.agent("buyer-1", through: admin)
+        let alice = try await self.agent("alice", role: .approver, through: admin)
+        let bob = try await self.agent("bob", role: .approver, through: admin)
+        await admin.close()
+
+        let onA = try await self.connect(cluster, 0, agent)
+        guard case .pendingApproval(let pending) = try await onA.submit(Self.request(10_000_000)) else {
+            throw FixtureError(reason: "a critical amount waits for approval")
+        }
+        let waiting = Task { try await onA.fetchAuthorization(id: pending.authorizationID, waitSeconds: 60) }
+        let approverB = try await self.connect(cluster, 1, alice)
+        let approverC = try await self.connect(cluster, 2, bob)
+        _ = try await approverB.approve(id: pending.authorizationID)
+        _ = try await approverC.approve(id: pending.authorizationID)
+        guard case .authorized(let authorization) = try await waiting.value else {
+            throw FixtureError(reason: "the quorum was reached on other servers")
+        }
+        // Woken by the change made on the other servers: without it the wait would end after 60 s still pending.
+        #expect(!authorization.jws.isEmpty)
+        await approverB.close()
+        await approverC.close()
+
+        // Revoked through server C: the agent's next request on server A is refused, without a restart.
+        let adminC = try await self.connect(cluster, 2, cluster.admin)
+        _ = try await adminC.revokeAgent(id: "buyer-1")
+        await adminC.close()
+        try await eventually("the revocation reaches server A", limit: .seconds(10)) {
+            do {
+                _ = try await onA.authorize(Self.request(100))
+                return false
+            } catch {
+                return true
+            }
+        }
+        await onA.close()
+    }
+}
