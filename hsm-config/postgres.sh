@@ -73,17 +73,28 @@ export COUNTERSIGN_POSTGRES_DATA=$cluster/data
 ENV
 }
 
+# Descriptors this script inherited (beyond 0-2) are closed before the server starts: a daemon holding one (e.g. the
+# socket Foundation's Process watches to see its child end) would make the caller wait until the server stops.
+close_inherited() {
+    local fd
+    for fd in $(ls /proc/$BASHPID/fd); do
+        if [ "$fd" -gt 2 ]; then eval "exec $fd>&-" 2>/dev/null || true; fi
+    done
+}
+
 server_start() {
     local bin; bin=$(bindir)
     local cluster=$directory/cluster
+    close_inherited
     as_owner "$bin/pg_ctl" -D "$cluster/data" -l "$cluster/server.log" -w -t 60 \
         -o "-c listen_addresses=127.0.0.1 -c port=$(cat "$directory/port") -c unix_socket_directories='$cluster' -c max_connections=300 -c fsync=on" \
-        start >/dev/null
+        start >"$directory/pg_ctl.log" 2>&1 || { cat "$directory/pg_ctl.log" >&2; exit 1; }
+    # (Nothing of the server's may hold the caller's stdout or stderr open: a caller reading them to their end would wait for ever.)
 }
 
 server_stop() {
     local bin; bin=$(bindir)
-    as_owner "$bin/pg_ctl" -D "$directory/cluster/data" -m fast -w stop >/dev/null 2>&1 || true
+    as_owner "$bin/pg_ctl" -D "$directory/cluster/data" -m fast -w stop </dev/null >/dev/null 2>&1 || true
 }
 
 stop() {

@@ -62,14 +62,17 @@ struct AuthorizeCommand: AsyncParsableCommand {
         if lineItems.isEmpty, self.orderHash == nil {
             throw ValidationError("give --order-hash or at least one --item")
         }
-        let connection = try await self.client.connect()
+        // A lost server or a retryable refusal is asked again, on the next server of --server's list, with the same
+        // idempotency key: the payment is made once, whichever server answers.
+        let cluster = try self.client.cluster()
         let outcome: AuthorizeOutcome
         do {
-            outcome = try await connection.submit(request)
+            outcome = try await cluster.submit(request)
         } catch {
-            await connection.close()
+            await cluster.close()
             throw error
         }
+        await cluster.close()
         if case .pendingApproval(let pending) = outcome {
             // The key is what makes a re-run the same request instead of a new one needing new approvals.
             Terminal.note(
@@ -79,7 +82,7 @@ struct AuthorizeCommand: AsyncParsableCommand {
                 Terminal.note("collect it with: countersign fetch \(pending.authorizationID) --wait")
             }
         }
-        try await FetchCommand.finish(outcome, connection: connection, client: self.client, wait: self.wait, json: self.json)
+        try await FetchCommand.finish(outcome, connection: nil, client: self.client, wait: self.wait, json: self.json)
     }
 
     static func lineItem(_ text: String, currency: Currency) throws -> LineItem {
@@ -134,15 +137,15 @@ struct FetchCommand: AsyncParsableCommand {
     }
 
     /// Prints a signed authorization; for a pending one, waits (with `wait`) or exits 3. Closes `connection`.
-    static func finish(_ outcome: AuthorizeOutcome, connection: CountersignClient, client: ClientOptions, wait: Bool, json: Bool) async throws {
+    static func finish(_ outcome: AuthorizeOutcome, connection: CountersignClient?, client: ClientOptions, wait: Bool, json: Bool) async throws {
         let authorization: Authorization
         switch outcome {
         case .authorized(let signed):
-            await connection.close()
+            await connection?.close()
             authorization = signed
         case .pendingApproval(let pending):
             guard wait else {
-                await connection.close()
+                await connection?.close()
                 if json { try JSONOutput.print(pending) }
                 throw ExitCode(3)
             }

@@ -12,7 +12,7 @@ import FoundationNetworking
 
 /// How a command reaches the server: flags first, then the environment.
 struct ClientOptions: ParsableArguments {
-    @Option(name: .long, help: "host:port of countersignd (env COUNTERSIGN_SERVER; default 127.0.0.1:7600).")
+    @Option(name: .long, help: "host:port of countersignd, or several separated by commas, tried in order (env COUNTERSIGN_SERVER; default 127.0.0.1:7600).")
     var server: String?
 
     @Option(name: .long, help: "Credential file (env COUNTERSIGN_CREDENTIAL).")
@@ -23,14 +23,36 @@ struct ClientOptions: ParsableArguments {
 
     private var environment: [String: String] { ProcessInfo.processInfo.environment }
 
-    func endpoint(credential: CredentialFile?) throws -> (host: String, port: Int) {
+    /// The servers to try, in order: `--server a:7600,b:7600` (or `COUNTERSIGN_SERVER`, or the credential's server).
+    func endpoints(credential: CredentialFile?) throws -> [ClusterClient.Endpoint] {
         let text = self.server ?? self.environment["COUNTERSIGN_SERVER"] ?? credential?.server ?? "127.0.0.1:7600"
-        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (1...65535).contains(port) else {
-            throw ValidationError("--server must be host:port, not '\(text)'")
+        do {
+            return try ClusterClient.Endpoint.list(text)
+        } catch {
+            throw ValidationError("--server must be host:port, or several separated by commas, not '\(text)'")
         }
-        var host = String(text[..<colon])
-        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-        return (host, port)
+    }
+
+    /// The first server of the list.
+    func endpoint(credential: CredentialFile?) throws -> (host: String, port: Int) {
+        let first = try self.endpoints(credential: credential)[0]
+        return (first.host, first.port)
+    }
+
+    private var tlsConfiguration: TLSConfiguration? {
+        get throws {
+            guard let ca = self.tlsCA else { return nil }
+            var configuration = TLSConfiguration.makeClientConfiguration()
+            configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(ca))
+            return configuration
+        }
+    }
+
+    /// The servers as one client that moves to the next server when one is lost, asking again with the same request.
+    func cluster() throws -> ClusterClient {
+        let credential = try self.credentialFile()
+        return try ClusterClient(
+            endpoints: try self.endpoints(credential: credential), principal: credential.principal, key: try credential.key(), tls: try self.tlsConfiguration)
     }
 
     func credentialFile() throws -> CredentialFile {
@@ -40,16 +62,20 @@ struct ClientOptions: ParsableArguments {
         return try CredentialFile.read(path: path)
     }
 
+    /// A connection to the first server of the list that answers.
     func connect() async throws -> CountersignClient {
         let credential = try self.credentialFile()
-        let (host, port) = try self.endpoint(credential: credential)
-        var tls: TLSConfiguration?
-        if let ca = self.tlsCA {
-            var configuration = TLSConfiguration.makeClientConfiguration()
-            configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(ca))
-            tls = configuration
+        let tls = try self.tlsConfiguration
+        var lastError: (any Error)?
+        for endpoint in try self.endpoints(credential: credential) {
+            do {
+                return try await CountersignClient.connect(
+                    host: endpoint.host, port: endpoint.port, principal: credential.principal, key: try credential.key(), tls: tls)
+            } catch let error as ClientError where error.isConnectionFailure || ClusterClient.isTransient(error) {
+                lastError = error
+            }
         }
-        return try await CountersignClient.connect(host: host, port: port, principal: credential.principal, key: try credential.key(), tls: tls)
+        throw lastError ?? ClientError.connectionClosed
     }
 }
 
@@ -107,7 +133,7 @@ extension ClientOptions {
     /// answer (the authorization still pending) counts as progress; after `patience` without one it gives up
     /// with the last error.
     /// - Throws: the server's refusal (`APPROVAL_DENIED`, `APPROVAL_EXPIRED`, …), or the last transient error.
-    func awaitApproval(id: String, on first: CountersignClient, patience: Duration = .seconds(300)) async throws -> Authorization {
+    func awaitApproval(id: String, on first: CountersignClient?, patience: Duration = .seconds(300)) async throws -> Authorization {
         var connection: CountersignClient? = first
         var delay: Duration = .milliseconds(500)
         var lastProgress = ContinuousClock.now
@@ -133,16 +159,8 @@ extension ClientOptions {
         }
     }
 
-    /// Whether asking again, perhaps on a new connection, may succeed. A peer that closes during the handshake
-    /// is a stopping server here: this client reached the same address before.
-    static func isTransient(_ error: any Error) -> Bool {
-        switch error {
-        case let error as WireError: error.retryable
-        case ClientError.closedDuringHandshake: true
-        case let error as ClientError: error.isConnectionFailure
-        default: false
-        }
-    }
+    /// Whether asking again, perhaps on a new connection, may succeed (the client library's rule).
+    static func isTransient(_ error: any Error) -> Bool { ClusterClient.isTransient(error) }
 
     /// Connects, runs `body`, and closes the connection (also when `body` throws).
     func withConnection<Result>(_ body: (CountersignClient) async throws -> Result) async throws -> Result {

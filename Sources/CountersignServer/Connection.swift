@@ -148,6 +148,11 @@ struct ConnectionHandler: Sendable {
                             case .awaitingHello, .awaitingAuth:
                                 // Stopping, output closed: nothing more is answered, input is only drained.
                                 if state.isOutputClosed { continue }
+                                // A principal another server registered a moment ago may not have reached this one's
+                                // directory through the store's change feed yet: the store itself is asked first.
+                                if case .awaitingAuth(let principal, _) = handshake.state, frame.type == .auth, self.principals.lookup(principal) == nil {
+                                    try? await self.principals.reload(id: principal)
+                                }
                                 let step = handshake.receive(frame)
                                 self.record(step.event)
                                 try await outbound.write(step.reply)

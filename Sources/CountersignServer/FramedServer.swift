@@ -106,9 +106,12 @@ public final class FramedServer: Service, Sendable {
             self.logger.notice("shutting down: no new connections, answering requests in flight")
             self.isShuttingDown.set()
             self.onShutdown()
-            server.channel.close(promise: nil)
-            for connection in self.connections.withLock({ Array($0.values) }) {
-                connection.drain(grace: self.limits.shutdownGrace)
+            // The drain (and its SHUTTING_DOWN answers) begins once the listener is closed, so that a client told
+            // to go elsewhere cannot still connect here.
+            server.channel.close().whenComplete { _ in
+                for connection in self.connections.withLock({ Array($0.values) }) {
+                    connection.drain(grace: self.limits.shutdownGrace)
+                }
             }
         }
         self.logger.notice("framed listener stopped")

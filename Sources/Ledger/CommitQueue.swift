@@ -37,14 +37,19 @@ package final class CommitQueue<Write: Sendable, Outcome: Sendable>: Sendable {
 
     /// Takes everything pending as the next group, or ends the flushing when there is nothing (the flush
     /// returns then; the next submit starts another).
-    package func takeGroup() -> [Pending]? {
+    /// - Parameter maximum: the most writes one group takes (the rest wait for the next).
+    package func takeGroup(maximum: Int = .max) -> [Pending]? {
         self.state.withLock { state -> [Pending]? in
             if state.pending.isEmpty || state.isPaused {
                 state.isFlushing = false
                 return nil
             }
-            defer { state.pending = [] }
-            return state.pending
+            guard state.pending.count > maximum else {
+                defer { state.pending = [] }
+                return state.pending
+            }
+            defer { state.pending.removeFirst(maximum) }
+            return Array(state.pending.prefix(maximum))
         }
     }
 

@@ -41,8 +41,12 @@ final class PostgresCommitter: Sendable {
         try await self.queue.submit(write) { await self.flushLoop(timeout: timeout, time: time) }
     }
 
+    /// The most writes one transaction takes: each costs a few round trips, and the group must commit well within
+    /// the store's timeout even on a loaded machine.
+    static let maximumGroup = 64
+
     private func flushLoop(timeout: Duration, time: MonotonicTime) async {
-        while let group = self.queue.takeGroup() {
+        while let group = self.queue.takeGroup(maximum: Self.maximumGroup) {
             await self.commit(group, timeout: timeout, time: time)
         }
     }

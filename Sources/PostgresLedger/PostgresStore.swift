@@ -150,10 +150,16 @@ public final class PostgresStore: Store {
     /// Not ready while the last write failed, the database does not answer, or the log's contiguous prefix has
     /// stopped following the table.
     public func notReadyBecause() async -> String? {
-        if let failure = self.health.failure {
-            return "the last write to the store failed (\(failure))"
-        }
         do {
+            if let failure = self.health.failure {
+                // A transaction of its own, rather than waiting for a request: a balancer sends none to a server
+                // that is not ready, so without this probe a store that is back would never be seen to be.
+                do {
+                    try await self.write("probe the store") { connection, logger in try await connection.query("SELECT 1", logger: logger) }
+                } catch {
+                    return "the last write to the store failed (\(failure))"
+                }
+            }
             try await self.read("check the store") { client in
                 try await client.query("SELECT 1", logger: self.logger)
             }

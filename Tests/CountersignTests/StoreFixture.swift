@@ -79,6 +79,11 @@ struct PostgresTestServer: Sendable {
 
     /// Runs SQL on `database` as the test user (to tamper with a store, or look inside it).
     func execute(_ sql: String, database: String) async throws {
+        _ = try await self.integers(sql, database: database)
+    }
+
+    /// The first column of every row, as integers (`::bigint` in the SQL).
+    func integers(_ sql: String, database: String) async throws -> [Int64] {
         let password = String(decoding: FileManager.default.contents(atPath: self.passwordFile) ?? Data(), as: UTF8.self)
             .trimmingCharacters(in: .whitespacesAndNewlines)
         let connection = try await PostgresConnection.connect(
@@ -86,12 +91,17 @@ struct PostgresTestServer: Sendable {
             id: 1, logger: Logger(label: "test")
         )
         do {
-            try await connection.query(PostgresQuery(unsafeSQL: sql), logger: Logger(label: "test"))
+            var values: [Int64] = []
+            let rows = try await connection.query(PostgresQuery(unsafeSQL: sql), logger: Logger(label: "test"))
+            for try await row in rows {
+                if let value = try? row.decode(Int64.self) { values.append(value) }
+            }
+            try await connection.close()
+            return values
         } catch {
             try? await connection.close()
             throw error
         }
-        try await connection.close()
     }
 }
 
