@@ -20,7 +20,7 @@ HSM_ENV := SOFTHSM2_CONF=$(HSM_DIR)/softhsm2.conf \
 	COUNTERSIGN_PKCS11_MODULE=$(PKCS11_MODULE) \
 	COUNTERSIGN_TOKEN_LABEL=$(TOKEN_LABEL)
 
-.PHONY: help setup packages python-packages token build test run cluster bench fuzz format lint clean
+.PHONY: help setup packages python-packages token build test run cluster bench bench-cluster fuzz format lint clean
 
 help:
 	@echo "make run    set up, build, initialize and start countersignd with the example config"
@@ -29,6 +29,7 @@ help:
 	@echo "make setup  install missing system packages and create the development token"
 	@echo "make build  build the package (debug)"
 	@echo "make bench  release build, a server on a fresh token (hsm-config/bench.yaml), the standard benchmark scenarios"
+	@echo "make bench-cluster  the realistic mix against 1, 2 and 3 servers on one throw-away PostgreSQL"
 	@echo "make fuzz   libFuzzer (with AddressSanitizer) on the JSON readers, the frame decoder and the handshake: FUZZ_RUNS executions each (default 1,000,000)"
 	@echo "make format rewrite every Swift file as .swift-format says (swift-format, in the toolchain)"
 	@echo "make lint   check every Swift file against .swift-format (make test runs it first)"
@@ -145,5 +146,10 @@ bench: setup
 	echo "== realistic mix"; $(BENCH_CLI) --mix micro=60,standard=30,high=10 $(BENCH_FLAGS) || status=1; \
 	pid=$$(cat $(BENCH_DIR)/server.pid); kill $$pid; while kill -0 $$pid 2>/dev/null; do sleep 0.1; done; exit $$status
 
+# The realistic mix against 1, 2 and 3 servers on one throw-away PostgreSQL (hsm-config/bench-cluster.sh).
+bench-cluster: setup
+	swift build -c release $(SWIFT_BUILD_FLAGS)
+	./hsm-config/bench-cluster.sh
+
 clean:
-	rm -rf .build .hsm .data .build-bench .build-fuzz
+	rm -rf .build .hsm .data .build-bench .build-bench-cluster .build-fuzz

@@ -66,7 +66,15 @@ public enum StoreMigration {
             return (checked.frontier.size, checked.frontier.root)
         }
         let client = PostgresClient(configuration: try configuration.clientConfiguration(), backgroundLogger: logger)
-        return try await withThrowingDiscardingTaskGroup { group in
+        do {
+            return try await Self.copy(from: source, sourceRoot: sourceRoot, client: client, logger: logger)
+        } catch {
+            throw PostgresStore.failure(error, doing: "copy the store into \(configuration.location)")
+        }
+    }
+
+    private static func copy(from source: DatabaseQueue, sourceRoot: (Int, Merkle.Hash), client: PostgresClient, logger: Logger) async throws -> Report {
+        try await withThrowingDiscardingTaskGroup { group in
             group.addTask { await client.run() }
             defer { group.cancelAll() }
             _ = try await PostgresSchema.migrate(client, logger: logger)

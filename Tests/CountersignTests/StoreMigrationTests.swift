@@ -1,0 +1,77 @@
+import Audit
+import CountersignCore
+import Crypto
+import Foundation
+import Ledger
+import Logging
+import Policy
+import PostgresLedger
+import TestSupport
+import Testing
+
+@Suite("migrate-store: an SQLite installation into PostgreSQL")
+struct StoreMigrationTests {
+    @Test("every row is copied, the audit log has the same root and verifies, a second copy into the same database is refused")
+    func copy() async throws {
+        guard let server = try PostgresTestServer.available(), let source = try await StoreFixture.make(.sqlite) else { return }
+        let store = try await source.open()
+        try await store.insertPrincipal(PrincipalRecord(id: "alice", role: "approver", algorithm: "Ed25519", publicKey: Data([1, 2]), createdAt: 10))
+        try await store.insertKeyVersion(
+            KeyVersionRecord(
+                name: "standard", version: 1, backend: "software", state: .active, publicKey: Data([7]), sealedPrivateKey: Data([9]), hsmLabel: nil, hsmID: nil,
+                createdAt: 1, adopted: true))
+        try await store.setSetting("policy.active_modes", to: Data("[\"lockdown\"]".utf8))
+        for index in 0..<40 {
+            _ = try await store.recordAuthorization(
+                StoreConformanceTests.record(
+                    "jti-\(index)", status: index % 10 == 0 ? .pendingApproval : .authorized, quorum: index % 10 == 0 ? 1 : nil,
+                    approvalExpiresAt: index % 10 == 0 ? 5_000 : nil),
+                scopes: [.agent("agent-a"), .team("t")])
+        }
+        _ = try await store.decideApproval(id: "jti-0", approver: "alice", verdict: .deny, at: 1_001)
+        try await store.recordRefusal(RefusalRecord(agent: "agent-a", idempotencyKey: "k", code: "BUDGET_EXCEEDED", decision: Data("{}".utf8), createdAt: 5))
+        let key = P256.Signing.PrivateKey()
+        let head = store.auditHead
+        let checkpoint = Checkpoint(origin: "test/audit", size: head.size, rootHash: head.root, time: 3)
+        let note = checkpoint.note(keyName: "test/audit", publicKey: key.publicKey, signature: try key.signature(for: Data(checkpoint.body.utf8)))
+        try await store.storeCheckpoint(CheckpointRecord(size: head.size, rootHash: Data(head.root), time: 3, note: note, kid: "audit/v1"))
+        let spending = try await store.spending(scope: .team("t"), currency: "USD", since: 0, now: 1_100)
+        await store.close()
+
+        let target = try await server.freshDatabase()
+        let report = try await StoreMigration.copy(sqlitePath: source.path!, to: target, logger: Logger(label: "test"))
+        #expect(report.auditSize == head.size)
+        #expect(report.root == head.root)
+        let rows = Dictionary(uniqueKeysWithValues: report.rows.map { ($0.table, $0.count) })
+        #expect(rows["authorization"] == 40 && rows["hold"] == 80 && rows["approval"] == 1 && rows["refusal"] == 1 && rows["checkpoint"] == 1)
+
+        let copied = try await PostgresStore(configuration: target, logger: Logger(label: "test"))
+        #expect(copied.auditHead.root == head.root)
+        #expect(try await copied.authorizationCount() == 40)
+        #expect(try await copied.spending(scope: .team("t"), currency: "USD", since: 0, now: 1_100) == spending)
+        #expect(try await copied.principal(id: "alice")?.publicKey == Data([1, 2]))
+        #expect(try await copied.keyVersion(name: "standard", version: 1)?.adopted == true)
+        #expect(try await copied.setting("policy.active_modes") == Data("[\"lockdown\"]".utf8))
+        #expect(try await copied.latestCheckpoint()?.note == note)
+        // The copy goes on where the source stopped: the next index, the next refusal id.
+        let next = try await copied.appendAudit { AuditEntry(index: $0, time: 9, kind: "server", action: "after", actor: "server") }
+        #expect(next == Int64(head.size))
+        await copied.close()
+
+        let again = await #expect(throws: LedgerError.self) {
+            try await StoreMigration.copy(sqlitePath: source.path!, to: target, logger: Logger(label: "test"))
+        }
+        #expect(again?.reason.contains("already holds a ledger") == true)
+    }
+
+    @Test("a database whose schema is newer than this build knows is refused, not written")
+    func newerSchema() async throws {
+        guard let server = try PostgresTestServer.available() else { return }
+        let target = try await server.freshDatabase()
+        let store = try await PostgresStore(configuration: target, logger: Logger(label: "test"))
+        await store.close()
+        try await server.execute("INSERT INTO countersign_schema (version, name) VALUES (99, 'from the future')", database: target.database)
+        let refused = await #expect(throws: LedgerError.self) { _ = try await PostgresStore(configuration: target, logger: Logger(label: "test")) }
+        #expect(refused?.reason.contains("the database's schema is version 99, newer than this countersignd knows") == true, "\(String(describing: refused))")
+    }
+}
