@@ -41,21 +41,14 @@ final class PostgresCommitter: Sendable {
         try await self.queue.submit(write) { await self.flushLoop(timeout: timeout, time: time) }
     }
 
-    /// The most writes one transaction takes: each costs a few round trips, and the group must commit well within
-    /// the store's timeout even on a loaded machine.
-    static let maximumGroup = 64
+    /// The most writes one transaction takes: a group is a handful of statements whatever its size, but its binds and
+    /// its locks grow with it, and it must commit well within the store's timeout on a loaded machine.
+    static let maximumGroup = 256
 
     private func flushLoop(timeout: Duration, time: MonotonicTime) async {
         while let group = self.queue.takeGroup(maximum: Self.maximumGroup) {
             await self.commit(group, timeout: timeout, time: time)
         }
-    }
-
-    /// What one write came to inside the transaction.
-    private enum Applied {
-        case done(RecordingOutcome, AuditWrite)
-        /// Its audit index was filled as `lost` meanwhile (this server was presumed dead): nothing of it is kept.
-        case indexTaken(Int64)
     }
 
     private func commit(_ group: [Pending], timeout: Duration, time: MonotonicTime) async {
@@ -104,7 +97,7 @@ final class PostgresCommitter: Sendable {
         return state == "40P01" || state == "40001"
     }
 
-    private func transaction(_ writes: [LedgerWrite], holes: [Int64], now: Int64) async throws -> [Applied] {
+    private func transaction(_ writes: [LedgerWrite], holes: [Int64], now: Int64) async throws -> [PostgresGroup.Applied] {
         let locks = Set(
             writes.flatMap { write -> [String] in
                 guard case .authorization(let record, _, let limits, _, _) = write else { return [] }
@@ -120,20 +113,7 @@ final class PostgresCommitter: Sendable {
             if !holes.isEmpty {
                 try await Self.insertAudit(holes.map { AuditSequencer.filler(index: $0, at: now) }, connection: connection, logger: logger, now: now)
             }
-            var applied: [Applied] = []
-            for write in writes {
-                let (outcome, audit, inserted) = try await Self.apply(write, connection: connection, logger: logger)
-                let written = try await Self.insertAudit([audit], connection: connection, logger: logger, now: now)
-                if written.isEmpty {
-                    if let inserted {
-                        try await connection.query("DELETE FROM \"authorization\" WHERE id = \(inserted)", logger: logger)
-                    }
-                    applied.append(.indexTaken(audit.index))
-                } else {
-                    applied.append(.done(outcome, audit))
-                }
-            }
-            return applied
+            return try await PostgresGroup.commit(writes, now: now, connection: connection, logger: logger)
         }
     }
 
@@ -163,84 +143,5 @@ final class PostgresCommitter: Sendable {
         var written: [Int64] = []
         for try await index in rows.decode(Int64.self) { written.append(index) }
         return written
-    }
-
-    /// Applies one write. - Returns: its outcome, the audit entry recording it, and the authorization inserted (if any).
-    private static func apply(_ write: LedgerWrite, connection: PostgresConnection, logger: Logger) async throws -> (RecordingOutcome, AuditWrite, String?) {
-        switch write {
-        case .audit(let audit):
-            return (.logged, audit, nil)
-        case .refusal(let refusal, let audit):
-            try await connection.query(
-                """
-                INSERT INTO refusal (agent, idempotencyKey, code, decision, createdAt, auditIndex)
-                VALUES (\(refusal.agent), \(refusal.idempotencyKey), \(refusal.code), \(bytea(refusal.decision)), \(refusal.createdAt), \(refusal.auditIndex))
-                """,
-                logger: logger
-            )
-            return (.logged, audit, nil)
-        case .authorization(let record, let scopes, let limits, let audit, let alternatives):
-            // A request whose idempotency key is already recorded is answered with that record, whatever the budgets say now.
-            func recorded() async throws -> (RecordingOutcome, AuditWrite, String?)? {
-                guard
-                    let existing = try await PostgresStore.authorization(
-                        agent: record.agent, idempotencyKey: record.idempotencyKey, on: connection, logger: logger)
-                else { return nil }
-                let entry =
-                    alternatives.map { AuditWrite($0.duplicate(audit.index, existing.id)) } ?? AuditSequencer.filler(index: audit.index, at: record.createdAt)
-                return (.recorded(existing), entry, nil)
-            }
-            if !limits.isEmpty {
-                let spent = try await Self.counted(limits, currency: record.currency, now: record.createdAt, connection: connection, logger: logger)
-                for (limit, spent) in zip(limits, spent) where spent > limit.limit - record.amount {
-                    if let duplicate = try await recorded() { return duplicate }
-                    let entry = alternatives.map { AuditWrite($0.overLimit(audit.index)) } ?? AuditSequencer.filler(index: audit.index, at: record.createdAt)
-                    return (.overLimit(limit, spent: spent), entry, nil)
-                }
-            }
-            let inserted = try await connection.query(
-                """
-                INSERT INTO "authorization" (\(unescaped: PostgresRows.authorizationColumns))
-                VALUES (\(record.id), \(record.agent), \(record.idempotencyKey), \(bytea(record.requestHash)), \(bytea(record.response)), \(record.amount),
-                        \(record.currency), \(record.merchant), \(record.tier), \(record.kid), \(record.expiresAt), \(record.createdAt), \(record.voidedAt),
-                        \(record.status.rawValue), \(bytea(record.decision)), \(bytea(record.request)), \(record.quorum.map(Int64.init)),
-                        \(record.approvalExpiresAt), \(record.auditIndex))
-                ON CONFLICT (agent, idempotencyKey) DO NOTHING RETURNING id
-                """,
-                logger: logger
-            ).first(String.self)
-            guard inserted != nil else {
-                // Another request (on this server or another) recorded the key first.
-                if let duplicate = try await recorded() { return duplicate }
-                throw LedgerError(.storeUnavailable, "the idempotency key of authorization '\(record.id)' is taken, yet no record holds it")
-            }
-            let holdScopes = scopes.map(\.key)
-            try await connection.query(
-                """
-                INSERT INTO hold (authorizationID, scope, currency, amount, createdAt, expiresAt, releasedAt)
-                SELECT \(record.id), s, \(record.currency), \(record.amount), \(record.createdAt), \(record.approvalExpiresAt)::bigint, NULL
-                FROM unnest(\(holdScopes)::text[]) AS s
-                """,
-                logger: logger
-            )
-            return (.recorded(record), audit, record.id)
-        }
-    }
-
-    /// What counts against each limit's scope in `currency` at `now`, in one statement.
-    static func counted(_ limits: [BudgetCheck], currency: String, now: Int64, connection: PostgresConnection, logger: Logger) async throws -> [Int64] {
-        let rows = try await connection.query(
-            """
-            SELECT COALESCE((SELECT SUM(h.amount) FROM hold h
-                             WHERE h.scope = l.scope AND h.currency = \(currency) AND h.createdAt >= l.since AND h.releasedAt IS NULL
-                               AND (h.expiresAt IS NULL OR h.expiresAt > \(now))), 0)::bigint
-            FROM unnest(\(limits.map(\.scope.key))::text[], \(limits.map(\.windowStart))::bigint[]) WITH ORDINALITY AS l(scope, since, n)
-            ORDER BY l.n
-            """,
-            logger: logger
-        )
-        var spent: [Int64] = []
-        for try await value in rows.decode(Int64.self) { spent.append(value) }
-        return spent
     }
 }

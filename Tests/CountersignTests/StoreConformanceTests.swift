@@ -79,6 +79,27 @@ struct StoreConformanceTests {
         #expect(try await store.authorizationCount() == recorded)
     }
 
+    @Test("20 concurrent recordings of one key (the same group or not): one record, one hold, one answer for all", arguments: StoreKind.allCases)
+    func concurrentTwins(_ kind: StoreKind) async throws {
+        guard let fixture = try await StoreFixture.make(kind) else { return }
+        let store = try await fixture.open()
+        defer { Task { await store.close() } }
+        let limit = BudgetCheck(scope: .agent("agent-a"), windowStart: 0, limit: 150, window: .day)
+        let answers = try await withThrowingTaskGroup(of: String.self) { group in
+            for index in 0..<20 {
+                group.addTask {
+                    try Self.recorded(try await store.recordAuthorization(Self.record("jti-\(index)", key: "one-key", amount: 100), limits: [limit])).id
+                }
+            }
+            return try await group.reduce(into: Set<String>()) { $0.insert($1) }
+        }
+        #expect(answers.count == 1, "every twin is answered with the one record")
+        #expect(try await store.authorizationCount() == 1)
+        #expect(try await store.spent(agent: "agent-a", currency: "USD", since: 0) == 100, "held once: a second hold would pass the limit of 150")
+        let entries = try await store.auditEntries(from: 0, limit: 100)
+        #expect(entries.count == 20, "each recording has its entry")
+    }
+
     @Test("a void releases the holds, once; another agent's id is unknown in the same words", arguments: StoreKind.allCases)
     func voids(_ kind: StoreKind) async throws {
         guard let fixture = try await StoreFixture.make(kind) else { return }
