@@ -237,6 +237,31 @@ struct ClusterTests {
                 return try await group.reduce(into: Set<String>()) { $0.insert($1) }
             }
             #expect(jwses.count == 1)
+
+            // Proofs from any server, of entries any server wrote, against checkpoints signed by the audit key.
+            let auditKeys = AuditLogTests.auditKeys(try await admin.keys())
+            var sizes: [Int] = []
+            for server in 0..<3 {
+                let client = try await self.connect(cluster, server, cluster.admin)
+                let proof = try await client.auditProof(index: Int64(100 + server))
+                let leaf = Array(SHA256.hash(data: [0x00] + Array(proof.entry.utf8)))
+                let signed = try Checkpoint.parse(proof.checkpoint)
+                #expect(auditKeys.contains(where: signed.isSigned(by:)), "server \(server)")
+                let path = proof.auditPath.compactMap { Data(base64Encoded: $0).map(Array.init) }
+                #expect(
+                    Merkle.verifyInclusion(leafHash: leaf, index: Int(proof.index), treeSize: proof.treeSize, proof: path, root: signed.checkpoint.rootHash))
+                sizes.append(proof.treeSize)
+                await client.close()
+            }
+            let last = try await self.connect(cluster, 2, cluster.admin)
+            let consistency = try await last.auditConsistency(oldSize: sizes.min()!)
+            let old = try Checkpoint.parse(consistency.oldCheckpoint)
+            let new = try Checkpoint.parse(consistency.newCheckpoint)
+            #expect(
+                Merkle.verifyConsistency(
+                    oldSize: old.checkpoint.size, newSize: new.checkpoint.size, oldRoot: old.checkpoint.rootHash, newRoot: new.checkpoint.rootHash,
+                    proof: consistency.proof.compactMap { Data(base64Encoded: $0).map(Array.init) }))
+            await last.close()
             await admin.close()
 
             // One log: every server's start is in it, and it verifies from the database against the signed checkpoints.
