@@ -6,6 +6,7 @@ import Ledger
 import Logging
 import Policy
 import PostgresLedger
+import Signing
 import TestSupport
 import Testing
 
@@ -57,6 +58,29 @@ struct StoreMigrationTests {
         let next = try await copied.appendAudit { AuditEntry(index: $0, time: 9, kind: "server", action: "after", actor: "server") }
         #expect(next == Int64(head.size))
         await copied.close()
+
+        // `countersign audit verify --config` reads the copy from PostgreSQL and checks it against the signed checkpoint.
+        let directory = URL(fileURLWithPath: source.path!).deletingLastPathComponent()
+        let jwks = directory.appendingPathComponent("jwks.json")
+        try JSONEncoder().encode(
+            JWKSet(keys: [
+                JWK(keyID: KeyID(name: "audit", version: 1), publicKeyX963: key.publicKey.x963Representation, backend: .hsm, tier: "audit", maxAmount: [:])
+            ])
+        ).write(to: jwks)
+        let configuration = directory.appendingPathComponent("cluster.yaml")
+        try Data(
+            """
+            tiers:
+              - { name: standard, max_amount: { USD: 50000 }, key: standard, backend: software }
+            store: { kind: postgres, host: \(target.host), port: \(target.port), database: \(target.database), user: \(target.user), password_file: \(target.passwordFile ?? ""), tls: disable }
+
+            """.utf8
+        ).write(to: configuration)
+        let verified = try await ProcessResult.run(
+            executable: ProcessResult.builtProduct("countersign"), arguments: ["audit", "verify", "--config", configuration.path, "--jwks", jwks.path],
+            environment: [:])
+        #expect(verified.status == 0, "\(verified.standardError)")
+        #expect(verified.standardOutput.hasPrefix("audit log OK: \(head.size + 1) entries, 1 signed checkpoints"), "\(verified.standardOutput)")
 
         let again = await #expect(throws: LedgerError.self) {
             try await StoreMigration.copy(sqlitePath: source.path!, to: target, logger: Logger(label: "test"))
