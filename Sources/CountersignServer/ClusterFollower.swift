@@ -19,7 +19,14 @@ struct ClusterFollower: Service {
 
     func run() async throws {
         await cancelWhenGracefulShutdown {
-            for await change in self.store.changes() {
+            let changes = self.store.changes()
+            // What changed between the start's loading and this subscription is read now.
+            do {
+                try await self.apply(.everything)
+            } catch {
+                self.logger.error("the caches could not be read again at start", metadata: ["error": "\(error)"])
+            }
+            for await change in changes {
                 do {
                     try await self.apply(change)
                 } catch {

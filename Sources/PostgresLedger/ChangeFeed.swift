@@ -12,6 +12,7 @@ import Synchronization
 /// Payloads: `a:<authorization id>`, `p:<principal id>`, `s:<setting name>`, `k` (key versions).
 final class ChangeFeed: Sendable {
     static let channel = "countersign_changes"
+    static let pingInterval: Duration = .seconds(5)
 
     private let configuration: PostgresStoreConfiguration
     private let logger: Logger
@@ -89,8 +90,24 @@ final class ChangeFeed: Sendable {
                         try await connection.listen(on: Self.channel) { notifications in
                             delay = .milliseconds(100)
                             self.publish(.everything)
-                            for try await notification in notifications {
-                                if let change = Self.change(notification.payload) { self.publish(change) }
+                            // A connection a firewall dropped raises nothing while it only listens: it is pinged, and
+                            // a ping that fails (or does not answer in time) ends it, so the feed reconnects and reloads.
+                            try await withThrowingTaskGroup(of: Void.self) { group in
+                                group.addTask {
+                                    for try await notification in notifications {
+                                        if let change = Self.change(notification.payload) { self.publish(change) }
+                                    }
+                                }
+                                group.addTask {
+                                    while true {
+                                        try await self.time.sleep(for: Self.pingInterval)
+                                        _ = try await withDeadline(self.configuration.operationTimeout, time: self.time) {
+                                            try await connection.query("SELECT 1", logger: self.logger)
+                                        }
+                                    }
+                                }
+                                try await group.next()
+                                group.cancelAll()
                             }
                         }
                     } onCancel: {

@@ -87,10 +87,15 @@ extension PostgresStore {
         try await self.read("read leaf hashes") { client in
             var hashes: [Merkle.Hash] = []
             hashes.reserveCapacity(size)
-            for try await hash in try await client.query(
-                "SELECT leafHash FROM auditEntry WHERE idx < \(Int64(size)) ORDER BY idx", logger: self.logger
-            ).decode(Data.self) {
-                hashes.append(Array(hash))
+            // In pages, each its own statement (and its own statement timeout).
+            while hashes.count < size {
+                let before = hashes.count
+                for try await hash in try await client.query(
+                    "SELECT leafHash FROM auditEntry WHERE idx >= \(Int64(before)) AND idx < \(Int64(size)) ORDER BY idx LIMIT 50000", logger: self.logger
+                ).decode(Data.self) {
+                    hashes.append(Array(hash))
+                }
+                if hashes.count == before { break }
             }
             return hashes
         }

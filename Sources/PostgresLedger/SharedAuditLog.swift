@@ -45,11 +45,18 @@ final class SharedAuditLog: Sendable {
         {
             latest = try PostgresRows.checkpoint(row)
         }
+        // In pages: one statement over the whole log would outlast the statement timeout of a long log.
         var stored: [StoredAuditEntry] = []
-        for try await (index, entry, leafHash) in try await client.query("SELECT idx, entry, leafHash FROM auditEntry ORDER BY idx", logger: logger).decode(
-            (Int64, Data, Data).self)
-        {
-            stored.append(StoredAuditEntry(index: index, entry: entry, leafHash: leafHash))
+        var after: Int64 = -1
+        while true {
+            let before = stored.count
+            for try await (index, entry, leafHash) in try await client.query(
+                "SELECT idx, entry, leafHash FROM auditEntry WHERE idx > \(after) ORDER BY idx LIMIT \(Int64(Self.page))", logger: logger
+            ).decode((Int64, Data, Data).self) {
+                stored.append(StoredAuditEntry(index: index, entry: entry, leafHash: leafHash))
+                after = index
+            }
+            if stored.count - before < Self.page { break }
         }
         return try AuditLogCheck.verify(stored, latest: latest).frontier
     }

@@ -324,8 +324,10 @@ struct ClusterTests {
                 do {
                     _ = try await onA.authorize(Self.request(100))
                     return false
+                } catch let error as WireError {
+                    return error.code == .principalRevoked
                 } catch {
-                    return true
+                    return false
                 }
             }
             await onA.close()
