@@ -134,23 +134,7 @@ struct ClusterTests {
     func serve(_ configuration: URL, environment: [String: String], log: URL) async throws -> Server {
         var environment = environment
         environment["COUNTERSIGN_CONFIG"] = configuration.path
-        _ = FileManager.default.createFile(atPath: log.path, contents: nil)
-        let process = Process()
-        process.executableURL = self.countersignd
-        process.arguments = ["serve", "--log-level", "info"]
-        process.environment = environment
-        process.standardError = try FileHandle(forWritingTo: log)
-        process.standardOutput = FileHandle.nullDevice
-        try process.run()
-        var port = 0
-        try await eventually("the server listens") {
-            let text = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
-            guard let line = text.split(separator: "\n").first(where: { $0.contains("tls=false") && $0.contains("listening") }),
-                let range = line.range(of: #":(\d+) tls="#, options: .regularExpression)
-            else { return false }
-            port = Int(line[range].dropFirst().dropLast(5)) ?? 0
-            return port > 0
-        }
+        let (process, port) = try await DaemonTests().serve(environment: environment, log: log, arguments: ["--log-level", "info"])
         return Server(process: process, port: port, log: log, configuration: configuration)
     }
 
