@@ -126,17 +126,8 @@ extension LedgerStore {
     /// any authorization's.
     public func completeApproval(id: String, response: Data, kid: String, expiresAt: Int64, audit: AuditEntry) async throws -> AuthorizationRecord {
         try await self.writeAudited(AuditWrite(audit)) { db in
-            guard var record = try AuthorizationRecord.fetchOne(db, key: id) else {
-                throw LedgerError(.authorizationNotFound, "no authorization '\(id)'")
-            }
-            guard record.status == .approved else {
-                throw LedgerError(.approvalClosed, "authorization '\(id)' is \(record.status.rawValue), not approved")
-            }
-            record.status = .authorized
-            record.response = response
-            record.kid = kid
-            record.expiresAt = expiresAt
-            record.auditIndex = audit.index
+            let record = try AuthorizationRecord.completing(
+                try AuthorizationRecord.fetchOne(db, key: id), id: id, response: response, kid: kid, expiresAt: expiresAt, auditIndex: audit.index)
             try record.update(db)
             try db.execute(sql: "UPDATE hold SET expiresAt = NULL WHERE authorizationID = ?", arguments: [id])
             return record

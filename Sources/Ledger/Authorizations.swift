@@ -71,18 +71,8 @@ extension LedgerStore {
     ///   `AUTHORIZATION_EXPIRED` (nothing left to withdraw).
     public func voidAuthorization(id: String, agent: String, at now: Int64) async throws -> AuthorizationRecord {
         try await self.write { db in
-            // Another agent's authorization is answered as an unknown one, in the same words: an agent
-            // learns nothing about ids that are not its own.
-            guard var record = try AuthorizationRecord.fetchOne(db, key: id), record.agent == agent else {
-                throw LedgerError(.authorizationNotFound, "no authorization '\(id)'")
-            }
-            if record.voidedAt != nil { return record }
-            let status = record.status(at: now)
-            guard status == .authorized || status == .pendingApproval, now < record.expiresAt else {
-                throw LedgerError(
-                    .authorizationExpired, "authorization '\(id)' is \(status == .authorized ? "expired" : status.rawValue); there is nothing to void")
-            }
-            record.voidedAt = now
+            let (record, changed) = try AuthorizationRecord.voiding(try AuthorizationRecord.fetchOne(db, key: id), id: id, by: agent, at: now)
+            guard changed else { return record }
             try record.update(db)
             try Self.releaseHolds(in: db, of: id, at: now)
             return record

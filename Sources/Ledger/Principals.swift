@@ -29,14 +29,8 @@ extension LedgerStore {
     /// - Throws: ``LedgerError`` with `PRINCIPAL_NOT_FOUND` (also for a revoked principal).
     public func rotatePrincipalKey(id: String, algorithm: String, publicKey: Data, graceUntil: Int64) async throws -> PrincipalRecord {
         try await self.write { db in
-            guard var principal = try PrincipalRecord.fetchOne(db, key: id), principal.revokedAt == nil else {
-                throw LedgerError(.principalNotFound, "no active principal named '\(id)'")
-            }
-            principal.previousAlgorithm = principal.algorithm
-            principal.previousPublicKey = principal.publicKey
-            principal.previousKeyExpiresAt = graceUntil
-            principal.algorithm = algorithm
-            principal.publicKey = publicKey
+            let principal = try PrincipalRecord.rotating(
+                try PrincipalRecord.fetchOne(db, key: id), id: id, algorithm: algorithm, publicKey: publicKey, graceUntil: graceUntil)
             try principal.update(db)
             return principal
         }

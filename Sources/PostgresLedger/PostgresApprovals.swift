@@ -111,17 +111,9 @@ extension PostgresStore {
         let write = AuditWrite(audit)
         return try await self.writeAudited("store an approved authorization", reserved: audit.index) {
             connection, logger, _ -> (AuthorizationRecord, AuditWrite?) in
-            guard var record = try await Self.authorization(id: id, forUpdate: true, on: connection, logger: logger) else {
-                throw LedgerError(.authorizationNotFound, "no authorization '\(id)'")
-            }
-            guard record.status == .approved else {
-                throw LedgerError(.approvalClosed, "authorization '\(id)' is \(record.status.rawValue), not approved")
-            }
-            record.status = .authorized
-            record.response = response
-            record.kid = kid
-            record.expiresAt = expiresAt
-            record.auditIndex = audit.index
+            let record = try AuthorizationRecord.completing(
+                try await Self.authorization(id: id, forUpdate: true, on: connection, logger: logger), id: id, response: response, kid: kid,
+                expiresAt: expiresAt, auditIndex: audit.index)
             try await connection.query(
                 """
                 UPDATE "authorization" SET status = 'authorized', response = \(bytea(response)), kid = \(kid), expiresAt = \(expiresAt),

@@ -57,17 +57,9 @@ extension PostgresStore {
 
     public func voidAuthorization(id: String, agent: String, at now: Int64) async throws -> AuthorizationRecord {
         try await self.write("void an authorization") { connection, logger in
-            // Another agent's authorization is answered as an unknown one, in the same words.
-            guard var record = try await Self.authorization(id: id, forUpdate: true, on: connection, logger: logger), record.agent == agent else {
-                throw LedgerError(.authorizationNotFound, "no authorization '\(id)'")
-            }
-            if record.voidedAt != nil { return record }
-            let status = record.status(at: now)
-            guard status == .authorized || status == .pendingApproval, now < record.expiresAt else {
-                throw LedgerError(
-                    .authorizationExpired, "authorization '\(id)' is \(status == .authorized ? "expired" : status.rawValue); there is nothing to void")
-            }
-            record.voidedAt = now
+            let (record, changed) = try AuthorizationRecord.voiding(
+                try await Self.authorization(id: id, forUpdate: true, on: connection, logger: logger), id: id, by: agent, at: now)
+            guard changed else { return record }
             try await connection.query("UPDATE \"authorization\" SET voidedAt = \(now) WHERE id = \(id)", logger: logger)
             try await Self.releaseHolds(of: id, at: now, on: connection, logger: logger)
             try await ChangeFeed.notify(.authorization(id: id), on: connection, logger: logger)

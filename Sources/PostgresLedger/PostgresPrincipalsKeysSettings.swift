@@ -57,14 +57,8 @@ extension PostgresStore {
 
     public func rotatePrincipalKey(id: String, algorithm: String, publicKey: Data, graceUntil: Int64) async throws -> PrincipalRecord {
         try await self.write("rotate a credential") { connection, logger in
-            guard var principal = try await Self.principal(id: id, on: connection, logger: logger), principal.revokedAt == nil else {
-                throw LedgerError(.principalNotFound, "no active principal named '\(id)'")
-            }
-            principal.previousAlgorithm = principal.algorithm
-            principal.previousPublicKey = principal.publicKey
-            principal.previousKeyExpiresAt = graceUntil
-            principal.algorithm = algorithm
-            principal.publicKey = publicKey
+            let principal = try PrincipalRecord.rotating(
+                try await Self.principal(id: id, on: connection, logger: logger), id: id, algorithm: algorithm, publicKey: publicKey, graceUntil: graceUntil)
             try await connection.query(
                 """
                 UPDATE principal SET previousAlgorithm = algorithm, previousPublicKey = publicKey, previousKeyExpiresAt = \(graceUntil),
