@@ -36,6 +36,7 @@ let package = Package(
         .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", exact: "0.2.0"),
+        .package(url: "https://github.com/modelcontextprotocol/swift-sdk.git", from: "0.12.1"),
     ],
     targets: [
         // p11-kit's pkcs11.h. The PKCS#11 module itself is dlopen'ed at run time from a configured path.
@@ -109,7 +110,8 @@ let package = Package(
             name: "CountersignCLI",
             dependencies: ["PKCS11", "CountersignClient", "Configuration", "HTTPServices", "Wire", "Signing", "Policy", "Audit", "Ledger", "PostgresLedger", "CanonicalJSON", crypto, nioPosix, logging,
                 .product(name: "Histogram", package: "hdrhistogram-swift"), .product(name: "NIOSSL", package: "swift-nio-ssl"), argumentParser,
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"), .product(name: "UnixSignals", package: "swift-service-lifecycle")],
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"), .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+                .product(name: "MCP", package: "swift-sdk")],
             swiftSettings: swiftSettings
         ),
         .executableTarget(name: "countersign", dependencies: ["CountersignCLI", argumentParser], swiftSettings: swiftSettings),

@@ -56,30 +56,51 @@ public final class ClusterClient: Sendable {
         public var description: String { self.host.contains(":") ? "[\(self.host)]:\(self.port)" : "\(self.host):\(self.port)" }
     }
 
-    /// When to ask again, and how long to keep asking.
+    /// When to ask again, how long to keep asking, and when to stop trying a server that keeps failing: the rules
+    /// of docs/protocol.md "Client behaviour", which the Python client follows too.
     public struct RetryPolicy: Sendable {
-        /// The first pause; each failure doubles it, up to `maximumDelay`.
+        /// The first pause's bound; each failure doubles it, up to `maximumDelay`.
         public var initialDelay: Duration = .milliseconds(100)
-        /// The longest pause between two attempts.
+        /// The largest bound of a pause between two attempts.
         public var maximumDelay: Duration = .seconds(5)
-        /// After this long without an answer, the last error is thrown.
+        /// No attempt starts (and no pause is taken) past this long after the first: the last error is thrown.
         public var patience: Duration = .seconds(60)
+        /// At most this many attempts per call.
+        public var maximumAttempts = 20
+        /// How long one attempt may wait for its answer (a FETCH adds its `wait_seconds`). Past it the connection
+        /// counts as stuck: it is closed and the request asked again, on the next server.
+        public var attemptTimeout: Duration = .seconds(15)
+        /// Consecutive connection failures after which a server's breaker opens.
+        public var breakerThreshold = 3
+        /// How long an open breaker keeps requests from its server.
+        public var breakerCooldown: Duration = .seconds(10)
         /// The pause actually taken, given the backoff's bound: by default a uniformly random part of it ("full
         /// jitter"), so clients that lost the same server do not all come back at once.
         public var jitter: @Sendable (Duration) -> Duration = { bound in
             bound * Double.random(in: 0...1)
         }
-        /// How a pause is waited (tests pass a manual clock's).
-        public var sleep: @Sendable (Duration) async throws -> Void = { try await Task.sleep(for: $0) }
+        /// The monotonic time of patience, pauses, deadlines and breakers (tests pass a manual clock's).
+        public var time: MonotonicTime = .continuous
 
-        /// The defaults: 100 ms doubling to 5 s, full jitter, a minute of patience.
+        /// The defaults: 100 ms doubling to 5 s with full jitter, a minute of patience, 15 s per attempt, breakers
+        /// opening after 3 failures for 10 s.
         public init() {}
+
+        /// The bound of the pause after `failures` failed attempts (1, 2, …).
+        func delayBound(after failures: Int) -> Duration {
+            var bound = self.initialDelay
+            for _ in 1..<max(1, failures) where bound < self.maximumDelay { bound = bound * 2 }
+            return min(bound, self.maximumDelay)
+        }
     }
 
     private struct State {
         var connection: CountersignClient?
-        /// The index in `endpoints` of the server to use next.
+        /// The index in `endpoints` of the current connection's server.
+        var connectedTo = 0
+        /// The index in `endpoints` of the server to try next.
         var next = 0
+        var breakers: [CircuitBreaker]
         var isClosed = false
     }
 
@@ -89,12 +110,13 @@ public final class ClusterClient: Sendable {
     private let key: CredentialPrivateKey
     private let tls: TLSConfiguration?
     private let policy: RetryPolicy
-    private let state = Mutex(State())
+    private let state: Mutex<State>
 
     /// - Parameters:
     ///   - endpoints: the servers, tried in this order (the first that answers is used until it fails).
     ///   - principal, key: the credential every connection authenticates with.
     ///   - tls: the TLS configuration, for servers that require it.
+    ///   - policy: retries, deadlines and breakers.
     /// - Throws: ``WireError`` `INVALID_REQUEST` when no server is given.
     public init(
         endpoints: [Endpoint], principal: String, key: CredentialPrivateKey, tls: TLSConfiguration? = nil, policy: RetryPolicy = RetryPolicy()
@@ -107,6 +129,8 @@ public final class ClusterClient: Sendable {
         self.key = key
         self.tls = tls
         self.policy = policy
+        self.state = Mutex(
+            State(breakers: Array(repeating: CircuitBreaker(threshold: policy.breakerThreshold, cooldown: policy.breakerCooldown), count: endpoints.count)))
     }
 
     /// A client of the servers listed in `servers` (`host:port,host:port`), with a credential file's identity.
@@ -115,8 +139,9 @@ public final class ClusterClient: Sendable {
         try self.init(endpoints: try Endpoint.list(servers), principal: credential.principal, key: try credential.key(), tls: tls, policy: policy)
     }
 
-    /// Whether asking again (perhaps elsewhere) may succeed: a lost or unreachable server, a server closing during
-    /// the handshake (stopping), or a refusal the server marked retryable.
+    /// Whether asking again (perhaps elsewhere) may succeed: a lost, unreachable or stuck server, a server closing
+    /// during the handshake (stopping), or a refusal the server marked retryable. An open breaker is not: it is
+    /// the answer to give at once.
     public static func isTransient(_ error: any Error) -> Bool {
         switch error {
         case let error as WireError: error.retryable
@@ -126,24 +151,51 @@ public final class ClusterClient: Sendable {
         }
     }
 
-    /// Runs `body` on a connection to one of the servers; on a transient failure (``isTransient(_:)``) runs it
-    /// again on the next server after a jittered backoff, until it succeeds, fails otherwise, or the policy's
-    /// patience is spent (then the last error is thrown).
-    public func perform<Result: Sendable>(_ body: @Sendable (CountersignClient) async throws -> Result) async throws -> Result {
-        let clock = ContinuousClock()
-        let started = clock.now
-        var delay = self.policy.initialDelay
+    /// Whether, after `error`, the next attempt goes to the next server: the connection failed, or the server said
+    /// it is going (`SHUTTING_DOWN`) or closes the connection (`TOO_MANY_CONNECTIONS`, `IDLE_TIMEOUT`). Any other
+    /// answer, `RATE_LIMITED` and `HSM_UNAVAILABLE` included, proves the server alive: asked again there (a rate
+    /// limit is the agent's own, and moving would only spread it).
+    public static func movesToNextServer(_ error: any Error) -> Bool {
+        switch error {
+        case let error as WireError: error.closesConnection || error.code == .shuttingDown
+        case ClientError.closedDuringHandshake: true
+        case let error as ClientError: error.isConnectionFailure
+        default: false
+        }
+    }
+
+    /// Runs `body` on a connection to one of the servers, within the policy's attempt timeout plus `extraTime`.
+    /// After a transient failure (``isTransient(_:)``) it runs it again after a jittered backoff, on the next server
+    /// when ``movesToNextServer(_:)``, until it succeeds, fails otherwise, or the policy's patience or attempts are
+    /// spent (then the last error is thrown). When every server's breaker is open it throws
+    /// ``ClientError/circuitOpen(retryAfter:)`` at once.
+    public func perform<Result: Sendable>(
+        extraTime: Duration = .zero, _ body: @escaping @Sendable (CountersignClient) async throws -> Result
+    ) async throws -> Result {
+        let time = self.policy.time
+        let started = time.now
+        var failures = 0
         while true {
-            var failed: CountersignClient?
+            var attempt: (connection: CountersignClient, index: Int)?
             do {
-                let connection = try await self.connection()
-                failed = connection
-                return try await body(connection)
+                let current = try await self.connection()
+                attempt = current
+                let timeout = self.policy.attemptTimeout + extraTime
+                let result: Result
+                do {
+                    result = try await withDeadline(timeout, time: time) { try await body(current.connection) }
+                } catch is DeadlineExceeded {
+                    throw ClientError.timedOut("no answer within \(timeout)")
+                }
+                self.state.withLock { $0.breakers[current.index].succeeded() }
+                return result
             } catch {
-                guard Self.isTransient(error), clock.now - started < self.policy.patience, !self.isClosed else { throw error }
-                await self.abandon(failed)
-                try await self.policy.sleep(self.policy.jitter(delay))
-                delay = min(delay * 2, self.policy.maximumDelay)
+                if let attempt { await self.judge(error, on: attempt.connection, index: attempt.index) }
+                failures += 1
+                guard Self.isTransient(error), failures < self.policy.maximumAttempts, !self.isClosed else { throw error }
+                let pause = self.policy.jitter(self.policy.delayBound(after: failures))
+                guard time.now - started + pause <= self.policy.patience else { throw error }
+                try await time.sleep(for: pause)
             }
         }
     }
@@ -160,12 +212,33 @@ public final class ClusterClient: Sendable {
 
     /// FETCH_AUTHORIZATION with failover (any server answers for any authorization of the cluster).
     public func fetchAuthorization(id: String, waitSeconds: Int? = nil) async throws -> AuthorizeOutcome {
-        try await self.perform { try await $0.fetchAuthorization(id: id, waitSeconds: waitSeconds) }
+        try await self.perform(extraTime: .seconds(waitSeconds ?? 0)) { try await $0.fetchAuthorization(id: id, waitSeconds: waitSeconds) }
+    }
+
+    /// VOID with failover (voiding twice answers the first `voided_at`, so asking again is safe).
+    public func void(authorizationID: String) async throws -> Voided {
+        try await self.perform { try await $0.void(authorizationID: authorizationID) }
+    }
+
+    /// BUDGETS_SHOW with failover.
+    public func budgets(agent: String) async throws -> BudgetsReport {
+        try await self.perform { try await $0.budgets(agent: agent) }
+    }
+
+    /// GET_KEYS with failover.
+    public func keys() async throws -> JWKSet {
+        try await self.perform { try await $0.keys() }
     }
 
     /// The server the current connection goes to, if there is one.
     public var connectedEndpoint: Endpoint? {
-        self.state.withLock { state in state.connection == nil ? nil : self.endpoints[(state.next + self.endpoints.count - 1) % self.endpoints.count] }
+        self.state.withLock { state in state.connection == nil ? nil : self.endpoints[state.connectedTo] }
+    }
+
+    /// Each server's breaker, in the order of ``endpoints``.
+    public var breakerStates: [CircuitBreaker.State] {
+        let now = self.policy.time.now
+        return self.state.withLock { state in state.breakers.map { $0.state(at: now) } }
     }
 
     /// Closes the connection; later calls throw.
@@ -180,43 +253,74 @@ public final class ClusterClient: Sendable {
 
     private var isClosed: Bool { self.state.withLock { $0.isClosed } }
 
-    /// The current connection, or a new one to the next server that answers (each server tried once per call).
-    private func connection() async throws -> CountersignClient {
-        let (current, start, closed) = self.state.withLock { ($0.connection, $0.next, $0.isClosed) }
+    /// The current connection, or a new one to the next server whose breaker lets it be tried (each tried once per
+    /// call). Throws ``ClientError/circuitOpen(retryAfter:)`` when no breaker does.
+    private func connection() async throws -> (connection: CountersignClient, index: Int) {
+        let (current, index, start, closed) = self.state.withLock { ($0.connection, $0.connectedTo, $0.next, $0.isClosed) }
         if closed { throw ClientError.connectionClosed }
-        if let current { return current }
+        if let current { return (current, index) }
         var lastError: (any Error)?
+        var tried = 0
         for offset in 0..<self.endpoints.count {
             let index = (start + offset) % self.endpoints.count
+            let now = self.policy.time.now
+            guard self.state.withLock({ $0.breakers[index].allow(at: now) }) else { continue }
+            tried += 1
             let endpoint = self.endpoints[index]
+            let connection: CountersignClient
             do {
-                let connection = try await CountersignClient.connect(
+                // Bounded without a deadline of ours: NIO's connect timeout (10 s), then the server's handshake timeout.
+                connection = try await CountersignClient.connect(
                     host: endpoint.host, port: endpoint.port, principal: self.principal, key: self.key, tls: self.tls)
-                let kept = self.state.withLock { state -> CountersignClient? in
-                    if let other = state.connection { return other }
-                    state.connection = connection
-                    state.next = (index + 1) % self.endpoints.count
-                    return nil
-                }
-                if let kept {
-                    // Another task connected meanwhile: use its connection.
-                    await connection.close()
-                    return kept
-                }
-                return connection
             } catch {
+                guard Self.movesToNextServer(error) else {
+                    // The server answered (AUTHENTICATION_FAILED, PRINCIPAL_REVOKED): another would answer the same.
+                    self.state.withLock { $0.breakers[index].released() }
+                    throw error
+                }
+                self.state.withLock { $0.breakers[index].failed(at: self.policy.time.now) }
                 lastError = error
+                continue
             }
+            let kept = self.state.withLock { state -> (CountersignClient, Int)? in
+                state.breakers[index].succeeded()
+                if let other = state.connection { return (other, state.connectedTo) }
+                state.connection = connection
+                state.connectedTo = index
+                state.next = (index + 1) % self.endpoints.count
+                return nil
+            }
+            if let kept {
+                // Another task connected meanwhile: use its connection.
+                await connection.close()
+                return kept
+            }
+            return (connection, index)
+        }
+        if tried == 0 {
+            let now = self.policy.time.now
+            let (probing, wait) = self.state.withLock { state in
+                (state.breakers.contains(where: \.isProbing), state.breakers.map { $0.retryAfter(at: now) }.min() ?? .zero)
+            }
+            // A probe's outcome is moments away: wait for it like any transient failure, rather than fail fast.
+            if probing { throw ClientError.unreachable(server: "\(self.endpoints[start])", reason: "another request is probing whether the server is back") }
+            throw ClientError.circuitOpen(retryAfter: wait)
         }
         throw lastError ?? ClientError.connectionClosed
     }
 
-    /// Lets go of a connection that failed, so the next attempt connects to the next server.
-    private func abandon(_ connection: CountersignClient?) async {
-        guard let connection else { return }
+    /// After a failed attempt on the connection to server `index`: a connection failure counts against its breaker
+    /// and lets go of the connection, so the next attempt goes to the next server; any other answer proves it alive.
+    private func judge(_ error: any Error, on connection: CountersignClient, index: Int) async {
+        guard Self.movesToNextServer(error) else {
+            self.state.withLock { $0.breakers[index].succeeded() }
+            return
+        }
+        let now = self.policy.time.now
         let dropped = self.state.withLock { state -> Bool in
             guard state.connection === connection else { return false }
             state.connection = nil
+            state.breakers[index].failed(at: now)
             return true
         }
         if dropped { await connection.close() }

@@ -391,12 +391,18 @@ public enum ClientError: Error, Hashable, Sendable, CustomStringConvertible {
     case duplicateRequestID(UInt32)
     /// ``CountersignClient/authorize(_:)`` got a pending approval instead of a signature.
     case pendingApproval(PendingAuthorization)
+    /// No answer within the attempt's deadline (``ClusterClient/RetryPolicy/attemptTimeout``): the connection was
+    /// given up as stuck. The request may have been recorded; asking again with the same idempotency key is safe.
+    case timedOut(String)
+    /// Every server's breaker is open after repeated connection failures: nothing was sent, and nothing will be
+    /// for `retryAfter` (see ``CircuitBreaker``).
+    case circuitOpen(retryAfter: Duration)
 
     /// Whether trying again, on a new connection, may succeed.
     public var isConnectionFailure: Bool {
         switch self {
-        case .connectionClosed, .unreachable: true
-        case .closedDuringHandshake, .unexpectedResponse, .duplicateRequestID, .pendingApproval: false
+        case .connectionClosed, .unreachable, .timedOut: true
+        case .closedDuringHandshake, .unexpectedResponse, .duplicateRequestID, .pendingApproval, .circuitOpen: false
         }
     }
 
@@ -412,6 +418,9 @@ public enum ClientError: Error, Hashable, Sendable, CustomStringConvertible {
         case .duplicateRequestID(let id): "DUPLICATE_REQUEST_ID: request id \(id) is already waiting for its answer"
         case .pendingApproval(let pending):
             "PENDING_APPROVAL: authorization \(pending.authorizationID) needs \(pending.approvalsRequired) approval(s) before \(pending.approvalExpiresAt)"
+        case .timedOut(let reason): "TIMEOUT: \(reason); the connection was given up"
+        case .circuitOpen(let retryAfter):
+            "CIRCUIT_OPEN: every server failed repeatedly; nothing is sent for \(retryAfter.components.seconds + (retryAfter.components.attoseconds > 0 ? 1 : 0)) s"
         }
     }
 }
