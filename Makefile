@@ -13,20 +13,21 @@ DEV_HSM_SO_PIN ?= countersign-so-dev
 CONFIG         ?= hsm-config/countersign.yaml
 
 SWIFT_BUILD_FLAGS ?=
-APT_PACKAGES := softhsm2 opensc libp11-kit-dev libssl-dev libsqlite3-dev pkg-config openssl curl python3
+APT_PACKAGES := softhsm2 opensc libp11-kit-dev libssl-dev libsqlite3-dev pkg-config openssl curl python3 python3-venv
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 HSM_ENV := SOFTHSM2_CONF=$(HSM_DIR)/softhsm2.conf \
 	COUNTERSIGN_PKCS11_MODULE=$(PKCS11_MODULE) \
 	COUNTERSIGN_TOKEN_LABEL=$(TOKEN_LABEL)
 
-.PHONY: help setup packages python-packages token build test run cluster bench bench-cluster fuzz format lint clean
+.PHONY: help setup packages python-packages python-client token build test run cluster bench bench-cluster fuzz format lint clean
 
 help:
 	@echo "make run    set up, build, initialize and start countersignd with the example config"
 	@echo "make test   set up, build, and run every test against a real SoftHSM2 token and a throw-away PostgreSQL"
 	@echo "make cluster  a throw-away PostgreSQL and three servers on it (ports 7600-7602), until Ctrl-C"
 	@echo "make setup  install missing system packages and create the development token"
+	@echo "make python-client  the Python client (clients/python) and its test tools in a virtual environment, .build/python"
 	@echo "make build  build the package (debug)"
 	@echo "make bench  release build, a server on a fresh token (hsm-config/bench.yaml), the standard benchmark scenarios"
 	@echo "make bench-cluster  the realistic mix against 1, 2 and 3 servers on one throw-away PostgreSQL"
@@ -55,6 +56,13 @@ python-packages: packages
 		python3 -m pip --version >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq python3-pip >/dev/null; \
 		python3 -m pip install --quiet joserfc 2>/dev/null || python3 -m pip install --quiet --break-system-packages joserfc; }
 
+# The Python client as an agent developer installs it (`pip install ./clients/python`), with pytest, the official MCP
+# client and joserfc for its tests, in a virtual environment of its own (Debian's Python refuses system-wide pip).
+PYTHON_VENV ?= $(CURDIR)/.build/python
+python-client: packages
+	@[ -x $(PYTHON_VENV)/bin/python ] || python3 -m venv $(PYTHON_VENV)
+	@$(PYTHON_VENV)/bin/pip install --quiet --disable-pip-version-check "./clients/python[test]"
+
 token: packages
 	@COUNTERSIGN_HSM_DIR=$(HSM_DIR) COUNTERSIGN_TOKEN_LABEL=$(TOKEN_LABEL) COUNTERSIGN_PKCS11_MODULE=$(PKCS11_MODULE) \
 		COUNTERSIGN_HSM_PIN=$(DEV_HSM_PIN) COUNTERSIGN_HSM_SO_PIN=$(DEV_HSM_SO_PIN) \
@@ -69,10 +77,12 @@ build: packages
 # port, stopped and removed after, however the tests end); COUNTERSIGN_REQUIRE_POSTGRES makes a test that finds
 # no PostgreSQL fail instead of skipping.
 PG_DIR ?= /tmp/countersign-postgres-$(shell id -u)-$$$$
-test: setup lint
+# Then the Python client's tests (pytest) against countersignd and `countersign mcp` as just built.
+test: setup python-client lint
 	$(MAKE) --no-print-directory fuzz FUZZ_RUNS=50000
 	swift build --build-tests $(SWIFT_BUILD_FLAGS)
 	COUNTERSIGN_REQUIRE_POSTGRES=1 ./hsm-config/postgres.sh run $(PG_DIR) -- swift test --skip-build $(SWIFT_BUILD_FLAGS)
+	COUNTERSIGN_BIN_DIR=$$(swift build $(SWIFT_BUILD_FLAGS) --show-bin-path) $(PYTHON_VENV)/bin/python -m pytest -q -p no:cacheprovider clients/python/tests
 
 # The style of every Swift file (.swift-format: 4 spaces, 160 columns, imports ordered): `make format` rewrites,
 # `make lint` (run first by `make test`, so CI) refuses a file that is not formatted, and a public symbol of the

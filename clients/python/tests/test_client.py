@@ -225,3 +225,39 @@ def test_connection_failures_are_retryable_connection_errors() -> None:
         assert failed.value.retryable and "cannot connect" in failed.value.message
 
     run(scenario())
+
+
+def test_verify_refuses_each_thing_a_merchant_must_refuse(server: Server) -> None:
+    import base64
+    import json as _json
+
+    with Client.from_credential_file(server.credential("agent-es"), server.address) as client:
+        outcome = client.authorize(amount=1999, currency="USD", order_hash=f"o-{uuid.uuid4()}", **CABLES)
+    assert isinstance(outcome, Authorization)
+    jwks = fetch_jwks(server.jwks_url)
+    header, payload, signature = outcome.jws.split(".")
+
+    def encoded(value: dict) -> str:  # type: ignore[type-arg]
+        return base64.urlsafe_b64encode(_json.dumps(value).encode()).rstrip(b"=").decode()
+
+    claims = _json.loads(base64.urlsafe_b64decode(payload + "=="))
+    audit_kid = next(key["kid"] for key in jwks["keys"] if key["tier"] == "audit")
+    cases = {
+        "BAD_SIGNATURE": (f"{header}.{encoded(dict(claims, amount=1))}.{signature}", {}),
+        "WRONG_AUDIENCE": (outcome.jws, {"audience": "m-43"}),
+        "EXPIRED": (outcome.jws, {"now": claims["exp"] + 61}),
+        "NOT_YET_VALID": (outcome.jws, {"now": claims["nbf"] - 61}),
+        "WRONG_ISSUER": (outcome.jws, {"issuer": "another.issuer"}),
+        "AMOUNT_MISMATCH": (outcome.jws, {"amount": 1998}),
+        "MALFORMED_TOKEN": (f"{encoded({'alg': 'none', 'kid': claims.get('kid', 'x'), 'typ': 'payauth+jwt'})}.{payload}.", {}),
+        "WRONG_TYPE": (f"{encoded({'alg': 'ES256', 'kid': outcome.kid, 'typ': 'JWT'})}.{payload}.{signature}", {}),
+        "UNKNOWN_KEY": (f"{encoded({'alg': 'ES256', 'kid': audit_kid, 'typ': 'payauth+jwt'})}.{payload}.{signature}", {}),
+    }
+    for code, (token, options) in cases.items():
+        with pytest.raises(countersign.VerificationError) as refused:
+            verify(token, jwks, **{"audience": "m-42", **options})
+        assert refused.value.code == code, f"{code}: {refused.value}"
+    lowered = {"keys": [dict(key, max_amount={"USD": 1000}) for key in jwks["keys"]]}
+    with pytest.raises(countersign.VerificationError) as above:
+        verify(outcome.jws, lowered, audience="m-42")
+    assert above.value.code == "AMOUNT_ABOVE_KEY_LIMIT"
