@@ -262,7 +262,7 @@ class AsyncClient:
         client_name: str = CLIENT_NAME,
     ) -> None:
         if servers is None:
-            servers = credential.server or os.environ.get("COUNTERSIGN_SERVER") or "127.0.0.1:7600"
+            servers = os.environ.get("COUNTERSIGN_SERVER") or credential.server or "127.0.0.1:7600"
         if isinstance(servers, str):
             servers = [part for part in servers.split(",") if part.strip()]
         if not servers:
@@ -283,8 +283,8 @@ class AsyncClient:
 
     @staticmethod
     def from_credential_file(path: str | os.PathLike[str], servers: Sequence[str] | str | None = None, **options: Any) -> "AsyncClient":
-        """A client with a credential file's identity (``countersign agents add … --out``); servers default to
-        ``servers``, then the file's ``server``, then ``$COUNTERSIGN_SERVER``, then 127.0.0.1:7600."""
+        """A client with a credential file's identity (``countersign agents add … --out``). The servers are
+        ``servers``, else ``$COUNTERSIGN_SERVER``, else the file's ``server``, else 127.0.0.1:7600 (the CLI's order)."""
         return AsyncClient(Credential.from_file(path), servers, **options)
 
     async def __aenter__(self) -> "AsyncClient":
