@@ -82,7 +82,7 @@ test: setup python-client lint
 	$(MAKE) --no-print-directory fuzz FUZZ_RUNS=50000
 	swift build --build-tests $(SWIFT_BUILD_FLAGS)
 	COUNTERSIGN_REQUIRE_POSTGRES=1 ./hsm-config/postgres.sh run $(PG_DIR) -- swift test --skip-build $(SWIFT_BUILD_FLAGS)
-	COUNTERSIGN_BIN_DIR=$$(swift build $(SWIFT_BUILD_FLAGS) --show-bin-path) $(PYTHON_VENV)/bin/python -m pytest -q -p no:cacheprovider clients/python/tests
+	COUNTERSIGN_BIN_DIR=$$(swift build $(SWIFT_BUILD_FLAGS) --show-bin-path) COUNTERSIGN_PKCS11_MODULE=$(PKCS11_MODULE) $(PYTHON_VENV)/bin/python -m pytest -q -p no:cacheprovider clients/python/tests
 
 # The style of every Swift file (.swift-format: 4 spaces, 160 columns, imports ordered): `make format` rewrites,
 # `make lint` (run first by `make test`, so CI) refuses a file that is not formatted, and a public symbol of the

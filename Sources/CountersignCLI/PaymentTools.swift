@@ -184,6 +184,12 @@ struct PaymentTools: Sendable {
 
     private func describe(_ outcome: AuthorizeOutcome, amount: Money?) -> CallTool.Result {
         switch outcome {
+        case .authorized(let authorization) where authorization.expiresAt <= self.now():
+            // A replay of an old authorization: its token is no longer worth giving to anyone.
+            return Self.refusal(
+                ErrorCode.authorizationExpired.rawValue,
+                "Authorization \(authorization.authorizationID) for this payment expired at \(Self.time(authorization.expiresAt)); do not give its token to a merchant. If you still need to pay, request a new authorization with a new payment_reference."
+            )
         case .authorized(let authorization):
             let what = amount.map { "\($0) " } ?? ""
             let approvers = authorization.approvers.map { " Approved by \($0.joined(separator: " and "))." } ?? ""
@@ -258,7 +264,8 @@ struct PaymentTools: Sendable {
                     }
                 }
             case .idempotencyConflict:
-                advice = "That payment_reference was already used for a different payment. Use a new payment_reference for a new payment."
+                advice =
+                    "This payment_reference already names a payment with other details. If it is the same purchase, send exactly the same arguments as the first time; use a new payment_reference only for a genuinely different purchase."
             case .merchantNotAllowed: advice = "You may not pay this merchant. Choose another merchant or ask a human."
             case .categoryNotAllowed: advice = "You may not buy in this merchant category. Ask a human."
             case .perAuthorizationLimit, .tierNotAllowed, .amountAboveLimit:
@@ -277,14 +284,15 @@ struct PaymentTools: Sendable {
             default:
                 advice =
                     error.retryable
-                    ? "Nothing was authorized by this answer. Ask again in a minute\(reference): it can never authorize the payment twice."
+                    ? "The payment may or may not have been recorded. Ask again in a minute with exactly the same arguments\(reference) to find out: it can never be authorized twice."
                     : "Ask a human."
             }
             return Self.refusal(error.code.rawValue, "\(error.message). \(advice)")
         case ClientError.circuitOpen(let retryAfter):
             return Self.refusal(
                 "SERVICE_UNREACHABLE",
-                "Countersign cannot be reached; nothing was authorized. Ask again in \(max(1, retryAfter.components.seconds)) seconds\(reference).")
+                "Countersign cannot be reached right now. If you asked for this payment before, it may or may not be authorized: ask again in \(max(1, retryAfter.components.seconds)) seconds with exactly the same arguments\(reference) to find out; it can never be authorized twice."
+            )
         case let error as ClientError:
             return Self.refusal(
                 "SERVICE_UNREACHABLE", "Countersign did not answer (\(error)). The payment may or may not be authorized: ask again\(reference) to find out.")

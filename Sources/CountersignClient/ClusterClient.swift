@@ -101,6 +101,8 @@ public final class ClusterClient: Sendable {
         /// The index in `endpoints` of the server to try next.
         var next = 0
         var breakers: [CircuitBreaker]
+        /// The connect in flight, which callers without a connection wait for.
+        var connecting: Task<(CountersignClient, Int), any Error>?
         var isClosed = false
     }
 
@@ -157,12 +159,16 @@ public final class ClusterClient: Sendable {
     /// limit is the agent's own, and moving would only spread it).
     public static func movesToNextServer(_ error: any Error) -> Bool {
         switch error {
-        case let error as WireError: error.closesConnection || error.code == .shuttingDown
+        case let error as WireError: Self.connectionLevelCodes.contains(error.code)
         case ClientError.closedDuringHandshake: true
         case let error as ClientError: error.isConnectionFailure
         default: false
         }
     }
+
+    /// The server's answers that end the connection because of the server's state, not the client's request (which
+    /// `AUTHENTICATION_FAILED`, `PRINCIPAL_REVOKED` or `FRAME_TOO_LARGE` are: another server would answer the same).
+    static let connectionLevelCodes: Set<ErrorCode> = [.shuttingDown, .tooManyConnections, .idleTimeout]
 
     /// Runs `body` on a connection to one of the servers, within the policy's attempt timeout plus `extraTime`.
     /// After a transient failure (``isTransient(_:)``) it runs it again after a jittered backoff, on the next server
@@ -253,12 +259,32 @@ public final class ClusterClient: Sendable {
 
     private var isClosed: Bool { self.state.withLock { $0.isClosed } }
 
-    /// The current connection, or a new one to the next server whose breaker lets it be tried (each tried once per
-    /// call). Throws ``ClientError/circuitOpen(retryAfter:)`` when no breaker does.
+    /// The current connection, or a new one. Only one connect runs at a time: callers that find none wait for the
+    /// one in flight (a burst of callers after an outage makes one connection, and counts one failure, not many).
     private func connection() async throws -> (connection: CountersignClient, index: Int) {
-        let (current, index, start, closed) = self.state.withLock { ($0.connection, $0.connectedTo, $0.next, $0.isClosed) }
-        if closed { throw ClientError.connectionClosed }
-        if let current { return (current, index) }
+        enum Next {
+            case ready(CountersignClient, Int)
+            case waiting(Task<(CountersignClient, Int), any Error>)
+        }
+        let next = try self.state.withLock { state -> Next in
+            if state.isClosed { throw ClientError.connectionClosed }
+            if let connection = state.connection { return .ready(connection, state.connectedTo) }
+            if let connecting = state.connecting { return .waiting(connecting) }
+            let start = state.next
+            let connecting = Task { try await self.connectToNext(startingAt: start) }
+            state.connecting = connecting
+            return .waiting(connecting)
+        }
+        switch next {
+        case .ready(let connection, let index): return (connection, index)
+        case .waiting(let connecting): return try await connecting.value
+        }
+    }
+
+    /// A new connection to the next server whose breaker lets it be tried (each tried once), installed as the current
+    /// one. Throws ``ClientError/circuitOpen(retryAfter:)`` when no breaker lets one be tried.
+    private func connectToNext(startingAt start: Int) async throws -> (CountersignClient, Int) {
+        defer { self.state.withLock { $0.connecting = nil } }
         var lastError: (any Error)?
         var tried = 0
         for offset in 0..<self.endpoints.count {
@@ -269,9 +295,9 @@ public final class ClusterClient: Sendable {
             let endpoint = self.endpoints[index]
             let connection: CountersignClient
             do {
-                // Bounded without a deadline of ours: NIO's connect timeout (10 s), then the server's handshake timeout.
                 connection = try await CountersignClient.connect(
-                    host: endpoint.host, port: endpoint.port, principal: self.principal, key: self.key, tls: self.tls)
+                    host: endpoint.host, port: endpoint.port, principal: self.principal, key: self.key, tls: self.tls,
+                    handshakeTimeout: self.policy.attemptTimeout)
             } catch {
                 guard Self.movesToNextServer(error) else {
                     // The server answered (AUTHENTICATION_FAILED, PRINCIPAL_REVOKED): another would answer the same.
@@ -282,29 +308,24 @@ public final class ClusterClient: Sendable {
                 lastError = error
                 continue
             }
-            let kept = self.state.withLock { state -> (CountersignClient, Int)? in
+            let closed = self.state.withLock { state -> Bool in
                 state.breakers[index].succeeded()
-                if let other = state.connection { return (other, state.connectedTo) }
+                guard !state.isClosed else { return true }
                 state.connection = connection
                 state.connectedTo = index
                 state.next = (index + 1) % self.endpoints.count
-                return nil
+                return false
             }
-            if let kept {
-                // Another task connected meanwhile: use its connection.
+            if closed {
                 await connection.close()
-                return kept
+                throw ClientError.connectionClosed
             }
             return (connection, index)
         }
         if tried == 0 {
+            // (A probe is never in flight here: it is the one connect in flight, and callers wait for it.)
             let now = self.policy.time.now
-            let (probing, wait) = self.state.withLock { state in
-                (state.breakers.contains(where: \.isProbing), state.breakers.map { $0.retryAfter(at: now) }.min() ?? .zero)
-            }
-            // A probe's outcome is moments away: wait for it like any transient failure, rather than fail fast.
-            if probing { throw ClientError.unreachable(server: "\(self.endpoints[start])", reason: "another request is probing whether the server is back") }
-            throw ClientError.circuitOpen(retryAfter: wait)
+            throw ClientError.circuitOpen(retryAfter: self.state.withLock { state in state.breakers.map { $0.retryAfter(at: now) }.min() ?? .zero })
         }
         throw lastError ?? ClientError.connectionClosed
     }

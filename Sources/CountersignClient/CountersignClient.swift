@@ -44,6 +44,8 @@ public final class CountersignClient: Sendable {
     ///   - maximumFrameLength: the largest frame accepted from the server, in bytes, header included (at least 6); a
     ///     larger one closes the connection.
     ///   - eventLoopGroup: where the connection's I/O runs.
+    ///   - handshakeTimeout: how long connecting and the handshake may take together: a server that accepts and
+    ///     then says nothing (frozen, or not a server at all) is given up, as ``ClientError/unreachable(server:reason:)``.
     /// - Throws: ``WireError`` (`AUTHENTICATION_FAILED`, `PRINCIPAL_REVOKED`, …) or ``ClientError``.
     public static func connect(
         host: String,
@@ -53,7 +55,8 @@ public final class CountersignClient: Sendable {
         tls: TLSConfiguration? = nil,
         serverHostname: String? = nil,
         maximumFrameLength: Int = 16 * 1024 * 1024,
-        eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+        eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        handshakeTimeout: Duration = .seconds(15)
     ) async throws -> CountersignClient {
         guard maximumFrameLength >= WireProtocol.headerLength else {
             throw WireError(.invalidRequest, "maximumFrameLength must be at least \(WireProtocol.headerLength), a frame's header; it is \(maximumFrameLength)")
@@ -64,10 +67,17 @@ public final class CountersignClient: Sendable {
         do {
             channel = try await Self.open(
                 host: host, port: port, sslContext: sslContext, serverHostname: serverHostname, router: router, maximumFrameLength: maximumFrameLength,
-                eventLoopGroup: eventLoopGroup)
+                eventLoopGroup: eventLoopGroup, connectTimeout: .nanoseconds(Int64(handshakeTimeout / .nanoseconds(1))))
         } catch {
             throw ClientError.unreachable(server: "\(host):\(port)", reason: Self.reason(error))
         }
+        // The handshake's deadline: closing the channel fails the waiting frame, and the catch below says why.
+        let expired = Atomic<Bool>(false)
+        let deadline = channel.eventLoop.scheduleTask(in: .nanoseconds(Int64(handshakeTimeout / .nanoseconds(1)))) {
+            expired.store(true, ordering: .relaxed)
+            channel.close(promise: nil)
+        }
+        defer { deadline.cancel() }
         do {
             let challengeFrame = try await router.send(
                 Frame(
@@ -86,6 +96,9 @@ public final class CountersignClient: Sendable {
             return client
         } catch ClientError.connectionClosed {
             try? await channel.close()
+            if expired.load(ordering: .relaxed) {
+                throw ClientError.unreachable(server: "\(host):\(port)", reason: "no answer to the handshake within \(handshakeTimeout)")
+            }
             // Closed before a single frame came back: not a Countersign listener (the HTTP port, a proxy).
             throw ClientError.closedDuringHandshake(server: "\(host):\(port)")
         } catch {
@@ -96,9 +109,10 @@ public final class CountersignClient: Sendable {
 
     private static func open(
         host: String, port: Int, sslContext: NIOSSLContext?, serverHostname: String?, router: ResponseRouter, maximumFrameLength: Int,
-        eventLoopGroup: any EventLoopGroup
+        eventLoopGroup: any EventLoopGroup, connectTimeout: TimeAmount
     ) async throws -> any Channel {
         try await ClientBootstrap(group: eventLoopGroup)
+            .connectTimeout(connectTimeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {

@@ -42,14 +42,8 @@ import Wire
             Task {
                 for round in 0..<(total / 8) {
                     let request = TestServer.request((round + worker) % 3 == 0 ? 100_000 : 1_000)
-                    do {
-                        let authorization = try await client.authorize(request)
-                        outcomes.list.withLock { $0.append((request, .success(authorization.jws))) }
-                    } catch {
-                        outcomes.list.withLock { $0.append((request, .failure(error))) }
-                        // What an agent does with an open breaker: it waits as long as it is told before the next payment.
-                        if case ClientError.circuitOpen(let retryAfter) = error { try? await Task.sleep(for: retryAfter) }
-                    }
+                    let result = await Self.pay(request, with: client)
+                    outcomes.list.withLock { $0.append((request, result)) }
                 }
             }
         }
@@ -66,10 +60,7 @@ import Wire
         let results = outcomes.list.withLock { $0 }
         #expect(results.count == total)
         for (_, result) in results {
-            if case .failure(let error) = result {
-                // Refused with a code: the server's, or the client's own (CIRCUIT_OPEN, TIMEOUT, …), never a bare failure.
-                #expect(error is WireError || error is ClientError, "\(error)")
-            }
+            if case .failure(let error) = result { #expect(Self.isOutage(error), "\(error)") }
         }
         let failures = results.compactMap { if case .failure(let error) = $0.result { "\(error)".prefix(40) } else { nil } }
         #expect(
@@ -99,6 +90,92 @@ import Wire
         }
         #expect(Set(authorizedEntries) == authorizedIDs, "the log's authorizations are exactly the ones the requests reconcile to")
         #expect(authorizedEntries.count == authorizedIDs.count, "no payment was authorized twice")
+    }
+
+    /// One payment as an agent makes it: an open breaker makes it wait as long as it is told and ask again with the
+    /// same request (the same idempotency key: the payment is still to be made, and may even have been recorded).
+    static func pay(_ request: AuthorizeRequest, with client: ClusterClient) async -> Result<String, any Error> {
+        for _ in 0..<100 {
+            do {
+                return .success(try await client.authorize(request).jws)
+            } catch ClientError.circuitOpen(let retryAfter) {
+                try? await Task.sleep(for: retryAfter)
+            } catch {
+                return .failure(error)
+            }
+        }
+        return .failure(ClientError.circuitOpen(retryAfter: .zero))
+    }
+
+    /// What an outage may answer: a connection failure, a stuck connection, an open breaker, a server going away.
+    static func isOutage(_ error: any Error) -> Bool {
+        switch error {
+        case let error as WireError: error.code == .shuttingDown
+        case let error as ClientError: error.isConnectionFailure || error == .closedDuringHandshake(server: "") || "\(error)".hasPrefix("CIRCUIT_OPEN")
+        default: false
+        }
+    }
+
+    @Test("a frozen server (SIGSTOP): attempts time out, its breaker opens, nothing hangs; thawed, it serves again and nothing was authorized twice")
+    func frozenServer() async throws {
+        let port = try DaemonTests.freePort()
+        let (directory, environment, admin) = try await self.daemon.initialized("frozen", port: port)
+        let (server, _) = try await self.daemon.serve(environment: environment, log: directory.appendingPathComponent("server.log"))
+        defer { kill(server.processIdentifier, SIGCONT) }
+        let adminClient = try await CountersignClient.connect(host: "127.0.0.1", port: port, credential: admin)
+        let key = CredentialPrivateKey.generate(.es256)
+        _ = try await adminClient.addAgent(id: "agent-frozen", publicKey: key.publicKey)
+        await adminClient.close()
+
+        var policy = ClusterClient.RetryPolicy()
+        policy.attemptTimeout = .seconds(1)
+        policy.patience = .seconds(4)
+        policy.breakerCooldown = .milliseconds(500)
+        let client = try ClusterClient(endpoints: [.init(host: "127.0.0.1", port: port)], principal: "agent-frozen", key: key, policy: policy)
+        let outcomes = Outcomes()
+        let workers = (0..<4).map { _ in
+            Task {
+                for _ in 0..<40 {
+                    let request = TestServer.request(1_000)
+                    let result = await Self.pay(request, with: client)
+                    outcomes.list.withLock { $0.append((request, result)) }
+                }
+            }
+        }
+        try await eventually("the clients are authorizing") { outcomes.count >= 20 }
+        kill(server.processIdentifier, SIGSTOP)
+        try await Task.sleep(for: .seconds(3))  // the outage itself: a frozen process knows no other time
+        kill(server.processIdentifier, SIGCONT)
+        try await withDeadline(.seconds(120), time: .continuous) {
+            for worker in workers { await worker.value }
+        }
+        let after = try await client.authorize(TestServer.request(1_000))
+        #expect(!after.jws.isEmpty, "after the thaw the server is used again")
+        #expect(client.breakerStates == [.closed])
+        await client.close()
+
+        let results = outcomes.list.withLock { $0 }
+        #expect(results.count == 160)
+        for (_, result) in results {
+            if case .failure(let error) = result { #expect(Self.isOutage(error), "\(error)") }
+        }
+        // Every request again: an answer lost to the freeze is answered now; none is authorized a second time.
+        let reconciler = try ClusterClient(endpoints: [.init(host: "127.0.0.1", port: port)], principal: "agent-frozen", key: key)
+        var ids: Set<String> = []
+        for (request, result) in results {
+            let again = try await reconciler.authorize(request)
+            if case .success(let jws) = result { #expect(again.jws == jws) }
+            ids.insert(again.authorizationID)
+        }
+        await reconciler.close()
+        kill(server.processIdentifier, SIGTERM)
+        await server.exited()
+        var authorized = 0
+        try AuditLogFile(path: directory.appendingPathComponent("data/countersign.sqlite").path).forEachEntry { _, entry, _ in
+            if let decoded = try? JSONDecoder().decode(AuditEntry.self, from: entry), decoded.action == "authorized" { authorized += 1 }
+        }
+        #expect(ids.count == 160)
+        #expect(authorized == 161, "one authorization per payment (160, and the one after the thaw)")
     }
 
     @Test("after three failed connections the breaker opens: calls fail at once, without connecting, until one probe after the cool-down")

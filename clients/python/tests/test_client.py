@@ -25,6 +25,10 @@ from countersign import (
 
 from .conftest import Server, free_port
 
+def key() -> str:
+    return f"py-{uuid.uuid4()}"
+
+
 CABLES = dict(merchant_id="m-42", merchant_category_code="5734", description="USB-C cables")
 
 
@@ -35,7 +39,7 @@ def run(coroutine):  # noqa: ANN001, ANN201 — the tests' small event-loop help
 @pytest.mark.parametrize("agent", ["agent-es", "agent-ed"])
 def test_authorize_with_each_credential_algorithm_and_verify_offline(server: Server, agent: str) -> None:
     with Client.from_credential_file(server.credential(agent), server.address) as client:
-        outcome = client.authorize(amount=1250, currency="USD", line_items=[LineItem("USB-C cable", 2, 625)], **CABLES)
+        outcome = client.authorize(idempotency_key=key(), amount=1250, currency="USD", line_items=[LineItem("USB-C cable", 2, 625)], **CABLES)
         assert isinstance(outcome, Authorization)
         assert outcome.tier == "micro" and outcome.key_backend == "software"
         jwks_over_tcp = client.keys()
@@ -50,7 +54,7 @@ def test_requests_from_many_tasks_share_one_pipelined_connection(server: Server)
         async with AsyncClient.from_credential_file(server.credential("agent-es"), server.address) as client:
             await client.ping()
             connection = client._connection
-            outcomes = await asyncio.gather(*(client.authorize(amount=100 + n, currency="USD", order_hash=f"order-{n}", **CABLES) for n in range(200)))
+            outcomes = await asyncio.gather(*(client.authorize(idempotency_key=key(), amount=100 + n, currency="USD", order_hash=f"order-{n}", **CABLES) for n in range(200)))
             assert client._connection is connection, "one connection carried every request"
             assert len({outcome.authorization_id for outcome in outcomes}) == 200
             assert sorted(outcome.raw["jws"] != "" for outcome in outcomes) == [True] * 200
@@ -72,25 +76,25 @@ def test_the_same_idempotency_key_answers_the_same_authorization_and_another_bod
 def test_refusals_are_exceptions_with_code_retryable_and_a_sentence(server: Server) -> None:
     with Client.from_credential_file(server.credential("agent-es"), server.address) as client:
         with pytest.raises(countersign.MerchantNotAllowed) as blocked:
-            client.authorize(amount=3000, currency="USD", merchant_id="m-casino", merchant_category_code="5734", description="chips", order_hash="x")
+            client.authorize(idempotency_key=key(), amount=3000, currency="USD", merchant_id="m-casino", merchant_category_code="5734", description="chips", order_hash="x")
         assert blocked.value.code == "MERCHANT_NOT_ALLOWED" and not blocked.value.retryable and "m-casino" in blocked.value.message
         with pytest.raises(countersign.InvalidRequest) as invalid:
-            client.authorize(amount=900, currency="usd", order_hash="x", **CABLES)
+            client.authorize(idempotency_key=key(), amount=900, currency="usd", order_hash="x", **CABLES)
         assert "currency" in invalid.value.message
         with pytest.raises(countersign.CurrencyNotAccepted):
-            client.authorize(amount=900, currency="EUR", order_hash="x", **CABLES)
+            client.authorize(idempotency_key=key(), amount=900, currency="EUR", order_hash="x", **CABLES)
         with pytest.raises(TypeError):
-            client.authorize(amount=12.5, currency="USD", order_hash="x", **CABLES)  # type: ignore[arg-type]
+            client.authorize(idempotency_key=key(), amount=12.5, currency="USD", order_hash="x", **CABLES)  # type: ignore[arg-type]
     with Client.from_credential_file(server.credential("agent-tight"), server.address) as tight:
         with pytest.raises(countersign.BudgetExceeded) as over:
-            tight.authorize(amount=5001, currency="USD", order_hash="x", **CABLES)
+            tight.authorize(idempotency_key=key(), amount=5001, currency="USD", order_hash="x", **CABLES)
         assert over.value.code == "BUDGET_EXCEEDED" and "5000" in over.value.message.replace(",", "").replace(".", "")
 
 
 def test_void_gives_the_budget_back(server: Server) -> None:
     with Client.from_credential_file(server.credential("agent-tight"), server.address) as client:
         before = client.budgets().remaining("USD")
-        outcome = client.authorize(amount=1500, currency="USD", order_hash=f"o-{uuid.uuid4()}", **CABLES)
+        outcome = client.authorize(idempotency_key=key(), amount=1500, currency="USD", order_hash=f"o-{uuid.uuid4()}", **CABLES)
         assert isinstance(outcome, Authorization)
         assert client.budgets().remaining("USD") == before - 1500
         voided = client.void(outcome.authorization_id)
@@ -103,7 +107,7 @@ def test_void_gives_the_budget_back(server: Server) -> None:
 def test_a_payment_that_needs_approvers_waits_and_receives_their_signature(server: Server) -> None:
     async def scenario() -> None:
         async with AsyncClient.from_credential_file(server.credential("agent-ed"), server.address) as client:
-            pending = await client.authorize(
+            pending = await client.authorize(idempotency_key=key(), 
                 amount=6_000_000, currency="USD", line_items=[LineItem("server rack", 1, 6_000_000)], merchant_id="m-racks", merchant_category_code="5045",
                 description="one server rack",
             )
@@ -124,7 +128,7 @@ def test_a_payment_that_needs_approvers_waits_and_receives_their_signature(serve
 def test_failover_skips_a_dead_server_and_its_breaker_opens(server: Server) -> None:
     dead = f"127.0.0.1:{free_port()}"
     with Client.from_credential_file(server.credential("agent-es"), [dead, server.address], breaker_threshold=1, breaker_cooldown=3600) as client:
-        assert isinstance(client.authorize(amount=300, currency="USD", order_hash="failover", **CABLES), Authorization)
+        assert isinstance(client.authorize(idempotency_key=key(), amount=300, currency="USD", order_hash="failover", **CABLES), Authorization)
         assert client.breaker_states() == ["open", "closed"]
 
 
@@ -232,7 +236,7 @@ def test_verify_refuses_each_thing_a_merchant_must_refuse(server: Server) -> Non
     import json as _json
 
     with Client.from_credential_file(server.credential("agent-es"), server.address) as client:
-        outcome = client.authorize(amount=1999, currency="USD", order_hash=f"o-{uuid.uuid4()}", **CABLES)
+        outcome = client.authorize(idempotency_key=key(), amount=1999, currency="USD", order_hash=f"o-{uuid.uuid4()}", **CABLES)
     assert isinstance(outcome, Authorization)
     jwks = fetch_jwks(server.jwks_url)
     header, payload, signature = outcome.jws.split(".")
@@ -261,3 +265,11 @@ def test_verify_refuses_each_thing_a_merchant_must_refuse(server: Server) -> Non
     with pytest.raises(countersign.VerificationError) as above:
         verify(outcome.jws, lowered, audience="m-42")
     assert above.value.code == "AMOUNT_ABOVE_KEY_LIMIT"
+
+
+def test_an_idempotency_key_is_required_not_invented(server: Server) -> None:
+    with Client.from_credential_file(server.credential("agent-es"), server.address) as client:
+        with pytest.raises(TypeError):
+            client.authorize(amount=100, currency="USD", order_hash="o", **CABLES)  # type: ignore[call-arg]
+        with pytest.raises(TypeError):
+            client.authorize(idempotency_key="", amount=100, currency="USD", order_hash="o", **CABLES)

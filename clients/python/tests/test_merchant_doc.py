@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import uuid
 from typing import Any, Callable
 
 import pytest
@@ -27,7 +28,7 @@ def test_the_documented_merchant_check_accepts_a_real_authorization_and_refuses_
     verify_authorization = snippet()
     with Client.from_credential_file(server.credential("agent-es"), server.address) as client:
         outcome = client.authorize(
-            amount=1250, currency="USD", merchant_id="m-42", merchant_category_code="5734", description="cables", line_items=[LineItem("cable", 2, 625)]
+            idempotency_key=f"doc-{uuid.uuid4()}", amount=1250, currency="USD", merchant_id="m-42", merchant_category_code="5734", description="cables", line_items=[LineItem("cable", 2, 625)]
         )
     assert isinstance(outcome, Authorization)
     jwks = fetch_jwks(server.jwks_url)

@@ -4,7 +4,7 @@
 from countersign import Client, LineItem
 
 with Client.from_credential_file("agent-7.credential") as client:
-    outcome = client.authorize(amount=1250, currency="USD", merchant_id="m-42", merchant_category_code="5734",
+    outcome = client.authorize(idempotency_key="order-1234", amount=1250, currency="USD", merchant_id="m-42", merchant_category_code="5734",
                                description="2 USB-C cables", line_items=[LineItem("USB-C cable", 2, 625)])
 ```
 """

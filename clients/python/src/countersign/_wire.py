@@ -11,6 +11,8 @@ VERSION = 1
 HEADER = struct.Struct(">IBBI")  # length, version, type, request id
 # Answers may be larger than the server's request limit (a long AGENTS_LIST); the protocol says accept 16 MiB.
 MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+# What a server accepts by default (limits.max_frame_bytes): a larger request would close the connection.
+MAX_REQUEST_BYTES = 65536
 
 
 class MessageType(IntEnum):
@@ -87,3 +89,7 @@ def loads(data: bytes) -> Any:
         return json.loads(text, object_pairs_hook=_unique_members, parse_float=_no_float, parse_constant=_no_constant)
     except json.JSONDecodeError as error:
         raise ProtocolViolation(f"the body is not JSON: {error.msg}") from error
+    except RecursionError:
+        raise ProtocolViolation("the body nests too deeply") from None
+    except ValueError as error:  # e.g. an integer longer than Python's digit limit
+        raise ProtocolViolation(f"the body cannot be read: {error}") from None

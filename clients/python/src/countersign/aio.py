@@ -2,8 +2,9 @@
 
 ```python
 client = AsyncClient.from_credential_file("agent-7.credential", servers=["10.0.0.1:7600", "10.0.0.2:7600"])
-outcome = await client.authorize(amount=1250, currency="USD", merchant_id="m-42", merchant_category_code="5734",
-                                 description="2 USB-C cables", line_items=[LineItem("USB-C cable", 2, 625)])
+outcome = await client.authorize(idempotency_key="order-1234", amount=1250, currency="USD", merchant_id="m-42",
+                                 merchant_category_code="5734", description="2 USB-C cables",
+                                 line_items=[LineItem("USB-C cable", 2, 625)])
 ```
 """
 
@@ -13,7 +14,6 @@ import asyncio
 import os
 import ssl
 import time
-import uuid
 from typing import Any, Awaitable, Callable, Sequence
 
 from . import _wire
@@ -22,6 +22,7 @@ from .credential import Credential, b64url_decode, b64url_encode
 from .errors import (
     CONNECTION_LEVEL,
     AuthenticationFailed,
+    InvalidRequest,
     CircuitOpen,
     ConnectionFailed,
     CountersignError,
@@ -92,15 +93,24 @@ class Connection:
         code the server gave for closing, such as ``SHUTTING_DOWN``); no answer in time raises ``RequestTimeout``."""
         if self._closed:
             raise self._ending or ConnectionFailed("the connection is closed")
+        frame = _wire.encode_frame(message_type, 0, body)
+        if len(frame) - 4 > _wire.MAX_REQUEST_BYTES:
+            # The server would answer FRAME_TOO_LARGE and close, failing every request in flight with it.
+            raise InvalidRequest(f"the request is {len(frame) - 4} bytes; the server's limit is {_wire.MAX_REQUEST_BYTES}")
         request_id = self._take_id()
+        frame = frame[:6] + request_id.to_bytes(4, "big") + frame[10:]
         answer: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = (message_type.response, answer)
-        try:
-            frame = _wire.encode_frame(message_type, request_id, body)
+
+        async def exchange() -> dict[str, Any]:
+            # Writing is inside the deadline too: a frozen server stops reading, and drain() would wait for ever.
             async with self._write_lock:
                 self._writer.write(frame)
                 await self._writer.drain()
-            return await asyncio.wait_for(asyncio.shield(answer), timeout)
+            return await asyncio.shield(answer)
+
+        try:
+            return await asyncio.wait_for(exchange(), timeout)
         except asyncio.TimeoutError:
             raise RequestTimeout(f"no answer to {message_type.name} within {timeout:g} s") from None
         except (OSError, ConnectionError) as error:
@@ -109,12 +119,13 @@ class Connection:
             self._pending.pop(request_id, None)
 
     async def close(self) -> None:
+        """Closes at once: what is still unsent is dropped (a frozen server would never take it)."""
         self._closed = True
         self._reading.cancel()
-        self._writer.close()
+        self._writer.transport.abort()
         try:
-            await self._writer.wait_closed()
-        except (OSError, ConnectionError, ssl.SSLError):
+            await asyncio.wait_for(self._writer.wait_closed(), 1.0)
+        except (OSError, ConnectionError, ssl.SSLError, asyncio.TimeoutError):
             pass
         self._fail_pending(ConnectionFailed("the connection was closed"))
 
@@ -128,34 +139,40 @@ class Connection:
     async def _read_answers(self) -> None:
         ending: CountersignError = ConnectionFailed("the server closed the connection")
         try:
-            while True:
-                message_type, request_id, body = await _read_frame(self._reader)
-                if request_id == 0 and message_type == MessageType.ERROR:
-                    # The connection's end, with its reason (SHUTTING_DOWN, IDLE_TIMEOUT): requests still waiting
-                    # get that code once the stream ends.
-                    self._ending = _error(body)
-                    continue
-                waiting = self._pending.get(request_id)
-                if waiting is None:
-                    continue  # an answer to a request that timed out meanwhile
-                expected, future = waiting
-                if future.done():
-                    continue
-                if message_type == MessageType.ERROR:
-                    future.set_exception(_error(body))
-                elif message_type == expected:
-                    future.set_result(body)
-                else:
-                    future.set_exception(ProtocolError(f"answer of type 0x{message_type:02x} to a request expecting 0x{expected:02x}"))
+            await self._read_loop()
         except CountersignError as error:
             ending = error
         except (asyncio.IncompleteReadError, OSError, ConnectionError, ssl.SSLError):
             pass
         except asyncio.CancelledError:
             ending = ConnectionFailed("the connection was closed")
-        self._closed = True
-        self._fail_pending(self._ending or ending)
-        self._writer.close()
+        except Exception as error:  # a bug here must not leave requests waiting for ever
+            ending = ProtocolError(f"the connection's reader failed: {type(error).__name__}")
+        finally:
+            self._closed = True
+            self._fail_pending(self._ending or ending)
+            self._writer.transport.abort()
+
+    async def _read_loop(self) -> None:
+        while True:
+            message_type, request_id, body = await _read_frame(self._reader)
+            if request_id == 0 and message_type == MessageType.ERROR:
+                # The connection's end, with its reason (SHUTTING_DOWN, IDLE_TIMEOUT): requests still waiting
+                # get that code once the stream ends.
+                self._ending = _error(body)
+                continue
+            waiting = self._pending.get(request_id)
+            if waiting is None:
+                continue  # an answer to a request that timed out meanwhile
+            expected, future = waiting
+            if future.done():
+                continue
+            if message_type == MessageType.ERROR:
+                future.set_exception(_error(body))
+            elif message_type == expected:
+                future.set_result(body)
+            else:
+                future.set_exception(ProtocolError(f"answer of type 0x{message_type:02x} to a request expecting 0x{expected:02x}"))
 
     def _fail_pending(self, error: CountersignError) -> None:
         for _, future in list(self._pending.values()):
@@ -279,6 +296,7 @@ class AsyncClient:
         self._connected_to = 0
         self._next = 0
         self._connecting = asyncio.Lock()
+        self._closing: set[asyncio.Task[None]] = set()
         self._closed = False
 
     @staticmethod
@@ -298,6 +316,7 @@ class AsyncClient:
     async def authorize(
         self,
         *,
+        idempotency_key: str,
         amount: int,
         currency: str,
         merchant_id: str,
@@ -305,22 +324,27 @@ class AsyncClient:
         description: str,
         line_items: Sequence[LineItem] | None = None,
         order_hash: str | None = None,
-        idempotency_key: str | None = None,
     ) -> Outcome:
         """Asks for a signed authorization: an ``Authorization`` (its ``jws`` goes to the merchant), or a
         ``PendingApproval`` when the tier needs approvers (then ``wait_for_approval``).
 
-        ``amount`` is integer minor units (``to_minor_units("12.50", "USD")`` → 1250). ``idempotency_key``
-        names this one intended payment: a fresh random one by default; pass your own to retry across restarts of
-        your agent (the server answers the same authorization again, or ``IdempotencyConflict`` for another body).
-        Refusals raise their ``CountersignError`` (``BudgetExceeded``, ``MerchantNotAllowed``, …)."""
+        ``idempotency_key`` names this one intended payment (your order id, or a key you store with it; 1–200
+        printable ASCII characters). It is required, not generated: a call that failed (the server lost, the breaker
+        open) may still have been recorded, and the same key is how asking again, from this process or after a
+        restart of your agent, answers that payment's one authorization instead of making a second. The same key
+        with another body is ``IdempotencyConflict``. Within a call the client retries with it by itself.
+
+        ``amount`` is integer minor units (``to_minor_units("12.50", "USD")`` → 1250). Refusals raise their
+        ``CountersignError`` (``BudgetExceeded``, ``MerchantNotAllowed``, …)."""
+        if not isinstance(idempotency_key, str) or not idempotency_key:
+            raise TypeError("idempotency_key names the payment (e.g. your order id): a non-empty string")
         if isinstance(amount, bool) or not isinstance(amount, int):
             raise TypeError("amount is an integer number of minor units (1250 = 12.50 USD); use to_minor_units for text")
         intent: dict[str, Any] = {"description": description, "order_hash": order_hash}
         if line_items is not None:
             intent["line_items"] = [item.to_json() for item in line_items]
         body = {
-            "idempotency_key": idempotency_key or str(uuid.uuid4()),
+            "idempotency_key": idempotency_key,
             "amount": amount,
             "currency": currency,
             "merchant_id": merchant_id,
@@ -378,6 +402,8 @@ class AsyncClient:
         connection, self._connection = self._connection, None
         if connection is not None:
             await connection.close()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
 
     # Attempts.
 
@@ -388,6 +414,7 @@ class AsyncClient:
             if self._closed:
                 raise ConnectionFailed("the client is closed")
             connection: Connection | None = None
+            index = 0
             try:
                 connection, index = await self._current()
                 answer = await connection.request(message_type, body, self.retry.attempt_timeout + extra_time)
@@ -397,7 +424,7 @@ class AsyncClient:
                 raise
             except CountersignError as error:
                 if connection is not None:
-                    self._judge(connection, error)
+                    self._judge(connection, index, error)
                 failures += 1
                 if not error.retryable or failures >= self.retry.max_attempts:
                     raise
@@ -405,16 +432,19 @@ class AsyncClient:
                 if self._clock() - started + pause > self.retry.patience:
                     raise
                 await self._sleep(pause)
+                if self._closed:
+                    raise
 
-    def _judge(self, connection: Connection, error: CountersignError) -> None:
-        """After a failed attempt: a connection-level failure counts against the server's breaker and the next
-        attempt goes to the next server; any other answer proves the server alive."""
-        index = self._connected_to
+    def _judge(self, connection: Connection, index: int, error: CountersignError) -> None:
+        """After a failed attempt on server ``index``: a connection-level failure counts against its breaker and
+        the next attempt goes to the next server; any other answer proves it alive."""
         if error.code in CONNECTION_LEVEL:
             if self._connection is connection:
                 self._connection = None
                 self._breakers[index].failed()
-                asyncio.get_running_loop().create_task(connection.close())
+                self._closing.add(asyncio.get_running_loop().create_task(connection.close()))
+                for task in [task for task in self._closing if task.done()]:
+                    self._closing.discard(task)
         else:
             self._breakers[index].succeeded()
 
@@ -443,14 +473,21 @@ class AsyncClient:
                     connection = await Connection.open(
                         host, port, self.credential, ssl_context=self._ssl, timeout=self.retry.attempt_timeout, client_name=self._client_name
                     )
-                except ConnectionFailed as error:
-                    breaker.failed()
+                except CountersignError as error:
+                    if error.code not in CONNECTION_LEVEL:
+                        # The server answered (AUTHENTICATION_FAILED, PRINCIPAL_REVOKED): another would answer the same.
+                        breaker.released()
+                        raise
+                    breaker.failed()  # unreachable, or TOO_MANY_CONNECTIONS / SHUTTING_DOWN at the handshake
                     last = error
                     continue
                 except BaseException:
                     breaker.released()
                     raise
                 breaker.succeeded()
+                if self._closed:
+                    await connection.close()
+                    raise ConnectionFailed("the client is closed")
                 self._connection, self._connected_to = connection, index
                 self._next = (index + 1) % len(self.servers)
                 return connection, index

@@ -2,8 +2,9 @@
 
 ```python
 with Client.from_credential_file("agent-7.credential") as client:
-    outcome = client.authorize(amount=1250, currency="USD", merchant_id="m-42", merchant_category_code="5734",
-                               description="2 USB-C cables", line_items=[LineItem("USB-C cable", 2, 625)])
+    outcome = client.authorize(idempotency_key="order-1234", amount=1250, currency="USD", merchant_id="m-42",
+                               merchant_category_code="5734", description="2 USB-C cables",
+                               line_items=[LineItem("USB-C cable", 2, 625)])
 ```
 
 Safe to share between threads: their requests are pipelined on one connection.
@@ -12,12 +13,14 @@ Safe to share between threads: their requests are pipelined on one connection.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import threading
 from typing import Any, Coroutine, Sequence, TypeVar
 
 from .aio import AsyncClient
 from .credential import Credential
+from .errors import ConnectionFailed
 from .models import Authorization, BudgetReport, LineItem, Outcome, Voided
 
 T = TypeVar("T")
@@ -49,12 +52,16 @@ class Client:
     def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         if not self._thread.is_alive():
             coroutine.close()
-            raise RuntimeError("the client is closed")
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+            raise ConnectionFailed("the client is closed")
+        try:
+            return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+        except concurrent.futures.CancelledError:
+            raise ConnectionFailed("the client was closed while the request waited") from None
 
     def authorize(
         self,
         *,
+        idempotency_key: str,
         amount: int,
         currency: str,
         merchant_id: str,
@@ -62,7 +69,6 @@ class Client:
         description: str,
         line_items: Sequence[LineItem] | None = None,
         order_hash: str | None = None,
-        idempotency_key: str | None = None,
     ) -> Outcome:
         """See ``AsyncClient.authorize``."""
         return self._run(
@@ -100,9 +106,18 @@ class Client:
         return self._client.breaker_states()
 
     def close(self) -> None:
+        """Closes the connection; calls still running in other threads end with ``ConnectionFailed``."""
         if not self._thread.is_alive():
             return
-        self._run(self._client.close())
+
+        async def shut() -> None:
+            await self._client.close()
+            others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+            for task in others:
+                task.cancel()
+            await asyncio.gather(*others, return_exceptions=True)
+
+        self._run(shut())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
         self._loop.close()

@@ -407,4 +407,5 @@ _BY_CODE: dict[str, type[CountersignError]] = {
 }
 
 # After these the connection is finished: the next attempt goes to the next server.
-CONNECTION_LEVEL = frozenset({"SHUTTING_DOWN", "TOO_MANY_CONNECTIONS", "IDLE_TIMEOUT", "HANDSHAKE_TIMEOUT", "TRUNCATED_FRAME", "CONNECTION_FAILED", "TIMEOUT"})
+# docs/protocol.md "Client behaviour", rule 3; they also count against the server's breaker.
+CONNECTION_LEVEL = frozenset({"SHUTTING_DOWN", "TOO_MANY_CONNECTIONS", "IDLE_TIMEOUT", "CONNECTION_FAILED", "TIMEOUT"})

@@ -86,10 +86,12 @@ def verify(
     if set(header) - {"alg", "kid", "typ"}:
         raise VerificationError("MALFORMED_TOKEN", f"unexpected header members {sorted(set(header) - {'alg', 'kid', 'typ'})}")
     kid = header.get("kid")
+    if not isinstance(kid, str) or not kid:
+        raise VerificationError("MALFORMED_TOKEN", "the header names no key (kid)")
     jwk = next((key for key in jwks.get("keys", []) if isinstance(key, dict) and key.get("kid") == kid), None)
     if jwk is None:
         raise VerificationError("UNKNOWN_KEY", f"no key {kid!r} in the key set (refresh the JWKS once; a retired key is gone)")
-    if jwk.get("tier") == "audit" or not jwk.get("max_amount"):
+    if jwk.get("tier") == "audit" or not isinstance(jwk.get("max_amount"), dict) or not jwk["max_amount"]:
         raise VerificationError("UNKNOWN_KEY", f"key {kid!r} signs the audit log, not payments")
     _check_signature(jwk, f"{parts[0]}.{parts[1]}".encode("ascii"), parts[2])
 
