@@ -148,10 +148,14 @@ struct HSMFaultTests {
                 #expect(hsm.signer.breaker.currentState.description == "open")
             }
             FaultInjection.restoreToken()
-            try await eventually("recovered") {
-                clock.advance(by: .seconds(5))
-                return hsm.sessions.health == .serving
+            // The manual clock moves once, to wake the recovery's backoff (at most 5 s), never on towards the
+            // checkpointer's 60 s: a checkpoint signed with the HSM audit key would become the breaker's probe, and a
+            // request meeting that probe in flight is refused ("paused"). Advancing in a loop did that on a busy machine.
+            try await eventually("the recovery waits out its backoff, or is done") {
+                hsm.sessions.health == .serving || clock.deadlines.contains { $0 > clock.now.offset && $0 <= clock.now.offset + .seconds(5) }
             }
+            clock.advance(by: .seconds(5))
+            try await eventually("recovered") { hsm.sessions.health == .serving }
             #expect(try await client.authorize(TestServer.request(100_000)).keyBackend == "hsm")
             #expect(hsm.signer.breaker.currentState.description == "closed")
             await client.close()
