@@ -55,6 +55,9 @@ let package = Package(
         .target(name: "CanonicalJSON", dependencies: ["CountersignCore"], swiftSettings: swiftSettings),
         // Pure policy: currencies, money, tiers, decisions. No I/O.
         .target(name: "Policy", dependencies: ["CountersignCore", "CanonicalJSON", crypto], swiftSettings: swiftSettings),
+        // The anomaly model's laboratory: a seeded generator of labelled agent traces, and their evaluation through the
+        // real policy engine (`countersign policy evaluate`, docs/anomaly.md).
+        .target(name: "PolicyLab", dependencies: ["Policy"], swiftSettings: swiftSettings),
         // The audit log's pure parts: RFC 6962 Merkle hashing and proofs, entries, signed checkpoints.
         .target(name: "Audit", dependencies: ["CanonicalJSON", crypto], swiftSettings: swiftSettings),
         // Signed authorizations: the signer protocol, software keys, JWS and JWKS.
@@ -108,7 +111,7 @@ let package = Package(
         // Commands shared by the `countersign` executable; a library so tests can reach its pieces.
         .target(
             name: "CountersignCLI",
-            dependencies: ["PKCS11", "CountersignClient", "Configuration", "HTTPServices", "Wire", "Signing", "Policy", "Audit", "Ledger", "PostgresLedger", "CanonicalJSON", crypto, nioPosix, logging,
+            dependencies: ["PKCS11", "CountersignClient", "Configuration", "HTTPServices", "Wire", "Signing", "Policy", "PolicyLab", "Audit", "Ledger", "PostgresLedger", "CanonicalJSON", crypto, nioPosix, logging,
                 .product(name: "Histogram", package: "hdrhistogram-swift"), .product(name: "NIOSSL", package: "swift-nio-ssl"), argumentParser,
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"), .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "MCP", package: "swift-sdk")],
@@ -139,7 +142,7 @@ let package = Package(
             dependencies: ["PKCS11", "TestSupport", "countersign", crypto, nioPosix],
             swiftSettings: swiftSettings
         ),
-        .testTarget(name: "PolicyTests", dependencies: ["Policy", "TestSupport"], swiftSettings: swiftSettings),
+        .testTarget(name: "PolicyTests", dependencies: ["Policy", "PolicyLab", "TestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "AuditTests", dependencies: ["Audit", crypto], swiftSettings: swiftSettings),
         .testTarget(
             name: "WireTests",

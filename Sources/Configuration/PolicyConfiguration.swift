@@ -42,6 +42,7 @@ enum PolicyConfiguration {
         }
         let escalation = try entries["escalation"].map(Self.escalation) ?? .none
         let contexts = try entries["contexts"].map { try $0.sequence().map(Self.context) } ?? []
+        let behaviour = try entries["anomaly"].map { try Self.anomaly($0, firstTier: tiers.tiers[0].name) }
         // Validated part by part, so that an error points at the section it is in.
         let stages: [(ConfigurationReader?, () throws(PolicyError) -> PolicyEngine)] = [
             (entries["profiles"], { () throws(PolicyError) in try PolicyEngine(tiers: tiers, profiles: profiles, teams: teams) }),
@@ -55,6 +56,14 @@ enum PolicyConfiguration {
                 entries["contexts"],
                 { () throws(PolicyError) in
                     try PolicyEngine(tiers: tiers, profiles: profiles, teams: teams, budgets: BudgetTable(budgets), escalation: escalation, contexts: contexts)
+                }
+            ),
+            (
+                entries["anomaly"],
+                { () throws(PolicyError) in
+                    try PolicyEngine(
+                        tiers: tiers, profiles: profiles, teams: teams, budgets: BudgetTable(budgets), escalation: escalation, contexts: contexts,
+                        behaviour: behaviour)
                 }
             ),
         ]
@@ -160,6 +169,32 @@ enum PolicyConfiguration {
         if let burst = fields["burst"] { rules.burst = try Self.rate(burst) }
         rules.splittingWindowSeconds = try fields["splitting_window"]?.duration(in: .seconds(1) ... .seconds(7 * 86_400)).components.seconds
         return rules
+    }
+
+    /// `anomaly: { half_life: 14d, min_history: 12, actions: [{ tier: micro, score: 8, action: escalate }, …] }`.
+    private static func anomaly(_ reader: ConfigurationReader, firstTier: String) throws -> BehaviourModel {
+        let fields = try reader.mapping(allowing: ["half_life", "min_history", "actions"])
+        var model = BehaviourModel()
+        if let halfLife = fields["half_life"] {
+            model.halfLifeSeconds = try halfLife.duration(in: .seconds(86_400) ... .seconds(366 * 86_400)).components.seconds
+        }
+        if let minimum = fields["min_history"] { model.minimumHistory = Int(try minimum.integer(in: 1...10_000)) }
+        if let actions = fields["actions"] {
+            model.rules = try actions.sequence().map { entry in
+                let rule = try entry.mapping(allowing: ["tier", "score", "action"])
+                guard let tier = rule["tier"], let score = rule["score"], let action = rule["action"] else {
+                    throw entry.error("an anomaly action needs 'tier', 'score' and 'action'")
+                }
+                let name = try action.string()
+                guard let parsed = AnomalyAction(rawValue: name) else {
+                    throw action.error("'\(name)' is not an anomaly action: none, escalate, approval or refuse")
+                }
+                return BehaviourModel.Rule(tier: try tier.string(), score: Int(try score.integer(in: 0...100)), action: parsed)
+            }
+        } else {
+            model.rules = BehaviourModel.defaultRules(firstTier: firstTier)
+        }
+        return model
     }
 
     private static func context(_ entry: ConfigurationReader) throws -> PolicyContext {

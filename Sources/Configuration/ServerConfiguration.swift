@@ -152,7 +152,7 @@ public struct ServerConfiguration: Sendable {
         let root = try ConfigurationReader.parse(yaml: yaml, file: file)
         let entries = try root.mapping(allowing: [
             "issuer", "listen", "http", "tls", "insecure_plaintext", "data_dir", "hsm", "limits", "tiers", "profiles", "budgets", "teams",
-            "organizations", "escalation", "contexts", "keys", "audit", "store",
+            "organizations", "escalation", "anomaly", "contexts", "keys", "audit", "store",
         ])
         var configuration = ServerConfiguration(tiers: try PolicyConfiguration.tiers(entries["tiers"], root: root))
         if let issuer = entries["issuer"] { configuration.issuer = try issuer.string() }

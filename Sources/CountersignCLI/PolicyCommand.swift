@@ -8,7 +8,7 @@ struct PolicyCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "policy",
         abstract: "Inspect a policy before it is deployed.",
-        subcommands: [Check.self]
+        subcommands: [Check.self, PolicyEvaluate.self, PolicyTraces.self]
     )
 
     struct Check: AsyncParsableCommand {

@@ -76,6 +76,8 @@ public struct ErrorCode: RawRepresentable, Hashable, Sendable, Codable, CustomSt
     public static let auditUnavailable: ErrorCode = "AUDIT_UNAVAILABLE"
     public static let rateLimited: ErrorCode = "RATE_LIMITED"
     public static let escalationAboveLimit: ErrorCode = "ESCALATION_ABOVE_LIMIT"
+    /// The anomaly model's rules refuse the request: it is unlike the agent's usual payments.
+    public static let anomalyRefused: ErrorCode = "ANOMALY_REFUSED"
     public static let intentRequired: ErrorCode = "INTENT_REQUIRED"
     public static let intentMismatch: ErrorCode = "INTENT_MISMATCH"
 
@@ -129,7 +131,7 @@ public struct ErrorCode: RawRepresentable, Hashable, Sendable, Codable, CustomSt
             .amountAboveLimit: refusal, .currencyNotAccepted: refusal, .hsmUnavailable: retryable, .signingUnavailable: retryable,
             .idempotencyConflict: refusal, .budgetExceeded: refusal, .perAuthorizationLimit: refusal, .tierNotAllowed: refusal,
             .merchantNotAllowed: refusal, .categoryNotAllowed: refusal, .authorizationNotFound: refusal, .authorizationExpired: refusal,
-            .storeUnavailable: retryable, .auditUnavailable: retryable, .rateLimited: retryable, .escalationAboveLimit: refusal,
+            .storeUnavailable: retryable, .auditUnavailable: retryable, .rateLimited: retryable, .escalationAboveLimit: refusal, .anomalyRefused: refusal,
             .intentRequired: refusal, .intentMismatch: refusal,
             .approvalDenied: refusal, .approvalExpired: refusal, .approvalClosed: refusal, .alreadyDecided: refusal,
             .principalExists: refusal, .principalNotFound: refusal, .contextNotFound: refusal, .keyNotFound: refusal,

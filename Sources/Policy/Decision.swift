@@ -50,6 +50,8 @@ public struct PolicyFacts: Sendable, Hashable {
     public var merchantPaidBefore: Bool
     /// What the agent holds for this merchant in this currency within the splitting window.
     public var recentSpendAtMerchant: Int64
+    /// The agent's learned habits, when the policy has an anomaly model (``PolicyEngine/behaviour``).
+    public var behaviour: AgentBehaviour?
 
     public init(
         now: Int64, activeModes: Set<String> = [], requestsInRateWindow: Int = 1, requestsInBurstWindow: Int = 1, historyCount: Int = 0,

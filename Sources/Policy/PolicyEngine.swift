@@ -12,18 +12,20 @@ public struct PolicyEngine: Sendable, Hashable {
     public let budgets: BudgetTable
     public let escalation: EscalationRules
     public let contexts: [PolicyContext]
+    /// The adaptive anomaly model's settings, when configured (`anomaly:`); its per-agent state comes in the facts.
+    public let behaviour: BehaviourModel?
     /// `sha256:` and 16 hex digits over the whole policy; carried in every authorization.
     public let version: String
 
     /// A policy of tiers alone: every agent may use every tier.
     public init(tiers: TierTable) {
-        self.init(validated: tiers, profiles: [], teams: [], budgets: BudgetTable([]), escalation: .none, contexts: [])
+        self.init(validated: tiers, profiles: [], teams: [], budgets: BudgetTable([]), escalation: .none, contexts: [], behaviour: nil)
     }
 
     /// - Throws: ``PolicyError`` when a part names something undefined, or an agent is in two profiles.
     public init(
         tiers: TierTable, profiles: [AgentProfile], teams: [Team] = [], budgets: BudgetTable = BudgetTable([]),
-        escalation: EscalationRules = .none, contexts: [PolicyContext] = []
+        escalation: EscalationRules = .none, contexts: [PolicyContext] = [], behaviour: BehaviourModel? = nil
     ) throws(PolicyError) {
         let tierNames = Set(tiers.tiers.map(\.name))
         let teamNames = Set(teams.map(\.name))
@@ -63,11 +65,15 @@ public struct PolicyEngine: Sendable, Hashable {
                 throw PolicyError("context '\(context.name)' names profile '\(profile)', which is not defined")
             }
         }
-        self.init(validated: tiers, profiles: profiles, teams: teams, budgets: budgets, escalation: escalation, contexts: contexts)
+        for rule in behaviour?.rules ?? [] where !tierNames.contains(rule.tier) {
+            throw PolicyError("an anomaly rule names tier '\(rule.tier)', which is not defined")
+        }
+        self.init(validated: tiers, profiles: profiles, teams: teams, budgets: budgets, escalation: escalation, contexts: contexts, behaviour: behaviour)
     }
 
     private init(
-        validated tiers: TierTable, profiles: [AgentProfile], teams: [Team], budgets: BudgetTable, escalation: EscalationRules, contexts: [PolicyContext]
+        validated tiers: TierTable, profiles: [AgentProfile], teams: [Team], budgets: BudgetTable, escalation: EscalationRules, contexts: [PolicyContext],
+        behaviour: BehaviourModel?
     ) {
         self.tiers = tiers
         self.profiles = profiles
@@ -75,9 +81,11 @@ public struct PolicyEngine: Sendable, Hashable {
         self.budgets = budgets
         self.escalation = escalation
         self.contexts = contexts
+        self.behaviour = behaviour
         self.version = Self.version(
             of: VersionedParts(
-                tiers: tiers, profiles: Set(profiles), teams: Set(teams), budgets: Set(budgets.budgets), escalation: escalation, contexts: contexts))
+                tiers: tiers, profiles: Set(profiles), teams: Set(teams), budgets: Set(budgets.budgets), escalation: escalation, contexts: contexts,
+                behaviour: behaviour))
     }
 
     /// What the version names: the whole policy value, every stored part (a test holds this list to the engine's
@@ -90,6 +98,7 @@ public struct PolicyEngine: Sendable, Hashable {
         let budgets: Set<Budget>
         let escalation: EscalationRules
         let contexts: [PolicyContext]
+        var behaviour: BehaviourModel?
     }
 
     /// `sha256:` and the first 16 hex digits of SHA-256 over the parts' canonical encoding.
@@ -198,6 +207,9 @@ private struct Evaluation {
 
         if tiers.checks(at: accepting[index]).contains(.escalation) {
             if let denial = self.escalate(&index, accepting: accepting) { return denial }
+        }
+        if let model = self.policy.behaviour, let state = self.facts.behaviour {
+            if let denial = self.judgeBehaviour(model, state: state, index: &index, accepting: accepting) { return denial }
         }
         let tier = accepting[index]
         let active = tiers.checks(at: tier)
@@ -316,6 +328,47 @@ private struct Evaluation {
         self.judgedTier = accepting[index]
         self.tierReason += "; escalated to tier '\(accepting[index].name)': \(reasons)"
         return nil
+    }
+
+    /// The anomaly model's score: recorded with its reasons, then what the rules say the score does at this tier.
+    private mutating func judgeBehaviour(_ model: BehaviourModel, state: AgentBehaviour, index: inout Int, accepting: [Tier]) -> Decision? {
+        let payment = ObservedPayment(time: self.facts.now, amount: self.amount, merchant: self.request.merchant, category: self.request.merchantCategoryCode)
+        let assessment = model.assess(payment, state: state, agent: self.request.agent)
+        let action = assessment.learning ? .none : model.action(for: assessment.score, at: accepting[index].name, tierOrder: accepting.map(\.name))
+        let reasons = assessment.reasons.prefix(3).joined(separator: "; ")
+        let inputs =
+            assessment.learning
+            ? assessment.findings.first?.reason ?? "learning"
+            : "score \(BehaviourModel.one(assessment.score))" + (reasons.isEmpty ? "" : ": \(reasons)")
+        self.checks.append(CheckRecord(name: "behaviour", inputs: inputs, result: action == .none ? .pass : action == .refuse ? .fail : .escalate))
+        // The agent is told what was unusual in words, never the score or the thresholds.
+        let features = assessment.findings.filter { $0.points >= 1 }.prefix(3).map(\.feature).joined(separator: ", ")
+        switch action {
+        case .none:
+            return nil
+        case .refuse:
+            self.tierReason += "; refused by the anomaly model: \(reasons)"
+            return self.deny(
+                .anomalyRefused, "this payment is unlike \(self.request.agent)'s usual payments (\(features)); it needs a person's review before it can be made"
+            )
+        case .escalate where index + 1 < accepting.count:
+            index += 1
+            self.judgedTier = accepting[index]
+            self.tierReason += "; escalated to tier '\(accepting[index].name)' by the anomaly model: \(reasons)"
+            return nil
+        case .escalate, .approval:
+            guard let approving = accepting[index...].firstIndex(where: { $0.approval != nil }) else {
+                self.tierReason += "; the anomaly model asks for more than tier '\(accepting[index].name)' can give: \(reasons)"
+                return self.deny(
+                    .anomalyRefused, "this payment is unlike \(self.request.agent)'s usual payments (\(features)) and no tier can send it to approvers")
+            }
+            if approving != index {
+                index = approving
+                self.judgedTier = accepting[index]
+            }
+            self.tierReason += "; sent to the approvers of tier '\(accepting[index].name)' by the anomaly model: \(reasons)"
+            return nil
+        }
     }
 
     /// The agent's profile with every context in force applied, in configuration order.

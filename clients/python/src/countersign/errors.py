@@ -249,6 +249,12 @@ class EscalationAboveLimit(CountersignError):
     CODE = "ESCALATION_ABOVE_LIMIT"
 
 
+class AnomalyRefused(CountersignError):
+    """The anomaly model refuses it: the payment is unlike the agent's usual ones; a person must review it."""
+
+    CODE = "ANOMALY_REFUSED"
+
+
 class IntentRequired(CountersignError):
     """The tier needs the intent's line items."""
 
@@ -386,6 +392,7 @@ _BY_CODE: dict[str, type[CountersignError]] = {
         BudgetExceeded,
         RateLimited,
         EscalationAboveLimit,
+        AnomalyRefused,
         IntentRequired,
         IntentMismatch,
         ApprovalDenied,

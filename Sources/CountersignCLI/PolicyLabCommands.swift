@@ -1,0 +1,103 @@
+import ArgumentParser
+import Configuration
+import Foundation
+import Policy
+import PolicyLab
+
+/// `countersign policy traces`: a labelled, seeded trace of an agent fleet, one JSON object per line.
+struct PolicyTraces: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "traces",
+        abstract: "Write a deterministic trace of agent payments, legitimate and labelled attacks, one JSON object per line (docs/anomaly.md)."
+    )
+
+    @Option(help: "The seed: the same seed and sizes give the same trace, byte for byte.")
+    var seed: UInt64 = 1
+
+    @Option(help: "Agents in the fleet.")
+    var agents = 120
+
+    @Option(help: "Days of activity.")
+    var days = 56
+
+    @Option(name: .customLong("attacks-per-kind"), help: "Attacked agents per attack kind (one attack each).")
+    var attacksPerKind = 8
+
+    func run() async throws {
+        let generator = TraceGenerator(seed: self.seed, agents: self.agents, days: self.days, attacksPerKind: self.attacksPerKind)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        var output = ""
+        for event in generator.generate() {
+            output += String(decoding: try encoder.encode(event), as: UTF8.self) + "\n"
+            if output.utf8.count > 1 << 20 {
+                print(output, terminator: "")
+                output = ""
+            }
+        }
+        print(output, terminator: "")
+    }
+}
+
+/// `countersign policy evaluate <config> --traces <file>`: a policy's detection figures on labelled traces.
+struct PolicyEvaluate: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "evaluate",
+        abstract: "Run labelled traces through a configuration's policy (the real engine) and print detection and false escalation figures.",
+        discussion: """
+            Each request is decided in time order with the facts the server would give: request counts, the agent's history and \
+            its learned behaviour, learned only from authorizations that stood. A request is flagged when an anomaly check \
+            (splitting, amount_anomaly, new_merchant, burst, behaviour) escalates, refuses or sends it to approvers. Without \
+            --traces, the trace of `countersign policy traces --seed N` is generated in memory.
+            """
+    )
+
+    @Argument(help: "The configuration file whose policy is evaluated.")
+    var file: String
+
+    @Option(help: "A trace file (JSON lines, as `countersign policy traces` writes).")
+    var traces: String?
+
+    @Option(help: "The seed of the generated trace, without --traces.")
+    var seed: UInt64 = 1
+
+    @Option(help: "Agents of the generated trace, without --traces.")
+    var agents = 120
+
+    @Flag(help: "Print every flagged request with its reasons.")
+    var verbose = false
+
+    func run() async throws {
+        let configuration: ServerConfiguration
+        do {
+            configuration = try ServerConfiguration.load(path: self.file)
+        } catch let error as ConfigurationError {
+            Terminal.note("\(error)")
+            throw ExitCode.validationFailure
+        }
+        let events: [TraceEvent]
+        if let path = self.traces {
+            guard let data = FileManager.default.contents(atPath: path) else { throw ValidationError("cannot read the trace file '\(path)'") }
+            let decoder = JSONDecoder()
+            events = try data.split(separator: UInt8(ascii: "\n")).enumerated().map { number, line in
+                do {
+                    return try decoder.decode(TraceEvent.self, from: Data(line))
+                } catch {
+                    throw ValidationError("\(path):\(number + 1): not a trace event")
+                }
+            }
+        } else {
+            events = TraceGenerator(seed: self.seed, agents: self.agents).generate()
+        }
+        let report = TraceEvaluation(policy: configuration.policy).run(events, keepVerdicts: self.verbose)
+        print("policy \(configuration.policy.version), \(events.count) requests\(configuration.policy.behaviour == nil ? ", no anomaly model" : "")")
+        print(report.table())
+        if self.verbose {
+            for verdict in report.verdicts where verdict.flagged || verdict.event.isAttack {
+                print(
+                    "\(verdict.event.label)\t\(verdict.event.agent)\t\(verdict.event.amount) \(verdict.event.currency)\t\(verdict.outcome)\t\(verdict.score ?? "")"
+                )
+            }
+        }
+    }
+}

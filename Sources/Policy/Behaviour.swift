@@ -1,0 +1,475 @@
+import Foundation
+
+/// How an agent usually pays, learned online from its authorizations: a few numbers per feature, updated with each
+/// authorization that stood (not voided, not refused), fading with a half-life so the model follows legitimate change.
+///
+/// Every feature is a robust, explainable statistic, never a black box: the amount's exponentially weighted median and
+/// median absolute deviation (of the logarithm, so 4.00 → 8.00 and 400 → 800 are the same step), the merchants and
+/// categories the agent pays with their decayed frequencies (a bounded "space-saving" list: the least-weighted entry
+/// makes room), its activity per hour of the week, the median gap between payments, and its recent spending pace
+/// against its usual one. Given the same observations in the same order, the state is the same: it is rebuilt
+/// deterministically from the history. The floating-point values here are statistics of the agent's habits; money
+/// itself stays integer minor units.
+public struct AgentBehaviour: Codable, Sendable, Hashable {
+    /// One robust location and scale, learned by stochastic approximation of the median and of the median absolute
+    /// deviation (each step a fraction of the scale, so a single outlier moves it little).
+    public struct RobustScale: Codable, Sendable, Hashable {
+        public var median: Double
+        public var deviation: Double
+
+        mutating func learn(_ value: Double, rate: Double) {
+            let scale = max(self.deviation, RobustScale.floor)
+            self.median += rate * 1.5 * scale * (value > self.median ? 1 : value < self.median ? -1 : 0)
+            let distance = abs(value - self.median)
+            // Multiplicative, so the deviation stays positive and converges to the median distance.
+            self.deviation *= exp(rate * 1.5 * (distance > self.deviation ? 1 : -1))
+            self.deviation = min(max(self.deviation, RobustScale.floor / 2), 10)
+        }
+
+        /// How many robust deviations (1.4826 × MAD, a standard deviation for normal data) `value` is above the median.
+        func deviations(of value: Double) -> Double {
+            (value - self.median) / (1.4826 * max(self.deviation, RobustScale.floor))
+        }
+
+        /// The least deviation believed: habits are never more regular than ±10 % (ln 1.1 ≈ 0.095).
+        static let floor = 0.095
+    }
+
+    /// A decayed count per key, for at most `capacity` keys (space-saving: a new key takes the least-weighted slot).
+    public struct Frequencies: Codable, Sendable, Hashable {
+        public var weights: [String: Double] = [:]
+        /// The decayed weight of payments to keys seen for the first time (how often the agent tries something new).
+        public var novelty: Double = 0
+
+        func weight(of key: String) -> Double { self.weights[key] ?? 0 }
+
+        mutating func decay(by factor: Double) {
+            for key in self.weights.keys { self.weights[key]! *= factor }
+            self.novelty *= factor
+        }
+
+        mutating func add(_ key: String, capacity: Int) {
+            if self.weights[key] == nil {
+                self.novelty += 1
+                if self.weights.count >= capacity, let smallest = self.weights.min(by: { ($0.value, $0.key) < ($1.value, $1.key) }) {
+                    self.weights[smallest.key] = nil
+                }
+            }
+            self.weights[key, default: 0] += 1
+        }
+
+        /// The usual keys, most frequent first.
+        func usual(_ count: Int) -> [String] {
+            self.weights.sorted { ($0.value, $1.key) > ($1.value, $0.key) }.prefix(count).map(\.key)
+        }
+    }
+
+    /// Authorizations learned from (not decayed: the cold-start rule counts them).
+    public var learned = 0
+    /// Their decayed total weight: the denominator of every frequency.
+    public var weight = 0.0
+    /// When the state was last decayed (seconds since 1970).
+    public var updatedAt: Int64 = 0
+    /// The amount's logarithm, per currency; and a slow anchor of it (a half-life six times longer) for drift.
+    public var amounts: [String: RobustScale] = [:]
+    public var anchors: [String: RobustScale] = [:]
+    public var merchants = Frequencies()
+    public var categories = Frequencies()
+    /// Decayed payments per hour of the week (0 = Monday 00:00 UTC), and per hour of the day.
+    public var hours = [Double](repeating: 0, count: 168)
+    public var hoursOfDay = [Double](repeating: 0, count: 24)
+    /// When the first payment was learned: the usual pace is corrected for a history shorter than the half-life.
+    public var firstLearnedAt: Int64?
+    /// The logarithm of the seconds between payments.
+    public var gaps: RobustScale?
+    public var lastPaymentAt: Int64?
+    /// The usual spending pace, per currency, in minor units per day.
+    public var usualPace: [String: Double] = [:]
+    /// How crowded the agent's requests usually are: ln(1 + its requests in the last ~10 minutes) at each payment.
+    public var crowding: RobustScale?
+    /// What is happening now, noted at every request (not only learned ones): habits are compared with it.
+    public var live = Live()
+
+    /// The present, as opposed to the habit: updated at each request the policy decides, decaying in minutes or hours.
+    public struct Live: Codable, Sendable, Hashable {
+        public var updatedAt: Int64 = 0
+        public var lastRequestAt: Int64?
+        /// Requests, decayed with a 5-minute half-life.
+        public var requests = 0.0
+        /// Authorized spending, per currency, decayed with a 6-hour half-life (minor units per day).
+        public var pace: [String: Double] = [:]
+        /// The unusual-hour and novelty points of recent requests, decayed with a 1-hour half-life.
+        public var surprise = 0.0
+        /// The last merchant asked for, and how many requests in a row went to it within the repeat window.
+        public var repeatMerchant: String?
+        public var repeatCount = 0
+
+        public init() {}
+    }
+
+    public init() {}
+}
+
+/// One payment as the model sees it.
+public struct ObservedPayment: Sendable, Hashable {
+    public var time: Int64
+    public var amount: Money
+    public var merchant: String
+    public var category: String
+    /// ln(1 + the agent's recent requests) when this one was made (``BehaviourModel/crowding(_:at:)``): learned with
+    /// the payment, so bursts are judged against the agent's own (a batch job's are normal).
+    public var crowding: Double?
+
+    public init(time: Int64, amount: Money, merchant: String, category: String, crowding: Double? = nil) {
+        self.time = time
+        self.amount = amount
+        self.merchant = merchant
+        self.category = category
+        self.crowding = crowding
+    }
+}
+
+/// What the anomaly model does with a score, per tier (configuration: `anomaly.actions`).
+public enum AnomalyAction: String, Sendable, Hashable, Codable, CaseIterable {
+    /// Recorded in the decision, nothing more.
+    case none
+    /// Judged one tier up.
+    case escalate
+    /// Judged at the first tier, this one or above, that needs approvers.
+    case approval
+    /// Refused with `ANOMALY_REFUSED`.
+    case refuse
+}
+
+/// The anomaly model's settings: how fast it forgets, when it starts to judge, and what a score does at each tier.
+public struct BehaviourModel: Sendable, Hashable, Encodable {
+    /// One rule: at `tier` (and, unless another rule names them, the tiers above), a score at or above `score` does `action`.
+    public struct Rule: Sendable, Hashable, Encodable {
+        public var tier: String
+        /// Points (integers, so the policy version never depends on how a fraction is printed).
+        public var score: Int
+        public var action: AnomalyAction
+
+        public init(tier: String, score: Int, action: AnomalyAction) {
+            self.tier = tier
+            self.score = score
+            self.action = action
+        }
+    }
+
+    /// How long until an observation counts half (default 14 days).
+    public var halfLifeSeconds: Int64
+    /// Authorizations learned before the model judges (the cold-start rule): until then only the static rules apply.
+    public var minimumHistory: Int
+    /// Rules, in any order; for a tier the strongest action whose score is reached applies.
+    public var rules: [Rule]
+    /// How many merchants and categories are remembered per agent.
+    public var merchantCapacity = 24
+    public var categoryCapacity = 12
+    /// Payments to one merchant within this many seconds count as a run (split payments).
+    public var repeatWindowSeconds: Int64 = 1_800
+    /// How long after its authorization a payment is learned (if it stood): an attacker cannot teach the model
+    /// within a day what it then takes for usual.
+    public var learnAfterSeconds: Int64 = 86_400
+
+    public init(halfLifeSeconds: Int64 = 14 * 86_400, minimumHistory: Int = 12, rules: [Rule] = []) {
+        self.halfLifeSeconds = halfLifeSeconds
+        self.minimumHistory = minimumHistory
+        self.rules = rules
+    }
+
+    /// The default rules: escalate from a score of 8 at every tier; approval from 12; refuse from 18.
+    public static func defaultRules(firstTier: String) -> [Rule] {
+        [
+            Rule(tier: firstTier, score: 8, action: .escalate), Rule(tier: firstTier, score: 12, action: .approval),
+            Rule(tier: firstTier, score: 18, action: .refuse),
+        ]
+    }
+}
+
+/// One feature's contribution to a score, with its reason in words.
+public struct AnomalyFinding: Sendable, Hashable {
+    /// `amount`, `drift`, `merchant`, `category`, `hour`, `rate`, `burst`, `pace`, `streak`, `repeat`.
+    public var feature: String
+    /// Points: roughly robust deviations (amounts, gaps) or bits of surprise (novelty, hours); 0 … 10.
+    public var points: Double
+    /// What was unusual, with the agent's own habit: for approvers and the audit record.
+    public var reason: String
+}
+
+/// The model's judgement of one request.
+public struct AnomalyAssessment: Sendable, Hashable {
+    /// The sum of the findings' points; 0 while the model is still learning the agent.
+    public var score: Double
+    /// Every feature's contribution, largest first (those with no points included, for the record).
+    public var findings: [AnomalyFinding]
+    /// Whether the cold-start rule held the model back.
+    public var learning: Bool
+
+    /// The reasons of the findings that scored, largest first.
+    public var reasons: [String] { self.findings.filter { $0.points >= 1 }.map(\.reason) }
+}
+
+extension BehaviourModel {
+    /// Learns one authorization that stood (its expiry passed without a void).
+    public func learn(_ payment: ObservedPayment, into state: inout AgentBehaviour) {
+        self.decay(&state, to: payment.time)
+        let code = payment.amount.currency.code
+        let value = log(Double(max(1, payment.amount.minorUnits)))
+        state.learned += 1
+        state.weight += 1
+        let rate = max(1 / state.weight, 0.02)
+        if var scale = state.amounts[code] {
+            scale.learn(value, rate: rate)
+            state.amounts[code] = scale
+            var anchor = state.anchors[code]!
+            anchor.learn(value, rate: max(1 / state.weight, 0.02) / 6)
+            state.anchors[code] = anchor
+        } else if state.amounts.count < 8 {
+            state.amounts[code] = .init(median: value, deviation: 0.5)
+            state.anchors[code] = .init(median: value, deviation: 0.5)
+        }
+        state.merchants.add(payment.merchant, capacity: self.merchantCapacity)
+        state.categories.add(payment.category, capacity: self.categoryCapacity)
+        state.hours[Self.hourOfWeek(payment.time)] += 1
+        state.hoursOfDay[Self.hourOfWeek(payment.time) % 24] += 1
+        if state.firstLearnedAt == nil { state.firstLearnedAt = payment.time }
+        if let last = state.lastPaymentAt {
+            let gap = log(Double(max(1, payment.time - last)))
+            if var gaps = state.gaps {
+                gaps.learn(gap, rate: rate)
+                state.gaps = gaps
+            } else {
+                state.gaps = .init(median: gap, deviation: 1)
+            }
+        }
+        state.lastPaymentAt = payment.time
+        state.usualPace[code, default: 0] += Double(payment.amount.minorUnits) * 86_400 / Double(self.halfLifeSeconds) * log(2)
+        if let crowding = payment.crowding {
+            if var scale = state.crowding {
+                scale.learn(crowding, rate: rate)
+                state.crowding = scale
+            } else {
+                state.crowding = .init(median: crowding, deviation: 0.5)
+            }
+        }
+    }
+
+    /// ln(1 + the agent's requests in the last few minutes, this one included): what bursts are measured by.
+    public func crowding(_ state: AgentBehaviour, at time: Int64) -> Double {
+        log(1 + Self.decayed(state.live.requests, from: state.live.updatedAt, to: time, halfLife: Self.crowdHalfLife) + 1)
+    }
+
+    /// Notes a request the policy decided, authorized or not: the live part of the state (bursts, runs, streaks
+    /// of unusual requests, and, when `authorized`, the spending pace).
+    public func note(_ payment: ObservedPayment, authorized: Bool, into state: inout AgentBehaviour) {
+        let surprise = state.learned >= self.minimumHistory ? self.surprise(of: payment, in: state) : 0
+        var live = state.live
+        let time = max(live.updatedAt, payment.time)
+        live.requests = Self.decayed(live.requests, from: live.updatedAt, to: time, halfLife: Self.crowdHalfLife) + 1
+        live.surprise = Self.decayed(live.surprise, from: live.updatedAt, to: time, halfLife: Self.streakHalfLife) + surprise
+        for code in live.pace.keys { live.pace[code] = Self.decayed(live.pace[code]!, from: live.updatedAt, to: time, halfLife: Self.paceHalfLife) }
+        if authorized {
+            live.pace[payment.amount.currency.code, default: 0] += Double(payment.amount.minorUnits) * 86_400 / Double(Self.paceHalfLife) * log(2)
+        }
+        if live.repeatMerchant == payment.merchant, let last = live.lastRequestAt, payment.time - last <= self.repeatWindowSeconds {
+            live.repeatCount += 1
+        } else {
+            live.repeatMerchant = payment.merchant
+            live.repeatCount = 1
+        }
+        live.lastRequestAt = payment.time
+        live.updatedAt = time
+        state.live = live
+    }
+
+    /// The unusual-hour and novelty points of one request (what a streak adds up).
+    private func surprise(of payment: ObservedPayment, in state: AgentBehaviour) -> Double {
+        var state = state
+        self.decay(&state, to: payment.time)
+        return self.hourFinding(payment.time, state: state, agent: "").points
+            + self.novelty(of: payment.merchant, in: state.merchants, total: state.weight, agent: "", noun: "merchant").points
+            + self.novelty(of: payment.category, in: state.categories, total: state.weight, agent: "", noun: "category").points
+    }
+
+    static func decayed(_ value: Double, from: Int64, to: Int64, halfLife: Int64) -> Double {
+        to > from ? value * pow(0.5, Double(to - from) / Double(halfLife)) : value
+    }
+
+    /// Judges a request against the agent's habits as learned so far (the state is not changed).
+    public func assess(_ payment: ObservedPayment, state: AgentBehaviour, agent: String) -> AnomalyAssessment {
+        guard state.learned >= self.minimumHistory else {
+            return AnomalyAssessment(
+                score: 0,
+                findings: [.init(feature: "learning", points: 0, reason: "\(agent) has \(state.learned) of \(self.minimumHistory) payments the model needs")],
+                learning: true)
+        }
+        var state = state
+        self.decay(&state, to: payment.time)
+        let code = payment.amount.currency.code
+        let amountText = "\(payment.amount)"
+        var findings: [AnomalyFinding] = []
+
+        if let scale = state.amounts[code] {
+            let deviations = scale.deviations(of: log(Double(max(1, payment.amount.minorUnits))))
+            let usual = Money(minorUnits: Int64(exp(scale.median).rounded()), currency: payment.amount.currency)
+            findings.append(
+                .init(
+                    feature: "amount", points: Self.clamp(deviations - 2),
+                    reason:
+                        "amount \(amountText) is \(Self.one(abs(deviations))) robust deviations \(deviations >= 0 ? "above" : "below") \(agent)'s usual \(usual)"
+                ))
+            if let anchor = state.anchors[code] {
+                let ratio = exp(scale.median - anchor.median)
+                findings.append(
+                    .init(
+                        feature: "drift", points: Self.clamp(4 * log2(max(ratio, 1)) - 2),
+                        reason:
+                            "\(agent)'s usual amount has moved \(Self.one(ratio))x from its longer-run \(Money(minorUnits: Int64(exp(anchor.median).rounded()), currency: payment.amount.currency))"
+                    ))
+            }
+        } else {
+            findings.append(.init(feature: "amount", points: 6, reason: "\(agent) never paid in \(code) before"))
+        }
+
+        findings.append(self.novelty(of: payment.merchant, in: state.merchants, total: state.weight, agent: agent, noun: "merchant"))
+        findings.append(self.novelty(of: payment.category, in: state.categories, total: state.weight, agent: agent, noun: "category"))
+
+        findings.append(self.hourFinding(payment.time, state: state, agent: agent))
+
+        if let last = state.live.lastRequestAt ?? state.lastPaymentAt, let gaps = state.gaps {
+            let gap = max(1, payment.time - last)
+            let deviations = -gaps.deviations(of: log(Double(gap)))
+            findings.append(
+                .init(
+                    feature: "rate", points: Self.clamp(deviations - 2.5),
+                    reason: "\(gap) s after its last payment; \(agent) usually pays every \(Self.durationText(exp(gaps.median)))"))
+        }
+
+        if let crowding = state.crowding {
+            let now = self.crowding(state, at: payment.time)
+            let deviations = crowding.deviations(of: now)
+            let requests = Int((exp(now) - 1).rounded())
+            findings.append(
+                .init(
+                    feature: "burst", points: Self.clamp(deviations - 3),
+                    reason: "\(requests) requests within minutes; \(agent) usually makes \(Self.one(exp(crowding.median) - 1))"))
+        }
+
+        if let learned = state.usualPace[code], learned > 0, let first = state.firstLearnedAt {
+            // A history shorter than the half-life has not reached its steady pace yet: correct for it.
+            let usual = learned / max(0.05, 1 - pow(0.5, Double(max(0, payment.time - first)) / Double(self.halfLifeSeconds)))
+            let recent =
+                Self.decayed(state.live.pace[code, default: 0], from: state.live.updatedAt, to: payment.time, halfLife: Self.paceHalfLife)
+                + Double(payment.amount.minorUnits) * 86_400 / Double(Self.paceHalfLife) * log(2)
+            let ratio = recent / usual
+            findings.append(
+                .init(
+                    feature: "pace", points: Self.clamp(2 * log2(max(ratio, 1)) - 3),
+                    reason:
+                        "spending at \(Self.one(ratio))x \(agent)'s usual pace of \(Money(minorUnits: Int64(usual.rounded()), currency: payment.amount.currency)) a day"
+                ))
+        }
+
+        let streak = Self.decayed(state.live.surprise, from: state.live.updatedAt, to: payment.time, halfLife: Self.streakHalfLife)
+        findings.append(
+            .init(
+                feature: "streak", points: Self.clamp(0.8 * streak - 1),
+                reason: "other requests in the last hour were also unusual (new merchants or categories, unusual hours)"))
+
+        if state.live.repeatMerchant == payment.merchant, let last = state.live.lastRequestAt, payment.time - last <= self.repeatWindowSeconds {
+            let run = state.live.repeatCount + 1
+            let habit = state.merchants.weight(of: payment.merchant) / max(state.weight, 1)
+            findings.append(
+                .init(
+                    feature: "repeat", points: Self.clamp(Double(run) - 2 - 4 * habit),
+                    reason: "payment \(run) in a row to \(payment.merchant) within \(self.repeatWindowSeconds / 60) minutes"))
+        }
+
+        findings.sort { ($0.points, $1.feature) > ($1.points, $0.feature) }
+        return AnomalyAssessment(score: findings.reduce(0) { $0 + $1.points }, findings: findings, learning: false)
+    }
+
+    /// The action the rules give `score` at `tier` (tiers in their order): the strongest rule for that tier or a
+    /// lower one whose score is reached.
+    public func action(for score: Double, at tier: String, tierOrder: [String]) -> AnomalyAction {
+        guard let position = tierOrder.firstIndex(of: tier) else { return .none }
+        let applicable = self.rules.filter { rule in (tierOrder.firstIndex(of: rule.tier) ?? .max) <= position }
+        // A rule for this very tier overrides the lower tiers' rules for the same action.
+        let strongest = AnomalyAction.allCases.reversed().first { action in
+            let candidates = applicable.filter { $0.action == action }
+            guard let nearest = candidates.max(by: { tierOrder.firstIndex(of: $0.tier)! < tierOrder.firstIndex(of: $1.tier)! }) else { return false }
+            return score >= Double(nearest.score)
+        }
+        return strongest ?? .none
+    }
+
+    private func hourFinding(_ time: Int64, state: AgentBehaviour, agent: String) -> AnomalyFinding {
+        let hour = Self.hourOfWeek(time)
+        // Half the week's profile, half the day's (a daily job is usual on its first Tuesday too), each smoothed over
+        // the neighbouring hours.
+        let week = 0.25 * state.hours[(hour + 167) % 168] + 0.5 * state.hours[hour] + 0.25 * state.hours[(hour + 1) % 168]
+        let clock = hour % 24
+        let day = 0.25 * state.hoursOfDay[(clock + 23) % 24] + 0.5 * state.hoursOfDay[clock] + 0.25 * state.hoursOfDay[(clock + 1) % 24]
+        let share = 0.5 * (week + 0.02) / (state.weight + 168 * 0.02) + 0.5 / 7 * (day + 0.02) / (state.weight + 24 * 0.02)
+        return .init(
+            feature: "hour", points: Self.clamp(log2((1.0 / 168) / share) - 1),
+            reason: "\(Self.hourText(hour)) is an unusual hour for \(agent) (\(Self.one(100 * share))% of its payments fall near this hour of the week)")
+    }
+
+    private func novelty(of key: String, in frequencies: AgentBehaviour.Frequencies, total: Double, agent: String, noun: String) -> AnomalyFinding {
+        let weight = frequencies.weight(of: key)
+        if weight > 0.5 {
+            return .init(
+                feature: noun, points: 0, reason: "\(noun) \(key) is one \(agent) uses (\(Int((100 * weight / max(total, 1)).rounded()))% of its payments)")
+        }
+        // How often the agent tries something new, with one imagined novelty and one habit as a prior.
+        let chance = (frequencies.novelty + 1) / (total + 2)
+        let usual = frequencies.usual(3).joined(separator: ", ")
+        return .init(
+            feature: noun, points: Self.clamp(log2(1 / chance) - 1),
+            reason: "\(noun) \(key) is new for \(agent) (usually \(usual); \(Int((100 * chance).rounded()))% of its payments go to new ones)")
+    }
+
+    private func decay(_ state: inout AgentBehaviour, to time: Int64) {
+        let elapsed = Double(max(0, time - state.updatedAt))
+        state.updatedAt = max(state.updatedAt, time)
+        guard elapsed > 0, state.learned > 0 else { return }
+        let factor = pow(0.5, elapsed / Double(self.halfLifeSeconds))
+        state.weight *= factor
+        state.merchants.decay(by: factor)
+        state.categories.decay(by: factor)
+        for index in state.hours.indices { state.hours[index] *= factor }
+        for index in state.hoursOfDay.indices { state.hoursOfDay[index] *= factor }
+        for code in state.usualPace.keys { state.usualPace[code]! *= factor }
+    }
+
+    static let paceHalfLife: Int64 = 6 * 3600
+    static let crowdHalfLife: Int64 = 300
+    static let streakHalfLife: Int64 = 3600
+
+    /// One decimal: `6.1`.
+    static func one(_ value: Double) -> String { String(format: "%.1f", value) }
+
+    static func clamp(_ points: Double) -> Double { min(10, max(0, points)) }
+
+    static func hourOfWeek(_ time: Int64) -> Int {
+        // 1970-01-01 was a Thursday: day 3 of a week starting Monday.
+        let hours = time / 3600
+        return Int(((hours + 3 * 24) % 168 + 168) % 168)
+    }
+
+    static func hourText(_ hour: Int) -> String {
+        let days = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+        return "\(days[hour / 24]) \(hour % 24 < 10 ? "0" : "")\(hour % 24):00 UTC"
+    }
+
+    static func durationText(_ seconds: Double) -> String {
+        switch seconds {
+        case ..<120: String(format: "%.0f s", seconds)
+        case ..<7200: String(format: "%.0f minutes", seconds / 60)
+        case ..<172_800: String(format: "%.1f hours", seconds / 3600)
+        default: String(format: "%.1f days", seconds / 86_400)
+        }
+    }
+}
