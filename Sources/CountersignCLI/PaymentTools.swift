@@ -274,7 +274,7 @@ struct PaymentTools: Sendable {
             case .intentRequired: advice = "Give line_items (description, quantity, unit_price) that sum to the amount."
             case .intentMismatch: advice = "Make the line items' unit_price × quantity sum exactly to the amount."
             case .currencyNotAccepted: advice = "Pay in a currency the service accepts."
-            case .escalationAboveLimit: advice = "The payment looks unusual for you and needs a human's review. Do not retry it."
+            case .escalationAboveLimit, .anomalyRefused: advice = "The payment looks unusual for you and needs a human's review. Do not retry it."
             case .approvalDenied: advice = "An approver refused it. Do not pay."
             case .approvalExpired: advice = "The approvers did not decide in time; nothing was authorized. Ask a human before trying again."
             case .authorizationNotFound: advice = "Check the authorization_id: it must be one of your own authorizations."
