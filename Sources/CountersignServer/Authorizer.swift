@@ -29,6 +29,8 @@ final class Authorizer: Sendable {
     let metrics: ServerMetrics
     let logger: Logger
     private let requestLog: Mutex<RequestLog>
+    /// The anomaly model's per-agent state, when the policy has one.
+    let behaviour: BehaviourBook?
 
     init(
         store: any Store, policy: PolicyEngine, modes: ContextModes, signer: AuthorizationSigner, approvals: ApprovalDesk, checkpoints: Checkpointer?,
@@ -45,6 +47,7 @@ final class Authorizer: Sendable {
         self.random = random
         self.metrics = metrics
         self.logger = logger
+        self.behaviour = policy.behaviour.map { BehaviourBook(model: $0, store: store) }
         let thresholds = policy.profiles.compactMap(\.rateLimit) + [policy.escalation.burst].compactMap { $0 }
         self.requestLog = Mutex(
             RequestLog(keep: (thresholds.map(\.requests).max() ?? 0) + 1, horizon: .seconds(thresholds.map(\.perSeconds).max() ?? 1))
@@ -140,7 +143,14 @@ final class Authorizer: Sendable {
         )
         let now = self.wallClock.secondsSince1970
         let facts = try await self.facts(for: policyRequest, now: now)
-        return Evaluated(decision: self.policy.evaluate(policyRequest, facts: facts), amount: amount, now: now)
+        let decision = self.policy.evaluate(policyRequest, facts: facts)
+        if let behaviour = self.behaviour {
+            var authorized = false
+            if case .authorized = decision.outcome { authorized = true }
+            let payment = ObservedPayment(time: now, amount: amount, merchant: request.merchantID, category: request.merchantCategoryCode)
+            behaviour.note(payment, agent: attempt.agent, authorized: authorized)
+        }
+        return Evaluated(decision: decision, amount: amount, now: now)
     }
 
     /// Step 3: a cheap early refusal, so an agent over a budget cannot make the HSM sign for nothing; the atomic
@@ -283,6 +293,9 @@ final class Authorizer: Sendable {
             facts.historyMeanAmount = history.historyMeanAmount
             facts.merchantPaidBefore = history.merchantPaidBefore
             facts.recentSpendAtMerchant = rules.splittingWindowSeconds == nil ? 0 : history.recentSpendAtMerchant
+        }
+        if let behaviour = self.behaviour {
+            facts.behaviour = try await storeRead { try await behaviour.state(of: request.agent, now: now) }
         }
         return facts
     }

@@ -166,4 +166,12 @@ extension LedgerStore {
     public func authorizationCount() async throws -> Int {
         try await self.read { db in try AuthorizationRecord.fetchCount(db) }
     }
+
+    public func authorizations(agent: String, createdAfter after: Int64, upTo: Int64) async throws -> [AuthorizationRecord] {
+        try await self.read { db in
+            try AuthorizationRecord.fetchAll(
+                db, sql: "SELECT * FROM authorization WHERE agent = ? AND createdAt > ? AND createdAt <= ? ORDER BY createdAt, id",
+                arguments: [agent, after, upTo])
+        }
+    }
 }

@@ -56,6 +56,10 @@ public protocol AuthorizationLedger: Sendable {
     func authorization(id: String) async throws -> AuthorizationRecord?
 
     func authorizationCount() async throws -> Int
+
+    /// The agent's authorizations created in `(after, upTo]` (seconds since 1970), oldest first: what the anomaly
+    /// model learns from, once they can no longer be voided or approved.
+    func authorizations(agent: String, createdAfter after: Int64, upTo: Int64) async throws -> [AuthorizationRecord]
 }
 
 extension AuthorizationLedger {

@@ -85,8 +85,10 @@ public struct AgentBehaviour: Codable, Sendable, Hashable {
     public var lastPaymentAt: Int64?
     /// The usual spending pace, per currency, in minor units per day.
     public var usualPace: [String: Double] = [:]
-    /// How crowded the agent's requests usually are: ln(1 + its requests in the last ~10 minutes) at each payment.
+    /// How crowded the agent's payments usually are: ln(1 + its payments in the last few minutes) at each payment,
+    /// counted over the learned payments themselves (so the state stays a function of the history), and that count.
     public var crowding: RobustScale?
+    public var learnedCrowd = 0.0
     /// What is happening now, noted at every request (not only learned ones): habits are compared with it.
     public var live = Live()
 
@@ -116,16 +118,12 @@ public struct ObservedPayment: Sendable, Hashable {
     public var amount: Money
     public var merchant: String
     public var category: String
-    /// ln(1 + the agent's recent requests) when this one was made (``BehaviourModel/crowding(_:at:)``): learned with
-    /// the payment, so bursts are judged against the agent's own (a batch job's are normal).
-    public var crowding: Double?
 
-    public init(time: Int64, amount: Money, merchant: String, category: String, crowding: Double? = nil) {
+    public init(time: Int64, amount: Money, merchant: String, category: String) {
         self.time = time
         self.amount = amount
         self.merchant = merchant
         self.category = category
-        self.crowding = crowding
     }
 }
 
@@ -243,20 +241,20 @@ extension BehaviourModel {
                 state.gaps = .init(median: gap, deviation: 1)
             }
         }
+        state.learnedCrowd = Self.decayed(state.learnedCrowd, from: state.lastPaymentAt ?? payment.time, to: payment.time, halfLife: Self.crowdHalfLife) + 1
+        let crowding = log(1 + state.learnedCrowd)
+        if var scale = state.crowding {
+            scale.learn(crowding, rate: rate)
+            state.crowding = scale
+        } else {
+            state.crowding = .init(median: crowding, deviation: 0.5)
+        }
         state.lastPaymentAt = payment.time
         state.usualPace[code, default: 0] += Double(payment.amount.minorUnits) * 86_400 / Double(self.halfLifeSeconds) * log(2)
-        if let crowding = payment.crowding {
-            if var scale = state.crowding {
-                scale.learn(crowding, rate: rate)
-                state.crowding = scale
-            } else {
-                state.crowding = .init(median: crowding, deviation: 0.5)
-            }
-        }
     }
 
     /// ln(1 + the agent's requests in the last few minutes, this one included): what bursts are measured by.
-    public func crowding(_ state: AgentBehaviour, at time: Int64) -> Double {
+    func crowding(_ state: AgentBehaviour, at time: Int64) -> Double {
         log(1 + Self.decayed(state.live.requests, from: state.live.updatedAt, to: time, halfLife: Self.crowdHalfLife) + 1)
     }
 
@@ -287,9 +285,16 @@ extension BehaviourModel {
     private func surprise(of payment: ObservedPayment, in state: AgentBehaviour) -> Double {
         var state = state
         self.decay(&state, to: payment.time)
-        return self.hourFinding(payment.time, state: state, agent: "").points
-            + self.novelty(of: payment.merchant, in: state.merchants, total: state.weight, agent: "", noun: "merchant").points
-            + self.novelty(of: payment.category, in: state.categories, total: state.weight, agent: "", noun: "category").points
+        return self.unusualness(of: payment, in: state, agent: "").reduce(0) { $0 + $1.points }
+    }
+
+    /// A new merchant, a new category (counted half when the merchant is new too: a new shop often sells something
+    /// new), an unusual hour.
+    private func unusualness(of payment: ObservedPayment, in state: AgentBehaviour, agent: String) -> [AnomalyFinding] {
+        let merchant = self.novelty(of: payment.merchant, in: state.merchants, total: state.weight, agent: agent, noun: "merchant")
+        var category = self.novelty(of: payment.category, in: state.categories, total: state.weight, agent: agent, noun: "category")
+        if merchant.points > 0 { category.points /= 2 }
+        return [merchant, category, self.hourFinding(payment.time, state: state, agent: agent)]
     }
 
     static func decayed(_ value: Double, from: Int64, to: Int64, halfLife: Int64) -> Double {
@@ -315,7 +320,7 @@ extension BehaviourModel {
             let usual = Money(minorUnits: Int64(exp(scale.median).rounded()), currency: payment.amount.currency)
             findings.append(
                 .init(
-                    feature: "amount", points: Self.clamp(deviations - 2),
+                    feature: "amount", points: Self.clamp(1.5 * (deviations - 2)),
                     reason:
                         "amount \(amountText) is \(Self.one(abs(deviations))) robust deviations \(deviations >= 0 ? "above" : "below") \(agent)'s usual \(usual)"
                 ))
@@ -323,7 +328,7 @@ extension BehaviourModel {
                 let ratio = exp(scale.median - anchor.median)
                 findings.append(
                     .init(
-                        feature: "drift", points: Self.clamp(4 * log2(max(ratio, 1)) - 2),
+                        feature: "drift", points: Self.clamp(8 * log2(max(ratio, 1)) - 2),
                         reason:
                             "\(agent)'s usual amount has moved \(Self.one(ratio))x from its longer-run \(Money(minorUnits: Int64(exp(anchor.median).rounded()), currency: payment.amount.currency))"
                     ))
@@ -332,10 +337,17 @@ extension BehaviourModel {
             findings.append(.init(feature: "amount", points: 6, reason: "\(agent) never paid in \(code) before"))
         }
 
-        findings.append(self.novelty(of: payment.merchant, in: state.merchants, total: state.weight, agent: agent, noun: "merchant"))
-        findings.append(self.novelty(of: payment.category, in: state.categories, total: state.weight, agent: agent, noun: "category"))
+        let unusual = self.unusualness(of: payment, in: state, agent: agent)
+        findings += unusual
 
-        findings.append(self.hourFinding(payment.time, state: state, agent: agent))
+        // A streak: other unusual requests in the last hour make this one count more, but only if it is unusual too
+        // (a usual request after a legitimate new merchant stays usual).
+        let own = unusual.reduce(0) { $0 + $1.points }
+        let streak = Self.decayed(state.live.surprise, from: state.live.updatedAt, to: payment.time, halfLife: Self.streakHalfLife)
+        findings.append(
+            .init(
+                feature: "streak", points: Self.clamp(min(1.5 * own, 0.8 * streak)),
+                reason: "other requests in the last hour were also unusual (new merchants or categories, unusual hours)"))
 
         if let last = state.live.lastRequestAt ?? state.lastPaymentAt, let gaps = state.gaps {
             let gap = max(1, payment.time - last)
@@ -347,13 +359,15 @@ extension BehaviourModel {
         }
 
         if let crowding = state.crowding {
-            let now = self.crowding(state, at: payment.time)
-            let deviations = crowding.deviations(of: now)
-            let requests = Int((exp(now) - 1).rounded())
+            // How surprising this many requests within minutes are for an agent that usually has `usual` (a Poisson
+            // tail bound, in bits): a batch job's crowd is its usual, an interactive agent's is not.
+            let requests = exp(self.crowding(state, at: payment.time)) - 1
+            let usual = max(0.5, exp(crowding.median) - 1)
+            let bits = requests > usual ? requests * log2(requests / usual) - (requests - usual) * log2(M_E) : 0
             findings.append(
                 .init(
-                    feature: "burst", points: Self.clamp(deviations - 3),
-                    reason: "\(requests) requests within minutes; \(agent) usually makes \(Self.one(exp(crowding.median) - 1))"))
+                    feature: "burst", points: Self.clamp(bits - 3),
+                    reason: "\(Int(requests.rounded())) requests within minutes; \(agent) usually makes \(Self.one(usual))"))
         }
 
         if let learned = state.usualPace[code], learned > 0, let first = state.firstLearnedAt {
@@ -370,12 +384,6 @@ extension BehaviourModel {
                         "spending at \(Self.one(ratio))x \(agent)'s usual pace of \(Money(minorUnits: Int64(usual.rounded()), currency: payment.amount.currency)) a day"
                 ))
         }
-
-        let streak = Self.decayed(state.live.surprise, from: state.live.updatedAt, to: payment.time, halfLife: Self.streakHalfLife)
-        findings.append(
-            .init(
-                feature: "streak", points: Self.clamp(0.8 * streak - 1),
-                reason: "other requests in the last hour were also unusual (new merchants or categories, unusual hours)"))
 
         if state.live.repeatMerchant == payment.merchant, let last = state.live.lastRequestAt, payment.time - last <= self.repeatWindowSeconds {
             let run = state.live.repeatCount + 1
@@ -413,7 +421,7 @@ extension BehaviourModel {
         let day = 0.25 * state.hoursOfDay[(clock + 23) % 24] + 0.5 * state.hoursOfDay[clock] + 0.25 * state.hoursOfDay[(clock + 1) % 24]
         let share = 0.5 * (week + 0.02) / (state.weight + 168 * 0.02) + 0.5 / 7 * (day + 0.02) / (state.weight + 24 * 0.02)
         return .init(
-            feature: "hour", points: Self.clamp(log2((1.0 / 168) / share) - 1),
+            feature: "hour", points: Self.clamp(1.5 * (log2((1.0 / 168) / share) - 1)),
             reason: "\(Self.hourText(hour)) is an unusual hour for \(agent) (\(Self.one(100 * share))% of its payments fall near this hour of the week)")
     }
 

@@ -94,9 +94,8 @@ public struct TraceEvaluation: Sendable {
 
             let decision = self.policy.evaluate(
                 PolicyRequest(agent: event.agent, amount: amount, merchant: event.merchant, merchantCategoryCode: event.mcc), facts: policyFacts)
-            var observed = ObservedPayment(time: event.time, amount: amount, merchant: event.merchant, category: event.mcc)
+            let observed = ObservedPayment(time: event.time, amount: amount, merchant: event.merchant, category: event.mcc)
             if let model = self.policy.behaviour {
-                observed.crowding = model.crowding(facts.behaviour, at: event.time)
                 var authorized = false
                 if case .authorized = decision.outcome { authorized = true }
                 model.note(observed, authorized: authorized, into: &facts.behaviour)

@@ -139,6 +139,17 @@ extension PostgresStore {
         }
     }
 
+    public func authorizations(agent: String, createdAfter after: Int64, upTo: Int64) async throws -> [AuthorizationRecord] {
+        try await self.read("read an agent's authorizations") { client in
+            try await PostgresRows.authorizations(
+                try await client.query(
+                    """
+                    SELECT \(unescaped: PostgresRows.authorizationColumns) FROM "authorization"
+                    WHERE agent = \(agent) AND createdAt > \(after) AND createdAt <= \(upTo) ORDER BY createdAt, id
+                    """, logger: self.logger))
+        }
+    }
+
     public func authorizationCount() async throws -> Int {
         try await self.read("count authorizations") { client in
             try await client.query("SELECT COUNT(*)::bigint FROM \"authorization\"", logger: self.logger).first(Int64.self).map(Int.init) ?? 0
