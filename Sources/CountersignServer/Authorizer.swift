@@ -47,7 +47,7 @@ final class Authorizer: Sendable {
         self.random = random
         self.metrics = metrics
         self.logger = logger
-        self.behaviour = policy.behaviour.map { BehaviourBook(model: $0, store: store) }
+        self.behaviour = policy.behaviour.map { BehaviourBook(model: $0, policy: policy, store: store) }
         let thresholds = policy.profiles.compactMap(\.rateLimit) + [policy.escalation.burst].compactMap { $0 }
         self.requestLog = Mutex(
             RequestLog(keep: (thresholds.map(\.requests).max() ?? 0) + 1, horizon: .seconds(thresholds.map(\.perSeconds).max() ?? 1))
@@ -144,11 +144,9 @@ final class Authorizer: Sendable {
         let now = self.wallClock.secondsSince1970
         let facts = try await self.facts(for: policyRequest, now: now)
         let decision = self.policy.evaluate(policyRequest, facts: facts)
-        if let behaviour = self.behaviour {
-            var authorized = false
-            if case .authorized = decision.outcome { authorized = true }
-            let payment = ObservedPayment(time: now, amount: amount, merchant: request.merchantID, category: request.merchantCategoryCode)
-            behaviour.note(payment, agent: attempt.agent, authorized: authorized)
+        if let behaviour = self.behaviour, decision.tier != nil {
+            behaviour.authorized(
+                ObservedPayment(time: now, amount: amount, merchant: request.merchantID, category: request.merchantCategoryCode), agent: attempt.agent)
         }
         return Evaluated(decision: decision, amount: amount, now: now)
     }
@@ -295,7 +293,8 @@ final class Authorizer: Sendable {
             facts.recentSpendAtMerchant = rules.splittingWindowSeconds == nil ? 0 : history.recentSpendAtMerchant
         }
         if let behaviour = self.behaviour {
-            facts.behaviour = try await storeRead { try await behaviour.state(of: request.agent, now: now) }
+            let payment = ObservedPayment(time: now, amount: request.amount, merchant: request.merchant, category: request.merchantCategoryCode)
+            facts.behaviour = behaviour.admit(payment, agent: request.agent)
         }
         return facts
     }

@@ -20,6 +20,8 @@ public struct AgentBehaviour: Codable, Sendable, Hashable {
         mutating func learn(_ value: Double, rate: Double) {
             let scale = max(self.deviation, RobustScale.floor)
             self.median += rate * 1.5 * scale * (value > self.median ? 1 : value < self.median ? -1 : 0)
+            // Never beyond what an amount can be (1 … 10^15 minor units, ln 34.5): a step may overshoot.
+            self.median = min(max(self.median, 0), 35)
             let distance = abs(value - self.median)
             // Multiplicative, so the deviation stays positive and converges to the median distance.
             self.deviation *= exp(rate * 1.5 * (distance > self.deviation ? 1 : -1))
@@ -204,20 +206,32 @@ public struct AnomalyAssessment: Sendable, Hashable {
     /// Whether the cold-start rule held the model back.
     public var learning: Bool
 
-    /// The reasons of the findings that scored, largest first.
-    public var reasons: [String] { self.findings.filter { $0.points >= 1 }.map(\.reason) }
+    /// The reasons of the findings that scored, largest first (at least the largest, if any scored at all).
+    public var reasons: [String] {
+        let strong = self.findings.filter { $0.points >= 1 }
+        return (strong.isEmpty ? Array(self.findings.filter { $0.points > 0 }.prefix(1)) : strong).map(\.reason)
+    }
+
+    /// The features behind ``reasons``.
+    public var features: [String] {
+        let strong = self.findings.filter { $0.points >= 1 }
+        return (strong.isEmpty ? Array(self.findings.filter { $0.points > 0 }.prefix(1)) : strong).map(\.feature)
+    }
 }
 
 extension BehaviourModel {
-    /// Learns one authorization that stood (its expiry passed without a void).
-    public func learn(_ payment: ObservedPayment, into state: inout AgentBehaviour) {
+    /// Learns one authorization that stood (its expiry passed without a void). One the model itself flagged
+    /// (`trusted: false`) teaches where and when the agent pays, but not how much: an attacker's escalated payments
+    /// must not make larger amounts usual.
+    public func learn(_ payment: ObservedPayment, into state: inout AgentBehaviour, trusted: Bool = true) {
         self.decay(&state, to: payment.time)
         let code = payment.amount.currency.code
         let value = log(Double(max(1, payment.amount.minorUnits)))
         state.learned += 1
         state.weight += 1
         let rate = max(1 / state.weight, 0.02)
-        if var scale = state.amounts[code] {
+        if !trusted {
+        } else if var scale = state.amounts[code] {
             scale.learn(value, rate: rate)
             state.amounts[code] = scale
             var anchor = state.anchors[code]!
@@ -250,7 +264,7 @@ extension BehaviourModel {
             state.crowding = .init(median: crowding, deviation: 0.5)
         }
         state.lastPaymentAt = payment.time
-        state.usualPace[code, default: 0] += Double(payment.amount.minorUnits) * 86_400 / Double(self.halfLifeSeconds) * log(2)
+        if trusted { state.usualPace[code, default: 0] += Double(payment.amount.minorUnits) * 86_400 / Double(self.halfLifeSeconds) * log(2) }
     }
 
     /// ln(1 + the agent's requests in the last few minutes, this one included): what bursts are measured by.
@@ -258,18 +272,15 @@ extension BehaviourModel {
         log(1 + Self.decayed(state.live.requests, from: state.live.updatedAt, to: time, halfLife: Self.crowdHalfLife) + 1)
     }
 
-    /// Notes a request the policy decided, authorized or not: the live part of the state (bursts, runs, streaks
-    /// of unusual requests, and, when `authorized`, the spending pace).
-    public func note(_ payment: ObservedPayment, authorized: Bool, into state: inout AgentBehaviour) {
+    /// Notes a request as it arrives, before it is judged (so that requests arriving together each see the ones
+    /// before them): bursts, runs, streaks of unusual requests. The state the request is judged on is the one before.
+    public func note(_ payment: ObservedPayment, into state: inout AgentBehaviour) {
         let surprise = state.learned >= self.minimumHistory ? self.surprise(of: payment, in: state) : 0
         var live = state.live
         let time = max(live.updatedAt, payment.time)
         live.requests = Self.decayed(live.requests, from: live.updatedAt, to: time, halfLife: Self.crowdHalfLife) + 1
         live.surprise = Self.decayed(live.surprise, from: live.updatedAt, to: time, halfLife: Self.streakHalfLife) + surprise
         for code in live.pace.keys { live.pace[code] = Self.decayed(live.pace[code]!, from: live.updatedAt, to: time, halfLife: Self.paceHalfLife) }
-        if authorized {
-            live.pace[payment.amount.currency.code, default: 0] += Double(payment.amount.minorUnits) * 86_400 / Double(Self.paceHalfLife) * log(2)
-        }
         if live.repeatMerchant == payment.merchant, let last = live.lastRequestAt, payment.time - last <= self.repeatWindowSeconds {
             live.repeatCount += 1
         } else {
@@ -279,6 +290,15 @@ extension BehaviourModel {
         live.lastRequestAt = payment.time
         live.updatedAt = time
         state.live = live
+    }
+
+    /// Adds an authorized payment to the spending pace (once it is signed or pending approval).
+    public func notePace(_ payment: ObservedPayment, into state: inout AgentBehaviour) {
+        let code = payment.amount.currency.code
+        state.live.pace[code] =
+            Self.decayed(
+                state.live.pace[code, default: 0], from: state.live.updatedAt, to: max(state.live.updatedAt, payment.time), halfLife: Self.paceHalfLife)
+            + Double(payment.amount.minorUnits) * 86_400 / Double(Self.paceHalfLife) * log(2)
     }
 
     /// The unusual-hour and novelty points of one request (what a streak adds up).
@@ -317,7 +337,7 @@ extension BehaviourModel {
 
         if let scale = state.amounts[code] {
             let deviations = scale.deviations(of: log(Double(max(1, payment.amount.minorUnits))))
-            let usual = Money(minorUnits: Int64(exp(scale.median).rounded()), currency: payment.amount.currency)
+            let usual = Self.money(exp(scale.median), payment.amount.currency)
             findings.append(
                 .init(
                     feature: "amount", points: Self.clamp(1.5 * (deviations - 2)),
@@ -330,7 +350,7 @@ extension BehaviourModel {
                     .init(
                         feature: "drift", points: Self.clamp(8 * log2(max(ratio, 1)) - 2),
                         reason:
-                            "\(agent)'s usual amount has moved \(Self.one(ratio))x from its longer-run \(Money(minorUnits: Int64(exp(anchor.median).rounded()), currency: payment.amount.currency))"
+                            "\(agent)'s usual amount has moved \(Self.one(ratio))x from its longer-run \(Self.money(exp(anchor.median), payment.amount.currency))"
                     ))
             }
         } else {
@@ -381,7 +401,7 @@ extension BehaviourModel {
                 .init(
                     feature: "pace", points: Self.clamp(2 * log2(max(ratio, 1)) - 3),
                     reason:
-                        "spending at \(Self.one(ratio))x \(agent)'s usual pace of \(Money(minorUnits: Int64(usual.rounded()), currency: payment.amount.currency)) a day"
+                        "spending at \(Self.one(ratio))x \(agent)'s usual pace of \(Self.money(usual, payment.amount.currency)) a day"
                 ))
         }
 
@@ -455,6 +475,11 @@ extension BehaviourModel {
     static let paceHalfLife: Int64 = 6 * 3600
     static let crowdHalfLife: Int64 = 300
     static let streakHalfLife: Int64 = 3600
+
+    /// A statistic in minor units as money, for a reason in words (never trapping on an extreme value).
+    static func money(_ minorUnits: Double, _ currency: Currency) -> Money {
+        Money(minorUnits: minorUnits.isFinite ? Int64(min(max(minorUnits, 0), 1e15).rounded()) : 0, currency: currency)
+    }
 
     /// One decimal: `6.1`.
     static func one(_ value: Double) -> String { String(format: "%.1f", value) }

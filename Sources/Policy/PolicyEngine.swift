@@ -334,7 +334,10 @@ private struct Evaluation {
     private mutating func judgeBehaviour(_ model: BehaviourModel, state: AgentBehaviour, index: inout Int, accepting: [Tier]) -> Decision? {
         let payment = ObservedPayment(time: self.facts.now, amount: self.amount, merchant: self.request.merchant, category: self.request.merchantCategoryCode)
         let assessment = model.assess(payment, state: state, agent: self.request.agent)
-        let action = assessment.learning ? .none : model.action(for: assessment.score, at: accepting[index].name, tierOrder: accepting.map(\.name))
+        // Rules are placed by the whole tier order: a rule on a tier that does not take this currency still applies
+        // to the tiers above it that do.
+        let action =
+            assessment.learning ? .none : model.action(for: assessment.score, at: accepting[index].name, tierOrder: self.policy.tiers.tiers.map(\.name))
         let reasons = assessment.reasons.prefix(3).joined(separator: "; ")
         let inputs =
             assessment.learning
@@ -342,7 +345,7 @@ private struct Evaluation {
             : "score \(BehaviourModel.one(assessment.score))" + (reasons.isEmpty ? "" : ": \(reasons)")
         self.checks.append(CheckRecord(name: "behaviour", inputs: inputs, result: action == .none ? .pass : action == .refuse ? .fail : .escalate))
         // The agent is told what was unusual in words, never the score or the thresholds.
-        let features = assessment.findings.filter { $0.points >= 1 }.prefix(3).map(\.feature).joined(separator: ", ")
+        let features = assessment.features.prefix(3).joined(separator: ", ")
         switch action {
         case .none:
             return nil

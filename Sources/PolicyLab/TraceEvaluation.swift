@@ -22,7 +22,12 @@ public struct TraceEvaluation: Sendable {
         public var episodes = 0
         public var detected = 0
         public var requests = 0
+        /// Attack requests flagged by a feature that has to do with the attack.
         public var flaggedRequests = 0
+        /// Attack requests not signed at once: sent to approvers, or refused.
+        public var stoppedRequests = 0
+        /// Minor units the attack had signed without a person (all currencies added: a rough measure).
+        public var signedAmount: Int64 = 0
         /// For each detected episode: attack requests let through before the first flag, and seconds from its first
         /// request to the first flag.
         public var delays: [(requests: Int, seconds: Int64)] = []
@@ -59,7 +64,7 @@ public struct TraceEvaluation: Sendable {
     public func run(_ events: [TraceEvent], keepVerdicts: Bool = false) -> Report {
         var agents: [String: AgentFacts] = [:]
         // Authorizations waiting for their expiry to be learned: (time, agent, payment).
-        var maturing: [(time: Int64, agent: String, payment: ObservedPayment)] = []
+        var maturing: [(time: Int64, agent: String, payment: ObservedPayment, trusted: Bool)] = []
         var report = Report()
         var episodeStart: [Int: (time: Int64, seen: Int, detected: Bool)] = [:]
         let windows = self.windows()
@@ -68,7 +73,7 @@ public struct TraceEvaluation: Sendable {
             // Learn what has matured by now (expired without a void).
             if let first = maturing.first, first.time <= event.time {
                 let due = maturing.prefix { $0.time <= event.time }
-                for item in due { self.learn(item.payment, agent: item.agent, into: &agents) }
+                for item in due { self.learn(item.payment, agent: item.agent, trusted: item.trusted, into: &agents) }
                 maturing.removeFirst(due.count)
             }
             guard let currency = Currency(code: event.currency) else { continue }
@@ -80,6 +85,7 @@ public struct TraceEvaluation: Sendable {
             policyFacts.requestsInRateWindow = facts.requests.count { event.time - $0 < windows.rate }
             policyFacts.requestsInBurstWindow = facts.requests.count { event.time - $0 < windows.burst }
             let since = event.time - self.policy.escalation.historySeconds
+            if let first = facts.history.first, first.time < since { facts.history.removeAll { $0.time < since } }
             let history = facts.history.filter { $0.time >= since && $0.currency == event.currency }
             policyFacts.historyCount = history.count
             policyFacts.historyMeanAmount = history.isEmpty ? 0 : (history.reduce(0) { $0 + $1.amount } + Int64(history.count) / 2) / Int64(history.count)
@@ -90,24 +96,37 @@ public struct TraceEvaluation: Sendable {
                     $0 + $1.amount
                 }
             }
-            if self.policy.behaviour != nil { policyFacts.behaviour = facts.behaviour }
+            // As the server does: the state before this request is what it is judged on; the request is noted at once.
+            let observed = ObservedPayment(time: event.time, amount: amount, merchant: event.merchant, category: event.mcc)
+            let before = facts.behaviour
+            if let model = self.policy.behaviour {
+                policyFacts.behaviour = before
+                model.note(observed, into: &facts.behaviour)
+            }
 
             let decision = self.policy.evaluate(
                 PolicyRequest(agent: event.agent, amount: amount, merchant: event.merchant, merchantCategoryCode: event.mcc), facts: policyFacts)
-            let observed = ObservedPayment(time: event.time, amount: amount, merchant: event.merchant, category: event.mcc)
-            if let model = self.policy.behaviour {
-                var authorized = false
-                if case .authorized = decision.outcome { authorized = true }
-                model.note(observed, authorized: authorized, into: &facts.behaviour)
+            if let model = self.policy.behaviour, decision.tier != nil { model.notePace(observed, into: &facts.behaviour) }
+            let flaggedChecks = decision.checks.filter { Self.anomalyChecks.contains($0.name) && $0.result != .pass }
+            let flagged = !flaggedChecks.isEmpty
+            // Which features raised the flag: the static checks' own, and the model's findings that scored.
+            var features = Set(flaggedChecks.compactMap { Self.staticFeature[$0.name] })
+            if flaggedChecks.contains(where: { $0.name == "behaviour" }), let model = self.policy.behaviour {
+                features.formUnion(model.assess(observed, state: before, agent: event.agent).features)
             }
-            let flagged = decision.checks.contains { Self.anomalyChecks.contains($0.name) && $0.result != .pass }
             let outcome: String
             switch decision.outcome {
             case .authorized(let tier):
                 outcome = "authorized"
+                // The static rules' history sees an authorization at once, as the store does (voided or not).
                 facts.recent.append((event.time, event.merchant, event.amount, event.currency))
-                if event.voided != true {
-                    maturing.append((event.time + max(tier.lifetimeSeconds, self.policy.behaviour?.learnAfterSeconds ?? 0), event.agent, observed))
+                facts.history.append((event.time, event.amount, event.currency))
+                facts.merchants.insert(event.merchant)
+                // The model learns it a day later if it stood (not voided); its amount only if the model did not flag it.
+                let flaggedByModel = flaggedChecks.contains { $0.name == "behaviour" }
+                if event.voided != true, self.policy.behaviour != nil {
+                    maturing.append(
+                        (event.time + max(tier.lifetimeSeconds, self.policy.behaviour?.learnAfterSeconds ?? 0), event.agent, observed, !flaggedByModel))
                     maturing.sort { $0.time < $1.time }
                 }
             case .pendingApproval:
@@ -122,7 +141,14 @@ public struct TraceEvaluation: Sendable {
                 var start = episodeStart[episode] ?? (event.time, 0, false)
                 if episodeStart[episode] == nil { figures.episodes += 1 }
                 figures.requests += 1
-                if flagged {
+                if outcome == "authorized" {
+                    figures.signedAmount += event.amount
+                } else {
+                    figures.stoppedRequests += 1
+                }
+                // Detected only by a flag that has to do with the attack: a chance flag on an unrelated feature
+                // (legitimate requests are flagged at a small rate too) does not count.
+                if flagged, !features.isDisjoint(with: kind.evidence) {
                     figures.flaggedRequests += 1
                     if !start.detected {
                         start.detected = true
@@ -145,15 +171,14 @@ public struct TraceEvaluation: Sendable {
         return report
     }
 
-    private func learn(_ payment: ObservedPayment, agent: String, into agents: inout [String: AgentFacts]) {
+    private func learn(_ payment: ObservedPayment, agent: String, trusted: Bool, into agents: inout [String: AgentFacts]) {
         var facts = agents[agent, default: AgentFacts()]
-        facts.history.append((payment.time, payment.amount.minorUnits, payment.amount.currency.code))
-        let since = payment.time - self.policy.escalation.historySeconds
-        if let first = facts.history.first, first.time < since { facts.history.removeAll { $0.time < since } }
-        facts.merchants.insert(payment.merchant)
-        if let model = self.policy.behaviour { model.learn(payment, into: &facts.behaviour) }
+        if let model = self.policy.behaviour { model.learn(payment, into: &facts.behaviour, trusted: trusted) }
         agents[agent] = facts
     }
+
+    /// The feature each static check stands for.
+    static let staticFeature = ["splitting": "repeat", "amount_anomaly": "amount", "new_merchant": "merchant", "burst": "burst"]
 
     private func windows() -> (rate: Int64, burst: Int64, longest: Int64) {
         let rate = self.policy.profiles.compactMap { $0.rateLimit?.perSeconds }.max() ?? 60
@@ -165,17 +190,19 @@ public struct TraceEvaluation: Sendable {
 extension TraceEvaluation.Report {
     /// The table `countersign policy evaluate` prints.
     public func table() -> String {
-        var lines = ["attack kind       episodes  detected  rate    requests flagged  median delay (requests, time)"]
+        var lines = ["attack kind       episodes  detected  rate    flagged    stopped    median delay (requests, time)"]
         for kind in AttackKind.allCases {
             let figures = self.attacks[kind] ?? .init()
             let rate = Double(figures.detected) / Double(max(1, figures.episodes))
             let delays = figures.delays.sorted { $0.seconds < $1.seconds }
             let median = delays.isEmpty ? "-" : "\(delays[delays.count / 2].requests), \(Self.duration(delays[delays.count / 2].seconds))"
             let requests = "\(figures.flaggedRequests)/\(figures.requests)"
+            let stopped = "\(figures.stoppedRequests)/\(figures.requests)"
             lines.append(
                 kind.rawValue.padding(toLength: 18, withPad: " ", startingAt: 0) + "\(figures.episodes)".padding(toLength: 10, withPad: " ", startingAt: 0)
                     + "\(figures.detected)".padding(toLength: 10, withPad: " ", startingAt: 0)
-                    + String(format: "%5.1f%%  ", 100 * rate) + requests.padding(toLength: 17, withPad: " ", startingAt: 0) + median)
+                    + String(format: "%5.1f%%  ", 100 * rate) + requests.padding(toLength: 11, withPad: " ", startingAt: 0)
+                    + stopped.padding(toLength: 11, withPad: " ", startingAt: 0) + median)
         }
         let all = self.attacks.values.reduce(into: (0, 0)) {
             $0.0 += $1.episodes; $0.1 += $1.detected

@@ -22,6 +22,19 @@ public struct TraceEvent: Codable, Sendable, Hashable {
 
 /// The compromises a trace contains.
 public enum AttackKind: String, Codable, Sendable, CaseIterable {
+    /// The features whose flag counts as detecting this kind of attack.
+    public var evidence: Set<String> {
+        switch self {
+        case .suddenLarge: ["amount", "pace"]
+        case .newCategory: ["category", "merchant", "streak"]
+        case .burst: ["burst", "rate", "pace", "repeat", "streak"]
+        case .offHours: ["hour", "streak"]
+        case .slowDrift: ["amount", "drift", "pace"]
+        case .splitPayments: ["repeat", "merchant", "burst", "rate", "streak", "pace"]
+        case .stolenMimic: ["merchant", "category", "hour", "rate", "pace", "streak", "burst", "repeat"]
+        }
+    }
+
     /// A few payments far above the agent's usual amount.
     case suddenLarge = "sudden_large"
     /// Payments in a category the agent never buys in (gambling, money transfer, crypto), to a new merchant.

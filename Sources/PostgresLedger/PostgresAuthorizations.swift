@@ -145,7 +145,7 @@ extension PostgresStore {
                 try await client.query(
                     """
                     SELECT \(unescaped: PostgresRows.authorizationColumns) FROM "authorization"
-                    WHERE agent = \(agent) AND createdAt > \(after) AND createdAt <= \(upTo) ORDER BY createdAt, id
+                    WHERE agent = \(agent) AND createdAt > \(after) AND createdAt <= \(upTo) ORDER BY createdAt, id COLLATE "C"
                     """, logger: self.logger))
         }
     }

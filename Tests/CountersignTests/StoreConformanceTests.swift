@@ -145,6 +145,21 @@ struct StoreConformanceTests {
         #expect(!none.merchantPaidBefore && none.recentSpendAtMerchant == 0)
     }
 
+    @Test("an agent's authorizations in (after, upTo], oldest first and by id within a second, in both stores the same", arguments: StoreKind.allCases)
+    func agentHistory(_ kind: StoreKind) async throws {
+        guard let fixture = try await StoreFixture.make(kind) else { return }
+        let store = try await fixture.open()
+        defer { Task { await store.close() } }
+        // Ids that sort differently by bytes and by a locale's collation ("B" < "a" < "b" only by bytes).
+        for (id, createdAt) in [("b-2", 1_002), ("B-2", 1_002), ("a-2", 1_002), ("x-1", 1_001), ("y-3", 1_003), ("z-4", 1_004)] {
+            _ = try await store.recordAuthorization(Self.record(id, createdAt: Int64(createdAt)))
+        }
+        _ = try await store.recordAuthorization(Self.record("other", agent: "agent-b", createdAt: 1_002))
+        let page = try await store.authorizations(agent: "agent-a", createdAfter: 1_001, upTo: 1_003)
+        #expect(page.map(\.id) == ["B-2", "a-2", "b-2", "y-3"], "after is excluded, upTo included, ties by the id's bytes")
+        #expect(try await store.authorizations(agent: "agent-a", createdAfter: 1_004, upTo: 2_000).isEmpty)
+    }
+
     @Test("approvals: a quorum of distinct approvers, one caller completes it; deny releases; the rules refuse the rest", arguments: StoreKind.allCases)
     func approvals(_ kind: StoreKind) async throws {
         guard let fixture = try await StoreFixture.make(kind) else { return }

@@ -108,7 +108,7 @@ struct BehaviourTests {
             let payment = ObservedPayment(
                 time: Self.usualTime + Int64(second), amount: Money(minorUnits: 420, currency: Self.usd), merchant: "m-1", category: "5734")
             scores.append(Self.model.assess(payment, state: state, agent: "a").score)
-            Self.model.note(payment, authorized: true, into: &state)
+            Self.model.note(payment, into: &state)
         }
         #expect(scores[0] < 2)
         #expect(scores.last! >= 8, "\(scores)")
