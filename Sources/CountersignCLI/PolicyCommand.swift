@@ -11,6 +11,16 @@ struct PolicyCommand: AsyncParsableCommand {
         subcommands: [Check.self, PolicyEvaluate.self, PolicyTraces.self]
     )
 
+    /// The configuration at `path`, or its first problem (file:line: reason) on standard error and a validation exit.
+    static func load(_ path: String) throws -> ServerConfiguration {
+        do {
+            return try ServerConfiguration.load(path: path)
+        } catch let error as ConfigurationError {
+            Terminal.note("\(error)")
+            throw ExitCode.validationFailure
+        }
+    }
+
     struct Check: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Validate a configuration file (file:line: reason on the first problem) and print its tier table and policy."
@@ -23,13 +33,7 @@ struct PolicyCommand: AsyncParsableCommand {
         var json = false
 
         func run() async throws {
-            let configuration: ServerConfiguration
-            do {
-                configuration = try ServerConfiguration.load(path: self.file)
-            } catch let error as ConfigurationError {
-                Terminal.note("\(error)")
-                throw ExitCode.validationFailure
-            }
+            let configuration = try PolicyCommand.load(self.file)
             if self.json {
                 try JSONOutput.print(PolicyJSON(configuration.policy))
             } else {

@@ -68,13 +68,7 @@ struct PolicyEvaluate: AsyncParsableCommand {
     var verbose = false
 
     func run() async throws {
-        let configuration: ServerConfiguration
-        do {
-            configuration = try ServerConfiguration.load(path: self.file)
-        } catch let error as ConfigurationError {
-            Terminal.note("\(error)")
-            throw ExitCode.validationFailure
-        }
+        let configuration = try PolicyCommand.load(self.file)
         let events: [TraceEvent]
         if let path = self.traces {
             guard let data = FileManager.default.contents(atPath: path) else { throw ValidationError("cannot read the trace file '\(path)'") }
