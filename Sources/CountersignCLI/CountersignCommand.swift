@@ -10,7 +10,8 @@ public struct CountersignCommand: AsyncParsableCommand {
         subcommands: [
             AuthorizeCommand.self, FetchCommand.self, VoidCommand.self, VerifyCommand.self, KeysCommand.self, AgentsCommand.self, ApprovalsCommand.self,
             BudgetsCommand.self,
-            ContextsCommand.self, PolicyCommand.self, AuditCommand.self, BenchCommand.self, PingCommand.self, HSMCommand.self, MCPCommand.self,
+            ContextsCommand.self, PolicyCommand.self, ReportCommand.self, AuditCommand.self, BenchCommand.self, PingCommand.self, HSMCommand.self,
+            MCPCommand.self,
         ]
     )
 

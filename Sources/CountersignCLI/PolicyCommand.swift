@@ -8,7 +8,7 @@ struct PolicyCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "policy",
         abstract: "Inspect a policy before it is deployed.",
-        subcommands: [Check.self, PolicyEvaluate.self, PolicyTraces.self]
+        subcommands: [Check.self, PolicyEvaluate.self, PolicyTraces.self, PolicyReplayCommand.self]
     )
 
     /// The configuration at `path`, or its first problem (file:line: reason) on standard error and a validation exit.

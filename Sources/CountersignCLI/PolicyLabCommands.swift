@@ -1,6 +1,7 @@
 import ArgumentParser
 import Configuration
 import Foundation
+import Ledger
 import Policy
 import PolicyLab
 
@@ -93,5 +94,45 @@ struct PolicyEvaluate: AsyncParsableCommand {
                 )
             }
         }
+    }
+}
+
+/// `countersign policy replay --policy <candidate>`: what a candidate policy would have changed over recorded traffic.
+struct PolicyReplayCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "replay",
+        abstract: "Replay the requests the store recorded through a candidate policy and report what would have changed.",
+        discussion: """
+            Every authorization and refusal decided in the window is judged again by the candidate's policy, in the order it \
+            was decided, with the facts a server would have had: request counts, history, budgets and the anomaly model. The \
+            history before --from (as far back as the candidate's windows look) is taken as recorded; from --from on, the \
+            candidate's own decisions make the facts of later requests. Reported: requests newly refused, newly allowed, \
+            newly escalated (a higher tier, or approvers), de-escalated, and refused for another reason; refusals per code \
+            before and after; the budgets that would have refused; and the agents affected. What agents would have done \
+            after a different answer is not guessed. Read-only: a running server goes on serving.
+            """
+    )
+
+    @Option(help: "The configuration file whose policy is the candidate.")
+    var policy: String
+
+    @OptionGroup var source: StoreHistorySource
+
+    @Flag(help: "Print every request whose outcome changed, with the candidate's reason.")
+    var verbose = false
+
+    @Flag(help: "Print the report as one JSON object, with every request whose outcome changed.")
+    var json = false
+
+    func run() async throws {
+        let candidate = try PolicyCommand.load(self.policy).policy
+        let window = try self.source.window(now: Int64(Date().timeIntervalSince1970))
+        let range = StoreHistory.Range(from: window.from - candidate.lookBackSeconds, to: window.to)
+        let history = try await self.source.read(range)
+        let (requests, skipped) = history.recordedRequests(from: window.from)
+        let report = PolicyReplay(policy: candidate).run(requests, from: window.from, to: window.to, skipped: skipped)
+        if self.json { return try JSONOutput.print(report) }
+        print("window \(Terminal.time(window.from)) to \(Terminal.time(window.to))")
+        print(report.text(verbose: self.verbose))
     }
 }

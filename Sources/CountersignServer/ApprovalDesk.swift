@@ -92,6 +92,7 @@ final class ApprovalDesk: Sendable {
     func void(_ id: String, agent: String, at now: Int64) async throws -> AuthorizationRecord {
         let record = try await self.store.voidAuthorization(id: id, agent: agent, at: now)
         self.notifier.changed(record.id)
+        self.metrics.voided()
         self.logger.info("authorization voided", metadata: ["agent": "\(agent)", "authorization": "\(record.id)"])
         return record
     }
@@ -161,8 +162,10 @@ final class ApprovalDesk: Sendable {
                 metadata: ["authorization": "\(id)", "approver": "\(approver)", "approvals": "\(approvers.count)/\(record.quorum ?? 0)"])
         case .quorumReached(let record, let approvers):
             self.logger.notice("authorization approved by quorum", metadata: ["authorization": "\(id)", "approvers": "\(approvers)"])
+            self.metrics.approvalConcluded("approved", seconds: now - record.createdAt)
             _ = try await self.signApproved(record, approvers: approvers)
-        case .denied:
+        case .denied(let record):
+            self.metrics.approvalConcluded("denied", seconds: now - record.createdAt)
             self.logger.notice("authorization denied by approver", metadata: ["authorization": "\(id)", "approver": "\(approver)"])
         }
         self.notifier.changed(id)

@@ -133,17 +133,14 @@ final class Authorizer: Sendable {
     /// - Throws: `CURRENCY_NOT_ACCEPTED` for a code that is no ISO 4217 currency (nothing is recorded).
     private func evaluate(_ attempt: Attempt) async throws -> Evaluated {
         let request = attempt.request
-        guard let currency = Currency(code: request.currency) else {
+        guard let policyRequest = request.policyRequest(agent: attempt.agent) else {
             throw WireError(.currencyNotAccepted, "'\(request.currency)' is not an ISO 4217 currency")
         }
-        let amount = Money(minorUnits: request.amount, currency: currency)
-        let policyRequest = PolicyRequest(
-            agent: attempt.agent, amount: amount, merchant: request.merchantID, merchantCategoryCode: request.merchantCategoryCode,
-            lineItems: request.intent.lineItems?.map { PolicyRequest.LineItem(quantity: $0.quantity, unitAmount: $0.unitAmount, category: $0.category) }
-        )
+        let amount = policyRequest.amount
         let now = self.wallClock.secondsSince1970
         let facts = try await self.facts(for: policyRequest, now: now)
         let decision = self.policy.evaluate(policyRequest, facts: facts)
+        self.metrics.decisionChecked(decision)
         if let behaviour = self.behaviour, decision.tier != nil {
             behaviour.authorized(
                 ObservedPayment(time: now, amount: amount, merchant: request.merchantID, category: request.merchantCategoryCode), agent: attempt.agent)
@@ -202,7 +199,7 @@ final class Authorizer: Sendable {
             failed.outcome = "denied"
             failed.code = error.code.rawValue
             await self.recordRefusal(
-                decision.record(outcome: "denied", code: error.code.rawValue), agent: agent, idempotencyKey: request.idempotencyKey, at: now,
+                decision.record(outcome: "denied", code: error.code.rawValue), attempt, at: now,
                 audit: AuditEntry(index: auditIndex, time: now, kind: "decision", action: "denied", actor: agent, subject: id, decision: failed)
             )
             throw error
@@ -310,17 +307,21 @@ final class Authorizer: Sendable {
         summary.code = error.code.rawValue
         let index = try await self.store.reserveAuditIndex()
         await self.recordRefusal(
-            decision.record(outcome: "denied", code: error.code.rawValue), agent: agent, idempotencyKey: request.idempotencyKey, at: now,
+            decision.record(outcome: "denied", code: error.code.rawValue), attempt, at: now,
             audit: AuditEntry(index: index, time: now, kind: "decision", action: "denied", actor: agent, decision: summary)
         )
         throw error
     }
 
-    private func recordRefusal(_ decision: DecisionRecord, agent: String, idempotencyKey: String, at now: Int64, audit: AuditEntry) async {
+    private func recordRefusal(_ decision: DecisionRecord, _ attempt: Attempt, at now: Int64, audit: AuditEntry) async {
+        let agent = attempt.agent
         self.logger.info("authorization denied", metadata: ["agent": "\(agent)", "code": "\(decision.code ?? "")", "tier_reason": "\(decision.tierReason)"])
         do {
             try await self.store.recordRefusal(
-                RefusalRecord(agent: agent, idempotencyKey: idempotencyKey, code: decision.code ?? "", decision: decision.json, createdAt: now), audit: audit
+                RefusalRecord(
+                    agent: agent, idempotencyKey: attempt.request.idempotencyKey, code: decision.code ?? "", decision: decision.json, createdAt: now,
+                    request: attempt.canonicalRequest),
+                audit: audit
             )
             self.checkpoints?.appended()
         } catch {

@@ -37,9 +37,7 @@ final class BehaviourBook: Sendable {
     init(model: BehaviourModel, policy: PolicyEngine, store: any Store) {
         self.model = model
         self.store = store
-        let longestApproval = policy.tiers.tiers.compactMap { $0.approval?.ttlSeconds }.max() ?? 0
-        let longestLifetime = policy.tiers.tiers.map(\.lifetimeSeconds).max() ?? 0
-        self.settleSeconds = max(model.learnAfterSeconds, longestApproval + longestLifetime)
+        self.settleSeconds = model.settleSeconds(in: policy.tiers)
         self.approvalTiers = Set(policy.tiers.tiers.filter { $0.approval != nil }.map(\.name))
     }
 
@@ -112,10 +110,7 @@ final class BehaviourBook: Sendable {
         else { return nil }
         let flagged =
             !self.approvalTiers.contains(record.tier)
-            && (record.decision.flatMap { try? JSONDecoder().decode(DecisionRecord.self, from: $0) }?.checks.contains {
-                $0.name == "behaviour" && $0.result != .pass
-            }
-                ?? false)
+            && (record.decision.flatMap { try? JSONDecoder().decode(DecisionRecord.self, from: $0) }?.flaggedByModel ?? false)
         let payment = ObservedPayment(
             time: record.createdAt, amount: Money(minorUnits: record.amount, currency: currency), merchant: record.merchant,
             category: decoded.merchantCategoryCode)

@@ -1,4 +1,5 @@
 import Foundation
+import Policy
 import Prometheus
 import Synchronization
 
@@ -17,8 +18,17 @@ public final class ServerMetrics: Sendable {
     /// Outcomes of an authorization besides the two successes: the refusals a policy, a store or a token gives.
     static let authorizationRefusals = [
         "AMOUNT_ABOVE_LIMIT", "CURRENCY_NOT_ACCEPTED", "PER_AUTHORIZATION_LIMIT", "TIER_NOT_ALLOWED", "MERCHANT_NOT_ALLOWED", "CATEGORY_NOT_ALLOWED",
-        "BUDGET_EXCEEDED", "RATE_LIMITED", "ESCALATION_ABOVE_LIMIT", "INTENT_REQUIRED", "INTENT_MISMATCH", "IDEMPOTENCY_CONFLICT", "HSM_UNAVAILABLE",
+        "BUDGET_EXCEEDED", "RATE_LIMITED", "ESCALATION_ABOVE_LIMIT", "ANOMALY_REFUSED", "INTENT_REQUIRED", "INTENT_MISMATCH", "IDEMPOTENCY_CONFLICT",
+        "HSM_UNAVAILABLE",
         "SIGNING_UNAVAILABLE", "AUDIT_UNAVAILABLE", "STORE_UNAVAILABLE",
+    ]
+    /// The checks that can raise a request's tier.
+    static let escalationChecks = ["splitting", "amount_anomaly", "new_merchant", "burst", "behaviour"]
+    static let anomalyScoreBuckets: [Double] = [1, 2, 3, 4, 6, 8, 12, 18, 25]
+    /// From seconds to the longest approval deadline an operator would set.
+    static let turnaroundBuckets: [Duration] = [
+        .seconds(10), .seconds(30), .seconds(60), .seconds(120), .seconds(300), .seconds(600), .seconds(900), .seconds(1800), .seconds(3600),
+        .seconds(7200), .seconds(14_400), .seconds(86_400),
     ]
     static let handshakeOutcomes = ["ok", "authentication_failed", "principal_revoked", "handshake_timeout", "invalid_request"]
     static let durationBuckets: [Duration] = [
@@ -36,6 +46,7 @@ public final class ServerMetrics: Sendable {
         var counters: [Key: Counter] = [:]
         var gauges: [Key: Gauge] = [:]
         var histograms: [Key: DurationHistogram] = [:]
+        var valueHistograms: [Key: ValueHistogram] = [:]
     }
 
     private let made = Mutex(Made())
@@ -52,6 +63,11 @@ public final class ServerMetrics: Sendable {
         "countersign_connections_open": "Framed-protocol connections open now.",
         "countersign_approvals_pending": "Authorizations waiting for approvers now.",
         "countersign_approval_verdicts_total": "Approvers' verdicts, by verdict.",
+        "countersign_approval_turnaround_seconds":
+            "Time from a request sent to approvers to its outcome (approved: the verdict completing the quorum; denied: the first deny), by outcome.",
+        "countersign_escalations_total": "Authorizations whose tier a check raised, by check (a request raised by two checks counts at each).",
+        "countersign_anomaly_score": "The anomaly model's score of each request it judged (agents past their cold start), by the tier judged at.",
+        "countersign_voids_total": "Authorizations voided by their agent.",
         "countersign_budget_spent_ratio": "Spending (held and pending) over the limit in the budget's current window, by scope, window and currency.",
         "countersign_audit_entries": "Entries in the audit log (its contiguous prefix).",
         "countersign_audit_write_failures_total": "Store transactions that failed (each fails its decisions closed: AUDIT_UNAVAILABLE or STORE_UNAVAILABLE).",
@@ -107,10 +123,12 @@ public final class ServerMetrics: Sendable {
         }
         for outcome in Self.handshakeOutcomes { _ = self.counter("countersign_handshakes_total", ["outcome": outcome]) }
         for verdict in ["approve", "deny"] { _ = self.counter("countersign_approval_verdicts_total", ["verdict": verdict]) }
+        for outcome in ["approved", "denied"] { _ = self.histogram("countersign_approval_turnaround_seconds", ["outcome": outcome]) }
+        for check in Self.escalationChecks { _ = self.counter("countersign_escalations_total", ["check": check]) }
         for name in [
             "countersign_audit_checkpoints_total", "countersign_audit_checkpoint_failures_total", "countersign_audit_witness_cosigned_total",
             "countersign_audit_witness_failures_total", "countersign_audit_write_failures_total",
-            "countersign_hsm_failures_total", "countersign_hsm_breaker_trips_total", "countersign_hsm_recoveries_total",
+            "countersign_hsm_failures_total", "countersign_hsm_breaker_trips_total", "countersign_hsm_recoveries_total", "countersign_voids_total",
         ] {
             _ = self.counter(name, [:])
         }
@@ -153,7 +171,12 @@ public final class ServerMetrics: Sendable {
     }
 
     private func histogram(_ name: String, _ labels: [String: String]) -> DurationHistogram {
-        self.instrument(\.histograms, name, labels) { $0.makeDurationHistogram(descriptor: $2, labels: $1, buckets: Self.durationBuckets) }
+        let buckets = name == "countersign_approval_turnaround_seconds" ? Self.turnaroundBuckets : Self.durationBuckets
+        return self.instrument(\.histograms, name, labels) { $0.makeDurationHistogram(descriptor: $2, labels: $1, buckets: buckets) }
+    }
+
+    private func valueHistogram(_ name: String, _ labels: [String: String], buckets: [Double]) -> ValueHistogram {
+        self.instrument(\.valueHistograms, name, labels) { $0.makeValueHistogram(descriptor: $2, labels: $1, buckets: buckets) }
     }
 
     /// Brings a counter up to a total that is counted elsewhere.
@@ -178,6 +201,25 @@ public final class ServerMetrics: Sendable {
     func authorizationDecided(tier: String, outcome: String, duration: Duration) {
         self.counter("countersign_authorizations_total", ["tier": tier, "outcome": outcome]).increment()
         self.histogram("countersign_authorization_duration_seconds", ["tier": tier]).record(duration)
+    }
+
+    /// What a decision's checks found: the checks that raised its tier, and the anomaly model's score.
+    func decisionChecked(_ decision: Decision) {
+        for check in decision.checks where check.result == .escalate {
+            self.counter("countersign_escalations_total", ["check": check.name]).increment()
+        }
+        if let score = decision.anomalyScore {
+            self.valueHistogram("countersign_anomaly_score", ["tier": decision.judgedTier ?? "none"], buckets: Self.anomalyScoreBuckets).record(score)
+        }
+    }
+
+    /// A request sent to approvers came out `approved` or `denied`, `seconds` after it was made.
+    func approvalConcluded(_ outcome: String, seconds: Int64) {
+        self.histogram("countersign_approval_turnaround_seconds", ["outcome": outcome]).record(.seconds(max(0, seconds)))
+    }
+
+    func voided() {
+        self.counter("countersign_voids_total", [:]).increment()
     }
 
     func handshake(_ outcome: String) {

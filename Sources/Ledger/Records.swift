@@ -96,6 +96,21 @@ public struct HoldRecord: Codable, Sendable, Hashable, FetchableRecord, Persista
     /// For a pending approval's hold: the deadline after which it no longer counts.
     public var expiresAt: Int64?
     public var releasedAt: Int64?
+
+    public init(authorizationID: String, scope: String, currency: String, amount: Int64, createdAt: Int64, expiresAt: Int64?, releasedAt: Int64?) {
+        self.authorizationID = authorizationID
+        self.scope = scope
+        self.currency = currency
+        self.amount = amount
+        self.createdAt = createdAt
+        self.expiresAt = expiresAt
+        self.releasedAt = releasedAt
+    }
+
+    /// Whether it counts at `now`: not released by then, and (while pending) not past its deadline.
+    public func counts(at now: Int64) -> Bool {
+        (self.releasedAt.map { $0 > now } ?? true) && (self.expiresAt.map { $0 > now } ?? true)
+    }
 }
 
 /// One approver's decision on a pending authorization.
@@ -131,13 +146,17 @@ public struct RefusalRecord: Codable, Sendable, Hashable, FetchableRecord, Mutab
     public var decision: Data
     public var createdAt: Int64
     public var auditIndex: Int64?
+    /// The request as the agent sent it (canonical JSON), for `countersign policy replay`; `nil` for refusals
+    /// recorded before requests were kept, and for requests refused before they could be read.
+    public var request: Data?
 
-    public init(agent: String, idempotencyKey: String, code: String, decision: Data, createdAt: Int64) {
+    public init(agent: String, idempotencyKey: String, code: String, decision: Data, createdAt: Int64, request: Data? = nil) {
         self.agent = agent
         self.idempotencyKey = idempotencyKey
         self.code = code
         self.decision = decision
         self.createdAt = createdAt
+        self.request = request
     }
 
     public mutating func didInsert(_ inserted: InsertionSuccess) {
@@ -204,7 +223,7 @@ extension HoldRecord {
 
 extension RefusalRecord {
     func insertRow(_ db: Database) throws {
-        try db.cachedStatement(sql: "INSERT INTO refusal (agent, idempotencyKey, code, decision, createdAt, auditIndex) VALUES (?, ?, ?, ?, ?, ?)")
-            .execute(arguments: [self.agent, self.idempotencyKey, self.code, self.decision, self.createdAt, self.auditIndex])
+        try db.cachedStatement(sql: "INSERT INTO refusal (agent, idempotencyKey, code, decision, createdAt, auditIndex, request) VALUES (?, ?, ?, ?, ?, ?, ?)")
+            .execute(arguments: [self.agent, self.idempotencyKey, self.code, self.decision, self.createdAt, self.auditIndex, self.request])
     }
 }

@@ -149,6 +149,10 @@ extension LedgerStore {
             // So the audit key's signatures are counted like any other key's (checkpoints before this: '').
             try db.alter(table: "checkpoint") { table in table.add(column: "kid", .text).notNull().defaults(to: "") }
         }
+        migrator.registerMigration("v10: the request of a refusal") { db in
+            // So `countersign policy replay` sees refused requests as well as authorized ones.
+            try db.alter(table: "refusal") { table in table.add(column: "request", .blob) }
+        }
         return migrator
     }
 }

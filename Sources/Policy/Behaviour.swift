@@ -178,6 +178,14 @@ public struct BehaviourModel: Sendable, Hashable, Encodable {
         self.rules = rules
     }
 
+    /// How long after its creation an authorization is final, and learned if it stood: `learnAfterSeconds`, and at
+    /// least the longest approval deadline plus the longest lifetime (no verdict or void can change it after).
+    public func settleSeconds(in tiers: TierTable) -> Int64 {
+        let longestApproval = tiers.tiers.compactMap { $0.approval?.ttlSeconds }.max() ?? 0
+        let longestLifetime = tiers.tiers.map(\.lifetimeSeconds).max() ?? 0
+        return max(self.learnAfterSeconds, longestApproval + longestLifetime)
+    }
+
     /// The default rules: escalate from a score of 8 at every tier; approval from 12; refuse from 18.
     public static func defaultRules(firstTier: String) -> [Rule] {
         [

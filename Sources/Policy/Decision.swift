@@ -116,6 +116,8 @@ public struct Decision: Sendable, Hashable {
     /// The tier the request was judged at: the signing tier when it is signed, and also set when it is
     /// refused after a tier was chosen. `nil` only when no tier fits (currency, amount above every tier).
     public var judgedTier: String?
+    /// The anomaly model's score, when it judged the request (not while it was still learning the agent).
+    public var anomalyScore: Double?
 
     public var tier: Tier? {
         switch self.outcome {
@@ -155,6 +157,11 @@ public struct DecisionRecord: Sendable, Hashable, Codable {
         self.tierReason = tierReason
         self.checks = checks
         self.policyVersion = policyVersion
+    }
+
+    /// Whether the anomaly model escalated, sent to approvers or refused it.
+    public var flaggedByModel: Bool {
+        self.checks.contains { $0.name == "behaviour" && $0.result != .pass }
     }
 
     /// Canonical JSON (sorted keys).

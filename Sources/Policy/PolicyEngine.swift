@@ -152,6 +152,7 @@ private struct Evaluation {
     let request: PolicyRequest
     let facts: PolicyFacts
     var checks: [CheckRecord] = []
+    var anomalyScore: Double?
     var tierReason = ""
     /// The tier the request is being judged at, once there is one (escalation may move it).
     var judgedTier: Tier?
@@ -175,6 +176,7 @@ private struct Evaluation {
             policyVersion: self.policy.version
         )
         decision.judgedTier = self.judgedTier?.name
+        decision.anomalyScore = self.anomalyScore
         return decision
     }
 
@@ -338,6 +340,7 @@ private struct Evaluation {
         // to the tiers above it that do.
         let action =
             assessment.learning ? .none : model.action(for: assessment.score, at: accepting[index].name, tierOrder: self.policy.tiers.tiers.map(\.name))
+        if !assessment.learning { self.anomalyScore = assessment.score }
         let reasons = assessment.reasons.prefix(3).joined(separator: "; ")
         let inputs =
             assessment.learning

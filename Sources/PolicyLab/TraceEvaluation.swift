@@ -1,9 +1,9 @@
 import Foundation
 import Policy
 
-/// Runs a trace through the real policy engine, in time order, with the facts the server would give it: the request
-/// log's counts, the agent's history (for the static rules) and its learned behaviour (for the model), each learned
-/// only from authorizations that stood: signed (at once, not pending), not voided, learned when they expire.
+/// Runs a trace through the real policy engine, in time order, with the facts the server would give it
+/// (``PolicySimulator``): the request log's counts, the agent's history (for the static rules), budgets, and its
+/// learned behaviour (for the model), learned only from authorizations that stood: signed at once, not voided.
 public struct TraceEvaluation: Sendable {
     /// How one request came out.
     public struct Verdict: Sendable, Hashable {
@@ -51,90 +51,41 @@ public struct TraceEvaluation: Sendable {
         self.policy = policy
     }
 
-    /// Per agent: what the facts are made of.
-    struct AgentFacts {
-        var requests: [Int64] = []
-        /// Authorizations learned, for the static history (time, amount, currency).
-        var history: [(time: Int64, amount: Int64, currency: String)] = []
-        var merchants: Set<String> = []
-        var recent: [(time: Int64, merchant: String, amount: Int64, currency: String)] = []
-        var behaviour = AgentBehaviour()
-    }
-
     public func run(_ events: [TraceEvent], keepVerdicts: Bool = false) -> Report {
-        var agents: [String: AgentFacts] = [:]
-        // Authorizations waiting for their expiry to be learned: (time, agent, payment).
-        var maturing: [(time: Int64, agent: String, payment: ObservedPayment, trusted: Bool)] = []
+        var simulator = PolicySimulator(policy: self.policy)
         var report = Report()
         var episodeStart: [Int: (time: Int64, seen: Int, detected: Bool)] = [:]
-        let windows = self.windows()
 
         for event in events {
-            // Learn what has matured by now (expired without a void).
-            if let first = maturing.first, first.time <= event.time {
-                let due = maturing.prefix { $0.time <= event.time }
-                for item in due { self.learn(item.payment, agent: item.agent, trusted: item.trusted, into: &agents) }
-                maturing.removeFirst(due.count)
-            }
             guard let currency = Currency(code: event.currency) else { continue }
-            let amount = Money(minorUnits: event.amount, currency: currency)
-            var facts = agents[event.agent, default: AgentFacts()]
-            facts.requests.append(event.time)
-            facts.requests.removeAll { event.time - $0 >= windows.longest }
-            var policyFacts = PolicyFacts(now: event.time)
-            policyFacts.requestsInRateWindow = facts.requests.count { event.time - $0 < windows.rate }
-            policyFacts.requestsInBurstWindow = facts.requests.count { event.time - $0 < windows.burst }
-            let since = event.time - self.policy.escalation.historySeconds
-            if let first = facts.history.first, first.time < since { facts.history.removeAll { $0.time < since } }
-            let history = facts.history.filter { $0.time >= since && $0.currency == event.currency }
-            policyFacts.historyCount = history.count
-            policyFacts.historyMeanAmount = history.isEmpty ? 0 : (history.reduce(0) { $0 + $1.amount } + Int64(history.count) / 2) / Int64(history.count)
-            policyFacts.merchantPaidBefore = facts.merchants.contains(event.merchant)
-            if let window = self.policy.escalation.splittingWindowSeconds {
-                facts.recent.removeAll { event.time - $0.time >= window }
-                policyFacts.recentSpendAtMerchant = facts.recent.filter { $0.merchant == event.merchant && $0.currency == event.currency }.reduce(0) {
-                    $0 + $1.amount
-                }
+            let request = PolicyRequest(
+                agent: event.agent, amount: Money(minorUnits: event.amount, currency: currency), merchant: event.merchant, merchantCategoryCode: event.mcc)
+            let decided = simulator.decide(request, at: event.time)
+            let (judgement, decision) = (decided.judgement, decided.decision)
+            // A trace does not say when a payment was voided, only that it was: it stays in the static history (as
+            // it would until its void) and is never learned. Pending approvals get no verdict: held until the deadline.
+            switch decision.outcome {
+            case .authorized:
+                simulator.record(decided, agent: event.agent, settlement: .init(authorizedAt: event.time, releasedAt: nil, learnable: event.voided != true))
+            case .pendingApproval(_, let approval):
+                simulator.record(
+                    decided, agent: event.agent, settlement: .init(authorizedAt: nil, releasedAt: event.time + approval.ttlSeconds, learnable: false))
+            case .denied:
+                break
             }
-            // As the server does: the state before this request is what it is judged on; the request is noted at once.
-            let observed = ObservedPayment(time: event.time, amount: amount, merchant: event.merchant, category: event.mcc)
-            let before = facts.behaviour
-            if let model = self.policy.behaviour {
-                policyFacts.behaviour = before
-                model.note(observed, into: &facts.behaviour)
-            }
-
-            let decision = self.policy.evaluate(
-                PolicyRequest(agent: event.agent, amount: amount, merchant: event.merchant, merchantCategoryCode: event.mcc), facts: policyFacts)
-            if let model = self.policy.behaviour, decision.tier != nil { model.notePace(observed, into: &facts.behaviour) }
             let flaggedChecks = decision.checks.filter { Self.anomalyChecks.contains($0.name) && $0.result != .pass }
             let flagged = !flaggedChecks.isEmpty
             // Which features raised the flag: the static checks' own, and the model's findings that scored.
             var features = Set(flaggedChecks.compactMap { Self.staticFeature[$0.name] })
-            if flaggedChecks.contains(where: { $0.name == "behaviour" }), let model = self.policy.behaviour {
-                features.formUnion(model.assess(observed, state: before, agent: event.agent).features)
+            if flaggedChecks.contains(where: { $0.name == "behaviour" }), let model = self.policy.behaviour, let before = judgement.before {
+                features.formUnion(model.assess(judgement.payment, state: before, agent: event.agent).features)
             }
             let outcome: String
             switch decision.outcome {
-            case .authorized(let tier):
-                outcome = "authorized"
-                // The static rules' history sees an authorization at once, as the store does (voided or not).
-                facts.recent.append((event.time, event.merchant, event.amount, event.currency))
-                facts.history.append((event.time, event.amount, event.currency))
-                facts.merchants.insert(event.merchant)
-                // The model learns it a day later if it stood (not voided); its amount only if the model did not flag it.
-                let flaggedByModel = flaggedChecks.contains { $0.name == "behaviour" }
-                if event.voided != true, self.policy.behaviour != nil {
-                    maturing.append(
-                        (event.time + max(tier.lifetimeSeconds, self.policy.behaviour?.learnAfterSeconds ?? 0), event.agent, observed, !flaggedByModel))
-                    maturing.sort { $0.time < $1.time }
-                }
-            case .pendingApproval:
-                outcome = "pending_approval"  // an approver would look at it; nothing is learned from it here
-            case .denied(let code, _):
-                outcome = code.rawValue
+            case .authorized: outcome = "authorized"
+            case .pendingApproval: outcome = "pending_approval"  // an approver would look at it
+            case .denied(let code, _): outcome = code.rawValue
             }
-            agents[event.agent] = facts
 
             if let kind = AttackKind(rawValue: event.label), let episode = event.episode {
                 var figures = report.attacks[kind, default: AttackFigures()]
@@ -171,20 +122,8 @@ public struct TraceEvaluation: Sendable {
         return report
     }
 
-    private func learn(_ payment: ObservedPayment, agent: String, trusted: Bool, into agents: inout [String: AgentFacts]) {
-        var facts = agents[agent, default: AgentFacts()]
-        if let model = self.policy.behaviour { model.learn(payment, into: &facts.behaviour, trusted: trusted) }
-        agents[agent] = facts
-    }
-
     /// The feature each static check stands for.
     static let staticFeature = ["splitting": "repeat", "amount_anomaly": "amount", "new_merchant": "merchant", "burst": "burst"]
-
-    private func windows() -> (rate: Int64, burst: Int64, longest: Int64) {
-        let rate = self.policy.profiles.compactMap { $0.rateLimit?.perSeconds }.max() ?? 60
-        let burst = self.policy.escalation.burst?.perSeconds ?? 60
-        return (rate, burst, max(rate, burst, 1))
-    }
 }
 
 extension TraceEvaluation.Report {

@@ -245,8 +245,10 @@ enum PostgresGroup {
             bindings.append(bytea(refusal.decision))
             bindings.append(refusal.createdAt)
             bindings.append(refusal.auditIndex)
+            bindings.append(bytea(refusal.request))
         }
-        let sql = "INSERT INTO refusal (agent, idempotencyKey, code, decision, createdAt, auditIndex) VALUES \(Self.values(rows: refusals.count, columns: 6))"
+        let sql =
+            "INSERT INTO refusal (agent, idempotencyKey, code, decision, createdAt, auditIndex, request) VALUES \(Self.values(rows: refusals.count, columns: 7))"
         try await connection.query(PostgresQuery(unsafeSQL: sql, binds: bindings), logger: logger)
     }
 }

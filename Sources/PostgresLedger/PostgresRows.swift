@@ -79,11 +79,12 @@ enum PostgresRows {
         return record
     }
 
-    static let refusalColumns = "id, agent, idempotencyKey, code, decision, createdAt, auditIndex"
+    static let refusalColumns = "id, agent, idempotencyKey, code, decision, createdAt, auditIndex, request"
 
     static func refusal(_ row: PostgresRow) throws -> RefusalRecord {
-        let (id, agent, key, code, decision, createdAt, auditIndex) = try row.decode((Int64, String, String, String, Data, Int64, Int64?).self)
-        var record = RefusalRecord(agent: agent, idempotencyKey: key, code: code, decision: decision, createdAt: createdAt)
+        let (id, agent, key, code, decision, createdAt, auditIndex, request) = try row.decode(
+            (Int64, String, String, String, Data, Int64, Int64?, Data?).self)
+        var record = RefusalRecord(agent: agent, idempotencyKey: key, code: code, decision: decision, createdAt: createdAt, request: request)
         record.id = id
         record.auditIndex = auditIndex
         return record

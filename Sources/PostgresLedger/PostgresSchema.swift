@@ -74,7 +74,9 @@ enum PostgresSchema {
                 """,
                 "CREATE INDEX checkpoint_size ON checkpoint (size)",
             ]
-        )
+        ),
+        // So `countersign policy replay` sees refused requests as well as authorized ones.
+        Migration(version: 2, name: "the request of a refusal", statements: ["ALTER TABLE refusal ADD COLUMN request bytea"]),
     ]
 
     /// The newest schema this build knows.

@@ -39,7 +39,7 @@ public enum StoreMigration {
         ),
         ("hold", ["authorizationID", "scope", "currency", "amount", "createdAt", "expiresAt", "releasedAt"]),
         ("approval", ["authorizationID", "approver", "verdict", "decidedAt"]),
-        ("refusal", ["id", "agent", "idempotencyKey", "code", "decision", "createdAt", "auditIndex"]),
+        ("refusal", ["id", "agent", "idempotencyKey", "code", "decision", "createdAt", "auditIndex", "request"]),
         ("auditEntry", ["idx", "entry", "leafHash", "createdAt"]),
         ("checkpoint", ["id", "size", "rootHash", "time", "note", "kid"]),
     ]

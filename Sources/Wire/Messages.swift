@@ -1,3 +1,4 @@
+import Policy
 import Signing
 
 // The JSON bodies of every message. Field names are snake_case on the wire; docs/protocol.md lists them.
@@ -94,6 +95,18 @@ public struct Empty: Codable, Sendable, Hashable, ValidatedRequest {
 }
 
 /// `AUTHORIZE` (agent → server): may I pay?
+extension AuthorizeRequest {
+    /// What the policy judges of this request from `agent`; `nil` when the currency is no ISO 4217 code.
+    public func policyRequest(agent: String) -> PolicyRequest? {
+        guard let currency = Currency(code: self.currency) else { return nil }
+        return PolicyRequest(
+            agent: agent, amount: Money(minorUnits: self.amount, currency: currency), merchant: self.merchantID,
+            merchantCategoryCode: self.merchantCategoryCode,
+            lineItems: self.intent.lineItems?.map { PolicyRequest.LineItem(quantity: $0.quantity, unitAmount: $0.unitAmount, category: $0.category) }
+        )
+    }
+}
+
 public struct AuthorizeRequest: Codable, Sendable, Hashable, ValidatedRequest {
     /// Chosen by the agent, unique per intended payment; 1 to 200 printable ASCII characters.
     public var idempotencyKey: String

@@ -78,6 +78,16 @@ struct AnomalyServerTests {
             #expect(check.result == .escalate, "\(check.inputs)")
             #expect(check.inputs.contains("category 7995 is new for agent-habits (usually 5734"), "\(check.inputs)")
             #expect(record?.tierReason.contains("escalated to tier 'high' by the anomaly model") == true)
+            // The live metrics: the escalation by the model, and a score for every request it judged.
+            let (metrics, _) = try await InteropTests.get(server, "/metrics")
+            #expect(MetricsTests.value(#"countersign_escalations_total{check="behaviour"}"#, in: metrics) == 1, "\(metrics)")
+            // Labelled by the tier judged at: the usual payments' scores at standard, all under the rule's 6; the casino's
+            // at high, at 6 or more.
+            let usual = try #require(MetricsTests.value(#"countersign_anomaly_score_count{tier="standard"}"#, in: metrics))
+            #expect(usual >= 1)
+            #expect(MetricsTests.value(#"countersign_anomaly_score_bucket{tier="standard",le="6.0"}"#, in: metrics) == usual, "\(metrics)")
+            #expect(MetricsTests.value(#"countersign_anomaly_score_count{tier="high"}"#, in: metrics) == 1)
+            #expect(MetricsTests.value(#"countersign_anomaly_score_bucket{tier="high",le="4.0"}"#, in: metrics) == 0)
 
             // The habit is a function of the store: a book that catches up in one go and one that caught up in two
             // steps learned the same (every signed, unvoided authorization a day old: 119 of the 120 usual ones, the

@@ -4,6 +4,7 @@ import Crypto
 import Foundation
 import GRDB
 import Ledger
+import Logging
 import Policy
 import PostgresLedger
 import TestSupport
@@ -158,6 +159,41 @@ struct StoreConformanceTests {
         let page = try await store.authorizations(agent: "agent-a", createdAfter: 1_001, upTo: 1_003)
         #expect(page.map(\.id) == ["B-2", "a-2", "b-2", "y-3"], "after is excluded, upTo included, ties by the id's bytes")
         #expect(try await store.authorizations(agent: "agent-a", createdAfter: 1_004, upTo: 2_000).isEmpty)
+    }
+
+    @Test(
+        "the history a replay and a report read: decisions in a window in order, requests kept, verdicts, holds of a wider range", arguments: StoreKind.allCases
+    )
+    func history(_ kind: StoreKind) async throws {
+        guard let fixture = try await StoreFixture.make(kind) else { return }
+        let store = try await fixture.open()
+        _ = try await store.recordAuthorization(Self.record("early", createdAt: 900), scopes: [.agent("agent-a")])
+        _ = try await store.recordAuthorization(Self.record("b-1", createdAt: 1_001), scopes: [.agent("agent-a")])
+        _ = try await store.recordAuthorization(
+            Self.record("p-1", createdAt: 1_002, status: .pendingApproval, quorum: 1, approvalExpiresAt: 1_900), scopes: [.agent("agent-a")])
+        _ = try await store.decideApproval(id: "p-1", approver: "alice", verdict: .deny, at: 1_030)
+        try await store.recordRefusal(
+            RefusalRecord(
+                agent: "agent-b", idempotencyKey: "k", code: "BUDGET_EXCEEDED", decision: Data("{}".utf8), createdAt: 1_003, request: Data("{\"r\":2}".utf8)))
+        _ = try await store.recordAuthorization(Self.record("late", createdAt: 2_000), scopes: [.agent("agent-a")])
+        await store.close()
+
+        let range = StoreHistory.Range(from: 1_000, to: 2_000, holdsFrom: 800)
+        let history: StoreHistory
+        if let path = fixture.path {
+            history = try StoreHistoryFile(path: path).read(range)
+        } else {
+            history = try await PostgresHistoryReader.read(range, from: fixture.postgres!, logger: Logger(label: "test"))
+        }
+        #expect(history.authorizations.map(\.id) == ["b-1", "p-1"], "from included, to excluded")
+        #expect(history.authorizations.first?.request == Data("{\"r\":1}".utf8))
+        #expect(history.authorizations.last?.status == .denied)
+        #expect(history.refusals.map(\.code) == ["BUDGET_EXCEEDED"])
+        #expect(history.refusals.first?.request == Data("{\"r\":2}".utf8), "the refused request is kept")
+        #expect(history.approvals == [ApprovalRecord(authorizationID: "p-1", approver: "alice", verdict: .deny, decidedAt: 1_030)])
+        #expect(history.holds.map(\.authorizationID) == ["early", "b-1", "p-1"], "holds from holdsFrom")
+        #expect(history.holds.last?.counts(at: 1_029) == true)
+        #expect(history.holds.last?.counts(at: 1_030) == false, "released by the deny")
     }
 
     @Test("approvals: a quorum of distinct approvers, one caller completes it; deny releases; the rules refuse the rest", arguments: StoreKind.allCases)
