@@ -127,10 +127,11 @@ struct PolicyReplayCommand: AsyncParsableCommand {
     func run() async throws {
         let candidate = try PolicyCommand.load(self.policy).policy
         let window = try self.source.window(now: Int64(Date().timeIntervalSince1970))
-        let range = StoreHistory.Range(from: window.from - candidate.lookBackSeconds, to: window.to)
+        let range = StoreHistory.Range(from: max(0, window.from - candidate.lookBackSeconds), to: window.to)
         let history = try await self.source.read(range)
         let (requests, skipped) = history.recordedRequests(from: window.from)
-        let report = PolicyReplay(policy: candidate).run(requests, from: window.from, to: window.to, skipped: skipped)
+        let report = PolicyReplay(policy: candidate).run(
+            requests, from: window.from, to: window.to, skipped: skipped, merchantsPaid: history.merchantsPaidBefore)
         if self.json { return try JSONOutput.print(report) }
         print("window \(Terminal.time(window.from)) to \(Terminal.time(window.to))")
         print(report.text(verbose: self.verbose))

@@ -30,7 +30,7 @@ struct ReportCommand: AsyncParsableCommand {
         let policyPath = self.policy ?? self.source.configuration
         let engine = try policyPath.map { try PolicyCommand.load($0).policy }
         let longestWindow = engine.map { $0.budgets.budgets.map { Self.longest($0.window) }.max() ?? 0 } ?? 0
-        let history = try await self.source.read(StoreHistory.Range(from: window.from, to: window.to, holdsFrom: window.from - longestWindow))
+        let history = try await self.source.read(StoreHistory.Range(from: window.from, to: window.to, holdsFrom: max(0, window.from - longestWindow)))
         let report = BusinessReport(history: history, budgets: engine?.budgets.budgets ?? [], from: window.from, to: window.to)
         if self.json {
             try JSONOutput.print(report)
@@ -70,13 +70,15 @@ struct BusinessReport: Encodable {
         var approved = 0
         var denied = 0
         var expired = 0
+        /// Withdrawn by the agent before a verdict.
+        var withdrawn = 0
         var pending = 0
         /// Approved over those decided (approved, denied, expired).
         var approvalRate: Double?
         var turnaround = Turnaround()
 
         enum CodingKeys: String, CodingKey {
-            case requested, approved, denied, expired, pending, turnaround
+            case requested, approved, denied, expired, withdrawn, pending, turnaround
             case approvalRate = "approval_rate"
         }
     }
@@ -126,7 +128,8 @@ struct BusinessReport: Encodable {
     var escalationsByCheck: [String: Int] = [:]
     var approvals = Approvals()
     var voided = 0
-    /// Voided over authorizations signed in the window.
+    /// Authorizations signed in the window (at once, or approved) that their agent voided; a pending one withdrawn is
+    /// counted with the approvals.
     var voidRate: Double?
     var budgets: [BudgetUse] = []
     var anomalyScores = Scores()
@@ -154,21 +157,27 @@ struct BusinessReport: Encodable {
             if record.quorum != nil {
                 self.outcomes["pending_approval", default: 0] += 1
                 self.approvals.requested += 1
-                let given = verdicts[record.id] ?? []
-                switch record.status(at: to) {
-                case .authorized, .approved:
-                    self.approvals.approved += 1
-                    if let last = given.filter({ $0.verdict == .approve }).map(\.decidedAt).max() { turnarounds.append(last - record.createdAt) }
-                case .denied:
+                // As it stood at the report's end: verdicts given after it do not count yet.
+                let given = (verdicts[record.id] ?? []).filter { $0.decidedAt < to }
+                let approvedAt = given.filter { $0.verdict == .approve }.map(\.decidedAt).sorted().dropFirst((record.quorum ?? 1) - 1).first
+                if let deny = given.first(where: { $0.verdict == .deny }) {
                     self.approvals.denied += 1
-                    if let deny = given.first(where: { $0.verdict == .deny }) { turnarounds.append(deny.decidedAt - record.createdAt) }
-                case .expired: self.approvals.expired += 1
-                case .pendingApproval: self.approvals.pending += 1
+                    turnarounds.append(deny.decidedAt - record.createdAt)
+                } else if let approvedAt {
+                    self.approvals.approved += 1
+                    turnarounds.append(approvedAt - record.createdAt)
+                    if let voidedAt = record.voidedAt, voidedAt < to { self.voided += 1 }
+                } else if let voidedAt = record.voidedAt, voidedAt < to {
+                    self.approvals.withdrawn += 1  // the agent withdrew it before anyone decided
+                } else if let deadline = record.approvalExpiresAt, deadline <= to {
+                    self.approvals.expired += 1
+                } else {
+                    self.approvals.pending += 1
                 }
             } else {
                 self.outcomes["authorized", default: 0] += 1
             }
-            if record.status == .authorized, let voidedAt = record.voidedAt, voidedAt < to { self.voided += 1 }
+            if record.quorum == nil, let voidedAt = record.voidedAt, voidedAt < to { self.voided += 1 }
             if let data = record.decision, let decision = try? decoder.decode(DecisionRecord.self, from: data) { decisionRecords.append(decision) }
         }
         for refusal in history.refusals {
@@ -192,7 +201,7 @@ struct BusinessReport: Encodable {
             }
         }
         self.escalationRate = self.decisions == 0 ? nil : Double(self.escalated) / Double(self.decisions)
-        let signed = history.authorizations.count { $0.status == .authorized }
+        let signed = (self.outcomes["authorized"] ?? 0) + self.approvals.approved
         self.voidRate = signed == 0 ? nil : Double(self.voided) / Double(signed)
         let decided = self.approvals.approved + self.approvals.denied + self.approvals.expired
         self.approvals.approvalRate = decided == 0 ? nil : Double(self.approvals.approved) / Double(decided)
@@ -218,14 +227,24 @@ struct BusinessReport: Encodable {
             for (currency, limit) in budget.limits.sorted(by: { $0.key < $1.key }) {
                 var timeline = HoldTimeline()
                 var peak: (amount: Int64, at: Int64?) = (0, nil)
-                for hold in holds where hold.scope == budget.scope.key && hold.currency == currency {
-                    timeline.add(time: hold.createdAt, amount: hold.amount, releasedAt: [hold.releasedAt, hold.expiresAt].compactMap { $0 }.min())
-                    guard hold.createdAt >= from else { continue }
-                    let counted = timeline.counted(since: budget.window.start(at: hold.createdAt), at: hold.createdAt)
-                    if counted > peak.amount { peak = (counted, hold.createdAt) }
+                var started = false
+                // What counted when the report starts, then at every hold made during it, then at its end.
+                func observe(_ time: Int64) {
+                    let counted = timeline.counted(since: budget.window.start(at: time), at: time)
+                    if counted > peak.amount { peak = (counted, time) }
                 }
+                for hold in holds where hold.scope == budget.scope.key && hold.currency == currency {
+                    if hold.createdAt >= from, !started {
+                        started = true
+                        observe(from)
+                    }
+                    timeline.add(time: hold.createdAt, amount: hold.amount, releasedAt: [hold.releasedAt, hold.expiresAt].compactMap { $0 }.min())
+                    if hold.createdAt >= from { observe(hold.createdAt) }
+                }
+                if !started { observe(from) }
                 let end = to - 1
                 let counted = timeline.counted(since: budget.window.start(at: end), at: end)
+                if counted > peak.amount { peak = (counted, end) }
                 uses.append(
                     BudgetUse(
                         scope: budget.scope.key, window: budget.window.description, currency: currency, limit: limit, counted: counted,
@@ -267,7 +286,7 @@ struct BusinessReport: Encodable {
         let approvals = self.approvals
         lines.append(
             "approvals: \(approvals.requested) requested, \(approvals.approved) approved, \(approvals.denied) denied, \(approvals.expired) expired, "
-                + "\(approvals.pending) pending; approval rate \(percent(approvals.approvalRate))")
+                + "\(approvals.withdrawn) withdrawn, \(approvals.pending) pending; approval rate \(percent(approvals.approvalRate))")
         lines.append(
             "  turnaround: median \(seconds(approvals.turnaround.medianSeconds)), p90 \(seconds(approvals.turnaround.p90Seconds)), "
                 + "max \(seconds(approvals.turnaround.maxSeconds))")

@@ -54,6 +54,13 @@ struct StoreHistorySource: ParsableArguments {
 
     /// `2026-11-01`, `2026-11-01T09:30:00Z` (UTC) or seconds since 1970.
     static func time(_ text: String, option: String) throws -> Int64 {
+        let time = try Self.parse(text, option: option)
+        // 1970 to 9999: arithmetic on a window can then never overflow.
+        guard (0...253_402_300_799).contains(time) else { throw ValidationError("\(option) '\(text)' is outside the years 1970 to 9999") }
+        return time
+    }
+
+    private static func parse(_ text: String, option: String) throws -> Int64 {
         if let seconds = Int64(text) { return seconds }
         let formatter = ISO8601DateFormatter()
         formatter.timeZone = TimeZone(identifier: "UTC")
@@ -70,6 +77,8 @@ extension StoreHistory {
     func recordedRequests(from: Int64) -> (requests: [RecordedRequest], skipped: Int) {
         var verdicts: [String: [ApprovalRecord]] = [:]
         for approval in self.approvals { verdicts[approval.authorizationID, default: []].append(approval) }
+        var scopes: [String: [String]] = [:]
+        for hold in self.holds { scopes[hold.authorizationID, default: []].append(hold.scope) }
         var requests: [(order: (Int64, Int64), request: RecordedRequest)] = []
         var skipped = 0
         for record in self.authorizations {
@@ -97,7 +106,8 @@ extension StoreHistory {
                     RecordedRequest(
                         time: record.createdAt, request: request, outcome: needsApproval ? .pendingApproval : .authorized, tier: record.tier,
                         settlement: .init(authorizedAt: approvedAt, releasedAt: releasedAt, learnable: approvedAt != nil && record.voidedAt == nil),
-                        modelFlagged: !needsApproval && (decision?.flaggedByModel ?? false))
+                        modelFlagged: !needsApproval && (decision?.flaggedByModel ?? false), idempotencyKey: record.idempotencyKey,
+                        heldScopes: scopes[record.id])
                 ))
         }
         for refusal in self.refusals {
@@ -109,7 +119,9 @@ extension StoreHistory {
             requests.append(
                 (
                     (refusal.createdAt, refusal.auditIndex ?? .max),
-                    RecordedRequest(time: refusal.createdAt, request: request, outcome: .refused(code: refusal.code), tier: decision?.tier, settlement: nil)
+                    RecordedRequest(
+                        time: refusal.createdAt, request: request, outcome: .refused(code: refusal.code), tier: decision?.tier, settlement: nil,
+                        idempotencyKey: refusal.idempotencyKey)
                 ))
         }
         requests.sort { $0.order < $1.order }

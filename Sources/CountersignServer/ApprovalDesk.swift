@@ -90,9 +90,11 @@ final class ApprovalDesk: Sendable {
 
     /// `VOID`: the agent withdraws its authorization (signed or pending); its holds are released.
     func void(_ id: String, agent: String, at now: Int64) async throws -> AuthorizationRecord {
+        // Read first so that a retried VOID is not counted again (a concurrent pair may both count: rare, harmless).
+        let before = try? await self.store.authorization(id: id)
         let record = try await self.store.voidAuthorization(id: id, agent: agent, at: now)
         self.notifier.changed(record.id)
-        self.metrics.voided()
+        if before?.voidedAt == nil { self.metrics.voided(pending: record.status == .pendingApproval) }
         self.logger.info("authorization voided", metadata: ["agent": "\(agent)", "authorization": "\(record.id)"])
         return record
     }

@@ -65,9 +65,10 @@ public final class ServerMetrics: Sendable {
         "countersign_approval_verdicts_total": "Approvers' verdicts, by verdict.",
         "countersign_approval_turnaround_seconds":
             "Time from a request sent to approvers to its outcome (approved: the verdict completing the quorum; denied: the first deny), by outcome.",
-        "countersign_escalations_total": "Authorizations whose tier a check raised, by check (a request raised by two checks counts at each).",
+        "countersign_escalations_total":
+            "Decisions in which a check escalated (raised the tier, sent to approvers, or found no tier above), by check; one raised by two checks counts at each.",
         "countersign_anomaly_score": "The anomaly model's score of each request it judged (agents past their cold start), by the tier judged at.",
-        "countersign_voids_total": "Authorizations voided by their agent.",
+        "countersign_voids_total": "Voids by agents: of a signed authorization, or of a request waiting for approvers (withdrawn).",
         "countersign_budget_spent_ratio": "Spending (held and pending) over the limit in the budget's current window, by scope, window and currency.",
         "countersign_audit_entries": "Entries in the audit log (its contiguous prefix).",
         "countersign_audit_write_failures_total": "Store transactions that failed (each fails its decisions closed: AUDIT_UNAVAILABLE or STORE_UNAVAILABLE).",
@@ -125,10 +126,11 @@ public final class ServerMetrics: Sendable {
         for verdict in ["approve", "deny"] { _ = self.counter("countersign_approval_verdicts_total", ["verdict": verdict]) }
         for outcome in ["approved", "denied"] { _ = self.histogram("countersign_approval_turnaround_seconds", ["outcome": outcome]) }
         for check in Self.escalationChecks { _ = self.counter("countersign_escalations_total", ["check": check]) }
+        for of in ["authorization", "pending_approval"] { _ = self.counter("countersign_voids_total", ["of": of]) }
         for name in [
             "countersign_audit_checkpoints_total", "countersign_audit_checkpoint_failures_total", "countersign_audit_witness_cosigned_total",
             "countersign_audit_witness_failures_total", "countersign_audit_write_failures_total",
-            "countersign_hsm_failures_total", "countersign_hsm_breaker_trips_total", "countersign_hsm_recoveries_total", "countersign_voids_total",
+            "countersign_hsm_failures_total", "countersign_hsm_breaker_trips_total", "countersign_hsm_recoveries_total",
         ] {
             _ = self.counter(name, [:])
         }
@@ -218,8 +220,9 @@ public final class ServerMetrics: Sendable {
         self.histogram("countersign_approval_turnaround_seconds", ["outcome": outcome]).record(.seconds(max(0, seconds)))
     }
 
-    func voided() {
-        self.counter("countersign_voids_total", [:]).increment()
+    /// An agent voided a signed authorization, or withdrew one waiting for approvers (`pending`).
+    func voided(pending: Bool) {
+        self.counter("countersign_voids_total", ["of": pending ? "pending_approval" : "authorization"]).increment()
     }
 
     func handshake(_ outcome: String) {

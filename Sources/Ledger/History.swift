@@ -13,6 +13,8 @@ public struct StoreHistory: Sendable {
     public var approvals: [ApprovalRecord] = []
     /// Budget holds created in the holds' range (which starts earlier, to cover each budget's window).
     public var holds: [HoldRecord] = []
+    /// Per agent, the merchants it was authorized to pay before the range.
+    public var merchantsPaidBefore: [String: Set<String>] = [:]
 
     public init(authorizations: [AuthorizationRecord] = [], refusals: [RefusalRecord] = [], approvals: [ApprovalRecord] = [], holds: [HoldRecord] = []) {
         self.authorizations = authorizations
@@ -67,6 +69,9 @@ public final class StoreHistoryFile: Sendable {
             history.holds = try HoldRecord.fetchAll(
                 db, sql: "SELECT * FROM hold WHERE createdAt >= ? AND createdAt < ? ORDER BY createdAt, authorizationID, scope",
                 arguments: [range.holdsFrom, range.to])
+            let rows = try Row.fetchCursor(
+                db, sql: "SELECT DISTINCT agent, merchant FROM authorization WHERE createdAt < ? AND status = 'authorized'", arguments: [range.from])
+            while let row = try rows.next() { history.merchantsPaidBefore[row["agent"], default: []].insert(row["merchant"]) }
             return history
         }
     }

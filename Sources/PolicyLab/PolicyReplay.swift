@@ -20,9 +20,14 @@ public struct RecordedRequest: Sendable {
     public var settlement: PolicySimulator.Settlement?
     /// Whether the anomaly model flagged it when it was decided, with no approver vouching for it.
     public var modelFlagged: Bool
+    /// The agent's key for the payment: a later request with the same key is a retry, answered from the record.
+    public var idempotencyKey: String
+    /// The scopes (`agent:…`, `team:…`, `org:…`) the store held it at, when known.
+    public var heldScopes: [String]?
 
     public init(
-        time: Int64, request: PolicyRequest, outcome: Outcome, tier: String?, settlement: PolicySimulator.Settlement?, modelFlagged: Bool = false
+        time: Int64, request: PolicyRequest, outcome: Outcome, tier: String?, settlement: PolicySimulator.Settlement?, modelFlagged: Bool = false,
+        idempotencyKey: String = "", heldScopes: [String]? = nil
     ) {
         self.time = time
         self.request = request
@@ -30,6 +35,8 @@ public struct RecordedRequest: Sendable {
         self.tier = tier
         self.settlement = settlement
         self.modelFlagged = modelFlagged
+        self.idempotencyKey = idempotencyKey
+        self.heldScopes = heldScopes
     }
 }
 
@@ -105,7 +112,17 @@ public struct PolicyReplay: Sendable {
         public var budgets: [String: BudgetFigures] = [:]
         /// Requests of the window the store holds no request body for (recorded before requests were kept).
         public var skipped = 0
+        /// Requests refused by the service rather than the policy (the token, the store, the signer): not compared.
+        public var operational: [String: Int] = [:]
+        /// Requests that repeat the key of a payment the candidate already signed or sent to approvers: answered from
+        /// the record, not decided again.
+        public var retries = 0
     }
+
+    /// Refusals that say the service could not decide or sign, not what the policy decided.
+    public static let operationalCodes: Set<String> = [
+        "HSM_UNAVAILABLE", "SIGNING_UNAVAILABLE", "AUDIT_UNAVAILABLE", "STORE_UNAVAILABLE", "INTERNAL_ERROR", "SHUTTING_DOWN",
+    ]
 
     public let policy: PolicyEngine
 
@@ -114,22 +131,39 @@ public struct PolicyReplay: Sendable {
     }
 
     /// Replays `requests` (in decision order) and reports on those at or after `from`.
-    public func run(_ requests: [RecordedRequest], from: Int64, to: Int64, skipped: Int = 0) -> Report {
+    ///
+    /// - Parameter merchantsPaid: per agent, the merchants it was authorized to pay before the first request.
+    public func run(_ requests: [RecordedRequest], from: Int64, to: Int64, skipped: Int = 0, merchantsPaid: [String: Set<String>] = [:]) -> Report {
         var simulator = PolicySimulator(policy: self.policy)
+        simulator.knowMerchantsPaid(merchantsPaid)
         var report = Report(policyVersion: self.policy.version, from: from, to: to, skipped: skipped)
         let order = Dictionary(uniqueKeysWithValues: self.policy.tiers.tiers.enumerated().map { ($1.name, $0) })
+        // The payments (agent and key) that have a record: a request repeating one is a retry.
+        var recordedKeys: Set<String> = []
         for recorded in requests {
-            let decided = simulator.decide(recorded.request, at: recorded.time)
             let agent = recorded.request.agent
+            let key = agent + "\u{0}" + recorded.idempotencyKey
+            if !recorded.idempotencyKey.isEmpty, recordedKeys.contains(key) {
+                if recorded.time >= from { report.retries += 1 }
+                continue
+            }
+            let decided = simulator.decide(recorded.request, at: recorded.time)
             guard recorded.time >= from else {
-                // The look-back: what was recorded stands.
+                // The look-back: what was recorded stands, held where the store held it.
                 if let settlement = recorded.settlement {
+                    recordedKeys.insert(key)
                     simulator.record(
-                        decided.judgement, agent: agent, scopes: self.policy.scopes(of: agent), modelFlagged: recorded.modelFlagged, settlement: settlement)
+                        decided.judgement, agent: agent, scopeKeys: recorded.heldScopes ?? self.policy.scopes(of: agent).map(\.key),
+                        modelFlagged: recorded.modelFlagged, settlement: settlement)
                 }
                 continue
             }
+            if case .refused(let code) = recorded.outcome, Self.operationalCodes.contains(code) {
+                report.operational[code, default: 0] += 1
+                continue
+            }
             let decision = decided.decision
+            if decision.tier != nil, decided.overBudget == nil { recordedKeys.insert(key) }
             let candidate: String
             var reason = decision.tierReason
             switch decision.outcome {
@@ -236,6 +270,12 @@ extension PolicyReplay.Report {
         var lines: [String] = []
         let total = self.replayed.count
         lines.append("candidate policy \(self.policyVersion): \(total) recorded request(s) replayed")
+        if self.retries > 0 { lines.append("\(self.retries) retry(ies) of a payment already decided were answered from the record, not decided again") }
+        if !self.operational.isEmpty {
+            lines.append(
+                "not compared (refused by the service, not the policy): "
+                    + self.operational.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
+        }
         if self.skipped > 0 {
             lines.append("\(self.skipped) request(s) of the window were not replayed: their request was not kept (refused before this version)")
         }
@@ -287,7 +327,7 @@ extension PolicyReplay.Report {
 extension PolicyReplay.Report: Encodable {
     private enum Keys: String, CodingKey {
         case policyVersion = "policy_version"
-        case from, to, replayed, skipped, changes, refusals, budgets, agents, changed
+        case from, to, replayed, skipped, changes, refusals, budgets, agents, changed, operational, retries
     }
 
     private struct Changed: Encodable {
@@ -318,6 +358,8 @@ extension PolicyReplay.Report: Encodable {
         try container.encode(self.to, forKey: .to)
         try container.encode(self.replayed.count, forKey: .replayed)
         try container.encode(self.skipped, forKey: .skipped)
+        try container.encode(self.operational, forKey: .operational)
+        try container.encode(self.retries, forKey: .retries)
         try container.encode(
             Dictionary(uniqueKeysWithValues: PolicyReplay.Change.allCases.map { ($0.rawValue, self.changes[$0] ?? 0) }), forKey: .changes)
         try container.encode(["recorded": self.refusalsRecorded, "candidate": self.refusalsCandidate], forKey: .refusals)

@@ -65,11 +65,13 @@ public struct PolicySimulator: Sendable {
     private let settleSeconds: Int64
     /// Authorizations older than this are never looked at again.
     private let lookBackSeconds: Int64
+    private let budgetedScopes: Set<String>
 
     public init(policy: PolicyEngine) {
         self.policy = policy
         self.settleSeconds = policy.behaviour.map { $0.settleSeconds(in: policy.tiers) } ?? 0
         self.lookBackSeconds = max(policy.escalation.historySeconds, policy.escalation.splittingWindowSeconds ?? 0)
+        self.budgetedScopes = Set(policy.budgets.budgets.map(\.scope.key))
     }
 
     /// The facts of a request at `time`, with the request counted and noted by the model, as the server does as it
@@ -142,6 +144,10 @@ public struct PolicySimulator: Sendable {
     public mutating func decide(_ request: PolicyRequest, at time: Int64) -> Decided {
         let judgement = self.judge(request, at: time)
         var decision = self.policy.evaluate(request, facts: judgement.facts)
+        // As the server: a request given a tier counts in the spending pace, whatever the budgets then say.
+        if decision.tier != nil, let model = self.policy.behaviour {
+            model.notePace(judgement.payment, into: &self.agents[request.agent, default: AgentFacts()].behaviour)
+        }
         var over: (check: BudgetCheck, spent: Int64)?
         if decision.tier != nil, let found = self.overBudget(decision, amount: request.amount, at: time) {
             over = found
@@ -156,15 +162,14 @@ public struct PolicySimulator: Sendable {
     public mutating func record(_ decided: Decided, agent: String, settlement: Settlement) {
         guard let tier = decided.decision.tier else { return }
         let flagged = decided.decision.checks.contains { $0.name == "behaviour" && $0.result != .pass } && tier.approval == nil
-        self.record(decided.judgement, agent: agent, scopes: decided.decision.scopes, modelFlagged: flagged, settlement: settlement)
+        self.record(decided.judgement, agent: agent, scopeKeys: decided.decision.scopes.map(\.key), modelFlagged: flagged, settlement: settlement)
     }
 
-    /// Records an authorization or pending approval: at `scopes`, its amount not learned when the model flagged it
-    /// (and no approver vouched for it).
-    public mutating func record(_ judgement: Judgement, agent: String, scopes: [BudgetScope], modelFlagged: Bool, settlement: Settlement) {
+    /// Records an authorization or pending approval: held at the scopes of `scopeKeys` (`agent:…`, `team:…`, `org:…`),
+    /// its amount not learned when the model flagged it (and no approver vouched for it).
+    public mutating func record(_ judgement: Judgement, agent: String, scopeKeys: [String], modelFlagged: Bool, settlement: Settlement) {
         let payment = judgement.payment
         var facts = self.agents[agent, default: AgentFacts()]
-        if let model = self.policy.behaviour { model.notePace(payment, into: &facts.behaviour) }
         facts.authorizations.append(
             Authorization(
                 time: payment.time, merchant: payment.merchant, amount: payment.amount.minorUnits, currency: payment.amount.currency.code,
@@ -172,8 +177,8 @@ public struct PolicySimulator: Sendable {
         if let authorizedAt = settlement.authorizedAt, authorizedAt <= payment.time { facts.merchantsPaid.insert(payment.merchant) }
         self.agents[agent] = facts
         // Only scopes with a budget are ever checked.
-        for scope in scopes where !self.policy.budgets.budgets(of: scope).isEmpty {
-            self.holds[Self.key(scope, payment.amount.currency.code), default: HoldTimeline()].add(
+        for scope in scopeKeys where self.budgetedScopes.contains(scope) {
+            self.holds[scope + " " + payment.amount.currency.code, default: HoldTimeline()].add(
                 time: payment.time, amount: payment.amount.minorUnits, releasedAt: settlement.releasedAt)
         }
         // Learned once settled if it stood.
@@ -197,6 +202,11 @@ public struct PolicySimulator: Sendable {
     }
 
     private static func key(_ scope: BudgetScope, _ currency: String) -> String { scope.key + " " + currency }
+
+    /// Merchants each agent was authorized to pay before the facts begin (the server asks "ever").
+    public mutating func knowMerchantsPaid(_ merchants: [String: Set<String>]) {
+        for (agent, paid) in merchants { self.agents[agent, default: AgentFacts()].merchantsPaid.formUnion(paid) }
+    }
 }
 
 /// Sums of a growing array of amounts, each changed in O(log n).

@@ -104,13 +104,22 @@ public enum StoreMigration {
         }
     }
 
+    /// What a column added by a later SQLite migration holds in a store from before it.
+    static let missingColumnDefaults = ["kid": "''"]
+
     private static func copyTable(
         _ table: String, columns: [String], from source: DatabaseQueue, to connection: PostgresConnection, logger: Logger
     )
         async throws -> Int
     {
         let quoted = table == "authorization" ? "\"authorization\"" : table
-        let rows = try source.read { db in try Row.fetchAll(db, sql: "SELECT \(columns.joined(separator: ", ")) FROM \(quoted)") }
+        // A store last written by an older countersignd lacks the newer columns (the file is read-only here, so its
+        // migrations do not run): those are copied as NULL, which is what the migration would have given them.
+        let rows = try source.read { db in
+            let present = Set(try db.columns(in: table).map(\.name))
+            let selected = columns.map { present.contains($0) ? $0 : "\(Self.missingColumnDefaults[$0] ?? "NULL") AS \($0)" }
+            return try Row.fetchAll(db, sql: "SELECT \(selected.joined(separator: ", ")) FROM \(quoted)")
+        }
         let placeholders = (1...columns.count).map { "$\($0)" }.joined(separator: ", ")
         let sql = "INSERT INTO \(quoted) (\(columns.joined(separator: ", "))) VALUES (\(placeholders))"
         for row in rows {

@@ -2,6 +2,7 @@ import Audit
 import CountersignCore
 import Crypto
 import Foundation
+import GRDB
 import Ledger
 import Logging
 import Policy
@@ -38,6 +39,11 @@ struct StoreMigrationTests {
         try await store.storeCheckpoint(CheckpointRecord(size: head.size, rootHash: Data(head.root), time: 3, note: note, kid: "audit/v1"))
         let spending = try await store.spending(scope: .team("t"), currency: "USD", since: 0, now: 1_100)
         await store.close()
+        // As a store last written by an older countersignd: without the columns later migrations added.
+        try await DatabaseQueue(path: source.path!).write { db in
+            try db.execute(sql: "ALTER TABLE refusal DROP COLUMN request")
+            try db.execute(sql: "ALTER TABLE checkpoint DROP COLUMN kid")
+        }
 
         let target = try await server.freshDatabase()
         let report = try await StoreMigration.copy(sqlitePath: source.path!, to: target, logger: Logger(label: "test"))
@@ -81,6 +87,17 @@ struct StoreMigrationTests {
             environment: [:])
         #expect(verified.status == 0, "\(verified.standardError)")
         #expect(verified.standardOutput.hasPrefix("audit log OK: \(head.size + 1) entries, 1 signed checkpoints"), "\(verified.standardOutput)")
+
+        // The business report reads the cluster's history straight from PostgreSQL.
+        let business = try await ProcessResult.run(
+            executable: ProcessResult.builtProduct("countersign"),
+            arguments: ["report", "--config", configuration.path, "--from", "0", "--to", "10000", "--json"],
+            environment: [:])
+        #expect(business.status == 0, "\(business.standardError)")
+        let figures = try JSONSerialization.jsonObject(with: Data(business.standardOutput.utf8)) as? [String: Any]
+        #expect(figures?["decisions"] as? Int == 41)
+        #expect(figures?["refusals"] as? [String: Int] == ["BUDGET_EXCEEDED": 1])
+        #expect((figures?["approvals"] as? [String: Any])?["denied"] as? Int == 1)
 
         let again = await #expect(throws: LedgerError.self) {
             try await StoreMigration.copy(sqlitePath: source.path!, to: target, logger: Logger(label: "test"))

@@ -15,11 +15,19 @@ struct ReplayTests {
             profiles: [], budgets: BudgetTable([Budget(agent: "agent-1", limits: ["USD": budget], window: .day)]))
     }
 
-    static func authorized(_ amount: Int64, at time: Int64, voidedAt: Int64? = nil) -> RecordedRequest {
+    static func authorized(_ amount: Int64, at time: Int64, voidedAt: Int64? = nil, key: String = "") -> RecordedRequest {
         RecordedRequest(
             time: time,
             request: PolicyRequest(agent: "agent-1", amount: Money(minorUnits: amount, currency: Self.usd), merchant: "m-1", merchantCategoryCode: "5734"),
-            outcome: .authorized, tier: "standard", settlement: .init(authorizedAt: time, releasedAt: voidedAt, learnable: voidedAt == nil))
+            outcome: .authorized, tier: "standard", settlement: .init(authorizedAt: time, releasedAt: voidedAt, learnable: voidedAt == nil),
+            idempotencyKey: key.isEmpty ? "k-\(time)" : key)
+    }
+
+    static func refused(_ amount: Int64, at time: Int64, code: String, key: String) -> RecordedRequest {
+        var request = Self.authorized(amount, at: time, key: key)
+        request.outcome = .refused(code: code)
+        request.settlement = nil
+        return request
     }
 
     @Test("what was signed before the window holds the candidate's budget; a void before the request releases it")
@@ -47,6 +55,29 @@ struct ReplayTests {
             [Self.authorized(8_000, at: from - 3600), Self.authorized(3_000, at: from + 60), Self.authorized(2_000, at: from + 120)], from: from,
             to: from + 3600)
         #expect(after.replayed.map(\.candidateOutcome) == ["BUDGET_EXCEEDED", "authorized"])
+    }
+
+    @Test("a key the candidate signed makes later requests with it retries; refusals by the service are not compared")
+    func retriesAndOperational() throws {
+        let candidate = try Self.engine(budget: 100_000)
+        let from = Self.day + 12 * 3600
+        // Refused twice for a budget the candidate does not have, then signed (as the key's third attempt).
+        let report = PolicyReplay(policy: candidate).run(
+            [
+                Self.refused(3_000, at: from + 10, code: "BUDGET_EXCEEDED", key: "pay-1"),
+                Self.refused(3_000, at: from + 20, code: "BUDGET_EXCEEDED", key: "pay-1"),
+                Self.authorized(3_000, at: from + 30, key: "pay-1"), Self.refused(2_000, at: from + 40, code: "HSM_UNAVAILABLE", key: "pay-2"),
+            ], from: from, to: from + 3600)
+        #expect(report.replayed.map(\.change) == [.newlyAllowed], "the first attempt is signed; the rest repeat its key")
+        #expect(report.retries == 2)
+        #expect(report.operational == ["HSM_UNAVAILABLE": 1])
+        // Held once: 1000.00 less 30.00 remains for a 970.00 payment.
+        let held = PolicyReplay(policy: candidate).run(
+            [
+                Self.refused(3_000, at: from + 10, code: "BUDGET_EXCEEDED", key: "pay-1"), Self.authorized(3_000, at: from + 30, key: "pay-1"),
+                Self.authorized(97_000, at: from + 50, key: "pay-3"),
+            ], from: from, to: from + 3600)
+        #expect(held.replayed.map(\.candidateOutcome) == ["authorized", "authorized"])
     }
 
     @Test("the hold timeline counts what a plain sum counts, over random holds, windows and releases")

@@ -1,0 +1,149 @@
+import Crypto
+import Foundation
+
+/// The relying party's checks (WebAuthn Level 3, §7.1 registration and §7.2 authentication), for one relying party
+/// id and the origins its pages are served from.
+///
+/// What is checked: the ceremony type, the challenge (the exact bytes this server issued), the origin (and that the
+/// page was not in a cross-origin frame), the relying party id's hash, user presence and (by default) user
+/// verification, the signature counter moving forward, the signature, and the key's algorithm (ES256 or EdDSA).
+/// Attestation: `none`, and `packed` self-attestation (signed by the credential's own key); a certificate chain
+/// (`x5c`) is refused, since nothing here could judge the maker's certificate. Unknown members of the client data
+/// are ignored, as the specification requires.
+public struct RelyingParty: Sendable {
+    public let id: String
+    public let origins: Set<String>
+    public var requiresUserVerification = true
+
+    public init(id: String, origins: Set<String>) {
+        self.id = id
+        self.origins = origins
+    }
+
+    /// A credential registered.
+    public struct Registration: Sendable {
+        public var credentialID: [UInt8]
+        public var publicKey: COSEKey
+        /// As stored, and as an auditor reads it from the enrollment's audit entry.
+        public var encodedPublicKey: [UInt8]
+        public var signCount: UInt32
+        public var aaguid: [UInt8]
+        public var attestationFormat: String
+    }
+
+    /// An assertion as the browser returns it.
+    public struct Assertion: Sendable, Hashable {
+        public var credentialID: [UInt8]
+        public var clientDataJSON: [UInt8]
+        public var authenticatorData: [UInt8]
+        public var signature: [UInt8]
+
+        public init(credentialID: [UInt8], clientDataJSON: [UInt8], authenticatorData: [UInt8], signature: [UInt8]) {
+            self.credentialID = credentialID
+            self.clientDataJSON = clientDataJSON
+            self.authenticatorData = authenticatorData
+            self.signature = signature
+        }
+    }
+
+    /// Checks a `navigator.credentials.create()` response against the challenge issued for it.
+    public func register(clientDataJSON: [UInt8], attestationObject: [UInt8], challenge: [UInt8]) throws(WebAuthnError) -> Registration {
+        try self.checkClientData(clientDataJSON, type: "webauthn.create", challenge: challenge)
+        let object: CBOR
+        do {
+            object = try CBOR.decode(attestationObject)
+        } catch {
+            throw WebAuthnError(.malformed, "the attestation object: \(error)")
+        }
+        guard case .text(let format)? = object["fmt"], case .bytes(let authDataBytes)? = object["authData"], case .map(let statement)? = object["attStmt"]
+        else { throw WebAuthnError(.malformed, "the attestation object needs fmt, attStmt and authData") }
+        let authenticatorData = try AuthenticatorData(authDataBytes)
+        try self.checkAuthenticatorData(authenticatorData)
+        guard let credential = authenticatorData.attestedCredential else {
+            throw WebAuthnError(.malformed, "a registration's authenticator data carries no credential")
+        }
+        switch format {
+        case "none":
+            guard statement.isEmpty else { throw WebAuthnError(.attestation, "attestation 'none' must have an empty statement") }
+        case "packed":
+            guard object["attStmt"]?["x5c"] == nil else {
+                throw WebAuthnError(.attestation, "attestation certificates are not accepted: register with attestation 'none'")
+            }
+            guard object["attStmt"]?["alg"]?.integer == Int64(credential.publicKey.algorithm), case .bytes(let signature)? = object["attStmt"]?["sig"] else {
+                throw WebAuthnError(.attestation, "a packed self-attestation must name the credential's algorithm and carry a signature")
+            }
+            guard credential.publicKey.isValidSignature(signature, for: authDataBytes + Array(SHA256.hash(data: clientDataJSON))) else {
+                throw WebAuthnError(.attestation, "the self-attestation signature does not verify")
+            }
+        default:
+            throw WebAuthnError(.attestation, "attestation format '\(format)' is not accepted (only 'none' and packed self-attestation)")
+        }
+        return Registration(
+            credentialID: credential.credentialID, publicKey: credential.publicKey, encodedPublicKey: credential.encodedPublicKey,
+            signCount: authenticatorData.signCount, aaguid: credential.aaguid, attestationFormat: format)
+    }
+
+    /// Checks a `navigator.credentials.get()` response against the challenge issued for it and the stored credential.
+    /// - Returns: the authenticator data (its counter is the one to store).
+    public func verify(_ assertion: Assertion, challenge: [UInt8], publicKey: COSEKey, storedSignCount: UInt32) throws(WebAuthnError) -> AuthenticatorData {
+        try self.checkClientData(assertion.clientDataJSON, type: "webauthn.get", challenge: challenge)
+        let authenticatorData = try AuthenticatorData(assertion.authenticatorData)
+        try self.checkAuthenticatorData(authenticatorData)
+        guard authenticatorData.attestedCredential == nil else { throw WebAuthnError(.malformed, "an assertion carries no new credential") }
+        guard publicKey.isValidSignature(assertion.signature, for: assertion.authenticatorData + Array(SHA256.hash(data: assertion.clientDataJSON))) else {
+            throw WebAuthnError(.signature, "the assertion's signature does not verify with the registered key")
+        }
+        // §7.2 step 22: a counter that does not move forward (where either is non-zero) means a clone or a replay.
+        if authenticatorData.signCount != 0 || storedSignCount != 0, authenticatorData.signCount <= storedSignCount {
+            throw WebAuthnError(
+                .signCount, "the signature counter \(authenticatorData.signCount) is not above the last one seen (\(storedSignCount)): a cloned authenticator?")
+        }
+        return authenticatorData
+    }
+
+    private func checkClientData(_ json: [UInt8], type: String, challenge: [UInt8]) throws(WebAuthnError) {
+        guard let object = try? JSONSerialization.jsonObject(with: Data(json)) as? [String: Any] else {
+            throw WebAuthnError(.malformed, "the client data is not a JSON object")
+        }
+        guard let actualType = object["type"] as? String, let encodedChallenge = object["challenge"] as? String, let origin = object["origin"] as? String else {
+            throw WebAuthnError(.malformed, "the client data needs type, challenge and origin")
+        }
+        guard actualType == type else { throw WebAuthnError(.wrongType, "the client data is of a '\(actualType)' ceremony, not '\(type)'") }
+        guard let received = Self.base64URLDecode(encodedChallenge), received == challenge else {
+            throw WebAuthnError(.challenge, "the client data's challenge is not the one issued for this ceremony")
+        }
+        guard self.origins.contains(origin) else { throw WebAuthnError(.origin, "origin '\(origin)' is not this console's") }
+        if let crossOrigin = object["crossOrigin"] {
+            guard let flag = crossOrigin as? Bool, !flag, !(crossOrigin is NSNumber && CFGetTypeID(crossOrigin as CFTypeRef) != CFBooleanGetTypeID()) else {
+                throw WebAuthnError(.origin, "the ceremony ran in a cross-origin frame")
+            }
+        }
+    }
+
+    private func checkAuthenticatorData(_ data: AuthenticatorData) throws(WebAuthnError) {
+        guard data.rpIDHash == Array(SHA256.hash(data: Data(self.id.utf8))) else {
+            throw WebAuthnError(.relyingParty, "the authenticator data is for another relying party than '\(self.id)'")
+        }
+        guard data.flags.contains(.userPresent) else { throw WebAuthnError(.userPresence, "the user was not present (UP flag clear)") }
+        if self.requiresUserVerification, !data.flags.contains(.userVerified) {
+            throw WebAuthnError(.userVerification, "the user was not verified (UV flag clear): a PIN or biometric is required")
+        }
+        if data.flags.contains(.backedUp), !data.flags.contains(.backupEligible) {
+            throw WebAuthnError(.malformed, "backed up (BS) but not backup eligible (BE)")
+        }
+    }
+
+    /// base64url without padding, strictly (the alphabet of RFC 4648 §5).
+    public static func base64URLDecode(_ text: String) -> [UInt8]? {
+        guard text.utf8.allSatisfy({ ($0 >= 0x41 && $0 <= 0x5A) || ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x2D || $0 == 0x5F })
+        else { return nil }
+        var base64 = text.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+        base64 += String(repeating: "=", count: (4 - base64.count % 4) % 4)
+        return Data(base64Encoded: base64).map(Array.init)
+    }
+
+    public static func base64URLEncode(_ bytes: some Sequence<UInt8>) -> String {
+        Data(bytes).base64EncodedString().replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
+            .replacingOccurrences(of: "=", with: "")
+    }
+}
