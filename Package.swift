@@ -37,6 +37,10 @@ let package = Package(
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", exact: "0.2.0"),
         .package(url: "https://github.com/modelcontextprotocol/swift-sdk.git", from: "0.12.1"),
+        // Without its ConfigurationSupport trait: swift-configuration has a target named Configuration, as we do.
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1", traits: ["FullFoundation"]),
+        .package(url: "https://github.com/hummingbird-project/hummingbird-auth.git", from: "2.5.0"),
+        .package(url: "https://github.com/hummingbird-project/swift-mustache.git", from: "2.1.1"),
     ],
     targets: [
         // p11-kit's pkcs11.h. The PKCS#11 module itself is dlopen'ed at run time from a configured path.
@@ -58,6 +62,9 @@ let package = Package(
         // The anomaly model's laboratory: a seeded generator of labelled agent traces, and their evaluation through the
         // real policy engine (`countersign policy evaluate`, docs/anomaly.md).
         .target(name: "PolicyLab", dependencies: ["Policy"], swiftSettings: swiftSettings),
+        // The relying party's side of WebAuthn (passkeys): CBOR, COSE keys, authenticator data, registration and
+        // assertion checks. Written by hand: no Swift package we may use verifies WebAuthn (docs/architecture.md).
+        .target(name: "WebAuthn", dependencies: [crypto], swiftSettings: swiftSettings),
         // The audit log's pure parts: RFC 6962 Merkle hashing and proofs, entries, signed checkpoints.
         .target(name: "Audit", dependencies: ["CanonicalJSON", crypto], swiftSettings: swiftSettings),
         // Signed authorizations: the signer protocol, software keys, JWS and JWKS.
@@ -70,7 +77,7 @@ let package = Package(
         .target(
             name: "PostgresLedger",
             dependencies: [
-                "CountersignCore", "Configuration", "Ledger", "Policy", "Audit", logging, nioCore, crypto, .product(name: "PostgresNIO", package: "postgres-nio"),
+                "CountersignCore", "CountersignConfiguration", "Ledger", "Policy", "Audit", logging, nioCore, crypto, .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"), .product(name: "GRDB", package: "GRDB.swift"),
             ],
             swiftSettings: swiftSettings
@@ -78,14 +85,14 @@ let package = Package(
         // countersignd's configuration: the YAML file read strictly (line and reason for every refusal), one duration
         // parser. The CLI's `policy check` uses it without linking the server.
         .target(
-            name: "Configuration", dependencies: ["Policy", "Audit", "Wire", nioCore, .product(name: "Yams", package: "Yams")], swiftSettings: swiftSettings
+            name: "CountersignConfiguration", dependencies: ["Policy", "Audit", "Wire", nioCore, .product(name: "Yams", package: "Yams")], swiftSettings: swiftSettings
         ),
         // The small HTTP/1.1 services: the listener both HTTP ports use, and the audit log's witness (which the CLI
         // runs without the signing server).
         .target(
             name: "HTTPServices",
             dependencies: [
-                "CountersignCore", "Configuration", "Audit", nioCore, nioPosix, crypto, logging, .product(name: "NIOHTTP1", package: "swift-nio"),
+                "CountersignCore", "CountersignConfiguration", "Audit", nioCore, nioPosix, crypto, logging, .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: swiftSettings
@@ -93,7 +100,7 @@ let package = Package(
         .target(
             name: "CountersignServer",
             dependencies: [
-                "CountersignCore", "Configuration", "HTTPServices", "Wire", "Policy", "Signing", "HSMSigning", "Ledger", "PostgresLedger", "Audit", "CanonicalJSON",
+                "CountersignCore", "CountersignConfiguration", "HTTPServices", "Wire", "Policy", "Signing", "HSMSigning", "Ledger", "PostgresLedger", "Audit", "CanonicalJSON",
                 "PKCS11", nioCore, nioPosix, crypto, logging,
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -111,7 +118,7 @@ let package = Package(
         // Commands shared by the `countersign` executable; a library so tests can reach its pieces.
         .target(
             name: "CountersignCLI",
-            dependencies: ["PKCS11", "CountersignClient", "Configuration", "HTTPServices", "Wire", "Signing", "Policy", "PolicyLab", "Audit", "Ledger", "PostgresLedger", "CanonicalJSON", crypto, nioPosix, logging,
+            dependencies: ["PKCS11", "CountersignClient", "CountersignConfiguration", "HTTPServices", "Wire", "Signing", "Policy", "PolicyLab", "Audit", "Ledger", "PostgresLedger", "CanonicalJSON", crypto, nioPosix, logging,
                 .product(name: "Histogram", package: "hdrhistogram-swift"), .product(name: "NIOSSL", package: "swift-nio-ssl"), argumentParser,
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"), .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "MCP", package: "swift-sdk")],
@@ -120,7 +127,7 @@ let package = Package(
         .executableTarget(name: "countersign", dependencies: ["CountersignCLI", argumentParser], swiftSettings: swiftSettings),
         .executableTarget(
             name: "countersignd",
-            dependencies: ["CountersignServer", "Configuration", "Audit", "Policy", "Wire", "PostgresLedger", "CanonicalJSON", argumentParser, logging, .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"), .product(name: "UnixSignals", package: "swift-service-lifecycle")],
+            dependencies: ["CountersignServer", "CountersignConfiguration", "Audit", "Policy", "Wire", "PostgresLedger", "CanonicalJSON", argumentParser, logging, .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"), .product(name: "UnixSignals", package: "swift-service-lifecycle")],
             swiftSettings: swiftSettings
         ),
         // libFuzzer targets (`make fuzz` builds them with -sanitize=fuzzer,address -DFUZZING); built normally, each
@@ -143,6 +150,7 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "PolicyTests", dependencies: ["Policy", "PolicyLab", "TestSupport"], swiftSettings: swiftSettings),
+        .testTarget(name: "WebAuthnTests", dependencies: ["WebAuthn", crypto], swiftSettings: swiftSettings),
         .testTarget(name: "AuditTests", dependencies: ["Audit", crypto], swiftSettings: swiftSettings),
         .testTarget(
             name: "WireTests",
@@ -152,7 +160,7 @@ let package = Package(
         .testTarget(
             name: "CountersignTests",
             dependencies: [
-                "CountersignServer", "CountersignClient", "CountersignCore", "Configuration", "HTTPServices", "Wire", "Policy", "Signing", "HSMSigning",
+                "CountersignServer", "CountersignClient", "CountersignCore", "CountersignConfiguration", "HTTPServices", "Wire", "Policy", "Signing", "HSMSigning",
                 "Ledger", "PostgresLedger", "Audit", "PKCS11", "TestSupport",
                 "countersign", "countersignd", crypto, nioCore, nioPosix, logging,
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),

@@ -1,8 +1,8 @@
 import ArgumentParser
 import Audit
 import CanonicalJSON
-import Configuration
 import CountersignClient
+import CountersignConfiguration
 import Crypto
 import Foundation
 import Ledger

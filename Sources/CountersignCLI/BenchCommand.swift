@@ -1,6 +1,6 @@
 import ArgumentParser
-import Configuration
 import CountersignClient
+import CountersignConfiguration
 import Crypto
 import Foundation
 import Histogram

@@ -1,5 +1,5 @@
 import ArgumentParser
-import Configuration
+import CountersignConfiguration
 import Foundation
 import Ledger
 import Policy

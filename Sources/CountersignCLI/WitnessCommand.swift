@@ -1,6 +1,6 @@
 import ArgumentParser
 import Audit
-import Configuration
+import CountersignConfiguration
 import CountersignCore
 import Crypto
 import Foundation

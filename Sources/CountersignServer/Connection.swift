@@ -1,4 +1,4 @@
-import Configuration
+import CountersignConfiguration
 import Ledger
 import Logging
 import NIOCore

@@ -1,5 +1,5 @@
 import Audit
-import Configuration
+import CountersignConfiguration
 import Crypto
 import Foundation
 import HSMSigning

@@ -1,4 +1,4 @@
-import Configuration
+import CountersignConfiguration
 import Logging
 import NIOCore
 import NIOPosix

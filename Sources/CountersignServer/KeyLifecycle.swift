@@ -1,6 +1,6 @@
 import Audit
 import CanonicalJSON
-import Configuration
+import CountersignConfiguration
 import Crypto
 import Foundation
 import HSMSigning

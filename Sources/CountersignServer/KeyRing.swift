@@ -1,4 +1,4 @@
-import Configuration
+import CountersignConfiguration
 import CountersignCore
 import Crypto
 import Foundation

@@ -1,4 +1,4 @@
-import Configuration
+import CountersignConfiguration
 import Foundation
 import Ledger
 import Logging

@@ -1,5 +1,5 @@
 import Audit
-import Configuration
+import CountersignConfiguration
 import Foundation
 import Ledger
 import Logging

@@ -1,5 +1,5 @@
 import Audit
-import Configuration
+import CountersignConfiguration
 import CountersignCore
 import Crypto
 import Foundation

@@ -1,4 +1,4 @@
-import Configuration
+import CountersignConfiguration
 
 extension PostgresStoreConfiguration {
     /// The store's settings as the configuration file gave them (`store: { kind: postgres, … }`).

@@ -101,23 +101,27 @@ public struct RelyingParty: Sendable {
         return authenticatorData
     }
 
+    /// The members of the client data the checks read; any other member is ignored, as §5.8.1 requires.
+    private struct ClientData: Decodable {
+        var type: String
+        var challenge: String
+        var origin: String
+        var crossOrigin: Bool?
+    }
+
     private func checkClientData(_ json: [UInt8], type: String, challenge: [UInt8]) throws(WebAuthnError) {
-        guard let object = try? JSONSerialization.jsonObject(with: Data(json)) as? [String: Any] else {
-            throw WebAuthnError(.malformed, "the client data is not a JSON object")
+        let clientData: ClientData
+        do {
+            clientData = try JSONDecoder().decode(ClientData.self, from: Data(json))
+        } catch {
+            throw WebAuthnError(.malformed, "the client data is not a JSON object with type, challenge and origin")
         }
-        guard let actualType = object["type"] as? String, let encodedChallenge = object["challenge"] as? String, let origin = object["origin"] as? String else {
-            throw WebAuthnError(.malformed, "the client data needs type, challenge and origin")
-        }
-        guard actualType == type else { throw WebAuthnError(.wrongType, "the client data is of a '\(actualType)' ceremony, not '\(type)'") }
-        guard let received = Self.base64URLDecode(encodedChallenge), received == challenge else {
+        guard clientData.type == type else { throw WebAuthnError(.wrongType, "the client data is of a '\(clientData.type)' ceremony, not '\(type)'") }
+        guard let received = Self.base64URLDecode(clientData.challenge), received == challenge else {
             throw WebAuthnError(.challenge, "the client data's challenge is not the one issued for this ceremony")
         }
-        guard self.origins.contains(origin) else { throw WebAuthnError(.origin, "origin '\(origin)' is not this console's") }
-        if let crossOrigin = object["crossOrigin"] {
-            guard let flag = crossOrigin as? Bool, !flag, !(crossOrigin is NSNumber && CFGetTypeID(crossOrigin as CFTypeRef) != CFBooleanGetTypeID()) else {
-                throw WebAuthnError(.origin, "the ceremony ran in a cross-origin frame")
-            }
-        }
+        guard self.origins.contains(clientData.origin) else { throw WebAuthnError(.origin, "origin '\(clientData.origin)' is not this console's") }
+        guard clientData.crossOrigin != true else { throw WebAuthnError(.origin, "the ceremony ran in a cross-origin frame") }
     }
 
     private func checkAuthenticatorData(_ data: AuthenticatorData) throws(WebAuthnError) {

@@ -1,7 +1,7 @@
 import ArgumentParser
 import Audit
 import CanonicalJSON
-import Configuration
+import CountersignConfiguration
 import CountersignServer
 import Foundation
 import Logging

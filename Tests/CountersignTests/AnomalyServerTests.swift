@@ -1,5 +1,5 @@
-import Configuration
 import CountersignClient
+import CountersignConfiguration
 import Foundation
 import Ledger
 import Policy

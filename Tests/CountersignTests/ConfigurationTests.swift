@@ -1,4 +1,4 @@
-import Configuration
+import CountersignConfiguration
 import CountersignServer
 import Foundation
 import Policy

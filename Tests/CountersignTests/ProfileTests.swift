@@ -1,5 +1,5 @@
-import Configuration
 import CountersignClient
+import CountersignConfiguration
 import CountersignServer
 import Foundation
 import Policy
