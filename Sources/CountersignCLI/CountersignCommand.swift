@@ -11,6 +11,7 @@ public struct CountersignCommand: AsyncParsableCommand {
             AuthorizeCommand.self, FetchCommand.self, VoidCommand.self, VerifyCommand.self, KeysCommand.self, AgentsCommand.self, ApprovalsCommand.self,
             BudgetsCommand.self,
             ContextsCommand.self, PolicyCommand.self, ReportCommand.self, AuditCommand.self, BenchCommand.self, PingCommand.self, HSMCommand.self,
+            ApproversCommand.self,
             MCPCommand.self,
         ]
     )

@@ -305,6 +305,12 @@ public final class CountersignClient: Sendable {
         return try await self.request(.agentsRotateCredential, request, expecting: PrincipalInfo.self)
     }
 
+    /// A one-time link (15 minutes) for `principal` to register a passkey in the approvals console; a principal not yet
+    /// registered is created with `role` (approver unless given), able to sign in with its passkeys only.
+    public func enrollApprover(_ principal: String, role: Role? = nil) async throws -> EnrollmentLink {
+        try await self.request(.approversEnroll, ApproversEnrollRequest(principal: principal, role: role), expecting: EnrollmentLink.self)
+    }
+
     // MARK: Audit log (auditors and admins)
 
     /// The audit log's latest signed checkpoint (auditors, admins and approvers); if the log grew since the last

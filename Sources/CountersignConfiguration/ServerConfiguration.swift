@@ -92,6 +92,21 @@ public struct ServerConfiguration: Sendable {
         public var checkpointEntries: Int = 1000
     }
 
+    /// The approvals console on the HTTP listener (docs/console.md): where browsers reach it, and its TLS.
+    public struct Console: Sendable, Hashable {
+        /// `https://approvals.example.com` (or `http://localhost:7680`): passkeys are bound to it, and every state
+        /// change must come from it.
+        public var origin: String
+        /// The WebAuthn relying party id: the origin's host unless given (a registrable suffix of it).
+        public var rpID: String
+        /// How long a sign-in lasts (15 minutes unless given; at most 12 hours).
+        public var sessionLifetime: Duration = .seconds(900)
+        /// The HTTP listener's certificate and key: required unless it listens on loopback only.
+        public var tls: TLS?
+    }
+
+    public var console: Console?
+
     /// A witness's address (`http://host:port`, its submission prefix) and verifier key (`name+keyid+key`).
     public struct Witness: Sendable, Hashable {
         public var url: String
@@ -152,7 +167,7 @@ public struct ServerConfiguration: Sendable {
         let root = try ConfigurationReader.parse(yaml: yaml, file: file)
         let entries = try root.mapping(allowing: [
             "issuer", "listen", "http", "tls", "insecure_plaintext", "data_dir", "hsm", "limits", "tiers", "profiles", "budgets", "teams",
-            "organizations", "escalation", "anomaly", "contexts", "keys", "audit", "store",
+            "organizations", "escalation", "anomaly", "contexts", "keys", "audit", "store", "console",
         ])
         var configuration = ServerConfiguration(tiers: try PolicyConfiguration.tiers(entries["tiers"], root: root))
         if let issuer = entries["issuer"] { configuration.issuer = try issuer.string() }
@@ -194,7 +209,33 @@ public struct ServerConfiguration: Sendable {
         }
         if let keys = entries["keys"] { configuration.keyPolicies = try Self.keyPolicies(keys, tiers: configuration.tiers) }
         if let store = entries["store"] { configuration.store = try Self.store(store) }
+        if let console = entries["console"] { configuration.console = try Self.console(console) }
         return configuration
+    }
+
+    private static func console(_ reader: ConfigurationReader) throws -> Console {
+        let fields = try reader.mapping(allowing: ["origin", "rp_id", "session_lifetime", "tls"])
+        guard let originField = fields["origin"] else { throw reader.error("console needs 'origin' (e.g. https://approvals.example.com)") }
+        let origin = try originField.string()
+        guard let url = URL(string: origin), let scheme = url.scheme, let host = url.host, url.path.isEmpty, url.query == nil, url.fragment == nil
+        else { throw originField.error("console.origin must be scheme://host[:port], nothing after it") }
+        guard scheme == "https" || (scheme == "http" && host == "localhost") else {
+            throw originField.error("console.origin must be https (passkeys need a secure origin); plain http only for http://localhost")
+        }
+        let rpID = try fields["rp_id"]?.string() ?? host
+        guard host == rpID || host.hasSuffix("." + rpID) else {
+            throw (fields["rp_id"] ?? originField).error("console.rp_id '\(rpID)' must be the origin's host or a suffix of it")
+        }
+        var console = Console(origin: origin, rpID: rpID)
+        if let lifetime = fields["session_lifetime"] { console.sessionLifetime = try lifetime.duration(in: .seconds(60) ... .seconds(43_200)) }
+        if let tls = fields["tls"] {
+            let entries = try tls.mapping(allowing: ["certificate", "private_key"])
+            guard let certificate = entries["certificate"], let key = entries["private_key"] else {
+                throw tls.error("needs both 'certificate' and 'private_key'")
+            }
+            console.tls = TLS(certificatePath: try certificate.string(), privateKeyPath: try key.string())
+        }
+        return console
     }
 
     private static func store(_ reader: ConfigurationReader) throws -> StoreKind {
@@ -236,6 +277,12 @@ public struct ServerConfiguration: Sendable {
 
     /// Refuses a plaintext listener on a non-loopback address unless the operator insisted.
     public func validateTransportSecurity() throws {
+        // The console's sessions and passkey ceremonies never cross a network in the clear, whatever the operator says.
+        if let console = self.console, console.tls == nil, !self.http.isLoopback {
+            throw ConfigurationError(
+                file: "configuration", line: nil,
+                reason: "refusing to serve the approvals console on \(self.http) without TLS: give console.tls, or listen on loopback behind a TLS proxy")
+        }
         if self.tls == nil, !self.listen.isLoopback, !self.insecurePlaintext {
             throw ConfigurationError(
                 file: "configuration",

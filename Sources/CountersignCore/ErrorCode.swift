@@ -18,6 +18,8 @@ public struct ErrorCode: RawRepresentable, Hashable, Sendable, Codable, CustomSt
         case server
         /// Reported by the offline verifier of authorizations (`countersign verify`, a merchant's check).
         case verifier
+        /// Answered by the approvals console over HTTP (docs/console.md).
+        case console
     }
 
     struct Traits: Sendable {
@@ -105,6 +107,16 @@ public struct ErrorCode: RawRepresentable, Hashable, Sendable, Codable, CustomSt
     /// The stored log does not hash to the checkpoint it is checked against.
     public static let auditLogMismatch: ErrorCode = "AUDIT_LOG_MISMATCH"
 
+    // The approvals console's (HTTP).
+    /// An enrollment link that is unknown, used, or past its 15 minutes.
+    public static let enrollmentInvalid: ErrorCode = "ENROLLMENT_INVALID"
+    /// A passkey ceremony that does not verify (the reason is in the sentence).
+    public static let passkeyRefused: ErrorCode = "PASSKEY_REFUSED"
+    /// No session, or one that has ended: sign in again.
+    public static let sessionRequired: ErrorCode = "SESSION_REQUIRED"
+    /// A state change without this session's CSRF token, or from another origin.
+    public static let csrfRefused: ErrorCode = "CSRF_REFUSED"
+
     // The offline verifier's findings about an authorization.
     public static let malformedToken: ErrorCode = "MALFORMED_TOKEN"
     public static let unknownKey: ErrorCode = "UNKNOWN_KEY"
@@ -120,6 +132,7 @@ public struct ErrorCode: RawRepresentable, Hashable, Sendable, Codable, CustomSt
         let refusal = Traits()
         let server = Traits(audience: .server)
         let verifier = Traits(audience: .verifier)
+        let console = Traits(audience: .console)
         return [
             .frameTooLarge: closes, .malformedFrame: closes, .truncatedFrame: closes, .unsupportedVersion: closes,
             .unknownMessageType: refusal, .malformedJSON: refusal, .invalidRequest: refusal,
@@ -138,6 +151,7 @@ public struct ErrorCode: RawRepresentable, Hashable, Sendable, Codable, CustomSt
             .keyStateConflict: refusal, .keyInUse: refusal, .dualControl: refusal, .keyNotAdoptable: refusal,
             .internalError: retryable,
             .keyVersionExists: server, .auditLogMismatch: server,
+            .enrollmentInvalid: console, .passkeyRefused: console, .sessionRequired: console, .csrfRefused: console,
             .malformedToken: verifier, .unknownKey: verifier, .badSignature: verifier, .expired: verifier, .notYetValid: verifier,
             .amountAboveKeyLimit: verifier,
         ]

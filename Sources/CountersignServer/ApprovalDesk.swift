@@ -88,6 +88,11 @@ final class ApprovalDesk: Sendable {
         }
     }
 
+    /// Tells the console's live pages that `id` now waits for approvers.
+    func announce(_ id: String) {
+        self.notifier.changed(id)
+    }
+
     /// `VOID`: the agent withdraws its authorization (signed or pending); its holds are released.
     func void(_ id: String, agent: String, at now: Int64) async throws -> AuthorizationRecord {
         // Read first so that a retried VOID is not counted again (a concurrent pair may both count: rare, harmless).
@@ -130,7 +135,9 @@ final class ApprovalDesk: Sendable {
 
     /// `APPROVALS_APPROVE` / `APPROVALS_DENY`: one approver's verdict. The approval that completes the quorum
     /// signs the authorization (with the approvers in its claims) and wakes the agent waiting for it.
-    func decide(_ id: String, approver: String, verdict: ApprovalRecord.Verdict) async throws -> ApprovalDetail {
+    /// - Parameter evidence: what the audit entry records of how the approver vouched (the console's passkey
+    ///   assertion), beside the verdict.
+    func decide(_ id: String, approver: String, verdict: ApprovalRecord.Verdict, evidence: [String: String] = [:]) async throws -> ApprovalDetail {
         let now = self.wallClock.secondsSince1970
         let step: ApprovalStep
         do {
@@ -155,7 +162,8 @@ final class ApprovalDesk: Sendable {
         case .denied: status = "denied"
         }
         try await self.audit.logAction(
-            verdict == .approve ? "approvals.approve" : "approvals.deny", by: approver, subject: id, details: ["status": status], kind: "approval"
+            verdict == .approve ? "approvals.approve" : "approvals.deny", by: approver, subject: id,
+            details: evidence.merging(["status": status]) { _, status in status }, kind: "approval"
         )
         switch step {
         case .approvedBy(let record, let approvers):

@@ -11,6 +11,8 @@ final class ApprovalNotifier: Sendable {
         var nextToken: UInt64 = 0
         var waiters: [String: [UInt64: CheckedContinuation<Void, Never>]] = [:]
         var isClosed = false
+        /// The approvals console's live pages: told of every change (their stream keeps only the latest).
+        var subscribers: [UInt64: AsyncStream<Void>.Continuation] = [:]
     }
 
     private let state = Mutex(State())
@@ -23,13 +25,41 @@ final class ApprovalNotifier: Sendable {
     /// Wakes every waiter for good (the server is stopping): a held FETCH_AUTHORIZATION answers at once,
     /// instead of keeping the stop waiting for its `wait_seconds`.
     func close() {
-        let waiters = self.state.withLock { state in
+        let (waiters, subscribers) = self.state.withLock { state in
             state.isClosed = true
             state.generation &+= 1
-            defer { state.waiters = [:] }
-            return state.waiters
+            defer {
+                state.waiters = [:]
+                state.subscribers = [:]
+            }
+            return (state.waiters, state.subscribers)
         }
         for continuation in waiters.values.flatMap(\.values) { continuation.resume() }
+        for subscriber in subscribers.values { subscriber.finish() }
+    }
+
+    /// A change to any authorization waiting for approvers (a new one, a verdict, a void, an expiry seen by
+    /// another server): what the console's live pages listen to. Finishes when the server stops.
+    func subscribe() -> AsyncStream<Void> {
+        let (stream, continuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        let token = self.state.withLock { state -> UInt64? in
+            guard !state.isClosed else { return nil }
+            state.nextToken &+= 1
+            state.subscribers[state.nextToken] = continuation
+            return state.nextToken
+        }
+        guard let token else {
+            continuation.finish()
+            return stream
+        }
+        continuation.onTermination = { [weak self] _ in
+            _ = self?.state.withLock { $0.subscribers.removeValue(forKey: token) }
+        }
+        return stream
+    }
+
+    private func announce() {
+        for subscriber in self.state.withLock({ Array($0.subscribers.values) }) { subscriber.yield() }
     }
 
     /// Wakes every waiter (changes may have been missed); each reads its authorization again.
@@ -40,6 +70,7 @@ final class ApprovalNotifier: Sendable {
             return state.waiters
         }
         for continuation in waiters.values.flatMap(\.values) { continuation.resume() }
+        self.announce()
     }
 
     /// Wakes everyone waiting on `id`.
@@ -49,6 +80,7 @@ final class ApprovalNotifier: Sendable {
             return state.waiters.removeValue(forKey: id)
         }
         for continuation in (waiters ?? [:]).values { continuation.resume() }
+        self.announce()
     }
 
     /// Returns when `id` changes (or anything changed since `generation`), after `timeout` on `time`, or when

@@ -257,6 +257,7 @@ final class Authorizer: Sendable {
             throw WireError(.auditUnavailable, "the decision could not be written to the audit log, so no authorization was issued")
         }
         self.checkpoints?.appended()
+        if case .pendingApproval = prepared.outcome, stored.id == id { self.approvals.announce(id) }
         if stored.id != id {
             // A concurrent request with the same key was recorded first; this signature is discarded unsent.
             return try await self.replay(stored, for: attempt.requestHash)

@@ -140,9 +140,9 @@ public final class CountersignApplication: Sendable {
         let keyRing = self.keyRing
         let hsm = self.hsm
         let stopping = ShutdownFlag()
-        self.httpServer = HTTPServer(
+        self.httpServer = try HTTPServer(
             endpoint: configuration.http,
-            routes: .init(
+            routes: HTTPServer.Routes(
                 keySet: { keyRing.keySet },
                 metrics: {
                     metrics.update(await Self.snapshot(hsm: hsm, store: store, policy: configuration.policy, now: environment.wallClock.secondsSince1970))
@@ -163,6 +163,7 @@ public final class CountersignApplication: Sendable {
                     return nil
                 }
             ),
+            console: services.console, tls: configuration.console?.tls,
             group: environment.eventLoopGroup,
             logger: environment.logger
         )

@@ -1,18 +1,22 @@
 import CountersignConfiguration
+import CountersignCore
 import Foundation
-import HTTPServices
+import HTTPTypes
+import Hummingbird
+import HummingbirdAuth
+import HummingbirdCore
+import HummingbirdTLS
 import Logging
 import NIOCore
-import NIOHTTP1
-import NIOPosix
+import NIOSSL
 import ServiceLifecycle
 import Signing
-import Synchronization
 
-/// The operator's HTTP listener (default `127.0.0.1:7680`): `GET /.well-known/jwks.json`, `/metrics`, `/healthz`,
-/// `/readyz`. Nothing on it can sign; authorizations are only ever requested over the framed protocol.
+/// The operator's HTTP listener (default `127.0.0.1:7680`), on Hummingbird: `GET /.well-known/jwks.json`, `/metrics`,
+/// `/healthz`, `/readyz`, and (when `console:` is configured) the approvals console under `/console`. Nothing on it
+/// signs except through an approver's passkey-vouched verdict; authorizations are requested over the framed protocol.
 public final class HTTPServer: Service, Sendable {
-    /// What the routes answer with.
+    /// What the operator's routes answer with.
     struct Routes: Sendable {
         var keySet: @Sendable () -> JWKSet
         var metrics: @Sendable () async -> String
@@ -20,42 +24,115 @@ public final class HTTPServer: Service, Sendable {
         var notReadyBecause: @Sendable () async -> String?
     }
 
-    private let listener: HTTPListener
+    private let application: Application<RouterResponder<ConsoleContext>>
+    private let bound: EventLoopPromise<SocketAddress>
 
-    init(endpoint: ServerConfiguration.Endpoint, routes: Routes, group: any EventLoopGroup, logger: Logger) {
-        self.listener = HTTPListener(endpoint: endpoint, group: group, logger: logger) { head, _ in await Self.respond(to: head, routes: routes) }
+    init(
+        endpoint: CountersignConfiguration.ServerConfiguration.Endpoint, routes: Routes, console: Console?,
+        tls: CountersignConfiguration.ServerConfiguration.TLS?, group: any EventLoopGroup, logger: Logger
+    ) throws {
+        let bound = group.next().makePromise(of: SocketAddress.self)
+        self.bound = bound
+        let consoleOrigin = console?.passkeys.console.origin
+        let router = Router(context: ConsoleContext.self, options: .autoGenerateHeadEndpoints)
+        router.add(middleware: SecurityHeaders(console: console != nil, tls: tls != nil))
+        Self.addOperatorRoutes(to: router, routes)
+        var services: [any Service] = []
+        if let console {
+            services.append(console.sessionStorage)
+            console.install(on: router)
+        }
+        let server: HTTPServerBuilder
+        // The idle timeout bounds a client that connects and sends nothing; a live page's event stream is written to
+        // at least every 15 s, so it never looks idle.
+        let http1 = HTTPServerBuilder.http1(configuration: .init(idleTimeout: .seconds(60)))
+        if let tls {
+            let chain = try NIOSSLCertificate.fromPEMFile(tls.certificatePath)
+            let key = try NIOSSLPrivateKey(file: tls.privateKeyPath, format: .pem)
+            server = try .tls(
+                http1,
+                tlsConfiguration: .makeServerConfiguration(
+                    certificateChain: chain.map { NIOSSLCertificateSource.certificate($0) }, privateKey: .privateKey(key)))
+        } else {
+            server = http1
+        }
+        self.application = Application(
+            router: router, server: server, configuration: .init(address: .hostname(endpoint.host, port: endpoint.port)), services: services,
+            onServerRunning: { channel in
+                guard let address = channel.localAddress else { return bound.fail(ChannelError.ioOnClosedChannel) }
+                logger.notice("HTTP listening", metadata: ["address": "\(address)"])
+                if let origin = consoleOrigin { logger.notice("approvals console", metadata: ["origin": "\(origin)", "https": "\(tls != nil)"]) }
+                bound.succeed(address)
+            },
+            eventLoopGroupProvider: .shared(group), logger: logger)
     }
 
     public var localAddress: SocketAddress {
-        get async throws { try await self.listener.localAddress }
+        get async throws { try await self.bound.futureResult.get() }
     }
 
     public func run() async throws {
-        try await self.listener.run()
+        do {
+            try await self.application.run()
+        } catch {
+            self.bound.fail(error)
+            throw error
+        }
+        self.bound.fail(ChannelError.ioOnClosedChannel)
     }
 
-    private static func respond(to head: HTTPRequestHead, routes: Routes) async -> HTTPListener.Response {
-        guard head.method == .GET || head.method == .HEAD else {
-            return .init(.methodNotAllowed, "text/plain; charset=utf-8", "only GET\n")
-        }
-        let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
-        switch path {
-        case "/.well-known/jwks.json":
+    private static func addOperatorRoutes(to router: Router<ConsoleContext>, _ routes: Routes) {
+        router.get("/.well-known/jwks.json") { _, _ in
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-            let body = (try? encoder.encode(routes.keySet())).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
-            return .init(.ok, "application/jwk-set+json", body)
-        case "/metrics":
-            return .init(.ok, "text/plain; version=0.0.4; charset=utf-8", await routes.metrics())
-        case "/healthz":
-            return .init(.ok, "text/plain; charset=utf-8", "ok\n")
-        case "/readyz":
-            if let reason = await routes.notReadyBecause() {
-                return .init(.serviceUnavailable, "text/plain; charset=utf-8", "not ready: \(reason)\n")
-            }
-            return .init(.ok, "text/plain; charset=utf-8", "ready\n")
-        default:
-            return .init(.notFound, "text/plain; charset=utf-8", "not found\n")
+            let body = (try? encoder.encode(routes.keySet())) ?? Data("{}".utf8)
+            return Response(status: .ok, headers: [.contentType: "application/jwk-set+json"], body: .init(byteBuffer: ByteBuffer(bytes: body)))
         }
+        router.get("/metrics") { _, _ in
+            Self.text(.ok, await routes.metrics(), type: "text/plain; version=0.0.4; charset=utf-8")
+        }
+        router.get("/healthz") { _, _ in Self.text(.ok, "ok\n") }
+        router.get("/readyz") { _, _ in
+            if let reason = await routes.notReadyBecause() { return Self.text(.serviceUnavailable, "not ready: \(reason)\n") }
+            return Self.text(.ok, "ready\n")
+        }
+    }
+
+    static func text(_ status: HTTPResponse.Status, _ body: String, type: String = "text/plain; charset=utf-8") -> Response {
+        Response(status: status, headers: [.contentType: type], body: .init(byteBuffer: ByteBuffer(string: body)))
+    }
+}
+
+/// Headers on every answer: no sniffing, no framing, no referrer; on the console, a strict Content-Security-Policy
+/// (every script and style from this server's own files, nothing inline), no caching, and HSTS behind TLS.
+struct SecurityHeaders: RouterMiddleware {
+    typealias Context = ConsoleContext
+    let console: Bool
+    let tls: Bool
+
+    static let contentSecurityPolicy =
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+
+    func handle(_ request: Request, context: ConsoleContext, next: (Request, ConsoleContext) async throws -> Response) async throws -> Response {
+        var response: Response
+        do {
+            response = try await next(request, context)
+        } catch let error as ConsoleError {
+            response = ConsoleRoutes.errorResponse(error, request: request)
+        } catch let error as any CountersignError where request.uri.path.hasPrefix("/console") {
+            response = ConsoleRoutes.errorResponse(ConsoleError(error.code, error.reason), request: request)
+        } catch let error as any HTTPResponseError where error.status == .notFound && !request.uri.path.hasPrefix("/console") {
+            response = HTTPServer.text(.notFound, "not found\n")
+        }
+        response.headers[.xContentTypeOptions] = "nosniff"
+        response.headers[HTTPField.Name("X-Frame-Options")!] = "DENY"
+        response.headers[HTTPField.Name("Referrer-Policy")!] = "no-referrer"
+        if self.console, request.uri.path.hasPrefix("/console") {
+            response.headers[.contentSecurityPolicy] = Self.contentSecurityPolicy
+            response.headers[.cacheControl] = request.uri.path.hasPrefix("/console/static/") ? "max-age=300" : "no-store"
+            response.headers[HTTPField.Name("Cross-Origin-Opener-Policy")!] = "same-origin"
+        }
+        if self.tls { response.headers[.strictTransportSecurity] = "max-age=31536000" }
+        return response
     }
 }

@@ -61,7 +61,12 @@ struct Services: Sendable {
     let principals: PrincipalDirectory
     let keyRing: KeyRing
     let contexts: ContextDesk
+    /// The console's passkeys, when `console:` is configured.
+    let passkeys: PasskeyDesk?
+    let notifier: ApprovalNotifier
+    let store: any Store
     let wallClock: WallClock
+    let random: RandomSource
     let logger: Logger
 
     /// Every request the server answers after the handshake: the one dispatch table. A test checks that it
@@ -112,6 +117,18 @@ struct Services: Sendable {
                 let record = try await self.principals.revoke(id: request.agentID, at: self.now)
                 self.logger.notice("principal revoked", metadata: ["by": "\(caller.id)", "principal": "\(record.id)"])
                 return Answer(record.info, audit: AuditedAction(name: "agents.revoke", subject: record.id))
+            },
+            .on(.approversEnroll, ApproversEnrollRequest.self) { request, caller in
+                guard let passkeys = self.passkeys else {
+                    throw WireError(.invalidRequest, "the approvals console is not configured on this server (console: in its configuration)")
+                }
+                let link = try await passkeys.enroll(request, by: caller.id)
+                self.logger.notice("enrollment link issued", metadata: ["by": "\(caller.id)", "principal": "\(link.principal)"])
+                // The audit entry never holds the link's token.
+                return Answer(
+                    link,
+                    audit: AuditedAction(
+                        name: "approvers.enroll", subject: link.principal, details: ["role": link.role.rawValue, "expires_at": "\(link.expiresAt)"]))
             },
             .on(.agentsRotateCredential, AgentsRotateCredentialRequest.self) { request, caller in
                 let key = try CredentialPublicKey(algorithm: request.algorithm, base64URL: request.publicKey)
@@ -171,6 +188,15 @@ struct Services: Sendable {
 
     private var now: Int64 { self.wallClock.secondsSince1970 }
 
+    /// The approvals console over these services, when configured.
+    var console: Console? {
+        self.passkeys.map {
+            Console(
+                passkeys: $0, approvals: self.approvals, budgets: self.budgets, audit: self.audit, principals: self.principals, keyRing: self.keyRing,
+                store: self.store, notifier: self.notifier, wallClock: self.wallClock, random: self.random, logger: self.logger)
+        }
+    }
+
     private func keyInfo(_ kid: String) -> KeyVersionInfo? {
         self.keyRing.list().first { $0.kid == kid }
     }
@@ -195,10 +221,14 @@ extension Services {
             store: store, policy: configuration.policy, modes: modes, signer: signer, approvals: approvals, checkpoints: checkpoints, wallClock: wallClock,
             time: time, random: environment.random, metrics: metrics, logger: logger
         )
+        let passkeys = configuration.console.map {
+            PasskeyDesk(console: $0, store: store, principals: principals, audit: audit, wallClock: wallClock, random: environment.random, logger: logger)
+        }
         let services = Services(
             authorizer: authorizer, approvals: approvals, budgets: BudgetReports(store: store, policy: configuration.policy, wallClock: wallClock),
             audit: audit, principals: principals, keyRing: keyRing,
-            contexts: ContextDesk(policy: configuration.policy, modes: modes, store: store, wallClock: wallClock), wallClock: wallClock, logger: logger
+            contexts: ContextDesk(policy: configuration.policy, modes: modes, store: store, wallClock: wallClock), passkeys: passkeys, notifier: notifier,
+            store: store, wallClock: wallClock, random: environment.random, logger: logger
         )
         return (services, notifier)
     }

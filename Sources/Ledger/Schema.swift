@@ -153,6 +153,26 @@ extension LedgerStore {
             // So `countersign policy replay` sees refused requests as well as authorized ones.
             try db.alter(table: "refusal") { table in table.add(column: "request", .blob) }
         }
+        migrator.registerMigration("v11: passkeys and enrollment links of the approvals console") { db in
+            try db.create(table: "passkey") { table in
+                table.primaryKey("credentialID", .blob)
+                table.column("principal", .text).notNull()
+                table.column("publicKey", .blob).notNull()
+                table.column("algorithm", .text).notNull()
+                table.column("signCount", .integer).notNull()
+                table.column("createdAt", .integer).notNull()
+                table.column("lastUsedAt", .integer)
+            }
+            try db.create(index: "passkey_principal", on: "passkey", columns: ["principal"])
+            try db.create(table: "enrollment") { table in
+                table.primaryKey("tokenHash", .blob)
+                table.column("principal", .text).notNull()
+                table.column("createdBy", .text).notNull()
+                table.column("createdAt", .integer).notNull()
+                table.column("expiresAt", .integer).notNull()
+                table.column("usedAt", .integer)
+            }
+        }
         return migrator
     }
 }

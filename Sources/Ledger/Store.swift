@@ -180,6 +180,21 @@ public protocol SettingsLedger: Sendable {
     func setting(_ name: String) async throws -> Data?
 }
 
+/// The approvals console's passkeys and the one-time links that register them.
+public protocol PasskeyLedger: Sendable {
+    func insertEnrollment(_ enrollment: EnrollmentRecord) async throws
+    func enrollment(tokenHash: Data) async throws -> EnrollmentRecord?
+    /// Uses the enrollment link and stores its passkey, in one transaction: a link registers one passkey, once.
+    /// - Throws: `ENROLLMENT_INVALID` (unknown, used, expired, or another principal's); `PRINCIPAL_EXISTS` when the
+    ///   credential is already registered.
+    func completeEnrollment(tokenHash: Data, passkey: PasskeyRecord, at now: Int64) async throws
+    func passkeys(principal: String) async throws -> [PasskeyRecord]
+    func passkey(credentialID: Data) async throws -> PasskeyRecord?
+    /// Stores a newer signature counter, atomically against every server: `false` when the stored one is not below it
+    /// (a replayed or cloned assertion raced this one), unless both are 0 (an authenticator without a counter).
+    func advanceSignCount(credentialID: Data, to count: Int64, at now: Int64) async throws -> Bool
+}
+
 /// What another server changed in a shared store: the caches a server keeps (principals, modes, key versions, the
 /// waiters of an approval) reload what changed.
 public enum StoreChange: Sendable, Hashable {
@@ -195,7 +210,7 @@ public enum StoreChange: Sendable, Hashable {
 }
 
 /// Every concern of the store, and its health.
-public protocol Store: AuthorizationLedger, ApprovalLedger, PrincipalLedger, KeyVersionLedger, AuditLedger, SettingsLedger {
+public protocol Store: AuthorizationLedger, ApprovalLedger, PrincipalLedger, KeyVersionLedger, AuditLedger, SettingsLedger, PasskeyLedger {
     /// Where the store is, for logs and errors (a path, or `postgres://user@host:port/database`; never a password).
     var location: String { get }
 

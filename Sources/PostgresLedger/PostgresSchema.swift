@@ -77,6 +77,21 @@ enum PostgresSchema {
         ),
         // So `countersign policy replay` sees refused requests as well as authorized ones.
         Migration(version: 2, name: "the request of a refusal", statements: ["ALTER TABLE refusal ADD COLUMN request bytea"]),
+        Migration(
+            version: 3, name: "passkeys and enrollment links of the approvals console",
+            statements: [
+                """
+                CREATE TABLE passkey (
+                    credentialID bytea PRIMARY KEY, principal text NOT NULL, publicKey bytea NOT NULL, algorithm text NOT NULL, signCount bigint NOT NULL,
+                    createdAt bigint NOT NULL, lastUsedAt bigint)
+                """,
+                "CREATE INDEX passkey_principal ON passkey (principal)",
+                """
+                CREATE TABLE enrollment (
+                    tokenHash bytea PRIMARY KEY, principal text NOT NULL, createdBy text NOT NULL, createdAt bigint NOT NULL, expiresAt bigint NOT NULL,
+                    usedAt bigint)
+                """,
+            ]),
     ]
 
     /// The newest schema this build knows.

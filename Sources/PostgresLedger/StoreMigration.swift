@@ -42,6 +42,8 @@ public enum StoreMigration {
         ("refusal", ["id", "agent", "idempotencyKey", "code", "decision", "createdAt", "auditIndex", "request"]),
         ("auditEntry", ["idx", "entry", "leafHash", "createdAt"]),
         ("checkpoint", ["id", "size", "rootHash", "time", "note", "kid"]),
+        ("passkey", ["credentialID", "principal", "publicKey", "algorithm", "signCount", "createdAt", "lastUsedAt"]),
+        ("enrollment", ["tokenHash", "principal", "createdBy", "createdAt", "expiresAt", "usedAt"]),
     ]
 
     /// Copies the SQLite store at `sqlitePath` (not changed, opened read-only; stop its server first) into the
@@ -116,6 +118,7 @@ public enum StoreMigration {
         // A store last written by an older countersignd lacks the newer columns (the file is read-only here, so its
         // migrations do not run): those are copied as NULL, which is what the migration would have given them.
         let rows = try source.read { db in
+            guard try db.tableExists(table) else { return [Row]() }
             let present = Set(try db.columns(in: table).map(\.name))
             let selected = columns.map { present.contains($0) ? $0 : "\(Self.missingColumnDefaults[$0] ?? "NULL") AS \($0)" }
             return try Row.fetchAll(db, sql: "SELECT \(selected.joined(separator: ", ")) FROM \(quoted)")

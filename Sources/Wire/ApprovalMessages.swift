@@ -280,3 +280,40 @@ public struct ContextsSetRequest: Codable, Sendable, Hashable, ValidatedRequest 
         try TextRules.identifier(self.name, field: "name", maximumBytes: 64)
     }
 }
+
+/// `APPROVERS_ENROLL`: a one-time link for a person to register a passkey in the approvals console.
+public struct ApproversEnrollRequest: Codable, Sendable, Hashable, ValidatedRequest {
+    public var principal: String
+    /// For a principal not yet registered: `approver` (the default), `admin` or `auditor`.
+    public var role: Role?
+
+    public init(principal: String, role: Role? = nil) {
+        self.principal = principal
+        self.role = role
+    }
+
+    public func validate() throws(WireError) {
+        try PrincipalID.validate(self.principal, field: "principal")
+        if self.role == .agent { throw WireError(.invalidRequest, "field 'role': agents do not use the console; give approver, admin or auditor") }
+    }
+}
+
+/// The link, valid once until `expires_at`: the token is in its fragment, so it never reaches a log or a referrer.
+public struct EnrollmentLink: Codable, Sendable, Hashable {
+    public var principal: String
+    public var role: Role
+    public var url: String
+    public var expiresAt: Int64
+
+    enum CodingKeys: String, CodingKey {
+        case principal, role, url
+        case expiresAt = "expires_at"
+    }
+
+    public init(principal: String, role: Role, url: String, expiresAt: Int64) {
+        self.principal = principal
+        self.role = role
+        self.url = url
+        self.expiresAt = expiresAt
+    }
+}

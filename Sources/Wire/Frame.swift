@@ -39,6 +39,7 @@ public struct MessageType: RawRepresentable, Hashable, Sendable, CustomStringCon
     public static let keysDestroy = MessageType(rawValue: 0x2E)
     public static let keysAdopt = MessageType(rawValue: 0x2F)
     public static let agentsRotateCredential = MessageType(rawValue: 0x30)
+    public static let approversEnroll = MessageType(rawValue: 0x31)
     public static let auditCheckpoint = MessageType(rawValue: 0x40)
     public static let auditProof = MessageType(rawValue: 0x41)
     public static let auditConsistency = MessageType(rawValue: 0x42)

@@ -101,6 +101,7 @@ extension MessageType {
         .init(.auditConsistency, "AUDIT_CONSISTENCY", .auditReaders, readsLog: true),
         .init(.auditEntries, "AUDIT_ENTRIES", .auditReaders, readsLog: true, cancellable: true),
         .init(.agentsRotateCredential, "AGENTS_ROTATE_CREDENTIAL", .administrative),
+        .init(.approversEnroll, "APPROVERS_ENROLL", .administrative),
     ]
 
     static let descriptors: [MessageType: MessageDescriptor] = Dictionary(uniqueKeysWithValues: Self.catalog.map { ($0.type, $0) })

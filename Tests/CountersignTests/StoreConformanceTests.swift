@@ -196,6 +196,37 @@ struct StoreConformanceTests {
         #expect(history.holds.last?.counts(at: 1_030) == false, "released by the deny")
     }
 
+    @Test("passkeys: an enrollment link registers one passkey, once, before it expires; the counter only moves forward", arguments: StoreKind.allCases)
+    func passkeys(_ kind: StoreKind) async throws {
+        guard let fixture = try await StoreFixture.make(kind) else { return }
+        let store = try await fixture.open()
+        defer { Task { await store.close() } }
+        let (hash, other) = (Data(repeating: 1, count: 32), Data(repeating: 2, count: 32))
+        try await store.insertEnrollment(EnrollmentRecord(tokenHash: hash, principal: "alice", createdBy: "admin", createdAt: 100, expiresAt: 1_000))
+        try await store.insertEnrollment(EnrollmentRecord(tokenHash: other, principal: "bob", createdBy: "admin", createdAt: 100, expiresAt: 1_000))
+        #expect(try await store.enrollment(tokenHash: hash)?.isOpen(at: 999) == true)
+        let key = PasskeyRecord(credentialID: Data([9, 9]), principal: "alice", publicKey: Data([0xA0]), algorithm: "ES256", signCount: 0, createdAt: 200)
+        let wrongPrincipal = await #expect(throws: LedgerError.self) { try await store.completeEnrollment(tokenHash: other, passkey: key, at: 200) }
+        #expect(wrongPrincipal?.code == .enrollmentInvalid, "bob's link cannot register alice's key")
+        try await store.completeEnrollment(tokenHash: hash, passkey: key, at: 200)
+        let twice = await #expect(throws: LedgerError.self) { try await store.completeEnrollment(tokenHash: hash, passkey: key, at: 201) }
+        #expect(twice?.code == .enrollmentInvalid)
+        var bobs = key
+        bobs.principal = "bob"
+        bobs.credentialID = Data([7])
+        let late = await #expect(throws: LedgerError.self) { try await store.completeEnrollment(tokenHash: other, passkey: bobs, at: 1_000) }
+        #expect(late?.code == .enrollmentInvalid, "expired")
+        #expect(try await store.passkeys(principal: "alice").map(\.credentialID) == [Data([9, 9])])
+        #expect(try await store.passkey(credentialID: Data([9, 9]))?.principal == "alice")
+        #expect(try await store.passkey(credentialID: Data([7])) == nil)
+        #expect(try await store.advanceSignCount(credentialID: Data([9, 9]), to: 0, at: 300), "an authenticator without a counter")
+        #expect(try await store.advanceSignCount(credentialID: Data([9, 9]), to: 5, at: 301))
+        #expect(try await !store.advanceSignCount(credentialID: Data([9, 9]), to: 5, at: 302), "the same counter again")
+        #expect(try await !store.advanceSignCount(credentialID: Data([9, 9]), to: 3, at: 303))
+        #expect(try await !store.advanceSignCount(credentialID: Data([9, 9]), to: 0, at: 304))
+        #expect(try await store.passkey(credentialID: Data([9, 9]))?.signCount == 5)
+    }
+
     @Test("approvals: a quorum of distinct approvers, one caller completes it; deny releases; the rules refuse the rest", arguments: StoreKind.allCases)
     func approvals(_ kind: StoreKind) async throws {
         guard let fixture = try await StoreFixture.make(kind) else { return }
