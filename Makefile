@@ -14,6 +14,8 @@ CONFIG         ?= hsm-config/countersign.yaml
 
 SWIFT_BUILD_FLAGS ?=
 APT_PACKAGES := softhsm2 opensc libp11-kit-dev libssl-dev libsqlite3-dev pkg-config openssl curl python3 python3-venv
+# The approvals console's browser test (Selenium, Chrome's virtual authenticator): `make test` only.
+TEST_APT_PACKAGES := chromium chromium-driver fonts-dejavu-core
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 HSM_ENV := SOFTHSM2_CONF=$(HSM_DIR)/softhsm2.conf \
@@ -50,6 +52,9 @@ packages:
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
+test-packages:
+	@$(MAKE) --no-print-directory packages APT_PACKAGES="$(TEST_APT_PACKAGES)"
+
 # The interoperability test verifies authorizations with joserfc, a JOSE library nobody here wrote.
 python-packages: packages
 	@python3 -c "import joserfc" 2>/dev/null || { \
@@ -78,11 +83,12 @@ build: packages
 # no PostgreSQL fail instead of skipping.
 PG_DIR ?= /tmp/countersign-postgres-$(shell id -u)-$$$$
 # Then the Python client's tests (pytest) against countersignd and `countersign mcp` as just built.
-test: setup python-client lint
+test: setup python-client test-packages lint
 	$(MAKE) --no-print-directory fuzz FUZZ_RUNS=50000
 	swift build --build-tests $(SWIFT_BUILD_FLAGS)
 	COUNTERSIGN_REQUIRE_POSTGRES=1 ./hsm-config/postgres.sh run $(PG_DIR) -- swift test --skip-build $(SWIFT_BUILD_FLAGS)
-	COUNTERSIGN_BIN_DIR=$$(swift build $(SWIFT_BUILD_FLAGS) --show-bin-path) COUNTERSIGN_PKCS11_MODULE=$(PKCS11_MODULE) $(PYTHON_VENV)/bin/python -m pytest -q -p no:cacheprovider clients/python/tests
+	COUNTERSIGN_BIN_DIR=$$(swift build $(SWIFT_BUILD_FLAGS) --show-bin-path) COUNTERSIGN_PKCS11_MODULE=$(PKCS11_MODULE) COUNTERSIGN_REQUIRE_BROWSER=1 \
+		$(PYTHON_VENV)/bin/python -m pytest -q -p no:cacheprovider clients/python/tests
 
 # The style of every Swift file (.swift-format: 4 spaces, 160 columns, imports ordered): `make format` rewrites,
 # `make lint` (run first by `make test`, so CI) refuses a file that is not formatted, and a public symbol of the

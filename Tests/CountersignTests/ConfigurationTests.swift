@@ -106,6 +106,28 @@ struct ConfigurationTests {
         try configuration.validateTransportSecurity()
     }
 
+    @Test("the console: an https origin (plain http only on localhost), an rp id the origin's host ends with, and TLS off loopback, whatever the operator says")
+    func console() throws {
+        let console = try self.parse(Self.valid + "\nconsole: { origin: \"https://approvals.example.com\", rp_id: example.com, session_lifetime: 10m }\n")
+        #expect(console.console?.rpID == "example.com")
+        #expect(console.console?.sessionLifetime == .seconds(600))
+        #expect(try self.parse(Self.valid + "\nconsole: { origin: \"http://localhost:7680\" }\n").console?.rpID == "localhost")
+        for (bad, reason) in [
+            ("{ origin: \"http://approvals.example.com\" }", "must be https"), ("{ origin: \"https://a.example.com/console\" }", "nothing after it"),
+            ("{ origin: \"https://a.example.com\", rp_id: other.com }", "suffix of it"), ("{ rp_id: localhost }", "needs 'origin'"),
+            ("{ origin: \"https://a.example.com\", session_lifetime: 2d }", "session_lifetime"),
+        ] {
+            let error = #expect(throws: ConfigurationError.self, "\(bad)") { try self.parse(Self.valid + "\nconsole: \(bad)\n") }
+            #expect(error?.reason.contains(reason) == true, "\(bad): \(error?.reason ?? "")")
+        }
+        var exposed = try self.parse(
+            Self.valid + "\nhttp: { address: 0.0.0.0, port: 7680 }\ninsecure_plaintext: true\nconsole: { origin: \"https://approvals.example.com\" }\n")
+        let refused = #expect(throws: ConfigurationError.self) { try exposed.validateTransportSecurity() }
+        #expect(refused?.reason.contains("refusing to serve the approvals console on 0.0.0.0:7680 without TLS") == true, "\(refused?.reason ?? "")")
+        exposed.console?.tls = .init(certificatePath: "c.pem", privateKeyPath: "k.pem")
+        try exposed.validateTransportSecurity()
+    }
+
     @Test("one duration parser: a whole number and ms, s, m, h or d; anything else is refused, not guessed")
     func durations() {
         #expect(DurationText.parse("250ms") == .milliseconds(250))

@@ -37,13 +37,13 @@ struct ConsoleRoutes: Sendable {
         // Ceremonies before a session: the origin must be the console's, and attempts are limited per client and person.
         group.post("/api/enroll/options") { request, context in
             try self.checkOrigin(request)
-            try self.limit("enroll:\(context.clientAddress)", 10)
+            try self.limit("enroll:\(context.clientAddress)", 20)
             let body = try await Self.json(request)
             return try Self.json(try await console.passkeys.registrationOptions(token: try Self.string(body, "token")))
         }
         group.post("/api/enroll") { request, context in
             try self.checkOrigin(request)
-            try self.limit("enroll:\(context.clientAddress)", 10)
+            try self.limit("enroll:\(context.clientAddress)", 20)
             let body = try await Self.json(request)
             let response = try Self.object(body, "response")
             let person = try await console.passkeys.register(
@@ -55,13 +55,13 @@ struct ConsoleRoutes: Sendable {
         group.post("/api/login/options") { request, context in
             try self.checkOrigin(request)
             let principal = try Self.string(try await Self.json(request), "principal")
-            try self.limit("login:\(context.clientAddress)", 20)
+            try self.limit("login:\(context.clientAddress)", 30)
             try self.limit("login-principal:\(principal)", 10)
             return try Self.json(try await console.passkeys.signInOptions(principal: principal))
         }
         group.post("/api/login") { request, context in
             try self.checkOrigin(request)
-            try self.limit("login:\(context.clientAddress)", 20)
+            try self.limit("login:\(context.clientAddress)", 30)
             let body = try await Self.json(request)
             let person = try await console.passkeys.signIn(ceremony: try Self.string(body, "ceremony"), assertion: try Self.assertion(body))
             _ = console.startSession(person, context: context)

@@ -29,6 +29,7 @@ http: {{ address: 127.0.0.1, port: {http_port} }}
 data_dir: {data}
 hsm: {{ module: {module}, token_label: {label}, max_sessions: 4, timeout: 2s }}
 limits: {{ shutdown_grace: 2s }}
+console: {{ origin: "http://localhost:{http_port}" }}
 tiers:
   - {{ name: micro, max_amount: {{ USD: 2000, JPY: 3000 }}, key: micro, backend: software, lifetime: 5m, checks: [rate_limit] }}
   - {{ name: standard, max_amount: {{ USD: 50000, JPY: 75000 }}, key: standard, backend: software, lifetime: 5m, checks: [merchant_rules] }}
@@ -110,6 +111,10 @@ class Server:
             self.cli("agents", "add", name, "--algorithm", algorithm, "--out", str(self.credential(name)))
         for name in APPROVERS:
             self.cli("agents", "add", name, "--role", "approver", "--out", str(self.credential(name)))
+
+    @property
+    def console_origin(self) -> str:
+        return f"http://localhost:{self.http_port}"
 
     @property
     def jwks_url(self) -> str:
