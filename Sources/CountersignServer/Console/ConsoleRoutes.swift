@@ -323,7 +323,7 @@ struct ConsoleRoutes: Sendable {
         return [
             "entries": entries, "size": size, "checkpointSize": checkpoint?.size ?? 0,
             "checkpointTime": checkpoint.map { HumanText.time($0.time) } ?? "none yet",
-            "checkpointNote": checkpoint?.note ?? "", "older": from > 0 ? max(0, from - 25) : -1, "hasOlder": from > 0,
+            "checkpointNote": checkpoint?.note ?? "", "hasCheckpoint": checkpoint != nil, "older": from > 0 ? max(0, from - 25) : -1, "hasOlder": from > 0,
         ]
     }
 
