@@ -58,14 +58,16 @@ class SoftPasskey:
 class Browser:
     """The console as its own pages use it: a session cookie, the page's CSRF token, the console's Origin header."""
 
-    def __init__(self, port: int, origin: str) -> None:
+    def __init__(self, port: int, origin: str, source: str = "127.0.0.1") -> None:
         self.port = port
         self.origin = origin
+        # Another loopback address is another client for the server's rate limits.
+        self.source = source
         self.cookie: str | None = None
         self.csrf: str | None = None
 
     def request(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=20)
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=20, source_address=(self.source, 0))
         sent = {"Host": f"localhost:{self.port}"}
         if body is not None:
             sent["Content-Type"] = "application/json"

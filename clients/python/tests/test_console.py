@@ -246,9 +246,19 @@ def test_a_revoked_approver_loses_the_session_and_cannot_sign_in(server: Server)
     assert status == 400 and answer["error"]["code"] == "PASSKEY_REFUSED"
 
 
+def test_enrollment_attempts_are_rate_limited_per_client(server: Server) -> None:
+    # From an address of its own: the other tests' allowance is untouched.
+    flood = Browser(server.http_port, server.console_origin, source="127.0.0.3")
+    statuses = [flood.post("/console/api/enroll/options", {"token": f"guess-{n}"})[0] for n in range(24)]
+    assert statuses[:20] == [410] * 20 or 429 in statuses[:20], statuses  # unless the minute turned meanwhile
+    assert statuses[-1] == 429, statuses
+    # Another client is not affected.
+    other = Browser(server.http_port, server.console_origin, source="127.0.0.4")
+    assert other.post("/console/api/enroll/options", {"token": "guess"})[0] == 410
+
+
 def test_zz_sign_in_attempts_are_rate_limited(server: Server) -> None:
-    # Last in the file: it spends this minute's sign-in allowance of the loopback address.
-    browser = Browser(server.http_port, server.console_origin)
+    browser = Browser(server.http_port, server.console_origin, source="127.0.0.2")
     statuses = [browser.post("/console/api/login/options", {"principal": "mallory"})[0] for _ in range(25)]
     # Ten a minute per person (the address allows 30): the eleventh is refused, unless the minute turned meanwhile.
     assert 429 in statuses and statuses.index(429) >= 10, statuses
