@@ -61,6 +61,8 @@ public struct DecisionSummary: Codable, Sendable, Hashable {
     public var jwsSHA256: String?
     public var intentHash: String?
     public var approvers: [String]?
+    /// base64url SHA-256 of the request's canonical JSON: what approvers' passkey assertions bind.
+    public var requestSHA256: String?
 
     enum CodingKeys: String, CodingKey {
         case outcome, code, amount, currency, merchant, tier
@@ -70,12 +72,13 @@ public struct DecisionSummary: Codable, Sendable, Hashable {
         case jwsSHA256 = "jws_sha256"
         case intentHash = "intent_hash"
         case approvers
+        case requestSHA256 = "request_sha256"
     }
 
     public init(
         outcome: String, code: String? = nil, amount: Int64? = nil, currency: String? = nil, merchant: String? = nil, tier: String? = nil,
         tierReason: String? = nil, policyVersion: String? = nil, checks: String? = nil, kid: String? = nil, jwsSHA256: String? = nil,
-        intentHash: String? = nil, approvers: [String]? = nil
+        intentHash: String? = nil, approvers: [String]? = nil, requestSHA256: String? = nil
     ) {
         self.outcome = outcome
         self.code = code
@@ -90,5 +93,6 @@ public struct DecisionSummary: Codable, Sendable, Hashable {
         self.jwsSHA256 = jwsSHA256
         self.intentHash = intentHash
         self.approvers = approvers
+        self.requestSHA256 = requestSHA256
     }
 }

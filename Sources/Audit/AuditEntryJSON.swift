@@ -29,6 +29,7 @@ extension DecisionSummary: CanonicalJSONEncodable {
             json.field("merchant", self.merchant)
             json.field("outcome", self.outcome)
             json.field("policy_version", self.policyVersion)
+            json.field("request_sha256", self.requestSHA256)
             json.field("tier", self.tier)
             json.field("tier_reason", self.tierReason)
         }

@@ -21,8 +21,12 @@ public struct ServerConfiguration: Sendable {
         public var description: String { self.host.contains(":") ? "[\(self.host)]:\(self.port)" : "\(self.host):\(self.port)" }
 
         /// Whether the address is on this machine only (127.0.0.0/8, ::1, localhost).
+        /// `localhost`, `::1`, or an IPv4 address in 127.0.0.0/8 (four decimal octets: `127.example.com` is not).
         public var isLoopback: Bool {
-            self.host == "localhost" || self.host == "::1" || self.host.hasPrefix("127.")
+            if self.host == "localhost" || self.host == "::1" { return true }
+            let octets = self.host.split(separator: ".", omittingEmptySubsequences: false)
+            return octets.count == 4 && octets.first == "127"
+                && octets.allSatisfy { !$0.isEmpty && $0.count <= 3 && $0.allSatisfy(\.isASCII) && UInt8($0) != nil }
         }
     }
 

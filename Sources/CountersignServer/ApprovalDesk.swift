@@ -197,7 +197,7 @@ final class ApprovalDesk: Sendable {
             outcome: "authorized", amount: record.amount, currency: record.currency, merchant: record.merchant, tier: record.tier,
             tierReason: decision?.tierReason, policyVersion: decision?.policyVersion, checks: decision?.checks.auditText,
             intentHash: IntentHash.of(request.intent),
-            approvers: approvers
+            approvers: approvers, requestSHA256: Base64URL.encode(Array(record.requestHash))
         )
         let authorization: Authorization
         do {

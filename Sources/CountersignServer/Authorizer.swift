@@ -173,7 +173,7 @@ final class Authorizer: Sendable {
         )
         // The decision's audit index is reserved now, so the signed claims can carry it.
         let auditIndex = try await self.store.reserveAuditIndex()
-        var summary = Self.summary(decision, outcome: "authorized", request: request)
+        var summary = Self.summary(decision, outcome: "authorized", request: request, requestHash: attempt.requestHash)
         if case .pendingApproval(_, let approval) = decision.outcome {
             let deadline = now + approval.ttlSeconds
             let pending = PendingAuthorization(
@@ -304,7 +304,7 @@ final class Authorizer: Sendable {
         if let earlier = try? await self.store.authorization(agent: agent, idempotencyKey: request.idempotencyKey, certain: true) {
             return try await self.replay(earlier, for: requestHash)
         }
-        var summary = Self.summary(decision, outcome: "denied", request: request)
+        var summary = Self.summary(decision, outcome: "denied", request: request, requestHash: requestHash)
         summary.code = error.code.rawValue
         let index = try await self.store.reserveAuditIndex()
         await self.recordRefusal(
@@ -343,10 +343,12 @@ final class Authorizer: Sendable {
     }
 
     /// What the audit entry of a decision records (never the JWS itself).
-    static func summary(_ decision: Decision, outcome: String, request: AuthorizeRequest) -> DecisionSummary {
+    static func summary(_ decision: Decision, outcome: String, request: AuthorizeRequest, requestHash: Data) -> DecisionSummary {
         DecisionSummary(
             outcome: outcome, amount: request.amount, currency: request.currency, merchant: request.merchantID, tier: decision.judgedTier,
-            tierReason: decision.tierReason, policyVersion: decision.policyVersion, checks: decision.checks.auditText, intentHash: IntentHash.of(request.intent)
+            tierReason: decision.tierReason, policyVersion: decision.policyVersion, checks: decision.checks.auditText,
+            intentHash: IntentHash.of(request.intent),
+            requestSHA256: Base64URL.encode(Array(requestHash))
         )
     }
 

@@ -114,15 +114,27 @@ struct SecurityHeaders: RouterMiddleware {
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 
     func handle(_ request: Request, context: ConsoleContext, next: (Request, ConsoleContext) async throws -> Response) async throws -> Response {
+        // Every answer gets the headers, errors included: nothing is rethrown past here.
         var response: Response
+        let console = request.uri.path.hasPrefix("/console")
         do {
             response = try await next(request, context)
         } catch let error as ConsoleError {
             response = ConsoleRoutes.errorResponse(error, request: request)
-        } catch let error as any CountersignError where request.uri.path.hasPrefix("/console") {
-            response = ConsoleRoutes.errorResponse(ConsoleError(error.code, error.reason), request: request)
-        } catch let error as any HTTPResponseError where error.status == .notFound && !request.uri.path.hasPrefix("/console") {
-            response = HTTPServer.text(.notFound, "not found\n")
+        } catch let error as any CountersignError where console {
+            // The store's and the signer's own sentences stay in the server's log; the page hears the code.
+            let message = error.code.isRetryable ? "the service cannot do this right now; try again in a moment" : error.reason
+            if error.code.isRetryable { context.logger.warning("console request failed", metadata: ["error": "\(error)"]) }
+            response = ConsoleRoutes.errorResponse(ConsoleError(error.code, message), request: request)
+        } catch let error as any HTTPResponseError {
+            if console {
+                response = ConsoleRoutes.errorResponse(ConsoleError(.invalidRequest, "\(error.status.reasonPhrase)"), request: request, status: error.status)
+            } else {
+                response = HTTPServer.text(error.status, error.status == .notFound ? "not found\n" : "\(error.status.reasonPhrase)\n")
+            }
+        } catch {
+            context.logger.error("HTTP request failed", metadata: ["path": "\(request.uri.path)", "error": "\(error)"])
+            response = HTTPServer.text(.internalServerError, "internal error\n")
         }
         response.headers[.xContentTypeOptions] = "nosniff"
         response.headers[HTTPField.Name("X-Frame-Options")!] = "DENY"

@@ -1,7 +1,9 @@
 /// A CBOR value (RFC 8949): the part WebAuthn uses (attestation objects, COSE keys, extensions).
 ///
 /// Read strictly: definite lengths only, no tags, no floating-point values, no duplicate map keys, at most 16
-/// levels deep, and never a length beyond the bytes there are. Anything else is ``CBORError``, never a guess.
+/// levels deep, at most 64 elements in an array or pairs in a map (WebAuthn's structures are small; a bound keeps a
+/// hostile map's duplicate check cheap), and never a length beyond the bytes there are. Anything else is
+/// ``CBORError``, never a guess.
 public indirect enum CBOR: Sendable, Hashable {
     case unsigned(UInt64)
     /// The value `-1 - n`.
@@ -56,6 +58,7 @@ public indirect enum CBOR: Sendable, Hashable {
     }
 
     private struct Reader {
+        static let maximumCount: UInt64 = 64
         let bytes: [UInt8]
         var offset = 0
 
@@ -107,11 +110,13 @@ public indirect enum CBOR: Sendable, Hashable {
             case 4:
                 // Each element takes at least a byte: a count beyond the bytes left is refused before any allocation.
                 guard argument <= UInt64(self.bytes.count - self.offset) else { throw CBORError("a CBOR array of \(argument) goes past the end") }
+                guard argument <= Self.maximumCount else { throw CBORError("a CBOR array of \(argument) elements is more than WebAuthn uses") }
                 var elements: [CBOR] = []
                 for _ in 0..<argument { elements.append(try self.value(depth: depth + 1)) }
                 return .array(elements)
             case 5:
                 guard argument <= UInt64(self.bytes.count - self.offset) / 2 else { throw CBORError("a CBOR map of \(argument) goes past the end") }
+                guard argument <= Self.maximumCount else { throw CBORError("a CBOR map of \(argument) pairs is more than WebAuthn uses") }
                 var pairs: [Pair] = []
                 for _ in 0..<argument {
                     let key = try self.value(depth: depth + 1)

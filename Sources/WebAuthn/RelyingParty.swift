@@ -87,12 +87,13 @@ public struct RelyingParty: Sendable {
     /// - Returns: the authenticator data (its counter is the one to store).
     public func verify(_ assertion: Assertion, challenge: [UInt8], publicKey: COSEKey, storedSignCount: UInt32) throws(WebAuthnError) -> AuthenticatorData {
         try self.checkClientData(assertion.clientDataJSON, type: "webauthn.get", challenge: challenge)
-        let authenticatorData = try AuthenticatorData(assertion.authenticatorData)
-        try self.checkAuthenticatorData(authenticatorData)
-        guard authenticatorData.attestedCredential == nil else { throw WebAuthnError(.malformed, "an assertion carries no new credential") }
+        // The signature first: bytes nobody signed are never parsed further.
         guard publicKey.isValidSignature(assertion.signature, for: assertion.authenticatorData + Array(SHA256.hash(data: assertion.clientDataJSON))) else {
             throw WebAuthnError(.signature, "the assertion's signature does not verify with the registered key")
         }
+        let authenticatorData = try AuthenticatorData(assertion.authenticatorData)
+        try self.checkAuthenticatorData(authenticatorData)
+        guard authenticatorData.attestedCredential == nil else { throw WebAuthnError(.malformed, "an assertion carries no new credential") }
         // §7.2 step 22: a counter that does not move forward (where either is non-zero) means a clone or a replay.
         if authenticatorData.signCount != 0 || storedSignCount != 0, authenticatorData.signCount <= storedSignCount {
             throw WebAuthnError(

@@ -126,6 +126,10 @@ struct ConfigurationTests {
         #expect(refused?.reason.contains("refusing to serve the approvals console on 0.0.0.0:7680 without TLS") == true, "\(refused?.reason ?? "")")
         exposed.console?.tls = .init(certificatePath: "c.pem", privateKeyPath: "k.pem")
         try exposed.validateTransportSecurity()
+        // Loopback is an address, not a name that starts like one.
+        for (host, loopback) in [("127.0.0.1", true), ("127.1.2.3", true), ("localhost", true), ("::1", true), ("127.example.com", false), ("127.0.0", false)] {
+            #expect(ServerConfiguration.Endpoint(host: host, port: 1).isLoopback == loopback, "\(host)")
+        }
     }
 
     @Test("one duration parser: a whole number and ms, s, m, h or d; anything else is refused, not guessed")

@@ -139,6 +139,7 @@ struct WebAuthnTests {
             [0xF9, 0x3C, 0x00],  // a half-precision float
             [0x01, 0x02],  // a value and a byte more
             [0x7A, 0xFF, 0xFF, 0xFF, 0xFF],  // text longer than the input
+            [0xB8, 65] + (0..<65).flatMap { [UInt8(0x18), UInt8($0), UInt8(0x00)] },  // a map of 65 pairs: more than WebAuthn uses
         ]
         for bytes in cases {
             #expect(throws: CBORError.self, "\(bytes)") { try CBOR.decode(bytes) }

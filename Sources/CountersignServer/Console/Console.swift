@@ -89,7 +89,7 @@ final class Console: Sendable {
             throw ConsoleError(.sessionRequired, "sign in with your passkey")
         }
         guard let entry = self.principals.lookup(session.principal), entry.record.revokedAt == nil, entry.role == role else {
-            context.sessions.clearSession()
+            // Useless from now on (checked on every request); it expires from memory with its lifetime.
             throw ConsoleError(.sessionRequired, "this session has ended: sign in again")
         }
         return (session, role)

@@ -140,8 +140,10 @@ enum ConsoleAssets {
             const rows = document.getElementById("approval-rows");
             if (!rows || !window.EventSource) { return; }
             const refresh = async () => {
-              const response = await fetch("/console/approvals/rows", { credentials: "same-origin" });
-              if (response.ok) { rows.innerHTML = await response.text(); countdowns(); }
+              // A session that ended answers with a redirect to the sign-in page: go there, never put it in the table.
+              const response = await fetch("/console/approvals/rows", { credentials: "same-origin", redirect: "manual" });
+              if (response.type === "opaqueredirect" || response.status === 401) { location.assign("/console/login"); return; }
+              if (response.ok && (response.headers.get("Content-Type") || "").startsWith("text/html")) { rows.innerHTML = await response.text(); countdowns(); }
             };
             new EventSource("/console/events").addEventListener("changed", refresh);
           }
@@ -187,7 +189,12 @@ enum ConsoleAssets {
           }
           document.addEventListener("DOMContentLoaded", () => {
             const logout = document.getElementById("logout");
-            if (logout) { logout.addEventListener("click", async () => { const done = await post("/console/api/logout"); location.assign(done.redirect); }); }
+            if (logout) {
+              logout.addEventListener("click", async () => {
+                try { await post("/console/api/logout"); } catch (error) { /* already signed out */ }
+                location.assign("/console/login");
+              });
+            }
             const form = document.getElementById("login-form");
             if (form) { form.addEventListener("submit", signIn); }
             const enroll = document.getElementById("register");

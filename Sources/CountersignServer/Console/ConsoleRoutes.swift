@@ -56,7 +56,8 @@ struct ConsoleRoutes: Sendable {
             try self.checkOrigin(request)
             let principal = try Self.string(try await Self.json(request), "principal")
             try self.limit("login:\(context.clientAddress)", 30)
-            try self.limit("login-principal:\(principal)", 10)
+            // Per address and person: a stranger cannot lock someone out by trying their name from elsewhere.
+            try self.limit("login:\(context.clientAddress):\(principal)", 10)
             return try Self.json(try await console.passkeys.signInOptions(principal: principal))
         }
         group.post("/api/login") { request, context in
@@ -87,8 +88,8 @@ struct ConsoleRoutes: Sendable {
             return console.pages.html("rows", ["rows": rows, "empty": rows.isEmpty])
         }
         group.get("/events") { request, context in
-            _ = try self.page(context, roles: Self.paymentReaders)
-            return self.events()
+            let (session, _) = try self.page(context, roles: Self.paymentReaders)
+            return self.events(for: session.principal)
         }
         group.get("/approvals/:id") { _, context in
             let (session, role) = try self.page(context, roles: Self.paymentReaders)
@@ -212,8 +213,11 @@ struct ConsoleRoutes: Sendable {
 
     /// Server-sent events: `changed` whenever a payment starts or stops waiting for approvers (and every 15 s, so an
     /// expiry or another server's change is seen too, and the connection is never idle). Ends when the server stops.
-    private func events() -> Response {
-        let changes = self.console.notifier.subscribe()
+    private func events(for principal: String) -> Response {
+        let console = self.console
+        // A stream lasts no longer than the session it was opened in, and ends when its principal is revoked.
+        let endsAt = console.now + Int64(console.passkeys.console.sessionLifetime.components.seconds)
+        let changes = console.notifier.subscribe()
         let (stream, continuation) = AsyncStream.makeStream(of: String.self, bufferingPolicy: .bufferingNewest(2))
         let forward = Task {
             for await _ in changes { continuation.yield("event: changed\ndata: approvals\n\n") }
@@ -232,9 +236,14 @@ struct ConsoleRoutes: Sendable {
         return Response(
             status: .ok, headers: [.contentType: "text/event-stream", .cacheControl: "no-store"],
             body: ResponseBody { writer in
+                // However the stream ends (the page closed and a write failed, the server stopping), its tasks and its
+                // subscription end with it.
+                defer { continuation.finish() }
                 try await writer.write(ByteBuffer(string: "retry: 3000\n\n"))
-                for await line in stream.cancelOnGracefulShutdown() { try await writer.write(ByteBuffer(string: line)) }
-                continuation.finish()
+                for await line in stream.cancelOnGracefulShutdown() {
+                    guard console.now < endsAt, console.principals.lookup(principal)?.record.revokedAt == nil else { break }
+                    try await writer.write(ByteBuffer(string: line))
+                }
                 try await writer.finish(nil)
             })
     }
@@ -390,8 +399,8 @@ struct ConsoleRoutes: Sendable {
     }
 
     /// JSON for the page's script; for a page, a sign-in redirect or a short HTML page.
-    static func errorResponse(_ error: ConsoleError, request: Request) -> Response {
-        let status = Self.status(of: error.code)
+    static func errorResponse(_ error: ConsoleError, request: Request, status given: HTTPResponse.Status? = nil) -> Response {
+        let status = given ?? Self.status(of: error.code)
         if request.uri.path.hasPrefix("/console/api/") || request.method != .get {
             let body = (try? JSONSerialization.data(withJSONObject: ["error": ["code": error.code.rawValue, "message": error.message]])) ?? Data()
             return Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: body)))

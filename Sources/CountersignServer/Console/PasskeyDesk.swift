@@ -45,7 +45,12 @@ final class PasskeyDesk: Sendable {
     private let wallClock: WallClock
     private let random: RandomSource
     private let logger: Logger
-    private let pending = Mutex<[String: Pending]>([:])
+    /// Ceremonies anyone may start (sign-in, enrollment), and those of signed-in approvers (verdicts): separate, so a
+    /// flood of the first never evicts the second.
+    private let anonymous = Mutex<[String: Pending]>([:])
+    private let signedIn = Mutex<[String: Pending]>([:])
+    /// Keys the made-up credential ids of principals that do not exist, so the options do not say who exists.
+    private let decoySecret: SymmetricKey
     let limiter: RateLimiter
 
     init(
@@ -62,6 +67,7 @@ final class PasskeyDesk: Sendable {
         self.random = random
         self.logger = logger
         self.limiter = RateLimiter(wallClock: wallClock)
+        self.decoySecret = SymmetricKey(data: random.bytes(32))
     }
 
     var now: Int64 { self.wallClock.secondsSince1970 }
@@ -130,20 +136,26 @@ final class PasskeyDesk: Sendable {
         } catch {
             throw ConsoleError(.passkeyRefused, "the passkey was not registered: \(error.message)")
         }
+        _ = try self.person(principal)  // a principal revoked since the link was issued registers nothing
         let passkey = PasskeyRecord(
             credentialID: Data(registration.credentialID), principal: principal, publicKey: Data(registration.encodedPublicKey),
             algorithm: registration.publicKey.algorithmName, signCount: Int64(registration.signCount), createdAt: self.now)
-        do {
-            try await self.store.completeEnrollment(tokenHash: tokenHash, passkey: passkey, at: self.now)
-        } catch let error as LedgerError where error.code == .enrollmentInvalid || error.code == .principalExists {
-            throw ConsoleError(error.code, error.reason)
-        }
+        guard try await self.store.passkey(credentialID: passkey.credentialID) == nil,
+            try await self.store.enrollment(tokenHash: tokenHash)?.isOpen(at: self.now) == true
+        else { throw ConsoleError(.enrollmentInvalid, "this enrollment link is unknown, already used, or past its 15 minutes: ask an admin for a new one") }
+        // The key is in the audit log before it can sign anything: every verdict it signs can be checked offline. (If
+        // storing it then fails, the entry names a key that never worked.)
         try await self.audit.logAction(
             "approvers.passkey_registered", by: principal, subject: principal,
             details: [
                 "credential_id": RelyingParty.base64URLEncode(registration.credentialID), "algorithm": registration.publicKey.algorithmName,
                 "public_key": RelyingParty.base64URLEncode(registration.encodedPublicKey),
             ])
+        do {
+            try await self.store.completeEnrollment(tokenHash: tokenHash, passkey: passkey, at: self.now)
+        } catch let error as LedgerError where error.code == .enrollmentInvalid || error.code == .principalExists {
+            throw ConsoleError(error.code, error.reason)
+        }
         self.logger.notice("passkey registered", metadata: ["principal": "\(principal)"])
         return try self.person(principal)
     }
@@ -151,8 +163,12 @@ final class PasskeyDesk: Sendable {
     /// Options for `navigator.credentials.get()` to sign in as `principal` (an unknown principal gets options too, with
     /// no credentials: the answer does not say who exists).
     func signInOptions(principal: String) async throws -> [String: Any] {
-        let passkeys = self.principals.lookup(principal) == nil ? [] : try await self.store.passkeys(principal: principal)
-        return self.requestOptions(.signIn(principal: principal), credentials: passkeys)
+        var ids = self.principals.lookup(principal) == nil ? [] : try await self.store.passkeys(principal: principal).map { Array($0.credentialID) }
+        if ids.isEmpty {
+            // The same answer for anyone without a passkey: a credential id made up from the name, the same every time.
+            ids = [Array(HMAC<SHA256>.authenticationCode(for: Data(principal.utf8), using: self.decoySecret))]
+        }
+        return self.requestOptions(.signIn(principal: principal), credentials: ids)
     }
 
     func signIn(ceremony id: String, assertion: RelyingParty.Assertion) async throws -> Person {
@@ -166,7 +182,8 @@ final class PasskeyDesk: Sendable {
     func verdictOptions(principal: String, authorizationID: String, verdict: String, requestHash: Data) async throws -> [String: Any] {
         let passkeys = try await self.store.passkeys(principal: principal)
         return self.requestOptions(
-            .verdict(principal: principal, authorizationID: authorizationID, verdict: verdict, requestHash: requestHash), credentials: passkeys)
+            .verdict(principal: principal, authorizationID: authorizationID, verdict: verdict, requestHash: requestHash),
+            credentials: passkeys.map { Array($0.credentialID) })
     }
 
     /// Checks the assertion for a verdict. - Returns: what the verdict's audit entry records.
@@ -203,16 +220,21 @@ final class PasskeyDesk: Sendable {
 
     // MARK: Parts
 
-    private func requestOptions(_ ceremony: Ceremony, credentials: [PasskeyRecord]) -> [String: Any] {
+    private func requestOptions(_ ceremony: Ceremony, credentials: [[UInt8]]) -> [String: Any] {
         let (id, challenge) = self.begin(ceremony)
         return [
             "ceremony": id,
             "publicKey": [
                 "challenge": RelyingParty.base64URLEncode(challenge), "rpId": self.console.rpID,
-                "allowCredentials": credentials.map { ["type": "public-key", "id": RelyingParty.base64URLEncode($0.credentialID)] },
+                "allowCredentials": credentials.map { ["type": "public-key", "id": RelyingParty.base64URLEncode($0)] },
                 "userVerification": "required", "timeout": Self.ceremonySeconds * 1000,
             ] as [String: Any],
         ]
+    }
+
+    private func withPool<Result>(of ceremony: Ceremony, _ body: (inout [String: Pending]) -> Result) -> Result {
+        if case .verdict = ceremony { return self.signedIn.withLock { body(&$0) } }
+        return self.anonymous.withLock { body(&$0) }
     }
 
     private func begin(_ ceremony: Ceremony) -> (id: String, challenge: [UInt8]) {
@@ -222,19 +244,26 @@ final class PasskeyDesk: Sendable {
         }
         let id = RelyingParty.base64URLEncode(self.random.bytes(16))
         let now = self.now
-        self.pending.withLock { pending in
-            pending = pending.filter { $0.value.expiresAt > now }
-            // A bound on what a flood of option requests can hold in memory.
-            if pending.count >= 10_000, let oldest = pending.min(by: { $0.value.expiresAt < $1.value.expiresAt })?.key { pending[oldest] = nil }
+        self.withPool(of: ceremony) { pending in
+            // Bounded: when full, the expired go first, then the oldest.
+            if pending.count >= Self.maximumCeremonies {
+                pending = pending.filter { $0.value.expiresAt > now }
+                if pending.count >= Self.maximumCeremonies, let oldest = pending.min(by: { $0.value.expiresAt < $1.value.expiresAt })?.key {
+                    pending[oldest] = nil
+                }
+            }
             pending[id] = Pending(ceremony: ceremony, challenge: challenge, expiresAt: now + Self.ceremonySeconds)
         }
         return (id, challenge)
     }
 
+    static let maximumCeremonies = 10_000
+
     /// The ceremony `id`, removed: a challenge answers once.
     private func finish(_ id: String) throws -> (Ceremony, [UInt8]) {
         let now = self.now
-        guard let found = self.pending.withLock({ $0.removeValue(forKey: id) }), found.expiresAt > now else {
+        let found = self.anonymous.withLock { $0.removeValue(forKey: id) } ?? self.signedIn.withLock { $0.removeValue(forKey: id) }
+        guard let found, found.expiresAt > now else {
             throw ConsoleError(.passkeyRefused, "this ceremony is unknown, already answered, or past its two minutes: start again")
         }
         return (found.ceremony, found.challenge)

@@ -96,23 +96,41 @@ def test_two_approvers_enrolled_by_link_approve_with_passkeys_and_the_agent_rece
 
     authorization_id = asyncio.run(scenario())
 
-    # An auditor re-verifies each verdict offline: the passkey's public key is in its registration's audit entry, the
-    # assertion in the verdict's, and the challenge binds this payment and the request as sent.
+    # An auditor re-verifies each verdict offline, from the audit log alone (docs/console.md).
     entries = audit_entries(server)
-    keys = {e["details"]["credential_id"]: e["details"]["public_key"] for e in entries if e["action"] == "approvers.passkey_registered"}
-    verdicts = [e for e in entries if e["action"] == "approvals.approve" and e.get("subject") == authorization_id]
-    assert [e["actor"] for e in verdicts] == ["carol", "dave"]
-    for entry in verdicts:
-        details = entry["details"]
-        key = CoseKey.parse(cbor.decode(websafe_decode(keys[details["passkey_credential_id"]])))
-        client_data = websafe_decode(details["passkey_client_data_json"])
-        signed = websafe_decode(details["passkey_authenticator_data"]) + hashlib.sha256(client_data).digest()
-        key.verify(signed, websafe_decode(details["passkey_signature"]))  # raises if it does not verify
-        challenge = websafe_decode(json.loads(client_data)["challenge"])
-        binding = hashlib.sha256()
-        for part in (b"countersign-verdict-v1", authorization_id.encode(), b"approve", websafe_decode(details["request_sha256"])):
-            binding.update(part + b"\x00")
-        assert challenge[16:] == binding.digest()
+    for entry in [e for e in entries if e["action"] == "approvals.approve" and e.get("subject") == authorization_id]:
+        check_verdict_offline(entries, entry, server.console_origin)
+    assert [e["actor"] for e in entries if e["action"] == "approvals.approve" and e.get("subject") == authorization_id] == ["carol", "dave"]
+
+
+def check_verdict_offline(entries: list[dict], entry: dict, origin: str) -> None:
+    """The auditor's procedure: the key registered to this very person, the ceremony's type, origin, relying party and
+    flags, the signature, a challenge never used before, bound to this payment, this verdict and the request the
+    decision entry names."""
+    details, actor, subject = entry["details"], entry["actor"], entry["subject"]
+    verdict = entry["action"].split(".")[1]
+    registered = [
+        e for e in entries
+        if e["action"] == "approvers.passkey_registered" and e["subject"] == actor and e["details"]["credential_id"] == details["passkey_credential_id"]
+    ]
+    assert len(registered) == 1, "the key must have been registered to the approver who used it"
+    key = CoseKey.parse(cbor.decode(websafe_decode(registered[0]["details"]["public_key"])))
+    client_data_bytes = websafe_decode(details["passkey_client_data_json"])
+    client_data = json.loads(client_data_bytes)
+    assert client_data["type"] == "webauthn.get" and client_data["origin"] == origin and client_data.get("crossOrigin") is not True
+    authenticator_data = websafe_decode(details["passkey_authenticator_data"])
+    assert authenticator_data[:32] == hashlib.sha256(b"localhost").digest(), "the relying party id's hash"
+    assert authenticator_data[32] & 0x05 == 0x05, "user present and verified"
+    key.verify(authenticator_data + hashlib.sha256(client_data_bytes).digest(), websafe_decode(details["passkey_signature"]))  # raises if not
+    challenge = websafe_decode(client_data["challenge"])
+    others = [e for e in entries if e is not entry and (e.get("details") or {}).get("passkey_client_data_json") == details["passkey_client_data_json"]]
+    assert others == [], "an assertion counts once"
+    decision = [e for e in entries if e["action"] == "pending_approval" and e.get("subject") == subject]
+    assert len(decision) == 1 and decision[0]["decision"]["request_sha256"] == details["request_sha256"], "the request the decision recorded"
+    binding = hashlib.sha256()
+    for part in (b"countersign-verdict-v1", subject.encode(), verdict.encode(), websafe_decode(details["request_sha256"])):
+        binding.update(part + b"\x00")
+    assert challenge[16:] == binding.digest()
 
 
 def test_a_state_change_without_the_csrf_token_or_from_another_origin_is_refused(server: Server) -> None:
@@ -219,9 +237,13 @@ def test_signing_in_again_and_the_session_cookie(server: Server) -> None:
     assert response.status == 200 and cookie is not None
     attributes = [part.strip().lower() for part in cookie.split(";")]
     assert "httponly" in attributes and "secure" in attributes and "samesite=strict" in attributes, cookie
-    # Unknown people get options too (nothing says who exists), and their sign-in fails.
+    # Someone without a passkey, or who does not exist, gets options of the same shape (a made-up credential id, the
+    # same each time): the answer does not say who exists.
     status, options = raw.post("/console/api/login/options", {"principal": "nobody"})
-    assert status == 200 and options["publicKey"]["allowCredentials"] == []
+    decoy = options["publicKey"]["allowCredentials"]
+    assert status == 200 and len(decoy) == 1 and len(websafe_decode(decoy[0]["id"])) == 32
+    assert raw.post("/console/api/login/options", {"principal": "nobody"})[1]["publicKey"]["allowCredentials"] == decoy
+    assert raw.post("/console/api/login/options", {"principal": "alice"})[1]["publicKey"]["allowCredentials"] != decoy
 
 
 def test_a_used_or_unknown_enrollment_link_is_refused(server: Server) -> None:
