@@ -151,16 +151,16 @@ struct BenchCommand: AsyncParsableCommand {
         let warmup = try Self.duration(self.warmup)
         if warmup > .zero { _ = await generator.run(duration: warmup, requests: nil, rate: nil) }
         let duration = try Self.duration(self.duration)
-        let result = await generator.run(duration: duration, requests: self.requests, rate: self.rate)
         let mode = self.rate.map { String(format: "open loop at %.0f req/s", $0) } ?? "closed loop"
         print("scenario: \(mode), \(self.connections) connections x depth \(self.depth), mix \(mixText)")
+        let result = await self.measuringServerCPU(host: host) { await generator.run(duration: duration, requests: self.requests, rate: self.rate) }
         Self.report(result, openLoop: self.rate != nil)
         Self.ratio(result, targets: targets, ceilings: ceilings)
 
         if self.atHalf, self.rate == nil, result.throughput > 0 {
             let half = result.throughput / 2
-            let paced = await generator.run(duration: duration, requests: nil, rate: half)
             print(String(format: "scenario: open loop at half the maximum, %.0f req/s", half))
+            let paced = await self.measuringServerCPU(host: host) { await generator.run(duration: duration, requests: nil, rate: half) }
             Self.report(paced, openLoop: true)
         }
         if let memory = await self.serverMemory(host: host) {
@@ -252,10 +252,32 @@ struct BenchCommand: AsyncParsableCommand {
     }
 
     static func serverMemory(host: String, http: String?) async -> Int? {
+        await Self.serverMetric("process_resident_memory_bytes", host: host, http: http).map { Int($0) }
+    }
+
+    /// A series without labels from the server's /metrics.
+    static func serverMetric(_ name: String, host: String, http: String?) async -> Double? {
         let endpoint = http ?? "\(host.contains(":") ? "[\(host)]" : host):7680"
         guard let url = URL(string: "http://\(endpoint)/metrics"), let (data, _) = try? await URLSession.shared.data(from: url) else { return nil }
-        let line = String(decoding: data, as: UTF8.self).split(separator: "\n").first { $0.hasPrefix("process_resident_memory_bytes ") }
-        return line.flatMap { Double($0.split(separator: " ")[1]) }.map { Int($0) }
+        let line = String(decoding: data, as: UTF8.self).split(separator: "\n").first { $0.hasPrefix(name + " ") }
+        return line.flatMap { Double($0.split(separator: " ")[1]) }
+    }
+
+    /// Runs `body` and prints the server's CPU time per request answered meanwhile, from its own
+    /// `process_cpu_seconds_total` before and after: far steadier than throughput on a shared machine.
+    private func measuringServerCPU(host: String, _ body: () async -> LoadResult) async -> LoadResult {
+        let before = await Self.serverMetric("process_cpu_seconds_total", host: host, http: self.http)
+        let result = await body()
+        let after = await Self.serverMetric("process_cpu_seconds_total", host: host, http: self.http)
+        if let before, let after, result.answered > 0 {
+            print(
+                String(
+                    format: "server CPU: %.0f µs per request (%.2f s for %d requests)", (after - before) / Double(result.answered) * 1e6, after - before,
+                    result.answered))
+        } else {
+            print("server CPU: not measured (the server's /metrics did not answer: give --http)")
+        }
+        return result
     }
 }
 

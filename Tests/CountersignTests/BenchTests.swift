@@ -27,7 +27,7 @@ struct BenchTests {
             for expected in [
                 "baseline swift-crypto P-256: ", "baseline PKCS#11 C_Sign (\(SoftHSMFixture.cliTokenLabel)): ",
                 "scenario: closed loop, 2 connections x depth 4",
-                "req/s", "latency ms: p50 ", " p99.9 ", "errors: none", "server resident memory: ",
+                "req/s", "latency ms: p50 ", " p99.9 ", "errors: none", "server resident memory: ", " µs per request (",
             ] {
                 #expect(output.contains(expected), "missing '\(expected)' in:\n\(output)")
             }
