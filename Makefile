@@ -86,6 +86,7 @@ PG_DIR ?= /tmp/countersign-postgres-$(shell id -u)-$$$$
 test: setup python-client test-packages lint
 	$(MAKE) --no-print-directory fuzz FUZZ_RUNS=50000
 	swift build --build-tests $(SWIFT_BUILD_FLAGS)
+	swift build --product CountersignLatencyPKCS11 $(SWIFT_BUILD_FLAGS)
 	COUNTERSIGN_REQUIRE_POSTGRES=1 ./hsm-config/postgres.sh run $(PG_DIR) -- swift test --skip-build $(SWIFT_BUILD_FLAGS)
 	COUNTERSIGN_BIN_DIR=$$(swift build $(SWIFT_BUILD_FLAGS) --show-bin-path) COUNTERSIGN_PKCS11_MODULE=$(PKCS11_MODULE) COUNTERSIGN_REQUIRE_BROWSER=1 \
 		$(PYTHON_VENV)/bin/python -m pytest -q -p no:cacheprovider clients/python/tests

@@ -22,6 +22,8 @@ let package = Package(
         .library(name: "CountersignClient", targets: ["CountersignClient"]),
         .executable(name: "countersign", targets: ["countersign"]),
         .executable(name: "countersignd", targets: ["countersignd"]),
+        // A PKCS#11 module for benchmarks: a real module with a fixed delay per C_Sign, as a network HSM (docs/benchmarks.md).
+        .library(name: "CountersignLatencyPKCS11", type: .dynamic, targets: ["LatencyPKCS11"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -50,6 +52,7 @@ let package = Package(
             pkgConfig: "p11-kit-1",
             providers: [.apt(["libp11-kit-dev"])]
         ),
+        .target(name: "LatencyPKCS11", dependencies: ["CPKCS11"], swiftSettings: swiftSettings),
         // A Swift API over PKCS#11 with typed handles, owned attribute templates and a session pool.
         .target(name: "PKCS11", dependencies: ["CPKCS11", nioCore, nioPosix, crypto, logging], swiftSettings: swiftSettings),
         // The one error vocabulary: every code with its meaning, and the failure shape every layer throws. No dependencies.

@@ -41,7 +41,10 @@ public final class HSMRuntime: Sendable {
         self.time = time
         self.module = try module ?? PKCS11Module.load(path: configuration.modulePath)
         let token = try self.module.token(label: configuration.tokenLabel)
-        self.threadPool = NIOThreadPool(numberOfThreads: max(2, System.coreCount))
+        // One thread per session: a PKCS#11 call blocks its thread for as long as the token takes (a network HSM: a
+        // round trip), so with fewer threads than sessions the sessions wait for threads, not for the token: two threads
+        // (this machine's cores) make at most 500 calls/s to a token that takes 4 ms, whatever max_sessions says.
+        self.threadPool = NIOThreadPool(numberOfThreads: max(2, System.coreCount, configuration.maximumSessions))
         self.threadPool.start()
         self.sessions = RecoveringSessionPool(
             token: token,

@@ -18,6 +18,20 @@ struct CLITests {
         #expect(result.standardOutput.contains("selftest passed"))
     }
 
+    @Test("the latency-injecting module (a network HSM for benchmarks) passes every selftest step through to the real token, waiting on C_Sign")
+    func latencyModule() async throws {
+        let fixture = try SoftHSMFixture.shared()
+        var environment = fixture.environment()
+        environment["COUNTERSIGN_PKCS11_MODULE"] = ProcessResult.builtProduct("libCountersignLatencyPKCS11.so").path
+        environment["COUNTERSIGN_LATENCY_MODULE"] = fixture.modulePath
+        environment["COUNTERSIGN_LATENCY_MS"] = "1"
+        let result = try await ProcessResult.run(executable: self.countersign, arguments: ["hsm", "selftest"], environment: environment)
+        #expect(result.status == 0, "\(result.standardOutput)\(result.standardError)")
+        #expect(result.standardOutput.contains("ok    load module \(ProcessResult.builtProduct("libCountersignLatencyPKCS11.so").path): SoftHSM"))
+        #expect(result.standardOutput.contains("ok    verify the signature with swift-crypto: valid"), "\(result.standardOutput)")
+        #expect(result.standardOutput.contains("selftest passed"))
+    }
+
     @Test("selftest reads the PIN from --pin-file")
     func selftestWithPINFile() async throws {
         let fixture = try SoftHSMFixture.shared()
