@@ -68,7 +68,7 @@ let package = Package(
         .target(name: "PolicyLab", dependencies: ["Policy"], swiftSettings: swiftSettings),
         // The relying party's side of WebAuthn (passkeys): CBOR, COSE keys, authenticator data, registration and
         // assertion checks. Written by hand: no Swift package we may use verifies WebAuthn (docs/architecture.md).
-        .target(name: "WebAuthn", dependencies: [crypto], swiftSettings: swiftSettings),
+        .target(name: "WebAuthn", dependencies: ["CountersignCore", crypto], swiftSettings: swiftSettings),
         // The audit log's pure parts: RFC 6962 Merkle hashing and proofs, entries, signed checkpoints.
         .target(name: "Audit", dependencies: ["CanonicalJSON", crypto], swiftSettings: swiftSettings),
         // Signed authorizations: the signer protocol, software keys, JWS and JWKS.

@@ -1,3 +1,4 @@
+import CountersignCore
 import Crypto
 import Foundation
 
@@ -139,16 +140,7 @@ public struct RelyingParty: Sendable {
     }
 
     /// base64url without padding, strictly (the alphabet of RFC 4648 §5).
-    public static func base64URLDecode(_ text: String) -> [UInt8]? {
-        guard text.utf8.allSatisfy({ ($0 >= 0x41 && $0 <= 0x5A) || ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x2D || $0 == 0x5F })
-        else { return nil }
-        var base64 = text.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
-        base64 += String(repeating: "=", count: (4 - base64.count % 4) % 4)
-        return Data(base64Encoded: base64).map(Array.init)
-    }
+    public static func base64URLDecode(_ text: String) -> [UInt8]? { Base64URL.decode(text) }
 
-    public static func base64URLEncode(_ bytes: some Sequence<UInt8>) -> String {
-        Data(bytes).base64EncodedString().replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
-            .replacingOccurrences(of: "=", with: "")
-    }
+    public static func base64URLEncode(_ bytes: some Sequence<UInt8>) -> String { Base64URL.encode(Array(bytes)) }
 }
