@@ -139,7 +139,8 @@ run: setup build
 	$(HSM_ENV) COUNTERSIGN_HSM_PIN=$(DEV_HSM_PIN) .build/debug/countersignd serve --config $(CONFIG)
 
 # A release build, a fresh token and store in .build-bench, a server in the background, the scenarios of
-# docs/benchmarks.md, and the server stopped again whatever happens.
+# docs/benchmarks.md, and the server stopped again whatever happens; at the end one table of every scenario
+# (hsm-config/bench-table.sh over .build-bench/results.txt).
 BENCH_DIR   ?= $(CURDIR)/.build-bench
 BENCH_FLAGS ?= --duration 10s --warmup 2s
 BENCH_ENV   := SOFTHSM2_CONF=$(BENCH_DIR)/hsm/softhsm2.conf COUNTERSIGN_PKCS11_MODULE=$(PKCS11_MODULE) \
@@ -162,19 +163,20 @@ bench: setup
 	@ulimit -n 8192; $(BENCH_ENV) .build/release/countersignd serve --config hsm-config/bench.yaml --data-dir $(BENCH_DIR)/data \
 		--log-level warning 2>$(BENCH_DIR)/server.log & echo $$! > $(BENCH_DIR)/server.pid
 	@for i in $$(seq 100); do curl -sf http://127.0.0.1:7780/healthz >/dev/null && break; sleep 0.1; done
-	@ulimit -n 8192; status=0; \
-	echo "== 1,000 idle connections (first, on the fresh server)"; $(BENCH_CLI) --idle-connections 1000 || status=1; \
-	echo "== software tier only"; $(BENCH_CLI) --baseline --mix micro=1 --at-half $(BENCH_FLAGS) || status=1; \
-	echo "== HSM tier only"; $(BENCH_CLI) --baseline --mix high=1 --at-half $(BENCH_FLAGS) || status=1; \
-	echo "== realistic mix"; $(BENCH_CLI) --mix micro=60,standard=30,high=10 $(BENCH_FLAGS) || status=1; \
+	@ulimit -n 8192; status=0; set -o pipefail; out=$(BENCH_DIR)/results.txt; : > $$out; \
+	echo "== 1,000 idle connections (first, on the fresh server)" | tee -a $$out; $(BENCH_CLI) --idle-connections 1000 | tee -a $$out || status=1; \
+	echo "== software tier only" | tee -a $$out; $(BENCH_CLI) --baseline --mix micro=1 --at-half $(BENCH_FLAGS) | tee -a $$out || status=1; \
+	echo "== HSM tier only" | tee -a $$out; $(BENCH_CLI) --baseline --mix high=1 --at-half $(BENCH_FLAGS) | tee -a $$out || status=1; \
+	echo "== realistic mix" | tee -a $$out; $(BENCH_CLI) --mix micro=60,standard=30,high=10 $(BENCH_FLAGS) | tee -a $$out || status=1; \
 	pid=$$(cat $(BENCH_DIR)/server.pid); kill $$pid; while kill -0 $$pid 2>/dev/null; do sleep 0.1; done; \
-	echo "== network HSM: the same server and token behind a 4 ms C_Sign, 16 sessions (ceiling 4,000 signatures/s)"; \
+	echo "== network HSM: the same server and token behind a 4 ms C_Sign, 16 sessions (ceiling 4,000 signatures/s)" | tee -a $$out; \
 	sed 's/max_sessions: 8/max_sessions: 16/' hsm-config/bench.yaml > $(BENCH_DIR)/network-hsm.yaml; \
 	$(BENCH_ENV) $(NETWORK_HSM) .build/release/countersignd serve --config $(BENCH_DIR)/network-hsm.yaml --data-dir $(BENCH_DIR)/data \
 		--log-level warning 2>>$(BENCH_DIR)/server.log & echo $$! > $(BENCH_DIR)/server.pid; \
 	for i in $$(seq 100); do curl -sf http://127.0.0.1:7780/healthz >/dev/null && break; sleep 0.1; done; \
-	$(NETWORK_CLI) --baseline --threads 16 --connections 16 --depth 8 --mix high=1 --at-half $(BENCH_FLAGS) || status=1; \
-	pid=$$(cat $(BENCH_DIR)/server.pid); kill $$pid; while kill -0 $$pid 2>/dev/null; do sleep 0.1; done; exit $$status
+	$(NETWORK_CLI) --baseline --threads 16 --connections 16 --depth 8 --mix high=1 --at-half $(BENCH_FLAGS) | tee -a $$out || status=1; \
+	pid=$$(cat $(BENCH_DIR)/server.pid); kill $$pid; while kill -0 $$pid 2>/dev/null; do sleep 0.1; done; \
+	echo; ./hsm-config/bench-table.sh < $$out; exit $$status
 
 # The realistic mix against 1, 2 and 3 servers on one throw-away PostgreSQL (hsm-config/bench-cluster.sh).
 bench-cluster: setup

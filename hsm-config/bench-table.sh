@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Reads the output of `make bench`'s scenarios (countersign bench, one after another) and prints one table:
+# scenario, throughput, server CPU per request, p50/p99 latency, and the ratio to its ceiling.
+set -euo pipefail
+awk '
+  function flush() {
+    if (name != "" && rate != "") {
+      printf "%-46s %12s %14s %18s %s\n", name, rate, cpu, latency, ratio
+    }
+    rate = ""; cpu = "-"; latency = "-"; ratio = ""
+  }
+  BEGIN {
+    printf "%-46s %12s %14s %18s %s\n", "scenario", "req/s", "CPU µs/req", "p50 / p99 ms", "ratio to its ceiling"
+  }
+  /^== / { flush(); section = substr($0, 4); sub(/:.*/, "", section); sub(/ \(.*/, "", section); next }
+  /^scenario: open loop at half/ { flush(); name = section " (half load)"; next }
+  /^scenario: closed loop/ { flush(); name = section; next }
+  /^server CPU: [0-9]/ { cpu = $3; next }
+  /^requests: / { rate = $(NF - 1); next }
+  /^latency ms: / { latency = $4 " / " $8; next }
+  /^ratio to the / { ratio = $NF " of " $4; next }
+  END { flush() }
+'
