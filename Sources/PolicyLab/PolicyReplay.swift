@@ -295,9 +295,7 @@ extension PolicyReplay.Report {
         if !self.budgets.isEmpty {
             lines.append("budgets that would refuse")
             for (_, budget) in self.budgets.sorted(by: { $0.key < $1.key }) {
-                let money = { (minorUnits: Int64) in
-                    Currency(code: budget.currency).map { "\(Money(minorUnits: minorUnits, currency: $0))" } ?? "\(minorUnits) \(budget.currency)"
-                }
+                let money = { (minorUnits: Int64) in Money.text(minorUnits: minorUnits, code: budget.currency) }
                 lines.append("  \(budget.scope) \(budget.window) \(money(budget.limit)): \(budget.refused) request(s) refused, \(money(budget.amount))")
             }
         }

@@ -339,7 +339,7 @@ struct ConsoleRoutes: Sendable {
     // MARK: Bodies and answers
 
     static func money(_ minorUnits: Int64, _ code: String) -> String {
-        Currency(code: code).map { "\(Money(minorUnits: minorUnits, currency: $0))" } ?? "\(minorUnits) \(code)"
+        Money.text(minorUnits: minorUnits, code: code)
     }
 
     private static func asset(_ text: String, type: String) -> Response {
