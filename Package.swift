@@ -134,7 +134,7 @@ let package = Package(
         .executableTarget(name: "countersign", dependencies: ["CountersignCLI", argumentParser], swiftSettings: swiftSettings),
         .executableTarget(
             name: "countersignd",
-            dependencies: ["CountersignServer", "CountersignConfiguration", "Audit", "Policy", "Wire", "PostgresLedger", "CanonicalJSON", argumentParser, logging, .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"), .product(name: "UnixSignals", package: "swift-service-lifecycle")],
+            dependencies: ["CountersignServer", "CountersignConfiguration", "Audit", "Policy", "Wire", "PostgresLedger", "CanonicalJSON", argumentParser, logging, nioCore, nioPosix, .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"), .product(name: "UnixSignals", package: "swift-service-lifecycle")],
             swiftSettings: swiftSettings
         ),
         // libFuzzer targets (`make fuzz` builds them with -sanitize=fuzzer,address -DFUZZING); built normally, each

@@ -5,6 +5,8 @@ import CountersignConfiguration
 import CountersignServer
 import Foundation
 import Logging
+import NIOCore
+import NIOPosix
 import Policy
 import PostgresLedger
 import ServiceLifecycle
@@ -12,6 +14,17 @@ import UnixSignals
 import Wire
 
 @main
+enum Main {
+    static func main() async {
+        // The event loops run Swift concurrency's jobs too: a request's task, its store reads' continuations and its
+        // answer's write stay on the loop that owns the connection instead of hopping to and from a separate pool
+        // (docs/benchmarks.md, issue 20). Nothing on the request path blocks a thread: the store's SQLite work runs
+        // on GRDB's queues and PKCS#11 calls on the HSM's own thread pool.
+        NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
+        await Countersignd.main()
+    }
+}
+
 struct Countersignd: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "countersignd",
