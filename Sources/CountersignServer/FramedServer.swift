@@ -73,6 +73,7 @@ public final class FramedServer: Service, Sendable {
                         if let tls {
                             try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls))
                         }
+                        try channel.pipeline.syncOperations.addHandler(FlushCoalescingHandler())
                         try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(FrameEncoder()))
                         try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder(maximumFrameLength: maximumFrameLength)))
                         // Half-closure: at the stop, the output is closed after the last answer while the input is
