@@ -257,25 +257,40 @@ struct BenchCommand: AsyncParsableCommand {
 
     /// A series without labels from the server's /metrics.
     static func serverMetric(_ name: String, host: String, http: String?) async -> Double? {
+        await self.serverMetrics([name], host: host, http: http)[name]
+    }
+
+    /// Series without labels from one scrape of the server's /metrics.
+    static func serverMetrics(_ names: Set<String>, host: String, http: String?) async -> [String: Double] {
         let endpoint = http ?? "\(host.contains(":") ? "[\(host)]" : host):7680"
-        guard let url = URL(string: "http://\(endpoint)/metrics"), let (data, _) = try? await URLSession.shared.data(from: url) else { return nil }
-        let line = String(decoding: data, as: UTF8.self).split(separator: "\n").first { $0.hasPrefix(name + " ") }
-        return line.flatMap { Double($0.split(separator: " ")[1]) }
+        guard let url = URL(string: "http://\(endpoint)/metrics"), let (data, _) = try? await URLSession.shared.data(from: url) else { return [:] }
+        var values: [String: Double] = [:]
+        for line in String(decoding: data, as: UTF8.self).split(separator: "\n") where !line.hasPrefix("#") {
+            let fields = line.split(separator: " ")
+            if fields.count == 2, names.contains(String(fields[0])), let value = Double(fields[1]) { values[String(fields[0])] = value }
+        }
+        return values
     }
 
     /// Runs `body` and prints the server's CPU time per request answered meanwhile, from its own
-    /// `process_cpu_seconds_total` before and after: far steadier than throughput on a shared machine.
+    /// `process_cpu_seconds_total` before and after (far steadier than throughput on a shared machine), and how many
+    /// writes its store's group commits carried each.
     private func measuringServerCPU(host: String, _ body: () async -> LoadResult) async -> LoadResult {
-        let before = await Self.serverMetric("process_cpu_seconds_total", host: host, http: self.http)
+        let names: Set = ["process_cpu_seconds_total", "countersign_store_commits_total", "countersign_store_committed_writes_total"]
+        let before = await Self.serverMetrics(names, host: host, http: self.http)
         let result = await body()
-        let after = await Self.serverMetric("process_cpu_seconds_total", host: host, http: self.http)
-        if let before, let after, result.answered > 0 {
-            print(
-                String(
-                    format: "server CPU: %.0f µs per request (%.2f s for %d requests)", (after - before) / Double(result.answered) * 1e6, after - before,
-                    result.answered))
+        let after = await Self.serverMetrics(names, host: host, http: self.http)
+        let delta = { (name: String) in after[name].flatMap { end in before[name].map { end - $0 } } }
+        if let cpu = delta("process_cpu_seconds_total"), result.answered > 0 {
+            print(String(format: "server CPU: %.0f µs per request (%.2f s for %d requests)", cpu / Double(result.answered) * 1e6, cpu, result.answered))
         } else {
             print("server CPU: not measured (the server's /metrics did not answer: give --http)")
+        }
+        if let commits = delta("countersign_store_commits_total"), let writes = delta("countersign_store_committed_writes_total"), commits > 0 {
+            print(
+                String(
+                    format: "group commit: %.1f writes per transaction (%.0f transactions/s)", writes / commits,
+                    commits / (Double(result.elapsed.components.seconds) + Double(result.elapsed.components.attoseconds) / 1e18)))
         }
         return result
     }

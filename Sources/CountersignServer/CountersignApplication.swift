@@ -259,6 +259,7 @@ public final class CountersignApplication: Sendable {
             hsmBreakerOpen: { if case .closed = breaker.currentState { false } else { true } }(), hsmFailures: breaker.failureCount,
             hsmBreakerTrips: breaker.tripCount, auditEntries: store.auditSize, storeWriteFailures: store.writeFailures
         )
+        (snapshot.storeCommits, snapshot.storeCommittedRecords) = store.groupCommitStatistics
         switch hsm.sessions.health {
         case .serving, .closed: snapshot.hsmRecovering = 0
         case .recovering: snapshot.hsmRecovering = 1

@@ -86,6 +86,8 @@ public final class ServerMetrics: Sendable {
         "countersign_hsm_recovering":
             "1 while the PKCS#11 module is being re-initialized after the token was lost (2 once recovery stopped: a wrong or locked PIN), else 0.",
         "countersign_hsm_recoveries_total": "Times the token was lost and the module re-initialized, sessions lent again.",
+        "countersign_store_commits_total": "Transactions of the store's group committer (each one durable commit: one fsync on SQLite).",
+        "countersign_store_committed_writes_total": "Writes those transactions carried (decisions, refusals, audit entries): over commits, the group size.",
         "process_cpu_seconds_total": "User and system CPU time spent by the process, in seconds.",
         "process_resident_memory_bytes": "Resident memory size in bytes.",
         "process_virtual_memory_bytes": "Virtual memory size in bytes.",
@@ -274,6 +276,9 @@ public final class ServerMetrics: Sendable {
         var hsmRecoveries = 0
         var auditEntries = 0
         var storeWriteFailures = 0
+        /// Group commits, and the writes they carried.
+        var storeCommits = 0
+        var storeCommittedRecords = 0
         var approvalsPending = 0
         /// scope, window, currency, spent/limit.
         var budgets: [(scope: String, window: String, currency: String, ratio: Double)] = []
@@ -290,6 +295,8 @@ public final class ServerMetrics: Sendable {
         self.counter("countersign_hsm_recoveries_total", [:], total: Double(snapshot.hsmRecoveries))
         self.gauge("countersign_audit_entries", [:]).set(Int64(snapshot.auditEntries))
         self.counter("countersign_audit_write_failures_total", [:], total: Double(snapshot.storeWriteFailures))
+        self.counter("countersign_store_commits_total", [:], total: Double(snapshot.storeCommits))
+        self.counter("countersign_store_committed_writes_total", [:], total: Double(snapshot.storeCommittedRecords))
         self.gauge("countersign_approvals_pending", [:]).set(Int64(snapshot.approvalsPending))
         for budget in snapshot.budgets {
             self.gauge("countersign_budget_spent_ratio", ["scope": budget.scope, "window": budget.window, "currency": budget.currency]).set(budget.ratio)
