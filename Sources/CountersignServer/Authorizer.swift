@@ -78,36 +78,37 @@ final class Authorizer: Sendable {
         let now: Int64
     }
 
-    /// An authorization ready to be recorded: its row, the answer it gives, and what its audit entry says.
+    /// An authorization ready to be recorded: its row, the answer it gives (encoded once: the row's `response` and
+    /// the answer's body are the same bytes), and what its audit entry says.
     private struct Prepared: Sendable {
         var record: AuthorizationRecord
-        var outcome: AuthorizeOutcome
+        var answer: AuthorizeAnswer
         var summary: DecisionSummary
         let auditIndex: Int64
     }
 
-    func authorize(_ request: AuthorizeRequest, agent: String) async throws -> AuthorizeOutcome {
+    func authorize(_ request: AuthorizeRequest, agent: String) async throws -> AuthorizeAnswer {
         let started = self.time.now
         var tierName = "none"
         var replayed = false
         do {
-            let outcome = try await self.decide(Attempt(request, agent: agent), tierName: &tierName, replayed: &replayed)
-            let label = if replayed { "replayed" } else if case .pendingApproval = outcome { "pending_approval" } else { "authorized" }
+            let answer = try await self.decide(Attempt(request, agent: agent), tierName: &tierName, replayed: &replayed)
+            let label = if replayed { "replayed" } else if case .pendingApproval = answer.outcome { "pending_approval" } else { "authorized" }
             self.metrics.authorizationDecided(tier: tierName, outcome: label, duration: self.time.now - started)
-            return outcome
+            return answer
         } catch let error as WireError {
             self.metrics.authorizationDecided(tier: tierName, outcome: error.code.rawValue, duration: self.time.now - started)
             throw error
         }
     }
 
-    private func decide(_ attempt: Attempt, tierName: inout String, replayed: inout Bool) async throws -> AuthorizeOutcome {
+    private func decide(_ attempt: Attempt, tierName: inout String, replayed: inout Bool) async throws -> AuthorizeAnswer {
         // 1. Replay: a retry with the same idempotency key and body gets the original answer; nothing is signed again.
         if let earlier = try await storeRead({ try await self.store.authorization(agent: attempt.agent, idempotencyKey: attempt.request.idempotencyKey) }) {
             // Counted as a replay of its tier, not as a new decision.
             tierName = earlier.tier
             replayed = true
-            return try await self.replay(earlier, for: attempt.requestHash)
+            return AuthorizeAnswer(try await self.replay(earlier, for: attempt.requestHash))
         }
         // 2. Evaluate.
         let evaluated = try await self.evaluate(attempt)
@@ -117,12 +118,12 @@ final class Authorizer: Sendable {
         case .authorized(let decided), .pendingApproval(let decided, _):
             tier = decided
         case .denied(let code, let reason):
-            return try await self.refuse(WireError(code, reason), attempt, evaluated)
+            return AuthorizeAnswer(try await self.refuse(WireError(code, reason), attempt, evaluated))
         }
         tierName = tier.name
         // 3. Pre-check.
         if let refusal = await self.precheckBudgets(evaluated) {
-            return try await self.refuse(refusal, attempt, evaluated)
+            return AuthorizeAnswer(try await self.refuse(refusal, attempt, evaluated))
         }
         // 4. Sign or pend; 5. record.
         let prepared = try await self.signOrPend(attempt, evaluated, tier: tier)
@@ -182,10 +183,11 @@ final class Authorizer: Sendable {
             record.quorum = approval.quorum
             record.approvalExpiresAt = deadline
             record.expiresAt = deadline
-            record.response = Data(WireJSON.encode(pending).readableBytesView)
+            let answer = AuthorizeAnswer(.pendingApproval(pending))
+            record.response = Data(answer.body.readableBytesView)
             record.decision = decision.record(outcome: "pending_approval").json
             summary.outcome = "pending_approval"
-            return Prepared(record: record, outcome: .pendingApproval(pending), summary: summary, auditIndex: auditIndex)
+            return Prepared(record: record, answer: answer, summary: summary, auditIndex: auditIndex)
         }
         let authorization: Authorization
         do {
@@ -206,16 +208,17 @@ final class Authorizer: Sendable {
         }
         record.kid = authorization.kid
         record.expiresAt = authorization.expiresAt
-        record.response = Data(WireJSON.encode(authorization).readableBytesView)
+        let answer = AuthorizeAnswer(.authorized(authorization))
+        record.response = Data(answer.body.readableBytesView)
         record.decision = decision.record(outcome: "authorized").json
         summary.kid = authorization.kid
         summary.jwsSHA256 = Base64URL.encode(Array(SHA256.hash(data: Data(authorization.jws.utf8))))
-        return Prepared(record: record, outcome: .authorized(authorization), summary: summary, auditIndex: auditIndex)
+        return Prepared(record: record, answer: answer, summary: summary, auditIndex: auditIndex)
     }
 
     /// Step 5: durable before the answer leaves: if the record cannot be written, the JWS is never sent. The budget
     /// checks and the holds are one step of one transaction: concurrent requests cannot overspend.
-    private func record(_ prepared: Prepared, _ attempt: Attempt, _ evaluated: Evaluated) async throws -> AuthorizeOutcome {
+    private func record(_ prepared: Prepared, _ attempt: Attempt, _ evaluated: Evaluated) async throws -> AuthorizeAnswer {
         let (agent, id, now, summary) = (attempt.agent, prepared.record.id, evaluated.now, prepared.summary)
         let entry = AuditEntry(
             index: prepared.auditIndex, time: now, kind: "decision", action: summary.outcome, actor: agent, subject: id, decision: summary)
@@ -257,12 +260,12 @@ final class Authorizer: Sendable {
             throw WireError(.auditUnavailable, "the decision could not be written to the audit log, so no authorization was issued")
         }
         self.checkpoints?.appended()
-        if case .pendingApproval = prepared.outcome, stored.id == id { self.approvals.announce(id) }
+        if case .pendingApproval = prepared.answer.outcome, stored.id == id { self.approvals.announce(id) }
         if stored.id != id {
             // A concurrent request with the same key was recorded first; this signature is discarded unsent.
-            return try await self.replay(stored, for: attempt.requestHash)
+            return AuthorizeAnswer(try await self.replay(stored, for: attempt.requestHash))
         }
-        return prepared.outcome
+        return prepared.answer
     }
 
     /// What the policy needs beyond the request: modes, request counts, and (only when escalation applies)
@@ -375,6 +378,17 @@ final class Authorizer: Sendable {
             )
         }
         return try await self.approvals.outcome(of: record)
+    }
+}
+
+/// AUTHORIZE's answer: its outcome, and the body that carries it, encoded once.
+struct AuthorizeAnswer: Sendable {
+    let outcome: AuthorizeOutcome
+    let body: ByteBuffer
+
+    init(_ outcome: AuthorizeOutcome) {
+        self.outcome = outcome
+        self.body = WireJSON.encode(outcome)
     }
 }
 

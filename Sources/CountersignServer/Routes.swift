@@ -31,6 +31,12 @@ struct Answer: Sendable {
         self.body = WireJSON.encode(value)
         self.action = action
     }
+
+    /// A body encoded already (AUTHORIZE's: the bytes its record stores).
+    init(encoded body: ByteBuffer) {
+        self.body = body
+        self.action = nil
+    }
 }
 
 /// One request type's handling. Who may send it comes from its ``MessageDescriptor`` (checked by the
@@ -76,7 +82,7 @@ struct Services: Sendable {
             .on(.ping, Empty.self) { _, _ in Answer(Empty()) },
             .on(.getKeys, Empty.self) { _, _ in Answer(self.keyRing.keySet) },
             // Agents.
-            .on(.authorize, AuthorizeRequest.self) { request, caller in Answer(try await self.authorizer.authorize(request, agent: caller.id)) },
+            .on(.authorize, AuthorizeRequest.self) { request, caller in Answer(encoded: try await self.authorizer.authorize(request, agent: caller.id).body) },
             .on(.fetchAuthorization, FetchAuthorizationRequest.self) { request, caller in
                 Answer(try await self.approvals.fetch(request, agent: caller.id))
             },
