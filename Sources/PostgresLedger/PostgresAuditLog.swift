@@ -8,12 +8,20 @@ import Synchronization
 
 extension PostgresStore {
     public func reserveAuditIndex() async throws -> Int64 {
-        try await self.read("reserve an audit index") { client in
-            guard let index = try await client.query("SELECT nextval('auditIndex')", logger: self.logger).first(Int64.self) else {
-                throw LedgerError(.storeUnavailable, "the audit index sequence gave no value")
-            }
-            return index
+        try await self.indexReservations.submit(())
+    }
+
+    /// `count` indexes of the shared sequence in one statement, in ascending order.
+    static func reserveAuditIndexes(_ count: Int, client: PostgresClient, logger: Logger) async throws -> [Int64] {
+        var indexes: [Int64] = []
+        indexes.reserveCapacity(count)
+        for try await index in try await client.query("SELECT nextval('auditIndex') FROM generate_series(1, \(count))", logger: logger).decode(Int64.self) {
+            indexes.append(index)
         }
+        guard indexes.count == count else {
+            throw LedgerError(.storeUnavailable, "the audit index sequence gave \(indexes.count) values for \(count)")
+        }
+        return indexes.sorted()
     }
 
     @discardableResult

@@ -122,13 +122,23 @@ extension PostgresStore {
     /// Always read: another server may have recorded the key a moment ago, so no server can answer "never seen"
     /// from memory.
     public func authorization(agent: String, idempotencyKey: String, certain: Bool) async throws -> AuthorizationRecord? {
-        try await self.read("read an authorization") { client in
-            let rows = try await client.query(
-                "SELECT \(unescaped: PostgresRows.authorizationColumns) FROM \"authorization\" WHERE agent = \(agent) AND idempotencyKey = \(idempotencyKey)",
-                logger: self.logger
-            )
-            return try await PostgresRows.authorizations(rows).first
-        }
+        // Other servers record keys too: there is no local filter to answer "certainly new", so every request reads,
+        // together with the requests that read at the same moment.
+        try await self.idempotencyLookups.submit(IdempotencyKey(agent: agent, key: idempotencyKey))
+    }
+
+    /// The authorizations recorded for `keys`, one statement for all; `nil` where none is.
+    static func authorizations(_ keys: [IdempotencyKey], client: PostgresClient, logger: Logger) async throws -> [AuthorizationRecord?] {
+        let rows = try await client.query(
+            """
+            SELECT \(unescaped: PostgresRows.authorizationColumns) FROM "authorization"
+            WHERE (agent, idempotencyKey) IN (SELECT * FROM unnest(\(keys.map(\.agent))::text[], \(keys.map(\.key))::text[]))
+            """,
+            logger: logger
+        )
+        var found: [IdempotencyKey: AuthorizationRecord] = [:]
+        for record in try await PostgresRows.authorizations(rows) { found[IdempotencyKey(agent: record.agent, key: record.idempotencyKey)] = record }
+        return keys.map { found[$0] }
     }
 
     public func authorization(id: String) async throws -> AuthorizationRecord? {
@@ -173,4 +183,10 @@ extension PostgresStore {
             )
         ).first
     }
+}
+
+/// An agent's idempotency key: what makes an AUTHORIZE a retry of an earlier one.
+struct IdempotencyKey: Hashable, Sendable {
+    let agent: String
+    let key: String
 }

@@ -30,6 +30,10 @@ public final class PostgresStore: Store {
     let committer: PostgresCommitter
     let leader: CheckpointLease
     let feed: ChangeFeed
+    /// Audit indexes reserved for the requests that ask at the same moment, one `nextval` statement for all.
+    let indexReservations: ReadBatcher<Void, Int64>
+    /// The idempotency lookups of concurrent AUTHORIZE requests, one statement for all.
+    let idempotencyLookups: ReadBatcher<IdempotencyKey, AuthorizationRecord?>
     private let running: Mutex<Task<Void, Never>?>
 
     /// Connects, creates or migrates the schema, checks the audit log against its latest checkpoint and starts
@@ -59,6 +63,17 @@ public final class PostgresStore: Store {
             throw Self.failure(error, doing: "open the store at \(configuration.location)")
         }
         self.committer = PostgresCommitter(client: client, auditLog: self.auditLog, health: self.health, wallClock: wallClock, logger: logger)
+        let timeout = configuration.operationTimeout
+        self.indexReservations = ReadBatcher { batch in
+            try await Self.reading("reserve audit indexes", timeout: timeout, time: time) {
+                try await Self.reserveAuditIndexes(batch.count, client: client, logger: logger)
+            }
+        }
+        self.idempotencyLookups = ReadBatcher { keys in
+            try await Self.reading("read authorizations by idempotency key", timeout: timeout, time: time) {
+                try await Self.authorizations(keys, client: client, logger: logger)
+            }
+        }
         self.leader = CheckpointLease(configuration: configuration, logger: logger, time: time)
         self.feed = ChangeFeed(configuration: configuration, logger: logger, time: time)
         self.feed.start()
@@ -96,8 +111,14 @@ public final class PostgresStore: Store {
     @discardableResult
     func read<T: Sendable>(_ what: String, _ body: @escaping @Sendable (PostgresClient) async throws -> T) async throws -> T {
         let client = self.client
+        return try await Self.reading(what, timeout: self.configuration.operationTimeout, time: self.time) { try await body(client) }
+    }
+
+    static func reading<T: Sendable>(
+        _ what: String, timeout: Duration, time: MonotonicTime, _ body: @escaping @Sendable () async throws -> T
+    ) async throws -> T {
         do {
-            return try await withDeadline(self.configuration.operationTimeout, time: self.time) { try await body(client) }
+            return try await withDeadline(timeout, time: time) { try await body() }
         } catch {
             throw Self.failure(error, doing: what)
         }

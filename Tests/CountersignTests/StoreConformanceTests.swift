@@ -101,6 +101,36 @@ struct StoreConformanceTests {
         #expect(entries.count == 20, "each recording has its entry")
     }
 
+    @Test(
+        "reads at the same moment each get their own answer: 60 idempotency lookups (found, missing, repeated), 100 audit indexes all distinct",
+        arguments: StoreKind.allCases)
+    func concurrentReads(_ kind: StoreKind) async throws {
+        guard let fixture = try await StoreFixture.make(kind) else { return }
+        let store = try await fixture.open()
+        defer { Task { await store.close() } }
+        for n in 0..<10 {
+            _ = try Self.recorded(try await store.recordAuthorization(Self.record("jti-\(n)", key: "key-\(n)", amount: 1)))
+        }
+        // PostgreSQL sends the lookups (and the reservations) that wait together as one statement: each must still
+        // get its own row, or none.
+        let found = try await withThrowingTaskGroup(of: (Int, String?).self) { group in
+            for n in 0..<60 {
+                group.addTask { (n, try await store.authorization(agent: n < 50 ? "agent-a" : "agent-b", idempotencyKey: "key-\(n % 20)", certain: true)?.id) }
+            }
+            return try await group.reduce(into: [Int: String?]()) { $0[$1.0] = $1.1 }
+        }
+        for n in 0..<60 {
+            let expected = n < 50 && n % 20 < 10 ? "jti-\(n % 20)" : nil
+            #expect(found[n] == .some(expected), "lookup \(n)")
+        }
+        let indexes = try await withThrowingTaskGroup(of: Int64.self) { group in
+            for _ in 0..<100 { group.addTask { try await store.reserveAuditIndex() } }
+            return try await group.reduce(into: [Int64]()) { $0.append($1) }
+        }
+        #expect(Set(indexes).count == 100)
+        #expect((indexes.max() ?? 0) - (indexes.min() ?? 0) == 99, "none skipped")
+    }
+
     @Test("a void releases the holds, once; another agent's id is unknown in the same words", arguments: StoreKind.allCases)
     func voids(_ kind: StoreKind) async throws {
         guard let fixture = try await StoreFixture.make(kind) else { return }
