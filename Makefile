@@ -32,7 +32,7 @@ help:
 	@echo "make python-client  the Python client (clients/python) and its test tools in a virtual environment, .build/python"
 	@echo "make build  build the package (debug)"
 	@echo "make bench  release build, a server on a fresh token (hsm-config/bench.yaml), the standard benchmark scenarios"
-	@echo "make bench-cluster  the realistic mix against 1, 2 and 3 servers on one throw-away PostgreSQL"
+	@echo "make bench-cluster  on one throw-away PostgreSQL: one server (software, HSM, mix), then 2 and 3 servers (mix)"
 	@echo "make fuzz   libFuzzer (with AddressSanitizer) on the JSON readers, the frame decoder and the handshake: FUZZ_RUNS executions each (default 1,000,000)"
 	@echo "make format rewrite every Swift file as .swift-format says (swift-format, in the toolchain)"
 	@echo "make lint   check every Swift file against .swift-format (make test runs it first)"
@@ -154,7 +154,9 @@ BENCH_CLI   := $(BENCH_ENV) $(BENCH_TARGET)
 NETWORK_CLI := $(BENCH_ENV) $(NETWORK_HSM) $(BENCH_TARGET)
 
 bench: setup
-	swift build -c release $(SWIFT_BUILD_FLAGS)
+	@# Product by product: a bare `swift build` also builds the examples of the dependencies.
+	swift build -c release --product countersignd $(SWIFT_BUILD_FLAGS)
+	swift build -c release --product countersign $(SWIFT_BUILD_FLAGS)
 	swift build -c release --product CountersignLatencyPKCS11 $(SWIFT_BUILD_FLAGS)
 	rm -rf $(BENCH_DIR) && mkdir -p $(BENCH_DIR)
 	@COUNTERSIGN_HSM_DIR=$(BENCH_DIR)/hsm COUNTERSIGN_TOKEN_LABEL=countersign-bench COUNTERSIGN_PKCS11_MODULE=$(PKCS11_MODULE) \
@@ -176,11 +178,14 @@ bench: setup
 	for i in $$(seq 100); do curl -sf http://127.0.0.1:7780/healthz >/dev/null && break; sleep 0.1; done; \
 	$(NETWORK_CLI) --baseline --threads 16 --connections 16 --depth 8 --mix high=1 --at-half $(BENCH_FLAGS) | tee -a $$out || status=1; \
 	pid=$$(cat $(BENCH_DIR)/server.pid); kill $$pid; while kill -0 $$pid 2>/dev/null; do sleep 0.1; done; \
+	BENCH_FLAGS="$(BENCH_FLAGS)" ./hsm-config/bench-cluster.sh | tee -a $$out || status=1; \
 	echo; ./hsm-config/bench-table.sh < $$out; exit $$status
 
-# The realistic mix against 1, 2 and 3 servers on one throw-away PostgreSQL (hsm-config/bench-cluster.sh).
+# On one throw-away PostgreSQL (hsm-config/bench-cluster.sh): one server's software tier, HSM tier and realistic mix, then
+# the realistic mix against 2 and 3 servers at once. `make bench` ends with the same runs.
 bench-cluster: setup
-	swift build -c release $(SWIFT_BUILD_FLAGS)
+	swift build -c release --product countersignd $(SWIFT_BUILD_FLAGS)
+	swift build -c release --product countersign $(SWIFT_BUILD_FLAGS)
 	./hsm-config/bench-cluster.sh
 
 clean:

@@ -1,13 +1,22 @@
 #!/usr/bin/env bash
-# `make bench-cluster`: the realistic mix against 1, 2 and 3 servers on one throw-away PostgreSQL (release build).
-# One `countersign bench` per server, all at once (each: 4 connections x depth 16, 10 s after a 2 s warm-up); the
-# figures of each and their sum. Everything runs on this machine: the load generators, the servers, PostgreSQL and
-# SoftHSM share its cores, so the sum says what limits a cluster here, not what a cluster of machines does.
+# `make bench` (its PostgreSQL part) and `make bench-cluster`: servers on one throw-away PostgreSQL (release build).
+#
+#   hsm-config/bench-cluster.sh [SCENARIO...]
+#     one     one server: the software tier, the HSM tier and the realistic mix, one after another
+#     2, 3    that many servers at once, each with its own load generator, the realistic mix
+#   (default: one 2 3)
+#
+# Each `countersign bench` runs 4 connections x depth 16 for 10 s after a 2 s warm-up (BENCH_FLAGS). Every server's
+# CPU comes from its own /metrics, so a cluster's CPU per request is the sum over its servers over the sum of their
+# requests. Everything shares this machine's cores (the load generators, the servers, PostgreSQL, SoftHSM): the
+# figures say what limits a cluster here, not what a cluster of machines does. The output is in `countersign bench`'s
+# format, so hsm-config/bench-table.sh makes rows of it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-counts=${*:-1 2 3}
+scenarios=${*:-one 2 3}
 root=$PWD/.build-bench-cluster
 postgres_dir=/tmp/countersign-bench-postgres-$(id -u)
+flags=${BENCH_FLAGS:---duration 10s --warmup 2s}
 export SOFTHSM2_CONF=$root/hsm/softhsm2.conf COUNTERSIGN_TOKEN_LABEL=countersign-bench COUNTERSIGN_HSM_PIN=${COUNTERSIGN_HSM_PIN:-countersign-dev}
 pids=()
 cleanup() {
@@ -18,7 +27,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-for count in $counts; do
+# Starts `count` servers on a fresh token and database.
+start_servers() {
+    local count=$1 port n
     rm -rf "$root" && mkdir -p "$root"
     COUNTERSIGN_HSM_DIR=$root/hsm COUNTERSIGN_HSM_SO_PIN=countersign-so-dev ./hsm-config/init-token.sh >/dev/null
     ./hsm-config/postgres.sh start "$postgres_dir" >/dev/null
@@ -40,23 +51,54 @@ for count in $counts; do
     for ((n = 0; n < count; n++)); do
         for _ in $(seq 100); do curl -sf "http://127.0.0.1:$((7780 + n))/readyz" >/dev/null && break; sleep 0.2; done
     done
-    echo "== $count server(s) on one PostgreSQL: realistic mix, one load generator per server"
+}
+
+bench() {
+    local n=$1; shift
+    # shellcheck disable=SC2086
+    COUNTERSIGN_SERVER=127.0.0.1:$((7700 + n)) COUNTERSIGN_CREDENTIAL=$root/data-0/admin.credential \
+        .build/release/countersign bench --http "127.0.0.1:$((7780 + n))" "$@" $flags
+}
+
+status=0
+one_server=
+for scenario in $scenarios; do
+    if [ "$scenario" = one ]; then
+        start_servers 1
+        echo "== software tier only, PostgreSQL"; bench 0 --mix micro=1 || status=1
+        echo "== HSM tier only, PostgreSQL"; bench 0 --mix high=1 || status=1
+        echo "== realistic mix, PostgreSQL"
+        out=$(bench 0 --mix micro=60,standard=30,high=10) || status=1
+        echo "$out"
+        one_server=$(echo "$out" | grep -oE "= [0-9]+ req/s" | head -1 | grep -oE "[0-9]+" || true)
+        cleanup
+        continue
+    fi
+    count=$scenario
+    start_servers "$count"
+    echo "== realistic mix, $count servers on one PostgreSQL"
     benches=()
     for ((n = 0; n < count; n++)); do
-        COUNTERSIGN_SERVER=127.0.0.1:$((7700 + n)) COUNTERSIGN_CREDENTIAL=$root/data-0/admin.credential \
-            .build/release/countersign bench --http "127.0.0.1:$((7780 + n))" --mix micro=60,standard=30,high=10 ${BENCH_FLAGS:---duration 10s --warmup 2s} \
-            >"$root/bench-$n.txt" 2>&1 &
+        bench "$n" --mix micro=60,standard=30,high=10 >"$root/bench-$n.txt" 2>&1 &
         benches+=($!)
     done
-    status=0
     for pid in "${benches[@]}"; do wait "$pid" || status=1; done
-    total=0
+    # Each server's figures, indented (not rows of the table), then the cluster's: throughputs and CPU seconds summed,
+    # the worst server's latency percentiles.
     for ((n = 0; n < count; n++)); do
-        echo "-- server $n"; grep -E "requests:|latency ms:|errors:" "$root/bench-$n.txt"
-        rate=$(grep -oE "= [0-9]+ req/s" "$root/bench-$n.txt" | head -1 | grep -oE "[0-9]+" || echo 0)
-        total=$((total + rate))
+        echo "  -- server $n"; grep -E "server CPU:|group commit:|requests:|latency ms:|errors:" "$root/bench-$n.txt" | sed 's/^/  /'
     done
-    echo "total: $total req/s"
+    cat "$root"/bench-*.txt | awk -v count="$count" -v one="${one_server:-0}" '
+        /^server CPU: [0-9]/ { seconds += substr($7, 2) }
+        /^requests: / { answered += $2; rate += $(NF - 1) }
+        /^latency ms: / { if ($4 > p50) p50 = $4; if ($6 > p90) p90 = $6; if ($8 > p99) p99 = $8 }
+        END {
+            print "scenario: closed loop, " count " servers together (CPU summed over the servers; latency of the worst)"
+            printf "server CPU: %.0f µs per request (%.2f s for %d requests)\n", seconds / answered * 1e6, seconds, answered
+            printf "requests: %d answered in all = %d req/s\n", answered, rate
+            printf "latency ms: p50 %s  p90 %s  p99 %s\n", p50, p90, p99
+            if (one > 0) printf "ratio to the 1-server mix: %.0f%%\n", rate / one * 100
+        }'
     cleanup
-    [ $status = 0 ] || exit $status
 done
+exit $status
