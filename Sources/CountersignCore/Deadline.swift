@@ -3,6 +3,10 @@ import Synchronization
 /// The deadline passed before the work finished.
 public struct DeadlineExceeded: Error, Sendable {
     public var timeout: Duration
+
+    public init(timeout: Duration) {
+        self.timeout = timeout
+    }
 }
 
 /// Runs `work` and returns its result, or throws ``DeadlineExceeded`` after `timeout` on `time`.

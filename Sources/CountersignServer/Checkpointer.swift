@@ -4,6 +4,7 @@ import Crypto
 import Foundation
 import Ledger
 import Logging
+import NIOPosix
 import Policy
 import ServiceLifecycle
 import Signing
@@ -81,7 +82,9 @@ final class Checkpointer: Service, Sendable {
             try await self.store.storeCheckpoint(record)
             if let witness = self.witness {
                 do {
-                    try witness.append(record.note)
+                    // A synced file write: on a thread of its own, not on the event loop that runs this task.
+                    let note = record.note
+                    try await NIOThreadPool.singleton.runIfActive { try witness.append(note) }
                 } catch {
                     // The checkpoint is signed and stored; only its copy elsewhere is missing, and the next one covers it.
                     self.logger.error("checkpoint not kept in the witness file", metadata: ["error": "\(error)"])

@@ -8,7 +8,7 @@ import Synchronization
 
 extension PostgresStore {
     public func reserveAuditIndex() async throws -> Int64 {
-        try await self.indexReservations.submit(())
+        try await self.batched("reserve an audit index", self.indexReservations, ())
     }
 
     /// `count` indexes of the shared sequence in one statement, in ascending order.

@@ -124,7 +124,7 @@ extension PostgresStore {
     public func authorization(agent: String, idempotencyKey: String, certain: Bool) async throws -> AuthorizationRecord? {
         // Other servers record keys too: there is no local filter to answer "certainly new", so every request reads,
         // together with the requests that read at the same moment.
-        try await self.idempotencyLookups.submit(IdempotencyKey(agent: agent, key: idempotencyKey))
+        try await self.batched("read an authorization", self.idempotencyLookups, IdempotencyKey(agent: agent, key: idempotencyKey))
     }
 
     /// The authorizations recorded for `keys`, one statement for all; `nil` where none is.

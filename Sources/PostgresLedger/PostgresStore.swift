@@ -64,13 +64,13 @@ public final class PostgresStore: Store {
         }
         self.committer = PostgresCommitter(client: client, auditLog: self.auditLog, health: self.health, wallClock: wallClock, logger: logger)
         let timeout = configuration.operationTimeout
-        self.indexReservations = ReadBatcher { batch in
-            try await Self.reading("reserve audit indexes", timeout: timeout, time: time) {
+        self.indexReservations = ReadBatcher(timeout: timeout, time: time) { batch, within in
+            try await Self.reading("reserve audit indexes", timeout: within, time: time) {
                 try await Self.reserveAuditIndexes(batch.count, client: client, logger: logger)
             }
         }
-        self.idempotencyLookups = ReadBatcher { keys in
-            try await Self.reading("read authorizations by idempotency key", timeout: timeout, time: time) {
+        self.idempotencyLookups = ReadBatcher(timeout: timeout, time: time) { keys, within in
+            try await Self.reading("read authorizations by idempotency key", timeout: within, time: time) {
                 try await Self.authorizations(keys, client: client, logger: logger)
             }
         }
@@ -112,6 +112,15 @@ public final class PostgresStore: Store {
     func read<T: Sendable>(_ what: String, _ body: @escaping @Sendable (PostgresClient) async throws -> T) async throws -> T {
         let client = self.client
         return try await Self.reading(what, timeout: self.configuration.operationTimeout, time: self.time) { try await body(client) }
+    }
+
+    /// A batched read, its failure (its deadline passed while it waited its turn) said as the store says it.
+    func batched<Input: Sendable, Output: Sendable>(_ what: String, _ batcher: ReadBatcher<Input, Output>, _ input: Input) async throws -> Output {
+        do {
+            return try await batcher.submit(input)
+        } catch {
+            throw Self.failure(error, doing: what)
+        }
     }
 
     static func reading<T: Sendable>(

@@ -1,10 +1,11 @@
 import NIOCore
 
 /// Defers a flush to the end of the event loop's current round of work. The answers of one group commit are resumed
-/// together and each is written with its own flush; deferred, they leave in one `writev` (and, with TLS, fewer
-/// records) instead of one system call each. A close flushes first, so nothing written is left behind.
+/// together and each is written with its own flush; deferred, they leave in one `writev` instead of one system call
+/// each (with TLS, each is still its own record: NIOSSL encrypts write by write). A close flushes first, so nothing
+/// written is left behind; the handler is never removed from a live pipeline.
 ///
-/// The server and the client put it in front of the frame encoder. Netty has this as `FlushConsolidationHandler`;
+/// The framed server puts it in front of the frame encoder. Netty has this as `FlushConsolidationHandler`;
 /// swift-nio and swift-nio-extras do not (docs/architecture.md).
 public final class FlushCoalescingHandler: ChannelOutboundHandler, RemovableChannelHandler {
     public typealias OutboundIn = ByteBuffer

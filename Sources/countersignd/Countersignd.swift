@@ -16,10 +16,10 @@ import Wire
 @main
 enum Main {
     static func main() async {
-        // The event loops run Swift concurrency's jobs too: a request's task, its store reads' continuations and its
-        // answer's write stay on the loop that owns the connection instead of hopping to and from a separate pool
-        // (docs/benchmarks.md, issue 20). Nothing on the request path blocks a thread: the store's SQLite work runs
-        // on GRDB's queues and PKCS#11 calls on the HSM's own thread pool.
+        // The event loops run Swift concurrency's jobs too: one pool of threads instead of two, and a request's
+        // task often writes its answer on the connection's own loop (a job resumed from GRDB's or the HSM's threads
+        // goes to any loop, then hops). Nothing on an async path may block a thread: SQLite runs on GRDB's queues,
+        // PKCS#11 and the witness file's synced writes on thread pools (docs/architecture.md, "One pool of threads").
         NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
         await Countersignd.main()
     }

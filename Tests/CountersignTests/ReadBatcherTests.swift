@@ -1,52 +1,91 @@
 import CountersignCore
 import Ledger
 import Synchronization
+import TestSupport
 import Testing
 
 @testable import PostgresLedger
 
-@Suite("Batched reads")
+@Suite("Batched reads", .timeLimit(.minutes(1)))
 struct ReadBatcherTests {
-    @Test("reads that arrive while one runs go together as the next batch; each gets its own answer, in order")
-    func batches() async throws {
+    /// The batches a batcher ran, in order.
+    private final class BatchLog: Sendable {
         let batches = Mutex<[[Int]]>([])
-        let (firstStarted, started) = AsyncStream.makeStream(of: Void.self)
-        let (released, release) = AsyncStream.makeStream(of: Void.self)
-        let batcher = ReadBatcher<Int, Int> { inputs in
-            batches.withLock { $0.append(inputs) }
-            if inputs == [0] {
-                started.yield()
-                // The first read is held until the others are queued behind it.
-                for await _ in released { break }
+    }
+
+    /// A batcher whose first batch (the read of 0) is held until `release` is called.
+    private struct Held: Sendable {
+        let batcher: ReadBatcher<Int, Int>
+        let log = BatchLog()
+        let clock = ManualClock()
+        let started: AsyncStream<Void>
+        let release: AsyncStream<Void>.Continuation
+
+        init() {
+            let log = self.log
+            let (started, startedContinuation) = AsyncStream.makeStream(of: Void.self)
+            let (released, release) = AsyncStream.makeStream(of: Void.self)
+            self.batcher = ReadBatcher<Int, Int>(timeout: .seconds(5), time: MonotonicTime(self.clock)) { inputs, _ in
+                log.batches.withLock { $0.append(inputs) }
+                if inputs == [0] {
+                    startedContinuation.yield()
+                    for await _ in released { break }
+                }
+                return inputs.map { $0 * 10 }
             }
-            return inputs.map { $0 * 10 }
+            self.started = started
+            self.release = release
         }
-        async let first = batcher.submit(0)
-        for await _ in firstStarted { break }
+
+        var batches: [[Int]] { self.log.batches.withLock { $0 } }
+
+        /// Waits (without sleeping) until `count` reads are queued behind the held batch.
+        func waitForQueued(_ count: Int) async {
+            while self.batcher.pendingCount < count { await Task.yield() }
+        }
+    }
+
+    @Test("reads that arrive while one runs go together as the next batch; each gets its own answer")
+    func batches() async throws {
+        let held = Held()
+        async let first = held.batcher.submit(0)
+        for await _ in held.started { break }
         let others = Task {
             try await withThrowingTaskGroup(of: (Int, Int).self) { group in
-                for n in 1...20 { group.addTask { (n, try await batcher.submit(n)) } }
+                for n in 1...20 { group.addTask { (n, try await held.batcher.submit(n)) } }
                 return try await group.reduce(into: [Int: Int]()) { $0[$1.0] = $1.1 }
             }
         }
-        // Wait until the twenty are queued (none can run: the first batch is still reading).
-        while true {
-            if batches.withLock({ $0.count }) == 1, batcher.pendingCount == 20 { break }
-            await Task.yield()
-        }
-        release.yield()
+        await held.waitForQueued(20)
+        held.release.yield()
         #expect(try await first == 0)
         let answers = try await others.value
         #expect(answers == Dictionary(uniqueKeysWithValues: (1...20).map { ($0, $0 * 10) }))
-        let seen = batches.withLock { $0 }
-        #expect(seen.count == 2, "one read, then one batch of the twenty that waited: \\(seen)")
+        let seen = held.batches
+        #expect(seen.count == 2, "one read, then one batch of the twenty that waited: \(seen)")
         #expect(seen.last?.sorted() == Array(1...20))
+    }
+
+    @Test("a read whose deadline passed while it waited behind a hung batch fails without running")
+    func deadlines() async throws {
+        let held = Held()
+        async let first = held.batcher.submit(0)
+        for await _ in held.started { break }
+        let late = Task { try await held.batcher.submit(1) }
+        await held.waitForQueued(1)
+        held.clock.advance(by: .seconds(5))
+        held.release.yield()
+        _ = try await first
+        await #expect(throws: DeadlineExceeded.self) { try await late.value }
+        #expect(held.batches == [[0]], "the expired read was never sent")
+        // A read asked now has its own five seconds.
+        #expect(try await held.batcher.submit(2) == 20)
     }
 
     @Test("a failed batch fails each of its reads; the next batch runs anew")
     func failures() async throws {
         let calls = Mutex(0)
-        let batcher = ReadBatcher<Int, Int> { inputs in
+        let batcher = ReadBatcher<Int, Int>(timeout: .seconds(5), time: MonotonicTime(ManualClock())) { inputs, _ in
             let call = calls.withLock { count -> Int in
                 count += 1
                 return count
@@ -60,7 +99,7 @@ struct ReadBatcherTests {
 
     @Test("a batch that answers the wrong number of reads fails them rather than answering one with another's")
     func miscounted() async throws {
-        let batcher = ReadBatcher<Int, Int> { _ in [] }
+        let batcher = ReadBatcher<Int, Int>(timeout: .seconds(5), time: MonotonicTime(ManualClock())) { _, _ in [] }
         await #expect(throws: LedgerError.self) { try await batcher.submit(1) }
     }
 }
