@@ -189,8 +189,7 @@ struct BenchCommand: AsyncParsableCommand {
     }
 
     static func report(_ result: LoadResult, openLoop: Bool = false) {
-        let seconds = Double(result.elapsed.components.seconds) + Double(result.elapsed.components.attoseconds) / 1e18
-        print(String(format: "requests: %d answered in %.2f s = %.0f req/s", result.answered, seconds, result.throughput))
+        print(String(format: "requests: %d answered in %.2f s = %.0f req/s", result.answered, result.seconds, result.throughput))
         let ms = { (value: UInt64) in String(format: "%.2f", Double(value) / 1000) }
         func percentiles(_ name: String, _ histogram: Histogram<UInt64>) {
             print(
@@ -287,10 +286,7 @@ struct BenchCommand: AsyncParsableCommand {
             print("server CPU: not measured (the server's /metrics did not answer: give --http)")
         }
         if let commits = delta("countersign_store_commits_total"), let writes = delta("countersign_store_committed_writes_total"), commits > 0 {
-            print(
-                String(
-                    format: "group commit: %.1f writes per transaction (%.0f transactions/s)", writes / commits,
-                    commits / (Double(result.elapsed.components.seconds) + Double(result.elapsed.components.attoseconds) / 1e18)))
+            print(String(format: "group commit: %.1f writes per transaction (%.0f transactions/s)", writes / commits, commits / result.seconds))
         }
         return result
     }

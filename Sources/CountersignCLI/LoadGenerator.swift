@@ -29,10 +29,10 @@ struct LoadResult: Sendable {
         self.errors.merge(other.errors, uniquingKeysWith: +)
     }
 
-    var throughput: Double {
-        let seconds = Double(self.elapsed.components.seconds) + Double(self.elapsed.components.attoseconds) / 1e18
-        return seconds > 0 ? Double(self.answered) / seconds : 0
-    }
+    /// The measured window, in seconds.
+    var seconds: Double { Double(self.elapsed.components.seconds) + Double(self.elapsed.components.attoseconds) / 1e18 }
+
+    var throughput: Double { self.seconds > 0 ? Double(self.answered) / self.seconds : 0 }
 }
 
 /// Drives authorize requests over many connections, each with many requests in flight: closed loop (each

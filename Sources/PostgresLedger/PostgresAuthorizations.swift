@@ -129,13 +129,7 @@ extension PostgresStore {
 
     /// The authorizations recorded for `keys`, one statement for all; `nil` where none is.
     static func authorizations(_ keys: [IdempotencyKey], client: PostgresClient, logger: Logger) async throws -> [AuthorizationRecord?] {
-        let rows = try await client.query(
-            """
-            SELECT \(unescaped: PostgresRows.authorizationColumns) FROM "authorization"
-            WHERE (agent, idempotencyKey) IN (SELECT * FROM unnest(\(keys.map(\.agent))::text[], \(keys.map(\.key))::text[]))
-            """,
-            logger: logger
-        )
+        let rows = try await client.query(PostgresRows.authorizations(agents: keys.map(\.agent), idempotencyKeys: keys.map(\.key)), logger: logger)
         var found: [IdempotencyKey: AuthorizationRecord] = [:]
         for record in try await PostgresRows.authorizations(rows) { found[IdempotencyKey(agent: record.agent, key: record.idempotencyKey)] = record }
         return keys.map { found[$0] }

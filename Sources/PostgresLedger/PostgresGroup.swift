@@ -137,12 +137,8 @@ enum PostgresGroup {
     ) async throws -> [String: AuthorizationRecord] {
         guard !authorizations.isEmpty else { return [:] }
         let rows = try await connection.query(
-            """
-            SELECT \(unescaped: PostgresRows.authorizationColumns) FROM "authorization"
-            WHERE (agent, idempotencyKey) IN (SELECT * FROM unnest(\(authorizations.map(\.record.agent))::text[], \(authorizations.map(\.record.idempotencyKey))::text[]))
-            """,
-            logger: logger
-        )
+            PostgresRows.authorizations(agents: authorizations.map(\.record.agent), idempotencyKeys: authorizations.map(\.record.idempotencyKey)),
+            logger: logger)
         var records: [String: AuthorizationRecord] = [:]
         for record in try await PostgresRows.authorizations(rows) { records[Authorization.key(record.agent, record.idempotencyKey)] = record }
         return records

@@ -32,6 +32,14 @@ enum PostgresRows {
         return record
     }
 
+    /// The authorizations recorded for any of the (agent, idempotency key) pairs, in one statement.
+    static func authorizations(agents: [String], idempotencyKeys: [String]) -> PostgresQuery {
+        """
+        SELECT \(unescaped: Self.authorizationColumns) FROM "authorization"
+        WHERE (agent, idempotencyKey) IN (SELECT * FROM unnest(\(agents)::text[], \(idempotencyKeys)::text[]))
+        """
+    }
+
     static func authorizations(_ rows: PostgresRowSequence) async throws -> [AuthorizationRecord] {
         var records: [AuthorizationRecord] = []
         for try await row in rows { records.append(try Self.authorization(row)) }
