@@ -22,7 +22,7 @@ HSM_ENV := SOFTHSM2_CONF=$(HSM_DIR)/softhsm2.conf \
 	COUNTERSIGN_PKCS11_MODULE=$(PKCS11_MODULE) \
 	COUNTERSIGN_TOKEN_LABEL=$(TOKEN_LABEL)
 
-.PHONY: help setup packages python-packages python-client token build test run cluster bench bench-cluster fuzz format lint clean
+.PHONY: help setup packages python-packages python-client token build test run cluster release bench bench-cluster fuzz format lint clean
 
 help:
 	@echo "make run    set up, build, initialize and start countersignd with the example config"
@@ -153,11 +153,13 @@ BENCH_TARGET := COUNTERSIGN_SERVER=127.0.0.1:7700 COUNTERSIGN_CREDENTIAL=$(BENCH
 BENCH_CLI   := $(BENCH_ENV) $(BENCH_TARGET)
 NETWORK_CLI := $(BENCH_ENV) $(NETWORK_HSM) $(BENCH_TARGET)
 
-bench: setup
-	@# Product by product: a bare `swift build` also builds the examples of the dependencies.
+# The release binaries the benchmarks run, product by product: a bare `swift build` also builds the dependencies' examples.
+release: setup
 	swift build -c release --product countersignd $(SWIFT_BUILD_FLAGS)
 	swift build -c release --product countersign $(SWIFT_BUILD_FLAGS)
 	swift build -c release --product CountersignLatencyPKCS11 $(SWIFT_BUILD_FLAGS)
+
+bench: release
 	rm -rf $(BENCH_DIR) && mkdir -p $(BENCH_DIR)
 	@COUNTERSIGN_HSM_DIR=$(BENCH_DIR)/hsm COUNTERSIGN_TOKEN_LABEL=countersign-bench COUNTERSIGN_PKCS11_MODULE=$(PKCS11_MODULE) \
 		COUNTERSIGN_HSM_PIN=$(DEV_HSM_PIN) COUNTERSIGN_HSM_SO_PIN=$(DEV_HSM_SO_PIN) ./hsm-config/init-token.sh >/dev/null
@@ -183,9 +185,7 @@ bench: setup
 
 # On one throw-away PostgreSQL (hsm-config/bench-cluster.sh): one server's software tier, HSM tier and realistic mix, then
 # the realistic mix against 2 and 3 servers at once. `make bench` ends with the same runs.
-bench-cluster: setup
-	swift build -c release --product countersignd $(SWIFT_BUILD_FLAGS)
-	swift build -c release --product countersign $(SWIFT_BUILD_FLAGS)
+bench-cluster: release
 	./hsm-config/bench-cluster.sh
 
 clean:
