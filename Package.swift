@@ -169,7 +169,7 @@ let package = Package(
             dependencies: [
                 "CountersignServer", "CountersignClient", "CountersignCore", "CountersignConfiguration", "HTTPServices", "Wire", "Policy", "Signing", "HSMSigning",
                 "Ledger", "PostgresLedger", "Audit", "PKCS11", "TestSupport",
-                "countersign", "countersignd", crypto, nioCore, nioPosix, logging,
+                "countersign", "countersignd", crypto, nioCore, nioPosix, logging, .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "GRDB", package: "GRDB.swift"),

@@ -2,11 +2,16 @@
 public struct MonotonicTime: Sendable {
     private let elapsedSinceStart: @Sendable () -> Duration
     private let sleepFor: @Sendable (Duration) async throws -> Void
+    private let timers: (any Timers)?
 
-    public init<C: Clock>(_ clock: C) where C.Duration == Duration {
+    /// Time from `clock`. ``after(_:_:)`` schedules on `timers` when given (the server's event loops, for one: a
+    /// timer there is an entry in a loop's queue, where a task sleeping on the clock costs a task and a timer on
+    /// Dispatch's manager thread), else on a task that sleeps on `clock`.
+    public init<C: Clock>(_ clock: C, timers: (any Timers)? = nil) where C.Duration == Duration {
         let start = clock.now
         self.elapsedSinceStart = { start.duration(to: clock.now) }
         self.sleepFor = { try await clock.sleep(for: $0) }
+        self.timers = timers
     }
 
     /// Time since this value was made; only differences mean anything.
@@ -17,7 +22,40 @@ public struct MonotonicTime: Sendable {
         try await self.sleepFor(duration)
     }
 
+    /// Runs `action` once, `delay` from now, unless the returned value is cancelled first.
+    public func after(_ delay: Duration, _ action: @escaping @Sendable () -> Void) -> ScheduledAction {
+        if let timers = self.timers {
+            return timers.after(delay, action)
+        }
+        let sleep = self.sleepFor
+        let timer = Task {
+            guard (try? await sleep(delay)) != nil else { return }  // cancelled
+            action()
+        }
+        return ScheduledAction { timer.cancel() }
+    }
+
     public static let continuous = MonotonicTime(ContinuousClock())
+}
+
+/// Where ``MonotonicTime/after(_:_:)`` schedules its actions, when not on tasks that sleep.
+public protocol Timers: Sendable {
+    /// Runs `action` once, `delay` from now, unless the returned value is cancelled first.
+    func after(_ delay: Duration, _ action: @escaping @Sendable () -> Void) -> ScheduledAction
+}
+
+/// An action ``MonotonicTime/after(_:_:)`` will run unless cancelled.
+public struct ScheduledAction: Sendable {
+    private let cancelAction: @Sendable () -> Void
+
+    public init(cancel: @escaping @Sendable () -> Void) {
+        self.cancelAction = cancel
+    }
+
+    /// Stops the action if it has not started; a no-op after it ran.
+    public func cancel() {
+        self.cancelAction()
+    }
 }
 
 /// Wall-clock time in whole seconds since 1970, for the `iat`, `nbf` and `exp` claims.

@@ -22,8 +22,7 @@ public func withDeadline<Result: Sendable>(
     let outcome = ResumeOnce<Result>()
     return try await withCheckedThrowingContinuation { continuation in
         outcome.set(continuation)
-        let timer = Task {
-            guard (try? await time.sleep(for: timeout)) != nil else { return }  // cancelled: the work finished
+        let timer = time.after(timeout) {
             outcome.take()?.resume(throwing: DeadlineExceeded(timeout: timeout))
         }
         Task {

@@ -17,7 +17,8 @@ import Wire
 
 /// What the server takes from its surroundings; tests replace any of it.
 public struct ServerEnvironment: Sendable {
-    public var time: MonotonicTime = .continuous
+    /// Deadlines are timers on NIO's shared event loops.
+    public var time: MonotonicTime = .eventLoops()
     public var wallClock: WallClock = .system
     public var random: RandomSource = .system
     public var logger = Logger(label: "countersign")

@@ -1,0 +1,101 @@
+import CountersignCore
+import NIOCore
+import NIOEmbedded
+import Synchronization
+import TestSupport
+import Testing
+
+@testable import CountersignServer
+
+/// `MonotonicTime.eventLoops`: deadlines as timers on an event loop (here one whose time the test moves).
+@Suite("Deadlines on the event loops' timers", .timeLimit(.minutes(1)))
+struct EventLoopTimeTests {
+    /// Work that waits until the test lets it go.
+    final class Held: Sendable {
+        private let waiting = Mutex<CheckedContinuation<Void, Never>?>(nil)
+        func hold() async { await withCheckedContinuation { continuation in self.waiting.withLock { $0 = continuation } } }
+        var isHeld: Bool { self.waiting.withLock { $0 != nil } }
+        func release() { self.waiting.withLock { $0.take() }?.resume() }
+    }
+
+    final class Flag: Sendable {
+        private let value = Mutex(0)
+        func raise() { self.value.withLock { $0 += 1 } }
+        var count: Int { self.value.withLock { $0 } }
+    }
+
+    @Test("an action runs once its delay has passed on the loop, and not a nanosecond before")
+    func runsAtItsTime() async throws {
+        let loop = NIOAsyncTestingEventLoop()
+        let time = MonotonicTime.eventLoops(loop)
+        let fired = Flag()
+        _ = time.after(.seconds(2)) { fired.raise() }
+        await loop.advanceTime(by: .nanoseconds(1_999_999_999))
+        #expect(fired.count == 0)
+        await loop.advanceTime(by: .nanoseconds(1))
+        #expect(fired.count == 1)
+        await loop.advanceTime(by: .seconds(10))
+        #expect(fired.count == 1)
+        await loop.shutdownGracefully()
+    }
+
+    @Test("a cancelled action never runs")
+    func cancelled() async throws {
+        let loop = NIOAsyncTestingEventLoop()
+        let fired = Flag()
+        let scheduled = MonotonicTime.eventLoops(loop).after(.milliseconds(5)) { fired.raise() }
+        scheduled.cancel()
+        await loop.advanceTime(by: .seconds(1))
+        #expect(fired.count == 0)
+        await loop.shutdownGracefully()
+    }
+
+    @Test("work that hangs is abandoned at the deadline with DeadlineExceeded; work that finishes first is its result")
+    func deadline() async throws {
+        let loop = NIOAsyncTestingEventLoop()
+        let time = MonotonicTime.eventLoops(loop)
+
+        let held = Held()
+        let ended = Flag()
+        let hanging = Task {
+            try await withDeadline(.seconds(2), time: time) { () async throws -> Int in
+                await held.hold()
+                ended.raise()
+                return -1
+            }
+        }
+        // The deadline's timer is scheduled before the work starts.
+        try await eventually("the work waits") { held.isHeld }
+        await loop.advanceTime(by: .milliseconds(1_999))
+        await loop.advanceTime(by: .milliseconds(1))
+        var abandoned = false
+        do { _ = try await hanging.value } catch is DeadlineExceeded { abandoned = true }
+        #expect(abandoned)
+        #expect(ended.count == 0)
+        held.release()
+        try await eventually("the abandoned work ended") { ended.count == 1 }
+
+        let quick = try await withDeadline(.seconds(2), time: time) { 42 }
+        #expect(quick == 42)
+        // Its timer was cancelled: moving past the deadline resumes nothing a second time.
+        await loop.advanceTime(by: .seconds(3))
+        await loop.shutdownGracefully()
+    }
+
+    @Test("on NIO's own loops: a deadline's timer fires from the loop and abandons work that hangs")
+    func realLoops() async throws {
+        let time = MonotonicTime.eventLoops()
+        let held = Held()
+        let hanging = Task {
+            try await withDeadline(.milliseconds(20), time: time) { () async throws -> Int in
+                await held.hold()
+                return -1
+            }
+        }
+        var abandoned = false
+        do { _ = try await hanging.value } catch is DeadlineExceeded { abandoned = true }
+        #expect(abandoned)
+        held.release()
+        #expect(try await withDeadline(.seconds(30), time: time) { 7 } == 7)
+    }
+}
