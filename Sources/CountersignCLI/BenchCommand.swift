@@ -275,13 +275,20 @@ struct BenchCommand: AsyncParsableCommand {
     /// `process_cpu_seconds_total` before and after (far steadier than throughput on a shared machine), and how many
     /// writes its store's group commits carried each.
     private func measuringServerCPU(host: String, _ body: () async -> LoadResult) async -> LoadResult {
-        let names: Set = ["process_cpu_seconds_total", "countersign_store_commits_total", "countersign_store_committed_writes_total"]
+        let names: Set = [
+            "process_cpu_seconds_total", "countersign_hsm_signing_cpu_seconds_total", "countersign_store_commits_total",
+            "countersign_store_committed_writes_total",
+        ]
         let before = await Self.serverMetrics(names, host: host, http: self.http)
         let result = await body()
         let after = await Self.serverMetrics(names, host: host, http: self.http)
         let delta = { (name: String) in after[name].flatMap { end in before[name].map { end - $0 } } }
         if let cpu = delta("process_cpu_seconds_total"), result.answered > 0 {
             print(String(format: "server CPU: %.0f µs per request (%.2f s for %d requests)", cpu / Double(result.answered) * 1e6, cpu, result.answered))
+            if let signing = delta("countersign_hsm_signing_cpu_seconds_total"), signing > 0 {
+                // The PKCS#11 module's own work: what a network HSM would do on its own hardware.
+                print(String(format: "of which HSM signing: %.0f µs per request (the PKCS#11 module's calls)", signing / Double(result.answered) * 1e6))
+            }
         } else {
             print("server CPU: not measured (the server's /metrics did not answer: give --http)")
         }

@@ -82,6 +82,8 @@ public final class ServerMetrics: Sendable {
         "countersign_hsm_session_waiters": "Tasks waiting for a PKCS#11 session.",
         "countersign_hsm_breaker_open": "1 while the HSM circuit breaker refuses calls (HSM tiers answer HSM_UNAVAILABLE), else 0.",
         "countersign_hsm_failures_total": "HSM operations that failed or timed out.",
+        "countersign_hsm_signing_cpu_seconds_total":
+            "CPU time of the HSM signing calls on the session pool's threads: the PKCS#11 module's own work, part of process_cpu_seconds_total (with SoftHSM the signature itself; with a network HSM little).",
         "countersign_hsm_breaker_trips_total": "Times the HSM circuit breaker opened.",
         "countersign_hsm_recovering":
             "1 while the PKCS#11 module is being re-initialized after the token was lost (2 once recovery stopped: a wrong or locked PIN), else 0.",
@@ -133,6 +135,7 @@ public final class ServerMetrics: Sendable {
             "countersign_audit_checkpoints_total", "countersign_audit_checkpoint_failures_total", "countersign_audit_witness_cosigned_total",
             "countersign_audit_witness_failures_total", "countersign_audit_write_failures_total",
             "countersign_hsm_failures_total", "countersign_hsm_breaker_trips_total", "countersign_hsm_recoveries_total",
+            "countersign_hsm_signing_cpu_seconds_total",
         ] {
             _ = self.counter(name, [:])
         }
@@ -270,6 +273,8 @@ public final class ServerMetrics: Sendable {
         var hsmSessionWaiters = 0
         var hsmBreakerOpen = false
         var hsmFailures = 0
+        /// CPU time of the signing calls, in seconds.
+        var hsmSigningCPUSeconds = 0.0
         var hsmBreakerTrips = 0
         /// 0 serving, 1 recovering, 2 recovery stopped.
         var hsmRecovering = 0
@@ -290,6 +295,7 @@ public final class ServerMetrics: Sendable {
         self.gauge("countersign_hsm_session_waiters", [:]).set(Int64(snapshot.hsmSessionWaiters))
         self.gauge("countersign_hsm_breaker_open", [:]).set(Int64(snapshot.hsmBreakerOpen ? 1 : 0))
         self.counter("countersign_hsm_failures_total", [:], total: Double(snapshot.hsmFailures))
+        self.counter("countersign_hsm_signing_cpu_seconds_total", [:], total: snapshot.hsmSigningCPUSeconds)
         self.counter("countersign_hsm_breaker_trips_total", [:], total: Double(snapshot.hsmBreakerTrips))
         self.gauge("countersign_hsm_recovering", [:]).set(Int64(snapshot.hsmRecovering))
         self.counter("countersign_hsm_recoveries_total", [:], total: Double(snapshot.hsmRecoveries))

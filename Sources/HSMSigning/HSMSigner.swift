@@ -7,6 +7,14 @@ import Policy
 import Signing
 import Synchronization
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// Signs with keys on the HSM, through the session pool, within a deadline, behind a circuit breaker.
 ///
 /// An HSM that errors or stops answering costs a caller at most ``Configuration/timeout``; then the breaker
@@ -31,6 +39,11 @@ public final class HSMSigner: Sendable {
     private let timeout: Duration
     private let time: MonotonicTime
     private let logger: Logger
+    private let signingNanoseconds = Atomic<UInt64>(0)
+
+    /// The CPU time the signing calls took on the session pool's threads: the PKCS#11 module's own work (with
+    /// SoftHSM, in this process, the signature itself; with a network HSM, little more than the round trip's I/O).
+    public var signingCPUTime: Duration { .nanoseconds(Int64(self.signingNanoseconds.load(ordering: .relaxed))) }
 
     public init(pool: any PKCS11SessionLender, configuration: Configuration = .init(), time: MonotonicTime, logger: Logger = Logger(label: "countersign.hsm")) {
         self.pool = pool
@@ -56,6 +69,8 @@ public final class HSMSigner: Sendable {
         do {
             let signature = try await withDeadline(self.timeout, time: self.time) {
                 try await pool.withSession { session in
+                    let started = threadCPUNanoseconds()
+                    defer { self.signingNanoseconds.add(threadCPUNanoseconds() &- started, ordering: .relaxed) }
                     let handle = try privateKey.handle(in: session)
                     do {
                         return Array(try session.signECDSA(digest: digest, with: handle).rawRepresentation)
@@ -142,6 +157,13 @@ public struct HSMSigningKey: AuthorizationSigningKey {
     public func sign(_ message: [UInt8]) async throws -> [UInt8] {
         try await self.signer.sign(digest: SHA256.hash(data: message), with: self.privateKey)
     }
+}
+
+/// The calling thread's CPU time so far.
+private func threadCPUNanoseconds() -> UInt64 {
+    var now = timespec()
+    guard clock_gettime(CLOCK_THREAD_CPUTIME_ID, &now) == 0 else { return 0 }
+    return UInt64(now.tv_sec) &* 1_000_000_000 &+ UInt64(now.tv_nsec)
 }
 
 extension Duration {

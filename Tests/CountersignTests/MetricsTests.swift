@@ -57,6 +57,23 @@ struct MetricsTests {
         }
     }
 
+    @Test("the CPU time of HSM signing is counted, on the pool's threads, as part of the process's")
+    func hsmSigningCPU() async throws {
+        try await withServer { server in
+            let agent = try await server.connect(try await server.addPrincipal("agent-signing-cpu"))
+            let (before, _) = try await InteropTests.get(server, "/metrics")
+            let signedBefore = try #require(Self.value("countersign_hsm_signing_cpu_seconds_total", in: before))
+            for _ in 0..<20 {
+                #expect(try await agent.authorize(TestServer.request(2_000_000)).tier == "high")
+            }
+            await agent.close()
+            let (after, _) = try await InteropTests.get(server, "/metrics")
+            let signedAfter = try #require(Self.value("countersign_hsm_signing_cpu_seconds_total", in: after))
+            #expect(signedAfter > signedBefore, "twenty signatures by SoftHSM take CPU time")
+            #expect(signedAfter <= (Self.value("process_cpu_seconds_total", in: after) ?? 0))
+        }
+    }
+
     @Test("the Grafana dashboard reads only families the server exports")
     func dashboardMatches() async throws {
         // With a budget, so that its family exists too.
