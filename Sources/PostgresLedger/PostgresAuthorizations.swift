@@ -124,15 +124,27 @@ extension PostgresStore {
     public func authorization(agent: String, idempotencyKey: String, certain: Bool) async throws -> AuthorizationRecord? {
         // Other servers record keys too: there is no local filter to answer "certainly new", so every request reads,
         // together with the requests that read at the same moment.
-        try await self.batched("read an authorization", self.idempotencyLookups, IdempotencyKey(agent: agent, key: idempotencyKey))
+        let what = "read an authorization"
+        let found = try await self.batched(what, self.idempotencyLookups, IdempotencyKey(agent: agent, key: idempotencyKey))
+        do {
+            return try found.get()
+        } catch {
+            throw Self.failure(error, doing: what)
+        }
     }
 
-    /// The authorizations recorded for `keys`, one statement for all; `nil` where none is.
-    static func authorizations(_ keys: [IdempotencyKey], client: PostgresClient, logger: Logger) async throws -> [AuthorizationRecord?] {
+    /// The authorizations recorded for `keys`, one statement for all; `nil` where none is. A row this server cannot
+    /// read (a status written by a newer version, say) fails only the read that asked for it, not the whole batch.
+    static func authorizations(_ keys: [IdempotencyKey], client: PostgresClient, logger: Logger) async throws -> [Result<AuthorizationRecord?, any Error>] {
         let rows = try await client.query(PostgresRows.authorizations(agents: keys.map(\.agent), idempotencyKeys: keys.map(\.key)), logger: logger)
-        var found: [IdempotencyKey: AuthorizationRecord] = [:]
-        for record in try await PostgresRows.authorizations(rows) { found[IdempotencyKey(agent: record.agent, key: record.idempotencyKey)] = record }
-        return keys.map { found[$0] }
+        var found: [IdempotencyKey: Result<AuthorizationRecord?, any Error>] = [:]
+        for try await row in rows {
+            // The pair the row answers for: the second and third of PostgresRows.authorizationColumns.
+            let columns = row.makeRandomAccess()
+            let key = IdempotencyKey(agent: try columns[1].decode(String.self), key: try columns[2].decode(String.self))
+            found[key] = Result { try PostgresRows.authorization(row) }
+        }
+        return keys.map { found[$0] ?? .success(nil) }
     }
 
     public func authorization(id: String) async throws -> AuthorizationRecord? {

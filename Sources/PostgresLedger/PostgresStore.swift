@@ -33,7 +33,8 @@ public final class PostgresStore: Store {
     /// Audit indexes reserved for the requests that ask at the same moment, one `nextval` statement for all.
     let indexReservations: ReadBatcher<Void, Int64>
     /// The idempotency lookups of concurrent AUTHORIZE requests, one statement for all.
-    let idempotencyLookups: ReadBatcher<IdempotencyKey, AuthorizationRecord?>
+    /// Each read's own answer: a row it cannot decode fails that read alone.
+    let idempotencyLookups: ReadBatcher<IdempotencyKey, Result<AuthorizationRecord?, any Error>>
     private let running: Mutex<Task<Void, Never>?>
 
     /// Connects, creates or migrates the schema, checks the audit log against its latest checkpoint and starts

@@ -1,5 +1,6 @@
 import CountersignCore
 import Ledger
+import Logging
 import Synchronization
 import TestSupport
 import Testing
@@ -101,5 +102,31 @@ struct ReadBatcherTests {
     func miscounted() async throws {
         let batcher = ReadBatcher<Int, Int>(timeout: .seconds(5), time: MonotonicTime(ManualClock())) { _, _ in [] }
         await #expect(throws: LedgerError.self) { try await batcher.submit(1) }
+    }
+
+    @Test("on PostgreSQL, a row this server cannot read fails only the lookup that asked for it, not the others sent with it")
+    func unreadableRow() async throws {
+        guard let fixture = try await StoreFixture.make(.postgres), let database = fixture.postgres?.database else { return }
+        let store = try await fixture.open()
+        defer { Task { await store.close() } }
+        for name in ["good", "bad"] {
+            _ = try StoreConformanceTests.recorded(try await store.recordAuthorization(StoreConformanceTests.record("jti-\(name)", key: "key-\(name)")))
+        }
+        // As a newer server might write it.
+        try await PostgresTestServer.shared!.execute("UPDATE \"authorization\" SET status = 'from_a_newer_server' WHERE id = 'jti-bad'", database: database)
+
+        // The statement a batch of three lookups sends.
+        let postgres = try #require(store as? PostgresStore)
+        let keys = ["key-bad", "key-good", "key-none"].map { IdempotencyKey(agent: "agent-a", key: $0) }
+        let answers = try await PostgresStore.authorizations(keys, client: postgres.client, logger: Logger(label: "test"))
+        #expect(answers.count == 3)
+        #expect(throws: LedgerError.self) { try answers[0].get() }
+        #expect(try answers[1].get()?.id == "jti-good")
+        #expect(try answers[2].get() == nil)
+
+        // And through the store, whichever reads share a batch.
+        let error = await #expect(throws: LedgerError.self) { try await store.authorization(agent: "agent-a", idempotencyKey: "key-bad", certain: true) }
+        #expect(error?.reason.contains("from_a_newer_server") == true)
+        #expect(try await store.authorization(agent: "agent-a", idempotencyKey: "key-good", certain: true)?.id == "jti-good")
     }
 }
