@@ -4,7 +4,9 @@ import NIOPosix
 
 extension MonotonicTime {
     /// The system's monotonic clock, whose ``MonotonicTime/after(_:_:)`` is a timer on `group`'s event loops: an
-    /// entry in a loop's queue of scheduled tasks, on the caller's own loop when it runs on one of NIO's.
+    /// entry in a loop's queue of scheduled tasks, on the caller's own loop when it runs on one of the group's.
+    /// `group` must outlive every deadline armed on it: a loop that has shut down runs no scheduled task (the server
+    /// uses NIO's shared group, which is never shut down).
     ///
     /// Every HSM signature and every PostgreSQL statement runs under a deadline. A deadline made of a task sleeping
     /// on `ContinuousClock` costs a task, and a timer armed and disarmed on Dispatch's manager thread, which wakes
@@ -19,7 +21,8 @@ struct EventLoopTimers: Timers {
     let group: any EventLoopGroup
 
     func after(_ delay: Duration, _ action: @escaping @Sendable () -> Void) -> ScheduledAction {
-        let loop = MultiThreadedEventLoopGroup.currentEventLoop ?? self.group.next()
+        // The caller's own loop when it is one of the group's (no lock, no wake-up), else the next one.
+        let loop = self.group.any()
         let scheduled = loop.scheduleTask(in: TimeAmount(delay)) { action() }
         return ScheduledAction { scheduled.cancel() }
     }

@@ -43,7 +43,7 @@ public final class HSMSigner: Sendable {
 
     /// The CPU time the signing calls took on the session pool's threads: the PKCS#11 module's own work (with
     /// SoftHSM, in this process, the signature itself; with a network HSM, little more than the round trip's I/O).
-    public var signingCPUTime: Duration { .nanoseconds(Int64(self.signingNanoseconds.load(ordering: .relaxed))) }
+    public var signingCPUTime: Duration { .nanoseconds(Int64(clamping: self.signingNanoseconds.load(ordering: .relaxed))) }
 
     public init(pool: any PKCS11SessionLender, configuration: Configuration = .init(), time: MonotonicTime, logger: Logger = Logger(label: "countersign.hsm")) {
         self.pool = pool
@@ -70,7 +70,10 @@ public final class HSMSigner: Sendable {
             let signature = try await withDeadline(self.timeout, time: self.time) {
                 try await pool.withSession { session in
                     let started = threadCPUNanoseconds()
-                    defer { self.signingNanoseconds.add(threadCPUNanoseconds() &- started, ordering: .relaxed) }
+                    defer {
+                        let ended = threadCPUNanoseconds()
+                        if ended > started { self.signingNanoseconds.add(ended - started, ordering: .relaxed) }
+                    }
                     let handle = try privateKey.handle(in: session)
                     do {
                         return Array(try session.signECDSA(digest: digest, with: handle).rawRepresentation)
@@ -159,7 +162,7 @@ public struct HSMSigningKey: AuthorizationSigningKey {
     }
 }
 
-/// The calling thread's CPU time so far.
+/// The calling thread's CPU time so far (0 if the clock cannot be read: then nothing is counted).
 private func threadCPUNanoseconds() -> UInt64 {
     var now = timespec()
     guard clock_gettime(CLOCK_THREAD_CPUTIME_ID, &now) == 0 else { return 0 }
