@@ -1,5 +1,6 @@
 import ArgumentParser
 import CanonicalJSON
+import CountersignCore
 import Crypto
 import NIOPosix
 import PKCS11
@@ -162,9 +163,7 @@ struct StepPrinter {
     }
 
     static func milliseconds(_ duration: Duration) -> String {
-        let (seconds, attoseconds) = duration.components
-        let total = Double(seconds) * 1000 + Double(attoseconds) / 1e15
-        return String(Int(total.rounded()))
+        String(Int((duration.inSeconds * 1000).rounded()))
     }
 }
 

@@ -1,4 +1,5 @@
 import CountersignClient
+import CountersignCore
 import Foundation
 import Histogram
 import Signing
@@ -30,7 +31,7 @@ struct LoadResult: Sendable {
     }
 
     /// The measured window, in seconds.
-    var seconds: Double { Double(self.elapsed.components.seconds) + Double(self.elapsed.components.attoseconds) / 1e18 }
+    var seconds: Double { self.elapsed.inSeconds }
 
     var throughput: Double { self.seconds > 0 ? Double(self.answered) / self.seconds : 0 }
 }

@@ -1,4 +1,5 @@
 import CountersignClient
+import CountersignCore
 import Foundation
 import NIOCore
 import NIOPosix
@@ -41,7 +42,7 @@ struct Soak: Sendable {
             try? await clock.sleep(for: .seconds(10))
             if let resident = await self.memory() {
                 readings.append((start.duration(to: clock.now), resident))
-                print(String(format: "  %4.0f s  resident %.1f MB", Self.seconds(start.duration(to: clock.now)), Double(resident) / 1_048_576))
+                print(String(format: "  %4.0f s  resident %.1f MB", start.duration(to: clock.now).inSeconds, Double(resident) / 1_048_576))
             }
         }
         let result = await load
@@ -58,10 +59,6 @@ struct Soak: Sendable {
                 Double(last.1) / 1_048_576, Double(readings.map(\.1).max()!) / 1_048_576, Double(last.1) / Double(first.1)
             )
         )
-    }
-
-    static func seconds(_ duration: Duration) -> Double {
-        Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
     }
 
     /// One round of every kind of abuse, a few connections each.

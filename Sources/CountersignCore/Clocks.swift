@@ -58,6 +58,13 @@ public struct ScheduledAction: Sendable {
     }
 }
 
+extension Duration {
+    /// The duration in seconds, as a `Double`: for rates, metrics and reports (never for money).
+    public var inSeconds: Double {
+        Double(self.components.seconds) + Double(self.components.attoseconds) / 1e18
+    }
+}
+
 /// Wall-clock time in whole seconds since 1970, for the `iat`, `nbf` and `exp` claims.
 public struct WallClock: Sendable {
     private let read: @Sendable () -> Int64

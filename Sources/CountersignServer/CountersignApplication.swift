@@ -261,8 +261,7 @@ public final class CountersignApplication: Sendable {
             hsmBreakerTrips: breaker.tripCount, auditEntries: store.auditSize, storeWriteFailures: store.writeFailures
         )
         (snapshot.storeCommits, snapshot.storeCommittedRecords) = store.groupCommitStatistics
-        let signingCPU = hsm.signer.signingCPUTime.components
-        snapshot.hsmSigningCPUSeconds = Double(signingCPU.seconds) + Double(signingCPU.attoseconds) * 1e-18
+        snapshot.hsmSigningCPUSeconds = hsm.signer.signingCPUTime.inSeconds
         switch hsm.sessions.health {
         case .serving, .closed: snapshot.hsmRecovering = 0
         case .recovering: snapshot.hsmRecovering = 1
