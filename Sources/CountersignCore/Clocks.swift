@@ -65,18 +65,38 @@ extension Duration {
     }
 }
 
-/// Wall-clock time in whole seconds since 1970, for the `iat`, `nbf` and `exp` claims.
+/// Wall-clock time since 1970: whole seconds for the `iat`, `nbf` and `exp` claims, milliseconds where the
+/// order of events within a second helps (authorization ids).
 public struct WallClock: Sendable {
-    private let read: @Sendable () -> Int64
+    private let readMilliseconds: @Sendable () -> Int64
 
+    /// A clock read in whole seconds (as tests set it): its milliseconds are those of the second's start.
     public init(_ read: @escaping @Sendable () -> Int64) {
-        self.read = read
+        self.readMilliseconds = { read() * 1000 }
     }
 
-    public var secondsSince1970: Int64 { self.read() }
+    private init(readingMilliseconds read: @escaping @Sendable () -> Int64) {
+        self.readMilliseconds = read
+    }
 
-    public static let system = WallClock {
-        Int64(time(nil))
+    /// A clock read in milliseconds.
+    public static func milliseconds(_ read: @escaping @Sendable () -> Int64) -> WallClock {
+        WallClock(readingMilliseconds: read)
+    }
+
+    public var secondsSince1970: Int64 { Self.seconds(of: self.millisecondsSince1970) }
+
+    public var millisecondsSince1970: Int64 { self.readMilliseconds() }
+
+    /// The whole second a time in milliseconds falls in (rounded down, also before 1970).
+    public static func seconds(of milliseconds: Int64) -> Int64 {
+        milliseconds >= 0 ? milliseconds / 1000 : -((-milliseconds + 999) / 1000)
+    }
+
+    public static let system = WallClock.milliseconds {
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        return Int64(now.tv_sec) * 1000 + Int64(now.tv_nsec) / 1_000_000
     }
 }
 

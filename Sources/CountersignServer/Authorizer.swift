@@ -76,6 +76,8 @@ final class Authorizer: Sendable {
         let decision: Decision
         let amount: Money
         let now: Int64
+        /// `now` to the millisecond, for the authorization id.
+        let nowMilliseconds: Int64
     }
 
     /// An authorization ready to be recorded: its row, the answer it gives (encoded once: the row's `response` and
@@ -138,7 +140,8 @@ final class Authorizer: Sendable {
             throw WireError(.currencyNotAccepted, "'\(request.currency)' is not an ISO 4217 currency")
         }
         let amount = policyRequest.amount
-        let now = self.wallClock.secondsSince1970
+        let nowMilliseconds = self.wallClock.millisecondsSince1970
+        let now = WallClock.seconds(of: nowMilliseconds)
         let facts = try await self.facts(for: policyRequest, now: now)
         let decision = self.policy.evaluate(policyRequest, facts: facts)
         self.metrics.decisionChecked(decision)
@@ -146,7 +149,7 @@ final class Authorizer: Sendable {
             behaviour.authorized(
                 ObservedPayment(time: now, amount: amount, merchant: request.merchantID, category: request.merchantCategoryCode), agent: attempt.agent)
         }
-        return Evaluated(decision: decision, amount: amount, now: now)
+        return Evaluated(decision: decision, amount: amount, now: now, nowMilliseconds: nowMilliseconds)
     }
 
     /// Step 3: a cheap early refusal, so an agent over a budget cannot make the HSM sign for nothing; the atomic
@@ -166,7 +169,7 @@ final class Authorizer: Sendable {
     /// audit index (why nothing was issued) and thrown.
     private func signOrPend(_ attempt: Attempt, _ evaluated: Evaluated, tier: Tier) async throws -> Prepared {
         let (request, agent, decision, now) = (attempt.request, attempt.agent, evaluated.decision, evaluated.now)
-        let id = Self.authorizationID(at: now, random: self.random)
+        let id = Self.authorizationID(at: evaluated.nowMilliseconds, random: self.random)
         var record = AuthorizationRecord(
             id: id, agent: agent, idempotencyKey: request.idempotencyKey, requestHash: attempt.requestHash, response: Data(), amount: request.amount,
             currency: evaluated.amount.currency.code, merchant: request.merchantID, tier: tier.name, kid: "", expiresAt: 0, createdAt: now,
@@ -334,15 +337,19 @@ final class Authorizer: Sendable {
         }
     }
 
-    /// An authorization id (the `jti`): 16 bytes, base64url; the first four are the issue time in seconds
-    /// (big-endian), the other twelve random. Ids issued together sit together in the store's indexes (the
-    /// authorization's and its holds' primary keys), so a commit writes a few index pages instead of one
-    /// random page per request; 96 random bits keep them unguessable.
-    static func authorizationID(at now: Int64, random: RandomSource) -> String {
-        let seconds = UInt32(truncatingIfNeeded: now)
+    /// An authorization id (the `jti`): 16 bytes, base64url. The first four are the issue time in seconds, the next
+    /// two its milliseconds (both big-endian), the other ten random. Ids issued together sit together in the
+    /// store's indexes (the authorization's and its holds' primary keys), so a commit appends to a page or two of
+    /// each instead of writing a page per request: at thousands of requests a second, the ids of one second
+    /// alone span dozens of index pages. 80 random bits keep them unguessable.
+    static func authorizationID(at milliseconds: Int64, random: RandomSource) -> String {
+        let seconds = UInt32(truncatingIfNeeded: WallClock.seconds(of: milliseconds))
+        let millisecond = UInt16(truncatingIfNeeded: milliseconds - WallClock.seconds(of: milliseconds) * 1000)
         return Base64URL.encode(
-            [UInt8(seconds >> 24), UInt8(truncatingIfNeeded: seconds >> 16), UInt8(truncatingIfNeeded: seconds >> 8), UInt8(truncatingIfNeeded: seconds)]
-                + random.bytes(12))
+            [
+                UInt8(seconds >> 24), UInt8(truncatingIfNeeded: seconds >> 16), UInt8(truncatingIfNeeded: seconds >> 8),
+                UInt8(truncatingIfNeeded: seconds), UInt8(millisecond >> 8), UInt8(truncatingIfNeeded: millisecond),
+            ] + random.bytes(10))
     }
 
     /// What the audit entry of a decision records (never the JWS itself).

@@ -25,7 +25,7 @@ public struct AuthorizationClaims: Codable, Sendable, Hashable {
     public var sub: String
     /// The merchant.
     public var aud: String
-    /// The authorization id: base64url of the issue time in seconds (4 bytes) and 96 random bits.
+    /// The authorization id: base64url of the issue time in seconds (4 bytes) and its millisecond (2 bytes), then 80 random bits.
     public var jti: String
     public var iat: Int64
     public var nbf: Int64

@@ -230,7 +230,7 @@ public struct Authorization: Codable, Sendable, Hashable {
     public var status: String = "authorized"
     /// The compact JWS (ES256) to hand to the merchant.
     public var jws: String
-    /// The `jti` claim: base64url of the issue time in seconds (4 bytes) and 96 random bits.
+    /// The `jti` claim: base64url of the issue time in seconds (4 bytes) and its millisecond (2 bytes), then 80 random bits.
     public var authorizationID: String
     public var tier: String
     /// `<key name>/v<version>`, the JWS header's `kid`.

@@ -27,12 +27,13 @@ struct AuthorizationTests {
             #expect(small.tier == "standard" && small.kid == "standard/v1" && small.keyBackend == "software")
             #expect(large.tier == "high" && large.kid == "high/v1" && large.keyBackend == "hsm")
             #expect(small.authorizationID != large.authorizationID)
-            // An id is 16 bytes: the issue time in seconds (big-endian), then 12 random bytes.
+            // An id is 16 bytes: the issue time in seconds and its milliseconds (big-endian), then 10 random bytes.
             for id in [small.authorizationID, large.authorizationID] {
                 let bytes = try #require(Base64URL.decode(id))
                 #expect(bytes.count == 16)
                 let seconds = bytes.prefix(4).reduce(Int64(0)) { $0 << 8 | Int64($1) }
                 #expect(abs(seconds - Int64(Date().timeIntervalSince1970)) < 60)
+                #expect(Int(bytes[4]) << 8 | Int(bytes[5]) < 1000)
             }
 
             // Verify the ES256 signature by hand with swift-crypto: the JWK's point, the signing input, r‖s.
