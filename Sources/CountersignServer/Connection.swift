@@ -18,6 +18,8 @@ final class ConnectionState: Sendable {
     }
 
     let channel: any Channel
+    /// The connection's loop, where its tasks run.
+    let executor: EventLoopExecutor
     private let counters: Mutex<Counters>
     /// Fires once, when the server is draining and nothing is in flight: the connection's answers are all
     /// written and its output can be closed.
@@ -26,6 +28,7 @@ final class ConnectionState: Sendable {
 
     init(channel: any Channel, now: Duration) {
         self.channel = channel
+        self.executor = EventLoopExecutor(channel.eventLoop)
         self.counters = Mutex(Counters(lastActivity: now))
         (self.drained, self.drainedContinuation) = AsyncStream.makeStream(of: Void.self)
     }
@@ -189,7 +192,8 @@ struct ConnectionHandler: Sendable {
                                         response = await self.requests.respond(to: frame, from: principal)
                                     } else {
                                         // Not cancelled with its connection: a change of state runs to its end.
-                                        response = await Task { await self.requests.respond(to: frame, from: principal) }.value
+                                        response = await Task(executorPreference: state.executor) { await self.requests.respond(to: frame, from: principal) }
+                                            .value
                                     }
                                     try? await outbound.write(response)
                                     state.touched(at: self.time.now)

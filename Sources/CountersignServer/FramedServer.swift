@@ -137,7 +137,9 @@ public final class FramedServer: Service, Sendable {
         if self.isShuttingDown.isSet {
             state.drain(grace: self.limits.shutdownGrace)
         }
-        await self.connectionHandler.serve(connection, state: state)
+        await withTaskExecutorPreference(state.executor) {
+            await self.connectionHandler.serve(connection, state: state)
+        }
         let open = self.connections.withLock { connections -> Int in
             connections[key] = nil
             return connections.count
