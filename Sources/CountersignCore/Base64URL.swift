@@ -19,32 +19,36 @@ public enum Base64URL {
     }
 
     public static func encode(_ bytes: some DataProtocol) -> String {
-        let input = Array(bytes)
-        var output = [UInt8]()
-        output.reserveCapacity((input.count * 4 + 2) / 3)
-        var index = 0
-        while index + 3 <= input.count {
-            let chunk = UInt32(input[index]) << 16 | UInt32(input[index + 1]) << 8 | UInt32(input[index + 2])
-            output.append(Self.alphabet[Int(chunk >> 18 & 63)])
-            output.append(Self.alphabet[Int(chunk >> 12 & 63)])
-            output.append(Self.alphabet[Int(chunk >> 6 & 63)])
-            output.append(Self.alphabet[Int(chunk & 63)])
-            index += 3
+        if let encoded = bytes.withContiguousStorageIfAvailable({ Self.encode(UnsafeRawBufferPointer($0)) }) { return encoded }
+        return Array(bytes).withUnsafeBytes { Self.encode($0) }
+    }
+
+    /// Encodes straight into the string's storage: one allocation (none for up to 15 characters).
+    public static func encode(_ input: UnsafeRawBufferPointer) -> String {
+        let count = (input.count * 4 + 2) / 3
+        return Self.alphabet.withUnsafeBufferPointer { alphabet in
+            String(unsafeUninitializedCapacity: count) { output in
+                var index = 0
+                var written = 0
+                // The first `characters` six-bit groups of a 24-bit chunk.
+                func emit(_ chunk: UInt32, _ characters: Int) {
+                    for group in 0..<characters {
+                        output[written] = alphabet[Int(chunk >> UInt32(18 - 6 * group) & 63)]
+                        written += 1
+                    }
+                }
+                while index + 3 <= input.count {
+                    emit(UInt32(input[index]) << 16 | UInt32(input[index + 1]) << 8 | UInt32(input[index + 2]), 4)
+                    index += 3
+                }
+                switch input.count - index {
+                case 1: emit(UInt32(input[index]) << 16, 2)
+                case 2: emit(UInt32(input[index]) << 16 | UInt32(input[index + 1]) << 8, 3)
+                default: break
+                }
+                return written
+            }
         }
-        switch input.count - index {
-        case 1:
-            let chunk = UInt32(input[index]) << 16
-            output.append(Self.alphabet[Int(chunk >> 18 & 63)])
-            output.append(Self.alphabet[Int(chunk >> 12 & 63)])
-        case 2:
-            let chunk = UInt32(input[index]) << 16 | UInt32(input[index + 1]) << 8
-            output.append(Self.alphabet[Int(chunk >> 18 & 63)])
-            output.append(Self.alphabet[Int(chunk >> 12 & 63)])
-            output.append(Self.alphabet[Int(chunk >> 6 & 63)])
-        default:
-            break
-        }
-        return String(decoding: output, as: UTF8.self)
     }
 
     /// Decodes base64url; refuses padding, whitespace, characters outside the alphabet, and encodings whose

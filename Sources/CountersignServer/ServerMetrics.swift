@@ -50,6 +50,35 @@ public final class ServerMetrics: Sendable {
     }
 
     private let made = Mutex(Made())
+
+    /// The two per-request events (a request answered, an authorization decided) by their two label values.
+    private enum Event: Hashable {
+        case answered(type: String, outcome: String)
+        case decided(tier: String, outcome: String)
+    }
+
+    /// The counter and histogram of each per-request event, found without building a label dictionary: the
+    /// general lookup (labels sorted into a key) made about thirty allocations per authorization.
+    private let perRequest = Mutex<[Event: (Counter, DurationHistogram)]>([:])
+
+    private func instruments(_ event: Event) -> (Counter, DurationHistogram) {
+        if let instruments = self.perRequest.withLock({ $0[event] }) { return instruments }
+        let instruments =
+            switch event {
+            case .answered(let type, let outcome):
+                (
+                    self.counter("countersign_requests_total", ["type": type, "outcome": outcome]),
+                    self.histogram("countersign_request_duration_seconds", ["type": type])
+                )
+            case .decided(let tier, let outcome):
+                (
+                    self.counter("countersign_authorizations_total", ["tier": tier, "outcome": outcome]),
+                    self.histogram("countersign_authorization_duration_seconds", ["tier": tier])
+                )
+            }
+        self.perRequest.withLock { $0[event] = instruments }
+        return instruments
+    }
     /// Totals kept elsewhere (the breaker, the store, the kernel), as last exported: a scrape adds the difference.
     private let exported = Mutex<[Key: Double]>([:])
 
@@ -200,14 +229,16 @@ public final class ServerMetrics: Sendable {
 
     /// One request answered: its type and outcome (`ok` or the error code).
     func requestAnswered(type: String, outcome: String, duration: Duration) {
-        self.counter("countersign_requests_total", ["type": type, "outcome": outcome]).increment()
-        self.histogram("countersign_request_duration_seconds", ["type": type]).record(duration)
+        let (counter, histogram) = self.instruments(.answered(type: type, outcome: outcome))
+        counter.increment()
+        histogram.record(duration)
     }
 
     /// One authorization decided: the tier it was judged at (`none` when no tier fits) and its outcome.
     func authorizationDecided(tier: String, outcome: String, duration: Duration) {
-        self.counter("countersign_authorizations_total", ["tier": tier, "outcome": outcome]).increment()
-        self.histogram("countersign_authorization_duration_seconds", ["tier": tier]).record(duration)
+        let (counter, histogram) = self.instruments(.decided(tier: tier, outcome: outcome))
+        counter.increment()
+        histogram.record(duration)
     }
 
     /// What a decision's checks found: the checks that raised its tier, and the anomaly model's score.

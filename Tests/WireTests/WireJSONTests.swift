@@ -1,3 +1,4 @@
+import Dispatch
 import Foundation
 import NIOCore
 import Signing
@@ -94,6 +95,10 @@ struct Base64URLTests {
             let expected = Data(bytes).base64EncodedString().replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
                 .replacingOccurrences(of: "=", with: "")
             #expect(Base64URL.encode(bytes) == expected)
+            #expect(Base64URL.encode(Data(bytes)) == expected)
+            // A slice whose indices do not start at zero, and a collection with no contiguous storage.
+            #expect(Base64URL.encode(Data([0xFF] + bytes).dropFirst()) == expected)
+            #expect(Base64URL.encode(bytes.withUnsafeBytes { DispatchData(bytes: $0) }) == expected)
             #expect(Base64URL.decode(expected) == bytes)
         }
     }
