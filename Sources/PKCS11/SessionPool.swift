@@ -105,9 +105,12 @@ public final class PKCS11SessionPool: Sendable {
         let lease = try await self.acquire()
         let token = self.token
         let pin = self.pin
-        let outcome: Outcome<Result>
+        let result: Swift.Result<Result, any Error>
         do {
-            outcome = try await self.threadPool.runIfActive { () -> Outcome<Result> in
+            result = try await self.threadPool.runIfActive { () -> Swift.Result<Result, any Error> in
+                // The session goes back (or straight to the next waiter) from this thread as soon as the body
+                // returns, not once this task runs again on its executor: under load that wait was milliseconds
+                // of a session lent to nobody (docs/benchmarks.md, the network HSM).
                 let handle: SessionHandle
                 switch lease {
                 case .session(let existing):
@@ -116,13 +119,17 @@ public final class PKCS11SessionPool: Sendable {
                     do {
                         handle = try Self.openLoggedInSession(token: token, pin: pin)
                     } catch {
-                        return .failed(error, session: nil)
+                        self.release(nil, after: error)
+                        return .failure(error)
                     }
                 }
                 do {
-                    return .succeeded(try body(PKCS11Session(token: token, handle: handle)), session: handle)
+                    let value = try body(PKCS11Session(token: token, handle: handle))
+                    self.release(handle, discard: false)
+                    return .success(value)
                 } catch {
-                    return .failed(error, session: handle)
+                    self.release(handle, after: error)
+                    return .failure(error)
                 }
             }
         } catch {
@@ -133,20 +140,18 @@ public final class PKCS11SessionPool: Sendable {
             }
             throw error
         }
-        switch outcome {
-        case .succeeded(let result, let handle):
-            self.release(handle, discard: false)
-            return result
-        case .failed(let error, let handle):
-            let sessionIsGone = (error as? PKCS11Error)?.code.invalidatesSession ?? false
-            if sessionIsGone {
-                self.logger.warning("dropping PKCS#11 session after error", metadata: ["error": "\(error)"])
-            }
-            // When the token dropped one session it has usually dropped them all (a restart): the idle ones
-            // are closed too, so the next requests do not each find a dead session.
-            self.release(handle, discard: handle == nil || sessionIsGone, discardIdle: sessionIsGone)
-            throw error
+        return try result.get()
+    }
+
+    /// Returns the lease of a call that failed with `error`: its session (`nil` when none could be opened) is
+    /// closed when the error says it is gone, and with it the idle ones (when the token dropped one session it
+    /// has usually dropped them all, a restart: the next requests must not each find a dead session).
+    private func release(_ handle: SessionHandle?, after error: any Error) {
+        let sessionIsGone = (error as? PKCS11Error)?.code.invalidatesSession ?? false
+        if sessionIsGone {
+            self.logger.warning("dropping PKCS#11 session after error", metadata: ["error": "\(error)"])
         }
+        self.release(handle, discard: handle == nil || sessionIsGone, discardIdle: sessionIsGone)
     }
 
     /// What the pool holds right now.
@@ -223,11 +228,6 @@ public final class PKCS11SessionPool: Sendable {
         case session(SessionHandle)
         /// A free place in the pool: the holder opens a session in it.
         case mustOpen
-    }
-
-    private enum Outcome<Result: Sendable>: Sendable {
-        case succeeded(Result, session: SessionHandle)
-        case failed(any Error, session: SessionHandle?)
     }
 
     private struct Waiter {

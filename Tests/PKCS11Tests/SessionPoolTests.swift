@@ -1,8 +1,47 @@
 import Crypto
+import Dispatch
 import NIOPosix
 import PKCS11
+import Synchronization
 import TestSupport
 import Testing
+
+/// A task executor that runs jobs on a queue of its own and, while closed, holds them back: a task whose
+/// executor is busy elsewhere, as a loaded event loop is.
+final class HeldExecutor: TaskExecutor {
+    private struct State {
+        var isOpen = true
+        var held: [UnownedJob] = []
+    }
+
+    private let state = Mutex(State())
+    private let queue = DispatchQueue(label: "held-executor")
+
+    func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        let runNow = self.state.withLock { state -> Bool in
+            if state.isOpen { return true }
+            state.held.append(job)
+            return false
+        }
+        if runNow { self.run(job) }
+    }
+
+    private func run(_ job: UnownedJob) {
+        self.queue.async { job.runSynchronously(on: self.asUnownedTaskExecutor()) }
+    }
+
+    func close() { self.state.withLock { $0.isOpen = false } }
+
+    func open() {
+        let held = self.state.withLock { state -> [UnownedJob] in
+            state.isOpen = true
+            defer { state.held = [] }
+            return state.held
+        }
+        held.forEach(self.run)
+    }
+}
 
 @Suite("The session pool")
 struct SessionPoolTests {
@@ -57,6 +96,30 @@ struct SessionPoolTests {
         #expect(pool.statistics == .init(capacity: 2, open: 2, inUse: 0, waiting: 0))
         await pool.close()
         #expect(pool.statistics.open == 0)
+        try await threadPool.shutdownGracefully()
+    }
+
+    @Test("a session comes back as soon as its body returns, not when the task that borrowed it next runs")
+    func returnsFromThePoolThread() async throws {
+        let fixture = try SoftHSMFixture.shared()
+        let threadPool = NIOThreadPool(numberOfThreads: 2)
+        threadPool.start()
+        let pool = PKCS11SessionPool(token: try fixture.token(), pin: fixture.pin(), configuration: .init(maximumSessions: 1), threadPool: threadPool)
+        let executor = HeldExecutor()
+        let first = Task(executorPreference: executor) {
+            // From here on the borrowing task cannot run again until the test lets it.
+            try await pool.withSession { (_: borrowing PKCS11Session) throws in
+                executor.close()
+                return 1
+            }
+        }
+        try await eventually("the only session is back while its borrower is held", limit: .seconds(5)) {
+            pool.statistics == .init(capacity: 1, open: 1, inUse: 0, waiting: 0)
+        }
+        #expect(try await pool.withSession { (_: borrowing PKCS11Session) throws in 2 } == 2)
+        executor.open()
+        #expect(try await first.value == 1)
+        await pool.close()
         try await threadPool.shutdownGracefully()
     }
 
