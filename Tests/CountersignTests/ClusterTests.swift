@@ -382,20 +382,23 @@ struct ClusterTests {
                     }
                 }
             }
-            try await eventually("clients are authorizing on every server") {
-                answers.byServer.withLock { $0.count == 3 && $0.values.allSatisfy { $0.count >= 50 } }
+            let failedOver = { failoverAnswers.byServer.withLock { $0[0]?.count ?? 0 } }
+            try await eventually("clients are authorizing on every server, the failover client on the doomed one") {
+                answers.byServer.withLock { $0.count == 3 && $0.values.allSatisfy { $0.count >= 50 } } && failedOver() >= 20
             }
             kill(cluster.server(leader).process.processIdentifier, SIGKILL)
             await cluster.server(leader).process.exited()
             let atKill = answers.count
-            try await eventually("the survivors go on") { answers.count >= atKill + 200 }
+            let failoverAtKill = failedOver()
+            try await eventually("the survivors go on, and the failover client with them") {
+                answers.count >= atKill + 200 && failedOver() >= failoverAtKill + 20
+            }
             answers.stop.store(true, ordering: .relaxed)
             for client in clients { await client.value }
             await failoverRun.value
             await failover.close()
             let failures = failoverAnswers.byServer.withLock { $0[-1] ?? [] }
             #expect(failures.isEmpty, "\(failures.prefix(3))")
-            #expect(failoverAnswers.byServer.withLock { $0[0]?.count ?? 0 } >= 50)
 
             // Every index handed out (the dead server's too) is in a survivor's checkpoint: its holes were filled.
             let reserved = try #require(try await PostgresTestServer.shared?.integers("SELECT last_value FROM auditIndex", database: cluster.database).first)
@@ -411,7 +414,7 @@ struct ClusterTests {
             for entry in entries { if let hash = entry.decision?.jwsSHA256 { logged[hash, default: 0] += 1 } }
             let dead = answers.byServer.withLock { $0[leader] ?? [] }
             #expect(dead.count >= 50)
-            for jws in answers.byServer.withLock({ $0.values.flatMap { $0 } }) {
+            for jws in answers.byServer.withLock({ $0.values.flatMap { $0 } }) + failoverAnswers.byServer.withLock({ $0[0] ?? [] }) {
                 #expect(logged[Base64URL.encode(Array(SHA256.hash(data: Data(jws.utf8))))] == 1, "every answer has exactly one entry")
             }
             let lease = (0..<3).filter {

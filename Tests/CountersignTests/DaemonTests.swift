@@ -491,7 +491,8 @@ struct DaemonTests {
                     count += 1
                     if count % 16 == 0 { usleep(2_000) }
                 }
-                client.close()  // at the end of the stream, as a client should
+                // At the end of the stream, as a client should; the descriptor is closed once the writer is done too.
+                client.shutdown()
             }
             return [writer, reader]
         }
@@ -517,6 +518,7 @@ struct DaemonTests {
         #expect(server.terminationStatus == 0)
         for client in clients { await client.value }
         try await eventually("the slow clients saw the end of their streams") { slowThreads.allSatisfy(\.isFinished) }
+        for client in slowClients { client.close() }
 
         var logged: Set<String> = []
         try AuditLogFile(path: directory.appendingPathComponent("data/countersign.sqlite").path).forEachEntry { _, entry, _ in

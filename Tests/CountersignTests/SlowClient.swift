@@ -2,6 +2,7 @@ import CountersignClient
 import Foundation
 import NIOCore
 import Signing
+import Synchronization
 import Wire
 
 #if canImport(Glibc)
@@ -25,12 +26,19 @@ final class SlowClient: @unchecked Sendable {
         guard connected == 0 else { throw ClientError.unreachable(server: "127.0.0.1:\(port)", reason: "connect failed") }
     }
 
-    private var isClosed = false
+    private let isClosed = Atomic<Bool>(false)
 
-    /// Closes the socket now (without reading what the server sent).
+    /// Ends the connection both ways (a FIN, or a reset over unread input) and keeps the descriptor: another
+    /// thread still in `send` or `receive` gets an error, not someone else's socket.
+    func shutdown() {
+        Glibc.shutdown(self.descriptor, Int32(SHUT_RDWR))
+    }
+
+    /// Closes the socket now (without reading what the server sent). Only once no other thread uses it: a closed
+    /// descriptor's number is reused by the next socket the process opens (a NIO connection of another test),
+    /// and a thread still writing here would write into that connection.
     func close() {
-        guard !self.isClosed else { return }
-        self.isClosed = true
+        guard !self.isClosed.exchange(true, ordering: .acquiringAndReleasing) else { return }
         Glibc.close(self.descriptor)
     }
 
