@@ -25,7 +25,8 @@ public func withDeadline<Result: Sendable>(
         let timer = time.after(timeout) {
             outcome.take()?.resume(throwing: DeadlineExceeded(timeout: timeout))
         }
-        Task {
+        // On the caller's preferred executor (an unstructured task does not inherit it by itself).
+        Task(executorPreference: PreferredTaskExecutor.current) {
             let result: Swift.Result<Result, any Error>
             do { result = .success(try await work()) } catch { result = .failure(error) }
             timer.cancel()

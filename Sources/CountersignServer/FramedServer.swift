@@ -1,4 +1,5 @@
 import CountersignConfiguration
+import CountersignCore
 import Logging
 import NIOCore
 import NIOPosix
@@ -137,7 +138,7 @@ public final class FramedServer: Service, Sendable {
         if self.isShuttingDown.isSet {
             state.drain(grace: self.limits.shutdownGrace)
         }
-        await withTaskExecutorPreference(state.executor) {
+        await withPreferredTaskExecutor(state.executor) {
             await self.connectionHandler.serve(connection, state: state)
         }
         let open = self.connections.withLock { connections -> Int in

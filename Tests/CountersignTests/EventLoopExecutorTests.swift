@@ -1,3 +1,4 @@
+import CountersignCore
 import Dispatch
 import NIOCore
 import NIOPosix
@@ -30,6 +31,19 @@ struct EventLoopExecutorTests {
         let unstructured = await Task(executorPreference: EventLoopExecutor(loop)) { await Self.steps(on: loop) }.value
         #expect(unstructured == [true, true, true, true])
         let plain = await Self.steps(on: loop)
+        #expect(plain == [false, false, false, false])
+        try await group.shutdownGracefully()
+    }
+
+    @Test("a deadline's work (an unstructured task) runs on the preferred loop too, not on Swift's own pool")
+    func deadlineWorkOnTheLoop() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+        let loop = group.next()
+        let preferred = try await withPreferredTaskExecutor(EventLoopExecutor(loop)) {
+            try await withDeadline(.seconds(60), time: .continuous) { await Self.steps(on: loop) }
+        }
+        #expect(preferred == [true, true, true, true])
+        let plain = try await withDeadline(.seconds(60), time: .continuous) { await Self.steps(on: loop) }
         #expect(plain == [false, false, false, false])
         try await group.shutdownGracefully()
     }
