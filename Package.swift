@@ -153,7 +153,7 @@ let package = Package(
         .target(name: "TestSupport", dependencies: ["PKCS11", "CPKCS11", "Wire"], swiftSettings: swiftSettings),
         .testTarget(
             name: "PKCS11Tests",
-            dependencies: ["PKCS11", "TestSupport", "countersign", crypto, nioPosix],
+            dependencies: ["PKCS11", "TestSupport", "countersign", crypto, nioCore, nioPosix, .product(name: "NIOEmbedded", package: "swift-nio")],
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "PolicyTests", dependencies: ["Policy", "PolicyLab", "TestSupport"], swiftSettings: swiftSettings),

@@ -60,6 +60,7 @@ public final class PKCS11SessionPool: Sendable {
     private let pin: PIN
     private let threadPool: NIOThreadPool
     private let clock: any Clock<Duration>
+    private let timers: Timers
     private let acquireTimeout: Duration
     private let logger: Logger
     private let state = Mutex(State())
@@ -70,9 +71,10 @@ public final class PKCS11SessionPool: Sendable {
     ///     token drops every session, e.g. an HSM restart; it is passed to `C_Login` and nowhere else.
     ///   - configuration: capacity and acquire timeout.
     ///   - threadPool: where the blocking PKCS#11 calls run; the caller starts and stops it.
-    ///   - clock: measures the acquire timeout.
+    ///   - clock: measures the acquire timeout (and the grace of ``close(timeout:)``). On `ContinuousClock`, the
+    ///     default, an acquire timeout is a timer on one of NIO's shared event loops.
     ///   - logger: where the pool reports sessions it drops after an error.
-    public init(
+    public convenience init(
         token: PKCS11Token,
         pin: PIN,
         configuration: Configuration = .init(),
@@ -80,10 +82,34 @@ public final class PKCS11SessionPool: Sendable {
         clock: any Clock<Duration> = ContinuousClock(),
         logger: Logger = Logger(label: "countersign.pkcs11")
     ) {
+        let timers: Timers = clock is ContinuousClock ? .eventLoops(MultiThreadedEventLoopGroup.singleton) : .clock
+        self.init(token: token, pin: pin, configuration: configuration, threadPool: threadPool, clock: clock, timers: timers, logger: logger)
+    }
+
+    /// A pool whose acquire timeouts are timers on `timerLoops` (the caller's own loop when it runs on one of
+    /// them): what the default initializer does with NIO's shared loops, here with loops of the caller's choice,
+    /// e.g. a testing loop whose time is advanced by hand.
+    public convenience init(
+        token: PKCS11Token,
+        pin: PIN,
+        configuration: Configuration = .init(),
+        threadPool: NIOThreadPool,
+        timerLoops: any EventLoopGroup,
+        logger: Logger = Logger(label: "countersign.pkcs11")
+    ) {
+        self.init(
+            token: token, pin: pin, configuration: configuration, threadPool: threadPool, clock: ContinuousClock(), timers: .eventLoops(timerLoops),
+            logger: logger)
+    }
+
+    private init(
+        token: PKCS11Token, pin: PIN, configuration: Configuration, threadPool: NIOThreadPool, clock: any Clock<Duration>, timers: Timers, logger: Logger
+    ) {
         self.token = token
         self.pin = pin
         self.threadPool = threadPool
         self.clock = clock
+        self.timers = timers
         self.acquireTimeout = configuration.acquireTimeout
         self.logger = logger
         var capacity = max(1, configuration.maximumSessions)
@@ -260,7 +286,7 @@ public final class PKCS11SessionPool: Sendable {
     private enum Admission {
         case granted(Lease)
         case refused(SessionPoolError)
-        case queued(UInt64)
+        case queued(UInt64, cancelTimeout: @Sendable () -> Void)
     }
 
     private func acquire() async throws -> Lease {
@@ -280,34 +306,17 @@ public final class PKCS11SessionPool: Sendable {
             let id = state.nextWaiterID
             state.nextWaiterID += 1
             state.waiters.append(Waiter(id: id, stage: .registered))
-            return .queued(id)
+            // Started before the lock is let go: whoever sees the waiter (``statistics``) sees its timeout running.
+            // Its expiry cannot run inside this call (a timer never fires from `scheduleTask` itself).
+            return .queued(id, cancelTimeout: self.startAcquireTimeout(for: id))
         }
         switch admission {
         case .granted(let lease):
             return lease
         case .refused(let error):
             throw error
-        case .queued(let id):
-            let timeout = self.acquireTimeout
-            let clock = self.clock
-            let capacity = self.capacity
-            let timer = Task {
-                do {
-                    try await clock.sleep(for: timeout)
-                } catch {
-                    return  // the waiter was served or cancelled first
-                }
-                self.resolveWaiter(
-                    id,
-                    with: .failure(
-                        SessionPoolError(
-                            code: .acquireTimeout,
-                            reason: "all \(capacity) HSM sessions stayed busy for \(timeout); the token is overloaded or not answering"
-                        )
-                    )
-                )
-            }
-            defer { timer.cancel() }
+        case .queued(let id, let cancelTimeout):
+            defer { cancelTimeout() }
             return try await withTaskCancellationHandler {
                 try await withCheckedThrowingContinuation { continuation in
                     let early = self.state.withLock { state -> Swift.Result<Lease, any Error>? in
@@ -329,6 +338,40 @@ public final class PKCS11SessionPool: Sendable {
                 self.resolveWaiter(id, with: .failure(CancellationError()))
             }
         }
+    }
+
+    /// Where acquire timeouts are measured.
+    private enum Timers: Sendable {
+        /// A task sleeps on the pool's clock.
+        case clock
+        /// A timer on one of these loops. A task sleeping on `ContinuousClock` would have Dispatch's timer thread
+        /// arm, disarm and wake for every wait, and under load nearly every signature waits for a session.
+        case eventLoops(any EventLoopGroup)
+    }
+
+    /// Starts the acquire timeout of waiter `id`; the returned closure cancels it.
+    private func startAcquireTimeout(for id: UInt64) -> @Sendable () -> Void {
+        let timeout = self.acquireTimeout
+        let capacity = self.capacity
+        let expire: @Sendable () -> Void = {
+            self.resolveWaiter(
+                id,
+                with: .failure(
+                    SessionPoolError(
+                        code: .acquireTimeout, reason: "all \(capacity) HSM sessions stayed busy for \(timeout); the token is overloaded or not answering")
+                )
+            )
+        }
+        if case .eventLoops(let loops) = self.timers {
+            let timer = loops.any().scheduleTask(in: TimeAmount(timeout), expire)
+            return { timer.cancel() }
+        }
+        let clock = self.clock
+        let timer = Task {
+            guard (try? await clock.sleep(for: timeout)) != nil else { return }  // served or cancelled first
+            expire()
+        }
+        return { timer.cancel() }
     }
 
     /// Ends a wait with `result` unless it already ended.

@@ -1,5 +1,7 @@
 import Crypto
 import Dispatch
+import NIOCore
+import NIOEmbedded
 import NIOPosix
 import PKCS11
 import Synchronization
@@ -71,7 +73,11 @@ struct SessionPoolTests {
         let fixture = try SoftHSMFixture.shared()
         let threadPool = NIOThreadPool(numberOfThreads: 4)
         threadPool.start()
-        let pool = PKCS11SessionPool(token: try fixture.token(), pin: fixture.pin(), configuration: .init(maximumSessions: 2), threadPool: threadPool)
+        // The acquire timeout is not what this tests: a long one, so that opening two sessions on a loaded
+        // machine (C_Login derives the token's key) cannot end the waits before they are seen.
+        let pool = PKCS11SessionPool(
+            token: try fixture.token(), pin: fixture.pin(), configuration: .init(maximumSessions: 2, acquireTimeout: .seconds(3600)),
+            threadPool: threadPool)
         #expect(pool.capacity == 2)
         let gate = Gate()
         try await withThrowingTaskGroup(of: SessionHandle.self) { group in
@@ -83,6 +89,9 @@ struct SessionPoolTests {
                     }
                 }
             }
+            // Opened whatever happens: a failed wait must fail the test, not leave the group waiting for its
+            // blocked holders.
+            defer { gate.open() }
             try await eventually("two leases held and two waiting") {
                 pool.statistics == .init(capacity: 2, open: 2, inUse: 2, waiting: 2)
             }
@@ -157,12 +166,53 @@ struct SessionPoolTests {
         try await threadPool.shutdownGracefully()
     }
 
+    @Test(
+        "the acquire timeout as a timer on an event loop (the real clock's way): HSM_SESSION_TIMEOUT at its end, not before; a waiter served in time is served")
+    func acquireTimeoutOnEventLoopTimers() async throws {
+        let fixture = try SoftHSMFixture.shared()
+        let loop = NIOAsyncTestingEventLoop()
+        let threadPool = NIOThreadPool(numberOfThreads: 2)
+        threadPool.start()
+        let pool = PKCS11SessionPool(
+            token: try fixture.token(), pin: fixture.pin(), configuration: .init(maximumSessions: 1, acquireTimeout: .seconds(3600)), threadPool: threadPool,
+            timerLoops: loop)
+        let gate = Gate()
+        let holder = Task { try await pool.withSession { _ in gate.wait() } }
+        try await eventually("the only session is lent out") { pool.statistics.inUse == 1 }
+
+        // A waiter is visible only with its timer running, so the loop's time can be moved at once. An hour: only
+        // the loop's time can end the wait within the test's bounded waits, not the real clock.
+        let waiter = Task { try await pool.withSession { _ in } }
+        try await eventually("a task waits") { pool.statistics.waiting == 1 }
+        await loop.advanceTime(by: .seconds(3599))
+        #expect(pool.statistics.waiting == 1, "still within the timeout")
+        await loop.advanceTime(by: .seconds(1))
+        try await eventually("the wait ended at the loop's hour", limit: .seconds(10)) { pool.statistics.waiting == 0 }
+        let error = await #expect(throws: SessionPoolError.self) { try await waiter.value }
+        #expect(error?.code == .acquireTimeout)
+
+        // Served before its end: it gets the session, and the end passing later fails nothing.
+        let served = Task { try await pool.withSession { _ in 7 } }
+        try await eventually("another task waits") { pool.statistics.waiting == 1 }
+        gate.open()
+        try await holder.value
+        #expect(try await served.value == 7)
+        await loop.advanceTime(by: .seconds(3601))
+        #expect(try await pool.withSession { _ in 8 } == 8)
+        await pool.close()
+        try await threadPool.shutdownGracefully()
+        await loop.shutdownGracefully()
+    }
+
     @Test("closing fails waiting tasks, refuses new ones, and waits for the session in use")
     func close() async throws {
         let fixture = try SoftHSMFixture.shared()
         let threadPool = NIOThreadPool(numberOfThreads: 2)
         threadPool.start()
-        let pool = PKCS11SessionPool(token: try fixture.token(), pin: fixture.pin(), configuration: .init(maximumSessions: 1), threadPool: threadPool)
+        // A long acquire timeout: the waiter must end by the pool's closing, however slow the machine.
+        let pool = PKCS11SessionPool(
+            token: try fixture.token(), pin: fixture.pin(), configuration: .init(maximumSessions: 1, acquireTimeout: .seconds(3600)),
+            threadPool: threadPool)
         let gate = Gate()
         let holder = Task {
             try await pool.withSession { _ in
@@ -213,6 +263,7 @@ struct SessionPoolTests {
             // Two sessions open at once, then both idle.
             async let first: Void = pool.withSession { _ in gate.wait() }
             async let second: Void = pool.withSession { _ in gate.wait() }
+            defer { gate.open() }  // a failed wait must not leave the holders blocked, and the test with them
             try await eventually("two sessions in use") { pool.statistics.inUse == 2 }
             gate.open()
             _ = try await (first, second)
