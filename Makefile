@@ -80,14 +80,16 @@ build: packages
 # A short fuzzing run comes first (the long one is `make fuzz`), so the test runner's summary is the last line.
 # The tests run beside a throw-away PostgreSQL (hsm-config/postgres.sh: initdb in a temporary directory, a loopback
 # port, stopped and removed after, however the tests end); COUNTERSIGN_REQUIRE_POSTGRES makes a test that finds
-# no PostgreSQL fail instead of skipping.
+# no PostgreSQL fail instead of skipping. hsm-config/test-watchdog.sh ends a run that hangs after TEST_LIMIT seconds
+# (about 2 minutes here), naming the tests that never finished.
 PG_DIR ?= /tmp/countersign-postgres-$(shell id -u)-$$$$
+TEST_LIMIT ?= 1200
 # Then the Python client's tests (pytest) against countersignd and `countersign mcp` as just built.
 test: setup python-client test-packages lint
 	$(MAKE) --no-print-directory fuzz FUZZ_RUNS=50000
 	swift build --build-tests $(SWIFT_BUILD_FLAGS)
 	swift build --product CountersignLatencyPKCS11 $(SWIFT_BUILD_FLAGS)
-	COUNTERSIGN_REQUIRE_POSTGRES=1 ./hsm-config/postgres.sh run $(PG_DIR) -- swift test --skip-build $(SWIFT_BUILD_FLAGS)
+	COUNTERSIGN_REQUIRE_POSTGRES=1 ./hsm-config/postgres.sh run $(PG_DIR) -- ./hsm-config/test-watchdog.sh $(TEST_LIMIT) swift test --skip-build $(SWIFT_BUILD_FLAGS)
 	COUNTERSIGN_BIN_DIR=$$(swift build $(SWIFT_BUILD_FLAGS) --show-bin-path) COUNTERSIGN_PKCS11_MODULE=$(PKCS11_MODULE) COUNTERSIGN_REQUIRE_BROWSER=1 \
 		$(PYTHON_VENV)/bin/python -m pytest -q -p no:cacheprovider clients/python/tests
 
