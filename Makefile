@@ -81,7 +81,7 @@ build: packages
 # The tests run beside a throw-away PostgreSQL (hsm-config/postgres.sh: initdb in a temporary directory, a loopback
 # port, stopped and removed after, however the tests end); COUNTERSIGN_REQUIRE_POSTGRES makes a test that finds
 # no PostgreSQL fail instead of skipping. hsm-config/test-watchdog.sh ends a run that hangs after TEST_LIMIT seconds
-# (about 2 minutes here), naming the tests that never finished.
+# (the suite itself takes about two minutes here), naming the tests that never finished.
 PG_DIR ?= /tmp/countersign-postgres-$(shell id -u)-$$$$
 TEST_LIMIT ?= 1200
 # Then the Python client's tests (pytest) against countersignd and `countersign mcp` as just built.

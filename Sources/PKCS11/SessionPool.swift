@@ -14,7 +14,7 @@ import Synchronization
 /// The body runs on the pool's `NIOThreadPool`, because every PKCS#11 call blocks: never on an event loop,
 /// never on Swift's cooperative pool. Sessions are opened lazily up to a capacity taken from the
 /// configuration and capped by the token's `ulMaxRwSessionCount`. A task that finds every session busy
-/// waits at most the acquire timeout (measured on an injected clock), then gets
+/// waits at most the acquire timeout (a timer on an event loop, or a task on an injected clock), then gets
 /// ``SessionPoolError/Code/acquireTimeout``. A session whose call reports that it is gone (token removed,
 /// session invalid, logged out) is closed and replaced by a fresh, logged-in one on the next lease.
 public final class PKCS11SessionPool: Sendable {

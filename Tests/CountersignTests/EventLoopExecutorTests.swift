@@ -45,6 +45,12 @@ struct EventLoopExecutorTests {
         #expect(preferred == [true, true, true, true])
         let plain = try await withDeadline(.seconds(60), time: .continuous) { await Self.steps(on: loop) }
         #expect(plain == [false, false, false, false])
+        // A task started inside that prefers nothing (a batch loop that one request starts for every connection)
+        // inherits the task-local, not the preference: its deadlines do not run on this loop.
+        let inherited = try await withPreferredTaskExecutor(EventLoopExecutor(loop)) {
+            try await Task { try await withDeadline(.seconds(60), time: .continuous) { await Self.steps(on: loop) } }.value
+        }
+        #expect(inherited == [false, false, false, false])
         try await group.shutdownGracefully()
     }
 }

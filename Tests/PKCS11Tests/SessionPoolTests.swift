@@ -180,8 +180,9 @@ struct SessionPoolTests {
         let holder = Task { try await pool.withSession { _ in gate.wait() } }
         try await eventually("the only session is lent out") { pool.statistics.inUse == 1 }
 
-        // A waiter is visible only with its timer running, so the loop's time can be moved at once. An hour: only
-        // the loop's time can end the wait within the test's bounded waits, not the real clock.
+        // A waiter's timer is handed to the loop before the waiter is visible (this testing loop queues the timer,
+        // and the time moved below is queued after it), so the loop's time can be moved at once. An hour: only the
+        // loop's time can end the wait within the test's bounded waits, not the real clock.
         let waiter = Task { try await pool.withSession { _ in } }
         try await eventually("a task waits") { pool.statistics.waiting == 1 }
         await loop.advanceTime(by: .seconds(3599))
