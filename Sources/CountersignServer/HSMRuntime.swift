@@ -55,7 +55,6 @@ public final class HSMRuntime: Sendable {
                 reinitializesModule: (module == nil && self.module.initializedHere) || reinitializesInjectedModule
             ),
             threadPool: self.threadPool,
-            clock: ContinuousClock(),
             backoffSleep: { try await time.sleep(for: $0) },
             logger: logger
         )

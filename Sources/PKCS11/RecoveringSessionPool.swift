@@ -98,7 +98,7 @@ public final class RecoveringSessionPool: PKCS11SessionLender, Sendable {
     private let pin: PIN
     private let configuration: Configuration
     private let threadPool: NIOThreadPool
-    private let clock: any Clock<Duration>
+    private let timers: PKCS11SessionPool.Timers
     private let backoffSleep: @Sendable (Duration) async throws -> Void
     private let logger: Logger
     private let completed = Atomic<Int>(0)
@@ -131,13 +131,15 @@ public final class RecoveringSessionPool: PKCS11SessionLender, Sendable {
     ///   - pin: the user PIN, passed to `C_Login` and nowhere else.
     ///   - configuration: the session pool's size and timeout, and how recoveries are tried.
     ///   - threadPool: where the blocking calls run; the caller starts and stops it.
-    ///   - clock: measures the acquire timeout, and the backoff unless `backoffSleep` is given.
+    ///   - clock: measures the backoff, unless `backoffSleep` is given.
+    ///   - timers: where the pools' acquire timeouts and the grace of ``close(timeout:)`` are measured
+    ///     (``PKCS11SessionPool/Timers``).
     ///   - backoffSleep: waits between recovery attempts (tests pass their manual clock's sleep).
     ///   - logger: where the pool reports dropped sessions, recoveries and their failures.
     public init(
         token: PKCS11Token, pin: PIN, configuration: Configuration = .init(), threadPool: NIOThreadPool,
         clock: any Clock<Duration> = ContinuousClock(), backoffSleep: (@Sendable (Duration) async throws -> Void)? = nil,
-        logger: Logger = Logger(label: "countersign.pkcs11")
+        timers: PKCS11SessionPool.Timers = .shared, logger: Logger = Logger(label: "countersign.pkcs11")
     ) {
         self.module = token.module
         self.tokenLabel = token.info.label
@@ -145,10 +147,10 @@ public final class RecoveringSessionPool: PKCS11SessionLender, Sendable {
         self.pin = pin
         self.configuration = configuration
         self.threadPool = threadPool
-        self.clock = clock
+        self.timers = timers
         self.backoffSleep = backoffSleep ?? { try await clock.sleep(for: $0) }
         self.logger = logger
-        let pool = PKCS11SessionPool(token: token, pin: pin, configuration: configuration.pool, threadPool: threadPool, clock: clock, logger: logger)
+        let pool = PKCS11SessionPool(token: token, pin: pin, configuration: configuration.pool, threadPool: threadPool, timers: timers, logger: logger)
         self.state = Mutex(State(stage: .serving(Generation(number: 0, pool: pool)), token: token))
     }
 
@@ -262,7 +264,7 @@ public final class RecoveringSessionPool: PKCS11SessionLender, Sendable {
         }
         if let recovery {
             recovery.cancel()
-            guard await Self.finishes(recovery, within: timeout, clock: self.clock) else {
+            guard await Self.finishes(recovery, within: timeout, timers: self.timers) else {
                 self.logger.error("an HSM recovery is still inside a PKCS#11 call; the module is left as it is")
                 return false
             }
@@ -271,7 +273,7 @@ public final class RecoveringSessionPool: PKCS11SessionLender, Sendable {
     }
 
     /// Whether `task` ends within `timeout` (it is not waited for beyond that).
-    private static func finishes(_ task: Task<Void, Never>, within timeout: Duration, clock: any Clock<Duration>) async -> Bool {
+    private static func finishes(_ task: Task<Void, Never>, within timeout: Duration, timers: PKCS11SessionPool.Timers) async -> Bool {
         final class Outcome: Sendable {
             let continuation = Mutex<CheckedContinuation<Bool, Never>?>(nil)
             func resume(_ value: Bool) { self.continuation.withLock { $0.take() }?.resume(returning: value) }
@@ -279,13 +281,11 @@ public final class RecoveringSessionPool: PKCS11SessionLender, Sendable {
         let outcome = Outcome()
         return await withCheckedContinuation { continuation in
             outcome.continuation.withLock { $0 = continuation }
+            let cancelTimeout = timers.schedule(after: timeout) { outcome.resume(false) }
             Task {
                 await task.value
+                cancelTimeout()
                 outcome.resume(true)
-            }
-            Task {
-                try? await clock.sleep(for: timeout)
-                outcome.resume(false)
             }
         }
     }
@@ -448,7 +448,7 @@ public final class RecoveringSessionPool: PKCS11SessionLender, Sendable {
             return token
         }
         let pool = PKCS11SessionPool(
-            token: token, pin: self.pin, configuration: self.configuration.pool, threadPool: self.threadPool, clock: self.clock, logger: self.logger
+            token: token, pin: self.pin, configuration: self.configuration.pool, threadPool: self.threadPool, timers: self.timers, logger: self.logger
         )
         let check = self.check.withLock { $0 }
         do {

@@ -14,7 +14,7 @@ import Synchronization
 /// The body runs on the pool's `NIOThreadPool`, because every PKCS#11 call blocks: never on an event loop,
 /// never on Swift's cooperative pool. Sessions are opened lazily up to a capacity taken from the
 /// configuration and capped by the token's `ulMaxRwSessionCount`. A task that finds every session busy
-/// waits at most the acquire timeout (a timer on an event loop, or a task on an injected clock), then gets
+/// waits at most the acquire timeout (a timer on an event loop, or a task on an injected clock: ``Timers``), then gets
 /// ``SessionPoolError/Code/acquireTimeout``. A session whose call reports that it is gone (token removed,
 /// session invalid, logged out) is closed and replaced by a fresh, logged-in one on the next lease.
 public final class PKCS11SessionPool: Sendable {
@@ -59,7 +59,6 @@ public final class PKCS11SessionPool: Sendable {
 
     private let pin: PIN
     private let threadPool: NIOThreadPool
-    private let clock: any Clock<Duration>
     private let timers: Timers
     private let acquireTimeout: Duration
     private let logger: Logger
@@ -71,44 +70,20 @@ public final class PKCS11SessionPool: Sendable {
     ///     token drops every session, e.g. an HSM restart; it is passed to `C_Login` and nowhere else.
     ///   - configuration: capacity and acquire timeout.
     ///   - threadPool: where the blocking PKCS#11 calls run; the caller starts and stops it.
-    ///   - clock: measures the acquire timeout (and the grace of ``close(timeout:)``). On `ContinuousClock`, the
-    ///     default, an acquire timeout is a timer on one of NIO's shared event loops.
+    ///   - timers: where the acquire timeout and the grace of ``close(timeout:)`` are measured: NIO's shared event
+    ///     loops unless given (a test passes a loop or a clock whose time it moves).
     ///   - logger: where the pool reports sessions it drops after an error.
-    public convenience init(
+    public init(
         token: PKCS11Token,
         pin: PIN,
         configuration: Configuration = .init(),
         threadPool: NIOThreadPool,
-        clock: any Clock<Duration> = ContinuousClock(),
+        timers: Timers = .shared,
         logger: Logger = Logger(label: "countersign.pkcs11")
-    ) {
-        let timers: Timers = clock is ContinuousClock ? .eventLoops(MultiThreadedEventLoopGroup.singleton) : .clock
-        self.init(token: token, pin: pin, configuration: configuration, threadPool: threadPool, clock: clock, timers: timers, logger: logger)
-    }
-
-    /// A pool whose acquire timeouts are timers on `timerLoops` (the caller's own loop when it runs on one of
-    /// them): what the default initializer does with NIO's shared loops, here with loops of the caller's choice,
-    /// e.g. a testing loop whose time is advanced by hand.
-    public convenience init(
-        token: PKCS11Token,
-        pin: PIN,
-        configuration: Configuration = .init(),
-        threadPool: NIOThreadPool,
-        timerLoops: any EventLoopGroup,
-        logger: Logger = Logger(label: "countersign.pkcs11")
-    ) {
-        self.init(
-            token: token, pin: pin, configuration: configuration, threadPool: threadPool, clock: ContinuousClock(), timers: .eventLoops(timerLoops),
-            logger: logger)
-    }
-
-    private init(
-        token: PKCS11Token, pin: PIN, configuration: Configuration, threadPool: NIOThreadPool, clock: any Clock<Duration>, timers: Timers, logger: Logger
     ) {
         self.token = token
         self.pin = pin
         self.threadPool = threadPool
-        self.clock = clock
         self.timers = timers
         self.acquireTimeout = configuration.acquireTimeout
         self.logger = logger
@@ -196,47 +171,32 @@ public final class PKCS11SessionPool: Sendable {
     @discardableResult
     public func close(timeout: Duration = .seconds(10)) async -> Bool {
         let closed = SessionPoolError(code: .poolClosed, reason: "the HSM session pool is closed; the server is shutting down")
-        let (sessions, suspended) = self.state.withLock { state -> ([SessionHandle], [CheckedContinuation<Lease, any Error>]) in
+        let (sessions, suspended) = self.state.withLock { state -> ([SessionHandle], [SessionPoolWaiters<Lease>.Continuation]) in
             state.isClosed = true
             var sessions = state.idle
             state.open -= state.idle.count
             state.idle = []
-            var suspended: [CheckedContinuation<Lease, any Error>] = []
-            var unresumed: [Waiter] = []
-            for var waiter in state.waiters {
-                switch waiter.stage {
-                case .suspended(let continuation):
-                    suspended.append(continuation)
-                    continue
-                case .resolved(.success(let lease)):
-                    // Handed a place but not yet resumed: take the place back.
-                    state.inUse -= 1
-                    state.open -= 1
-                    if case .session(let handle) = lease { sessions.append(handle) }
-                case .registered, .resolved(.failure):
-                    break
-                }
-                // Not yet suspended: it finds this error when it does.
-                waiter.stage = .resolved(.failure(closed))
-                unresumed.append(waiter)
+            // Waits handed a place but not yet resumed give it back; they find this error when they suspend.
+            let (suspended, reclaimed) = state.waiters.failAll(with: closed)
+            for lease in reclaimed {
+                state.inUse -= 1
+                state.open -= 1
+                if case .session(let handle) = lease { sessions.append(handle) }
             }
-            state.waiters = unresumed
             return (sessions, suspended)
         }
         for continuation in suspended {
             continuation.resume(throwing: closed)
         }
         await self.closeSessions(sessions)
-        let clock = self.clock
-        let timer = Task {
-            guard (try? await clock.sleep(for: timeout)) != nil else { return }
+        let cancelGrace = self.timers.schedule(after: timeout) {
             let waiters = self.state.withLock { state in
                 defer { state.drainWaiters = [] }
                 return state.drainWaiters
             }
             waiters.forEach { $0.resume(returning: false) }
         }
-        defer { timer.cancel() }
+        defer { cancelGrace() }
         return await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
             let drained = self.state.withLock { state -> Bool in
                 if state.isDrained { return true }
@@ -256,24 +216,12 @@ public final class PKCS11SessionPool: Sendable {
         case mustOpen
     }
 
-    private struct Waiter {
-        enum Stage {
-            case registered
-            case suspended(CheckedContinuation<Lease, any Error>)
-            case resolved(Swift.Result<Lease, any Error>)
-        }
-
-        var id: UInt64
-        var stage: Stage
-    }
-
     private struct State {
         var idle: [SessionHandle] = []
         /// Sessions open or being opened, idle or not.
         var open = 0
         var inUse = 0
-        var waiters: [Waiter] = []
-        var nextWaiterID: UInt64 = 0
+        var waiters = SessionPoolWaiters<Lease>()
         var isClosed = false
         var drainWaiters: [CheckedContinuation<Bool, Never>] = []
         /// Sessions handed to the thread pool to be closed, not closed yet: a closed pool is drained only once
@@ -303,9 +251,7 @@ public final class PKCS11SessionPool: Sendable {
                 state.inUse += 1
                 return .granted(.mustOpen)
             }
-            let id = state.nextWaiterID
-            state.nextWaiterID += 1
-            state.waiters.append(Waiter(id: id, stage: .registered))
+            let id = state.waiters.register()
             // Started before the lock is let go: whoever sees the waiter (``statistics``) sees its timeout running.
             // Its expiry cannot run inside this call (a timer never fires from `scheduleTask` itself).
             return .queued(id, cancelTimeout: self.startAcquireTimeout(for: id))
@@ -319,17 +265,7 @@ public final class PKCS11SessionPool: Sendable {
             defer { cancelTimeout() }
             return try await withTaskCancellationHandler {
                 try await withCheckedThrowingContinuation { continuation in
-                    let early = self.state.withLock { state -> Swift.Result<Lease, any Error>? in
-                        guard let index = state.waiters.firstIndex(where: { $0.id == id }) else {
-                            return .failure(CancellationError())
-                        }
-                        if case .resolved(let result) = state.waiters[index].stage {
-                            state.waiters.remove(at: index)
-                            return result
-                        }
-                        state.waiters[index].stage = .suspended(continuation)
-                        return nil
-                    }
+                    let early = self.state.withLock { $0.waiters.suspend(id, on: continuation) }
                     if let early {
                         continuation.resume(with: early)
                     }
@@ -340,20 +276,11 @@ public final class PKCS11SessionPool: Sendable {
         }
     }
 
-    /// Where acquire timeouts are measured.
-    private enum Timers: Sendable {
-        /// A task sleeps on the pool's clock.
-        case clock
-        /// A timer on one of these loops. A task sleeping on `ContinuousClock` would have Dispatch's timer thread
-        /// arm, disarm and wake for every wait, and under load nearly every signature waits for a session.
-        case eventLoops(any EventLoopGroup)
-    }
-
     /// Starts the acquire timeout of waiter `id`; the returned closure cancels it.
     private func startAcquireTimeout(for id: UInt64) -> @Sendable () -> Void {
         let timeout = self.acquireTimeout
         let capacity = self.capacity
-        let expire: @Sendable () -> Void = {
+        return self.timers.schedule(after: timeout) {
             self.resolveWaiter(
                 id,
                 with: .failure(
@@ -362,33 +289,11 @@ public final class PKCS11SessionPool: Sendable {
                 )
             )
         }
-        if case .eventLoops(let loops) = self.timers {
-            let timer = loops.any().scheduleTask(in: TimeAmount(timeout), expire)
-            return { timer.cancel() }
-        }
-        let clock = self.clock
-        let timer = Task {
-            guard (try? await clock.sleep(for: timeout)) != nil else { return }  // served or cancelled first
-            expire()
-        }
-        return { timer.cancel() }
     }
 
     /// Ends a wait with `result` unless it already ended.
     private func resolveWaiter(_ id: UInt64, with result: Swift.Result<Lease, any Error>) {
-        let continuation = self.state.withLock { state -> CheckedContinuation<Lease, any Error>? in
-            guard let index = state.waiters.firstIndex(where: { $0.id == id }) else { return nil }
-            switch state.waiters[index].stage {
-            case .registered:
-                state.waiters[index].stage = .resolved(result)
-                return nil
-            case .suspended(let continuation):
-                state.waiters.remove(at: index)
-                return continuation
-            case .resolved:
-                return nil
-            }
-        }
+        let continuation = self.state.withLock { $0.waiters.resolve(id, with: result) }
         continuation?.resume(with: result)
     }
 
@@ -397,7 +302,7 @@ public final class PKCS11SessionPool: Sendable {
         struct Next {
             var close: SessionHandle?
             var closeIdle: [SessionHandle] = []
-            var handOver: (CheckedContinuation<Lease, any Error>, Lease)?
+            var handOver: (SessionPoolWaiters<Lease>.Continuation, Lease)?
             var drained: [CheckedContinuation<Bool, Never>] = []
         }
         let next = self.state.withLock { state -> Next in
@@ -412,19 +317,12 @@ public final class PKCS11SessionPool: Sendable {
                 next.close = handle
             }
             let lease = reusable.map(Lease.session) ?? .mustOpen
-            let waiting = state.waiters.firstIndex {
-                if case .resolved = $0.stage { false } else { true }
+            // The place in the pool, and its inUse count, pass straight to the oldest waiter, if any.
+            let service = state.isClosed ? .nobodyWaiting : state.waiters.serveOldest(with: lease)
+            if case .resume(let continuation) = service {
+                next.handOver = (continuation, lease)
             }
-            if !state.isClosed, let index = waiting {
-                // The place in the pool, and its inUse count, pass straight to the oldest waiter.
-                switch state.waiters[index].stage {
-                case .suspended(let continuation):
-                    state.waiters.remove(at: index)
-                    next.handOver = (continuation, lease)
-                default:
-                    state.waiters[index].stage = .resolved(.success(lease))
-                }
-            } else {
+            if case .nobodyWaiting = service {
                 state.inUse -= 1
                 if let reusable {
                     state.idle.append(reusable)

@@ -143,7 +143,7 @@ struct SessionPoolTests {
             pin: fixture.pin(),
             configuration: .init(maximumSessions: 1, acquireTimeout: .seconds(2)),
             threadPool: threadPool,
-            clock: clock
+            timers: .clock(clock)
         )
         let gate = Gate()
         let holder = Task { try await pool.withSession { _ in gate.wait() } }
@@ -175,7 +175,7 @@ struct SessionPoolTests {
         threadPool.start()
         let pool = PKCS11SessionPool(
             token: try fixture.token(), pin: fixture.pin(), configuration: .init(maximumSessions: 1, acquireTimeout: .seconds(3600)), threadPool: threadPool,
-            timerLoops: loop)
+            timers: .eventLoops(loop))
         let gate = Gate()
         let holder = Task { try await pool.withSession { _ in gate.wait() } }
         try await eventually("the only session is lent out") { pool.statistics.inUse == 1 }
@@ -244,7 +244,7 @@ struct SessionPoolTests {
         let threadPool = NIOThreadPool(numberOfThreads: 2)
         threadPool.start()
         let pool = PKCS11SessionPool(
-            token: try fixture.token(), pin: fixture.pin(), configuration: .init(maximumSessions: 1), threadPool: threadPool, clock: clock)
+            token: try fixture.token(), pin: fixture.pin(), configuration: .init(maximumSessions: 1), threadPool: threadPool, timers: .clock(clock))
         let gate = Gate()
         let hung = Task { try await pool.withSession { _ in gate.wait() } }
         try await eventually("the session is lent out") { pool.statistics.inUse == 1 }

@@ -147,7 +147,7 @@ struct Signed: Sendable {
 /// Runs `body` with a pool on the fixture token and a thread pool of its own, and closes both.
 func withFixturePool(
     maximumSessions: Int = 2,
-    clock: any Clock<Duration> = ContinuousClock(),
+    timers: PKCS11SessionPool.Timers = .shared,
     _ body: (PKCS11SessionPool) async throws -> Void
 ) async throws {
     let fixture = try SoftHSMFixture.shared()
@@ -158,7 +158,7 @@ func withFixturePool(
         pin: fixture.pin(),
         configuration: .init(maximumSessions: maximumSessions, acquireTimeout: .seconds(30)),
         threadPool: threadPool,
-        clock: clock
+        timers: timers
     )
     do {
         try await body(pool)
