@@ -34,7 +34,7 @@ struct AuthorizeCommand: AsyncParsableCommand {
     @Option(name: .customLong("item"), help: "A line item as description:quantity:unit-amount-in-major-units; repeatable.")
     var items: [String] = []
 
-    @Option(name: .customLong("idempotency-key"), help: "Unique per intended payment (default: a random UUID).")
+    @Option(name: .customLong("idempotency-key"), help: "Unique per intended payment (default: a new UUID of version 7, which grows with time).")
     var idempotencyKey: String?
 
     @Flag(help: "Print the whole response as JSON.")
@@ -52,7 +52,7 @@ struct AuthorizeCommand: AsyncParsableCommand {
         }
         let lineItems = try self.items.map { try Self.lineItem($0, currency: currency) }
         let request = AuthorizeRequest(
-            idempotencyKey: self.idempotencyKey ?? UUID().uuidString,
+            idempotencyKey: self.idempotencyKey ?? IdempotencyKeys.timeOrdered(),
             amount: amount.minorUnits,
             currency: currency.code,
             merchantID: self.merchant,

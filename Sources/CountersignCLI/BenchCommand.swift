@@ -45,6 +45,17 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: "Tier weights, e.g. micro=60,standard=30,high=10 (default: the first tier only).")
     var mix: String?
 
+    @Option(help: "Agents the load comes from, each registered by the bench; connections are shared among them in turn.")
+    var agents = 1
+
+    @Option(help: "Idempotency keys: random (UUID version 4, the costliest for the server) or time-ordered (version 7).")
+    var keys: KeyKind = .random
+
+    enum KeyKind: String, ExpressibleByArgument, Sendable {
+        case random
+        case timeOrdered = "time-ordered"
+    }
+
     @Option(help: "Currency of the requests.")
     var currency = "USD"
 
@@ -102,14 +113,20 @@ struct BenchCommand: AsyncParsableCommand {
             ceilings = (software, hsm)
         }
 
+        guard self.agents >= 1 else { throw ValidationError("--agents is at least 1") }
         let admin = try await self.client.connect()
-        let key = CredentialPrivateKey.generate(.es256)
-        let agentID = "bench-" + UUID().uuidString.prefix(8).lowercased()
-        _ = try await admin.addAgent(id: agentID, publicKey: key.publicKey)
+        let (host, port) = try self.client.endpoint(credential: nil)
+        let run = UUID().uuidString.prefix(8).lowercased()
+        var credentials: [CredentialFile] = []
+        for index in 0..<self.agents {
+            let key = CredentialPrivateKey.generate(.es256)
+            let agentID = "bench-" + run + (self.agents > 1 ? "-\(index)" : "")
+            _ = try await admin.addAgent(id: agentID, publicKey: key.publicKey)
+            credentials.append(CredentialFile(principal: agentID, key: key, server: "\(host):\(port)"))
+        }
         let keySet = try await admin.keys()
         await admin.close()
-        let (host, port) = try self.client.endpoint(credential: nil)
-        let credential = CredentialFile(principal: agentID, key: key, server: "\(host):\(port)")
+        let credential = credentials[0]
 
         if let idle = self.idleConnections {
             try await self.holdIdle(idle, credential: credential, host: host, port: port)
@@ -118,11 +135,12 @@ struct BenchCommand: AsyncParsableCommand {
 
         let targets = try Self.targets(keySet: keySet, mix: self.mix, currency: self.currency)
         var clients: [CountersignClient] = []
-        for _ in 0..<self.connections {
-            clients.append(try await CountersignClient.connect(host: host, port: port, credential: credential))
+        for index in 0..<self.connections {
+            clients.append(try await CountersignClient.connect(host: host, port: port, credential: credentials[index % credentials.count]))
         }
         defer { for client in clients { Task { await client.close() } } }
-        let generator = LoadGenerator(clients: clients, depth: self.depth, targets: targets, currency: self.currency)
+        var generator = LoadGenerator(clients: clients, depth: self.depth, targets: targets, currency: self.currency)
+        generator.timeOrderedKeys = self.keys == .timeOrdered
         if let soak = self.soak {
             let client = self.client
             let http = self.http
@@ -152,7 +170,8 @@ struct BenchCommand: AsyncParsableCommand {
         if warmup > .zero { _ = await generator.run(duration: warmup, requests: nil, rate: nil) }
         let duration = try Self.duration(self.duration)
         let mode = self.rate.map { String(format: "open loop at %.0f req/s", $0) } ?? "closed loop"
-        print("scenario: \(mode), \(self.connections) connections x depth \(self.depth), mix \(mixText)")
+        let agentsText = self.agents > 1 ? ", \(self.agents) agents" : ""
+        print("scenario: \(mode), \(self.connections) connections x depth \(self.depth)\(agentsText), mix \(mixText), \(self.keys.rawValue) idempotency keys")
         let result = await self.measuringServerCPU(host: host) { await generator.run(duration: duration, requests: self.requests, rate: self.rate) }
         Self.report(result, openLoop: self.rate != nil)
         Self.ratio(result, targets: targets, ceilings: ceilings)

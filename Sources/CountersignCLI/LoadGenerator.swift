@@ -44,6 +44,8 @@ struct LoadGenerator: Sendable {
     let depth: Int
     let targets: [TierTarget]
     let currency: String
+    /// Idempotency keys that grow with time (UUID version 7) instead of random ones (version 4).
+    var timeOrderedKeys = false
 
     /// The tier of the n-th request: a deterministic weighted round robin.
     private func target(_ n: Int) -> TierTarget {
@@ -59,7 +61,8 @@ struct LoadGenerator: Sendable {
     private func request(_ n: Int) -> AuthorizeRequest {
         let target = self.target(n)
         return AuthorizeRequest(
-            idempotencyKey: UUID().uuidString, amount: target.amount, currency: self.currency, merchantID: "m-bench", merchantCategoryCode: "5734",
+            idempotencyKey: self.timeOrderedKeys ? IdempotencyKeys.timeOrdered() : UUID().uuidString, amount: target.amount, currency: self.currency,
+            merchantID: "m-bench", merchantCategoryCode: "5734",
             intent: Intent(description: "benchmark", lineItems: [LineItem(description: "load", quantity: 1, unitAmount: target.amount)])
         )
     }

@@ -80,6 +80,12 @@ public final class LedgerStore: Store {
     @_spi(Testing) public func pauseCommits() { self.committer.pause() }
     @_spi(Testing) public func resumeCommits() { self.committer.resume() }
     @_spi(Testing) public var pendingCommits: Int { self.committer.pendingCount }
+    /// Makes or brings the store at `path` up to the migration named `target`, and no further (tests of a later
+    /// migration start from there).
+    @_spi(Testing) public static func migrate(path: String, upTo target: String) throws {
+        try Self.migrator.migrate(try DatabaseQueue(path: path), upTo: target)
+    }
+
     /// The writer's `PRAGMA synchronous` (2 is FULL: every commit is synced before it returns).
     @_spi(Testing) public func writerSynchronousMode() async throws -> Int {
         try await self.database.writeWithoutTransaction { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") ?? -1 }

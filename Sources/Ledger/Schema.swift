@@ -173,6 +173,32 @@ extension LedgerStore {
                 table.column("usedAt", .integer)
             }
         }
+        migrator.registerMigration("v12: the idempotency key first in its unique index") { db in
+            // With the agent first, each agent's keys made one insertion point of the index, and random keys
+            // (UUIDv4) one page per request: a third of the WAL (docs/benchmarks.md). With the key first, keys that
+            // grow with time (UUIDv7, order numbers) append at one end of the index, whatever the number of agents.
+            // The pair stays unique; a table's constraint cannot be altered, so the table is made again (SQLite's
+            // "making other kinds of table schema changes": new table, copy, drop, rename), its indexes with it.
+            try db.execute(
+                sql: """
+                    CREATE TABLE "authorization_v12" ("id" TEXT PRIMARY KEY NOT NULL, "agent" TEXT NOT NULL, "idempotencyKey" TEXT NOT NULL,
+                        "requestHash" BLOB NOT NULL, "response" BLOB NOT NULL, "amount" INTEGER NOT NULL, "currency" TEXT NOT NULL,
+                        "tier" TEXT NOT NULL, "kid" TEXT NOT NULL, "expiresAt" INTEGER NOT NULL, "createdAt" INTEGER NOT NULL,
+                        "voidedAt" INTEGER, "merchant" TEXT NOT NULL DEFAULT '', "status" TEXT NOT NULL DEFAULT 'authorized',
+                        "decision" BLOB, "request" BLOB, "quorum" INTEGER, "approvalExpiresAt" INTEGER, "auditIndex" INTEGER,
+                        UNIQUE ("idempotencyKey", "agent"));
+                    INSERT INTO "authorization_v12" SELECT "id", "agent", "idempotencyKey", "requestHash", "response", "amount",
+                        "currency", "tier", "kid", "expiresAt", "createdAt", "voidedAt", "merchant", "status", "decision", "request",
+                        "quorum", "approvalExpiresAt", "auditIndex" FROM "authorization" ORDER BY rowid;
+                    DROP TABLE "authorization";
+                    ALTER TABLE "authorization_v12" RENAME TO "authorization";
+                    CREATE INDEX "authorization_spending" ON "authorization"("agent", "currency", "createdAt");
+                    CREATE INDEX "authorization_merchant" ON "authorization"("agent", "merchant", "currency", "createdAt");
+                    CREATE INDEX "authorization_kid" ON "authorization"("kid", "expiresAt");
+                    CREATE INDEX "authorization_pending" ON "authorization"("approvalExpiresAt") WHERE "status" = 'pending_approval';
+                    """
+            )
+        }
         return migrator
     }
 }

@@ -18,7 +18,7 @@ struct BenchTests {
                 executable: bench,
                 arguments: [
                     "bench", "--http", "127.0.0.1:\(server.httpPort)", "--baseline", "--baseline-seconds", "1", "--threads", "2", "--connections", "2",
-                    "--depth", "4", "--duration", "1s", "--warmup", "200ms", "--mix", "standard=1,high=1",
+                    "--depth", "4", "--duration", "1s", "--warmup", "200ms", "--mix", "standard=1,high=1", "--agents", "2", "--keys", "time-ordered",
                 ],
                 environment: environment
             )
@@ -26,7 +26,7 @@ struct BenchTests {
             let output = run.standardOutput
             for expected in [
                 "baseline swift-crypto P-256: ", "baseline PKCS#11 C_Sign (\(SoftHSMFixture.cliTokenLabel)): ",
-                "scenario: closed loop, 2 connections x depth 4",
+                "scenario: closed loop, 2 connections x depth 4, 2 agents", "time-ordered idempotency keys",
                 "req/s", "latency ms: p50 ", " p99.9 ", "errors: none", "server resident memory: ", " µs per request (",
             ] {
                 #expect(output.contains(expected), "missing '\(expected)' in:\n\(output)")

@@ -227,6 +227,61 @@ struct IdempotencyTests {
         #expect(refusals.map { [$0.agent, $0.idempotencyKey, $0.code] } == [["agent-a", "key-3", "BUDGET_EXCEEDED"]])
         #expect(refusals.first?.decision == refusal.decision && refusals.first?.createdAt == 120)
     }
+
+    @Test("a store made before v12 keeps every row, hold and twin check when its unique index is made key first")
+    func keyFirstMigration() async throws {
+        let directory = try SoftHSMFixture.shared().directory.appendingPathComponent("ledger-\(UUID().uuidString.prefix(6))")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let path = directory.appendingPathComponent("ledger.sqlite").path
+        try LedgerStore.migrate(path: path, upTo: "v11: passkeys and enrollment links of the approvals console")
+        // Two agents with the same key, one pending approval with a verdict, each with its hold: as v11 wrote them.
+        try await DatabaseQueue(path: path).write { db in
+            try db.execute(
+                sql: """
+                    INSERT INTO authorization (id, agent, idempotencyKey, requestHash, response, amount, currency, tier, kid, expiresAt,
+                        createdAt, voidedAt, merchant, status, decision, request, quorum, approvalExpiresAt, auditIndex)
+                    VALUES ('jti-a', 'agent-a', 'order-1', x'01', x'7b7d', 700, 'USD', 'standard', 'standard/v1', 900, 100, NULL, 'm-1',
+                            'authorized', x'02', x'03', NULL, NULL, 0),
+                           ('jti-b', 'agent-b', 'order-1', x'04', x'5b5d', 9000, 'EUR', 'critical', 'critical/v1', 950, 110, NULL, 'm-2',
+                            'pending_approval', x'05', x'06', 2, 800, 1);
+                    INSERT INTO hold (authorizationID, scope, currency, amount, createdAt, expiresAt, releasedAt)
+                    VALUES ('jti-a', 'agent:agent-a', 'USD', 700, 100, NULL, NULL), ('jti-b', 'agent:agent-b', 'EUR', 9000, 110, 800, NULL);
+                    INSERT INTO approval (authorizationID, approver, verdict, decidedAt) VALUES ('jti-b', 'approver-1', 'approve', 120);
+                    """)
+        }
+        let store = try LedgerStore(path: path)
+        let a = try #require(try await store.authorization(agent: "agent-a", idempotencyKey: "order-1", certain: true))
+        let b = try #require(try await store.authorization(agent: "agent-b", idempotencyKey: "order-1", certain: true))
+        #expect([a.id, b.id] == ["jti-a", "jti-b"])
+        #expect(a.response == Data("{}".utf8) && a.amount == 700 && a.merchant == "m-1" && a.status == .authorized && a.auditIndex == 0)
+        #expect(b.status == .pendingApproval && b.quorum == 2 && b.approvalExpiresAt == 800 && b.decision == Data([5]) && b.request == Data([6]))
+        #expect(try await store.spent(scope: .agent("agent-a"), currency: "USD", since: 0, now: 101) == 700, "the hold still counts")
+        #expect(try await store.approvals(of: "jti-b").map(\.approver) == ["approver-1"])
+
+        let (uniqueColumns, indexes, brokenReferences) = try await DatabaseQueue(path: path).read { db in
+            (
+                try String.fetchAll(
+                    db,
+                    sql: """
+                        SELECT info.name FROM pragma_index_list('authorization') AS list, pragma_index_info(list.name) AS info
+                        WHERE list."unique" = 1 AND list.origin = 'u' ORDER BY info.seqno
+                        """),
+                Set(try String.fetchAll(db, sql: "SELECT name FROM pragma_index_list('authorization') WHERE origin = 'c'")),
+                try Row.fetchAll(db, sql: "PRAGMA foreign_key_check").count
+            )
+        }
+        #expect(uniqueColumns == ["idempotencyKey", "agent"])
+        #expect(indexes == ["authorization_spending", "authorization_merchant", "authorization_kid", "authorization_pending"])
+        #expect(brokenReferences == 0)
+
+        // A twin of agent-a's request still finds the stored one, and agent-b's key is still its own.
+        let twin = AuthorizationRecord(
+            id: "jti-twin", agent: "agent-a", idempotencyKey: "order-1", requestHash: Data([1]), response: Data(), amount: 700, currency: "USD",
+            tier: "standard", kid: "standard/v1", expiresAt: 900, createdAt: 130)
+        guard case .recorded(let stored) = try await store.recordAuthorization(twin) else { throw FixtureError(reason: "no limit was given") }
+        #expect(stored.id == "jti-a")
+        #expect(try await store.authorizationCount() == 2)
+    }
 }
 
 extension Sequence {
@@ -252,5 +307,27 @@ struct KeyFilterTests {
         #expect(filter.mayContain(agent: "a", key: "k"))
         #expect(
             (0..<1_000).filter { filter.mayContain(agent: "agent-\($0 % 7)", key: "key-\($0)") }.count < 30, "the rebuilt filter holds only what it was given")
+    }
+}
+
+@Suite("Time-ordered idempotency keys")
+struct IdempotencyKeyTests {
+    /// Gives back the values it was made with, in order.
+    struct Replay: RandomNumberGenerator {
+        var values: [UInt64]
+        mutating func next() -> UInt64 { self.values.removeFirst() }
+    }
+
+    @Test("a UUID version 7 as RFC 9562 builds it (its test vector, appendix A.6), and later keys sort after earlier ones")
+    func uuidVersion7() {
+        // 0x017F22E279B0 ms is 2022-02-22 19:22:22 UTC; rand_a 0xCC3, rand_b 0x18C4DC0C0C07398F (bits above them ignored).
+        var random = Replay(values: [0xFFFF_FFFF_FFFF_FCC3, 0xD8C4_DC0C_0C07_398F])
+        #expect(IdempotencyKeys.uuidVersion7(milliseconds: 0x017F_22E2_79B0, using: &random) == "017f22e2-79b0-7cc3-98c4-dc0c0c07398f")
+        var zeros = Replay(values: [0, 0, 0, 0])
+        let first = IdempotencyKeys.uuidVersion7(milliseconds: 1, using: &zeros)
+        #expect(first == "00000000-0001-7000-8000-000000000000")
+        #expect(IdempotencyKeys.uuidVersion7(milliseconds: 0x1_0000, using: &zeros) > first)
+        let made = IdempotencyKeys.timeOrdered()
+        #expect(made.count == 36 && UUID(uuidString: made) != nil && Array(made)[14] == "7")
     }
 }

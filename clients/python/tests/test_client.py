@@ -73,6 +73,24 @@ def test_the_same_idempotency_key_answers_the_same_authorization_and_another_bod
     assert refused.value.code == "IDEMPOTENCY_CONFLICT" and refused.value.retryable is False and refused.value.message
 
 
+def test_time_ordered_keys_are_rfc_9562_version_7_and_the_server_takes_them(server: Server) -> None:
+    # RFC 9562, appendix A.6: 0x017F22E279B0 ms, rand_a 0xCC3, rand_b 0x18C4DC0C0C07398F (bits above them ignored).
+    vector = countersign.time_ordered_key(0x017F22E279B0, lambda n: bytes.fromhex("fcc3d8c4dc0c0c07398f"))
+    assert vector == "017f22e2-79b0-7cc3-98c4-dc0c0c07398f"
+    def zeros(count: int) -> bytes:
+        return bytes(count)
+
+    assert countersign.time_ordered_key(1, zeros) < countersign.time_ordered_key(0x10000, zeros)
+    with pytest.raises(ValueError):
+        countersign.time_ordered_key(1 << 48)
+    made = countersign.time_ordered_key()
+    assert uuid.UUID(made).version == 7 and str(uuid.UUID(made)) == made
+    with Client.from_credential_file(server.credential("agent-es"), server.address) as client:
+        first = client.authorize(amount=700, currency="USD", order_hash="o-7", idempotency_key=made, **CABLES)
+        assert isinstance(first, Authorization)
+        assert client.authorize(amount=700, currency="USD", order_hash="o-7", idempotency_key=made, **CABLES) == first
+
+
 def test_refusals_are_exceptions_with_code_retryable_and_a_sentence(server: Server) -> None:
     with Client.from_credential_file(server.credential("agent-es"), server.address) as client:
         with pytest.raises(countersign.MerchantNotAllowed) as blocked:

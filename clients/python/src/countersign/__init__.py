@@ -14,6 +14,7 @@ from .client import Client
 from .credential import Credential
 from .errors import *  # noqa: F401,F403 — every error class, by its code's name
 from .errors import CircuitOpen, ConnectionFailed, CountersignError, ProtocolError, RequestTimeout
+from .keys import time_ordered_key
 from .models import Authorization, Budget, BudgetReport, LineItem, Outcome, PendingApproval, Voided
 from .money import format_minor_units, minor_unit_digits, to_minor_units
 from .resilience import CircuitBreaker, RetryPolicy
@@ -45,6 +46,7 @@ __all__ = [
     "fetch_jwks",
     "format_minor_units",
     "minor_unit_digits",
+    "time_ordered_key",
     "to_minor_units",
     "verify",
 ]
