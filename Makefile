@@ -172,11 +172,11 @@ bench: release
 	@ulimit -n 8192; status=0; set -o pipefail; out=$(BENCH_DIR)/results.txt; : > $$out; \
 	echo "== 1,000 idle connections (first, on the fresh server)" | tee -a $$out; $(BENCH_CLI) --idle-connections 1000 | tee -a $$out || status=1; \
 	echo "== software tier only" | tee -a $$out; $(BENCH_CLI) --baseline --mix micro=1 --at-half $(BENCH_FLAGS) | tee -a $$out || status=1; \
+	echo "== HSM tier only" | tee -a $$out; $(BENCH_CLI) --baseline --mix high=1 --at-half $(BENCH_FLAGS) | tee -a $$out || status=1; \
+	echo "== realistic mix" | tee -a $$out; $(BENCH_CLI) --mix micro=60,standard=30,high=10 $(BENCH_FLAGS) | tee -a $$out || status=1; \
 	echo "== software tier, 32 agents, random keys" | tee -a $$out; $(BENCH_CLI) --mix micro=1 --agents 32 --connections 32 --depth 2 $(BENCH_FLAGS) | tee -a $$out || status=1; \
 	echo "== software tier, 32 agents, time-ordered keys" | tee -a $$out; \
 	$(BENCH_CLI) --mix micro=1 --agents 32 --connections 32 --depth 2 --keys time-ordered $(BENCH_FLAGS) | tee -a $$out || status=1; \
-	echo "== HSM tier only" | tee -a $$out; $(BENCH_CLI) --baseline --mix high=1 --at-half $(BENCH_FLAGS) | tee -a $$out || status=1; \
-	echo "== realistic mix" | tee -a $$out; $(BENCH_CLI) --mix micro=60,standard=30,high=10 $(BENCH_FLAGS) | tee -a $$out || status=1; \
 	pid=$$(cat $(BENCH_DIR)/server.pid); kill $$pid; while kill -0 $$pid 2>/dev/null; do sleep 0.1; done; \
 	echo "== network HSM: the same server and token behind a 4 ms C_Sign, 16 sessions (ceiling 4,000 signatures/s)" | tee -a $$out; \
 	sed 's/max_sessions: 8/max_sessions: 16/' hsm-config/bench.yaml > $(BENCH_DIR)/network-hsm.yaml; \

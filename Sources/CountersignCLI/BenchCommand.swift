@@ -51,6 +51,12 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: "Idempotency keys: random (UUID version 4, the costliest for the server) or time-ordered (version 7).")
     var keys: KeyKind = .random
 
+    func validate() throws {
+        guard self.agents >= 1, self.agents <= self.connections else {
+            throw ValidationError("--agents is from 1 to --connections (\(self.connections)): each agent needs a connection of its own")
+        }
+    }
+
     enum KeyKind: String, ExpressibleByArgument, Sendable {
         case random
         case timeOrdered = "time-ordered"
@@ -113,7 +119,6 @@ struct BenchCommand: AsyncParsableCommand {
             ceilings = (software, hsm)
         }
 
-        guard self.agents >= 1 else { throw ValidationError("--agents is at least 1") }
         let admin = try await self.client.connect()
         let (host, port) = try self.client.endpoint(credential: nil)
         let run = UUID().uuidString.prefix(8).lowercased()

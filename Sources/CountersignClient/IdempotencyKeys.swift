@@ -3,7 +3,7 @@ import Foundation
 /// Idempotency keys for payments that have no natural one (an order number is best when there is one).
 ///
 /// Make a key once per payment and keep it with the payment before the first call: a call that failed may still have
-/// been recorded, and only the same key asks for that payment again. Any key of 1–200 printable characters works;
+/// been recorded, and only the same key asks for that payment again. Any key of 1–200 printable ASCII characters without spaces works;
 /// keys that grow with time cost the server less: its index of keys takes each new one at its end instead of on a
 /// random page of its own (docs/protocol.md, "Choosing keys").
 public enum IdempotencyKeys {

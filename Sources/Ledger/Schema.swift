@@ -195,7 +195,7 @@ extension LedgerStore {
                     CREATE INDEX "authorization_spending" ON "authorization"("agent", "currency", "createdAt");
                     CREATE INDEX "authorization_merchant" ON "authorization"("agent", "merchant", "currency", "createdAt");
                     CREATE INDEX "authorization_kid" ON "authorization"("kid", "expiresAt");
-                    CREATE INDEX "authorization_pending" ON "authorization"("approvalExpiresAt") WHERE "status" = 'pending_approval';
+                    CREATE INDEX authorization_pending ON authorization(approvalExpiresAt) WHERE status = 'pending_approval';
                     """
             )
         }

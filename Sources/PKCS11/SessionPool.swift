@@ -189,21 +189,27 @@ public final class PKCS11SessionPool: Sendable {
             continuation.resume(throwing: closed)
         }
         await self.closeSessions(sessions)
-        let cancelGrace = self.timers.schedule(after: timeout) {
-            let waiters = self.state.withLock { state in
-                defer { state.drainWaiters = [] }
-                return state.drainWaiters
-            }
-            waiters.forEach { $0.resume(returning: false) }
-        }
-        defer { cancelGrace() }
+        let grace = Mutex<(@Sendable () -> Void)?>(nil)
+        defer { grace.withLock { $0 }?() }
         return await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
             let drained = self.state.withLock { state -> Bool in
                 if state.isDrained { return true }
                 state.drainWaiters.append(continuation)
                 return false
             }
-            if drained { continuation.resume(returning: true) }
+            if drained {
+                continuation.resume(returning: true)
+                return
+            }
+            // Started once the continuation is registered: a grace that ended before would resume nobody.
+            let cancel = self.timers.schedule(after: timeout) {
+                let waiters = self.state.withLock { state in
+                    defer { state.drainWaiters = [] }
+                    return state.drainWaiters
+                }
+                waiters.forEach { $0.resume(returning: false) }
+            }
+            grace.withLock { $0 = cancel }
         }
     }
 

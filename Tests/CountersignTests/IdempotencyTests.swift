@@ -249,7 +249,21 @@ struct IdempotencyTests {
                     INSERT INTO approval (authorizationID, approver, verdict, decidedAt) VALUES ('jti-b', 'approver-1', 'approve', 120);
                     """)
         }
+        // The table's columns, its indexes' definitions and its rows, as v11 left them: v12 must change none of them.
+        func shape(_ db: Database) throws -> (columns: [Row], indexes: [Row], rows: [Row]) {
+            (
+                try Row.fetchAll(db, sql: #"SELECT name, type, "notnull", dflt_value, pk FROM pragma_table_info('authorization') ORDER BY cid"#),
+                try Row.fetchAll(
+                    db, sql: "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'authorization' AND sql IS NOT NULL ORDER BY name"),
+                try Row.fetchAll(db, sql: "SELECT * FROM authorization ORDER BY id")
+            )
+        }
+        let before = try DatabaseQueue(path: path).read { try shape($0) }
         let store = try LedgerStore(path: path)
+        let after = try DatabaseQueue(path: path).read { try shape($0) }
+        #expect(after.columns == before.columns)
+        #expect(after.indexes == before.indexes)
+        #expect(after.rows == before.rows && after.rows.count == 2)
         let a = try #require(try await store.authorization(agent: "agent-a", idempotencyKey: "order-1", certain: true))
         let b = try #require(try await store.authorization(agent: "agent-b", idempotencyKey: "order-1", certain: true))
         #expect([a.id, b.id] == ["jti-a", "jti-b"])
