@@ -203,10 +203,7 @@ public final class PKCS11SessionPool: Sendable {
             }
             // Started once the continuation is registered: a grace that ended before would resume nobody.
             let cancel = self.timers.schedule(after: timeout) {
-                let waiters = self.state.withLock { state in
-                    defer { state.drainWaiters = [] }
-                    return state.drainWaiters
-                }
+                let waiters = self.state.withLock { $0.takeDrainWaiters() }
                 waiters.forEach { $0.resume(returning: false) }
             }
             grace.withLock { $0 = cancel }
@@ -235,6 +232,12 @@ public final class PKCS11SessionPool: Sendable {
         var closing = 0
 
         var isDrained: Bool { self.inUse == 0 && self.closing == 0 }
+
+        /// The tasks waiting in ``close(timeout:)``, to resume once; the list is emptied.
+        mutating func takeDrainWaiters() -> [CheckedContinuation<Bool, Never>] {
+            defer { self.drainWaiters = [] }
+            return self.drainWaiters
+        }
     }
 
     private enum Admission {
@@ -338,8 +341,7 @@ public final class PKCS11SessionPool: Sendable {
             }
             state.closing += (next.close == nil ? 0 : 1) + next.closeIdle.count
             if state.isClosed, state.isDrained {
-                next.drained = state.drainWaiters
-                state.drainWaiters = []
+                next.drained = state.takeDrainWaiters()
             }
             return next
         }
@@ -364,8 +366,7 @@ public final class PKCS11SessionPool: Sendable {
         let drained = self.state.withLock { state -> [CheckedContinuation<Bool, Never>] in
             state.closing -= count
             guard state.isClosed, state.isDrained else { return [] }
-            defer { state.drainWaiters = [] }
-            return state.drainWaiters
+            return state.takeDrainWaiters()
         }
         drained.forEach { $0.resume(returning: true) }
     }
