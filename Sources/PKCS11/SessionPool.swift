@@ -15,7 +15,9 @@ import Synchronization
 /// never on Swift's cooperative pool. Sessions are opened lazily up to a capacity taken from the
 /// configuration and capped by the token's `ulMaxRwSessionCount`. A task that finds every session busy
 /// waits at most the acquire timeout (a timer on an event loop, or a task on an injected clock: ``Timers``), then gets
-/// ``SessionPoolError/Code/acquireTimeout``. A session whose call reports that it is gone (token removed,
+/// ``SessionPoolError/Code/acquireTimeout``. A waiting task's body is run by the thread that returns a session, as
+/// soon as it does, so that under load a session goes from one body to the next without a wait for the waiting
+/// task's executor. A session whose call reports that it is gone (token removed,
 /// session invalid, logged out) is closed and replaced by a fresh, logged-in one on the next lease.
 public final class PKCS11SessionPool: Sendable {
     /// How many sessions a pool opens and how long a task waits for one.
@@ -103,56 +105,61 @@ public final class PKCS11SessionPool: Sendable {
     public func withSession<Result: Sendable>(
         _ body: @escaping @Sendable (borrowing PKCS11Session) throws -> Result
     ) async throws -> Result {
-        let lease = try await self.acquire()
-        let token = self.token
-        let pin = self.pin
-        let result: Swift.Result<Result, any Error>
-        do {
-            result = try await self.threadPool.runIfActive { () -> Swift.Result<Result, any Error> in
-                // The session goes back (or straight to the next waiter) from this thread as soon as the body
-                // returns, not once this task runs again on its executor: under load that wait was milliseconds
-                // of a session lent to nobody (docs/benchmarks.md, the network HSM).
-                let handle: SessionHandle
-                switch lease {
-                case .session(let existing):
-                    handle = existing
-                case .mustOpen:
-                    do {
-                        handle = try Self.openLoggedInSession(token: token, pin: pin)
-                    } catch {
-                        self.release(nil, after: error)
-                        return .failure(error)
+        let outcome = Outcome<Result>()
+        let job = Self.job(body, token: self.token, pin: self.pin, outcome: outcome)
+        switch try await self.acquire(job) {
+        case .done:
+            // Done on the thread that returned the session, while this task waited (``runOnPoolThread(_:)``).
+            break
+        case .lease(let lease):
+            _ = try await withCheckedThrowingContinuation { (continuation: Waiters.Continuation) in
+                self.threadPool.submit { state in
+                    guard case .active = state else {
+                        // The thread pool refused the work: give the lease back untouched.
+                        switch lease {
+                        case .session(let handle): self.release(handle, discard: false)
+                        case .mustOpen: self.release(nil, discard: true)
+                        }
+                        continuation.resume(throwing: NIOThreadPoolError.ThreadPoolInactive())
+                        return
                     }
-                }
-                do {
-                    let value = try body(PKCS11Session(token: token, handle: handle))
-                    self.release(handle, discard: false)
-                    return .success(value)
-                } catch {
-                    self.release(handle, after: error)
-                    return .failure(error)
+                    self.runOnPoolThread(Handover(continuation: continuation, job: job, lease: lease))
                 }
             }
-        } catch {
-            // The thread pool refused the work: give the lease back untouched.
-            switch lease {
-            case .session(let handle): self.release(handle, discard: false)
-            case .mustOpen: self.release(nil, discard: true)
-            }
-            throw error
+        }
+        guard let result = outcome.value.withLock({ $0 }) else {
+            preconditionFailure("a session pool's job ended without a result")
         }
         return try result.get()
+    }
+
+    /// Does `first`'s job on this thread of the pool, resumes its task, and gives the session back from here: to the
+    /// oldest waiting task, whose job this thread then does too, without waking that task first. Under load a session
+    /// therefore goes from one signature to the next on the same thread; handed to the waiting task instead, it
+    /// stayed lent to nobody until that task ran again on its event loop and had its work queued here
+    /// (docs/benchmarks.md, the network HSM).
+    private func runOnPoolThread(_ first: Handover) {
+        var next: Handover? = first
+        while let current = next {
+            let returned = current.job(current.lease)
+            if let error = returned.error {
+                next = self.release(returned.handle, after: error, onPoolThread: true)
+            } else {
+                next = self.release(returned.handle, discard: false, onPoolThread: true)
+            }
+            current.continuation.resume(returning: .done)
+        }
     }
 
     /// Returns the lease of a call that failed with `error`: its session (`nil` when none could be opened) is
     /// closed when the error says it is gone, and with it the idle ones (when the token dropped one session it
     /// has usually dropped them all, a restart: the next requests must not each find a dead session).
-    private func release(_ handle: SessionHandle?, after error: any Error) {
+    private func release(_ handle: SessionHandle?, after error: any Error, onPoolThread: Bool) -> Handover? {
         let sessionIsGone = (error as? PKCS11Error)?.code.invalidatesSession ?? false
         if sessionIsGone {
             self.logger.warning("dropping PKCS#11 session after error", metadata: ["error": "\(error)"])
         }
-        self.release(handle, discard: handle == nil || sessionIsGone, discardIdle: sessionIsGone)
+        return self.release(handle, discard: handle == nil || sessionIsGone, discardIdle: sessionIsGone, onPoolThread: onPoolThread)
     }
 
     /// What the pool holds right now.
@@ -171,14 +178,14 @@ public final class PKCS11SessionPool: Sendable {
     @discardableResult
     public func close(timeout: Duration = .seconds(10)) async -> Bool {
         let closed = SessionPoolError(code: .poolClosed, reason: "the HSM session pool is closed; the server is shutting down")
-        let (sessions, suspended) = self.state.withLock { state -> ([SessionHandle], [SessionPoolWaiters<Lease>.Continuation]) in
+        let (sessions, suspended) = self.state.withLock { state -> ([SessionHandle], [Waiters.Continuation]) in
             state.isClosed = true
             var sessions = state.idle
             state.open -= state.idle.count
             state.idle = []
             // Waits handed a place but not yet resumed give it back; they find this error when they suspend.
             let (suspended, reclaimed) = state.waiters.failAll(with: closed)
-            for lease in reclaimed {
+            for case .lease(let lease) in reclaimed {
                 state.inUse -= 1
                 state.open -= 1
                 if case .session(let handle) = lease { sessions.append(handle) }
@@ -212,19 +219,12 @@ public final class PKCS11SessionPool: Sendable {
 
     // MARK: Leases
 
-    private enum Lease: Sendable {
-        /// An open, logged-in session.
-        case session(SessionHandle)
-        /// A free place in the pool: the holder opens a session in it.
-        case mustOpen
-    }
-
     private struct State {
         var idle: [SessionHandle] = []
         /// Sessions open or being opened, idle or not.
         var open = 0
         var inUse = 0
-        var waiters = SessionPoolWaiters<Lease>()
+        var waiters = Waiters()
         var isClosed = false
         var drainWaiters: [CheckedContinuation<Bool, Never>] = []
         /// Sessions handed to the thread pool to be closed, not closed yet: a closed pool is drained only once
@@ -241,33 +241,33 @@ public final class PKCS11SessionPool: Sendable {
     }
 
     private enum Admission {
-        case granted(Lease)
+        case granted(Grant)
         case refused(SessionPoolError)
         case queued(UInt64, cancelTimeout: @Sendable () -> Void)
     }
 
-    private func acquire() async throws -> Lease {
+    private func acquire(_ job: @escaping Job) async throws -> Grant {
         let admission = self.state.withLock { state -> Admission in
             if state.isClosed {
                 return .refused(SessionPoolError(code: .poolClosed, reason: "the HSM session pool is closed; the server is shutting down"))
             }
             if let handle = state.idle.popLast() {
                 state.inUse += 1
-                return .granted(.session(handle))
+                return .granted(.lease(.session(handle)))
             }
             if state.open < self.capacity {
                 state.open += 1
                 state.inUse += 1
-                return .granted(.mustOpen)
+                return .granted(.lease(.mustOpen))
             }
-            let id = state.waiters.register()
+            let id = state.waiters.register(job: job)
             // Started before the lock is let go: whoever sees the waiter (``statistics``) sees its timeout running.
             // Its expiry cannot run inside this call (a timer never fires from `scheduleTask` itself).
             return .queued(id, cancelTimeout: self.startAcquireTimeout(for: id))
         }
         switch admission {
-        case .granted(let lease):
-            return lease
+        case .granted(let grant):
+            return grant
         case .refused(let error):
             throw error
         case .queued(let id, let cancelTimeout):
@@ -301,17 +301,20 @@ public final class PKCS11SessionPool: Sendable {
     }
 
     /// Ends a wait with `result` unless it already ended.
-    private func resolveWaiter(_ id: UInt64, with result: Swift.Result<Lease, any Error>) {
+    private func resolveWaiter(_ id: UInt64, with result: Swift.Result<Grant, any Error>) {
         let continuation = self.state.withLock { $0.waiters.resolve(id, with: result) }
         continuation?.resume(with: result)
     }
 
     /// Returns a lease. `handle` is the session to reuse, or `nil` when none was opened; `discard` closes it.
-    private func release(_ handle: SessionHandle?, discard: Bool, discardIdle: Bool = false) {
+    /// - Parameter onPoolThread: whether the caller is a thread of the pool, which then does the job of the task
+    ///   the lease passes to (returned); otherwise that task is resumed with the lease.
+    @discardableResult
+    private func release(_ handle: SessionHandle?, discard: Bool, discardIdle: Bool = false, onPoolThread: Bool = false) -> Handover? {
         struct Next {
             var close: SessionHandle?
             var closeIdle: [SessionHandle] = []
-            var handOver: (SessionPoolWaiters<Lease>.Continuation, Lease)?
+            var handOver: Handover?
             var drained: [CheckedContinuation<Bool, Never>] = []
         }
         let next = self.state.withLock { state -> Next in
@@ -327,9 +330,9 @@ public final class PKCS11SessionPool: Sendable {
             }
             let lease = reusable.map(Lease.session) ?? .mustOpen
             // The place in the pool, and its inUse count, pass straight to the oldest waiter, if any.
-            let service = state.isClosed ? .nobodyWaiting : state.waiters.serveOldest(with: lease)
-            if case .resume(let continuation) = service {
-                next.handOver = (continuation, lease)
+            let service = state.isClosed ? .nobodyWaiting : state.waiters.serveOldest(with: .lease(lease))
+            if case .resume(let continuation, let job) = service {
+                next.handOver = Handover(continuation: continuation, job: job, lease: lease)
             }
             if case .nobodyWaiting = service {
                 state.inUse -= 1
@@ -353,12 +356,13 @@ public final class PKCS11SessionPool: Sendable {
                 self.closed(closing.count)
             }
         }
-        if let (continuation, lease) = next.handOver {
-            continuation.resume(returning: lease)
-        }
         for continuation in next.drained {
             continuation.resume(returning: true)
         }
+        guard let handOver = next.handOver else { return nil }
+        if onPoolThread { return handOver }
+        handOver.continuation.resume(returning: .lease(handOver.lease))
+        return nil
     }
 
     /// `count` sessions handed over to be closed are closed (or the thread pool refused the work).
@@ -379,18 +383,5 @@ public final class PKCS11SessionPool: Sendable {
                 try? token.closeSession(handle)
             }
         }
-    }
-
-    private static func openLoggedInSession(token: PKCS11Token, pin: PIN) throws -> SessionHandle {
-        let handle = try token.openSession()
-        do {
-            // Login belongs to the application; every new session checks it, which also restores it
-            // after the token dropped all sessions.
-            try PKCS11Session(token: token, handle: handle).login(pin)
-        } catch {
-            try? token.closeSession(handle)
-            throw error
-        }
-        return handle
     }
 }

@@ -9,7 +9,10 @@ import NIOPosix
 /// - `resolved`: given a lease or an error before its task suspended; the task takes it when it does.
 ///
 /// A resolved wait stays queued until its task collects the result, so a lease handed over early is never lost.
-struct SessionPoolWaiters<Lease> {
+///
+/// Each wait carries its `Job`, the work it waits to do, so that whoever serves a suspended wait can do that work
+/// itself (the pool does it on the thread that returned the session) instead of waking the task to do it.
+struct SessionPoolWaiters<Lease, Job> {
     typealias Continuation = CheckedContinuation<Lease, any Error>
 
     private enum Stage {
@@ -18,17 +21,17 @@ struct SessionPoolWaiters<Lease> {
         case resolved(Result<Lease, any Error>)
     }
 
-    private var waiters: [(id: UInt64, stage: Stage)] = []
+    private var waiters: [(id: UInt64, job: Job, stage: Stage)] = []
     private var nextID: UInt64 = 0
 
     /// Waits queued and not yet collected, resolved or not.
     var count: Int { self.waiters.count }
 
-    /// Queues a new wait. - Returns: its id.
-    mutating func register() -> UInt64 {
+    /// Queues a new wait for the chance to do `job`. - Returns: its id.
+    mutating func register(job: Job) -> UInt64 {
         let id = self.nextID
         self.nextID += 1
-        self.waiters.append((id, .registered))
+        self.waiters.append((id, job, .registered))
         return id
     }
 
@@ -75,8 +78,8 @@ struct SessionPoolWaiters<Lease> {
     enum Service {
         /// Nobody is waiting: the lease stays with the caller.
         case nobodyWaiting
-        /// The oldest waiter's task is suspended: resume it with the lease.
-        case resume(Continuation)
+        /// The oldest waiter's task is suspended: do its job with the lease and resume it, or resume it with the lease.
+        case resume(Continuation, Job)
         /// The oldest waiter was not yet suspended: it finds the lease when it suspends.
         case handedOver
     }
@@ -89,8 +92,8 @@ struct SessionPoolWaiters<Lease> {
         guard let index = waiting else { return .nobodyWaiting }
         switch self.waiters[index].stage {
         case .suspended(let continuation):
-            self.waiters.remove(at: index)
-            return .resume(continuation)
+            let job = self.waiters.remove(at: index).job
+            return .resume(continuation, job)
         default:
             self.waiters[index].stage = .resolved(.success(lease))
             return .handedOver
@@ -103,7 +106,7 @@ struct SessionPoolWaiters<Lease> {
     mutating func failAll(with error: any Error) -> (suspended: [Continuation], reclaimed: [Lease]) {
         var suspended: [Continuation] = []
         var reclaimed: [Lease] = []
-        var remaining: [(id: UInt64, stage: Stage)] = []
+        var remaining: [(id: UInt64, job: Job, stage: Stage)] = []
         for var waiter in self.waiters {
             switch waiter.stage {
             case .suspended(let continuation):

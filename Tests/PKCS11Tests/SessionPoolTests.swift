@@ -14,6 +14,7 @@ final class HeldExecutor: TaskExecutor {
     private struct State {
         var isOpen = true
         var held: [UnownedJob] = []
+        var running = 0
     }
 
     private let state = Mutex(State())
@@ -30,8 +31,15 @@ final class HeldExecutor: TaskExecutor {
     }
 
     private func run(_ job: UnownedJob) {
-        self.queue.async { job.runSynchronously(on: self.asUnownedTaskExecutor()) }
+        self.state.withLock { $0.running += 1 }
+        self.queue.async {
+            job.runSynchronously(on: self.asUnownedTaskExecutor())
+            self.state.withLock { $0.running -= 1 }
+        }
     }
+
+    /// Whether no job is queued or running: every task on it has suspended or ended.
+    var isIdle: Bool { self.state.withLock { $0.running == 0 } }
 
     func close() { self.state.withLock { $0.isOpen = false } }
 
@@ -128,6 +136,45 @@ struct SessionPoolTests {
         #expect(try await pool.withSession { (_: borrowing PKCS11Session) throws in 2 } == 2)
         executor.open()
         #expect(try await first.value == 1)
+        await pool.close()
+        try await threadPool.shutdownGracefully()
+    }
+
+    @Test("a waiting task's work is done by the thread that returned the session, before that task runs again")
+    func waitingWorkDoneOnThePoolThread() async throws {
+        let fixture = try SoftHSMFixture.shared()
+        let threadPool = NIOThreadPool(numberOfThreads: 2)
+        threadPool.start()
+        let pool = PKCS11SessionPool(
+            token: try fixture.token(), pin: fixture.pin(), configuration: .init(maximumSessions: 1, acquireTimeout: .seconds(3600)),
+            threadPool: threadPool)
+        let gate = Gate()
+        let lent = Mutex(false)
+        let first = Task {
+            try await pool.withSession { (_: borrowing PKCS11Session) throws in
+                lent.withLock { $0 = true }
+                gate.wait()
+            }
+        }
+        // Opened and logged in (C_Login derives the token's key: seconds on a loaded machine), and lent.
+        try await eventually("the only session is lent", limit: .seconds(60)) { lent.withLock { $0 } }
+        let executor = HeldExecutor()
+        let done = Mutex(false)
+        let waiting = Task(executorPreference: executor) {
+            // Once this task suspends for the session it cannot run again until the test lets it.
+            executor.close()
+            return try await pool.withSession { (_: borrowing PKCS11Session) throws in
+                done.withLock { $0 = true }
+                return 2
+            }
+        }
+        try await eventually("the second task waits, suspended", limit: .seconds(60)) { pool.statistics.waiting == 1 && executor.isIdle }
+        gate.open()
+        try await eventually("the waiting task's work is done while that task is held", limit: .seconds(60)) { done.withLock { $0 } }
+        #expect(pool.statistics == .init(capacity: 1, open: 1, inUse: 0, waiting: 0), "and the session is back")
+        executor.open()
+        #expect(try await waiting.value == 2)
+        try await first.value
         await pool.close()
         try await threadPool.shutdownGracefully()
     }

@@ -11,9 +11,9 @@ struct SessionPoolWaitersTests {
 
     @Test("a lease given before the task suspends is kept for it, and the next lease goes to the next wait, oldest first")
     func handedOverBeforeSuspending() throws {
-        var waiters = SessionPoolWaiters<Int>()
-        let first = waiters.register()
-        let second = waiters.register()
+        var waiters = SessionPoolWaiters<Int, String>()
+        let first = waiters.register(job: "first")
+        let second = waiters.register(job: "second")
         guard case .handedOver = waiters.serveOldest(with: 1) else { Issue.record("the first wait was not served"); return }
         guard case .handedOver = waiters.serveOldest(with: 2) else { Issue.record("the second lease did not skip the served wait"); return }
         guard case .nobodyWaiting = waiters.serveOldest(with: 3) else { Issue.record("a third lease found a wait"); return }
@@ -26,8 +26,8 @@ struct SessionPoolWaitersTests {
 
     @Test("a wait that ended (a timeout, a cancellation) is not served, and ends once")
     func resolvedWaitIsSkipped() throws {
-        var waiters = SessionPoolWaiters<Int>()
-        let timedOut = waiters.register()
+        var waiters = SessionPoolWaiters<Int, String>()
+        let timedOut = waiters.register(job: "timedOut")
         #expect(waiters.resolve(timedOut, with: .failure(Refused())) == nil, "not suspended: nothing to resume")
         #expect(waiters.resolve(timedOut, with: .success(9)) == nil, "a second end changes nothing")
         guard case .nobodyWaiting = waiters.serveOldest(with: 1) else { Issue.record("an ended wait was served"); return }
@@ -37,9 +37,9 @@ struct SessionPoolWaitersTests {
 
     @Test("failing every wait takes back the leases not yet collected; their tasks find the error")
     func failAllReclaims() throws {
-        var waiters = SessionPoolWaiters<Int>()
-        let served = waiters.register()
-        let waiting = waiters.register()
+        var waiters = SessionPoolWaiters<Int, String>()
+        let served = waiters.register(job: "served")
+        let waiting = waiters.register(job: "waiting")
         _ = waiters.serveOldest(with: 5)
         #expect(waiters.take(waiting) == nil, "still waiting")
         let (suspended, reclaimed) = waiters.failAll(with: Refused())
@@ -51,7 +51,7 @@ struct SessionPoolWaitersTests {
     }
 
     /// What wait `id`'s task finds when it suspends, for a wait that has already ended.
-    private static func collect(_ waiters: inout SessionPoolWaiters<Int>, _ id: UInt64) throws -> Int {
+    private static func collect(_ waiters: inout SessionPoolWaiters<Int, String>, _ id: UInt64) throws -> Int {
         guard let result = waiters.take(id) else {
             Issue.record("wait \(id) had not ended")
             return -1

@@ -1,0 +1,87 @@
+import NIOCore
+import Synchronization
+
+// The leases of ``PKCS11SessionPool`` and the jobs that use them: what a task asks of a session and what the
+// pool's threads do with it.
+extension PKCS11SessionPool {
+    enum Lease: Sendable {
+        /// An open, logged-in session.
+        case session(SessionHandle)
+        /// A free place in the pool: the holder opens a session in it.
+        case mustOpen
+    }
+
+    /// How a wait for a session ends well: with a lease, to do its job itself, or with its job done for it.
+    enum Grant: Sendable {
+        case lease(Lease)
+        case done
+    }
+
+    typealias Waiters = SessionPoolWaiters<Grant, Job>
+
+    /// A waiting task's job and the lease to do it with, taken from the queue by the thread that returned the
+    /// session, or the task's own job with its lease; `continuation` resumes the task once the job is done.
+    struct Handover {
+        var continuation: Waiters.Continuation
+        var job: Job
+        var lease: Lease
+    }
+
+    /// Where a job leaves what its body returned or threw, for the task that asked for it.
+    final class Outcome<Value: Sendable>: Sendable {
+        let value = Mutex<Swift.Result<Value, any Error>?>(nil)
+    }
+
+    /// What a lease's work gives back: its session (`nil` when none could be opened), and the error that ended it.
+    struct Returned {
+        var handle: SessionHandle?
+        var error: (any Error)?
+    }
+
+    /// The work of one ``withSession(_:)``: opens a session for a `.mustOpen` lease, runs `body` with it and puts
+    /// what it returned or threw in `outcome`. It runs on a thread of the pool, and does not return the session.
+    typealias Job = @Sendable (Lease) -> Returned
+
+    static func job<Result: Sendable>(
+        _ body: @escaping @Sendable (borrowing PKCS11Session) throws -> Result,
+        token: PKCS11Token,
+        pin: PIN,
+        outcome: Outcome<Result>
+    ) -> Job {
+        { lease in
+            let handle: SessionHandle
+            switch lease {
+            case .session(let existing):
+                handle = existing
+            case .mustOpen:
+                do {
+                    handle = try Self.openLoggedInSession(token: token, pin: pin)
+                } catch {
+                    outcome.value.withLock { $0 = .failure(error) }
+                    return Returned(handle: nil, error: error)
+                }
+            }
+            do {
+                let value = try body(PKCS11Session(token: token, handle: handle))
+                outcome.value.withLock { $0 = .success(value) }
+                return Returned(handle: handle, error: nil)
+            } catch {
+                outcome.value.withLock { $0 = .failure(error) }
+                return Returned(handle: handle, error: error)
+            }
+        }
+    }
+
+    static func openLoggedInSession(token: PKCS11Token, pin: PIN) throws -> SessionHandle {
+        let handle = try token.openSession()
+        do {
+            // Login belongs to the application; every new session checks it, which also restores it
+            // after the token dropped all sessions.
+            try PKCS11Session(token: token, handle: handle).login(pin)
+        } catch {
+            try? token.closeSession(handle)
+            throw error
+        }
+        return handle
+    }
+}
