@@ -43,7 +43,9 @@ public final class HSMRuntime: Sendable {
         let token = try self.module.token(label: configuration.tokenLabel)
         // One thread per session: a PKCS#11 call blocks its thread for as long as the token takes (a network HSM: a
         // round trip), so with fewer threads than sessions the sessions wait for threads, not for the token: two threads
-        // (this machine's cores) make at most 500 calls/s to a token that takes 4 ms, whatever max_sessions says.
+        // (this machine's cores) make at most 500 calls/s to a token that takes 4 ms, whatever max_sessions says. The pool
+        // also needs them so: a thread that returns a session goes on with the waiting signatures, and a lease queued
+        // by a task must find a thread free beside those (PKCS11SessionPool's init).
         self.threadPool = NIOThreadPool(numberOfThreads: max(2, System.coreCount, configuration.maximumSessions))
         self.threadPool.start()
         self.sessions = RecoveringSessionPool(

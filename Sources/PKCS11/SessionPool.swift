@@ -71,7 +71,9 @@ public final class PKCS11SessionPool: Sendable {
     ///   - pin: the user PIN. The pool keeps it (zeroed when the pool is released) to log in again after the
     ///     token drops every session, e.g. an HSM restart; it is passed to `C_Login` and nowhere else.
     ///   - configuration: capacity and acquire timeout.
-    ///   - threadPool: where the blocking PKCS#11 calls run; the caller starts and stops it.
+    ///   - threadPool: where the blocking PKCS#11 calls run; the caller starts and stops it. Give it at least as
+    ///     many threads as sessions: a thread that returns a session goes on with the waiting bodies (up to 64 in a
+    ///     row), so the pool's other work (a lease queued by a task, a session to close) needs threads beside them.
     ///   - timers: where the acquire timeout and the grace of ``close(timeout:)`` are measured: NIO's shared event
     ///     loops unless given (a test passes a loop or a clock whose time it moves).
     ///   - logger: where the pool reports sessions it drops after an error.
@@ -107,25 +109,30 @@ public final class PKCS11SessionPool: Sendable {
     ) async throws -> Result {
         let outcome = Outcome<Result>()
         let job = Self.job(body, token: self.token, pin: self.pin, outcome: outcome)
-        switch try await self.acquire(job) {
-        case .done:
-            // Done on the thread that returned the session, while this task waited (``runOnPoolThread(_:)``).
-            break
-        case .lease(let lease):
-            _ = try await withCheckedThrowingContinuation { (continuation: Waiters.Continuation) in
-                self.threadPool.submit { state in
-                    guard case .active = state else {
-                        // The thread pool refused the work: give the lease back untouched.
-                        switch lease {
-                        case .session(let handle): self.release(handle, discard: false)
-                        case .mustOpen: self.release(nil, discard: true)
+        try await withTaskCancellationHandler {
+            switch try await self.acquire(job) {
+            case .done:
+                // Done on the thread that returned the session, while this task waited (``runOnPoolThread(_:)``).
+                break
+            case .lease(let lease):
+                _ = try await withCheckedThrowingContinuation { (continuation: Waiters.Continuation) in
+                    self.threadPool.submit { state in
+                        guard case .active = state else {
+                            // The thread pool is shutting down: give the lease back untouched.
+                            switch lease {
+                            case .session(let handle): self.release(handle, discard: false)
+                            case .mustOpen: self.release(nil, discard: true)
+                            }
+                            continuation.resume(throwing: NIOThreadPoolError.ThreadPoolInactive())
+                            return
                         }
-                        continuation.resume(throwing: NIOThreadPoolError.ThreadPoolInactive())
-                        return
+                        self.runOnPoolThread(Handover(continuation: continuation, job: job, lease: lease))
                     }
-                    self.runOnPoolThread(Handover(continuation: continuation, job: job, lease: lease))
                 }
             }
+        } onCancel: {
+            // A body already begun runs to its end (a PKCS#11 call cannot be interrupted); one not yet begun is skipped.
+            outcome.cancelled.store(true, ordering: .relaxed)
         }
         guard let result = outcome.value.withLock({ $0 }) else {
             preconditionFailure("a session pool's job ended without a result")
@@ -140,26 +147,36 @@ public final class PKCS11SessionPool: Sendable {
     /// (docs/benchmarks.md, the network HSM).
     private func runOnPoolThread(_ first: Handover) {
         var next: Handover? = first
+        var done = 0
         while let current = next {
             let returned = current.job(current.lease)
+            done += 1
+            // Only a session that is fine goes on to the next waiting body on this thread, and only for so many in a
+            // row: after a failure (a session that would not open, a call that failed) the next waiting task is
+            // resumed with the lease as it was before, so a failing token is not hammered from one thread, and this
+            // thread goes back to the pool's other work (closing sessions, leases queued by tasks) now and then.
+            let goesOn = returned.error == nil && done < Self.longestRun
             if let error = returned.error {
-                next = self.release(returned.handle, after: error, onPoolThread: true)
+                next = self.giveBack(after: error, returned.handle, onPoolThread: goesOn)
             } else {
-                next = self.release(returned.handle, discard: false, onPoolThread: true)
+                next = self.giveBack(returned.handle, discard: false, onPoolThread: goesOn)
             }
             current.continuation.resume(returning: .done)
         }
     }
 
+    /// The most waiting bodies a thread does in a row before it lets the waiting task queue its own.
+    static let longestRun = 64
+
     /// Returns the lease of a call that failed with `error`: its session (`nil` when none could be opened) is
     /// closed when the error says it is gone, and with it the idle ones (when the token dropped one session it
     /// has usually dropped them all, a restart: the next requests must not each find a dead session).
-    private func release(_ handle: SessionHandle?, after error: any Error, onPoolThread: Bool) -> Handover? {
+    private func giveBack(after error: any Error, _ handle: SessionHandle?, onPoolThread: Bool) -> Handover? {
         let sessionIsGone = (error as? PKCS11Error)?.code.invalidatesSession ?? false
         if sessionIsGone {
             self.logger.warning("dropping PKCS#11 session after error", metadata: ["error": "\(error)"])
         }
-        return self.release(handle, discard: handle == nil || sessionIsGone, discardIdle: sessionIsGone, onPoolThread: onPoolThread)
+        return self.giveBack(handle, discard: handle == nil || sessionIsGone, discardIdle: sessionIsGone, onPoolThread: onPoolThread)
     }
 
     /// What the pool holds right now.
@@ -306,11 +323,17 @@ public final class PKCS11SessionPool: Sendable {
         continuation?.resume(with: result)
     }
 
+    /// Returns a lease from a task, not from a thread of the pool: the waiting task it passes to is resumed with it.
+    private func release(_ handle: SessionHandle?, discard: Bool) {
+        let handOver = self.giveBack(handle, discard: discard, onPoolThread: false)
+        assert(handOver == nil, "a lease given back off the pool's threads is handed to its next task, not taken")
+    }
+
     /// Returns a lease. `handle` is the session to reuse, or `nil` when none was opened; `discard` closes it.
-    /// - Parameter onPoolThread: whether the caller is a thread of the pool, which then does the job of the task
-    ///   the lease passes to (returned); otherwise that task is resumed with the lease.
-    @discardableResult
-    private func release(_ handle: SessionHandle?, discard: Bool, discardIdle: Bool = false, onPoolThread: Bool = false) -> Handover? {
+    /// - Parameter onPoolThread: whether the caller, a thread of the pool, does the job of the task the lease passes
+    ///   to: then it is returned, and the caller must do it and resume that task; otherwise that task is resumed with
+    ///   the lease.
+    private func giveBack(_ handle: SessionHandle?, discard: Bool, discardIdle: Bool = false, onPoolThread: Bool) -> Handover? {
         struct Next {
             var close: SessionHandle?
             var closeIdle: [SessionHandle] = []
@@ -331,7 +354,7 @@ public final class PKCS11SessionPool: Sendable {
             let lease = reusable.map(Lease.session) ?? .mustOpen
             // The place in the pool, and its inUse count, pass straight to the oldest waiter, if any.
             let service = state.isClosed ? .nobodyWaiting : state.waiters.serveOldest(with: .lease(lease))
-            if case .resume(let continuation, let job) = service {
+            if case .serve(let continuation, let job) = service {
                 next.handOver = Handover(continuation: continuation, job: job, lease: lease)
             }
             if case .nobodyWaiting = service {

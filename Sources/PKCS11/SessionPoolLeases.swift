@@ -19,17 +19,19 @@ extension PKCS11SessionPool {
 
     typealias Waiters = SessionPoolWaiters<Grant, Job>
 
-    /// A waiting task's job and the lease to do it with, taken from the queue by the thread that returned the
-    /// session, or the task's own job with its lease; `continuation` resumes the task once the job is done.
+    /// A job, the lease to do it with, and the continuation to resume with `.done` once it is done: a waiting task's,
+    /// taken from the queue by the thread that returned the session, or a task's own, with the lease it was granted.
     struct Handover {
         var continuation: Waiters.Continuation
         var job: Job
         var lease: Lease
     }
 
-    /// Where a job leaves what its body returned or threw, for the task that asked for it.
+    /// Where a job leaves what its body returned or threw, for the task that asked for it; and whether that task
+    /// was cancelled, so that a body not yet begun is skipped.
     final class Outcome<Value: Sendable>: Sendable {
         let value = Mutex<Swift.Result<Value, any Error>?>(nil)
+        let cancelled = Atomic<Bool>(false)
     }
 
     /// What a lease's work gives back: its session (`nil` when none could be opened), and the error that ended it.
@@ -49,6 +51,12 @@ extension PKCS11SessionPool {
         outcome: Outcome<Result>
     ) -> Job {
         { lease in
+            if outcome.cancelled.load(ordering: .relaxed) {
+                // The task gave up before its body began: the session goes back untouched, a place unopened is freed.
+                outcome.value.withLock { $0 = .failure(CancellationError()) }
+                if case .session(let existing) = lease { return Returned(handle: existing, error: CancellationError()) }
+                return Returned(handle: nil, error: CancellationError())
+            }
             let handle: SessionHandle
             switch lease {
             case .session(let existing):

@@ -6,19 +6,20 @@ import NIOPosix
 /// A wait has three stages, because the pool decides under its lock and resumes outside it:
 /// - `registered`: queued under the lock, its task not yet suspended (its timeout is already running);
 /// - `suspended`: its task waits on the continuation;
-/// - `resolved`: given a lease or an error before its task suspended; the task takes it when it does.
+/// - `resolved`: given a grant (the pool's: a lease) or an error before its task suspended; the task takes it when it
+///   does.
 ///
-/// A resolved wait stays queued until its task collects the result, so a lease handed over early is never lost.
+/// A resolved wait stays queued until its task collects the result, so a grant handed over early is never lost.
 ///
 /// Each wait carries its `Job`, the work it waits to do, so that whoever serves a suspended wait can do that work
 /// itself (the pool does it on the thread that returned the session) instead of waking the task to do it.
-struct SessionPoolWaiters<Lease, Job> {
-    typealias Continuation = CheckedContinuation<Lease, any Error>
+struct SessionPoolWaiters<Grant, Job> {
+    typealias Continuation = CheckedContinuation<Grant, any Error>
 
     private enum Stage {
         case registered
         case suspended(Continuation)
-        case resolved(Result<Lease, any Error>)
+        case resolved(Result<Grant, any Error>)
     }
 
     private var waiters: [(id: UInt64, job: Job, stage: Stage)] = []
@@ -38,13 +39,13 @@ struct SessionPoolWaiters<Lease, Job> {
     /// The task of wait `id` suspends on `continuation`.
     /// - Returns: the result to resume it with now, when the wait already ended (`CancellationError` when it was
     ///   cancelled and removed); `nil` when it is to wait.
-    mutating func suspend(_ id: UInt64, on continuation: Continuation) -> Result<Lease, any Error>? {
+    mutating func suspend(_ id: UInt64, on continuation: Continuation) -> Result<Grant, any Error>? {
         self.take(id, orSuspendOn: continuation)
     }
 
     /// The result of wait `id` when it has ended, which leaves the queue with it (`CancellationError` when it is not
     /// queued); otherwise `nil`, and the wait is suspended on `continuation` when one is given.
-    mutating func take(_ id: UInt64, orSuspendOn continuation: Continuation? = nil) -> Result<Lease, any Error>? {
+    mutating func take(_ id: UInt64, orSuspendOn continuation: Continuation? = nil) -> Result<Grant, any Error>? {
         guard let index = self.waiters.firstIndex(where: { $0.id == id }) else {
             return .failure(CancellationError())
         }
@@ -60,7 +61,7 @@ struct SessionPoolWaiters<Lease, Job> {
 
     /// Ends wait `id` with `result`, unless it already ended.
     /// - Returns: the continuation to resume with `result`, when its task is suspended.
-    mutating func resolve(_ id: UInt64, with result: Result<Lease, any Error>) -> Continuation? {
+    mutating func resolve(_ id: UInt64, with result: Result<Grant, any Error>) -> Continuation? {
         guard let index = self.waiters.firstIndex(where: { $0.id == id }) else { return nil }
         switch self.waiters[index].stage {
         case .registered:
@@ -74,18 +75,18 @@ struct SessionPoolWaiters<Lease, Job> {
         }
     }
 
-    /// What ``serveOldest(with:)`` did with a lease.
+    /// What ``serveOldest(with:)`` did with a grant (the pool's: a lease).
     enum Service {
-        /// Nobody is waiting: the lease stays with the caller.
+        /// Nobody is waiting: the grant stays with the caller.
         case nobodyWaiting
-        /// The oldest waiter's task is suspended: do its job with the lease and resume it, or resume it with the lease.
-        case resume(Continuation, Job)
-        /// The oldest waiter was not yet suspended: it finds the lease when it suspends.
+        /// The oldest waiter's task is suspended: do its job with the grant and resume it, or resume it with the grant.
+        case serve(Continuation, Job)
+        /// The oldest waiter was not yet suspended: it finds the grant when it suspends.
         case handedOver
     }
 
-    /// Gives `lease` to the oldest wait that has not ended.
-    mutating func serveOldest(with lease: Lease) -> Service {
+    /// Gives `grant` to the oldest wait that has not ended.
+    mutating func serveOldest(with grant: Grant) -> Service {
         let waiting = self.waiters.firstIndex {
             if case .resolved = $0.stage { false } else { true }
         }
@@ -93,27 +94,27 @@ struct SessionPoolWaiters<Lease, Job> {
         switch self.waiters[index].stage {
         case .suspended(let continuation):
             let job = self.waiters.remove(at: index).job
-            return .resume(continuation, job)
+            return .serve(continuation, job)
         default:
-            self.waiters[index].stage = .resolved(.success(lease))
+            self.waiters[index].stage = .resolved(.success(grant))
             return .handedOver
         }
     }
 
     /// Ends every wait with `error`.
-    /// - Returns: the suspended tasks' continuations, to resume with `error`; and the leases handed to waits whose
+    /// - Returns: the suspended tasks' continuations, to resume with `error`; and the grants handed to waits whose
     ///   tasks had not yet suspended, taken back (those tasks find `error` when they suspend).
-    mutating func failAll(with error: any Error) -> (suspended: [Continuation], reclaimed: [Lease]) {
+    mutating func failAll(with error: any Error) -> (suspended: [Continuation], reclaimed: [Grant]) {
         var suspended: [Continuation] = []
-        var reclaimed: [Lease] = []
+        var reclaimed: [Grant] = []
         var remaining: [(id: UInt64, job: Job, stage: Stage)] = []
         for var waiter in self.waiters {
             switch waiter.stage {
             case .suspended(let continuation):
                 suspended.append(continuation)
                 continue
-            case .resolved(.success(let lease)):
-                reclaimed.append(lease)
+            case .resolved(.success(let grant)):
+                reclaimed.append(grant)
             case .registered, .resolved(.failure):
                 break
             }

@@ -171,10 +171,83 @@ struct SessionPoolTests {
         try await eventually("the second task waits, suspended", limit: .seconds(60)) { pool.statistics.waiting == 1 && executor.isIdle }
         gate.open()
         try await eventually("the waiting task's work is done while that task is held", limit: .seconds(60)) { done.withLock { $0 } }
-        #expect(pool.statistics == .init(capacity: 1, open: 1, inUse: 0, waiting: 0), "and the session is back")
+        // The session goes back just after the body returns, on the same thread.
+        try await eventually("and the session is back", limit: .seconds(60)) { pool.statistics == .init(capacity: 1, open: 1, inUse: 0, waiting: 0) }
         executor.open()
         #expect(try await waiting.value == 2)
         try await first.value
+        await pool.close()
+        try await threadPool.shutdownGracefully()
+    }
+
+    @Test("after a body that failed, the next waiting task is resumed with the lease, not served on the failing thread")
+    func noRunAfterAFailure() async throws {
+        struct Failed: Error {}
+        let fixture = try SoftHSMFixture.shared()
+        // One thread: once work queued behind the failed body has run, the thread has finished whatever it went on with.
+        let threadPool = NIOThreadPool(numberOfThreads: 1)
+        threadPool.start()
+        let pool = PKCS11SessionPool(
+            token: try fixture.token(), pin: fixture.pin(), configuration: .init(maximumSessions: 1, acquireTimeout: .seconds(3600)),
+            threadPool: threadPool)
+        let gate = Gate()
+        let lent = Mutex(false)
+        let first = Task {
+            try await pool.withSession { (_: borrowing PKCS11Session) throws in
+                lent.withLock { $0 = true }
+                gate.wait()
+                throw Failed()
+            }
+        }
+        try await eventually("the only session is lent", limit: .seconds(60)) { lent.withLock { $0 } }
+        let executor = HeldExecutor()
+        let done = Mutex(false)
+        let waiting = Task(executorPreference: executor) {
+            executor.close()
+            return try await pool.withSession { (_: borrowing PKCS11Session) throws in
+                done.withLock { $0 = true }
+                return 2
+            }
+        }
+        try await eventually("the second task waits, suspended", limit: .seconds(60)) { pool.statistics.waiting == 1 && executor.isIdle }
+        gate.open()
+        await #expect(throws: Failed.self) { try await first.value }
+        try await threadPool.runIfActive {}
+        #expect(!done.withLock { $0 }, "the failing thread did not go on with the waiting body")
+        #expect(pool.statistics == .init(capacity: 1, open: 1, inUse: 1, waiting: 0), "the lease is the waiting task's")
+        executor.open()
+        #expect(try await waiting.value == 2)
+        await pool.close()
+        try await threadPool.shutdownGracefully()
+    }
+
+    @Test("a task cancelled before its body began: the body is skipped, the place given back, the task gets CancellationError")
+    func cancelledBeforeTheBody() async throws {
+        let fixture = try SoftHSMFixture.shared()
+        let threadPool = NIOThreadPool(numberOfThreads: 1)
+        threadPool.start()
+        let pool = PKCS11SessionPool(
+            token: try fixture.token(), pin: fixture.pin(), configuration: .init(maximumSessions: 2, acquireTimeout: .seconds(3600)),
+            threadPool: threadPool)
+        let gate = Gate()
+        let lent = Mutex(false)
+        // The pool's only thread is busy with the first body, so the second's work waits in the thread pool's queue.
+        let first = Task {
+            try await pool.withSession { (_: borrowing PKCS11Session) throws in
+                lent.withLock { $0 = true }
+                gate.wait()
+            }
+        }
+        try await eventually("the first session is lent", limit: .seconds(60)) { lent.withLock { $0 } }
+        let ran = Mutex(false)
+        let second = Task { try await pool.withSession { (_: borrowing PKCS11Session) throws in ran.withLock { $0 = true } } }
+        try await eventually("the second place is lent", limit: .seconds(60)) { pool.statistics.inUse == 2 }
+        second.cancel()
+        gate.open()
+        await #expect(throws: CancellationError.self) { try await second.value }
+        #expect(!ran.withLock { $0 }, "the body was skipped")
+        try await first.value
+        #expect(pool.statistics == .init(capacity: 2, open: 1, inUse: 0, waiting: 0), "no session was opened for it")
         await pool.close()
         try await threadPool.shutdownGracefully()
     }
