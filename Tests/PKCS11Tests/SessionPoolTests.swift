@@ -140,85 +140,88 @@ struct SessionPoolTests {
         try await threadPool.shutdownGracefully()
     }
 
+    /// A pool of one session lent to a first task, whose body waits at `gate` and then returns or throws `failure`,
+    /// and a second task waiting for that session, suspended on an executor the test holds (its body sets `done`).
+    final class HeldWait: Sendable {
+        struct Failed: Error {}
+
+        /// Whether the waiting task's body ran.
+        final class Flag: Sendable {
+            private let value = Mutex(false)
+            func set() { self.value.withLock { $0 = true } }
+            var isSet: Bool { self.value.withLock { $0 } }
+        }
+
+        let threadPool: NIOThreadPool
+        let pool: PKCS11SessionPool
+        let gate = Gate()
+        let executor = HeldExecutor()
+        let done = Flag()
+        let first: Task<Void, any Error>
+        let waiting: Task<Int, any Error>
+
+        init(threads: Int, firstFails: Bool) async throws {
+            let fixture = try SoftHSMFixture.shared()
+            self.threadPool = NIOThreadPool(numberOfThreads: threads)
+            self.threadPool.start()
+            let pool = PKCS11SessionPool(
+                token: try fixture.token(), pin: fixture.pin(), configuration: .init(maximumSessions: 1, acquireTimeout: .seconds(3600)),
+                threadPool: self.threadPool)
+            self.pool = pool
+            let (gate, executor, done) = (self.gate, self.executor, self.done)
+            let lent = Flag()
+            self.first = Task {
+                try await pool.withSession { (_: borrowing PKCS11Session) throws in
+                    lent.set()
+                    gate.wait()
+                    if firstFails { throw Failed() }
+                }
+            }
+            // Opened and logged in (C_Login derives the token's key: seconds on a loaded machine), and lent.
+            try await eventually("the only session is lent", limit: .seconds(60)) { lent.isSet }
+            self.waiting = Task(executorPreference: executor) {
+                // Once this task suspends for the session it cannot run again until the test lets it.
+                executor.close()
+                return try await pool.withSession { (_: borrowing PKCS11Session) throws in
+                    done.set()
+                    return 2
+                }
+            }
+            try await eventually("the second task waits, suspended", limit: .seconds(60)) { pool.statistics.waiting == 1 && executor.isIdle }
+        }
+
+        /// Lets the held task run, checks it got its body's value, and closes everything.
+        func finish() async throws {
+            self.executor.open()
+            #expect(try await self.waiting.value == 2)
+            await self.pool.close()
+            try await self.threadPool.shutdownGracefully()
+        }
+    }
+
     @Test("a waiting task's work is done by the thread that returned the session, before that task runs again")
     func waitingWorkDoneOnThePoolThread() async throws {
-        let fixture = try SoftHSMFixture.shared()
-        let threadPool = NIOThreadPool(numberOfThreads: 2)
-        threadPool.start()
-        let pool = PKCS11SessionPool(
-            token: try fixture.token(), pin: fixture.pin(), configuration: .init(maximumSessions: 1, acquireTimeout: .seconds(3600)),
-            threadPool: threadPool)
-        let gate = Gate()
-        let lent = Mutex(false)
-        let first = Task {
-            try await pool.withSession { (_: borrowing PKCS11Session) throws in
-                lent.withLock { $0 = true }
-                gate.wait()
-            }
-        }
-        // Opened and logged in (C_Login derives the token's key: seconds on a loaded machine), and lent.
-        try await eventually("the only session is lent", limit: .seconds(60)) { lent.withLock { $0 } }
-        let executor = HeldExecutor()
-        let done = Mutex(false)
-        let waiting = Task(executorPreference: executor) {
-            // Once this task suspends for the session it cannot run again until the test lets it.
-            executor.close()
-            return try await pool.withSession { (_: borrowing PKCS11Session) throws in
-                done.withLock { $0 = true }
-                return 2
-            }
-        }
-        try await eventually("the second task waits, suspended", limit: .seconds(60)) { pool.statistics.waiting == 1 && executor.isIdle }
-        gate.open()
-        try await eventually("the waiting task's work is done while that task is held", limit: .seconds(60)) { done.withLock { $0 } }
+        let held = try await HeldWait(threads: 2, firstFails: false)
+        held.gate.open()
+        try await eventually("the waiting task's work is done while that task is held", limit: .seconds(60)) { held.done.isSet }
         // The session goes back just after the body returns, on the same thread.
-        try await eventually("and the session is back", limit: .seconds(60)) { pool.statistics == .init(capacity: 1, open: 1, inUse: 0, waiting: 0) }
-        executor.open()
-        #expect(try await waiting.value == 2)
-        try await first.value
-        await pool.close()
-        try await threadPool.shutdownGracefully()
+        try await eventually("and the session is back", limit: .seconds(60)) {
+            held.pool.statistics == .init(capacity: 1, open: 1, inUse: 0, waiting: 0)
+        }
+        try await held.first.value
+        try await held.finish()
     }
 
     @Test("after a body that failed, the next waiting task is resumed with the lease, not served on the failing thread")
     func noRunAfterAFailure() async throws {
-        struct Failed: Error {}
-        let fixture = try SoftHSMFixture.shared()
         // One thread: once work queued behind the failed body has run, the thread has finished whatever it went on with.
-        let threadPool = NIOThreadPool(numberOfThreads: 1)
-        threadPool.start()
-        let pool = PKCS11SessionPool(
-            token: try fixture.token(), pin: fixture.pin(), configuration: .init(maximumSessions: 1, acquireTimeout: .seconds(3600)),
-            threadPool: threadPool)
-        let gate = Gate()
-        let lent = Mutex(false)
-        let first = Task {
-            try await pool.withSession { (_: borrowing PKCS11Session) throws in
-                lent.withLock { $0 = true }
-                gate.wait()
-                throw Failed()
-            }
-        }
-        try await eventually("the only session is lent", limit: .seconds(60)) { lent.withLock { $0 } }
-        let executor = HeldExecutor()
-        let done = Mutex(false)
-        let waiting = Task(executorPreference: executor) {
-            executor.close()
-            return try await pool.withSession { (_: borrowing PKCS11Session) throws in
-                done.withLock { $0 = true }
-                return 2
-            }
-        }
-        try await eventually("the second task waits, suspended", limit: .seconds(60)) { pool.statistics.waiting == 1 && executor.isIdle }
-        gate.open()
-        await #expect(throws: Failed.self) { try await first.value }
-        try await threadPool.runIfActive {}
-        #expect(!done.withLock { $0 }, "the failing thread did not go on with the waiting body")
-        #expect(pool.statistics == .init(capacity: 1, open: 1, inUse: 1, waiting: 0), "the lease is the waiting task's")
-        executor.open()
-        #expect(try await waiting.value == 2)
-        await pool.close()
-        try await threadPool.shutdownGracefully()
+        let held = try await HeldWait(threads: 1, firstFails: true)
+        held.gate.open()
+        await #expect(throws: HeldWait.Failed.self) { try await held.first.value }
+        try await held.threadPool.runIfActive {}
+        #expect(!held.done.isSet, "the failing thread did not go on with the waiting body")
+        #expect(held.pool.statistics == .init(capacity: 1, open: 1, inUse: 1, waiting: 0), "the lease is the waiting task's")
+        try await held.finish()
     }
 
     @Test("a task cancelled before its body began: the body is skipped, the place given back, the task gets CancellationError")
