@@ -51,32 +51,18 @@ extension PKCS11SessionPool {
         outcome: Outcome<Result>
     ) -> Job {
         { lease in
-            if outcome.cancelled.load(ordering: .relaxed) {
-                // The task gave up before its body began: the session goes back untouched, a place unopened is freed.
-                outcome.value.withLock { $0 = .failure(CancellationError()) }
-                if case .session(let existing) = lease { return Returned(handle: existing, error: CancellationError()) }
-                return Returned(handle: nil, error: CancellationError())
+            var handle: SessionHandle?
+            if case .session(let existing) = lease { handle = existing }
+            let result = Swift.Result<Result, any Error> {
+                // A task that gave up before its body began: the session goes back untouched, a place unopened is freed.
+                if outcome.cancelled.load(ordering: .relaxed) { throw CancellationError() }
+                let session = try handle ?? Self.openLoggedInSession(token: token, pin: pin)
+                handle = session
+                return try body(PKCS11Session(token: token, handle: session))
             }
-            let handle: SessionHandle
-            switch lease {
-            case .session(let existing):
-                handle = existing
-            case .mustOpen:
-                do {
-                    handle = try Self.openLoggedInSession(token: token, pin: pin)
-                } catch {
-                    outcome.value.withLock { $0 = .failure(error) }
-                    return Returned(handle: nil, error: error)
-                }
-            }
-            do {
-                let value = try body(PKCS11Session(token: token, handle: handle))
-                outcome.value.withLock { $0 = .success(value) }
-                return Returned(handle: handle, error: nil)
-            } catch {
-                outcome.value.withLock { $0 = .failure(error) }
-                return Returned(handle: handle, error: error)
-            }
+            outcome.value.withLock { $0 = result }
+            guard case .failure(let error) = result else { return Returned(handle: handle, error: nil) }
+            return Returned(handle: handle, error: error)
         }
     }
 
