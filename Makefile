@@ -147,13 +147,12 @@ BENCH_DIR   ?= $(CURDIR)/.build-bench
 BENCH_FLAGS ?= --duration 10s --warmup 2s
 BENCH_ENV   := SOFTHSM2_CONF=$(BENCH_DIR)/hsm/softhsm2.conf COUNTERSIGN_PKCS11_MODULE=$(PKCS11_MODULE) \
 	COUNTERSIGN_TOKEN_LABEL=countersign-bench COUNTERSIGN_HSM_PIN=$(DEV_HSM_PIN)
-# The "network HSM" scenario: the token behind the latency-injecting module the package builds (docs/benchmarks.md).
-NETWORK_HSM := COUNTERSIGN_PKCS11_MODULE=$(CURDIR)/.build/release/libCountersignLatencyPKCS11.so COUNTERSIGN_LATENCY_MODULE=$(PKCS11_MODULE) \
-	COUNTERSIGN_LATENCY_MS=4
+# The "network HSM" scenarios: the token behind the latency-injecting module the package builds (docs/benchmarks.md);
+# each sets COUNTERSIGN_LATENCY_MS, the delay per C_Sign.
+NETWORK_HSM := COUNTERSIGN_PKCS11_MODULE=$(CURDIR)/.build/release/libCountersignLatencyPKCS11.so COUNTERSIGN_LATENCY_MODULE=$(PKCS11_MODULE)
 BENCH_TARGET := COUNTERSIGN_SERVER=127.0.0.1:7700 COUNTERSIGN_CREDENTIAL=$(BENCH_DIR)/data/admin.credential \
 	.build/release/countersign bench --http 127.0.0.1:7780
 BENCH_CLI   := $(BENCH_ENV) $(BENCH_TARGET)
-NETWORK_CLI := $(BENCH_ENV) $(NETWORK_HSM) $(BENCH_TARGET)
 
 # The release binaries the benchmarks run, product by product: a bare `swift build` also builds the dependencies' examples.
 release: setup
@@ -178,19 +177,18 @@ bench: release
 	echo "== software tier, 32 agents, time-ordered keys" | tee -a $$out; \
 	$(BENCH_CLI) --mix micro=1 --agents 32 --connections 32 --depth 2 --keys time-ordered $(BENCH_FLAGS) | tee -a $$out || status=1; \
 	pid=$$(cat $(BENCH_DIR)/server.pid); kill $$pid; while kill -0 $$pid 2>/dev/null; do sleep 0.1; done; \
-	echo "== network HSM: the same server and token behind a 4 ms C_Sign, 16 sessions (ceiling 4,000 signatures/s)" | tee -a $$out; \
 	sed 's/max_sessions: 8/max_sessions: 16/' hsm-config/bench.yaml > $(BENCH_DIR)/network-hsm.yaml; \
-	$(BENCH_ENV) $(NETWORK_HSM) .build/release/countersignd serve --config $(BENCH_DIR)/network-hsm.yaml --data-dir $(BENCH_DIR)/data \
-		--log-level warning 2>>$(BENCH_DIR)/server.log & echo $$! > $(BENCH_DIR)/server.pid; \
-	for i in $$(seq 100); do curl -sf http://127.0.0.1:7780/healthz >/dev/null && break; sleep 0.1; done; \
-	$(NETWORK_CLI) --baseline --threads 16 --connections 16 --depth 8 --mix high=1 --at-half $(BENCH_FLAGS) | tee -a $$out || status=1; \
-	pid=$$(cat $(BENCH_DIR)/server.pid); kill $$pid; while kill -0 $$pid 2>/dev/null; do sleep 0.1; done; \
-	echo "== network HSM at 16 ms: 16 sessions, a ceiling of 1,000 signatures/s that leaves the CPU to spare" | tee -a $$out; \
-	$(BENCH_ENV) $(NETWORK_HSM) COUNTERSIGN_LATENCY_MS=16 .build/release/countersignd serve --config $(BENCH_DIR)/network-hsm.yaml \
-		--data-dir $(BENCH_DIR)/data --log-level warning 2>>$(BENCH_DIR)/server.log & echo $$! > $(BENCH_DIR)/server.pid; \
-	for i in $$(seq 100); do curl -sf http://127.0.0.1:7780/healthz >/dev/null && break; sleep 0.1; done; \
-	$(BENCH_ENV) $(NETWORK_HSM) COUNTERSIGN_LATENCY_MS=16 $(BENCH_TARGET) --baseline --threads 16 --connections 16 --depth 8 --mix high=1 $(BENCH_FLAGS) | tee -a $$out || status=1; \
-	pid=$$(cat $(BENCH_DIR)/server.pid); kill $$pid; while kill -0 $$pid 2>/dev/null; do sleep 0.1; done; \
+	for ms in 4 16; do \
+		if [ $$ms = 4 ]; then half=--at-half; title="network HSM: the same server and token behind a 4 ms C_Sign, 16 sessions (ceiling 4,000 signatures/s)"; \
+		else half=; title="network HSM at 16 ms: 16 sessions, a ceiling of 1,000 signatures/s that leaves the CPU to spare"; fi; \
+		echo "== $$title" | tee -a $$out; \
+		$(BENCH_ENV) $(NETWORK_HSM) COUNTERSIGN_LATENCY_MS=$$ms .build/release/countersignd serve --config $(BENCH_DIR)/network-hsm.yaml \
+			--data-dir $(BENCH_DIR)/data --log-level warning 2>>$(BENCH_DIR)/server.log & echo $$! > $(BENCH_DIR)/server.pid; \
+		for i in $$(seq 100); do curl -sf http://127.0.0.1:7780/healthz >/dev/null && break; sleep 0.1; done; \
+		$(BENCH_ENV) $(NETWORK_HSM) COUNTERSIGN_LATENCY_MS=$$ms $(BENCH_TARGET) --baseline --threads 16 --connections 16 --depth 8 --mix high=1 $$half \
+			$(BENCH_FLAGS) | tee -a $$out || status=1; \
+		pid=$$(cat $(BENCH_DIR)/server.pid); kill $$pid; while kill -0 $$pid 2>/dev/null; do sleep 0.1; done; \
+	done; \
 	BENCH_FLAGS="$(BENCH_FLAGS)" ./hsm-config/bench-cluster.sh | tee -a $$out || status=1; \
 	echo; ./hsm-config/bench-table.sh < $$out; exit $$status
 
