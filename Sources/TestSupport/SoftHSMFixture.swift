@@ -3,7 +3,15 @@ import PKCS11
 
 /// A fresh SoftHSM2 set-up for one test process: a temporary token directory with its own
 /// `softhsm2.conf`, tokens made by the project's own `hsm-config/init-token.sh`, and the module loaded
-/// with `SOFTHSM2_CONF` pointing there.
+/// with `SOFTHSM2_CONF` pointing there; and a second directory, with a token of its own, for child processes.
+///
+/// The child processes' token is in a directory the test process's module never reads. SoftHSM 2.6 reads
+/// every token of its directory (`C_GetTokenInfo` on each slot, which finding a token by label does), and
+/// when another process rewrites a token's files meanwhile, it may find one half written: from then on that
+/// token answers `CKR_GENERAL_ERROR` in this process until the module is initialized again (measured: a
+/// reader calling `C_GetTokenInfo` in a loop beside `pkcs11-tool` making, deleting and failing to log in to
+/// keys on another token of the same directory failed for good within seconds). A token of its own in the
+/// same directory is not enough: every later lookup by label in the test process would fail.
 ///
 /// SoftHSM reads its configuration once, in `C_Initialize`, and `C_Initialize` belongs to the process,
 /// so there is one fixture per process: ``shared()``. Tests keep out of each other's way by labelling
@@ -14,18 +22,20 @@ public final class SoftHSMFixture: Sendable {
     /// A second token that nobody logs in to, so a wrong PIN is judged by the token rather than answered
     /// with `CKR_USER_ALREADY_LOGGED_IN`.
     public static let untouchedTokenLabel = "countersign-test-untouched"
-    /// The token that child processes (the `countersign` CLI) use, so their writes never race the test
-    /// process's own view of the signing token.
+    /// The token that child processes (the `countersign` CLI) use, in ``childConfigurationFile``'s directory.
     public static let cliTokenLabel = "countersign-test-cli"
-    /// The token of the `countersignd` processes, apart from the CLI's: SoftHSM's object store is not safe
-    /// for two processes creating objects on one token at once.
+    /// The token of the `countersignd` processes, which their tests make in a directory of their own: SoftHSM's
+    /// object store is not safe for two processes creating objects on one token at once.
     public static let daemonTokenLabel = "countersign-test-daemon"
 
     public let directory: URL
+    /// The test process's SoftHSM configuration: the signing token and the untouched one.
     public let configurationFile: URL
+    /// The child processes' SoftHSM configuration (``environment(pin:)``): the CLI's token, in another directory.
+    public let childConfigurationFile: URL
     public let modulePath: String
     public let module: PKCS11Module
-    /// The user PIN of both tokens, made up per run.
+    /// The user PIN of every token, made up per run.
     public let userPIN: String
 
     public static func shared() throws -> SoftHSMFixture {
@@ -44,10 +54,13 @@ public final class SoftHSMFixture: Sendable {
             .appendingPathComponent("countersign-tests-\(ProcessInfo.processInfo.processIdentifier)-\(UUID().uuidString.prefix(8))")
         self.userPIN = "test-" + UUID().uuidString.prefix(12)
         let soPIN = "so-" + UUID().uuidString.prefix(12)
-        for label in [Self.tokenLabel, Self.untouchedTokenLabel, Self.cliTokenLabel, Self.daemonTokenLabel] {
+        for label in [Self.tokenLabel, Self.untouchedTokenLabel] {
             try Self.initializeToken(in: self.directory, label: label, soPIN: soPIN, userPIN: self.userPIN, module: self.modulePath)
         }
+        let children = self.directory.appendingPathComponent("children")
+        try Self.initializeToken(in: children, label: Self.cliTokenLabel, soPIN: soPIN, userPIN: self.userPIN, module: self.modulePath)
         self.configurationFile = self.directory.appendingPathComponent("softhsm2.conf")
+        self.childConfigurationFile = children.appendingPathComponent("softhsm2.conf")
         setenv("SOFTHSM2_CONF", self.configurationFile.path, 1)
         self.module = try PKCS11Module.load(path: self.modulePath)
     }
@@ -61,10 +74,10 @@ public final class SoftHSMFixture: Sendable {
         PIN(self.userPIN)
     }
 
-    /// The environment a child process (the `countersign` CLI) needs to reach the fixture's token.
+    /// The environment a child process (the `countersign` CLI) needs to reach its token (``cliTokenLabel``).
     public func environment(pin: String? = nil) -> [String: String] {
         var environment = ProcessInfo.processInfo.environment
-        environment["SOFTHSM2_CONF"] = self.configurationFile.path
+        environment["SOFTHSM2_CONF"] = self.childConfigurationFile.path
         environment["COUNTERSIGN_PKCS11_MODULE"] = self.modulePath
         environment["COUNTERSIGN_TOKEN_LABEL"] = Self.cliTokenLabel
         environment["COUNTERSIGN_HSM_PIN"] = pin ?? self.userPIN

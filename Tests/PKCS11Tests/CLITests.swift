@@ -1,10 +1,21 @@
 import Foundation
+import PKCS11
 import TestSupport
 import Testing
 
 @Suite("countersign hsm", .serialized)
 struct CLITests {
     let countersign = ProcessResult.builtProduct("countersign")
+
+    @Test("the CLI's token is in a directory this process's module never reads: SoftHSM's files are not safe to share with a writing child")
+    func childProcessesHaveADirectoryOfTheirOwn() throws {
+        let fixture = try SoftHSMFixture.shared()
+        let labels = try fixture.module.tokens().map(\.info.label)
+        #expect(labels.contains(SoftHSMFixture.tokenLabel))
+        #expect(!labels.contains(SoftHSMFixture.cliTokenLabel), "\(labels)")
+        #expect(fixture.environment()["SOFTHSM2_CONF"] == fixture.childConfigurationFile.path)
+        #expect(fixture.childConfigurationFile.deletingLastPathComponent() != fixture.configurationFile.deletingLastPathComponent())
+    }
 
     @Test("selftest succeeds on the fixture token and prints each step")
     func selftest() async throws {
