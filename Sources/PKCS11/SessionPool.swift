@@ -20,40 +20,6 @@ import Synchronization
 /// task's executor. A session whose call reports that it is gone (token removed,
 /// session invalid, logged out) is closed and replaced by a fresh, logged-in one on the next lease.
 public final class PKCS11SessionPool: Sendable {
-    /// How many sessions a pool opens and how long a task waits for one.
-    public struct Configuration: Sendable, Hashable {
-        /// The most sessions the pool opens; lowered to the token's own limit when that is smaller.
-        public var maximumSessions: Int
-        /// How long a task waits for a free session before it is refused.
-        public var acquireTimeout: Duration
-
-        /// Defaults: at most 16 sessions, and a task waits at most 2 seconds. The pool treats a `maximumSessions` below 1 as 1.
-        public init(maximumSessions: Int = 16, acquireTimeout: Duration = .seconds(2)) {
-            self.maximumSessions = maximumSessions
-            self.acquireTimeout = acquireTimeout
-        }
-    }
-
-    /// A snapshot of the pool, for metrics and health checks.
-    public struct Statistics: Sendable, Hashable {
-        /// The most sessions the pool will have open at once (``PKCS11SessionPool/capacity``).
-        public var capacity: Int
-        /// Sessions open or being opened, idle or lent.
-        public var open: Int
-        /// Leases out now: sessions lent to a task, or being opened for one.
-        public var inUse: Int
-        /// Tasks waiting for a session to come back.
-        public var waiting: Int
-
-        /// A snapshot with these counts; pools make their own, see ``PKCS11SessionPool/statistics``.
-        public init(capacity: Int, open: Int, inUse: Int, waiting: Int) {
-            self.capacity = capacity
-            self.open = open
-            self.inUse = inUse
-            self.waiting = waiting
-        }
-    }
-
     /// The token whose sessions the pool lends.
     public let token: PKCS11Token
     /// The most sessions this pool will have open at once.
@@ -72,8 +38,9 @@ public final class PKCS11SessionPool: Sendable {
     ///     token drops every session, e.g. an HSM restart; it is passed to `C_Login` and nowhere else.
     ///   - configuration: capacity and acquire timeout.
     ///   - threadPool: where the blocking PKCS#11 calls run; the caller starts and stops it. Give it at least as
-    ///     many threads as sessions: a thread that returns a session goes on with the waiting bodies (up to 64 in a
-    ///     row), so the pool's other work (a lease queued by a task, a session to close) needs threads beside them.
+    ///     many threads as sessions (the pool logs a warning when it has fewer): a thread that returns a session goes
+    ///     on with the waiting bodies (up to 64 in a row), so the pool's other work (a lease queued by a task, a
+    ///     session to close) needs threads beside them.
     ///   - timers: where the acquire timeout and the grace of ``close(timeout:)`` are measured: NIO's shared event
     ///     loops unless given (a test passes a loop or a clock whose time it moves).
     ///   - logger: where the pool reports sessions it drops after an error.
@@ -96,6 +63,11 @@ public final class PKCS11SessionPool: Sendable {
             capacity = min(capacity, tokenLimit)
         }
         self.capacity = capacity
+        if threadPool.numberOfThreads < capacity {
+            logger.warning(
+                "the HSM session pool has fewer threads than sessions: a session lent while every thread is busy waits for one",
+                metadata: ["threads": "\(threadPool.numberOfThreads)", "sessions": "\(capacity)"])
+        }
     }
 
     /// Lends a logged-in session to `body`, which runs on the thread pool.
