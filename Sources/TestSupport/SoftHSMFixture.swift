@@ -9,9 +9,9 @@ import PKCS11
 /// every token of its directory (`C_GetTokenInfo` on each slot, which finding a token by label does), and
 /// when another process rewrites a token's files meanwhile, it may find one half written: from then on that
 /// token answers `CKR_GENERAL_ERROR` in this process until the module is initialized again (measured: a
-/// reader calling `C_GetTokenInfo` in a loop beside `pkcs11-tool` making, deleting and failing to log in to
-/// keys on another token of the same directory failed for good within seconds). A token of its own in the
-/// same directory is not enough: every later lookup by label in the test process would fail.
+/// reader calling `C_GetTokenInfo` in a loop beside `pkcs11-tool` making and deleting keys on another token
+/// of the same directory failed for good within seconds; beside failed logins, now and then). A token of its
+/// own in the same directory is not enough: every later lookup by label in the test process would fail.
 ///
 /// SoftHSM reads its configuration once, in `C_Initialize`, and `C_Initialize` belongs to the process,
 /// so there is one fixture per process: ``shared()``. Tests keep out of each other's way by labelling
