@@ -55,10 +55,10 @@ public final class SoftHSMFixture: Sendable {
         self.userPIN = "test-" + UUID().uuidString.prefix(12)
         let soPIN = "so-" + UUID().uuidString.prefix(12)
         for label in [Self.tokenLabel, Self.untouchedTokenLabel] {
-            try Self.initializeToken(in: self.directory, label: label, soPIN: soPIN, userPIN: self.userPIN, module: self.modulePath)
+            try Self.initializeTokenBlocking(in: self.directory, label: label, soPIN: soPIN, userPIN: self.userPIN, module: self.modulePath)
         }
         let children = self.directory.appendingPathComponent("children")
-        try Self.initializeToken(in: children, label: Self.cliTokenLabel, soPIN: soPIN, userPIN: self.userPIN, module: self.modulePath)
+        try Self.initializeTokenBlocking(in: children, label: Self.cliTokenLabel, soPIN: soPIN, userPIN: self.userPIN, module: self.modulePath)
         self.configurationFile = self.directory.appendingPathComponent("softhsm2.conf")
         self.childConfigurationFile = children.appendingPathComponent("softhsm2.conf")
         setenv("SOFTHSM2_CONF", self.configurationFile.path, 1)
@@ -85,17 +85,36 @@ public final class SoftHSMFixture: Sendable {
         return environment
     }
 
-    /// Runs `hsm-config/init-token.sh` for one token in `directory`.
+    /// Runs `hsm-config/init-token.sh` for one token in `directory`, on a thread of its own: `softhsm2-util` takes a
+    /// second or more on a loaded machine, and a test that blocked one of Swift's cooperative threads (two on this
+    /// machine) for it would stall every in-process server meanwhile (handshakes timed out in other tests so).
     @discardableResult
-    public static func initializeToken(in directory: URL, label: String, soPIN: String, userPIN: String, module: String) throws -> ProcessResult {
-        let script = Self.repositoryRoot.appendingPathComponent("hsm-config/init-token.sh")
+    public static func initializeToken(in directory: URL, label: String, soPIN: String, userPIN: String, module: String) async throws -> ProcessResult {
+        let (script, environment) = Self.initTokenCommand(in: directory, label: label, soPIN: soPIN, userPIN: userPIN, module: module)
+        return try Self.checked(try await ProcessResult.run(executable: Self.bash, arguments: [script], environment: environment))
+    }
+
+    /// The same, blocking the calling thread: only for the fixture's own synchronous set-up, once per process.
+    static func initializeTokenBlocking(in directory: URL, label: String, soPIN: String, userPIN: String, module: String) throws {
+        let (script, environment) = Self.initTokenCommand(in: directory, label: label, soPIN: soPIN, userPIN: userPIN, module: module)
+        _ = try Self.checked(try ProcessResult.runBlocking(executable: Self.bash, arguments: [script], environment: environment))
+    }
+
+    private static let bash = URL(fileURLWithPath: "/bin/bash")
+
+    private static func initTokenCommand(
+        in directory: URL, label: String, soPIN: String, userPIN: String, module: String
+    ) -> (script: String, environment: [String: String]) {
         var environment = ProcessInfo.processInfo.environment
         environment["COUNTERSIGN_HSM_DIR"] = directory.path
         environment["COUNTERSIGN_TOKEN_LABEL"] = label
         environment["COUNTERSIGN_HSM_SO_PIN"] = soPIN
         environment["COUNTERSIGN_HSM_PIN"] = userPIN
         environment["COUNTERSIGN_PKCS11_MODULE"] = module
-        let result = try ProcessResult.runBlocking(executable: URL(fileURLWithPath: "/bin/bash"), arguments: [script.path], environment: environment)
+        return (Self.repositoryRoot.appendingPathComponent("hsm-config/init-token.sh").path, environment)
+    }
+
+    private static func checked(_ result: ProcessResult) throws -> ProcessResult {
         guard result.status == 0 else {
             throw FixtureError(reason: "init-token.sh failed with status \(result.status): \(result.standardError)")
         }

@@ -112,7 +112,7 @@ struct ClusterTests {
         let directory = fixture.directory.appendingPathComponent("\(name)-\(UUID().uuidString.prefix(6))")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let hsm = directory.appendingPathComponent("hsm")
-        _ = try SoftHSMFixture.initializeToken(
+        try await SoftHSMFixture.initializeToken(
             in: hsm, label: SoftHSMFixture.daemonTokenLabel, soPIN: "so-\(UUID().uuidString.prefix(8))", userPIN: fixture.userPIN, module: fixture.modulePath
         )
         var environment = fixture.environment()

@@ -42,10 +42,10 @@ struct DaemonTests {
 
     /// A SoftHSM token directory of the test's own: the daemon and the CLI processes create and read objects
     /// in it, and SoftHSM's file store is not safe while another process changes a token it scans.
-    func environmentWithOwnToken(in directory: URL, port: Int = 0, approvalTier: Bool = false) throws -> [String: String] {
+    func environmentWithOwnToken(in directory: URL, port: Int = 0, approvalTier: Bool = false) async throws -> [String: String] {
         let fixture = try SoftHSMFixture.shared()
         let hsm = directory.appendingPathComponent("hsm")
-        _ = try SoftHSMFixture.initializeToken(
+        try await SoftHSMFixture.initializeToken(
             in: hsm, label: SoftHSMFixture.daemonTokenLabel, soPIN: "so-\(UUID().uuidString.prefix(8))", userPIN: fixture.userPIN, module: fixture.modulePath
         )
         var environment = fixture.environment()
@@ -61,7 +61,7 @@ struct DaemonTests {
     ) async throws -> (directory: URL, environment: [String: String], admin: CredentialFile) {
         let directory = try SoftHSMFixture.shared().directory.appendingPathComponent("\(name)-\(UUID().uuidString.prefix(6))")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        let environment = try self.environmentWithOwnToken(in: directory, port: port, approvalTier: approvalTier)
+        let environment = try await self.environmentWithOwnToken(in: directory, port: port, approvalTier: approvalTier)
         let initialized = try await ProcessResult.run(executable: self.countersignd, arguments: ["init"], environment: environment)
         #expect(initialized.status == 0, "\(initialized.standardError)")
         return (directory, environment, try CredentialFile.read(path: directory.appendingPathComponent("data/admin.credential").path))
@@ -88,7 +88,7 @@ struct DaemonTests {
         let fixture = try SoftHSMFixture.shared()
         let directory = fixture.directory.appendingPathComponent("process-\(UUID().uuidString.prefix(6))")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        var environment = try self.environmentWithOwnToken(in: directory)
+        var environment = try await self.environmentWithOwnToken(in: directory)
         var transcript = ""
 
         let initialized = try await ProcessResult.run(executable: self.countersignd, arguments: ["init"], environment: environment)
@@ -211,7 +211,7 @@ struct DaemonTests {
         let fixture = try SoftHSMFixture.shared()
         let directory = fixture.directory.appendingPathComponent("label-\(UUID().uuidString.prefix(6))")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        let environment = try self.environmentWithOwnToken(in: directory)
+        let environment = try await self.environmentWithOwnToken(in: directory)
         let config = try #require(environment["COUNTERSIGN_CONFIG"])
         let text = try String(contentsOfFile: config, encoding: .utf8).replacingOccurrences(
             of: "token_label: \(SoftHSMFixture.daemonTokenLabel)", with: "token_label: no-such-token")
@@ -234,7 +234,7 @@ struct DaemonTests {
         let fixture = try SoftHSMFixture.shared()
         let directory = fixture.directory.appendingPathComponent("reinit-\(UUID().uuidString.prefix(6))")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        let environment = try self.environmentWithOwnToken(in: directory)
+        let environment = try await self.environmentWithOwnToken(in: directory)
         let first = try await ProcessResult.run(executable: self.countersignd, arguments: ["init"], environment: environment)
         #expect(first.status == 0 && !first.standardError.contains("warning"), "\(first.standardError)")
         try FileManager.default.removeItem(at: directory.appendingPathComponent("data"))
@@ -309,7 +309,7 @@ struct DaemonTests {
         let directory = fixture.directory.appendingPathComponent("fetch-\(UUID().uuidString.prefix(6))")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let port = try Self.freePort()
-        var environment = try self.environmentWithOwnToken(in: directory, port: port, approvalTier: true)
+        var environment = try await self.environmentWithOwnToken(in: directory, port: port, approvalTier: true)
         #expect(try await ProcessResult.run(executable: self.countersignd, arguments: ["init"], environment: environment).status == 0)
         let admin = try CredentialFile.read(path: directory.appendingPathComponent("data/admin.credential").path)
         let firstLog = directory.appendingPathComponent("first.log")

@@ -130,7 +130,8 @@ struct InitTokenScriptTests {
         let module = try SoftHSMFixture.shared().modulePath
         var outputs: [String] = []
         for _ in 0..<2 {
-            let result = try SoftHSMFixture.initializeToken(in: directory, label: "idempotent", soPIN: "so-secret-1", userPIN: "user-secret-2", module: module)
+            let result = try await SoftHSMFixture.initializeToken(
+                in: directory, label: "idempotent", soPIN: "so-secret-1", userPIN: "user-secret-2", module: module)
             outputs.append(result.standardOutput + result.standardError)
             #expect(result.standardOutput.contains("COUNTERSIGN_PKCS11_MODULE=\(module)"))
             #expect(result.standardOutput.contains("COUNTERSIGN_TOKEN_LABEL=idempotent"))
@@ -152,8 +153,8 @@ struct InitTokenScriptTests {
     func shortPIN() async throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("init-token-\(UUID())")
         defer { try? FileManager.default.removeItem(at: directory) }
-        let error = #expect(throws: FixtureError.self) {
-            try SoftHSMFixture.initializeToken(
+        let error = await #expect(throws: FixtureError.self) {
+            try await SoftHSMFixture.initializeToken(
                 in: directory, label: "short", soPIN: "so-pin-ok", userPIN: "123", module: try SoftHSMFixture.shared().modulePath)
         }
         #expect(error?.reason.contains("at least 4 characters") == true)
