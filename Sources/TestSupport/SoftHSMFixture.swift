@@ -85,9 +85,9 @@ public final class SoftHSMFixture: Sendable {
         return environment
     }
 
-    /// Runs `hsm-config/init-token.sh` for one token in `directory`, on a thread of its own: `softhsm2-util` takes a
-    /// second or more on a loaded machine, and a test that blocked one of Swift's cooperative threads (two on this
-    /// machine) for it would stall every in-process server meanwhile (handshakes timed out in other tests so).
+    /// Runs `hsm-config/init-token.sh` for one token in `directory`, on a thread of its own: a test must not block
+    /// one of Swift's cooperative threads (two on this machine) while a child process runs, since every in-process
+    /// server and client of the run needs them.
     @discardableResult
     public static func initializeToken(in directory: URL, label: String, soPIN: String, userPIN: String, module: String) async throws -> ProcessResult {
         let (script, environment) = Self.initTokenCommand(in: directory, label: label, soPIN: soPIN, userPIN: userPIN, module: module)
