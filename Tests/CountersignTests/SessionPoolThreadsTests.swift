@@ -16,7 +16,7 @@ struct SessionPoolThreadsTests {
         let threadPool = NIOThreadPool(numberOfThreads: threads)
         threadPool.start()
         let pool = PKCS11SessionPool(
-            token: try fixture.module.token(label: SoftHSMFixture.tokenLabel), pin: fixture.pin(), configuration: .init(maximumSessions: 2),
+            token: try fixture.token(), pin: fixture.pin(), configuration: .init(maximumSessions: 2),
             threadPool: threadPool, logger: logs.logger(level: .warning))
         #expect(pool.capacity == 2)
         let warnings = logs.all.filter { $0.contains("fewer threads than sessions") }
