@@ -37,6 +37,10 @@ final class PostgresCommitter: Sendable {
 
     var statistics: (transactions: Int, records: Int) { self.queue.statistics }
 
+    func pause() { self.queue.pause() }
+    func resume(timeout: Duration, time: MonotonicTime) { self.queue.resume { await self.flushLoop(timeout: timeout, time: time) } }
+    var pendingCount: Int { self.queue.pendingCount }
+
     func commit(_ write: LedgerWrite, timeout: Duration, time: MonotonicTime) async throws -> RecordingOutcome {
         try await self.queue.submit(write) { await self.flushLoop(timeout: timeout, time: time) }
     }
@@ -75,6 +79,12 @@ final class PostgresCommitter: Sendable {
                         pending.continuation.resume(
                             throwing: LedgerError(
                                 .storeUnavailable, "audit index \(index) was filled as lost before this server wrote it; nothing was recorded"))
+                    case .twinNotRecorded(let index):
+                        pending.continuation.resume(
+                            throwing: LedgerError(
+                                .storeUnavailable,
+                                "a request with the same idempotency key, in the same commit, was not recorded; nothing was recorded (audit index \(index) is lost)"
+                            ))
                     }
                 }
                 return

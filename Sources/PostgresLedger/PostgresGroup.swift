@@ -20,6 +20,9 @@ enum PostgresGroup {
         case done(RecordingOutcome, AuditWrite)
         /// Its audit index was filled as `lost` meanwhile (this server was presumed dead): nothing of it is kept.
         case indexTaken(Int64)
+        /// A twin of a write of the same group (same agent and key) whose record was not kept (its index was taken):
+        /// there is no record to answer with; its own index is filled as `lost`.
+        case twinNotRecorded(Int64)
     }
 
     private struct SumKey: Hashable {
@@ -60,6 +63,11 @@ enum PostgresGroup {
         var outcomes: [(RecordingOutcome, AuditWrite)?] = Array(repeating: nil, count: writes.count)
         var refusals: [RefusalRecord] = []
         var accepted: [Authorization] = []
+        // A write with the key of a write accepted earlier in this group (a retry that came while the first was being
+        // decided) is answered with what becomes of that first one, which is known only once the group's rows are in:
+        // another server may record the key first, or the first one's index may be taken.
+        var twins: [(twin: Authorization, first: Authorization)] = []
+        var acceptedByKey: [String: Authorization] = [:]
         var next = authorizations.makeIterator()
         for (position, write) in writes.enumerated() {
             switch write {
@@ -71,6 +79,10 @@ enum PostgresGroup {
             case .authorization:
                 guard let authorization = next.next() else { continue }
                 let record = authorization.record
+                if let first = acceptedByKey[authorization.key] {
+                    twins.append((authorization, first))
+                    continue
+                }
                 // A key already recorded is answered with that record, whatever the budgets say now.
                 if let existing = known[authorization.key] {
                     outcomes[position] = (.recorded(existing), authorization.duplicate(of: existing))
@@ -89,6 +101,7 @@ enum PostgresGroup {
                 }
                 known[authorization.key] = record
                 accepted.append(authorization)
+                acceptedByKey[authorization.key] = authorization
                 let scopes = Set(authorization.scopes.map(\.key))
                 for key in running.keys where key.currency == record.currency && key.since <= record.createdAt && scopes.contains(key.scope) {
                     running[key, default: 0] += record.amount
@@ -100,6 +113,8 @@ enum PostgresGroup {
         // The group's rows, one statement each.
         let inserted = try await Self.insert(accepted.map(\.record), connection: connection, logger: logger)
         let raced = accepted.filter { !inserted.contains($0.record.id) }
+        // The record that holds each accepted write's key in the end, by the accepted write's id.
+        var holder: [String: AuthorizationRecord] = [:]
         if !raced.isEmpty {
             // Recorded by another server since the twins were read: its record is the answer.
             let existing = try await Self.recorded(raced, connection: connection, logger: logger)
@@ -108,27 +123,51 @@ enum PostgresGroup {
                     throw LedgerError(.storeUnavailable, "the idempotency key of authorization '\(authorization.record.id)' is taken, yet no record holds it")
                 }
                 outcomes[authorization.position] = (.recorded(record), authorization.duplicate(of: record))
+                holder[authorization.record.id] = record
             }
         }
         try await Self.insertHolds(accepted.filter { inserted.contains($0.record.id) }, connection: connection, logger: logger)
         try await Self.insertRefusals(refusals, connection: connection, logger: logger)
         let audits = outcomes.compactMap { $0?.1 }
         let written = Set(try await PostgresCommitter.insertAudit(audits, connection: connection, logger: logger, now: now))
-        var applied: [Applied] = []
-        var undone: [String] = []
+        var applied: [Applied?] = Array(repeating: nil, count: writes.count)
+        var undone: Set<String> = []
         for (position, outcome) in outcomes.enumerated() {
-            guard let (result, audit) = outcome else { throw LedgerError(.storeUnavailable, "write \(position) of the group was not decided") }
+            guard let (result, audit) = outcome else { continue }
             if written.contains(audit.index) {
-                applied.append(.done(result, audit))
+                applied[position] = .done(result, audit)
             } else {
-                if case .recorded(let record) = result, inserted.contains(record.id), record.auditIndex == audit.index { undone.append(record.id) }
-                applied.append(.indexTaken(audit.index))
+                if case .recorded(let record) = result, inserted.contains(record.id), record.auditIndex == audit.index { undone.insert(record.id) }
+                applied[position] = .indexTaken(audit.index)
             }
         }
         if !undone.isEmpty {
-            try await connection.query("DELETE FROM \"authorization\" WHERE id = ANY(\(undone))", logger: logger)
+            try await connection.query("DELETE FROM \"authorization\" WHERE id = ANY(\(Array(undone)))", logger: logger)
         }
-        return applied
+        // The twins, now that their first writes' fate is known: the record that holds the key, or, when the first
+        // one was undone, nothing (the caller retries with its key and is decided anew).
+        var twinAudits: [AuditWrite] = []
+        var twinOutcomes: [(position: Int, result: RecordingOutcome?, audit: AuditWrite)] = []
+        for (twin, first) in twins {
+            let record = undone.contains(first.record.id) ? nil : holder[first.record.id] ?? first.record
+            let audit = record.map { twin.duplicate(of: $0) } ?? AuditSequencer.filler(index: twin.audit.index, at: twin.record.createdAt)
+            twinAudits.append(audit)
+            twinOutcomes.append((twin.position, record.map { .recorded($0) }, audit))
+        }
+        let twinsWritten = Set(try await PostgresCommitter.insertAudit(twinAudits, connection: connection, logger: logger, now: now))
+        for (position, result, audit) in twinOutcomes {
+            if !twinsWritten.contains(audit.index) {
+                applied[position] = .indexTaken(audit.index)
+            } else if let result {
+                applied[position] = .done(result, audit)
+            } else {
+                applied[position] = .twinNotRecorded(audit.index)
+            }
+        }
+        return try applied.enumerated().map { position, applied in
+            guard let applied else { throw LedgerError(.storeUnavailable, "write \(position) of the group was not decided") }
+            return applied
+        }
     }
 
     /// The records stored for the keys of `authorizations`, by key.

@@ -178,6 +178,11 @@ public final class PostgresStore: Store {
 
     public var groupCommitStatistics: (transactions: Int, records: Int) { self.committer.statistics }
 
+    /// Holds group commits back until ``resumeCommits()`` (for tests of grouping).
+    @_spi(Testing) public func pauseCommits() { self.committer.pause() }
+    @_spi(Testing) public func resumeCommits() { self.committer.resume(timeout: self.configuration.operationTimeout, time: self.time) }
+    @_spi(Testing) public var pendingCommits: Int { self.committer.pendingCount }
+
     /// Not ready while the last write failed, the database does not answer, or the log's contiguous prefix has
     /// stopped following the table.
     public func notReadyBecause() async -> String? {

@@ -77,6 +77,16 @@ struct PostgresTestServer: Sendable {
         return self.configuration(database: name)
     }
 
+    /// A connection of its own to `database` as the test user (to play another server's part in a transaction).
+    func connect(database: String) async throws -> PostgresConnection {
+        let password = String(decoding: FileManager.default.contents(atPath: self.passwordFile) ?? Data(), as: UTF8.self)
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        return try await PostgresConnection.connect(
+            configuration: .init(host: self.host, port: self.port, username: self.user, password: password, database: database, tls: .disable),
+            id: 1, logger: Logger(label: "test")
+        )
+    }
+
     /// Runs SQL on `database` as the test user (to tamper with a store, or look inside it).
     func execute(_ sql: String, database: String) async throws {
         _ = try await self.integers(sql, database: database)
@@ -84,12 +94,7 @@ struct PostgresTestServer: Sendable {
 
     /// The first column of every row, as integers (`::bigint` in the SQL).
     func integers(_ sql: String, database: String) async throws -> [Int64] {
-        let password = String(decoding: FileManager.default.contents(atPath: self.passwordFile) ?? Data(), as: UTF8.self)
-            .trimmingCharacters(in: .whitespacesAndNewlines)
-        let connection = try await PostgresConnection.connect(
-            configuration: .init(host: self.host, port: self.port, username: self.user, password: password, database: database, tls: .disable),
-            id: 1, logger: Logger(label: "test")
-        )
+        let connection = try await self.connect(database: database)
         do {
             var values: [Int64] = []
             let rows = try await connection.query(PostgresQuery(unsafeSQL: sql), logger: Logger(label: "test"))
