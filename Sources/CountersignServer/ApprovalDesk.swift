@@ -73,7 +73,9 @@ final class ApprovalDesk: Sendable {
         while true {
             let generation = self.notifier.generation
             let record = try await self.ownRecord(request.authorizationID, agent: agent)
-            let outcome = try await self.outcome(of: record)
+            // A request is cancelled when its connection is gone (Connection.swift); the wait below ends then, but an
+            // approved authorization being signed and recorded here runs to its end, outside that cancellation.
+            let outcome = try await Task { try await self.outcome(of: record) }.value
             let left = deadline - self.time.now
             guard case .pendingApproval = outcome, left > .zero else { return outcome }
             // One approval of several is a change too; wait on until the approval is decided.

@@ -55,10 +55,10 @@ public struct MessageDescriptor: Sendable, Hashable {
     /// It reads the audit log, whose answers can be large: served in fair turns between principals, and at
     /// most a few in flight per connection.
     public let readsLog: Bool
-    /// It only reads, so its work stops when its connection goes (nobody is left to read the answer, e.g. a page
-    /// of the audit log). The others always run to their end, also for a client that left: an authorization
-    /// stopped half-way would leave a reserved audit index and maybe a hold behind, and so would a
-    /// FETCH_AUTHORIZATION that finds its approval complete and signs it.
+    /// It only reads or waits, so its work stops when its connection goes (nobody is left to read the answer, e.g. a
+    /// page of the audit log, or a FETCH_AUTHORIZATION waiting for approvers). The others always run to their end,
+    /// also for a client that left: an authorization stopped half-way would leave a reserved audit index and maybe a
+    /// hold behind. A FETCH_AUTHORIZATION that finds its approval complete signs it outside this cancellation.
     public let cancellable: Bool
 
     init(_ type: MessageType, _ name: String, _ senders: Senders, readsLog: Bool = false, cancellable: Bool = false) {
@@ -79,7 +79,7 @@ extension MessageType {
         .init(.authorize, "AUTHORIZE", .agents),
         .init(.getKeys, "GET_KEYS", .anyPrincipal, cancellable: true),
         .init(.void, "VOID", .agents),
-        .init(.fetchAuthorization, "FETCH_AUTHORIZATION", .agents),
+        .init(.fetchAuthorization, "FETCH_AUTHORIZATION", .agents, cancellable: true),
         .init(.agentsAdd, "AGENTS_ADD", .administrative),
         .init(.agentsList, "AGENTS_LIST", .administrative, cancellable: true),
         .init(.agentsRevoke, "AGENTS_REVOKE", .administrative),

@@ -160,6 +160,33 @@ struct ApprovalTests {
         await agent.close()
     }
 
+    @Test("a FETCH_AUTHORIZATION waiting for approvers ends when its client resets the connection, not after its wait")
+    func resetEndsWaitingFetch() async throws {
+        let clock = SettableWallClock(Self.start)
+        // On a manual clock the 60 s wait never ends by itself: only the connection's end can end it.
+        try await withServer(.init(clock: ManualClock(), budgets: Self.budget, tiers: approvalTiers, wallClock: clock.wallClock)) { server in
+            let credential = try await server.addPrincipal("agent-big")
+            let agent = try await server.connect(credential)
+            let pending = try Self.pending(try await agent.submit(TestServer.request(12_000_000)))
+            let raw = try SlowClient(port: server.port)
+            try raw.handshake(principal: credential.principal, key: try credential.key())
+            let fetch = FetchAuthorizationRequest(authorizationID: pending.authorizationID, waitSeconds: 60)
+            raw.send(Frame(type: .fetchAuthorization, requestID: 3, body: WireJSON.encode(fetch)))
+            // Answered in order of arrival or not, the PING's answer shows the server has read the FETCH before it.
+            raw.send(Frame(type: .ping, requestID: 4, body: WireJSON.encode(Empty())))
+            #expect(raw.receive()?.requestID == 4)
+            raw.reset()
+            let cancelled = #"countersign_requests_total{outcome="cancelled",type="FETCH_AUTHORIZATION"}"#
+            try await eventually("the waiting FETCH_AUTHORIZATION is cancelled with its connection") {
+                let metrics = try? await InteropTests.get(server, "/metrics")
+                return metrics.flatMap { MetricsTests.value(cancelled, in: $0.0) } == 1
+            }
+            // The approval goes on: the agent's own connection fetches it.
+            #expect(try Self.pending(try await agent.fetchAuthorization(id: pending.authorizationID)).authorizationID == pending.authorizationID)
+            await agent.close()
+        }
+    }
+
     @Test("one deny refuses the request and releases its hold")
     func deny() async throws {
         let clock = SettableWallClock(Self.start)

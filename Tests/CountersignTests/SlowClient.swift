@@ -34,6 +34,14 @@ final class SlowClient: @unchecked Sendable {
         Glibc.shutdown(self.descriptor, Int32(SHUT_RDWR))
     }
 
+    /// Closes the socket with a reset (RST, `SO_LINGER` of 0), as a client that crashed or was killed: the server
+    /// sees the connection gone, not half-closed.
+    func reset() {
+        var linger = Glibc.linger(l_onoff: 1, l_linger: 0)
+        _ = setsockopt(self.descriptor, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
+        self.close()
+    }
+
     /// Closes the socket now (without reading what the server sent). Only once no other thread uses it: a closed
     /// descriptor's number is reused by the next socket the process opens (a NIO connection of another test),
     /// and a thread still writing here would write into that connection.
