@@ -176,30 +176,23 @@ struct AuditCommand: AsyncParsableCommand {
 
         func run() async throws {
             let keys = try await AuditProofCheck.auditKeys(self.client, jwks: self.jwksFile)
-            var notes: [String]
-            let total: Int
-            let forEachEntry: ((Int64, Data, Data) throws -> Void) throws -> Void
+            let log: StoredAuditLog
             if let path = self.configuration {
                 guard case .postgres(let settings) = try ServerConfiguration.load(path: path).store else {
                     throw ValidationError("the store of '\(path)' is not PostgreSQL; give its file with --store")
                 }
-                let (entries, checkpoints) = try await PostgresAuditLogReader.read(PostgresStoreConfiguration(settings), logger: Logger(label: "countersign"))
-                notes = checkpoints
-                total = entries.count
-                forEachEntry = { body in for (index, entry, leafHash) in entries { try body(index, entry, leafHash) } }
+                log = try await .postgres(PostgresStoreConfiguration(settings), logger: Logger(label: "countersign"))
             } else {
-                let log = try AuditLogFile(path: self.store)
-                notes = try log.checkpoints().map(\.note)
-                total = try log.entryCount()
-                forEachEntry = { try log.forEachEntry($0) }
+                log = try .file(self.store)
             }
+            var notes = log.notes
             if let path = self.fromCheckpoint {
                 guard let data = FileManager.default.contents(atPath: path) else { throw ValidationError("cannot read '\(path)'") }
                 notes.append(String(decoding: data, as: UTF8.self))
             }
             do {
-                let report = try AuditVerifier(publicKeys: keys).verify(checkpoints: notes, forEachEntry: forEachEntry) { done in
-                    Terminal.note("verified \(done) of \(total) entries…")
+                let report = try AuditVerifier(publicKeys: keys).verify(checkpoints: notes, forEachEntry: log.forEachEntry) { done in
+                    Terminal.note("verified \(done) of \(log.count) entries…")
                 }
                 print("audit log OK: \(report.entries) entries, \(report.checkpoints) signed checkpoints, root \(Data(report.root).base64EncodedString())")
             } catch let problem as AuditVerifier.Problem {

@@ -45,12 +45,14 @@ public final class CountersignApplication: Sendable {
     let keyRotation: KeyRotationService
     let checkpointer: Checkpointer
     let clusterFollower: ClusterFollower
+    let logger: Logger
 
     /// Opens the store, logs in to the HSM, loads every tier's key and the principals.
     /// - Throws: ``StartupError``, ``ConfigurationError`` or an HSM error, each with a reason to act on.
     public init(configuration: ServerConfiguration, pin: PIN, environment: ServerEnvironment = .init()) async throws {
         try configuration.validateTransportSecurity()
         self.configuration = configuration
+        self.logger = environment.logger
         (self.dataLock, self.store) = try await Self.openStore(configuration, environment: environment)
         self.hsm = try HSMRuntime(
             configuration: configuration.hsm, pin: pin, time: environment.time, logger: environment.logger, module: environment.pkcs11Module,
@@ -222,13 +224,17 @@ public final class CountersignApplication: Sendable {
     /// - Parameter progress: called every `progressEvery` entries with the count done and the total.
     /// - Throws: ``StartupError`` naming the first index that is not as signed.
     public func verifyWholeLog(progressEvery: Int = 100_000, progress: @escaping (Int, Int) -> Void = { _, _ in }) async throws -> AuditVerifier.Report {
-        let path = (self.configuration.dataDirectory as NSString).appendingPathComponent("countersign.sqlite")
-        let log = try AuditLogFile(path: path)
-        var notes = try log.checkpoints().map(\.note)
+        let log: StoredAuditLog
+        switch self.configuration.store {
+        case .sqlite:
+            log = try .file((self.configuration.dataDirectory as NSString).appendingPathComponent("countersign.sqlite"))
+        case .postgres(let settings):
+            log = try await .postgres(PostgresStoreConfiguration(settings), logger: self.logger)
+        }
+        var notes = log.notes
         if let witness = self.configuration.audit.witnessFile, let last = try WitnessFile(path: witness).last() {
             notes.append(last)
         }
-        let total = try log.entryCount()
         do {
             // Every version the audit key ever had, retired and destroyed ones too: their public halves still vouch for
             // the checkpoints they signed.
@@ -236,8 +242,8 @@ public final class CountersignApplication: Sendable {
                 try? P256.Signing.PublicKey(x963Representation: $0.publicKey)
             }
             return try AuditVerifier(publicKeys: keys).verify(
-                checkpoints: notes, forEachEntry: { try log.forEachEntry($0) }, progressEvery: progressEvery
-            ) { progress($0, total) }
+                checkpoints: notes, forEachEntry: log.forEachEntry, progressEvery: progressEvery
+            ) { progress($0, log.count) }
         } catch let problem as AuditVerifier.Problem {
             throw StartupError(
                 "AUDIT_LOG_MISMATCH: the audit log is not the one that was signed, \(problem). The store was changed or damaged; "

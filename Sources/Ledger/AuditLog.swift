@@ -294,3 +294,31 @@ extension CheckpointRecord {
         self.id = inserted.rowID
     }
 }
+
+/// A stored audit log as ``AuditVerifier`` reads it: every checkpoint's signed note, the number of rows, and every
+/// row in index order. From an SQLite file (``file(_:)``) or from a cluster's PostgreSQL database (PostgresLedger),
+/// so that `countersign audit verify` and `countersignd serve --verify-log` read either the same way.
+public struct StoredAuditLog: Sendable {
+    public let notes: [String]
+    public let count: Int
+    private let rows: @Sendable ((Int64, Data, Data) throws -> Void) throws -> Void
+
+    /// - Parameter rows: calls its argument with every row (stored index, entry bytes, stored leaf hash) in index order.
+    public init(notes: [String], count: Int, rows: @escaping @Sendable ((Int64, Data, Data) throws -> Void) throws -> Void) {
+        self.notes = notes
+        self.count = count
+        self.rows = rows
+    }
+
+    /// Calls `body` with every stored row in index order: its stored index, entry bytes and stored leaf hash.
+    public func forEachEntry(_ body: (Int64, Data, Data) throws -> Void) throws {
+        try withoutActuallyEscaping(body) { try self.rows($0) }
+    }
+
+    /// The log of the SQLite store at `path`, opened read-only.
+    /// - Throws: when the file cannot be opened or read.
+    public static func file(_ path: String) throws -> StoredAuditLog {
+        let log = try AuditLogFile(path: path)
+        return StoredAuditLog(notes: try log.checkpoints().map(\.note), count: try log.entryCount()) { try log.forEachEntry($0) }
+    }
+}

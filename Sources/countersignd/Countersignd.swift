@@ -212,7 +212,7 @@ struct MigrateStore: AsyncParsableCommand {
         let target = PostgresStoreConfiguration(postgres)
         let report = try await StoreMigration.copy(sqlitePath: path, to: target, logger: logger)
         for (table, count) in report.rows { print("copied \(count) \(table) row(s)") }
-        print("the audit log in \(target.location): \(report.auditSize) entries, root \(HexDigits.string(report.root)), as in \(path)")
+        print("the audit log in \(target.location): \(report.auditSize) entries, root \(Data(report.root).base64EncodedString()), as in \(path)")
     }
 }
 

@@ -8,6 +8,7 @@ import Ledger
 import NIOCore
 import NIOPosix
 @_spi(Testing) import PKCS11
+import PostgresLedger
 import Signing
 import Synchronization
 import TestSupport
@@ -199,6 +200,33 @@ extension AuditLogTests {
         #expect(
             "\(error.map { "\($0)" } ?? "")".contains("at index \(size): the checkpoint of \(size) entries is not signed by the audit key"),
             "\(String(describing: error))")
+        try await server.stop()
+    }
+
+    @Test("--verify-log on a PostgreSQL store reads the cluster's log from the database, and finds an entry changed there at its index")
+    func verifyWholeLogOnPostgres() async throws {
+        guard let postgres = try PostgresTestServer.available() else { return }
+        let database = try await postgres.freshDatabase()
+        let store = """
+            store: { kind: postgres, host: \(database.host), port: \(database.port), database: \(database.database), user: \(database.user), password_file: \(database.passwordFile ?? ""), tls: disable }
+
+            """
+        let server = try await TestServer.start(.init(policy: store))
+        let agent = try await server.connect(try await server.addPrincipal("agent-pg-log"))
+        let admin = try await server.connect(server.admin)
+        for _ in 0..<5 { _ = try await agent.authorize(TestServer.request(1_000)) }
+        _ = try await admin.auditProof(index: 4)  // a checkpoint covering them
+        await agent.close()
+        await admin.close()
+        #expect(!FileManager.default.fileExists(atPath: server.dataDirectory.appendingPathComponent("countersign.sqlite").path))
+        let report = try await server.application.verifyWholeLog()
+        #expect(report.entries >= 7, "the start, the agent's registration, five decisions")
+        #expect(report.checkpoints >= 1)
+
+        try await postgres.execute("UPDATE auditEntry SET entry = entry || '\\x20'::bytea WHERE idx = 3", database: database.database)
+        let error = await #expect(throws: StartupError.self) { try await server.application.verifyWholeLog() }
+        #expect("\(error.map { "\($0)" } ?? "")".contains("AUDIT_LOG_MISMATCH"), "\(String(describing: error))")
+        #expect("\(error.map { "\($0)" } ?? "")".contains("at index 3"), "\(String(describing: error))")
         try await server.stop()
     }
 

@@ -103,6 +103,36 @@ struct StoreMigrationTests {
             try await StoreMigration.copy(sqlitePath: source.path!, to: target, logger: Logger(label: "test"))
         }
         #expect(again?.reason.contains("already holds a ledger") == true)
+
+        // The operator's way: `countersignd migrate-store` into another empty database prints the root exactly as
+        // `countersign audit verify --store` printed it for the old file (docs/operations.md tells them to compare).
+        let installation = directory.appendingPathComponent("installation")
+        try FileManager.default.createDirectory(at: installation, withIntermediateDirectories: true)
+        // Through SQLite's backup API: a copy of the file alone could miss what its WAL still holds.
+        let copy = try DatabaseQueue(path: installation.appendingPathComponent("countersign.sqlite").path)
+        try DatabaseQueue(path: source.path!).backup(to: copy)
+        try copy.close()
+        let second = try await server.freshDatabase()
+        let secondConfiguration = directory.appendingPathComponent("second.yaml")
+        try Data(
+            String(decoding: try Data(contentsOf: configuration), as: UTF8.self).replacingOccurrences(
+                of: "database: \(target.database),", with: "database: \(second.database),"
+            ).utf8
+        ).write(to: secondConfiguration)
+        let migrated = try await ProcessResult.run(
+            executable: ProcessResult.builtProduct("countersignd"),
+            arguments: ["migrate-store", "--from", installation.path, "--config", secondConfiguration.path], environment: [:])
+        #expect(migrated.status == 0, "\(migrated.standardError)")
+        let oldFile = try await ProcessResult.run(
+            executable: ProcessResult.builtProduct("countersign"),
+            arguments: ["audit", "verify", "--store", installation.appendingPathComponent("countersign.sqlite").path, "--jwks", jwks.path], environment: [:])
+        #expect(oldFile.status == 0, "\(oldFile.standardError)")
+        let printedRoot = { (text: String) in
+            text.split(separator: " ").drop { $0 != "root" }.dropFirst().first.map { $0.trimmingCharacters(in: CharacterSet(charactersIn: ",\n")) }
+        }
+        let root = try #require(printedRoot(oldFile.standardOutput), "\(oldFile.standardOutput)")
+        #expect(root == Data(head.root).base64EncodedString())
+        #expect(printedRoot(migrated.standardOutput) == root, "\(migrated.standardOutput)")
     }
 
     @Test("a database whose schema is newer than this build knows is refused, not written")
