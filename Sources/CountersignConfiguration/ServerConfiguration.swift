@@ -327,7 +327,17 @@ public struct ServerConfiguration: Sendable {
         if let frame = fields["max_frame_bytes"] { limits.maximumFrameLength = Int(try frame.integer(in: 1024...16 * 1024 * 1024)) }
         if let connections = fields["max_connections"] { limits.maximumConnections = Int(try connections.integer(in: 1...1_000_000)) }
         if let handshake = fields["handshake_timeout"] { limits.handshakeTimeout = try handshake.duration(in: .milliseconds(10) ... .seconds(300)) }
-        if let idle = fields["idle_timeout"] { limits.idleTimeout = try idle.duration(in: .seconds(1) ... .seconds(86400)) }
+        if let idle = fields["idle_timeout"] {
+            limits.idleTimeout = try idle.duration(in: .seconds(1) ... .seconds(86400))
+            // The idle timeout counts from the last frame; a FETCH_AUTHORIZATION that waits for approvers is answered
+            // that long after its request, and a shorter timeout would close the connection before its answer.
+            let longestWait = Duration.seconds(FetchAuthorizationRequest.longestWaitSeconds)
+            guard limits.idleTimeout > longestWait else {
+                throw idle.error(
+                    "must be longer than the longest wait of a FETCH_AUTHORIZATION (\(longestWait.components.seconds)s), or a fetch waiting for approvers loses its answer"
+                )
+            }
+        }
         if let inFlight = fields["max_in_flight"] { limits.maximumInFlight = Int(try inFlight.integer(in: 1...100_000)) }
         if let readers = fields["max_log_readers"] { limits.maximumLogReaders = Int(try readers.integer(in: 1...10_000)) }
         if let share = fields["log_read_percent"] {

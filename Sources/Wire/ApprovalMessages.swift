@@ -67,8 +67,11 @@ public enum AuthorizeOutcome: Codable, Sendable, Hashable {
 /// `wait_seconds`, the server holds the answer until the approval is decided, or that many seconds pass.
 public struct FetchAuthorizationRequest: Codable, Sendable, Hashable, ValidatedRequest {
     public var authorizationID: String
-    /// 0 to 60; the answer comes as soon as the approval is decided.
+    /// 0 to ``longestWaitSeconds``; the answer comes as soon as the approval is decided.
     public var waitSeconds: Int?
+
+    /// The longest `wait_seconds` a request may ask for; `limits.idle_timeout` must be longer.
+    public static let longestWaitSeconds = 60
 
     enum CodingKeys: String, CodingKey {
         case authorizationID = "authorization_id"
@@ -82,8 +85,8 @@ public struct FetchAuthorizationRequest: Codable, Sendable, Hashable, ValidatedR
 
     public func validate() throws(WireError) {
         try AuthorizationReference(authorizationID: self.authorizationID).validate()
-        if let wait = self.waitSeconds, !(0...60).contains(wait) {
-            throw WireError(.invalidRequest, "field 'wait_seconds' must be 0 to 60")
+        if let wait = self.waitSeconds, !(0...Self.longestWaitSeconds).contains(wait) {
+            throw WireError(.invalidRequest, "field 'wait_seconds' must be 0 to \(Self.longestWaitSeconds)")
         }
     }
 }

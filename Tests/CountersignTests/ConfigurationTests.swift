@@ -79,6 +79,10 @@ struct ConfigurationTests {
                 "tiers:\n  - { name: a, max_amount: { USD: 10 }, key: a, backend: software }\nbudgets:\n  - { agent: x, limit: { USD: 5 }, window: fortnight }\n",
                 4, "expected a duration"
             ),
+            (
+                "tiers:\n  - { name: a, max_amount: { USD: 10 }, key: a, backend: software }\nlimits:\n  idle_timeout: 60s\n", 4,
+                "must be longer than the longest wait of a FETCH_AUTHORIZATION (60s)"
+            ),
         ]
     )
     func mistakes(_ yaml: String, line: Int, reason: String) {

@@ -161,22 +161,22 @@ struct HandshakeTests {
     @Test("a connection idle for the idle timeout is closed with IDLE_TIMEOUT")
     func idleTimeout() async throws {
         let clock = ManualClock()
-        try await withServer(.init(handshakeTimeout: "5s", idleTimeout: "60s", clock: clock)) { server in
+        try await withServer(.init(handshakeTimeout: "5s", idleTimeout: "90s", clock: clock)) { server in
             let credential = try await server.addPrincipal("agent-idle")
             try await RawConnection.with(port: server.port) { raw in
                 let challenge = try await Self.hello(raw, principal: credential.principal)
                 try await raw.write(.auth, id: 2, try Self.auth(credential, challenge: challenge))
                 #expect(try await raw.next()?.type == .welcome)
-                // Quiet since t=0. At t=5 the handshake timer ends and the idle timer sleeps until t=60.
+                // Quiet since t=0. At t=5 the handshake timer ends and the idle timer sleeps until t=90.
                 clock.advance(by: .seconds(5))
                 try await eventually("the idle timer sleeps") { clock.sleeperCount >= 1 }
-                clock.advance(by: .seconds(54))
+                clock.advance(by: .seconds(84))
                 try await raw.write(.ping, id: 3, Empty())
-                #expect(try await raw.next()?.type == MessageType.ping.response, "still open at t=59")
-                // The ping at t=59 was activity: the timer that wakes at t=60 sleeps again until t=119.
+                #expect(try await raw.next()?.type == MessageType.ping.response, "still open at t=89")
+                // The ping at t=89 was activity: the timer that wakes at t=90 sleeps again until t=179.
                 clock.advance(by: .seconds(1))
                 try await eventually("the idle timer sleeps again") { clock.sleeperCount >= 1 }
-                clock.advance(by: .seconds(59))
+                clock.advance(by: .seconds(89))
                 let error = try await raw.nextError()
                 #expect(error?.code == .idleTimeout)
                 #expect(error?.retryable == true)
