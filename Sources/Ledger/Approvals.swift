@@ -89,6 +89,10 @@ extension LedgerStore {
                 guard approvers.count >= quorum else { return .approvedBy(record, approvers: approvers) }
                 record.status = .approved
                 try record.update(db)
+                // From the quorum on, its holds count like a signed authorization's: past the approval deadline, while
+                // the signature is made (a slow or failing HSM), they must not stop counting and let others spend
+                // the room they would take back when the signature is stored.
+                try db.execute(sql: "UPDATE hold SET expiresAt = NULL WHERE authorizationID = ?", arguments: [id])
                 return .quorumReached(record, approvers: approvers)
             }
         }
@@ -122,8 +126,8 @@ extension LedgerStore {
         return expired
     }
 
-    /// Stores the signed answer of an approved authorization, with its audit entry; its holds now count like
-    /// any authorization's.
+    /// Stores the signed answer of an approved authorization, with its audit entry. Its holds count like any
+    /// authorization's since the quorum; they are made so here too for a record approved by an earlier version.
     public func completeApproval(id: String, response: Data, kid: String, expiresAt: Int64, audit: AuditEntry) async throws -> AuthorizationRecord {
         try await self.writeAudited(AuditWrite(audit)) { db in
             let record = try AuthorizationRecord.completing(

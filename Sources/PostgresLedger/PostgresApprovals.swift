@@ -67,6 +67,8 @@ extension PostgresStore {
                 guard approvers.count >= record.quorum ?? 1 else { return .approvedBy(record, approvers: approvers) }
                 record.status = .approved
                 try await connection.query("UPDATE \"authorization\" SET status = 'approved' WHERE id = \(id)", logger: logger)
+                // From the quorum on, its holds count like a signed authorization's (LedgerStore.decideApproval says why).
+                try await connection.query("UPDATE hold SET expiresAt = NULL WHERE authorizationID = \(id)", logger: logger)
                 try await ChangeFeed.notify(.authorization(id: id), on: connection, logger: logger)
                 return .quorumReached(record, approvers: approvers)
             }

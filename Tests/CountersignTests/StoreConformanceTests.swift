@@ -300,6 +300,25 @@ struct StoreConformanceTests {
         #expect(try await store.pendingApprovals(now: 1_100).isEmpty)
     }
 
+    @Test(
+        "the quorum makes the holds count for good: past the approval deadline, before the signature is stored, the budget still counts them",
+        arguments: StoreKind.allCases)
+    func approvedHoldsOutliveTheDeadline(_ kind: StoreKind) async throws {
+        guard let fixture = try await StoreFixture.make(kind) else { return }
+        let store = try await fixture.open()
+        defer { Task { await store.close() } }
+        _ = try await store.recordAuthorization(
+            Self.record("jti-q", status: .pendingApproval, quorum: 1, approvalExpiresAt: 1_050), scopes: [.agent("agent-a"), .team("t")])
+        guard case .quorumReached = try await store.decideApproval(id: "jti-q", approver: "alice", verdict: .approve, at: 1_049) else {
+            throw FixtureError(reason: "the one approval needed")
+        }
+        // The signature is not stored yet (a slow or failing HSM) and the deadline passes meanwhile.
+        for scope in [BudgetScope.agent("agent-a"), .team("t")] {
+            #expect(try await store.spent(scope: scope, currency: "USD", since: 0, now: 1_100) == 100, "\(scope)")
+        }
+        #expect(try await store.expirePendingApprovals(at: 1_100) { index, _ in AuditEntry(index: index, time: 1, kind: "k", action: "a", actor: "s") }.isEmpty)
+    }
+
     @Test("principals: unique ids for ever, a rotation keeps the old key for its grace, a revocation sticks", arguments: StoreKind.allCases)
     func principals(_ kind: StoreKind) async throws {
         guard let fixture = try await StoreFixture.make(kind) else { return }
