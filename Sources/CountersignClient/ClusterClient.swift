@@ -334,7 +334,17 @@ public final class ClusterClient: Sendable {
     /// and lets go of the connection, so the next attempt goes to the next server; any other answer proves it alive.
     private func judge(_ error: any Error, on connection: CountersignClient, index: Int) async {
         guard Self.movesToNextServer(error) else {
-            self.state.withLock { $0.breakers[index].succeeded() }
+            // The server answered; but an answer that ends the connection for the request's own sake (FRAME_TOO_LARGE)
+            // leaves it closed: the next call connects again, to the same server, instead of finding it dead.
+            let closed = !connection.isOpen
+            let dropped = self.state.withLock { state -> Bool in
+                state.breakers[index].succeeded()
+                guard closed, state.connection === connection else { return false }
+                state.connection = nil
+                state.next = index
+                return true
+            }
+            if dropped { await connection.close() }
             return
         }
         let now = self.policy.time.now

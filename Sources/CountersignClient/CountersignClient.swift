@@ -280,6 +280,10 @@ public final class CountersignClient: Sendable {
         self.channel.flush()
     }
 
+    /// Whether requests can still be sent here: false once the connection closed, or once the server sent a
+    /// connection-level error (`FRAME_TOO_LARGE`, `IDLE_TIMEOUT`, …), after which it closes.
+    public var isOpen: Bool { self.channel.isActive && !self.router.hasConnectionError }
+
     /// Closes the connection. Requests still waiting for an answer, and any sent later, fail with
     /// ``ClientError/connectionClosed``, or with the server's connection-level error if it sent one before closing.
     public func close() async {
@@ -318,6 +322,8 @@ final class ResponseRouter: ChannelInboundHandler, Sendable {
         /// A flush is queued on the event loop behind the writes queued so far.
         var flushQueued = false
     }
+
+    var hasConnectionError: Bool { self.state.withLock { $0.connectionError != nil } }
 
     func send(_ frame: Frame, on channel: any Channel) async throws -> Frame {
         let promise = channel.eventLoop.makePromise(of: Frame.self)

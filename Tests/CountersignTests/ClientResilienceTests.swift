@@ -178,6 +178,26 @@ import Wire
         #expect(authorized == 161, "one authorization per payment (160, and the one after the thaw)")
     }
 
+    @Test("a request the server refuses by closing the connection (FRAME_TOO_LARGE) leaves the client usable: the next call connects again")
+    func refusalThatClosesReconnects() async throws {
+        try await withServer { server in
+            let credential = try await server.addPrincipal("agent-large")
+            var policy = ClusterClient.RetryPolicy()
+            policy.maximumAttempts = 1
+            let client = try ClusterClient(
+                endpoints: [.init(host: "127.0.0.1", port: server.port)], principal: credential.principal, key: try credential.key(), policy: policy)
+            _ = try await client.authorize(TestServer.request(1_000))
+            // Above the server's 64 KiB frames: refused with FRAME_TOO_LARGE (or, should the close's reset overtake it,
+            // a lost connection), and the connection closed.
+            var large = TestServer.request(1_000)
+            large.intent.description = String(repeating: "x", count: 70_000)
+            await #expect(throws: (any Error).self) { try await client.authorize(large) }
+            let next = try await client.authorize(TestServer.request(1_000))
+            #expect(next.tier == "standard")
+            await client.close()
+        }
+    }
+
     @Test("after three failed connections the breaker opens: calls fail at once, without connecting, until one probe after the cool-down")
     func breakerFailsFast() async throws {
         let accepted = Atomic<Int>(0)
