@@ -184,7 +184,7 @@ public final class ClusterClient: Sendable {
         while true {
             var attempt: (connection: CountersignClient, index: Int)?
             do {
-                let current = try await self.connection()
+                let current = try await self.connection(within: self.policy.patience - (time.now - started))
                 attempt = current
                 let timeout = self.policy.attemptTimeout + extraTime
                 let result: Result
@@ -261,7 +261,9 @@ public final class ClusterClient: Sendable {
 
     /// The current connection, or a new one. Only one connect runs at a time: callers that find none wait for the
     /// one in flight (a burst of callers after an outage makes one connection, and counts one failure, not many).
-    private func connection() async throws -> (connection: CountersignClient, index: Int) {
+    /// - Parameter patience: the time left to the caller that finds no connection; a connect it starts tries servers
+    ///   only within it (each for up to the attempt timeout), so a call ends within its patience when none answers.
+    private func connection(within patience: Duration) async throws -> (connection: CountersignClient, index: Int) {
         enum Next {
             case ready(CountersignClient, Int)
             case waiting(Task<(CountersignClient, Int), any Error>)
@@ -271,7 +273,7 @@ public final class ClusterClient: Sendable {
             if let connection = state.connection { return .ready(connection, state.connectedTo) }
             if let connecting = state.connecting { return .waiting(connecting) }
             let start = state.next
-            let connecting = Task { try await self.connectToNext(startingAt: start) }
+            let connecting = Task { try await self.connectToNext(startingAt: start, within: patience) }
             state.connecting = connecting
             return .waiting(connecting)
         }
@@ -283,11 +285,14 @@ public final class ClusterClient: Sendable {
 
     /// A new connection to the next server whose breaker lets it be tried (each tried once), installed as the current
     /// one. Throws ``ClientError/circuitOpen(retryAfter:)`` when no breaker lets one be tried.
-    private func connectToNext(startingAt start: Int) async throws -> (CountersignClient, Int) {
+    private func connectToNext(startingAt start: Int, within patience: Duration) async throws -> (CountersignClient, Int) {
         defer { self.state.withLock { $0.connecting = nil } }
         var lastError: (any Error)?
         var tried = 0
+        let begun = self.policy.time.now
         for offset in 0..<self.endpoints.count {
+            let left = patience - (self.policy.time.now - begun)
+            guard left > .zero else { throw ClientError.timedOut("no server answered within the call's patience of \(self.policy.patience)") }
             let index = (start + offset) % self.endpoints.count
             let now = self.policy.time.now
             guard self.state.withLock({ $0.breakers[index].allow(at: now) }) else { continue }
@@ -297,7 +302,7 @@ public final class ClusterClient: Sendable {
             do {
                 connection = try await CountersignClient.connect(
                     host: endpoint.host, port: endpoint.port, principal: self.principal, key: self.key, tls: self.tls,
-                    handshakeTimeout: self.policy.attemptTimeout)
+                    handshakeTimeout: min(self.policy.attemptTimeout, left))
             } catch {
                 guard Self.movesToNextServer(error) else {
                     // The server answered (AUTHENTICATION_FAILED, PRINCIPAL_REVOKED): another would answer the same.

@@ -63,6 +63,8 @@ public final class CountersignClient: Sendable {
         }
         let sslContext = try tls.map { try NIOSSLContext(configuration: $0) }
         let router = ResponseRouter()
+        // One deadline for the connect and the handshake together, as the parameter says.
+        let handshakeDeadline = NIODeadline.now() + TimeAmount.nanoseconds(Int64(handshakeTimeout / .nanoseconds(1)))
         let channel: any Channel
         do {
             channel = try await Self.open(
@@ -73,7 +75,7 @@ public final class CountersignClient: Sendable {
         }
         // The handshake's deadline: closing the channel fails the waiting frame, and the catch below says why.
         let expired = Atomic<Bool>(false)
-        let deadline = channel.eventLoop.scheduleTask(in: .nanoseconds(Int64(handshakeTimeout / .nanoseconds(1)))) {
+        let deadline = channel.eventLoop.scheduleTask(deadline: handshakeDeadline) {
             expired.store(true, ordering: .relaxed)
             channel.close(promise: nil)
         }

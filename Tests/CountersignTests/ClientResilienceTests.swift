@@ -198,6 +198,30 @@ import Wire
         }
     }
 
+    @Test("connecting is bounded by the call's patience: servers that accept and never answer end the call when its patience is spent")
+    func connectingWithinPatience() async throws {
+        // Three servers that accept connections and never answer the handshake (frozen, or not servers at all).
+        let listeners = try await (0..<3).asyncMap { _ in
+            try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .childChannelInitializer { $0.eventLoop.makeSucceededVoidFuture() }
+                .bind(host: "127.0.0.1", port: 0).get()
+        }
+        var policy = ClusterClient.RetryPolicy()
+        // Each server would get 10 s for its handshake, three of them 30 s, far past the call's patience.
+        policy.attemptTimeout = .seconds(10)
+        policy.patience = .milliseconds(300)
+        let client = try ClusterClient(
+            endpoints: listeners.map { .init(host: "127.0.0.1", port: $0.localAddress!.port!) }, principal: "agent-x", key: .generate(.ed25519),
+            policy: policy)
+        let error = await #expect(throws: ClientError.self) { try await client.keys() }
+        guard case .timedOut = error else {
+            Issue.record("expected the patience to end the call, got \(String(describing: error))")
+            return
+        }
+        await client.close()
+        for listener in listeners { try await listener.close() }
+    }
+
     @Test("after three failed connections the breaker opens: calls fail at once, without connecting, until one probe after the cool-down")
     func breakerFailsFast() async throws {
         let accepted = Atomic<Int>(0)
