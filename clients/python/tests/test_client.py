@@ -4,6 +4,7 @@ failover, the breaker, and offline verification of what it returns."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import uuid
 
@@ -18,6 +19,7 @@ from countersign import (
     ConnectionFailed,
     LineItem,
     PendingApproval,
+    RequestTimeout,
     RetryPolicy,
     fetch_jwks,
     verify,
@@ -197,6 +199,98 @@ def test_the_breaker_fails_fast_after_consecutive_connection_failures_then_probe
             with pytest.raises(CircuitOpen):
                 await client.ping()  # the one probe fails, the breaker opens again at once
             assert listener.accepted == 4
+            await client.close()
+
+    run(scenario())
+
+
+class SilentListener:
+    """A port that accepts connections and never answers (a frozen server, or not a server at all)."""
+
+    def __init__(self) -> None:
+        self.accepted = 0
+
+    async def __aenter__(self) -> str:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.accepted += 1
+            await reader.read()  # until the client goes
+            writer.close()
+
+        self._server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        return f"127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+
+    async def __aexit__(self, *_: object) -> None:
+        self._server.close()
+
+
+def test_connecting_is_bounded_by_the_call_s_patience() -> None:
+    async def scenario() -> None:
+        async with SilentListener() as first, SilentListener() as second, SilentListener() as third:
+            credential = countersign.Credential.from_values("agent-x", "Ed25519", "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA")
+            # Each server would get 10 s for its handshake, the three 30 s, far past the call's patience.
+            client = AsyncClient(credential, [first, second, third], retry=RetryPolicy(attempt_timeout=10, patience=0.3))
+            with pytest.raises(RequestTimeout):
+                await client.ping()
+            await client.close()
+
+    run(scenario())
+
+
+class RefusingOnceServer:
+    """Just enough of a server: the handshake (the signature unchecked) and PING. The first request of its first
+    connection is refused with FRAME_TOO_LARGE and the connection closed, as a server does for a frame above its
+    limit."""
+
+    def __init__(self) -> None:
+        self.accepted = 0
+
+    async def __aenter__(self) -> str:
+        from countersign import _wire
+        from countersign._wire import MessageType
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.accepted += 1
+            refuses = self.accepted == 1
+            try:
+                while True:
+                    length = int.from_bytes(await reader.readexactly(4), "big")
+                    rest = await reader.readexactly(length)
+                    message_type, request_id = rest[1], int.from_bytes(rest[2:6], "big")
+                    if message_type == MessageType.HELLO:
+                        challenge = base64.urlsafe_b64encode(os.urandom(32)).rstrip(b"=").decode()
+                        writer.write(_wire.encode_frame(MessageType.CHALLENGE, request_id, {"challenge": challenge, "algorithms": ["Ed25519", "ES256"]}))
+                    elif message_type == MessageType.AUTH:
+                        writer.write(_wire.encode_frame(MessageType.WELCOME, request_id, {"principal": "agent-x", "role": "agent"}))
+                    elif refuses:
+                        refusal = {"code": "FRAME_TOO_LARGE", "message": "the frame announces 70000 bytes; the limit is 65536", "retryable": False}
+                        writer.write(_wire.encode_frame(MessageType.ERROR, 0, refusal))
+                        await writer.drain()
+                        break
+                    else:
+                        writer.write(_wire.encode_frame(message_type | 0x80, request_id, {}))
+                    await writer.drain()
+            except asyncio.IncompleteReadError:
+                pass
+            writer.close()
+
+        self._server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        return f"127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+
+    async def __aexit__(self, *_: object) -> None:
+        self._server.close()
+
+
+def test_a_refusal_that_closes_the_connection_leaves_the_client_usable_on_the_same_server() -> None:
+    async def scenario() -> None:
+        first, second = RefusingOnceServer(), RefusingOnceServer()
+        async with first as first_address, second as second_address:
+            credential = countersign.Credential.from_values("agent-x", "Ed25519", "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA")
+            client = AsyncClient(credential, [first_address, second_address])
+            with pytest.raises(countersign.errors.FrameTooLarge):
+                await client.ping()
+            await client.ping()
+            assert (first.accepted, second.accepted) == (2, 0), "connected again to the same server, which is alive"
+            assert client.breaker_states() == ["closed", "closed"], "a refusal proves the server alive"
             await client.close()
 
     run(scenario())

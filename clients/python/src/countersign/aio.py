@@ -61,10 +61,11 @@ class Connection:
         timeout: float = 10.0,
         client_name: str = CLIENT_NAME,
     ) -> "Connection":
-        """Connects and completes the handshake within ``timeout`` seconds.
+        """Connects and completes the handshake within ``timeout`` seconds, both together.
 
         Raises ``ConnectionFailed`` when the server cannot be reached or closes during the handshake (it may be
         stopping), ``AuthenticationFailed`` / ``PrincipalRevoked`` when it refuses the credential."""
+        deadline = asyncio.get_running_loop().time() + timeout
         try:
             reader, writer = await asyncio.wait_for(
                 asyncio.open_connection(host, port, ssl=ssl_context, limit=_wire.MAX_RESPONSE_BYTES), timeout
@@ -72,7 +73,8 @@ class Connection:
         except (OSError, asyncio.TimeoutError) as error:
             raise ConnectionFailed(f"cannot connect to {host}:{port}: {_reason(error)}") from None
         try:
-            welcome = await asyncio.wait_for(_handshake(reader, writer, credential, client_name), timeout)
+            left = max(0.0, deadline - asyncio.get_running_loop().time())
+            welcome = await asyncio.wait_for(_handshake(reader, writer, credential, client_name), left)
         except BaseException as error:
             writer.close()
             if isinstance(error, CountersignError):
@@ -416,7 +418,7 @@ class AsyncClient:
             connection: Connection | None = None
             index = 0
             try:
-                connection, index = await self._current()
+                connection, index = await self._current(self.retry.patience - (self._clock() - started))
                 answer = await connection.request(message_type, body, self.retry.attempt_timeout + extra_time)
                 self._breakers[index].succeeded()
                 return answer
@@ -447,9 +449,16 @@ class AsyncClient:
                     self._closing.discard(task)
         else:
             self._breakers[index].succeeded()
+            if connection.closed and self._connection is connection:
+                # A refusal that closed the connection for the request's own sake (FRAME_TOO_LARGE): the server is
+                # alive, and the next request connects to it again.
+                self._connection = None
+                self._next = index
+                self._closing.add(asyncio.get_running_loop().create_task(connection.close()))
 
-    async def _current(self) -> tuple[Connection, int]:
-        """The connection in use, or a new one to the next server whose breaker lets it be tried."""
+    async def _current(self, left: float) -> tuple[Connection, int]:
+        """The connection in use, or a new one to the next server whose breaker lets it be tried, each server given at
+        most the ``left`` seconds of the call's patience (and at most the attempt timeout)."""
         connection = self._connection
         if connection is not None and not connection.closed:
             return connection, self._connected_to
@@ -462,7 +471,11 @@ class AsyncClient:
                 self._breakers[self._connected_to].failed()
             last: CountersignError | None = None
             tried = 0
+            begun = self._clock()
             for offset in range(len(self.servers)):
+                remaining = left - (self._clock() - begun)
+                if remaining <= 0:
+                    raise RequestTimeout(f"no server answered within the call's patience of {self.retry.patience} s")
                 index = (self._next + offset) % len(self.servers)
                 breaker = self._breakers[index]
                 if not breaker.allow():
@@ -471,7 +484,8 @@ class AsyncClient:
                 host, port = self.servers[index]
                 try:
                     connection = await Connection.open(
-                        host, port, self.credential, ssl_context=self._ssl, timeout=self.retry.attempt_timeout, client_name=self._client_name
+                        host, port, self.credential, ssl_context=self._ssl, timeout=min(self.retry.attempt_timeout, remaining),
+                        client_name=self._client_name,
                     )
                 except CountersignError as error:
                     if error.code not in CONNECTION_LEVEL:
