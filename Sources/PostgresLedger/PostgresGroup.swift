@@ -154,7 +154,7 @@ enum PostgresGroup {
             twinAudits.append(audit)
             twinOutcomes.append((twin.position, record.map { .recorded($0) }, audit))
         }
-        let twinsWritten = Set(try await PostgresCommitter.insertAudit(twinAudits, connection: connection, logger: logger, now: now))
+        let twinsWritten = twinAudits.isEmpty ? [] : Set(try await PostgresCommitter.insertAudit(twinAudits, connection: connection, logger: logger, now: now))
         for (position, result, audit) in twinOutcomes {
             if !twinsWritten.contains(audit.index) {
                 applied[position] = .indexTaken(audit.index)
