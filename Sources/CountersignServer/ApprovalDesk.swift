@@ -57,6 +57,9 @@ final class ApprovalDesk: Sendable {
                 )
             )
         case .approved:
+            if record.voidedAt != nil {
+                throw WireError(.approvalClosed, "authorization '\(record.id)' was withdrawn before it was signed")
+            }
             let verdicts = try await storeRead { try await self.store.approvals(of: record.id) }
             return .authorized(try await self.signApproved(record, approvers: verdicts.filter { $0.verdict == .approve }.map(\.approver)))
         case .denied:

@@ -18,7 +18,9 @@ extension AuthorizationRecord {
         }
         if record.voidedAt != nil { return (record, false) }
         let status = record.status(at: now)
-        guard status == .authorized || status == .pendingApproval, now < record.expiresAt else {
+        // Approved but not signed yet (the HSM failed, the tier was removed): its holds count for good from the quorum,
+        // so its agent can withdraw it, deadline or not, and it is never signed afterwards.
+        guard status == .approved || ((status == .authorized || status == .pendingApproval) && now < record.expiresAt) else {
             throw LedgerError(
                 .authorizationExpired, "authorization '\(id)' is \(status == .authorized ? "expired" : status.rawValue); there is nothing to void")
         }
@@ -27,7 +29,7 @@ extension AuthorizationRecord {
     }
 
     /// An approved `record` completed with its signed answer, to be stored with its audit entry at `auditIndex`.
-    /// - Throws: `AUTHORIZATION_NOT_FOUND`; `APPROVAL_CLOSED` unless it is approved.
+    /// - Throws: `AUTHORIZATION_NOT_FOUND`; `APPROVAL_CLOSED` unless it is approved and not withdrawn.
     package static func completing(
         _ record: AuthorizationRecord?, id: String, response: Data, kid: String, expiresAt: Int64, auditIndex: Int64
     ) throws
@@ -36,6 +38,9 @@ extension AuthorizationRecord {
         guard var record else { throw LedgerError(.authorizationNotFound, "no authorization '\(id)'") }
         guard record.status == .approved else {
             throw LedgerError(.approvalClosed, "authorization '\(id)' is \(record.status.rawValue), not approved")
+        }
+        guard record.voidedAt == nil else {
+            throw LedgerError(.approvalClosed, "authorization '\(id)' was withdrawn by its agent before it was signed")
         }
         record.status = .authorized
         record.response = response

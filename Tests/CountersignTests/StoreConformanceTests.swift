@@ -317,6 +317,18 @@ struct StoreConformanceTests {
             #expect(try await store.spent(scope: scope, currency: "USD", since: 0, now: 1_100) == 100, "\(scope)")
         }
         #expect(try await store.expirePendingApprovals(at: 1_100) { index, _ in AuditEntry(index: index, time: 1, kind: "k", action: "a", actor: "s") }.isEmpty)
+        // Never signed (the tier was removed, say): its agent withdraws it, past the deadline, and its holds are released.
+        let withdrawn = try await store.voidAuthorization(id: "jti-q", agent: "agent-a", at: 1_200)
+        #expect(withdrawn.voidedAt == 1_200)
+        for scope in [BudgetScope.agent("agent-a"), .team("t")] {
+            #expect(try await store.spent(scope: scope, currency: "USD", since: 0, now: 1_200) == 0, "\(scope)")
+        }
+        let audit = AuditEntry(
+            index: try await store.reserveAuditIndex(), time: 1_201, kind: "decision", action: "authorized", actor: "agent-a", subject: "jti-q")
+        let late = await #expect(throws: LedgerError.self) {
+            try await store.completeApproval(id: "jti-q", response: Data("jws".utf8), kid: "high/v1", expiresAt: 1_500, audit: audit)
+        }
+        #expect(late?.code == .approvalClosed, "a withdrawn authorization is never signed afterwards")
     }
 
     @Test("principals: unique ids for ever, a rotation keeps the old key for its grace, a revocation sticks", arguments: StoreKind.allCases)
