@@ -270,7 +270,13 @@ public final class ClusterClient: Sendable {
         }
         let next = try self.state.withLock { state -> Next in
             if state.isClosed { throw ClientError.connectionClosed }
-            if let connection = state.connection { return .ready(connection, state.connectedTo) }
+            if let connection = state.connection {
+                if connection.isOpen { return .ready(connection, state.connectedTo) }
+                // Closed since (a refusal that ends the connection reached another caller first, or the server went):
+                // connect again, starting with the same server; a lost server is counted when connecting fails.
+                state.connection = nil
+                state.next = state.connectedTo
+            }
             if let connecting = state.connecting { return .waiting(connecting) }
             let start = state.next
             let connecting = Task { try await self.connectToNext(startingAt: start, within: patience) }

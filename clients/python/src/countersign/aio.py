@@ -88,6 +88,12 @@ class Connection:
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def refused(self) -> bool:
+        """Whether the server ended the connection over a request of its own (FRAME_TOO_LARGE, MALFORMED_FRAME), not
+        over its own state: it is alive."""
+        return self._ending is not None and self._ending.code not in CONNECTION_LEVEL
+
     async def request(self, message_type: MessageType, body: dict[str, Any], timeout: float) -> dict[str, Any]:
         """Sends one request and waits up to ``timeout`` seconds for its answer.
 
@@ -466,9 +472,12 @@ class AsyncClient:
             connection = self._connection
             if connection is not None and not connection.closed:
                 return connection, self._connected_to
-            if connection is not None:  # closed under us (the server went): count it once
+            if connection is not None:
                 self._connection = None
-                self._breakers[self._connected_to].failed()
+                if connection.refused:  # a refusal ended it (another task's FRAME_TOO_LARGE): the same server again
+                    self._next = self._connected_to
+                else:  # closed under us (the server went): count it once
+                    self._breakers[self._connected_to].failed()
             last: CountersignError | None = None
             tried = 0
             begun = self._clock()
