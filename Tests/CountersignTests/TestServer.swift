@@ -134,8 +134,17 @@ final class TestServer: Sendable {
             }
             await application.finish()
         }
-        let port = try await application.framedServer.localAddress.port!
-        let httpPort = try await application.httpServer.localAddress.port!
+        let port: Int
+        let httpPort: Int
+        do {
+            port = try await application.framedServer.localAddress.port!
+            httpPort = try await application.httpServer.localAddress.port!
+        } catch {
+            // Its services wind down on this server's event loop before the caller shuts the loop down.
+            await group.triggerGracefulShutdown()
+            _ = await running.result
+            throw error
+        }
         return TestServer(
             application: application, serviceGroup: group, running: running, dataDirectory: dataDirectory, admin: admin, port: port, httpPort: httpPort,
             eventLoops: eventLoops)
