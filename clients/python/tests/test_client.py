@@ -153,22 +153,25 @@ def test_failover_skips_a_dead_server_and_its_breaker_opens(server: Server) -> N
 
 
 class CountingListener:
-    """A port that accepts connections and closes them at once (a server that is there and broken)."""
+    """A port that accepts connections and closes them at once (a server that is there and broken); subclasses
+    answer otherwise in ``handle``. ``accepted`` counts the connections."""
 
     def __init__(self) -> None:
         self.accepted = 0
 
-    async def __aenter__(self) -> str:
-        async def handle(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            self.accepted += 1
-            writer.close()
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:  # noqa: ARG002
+        writer.close()
 
-        self._server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    async def __aenter__(self) -> str:
+        async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.accepted += 1
+            await self.handle(reader, writer)
+
+        self._server = await asyncio.start_server(accept, "127.0.0.1", 0)
         return f"127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
 
     async def __aexit__(self, *_: object) -> None:
         self._server.close()
-        await self._server.wait_closed()
 
 
 def test_the_breaker_fails_fast_after_consecutive_connection_failures_then_probes_once() -> None:
@@ -204,23 +207,12 @@ def test_the_breaker_fails_fast_after_consecutive_connection_failures_then_probe
     run(scenario())
 
 
-class SilentListener:
+class SilentListener(CountingListener):
     """A port that accepts connections and never answers (a frozen server, or not a server at all)."""
 
-    def __init__(self) -> None:
-        self.accepted = 0
-
-    async def __aenter__(self) -> str:
-        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            self.accepted += 1
-            await reader.read()  # until the client goes
-            writer.close()
-
-        self._server = await asyncio.start_server(handle, "127.0.0.1", 0)
-        return f"127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
-
-    async def __aexit__(self, *_: object) -> None:
-        self._server.close()
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # until the client goes
+        writer.close()
 
 
 def test_connecting_is_bounded_by_the_call_s_patience() -> None:
@@ -236,48 +228,37 @@ def test_connecting_is_bounded_by_the_call_s_patience() -> None:
     run(scenario())
 
 
-class RefusingOnceServer:
+class RefusingOnceServer(CountingListener):
     """Just enough of a server: the handshake (the signature unchecked) and PING. The first request of its first
     connection is refused with FRAME_TOO_LARGE and the connection closed, as a server does for a frame above its
     limit."""
 
-    def __init__(self) -> None:
-        self.accepted = 0
-
-    async def __aenter__(self) -> str:
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         from countersign import _wire
         from countersign._wire import MessageType
 
-        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            self.accepted += 1
-            refuses = self.accepted == 1
-            try:
-                while True:
-                    length = int.from_bytes(await reader.readexactly(4), "big")
-                    rest = await reader.readexactly(length)
-                    message_type, request_id = rest[1], int.from_bytes(rest[2:6], "big")
-                    if message_type == MessageType.HELLO:
-                        challenge = base64.urlsafe_b64encode(os.urandom(32)).rstrip(b"=").decode()
-                        writer.write(_wire.encode_frame(MessageType.CHALLENGE, request_id, {"challenge": challenge, "algorithms": ["Ed25519", "ES256"]}))
-                    elif message_type == MessageType.AUTH:
-                        writer.write(_wire.encode_frame(MessageType.WELCOME, request_id, {"principal": "agent-x", "role": "agent"}))
-                    elif refuses:
-                        refusal = {"code": "FRAME_TOO_LARGE", "message": "the frame announces 70000 bytes; the limit is 65536", "retryable": False}
-                        writer.write(_wire.encode_frame(MessageType.ERROR, 0, refusal))
-                        await writer.drain()
-                        break
-                    else:
-                        writer.write(_wire.encode_frame(message_type | 0x80, request_id, {}))
+        refuses = self.accepted == 1
+        try:
+            while True:
+                length = int.from_bytes(await reader.readexactly(4), "big")
+                rest = await reader.readexactly(length)
+                message_type, request_id = rest[1], int.from_bytes(rest[2:6], "big")
+                if message_type == MessageType.HELLO:
+                    challenge = base64.urlsafe_b64encode(os.urandom(32)).rstrip(b"=").decode()
+                    writer.write(_wire.encode_frame(MessageType.CHALLENGE, request_id, {"challenge": challenge, "algorithms": ["Ed25519", "ES256"]}))
+                elif message_type == MessageType.AUTH:
+                    writer.write(_wire.encode_frame(MessageType.WELCOME, request_id, {"principal": "agent-x", "role": "agent"}))
+                elif refuses:
+                    refusal = {"code": "FRAME_TOO_LARGE", "message": "the frame announces 70000 bytes; the limit is 65536", "retryable": False}
+                    writer.write(_wire.encode_frame(MessageType.ERROR, 0, refusal))
                     await writer.drain()
-            except asyncio.IncompleteReadError:
-                pass
-            writer.close()
-
-        self._server = await asyncio.start_server(handle, "127.0.0.1", 0)
-        return f"127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
-
-    async def __aexit__(self, *_: object) -> None:
-        self._server.close()
+                    break
+                else:
+                    writer.write(_wire.encode_frame(message_type | 0x80, request_id, {}))
+                await writer.drain()
+        except asyncio.IncompleteReadError:
+            pass
+        writer.close()
 
 
 def test_a_refusal_that_closes_the_connection_leaves_the_client_usable_on_the_same_server() -> None:
