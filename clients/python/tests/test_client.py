@@ -172,6 +172,7 @@ class CountingListener:
 
     async def __aexit__(self, *_: object) -> None:
         self._server.close()
+        await self._server.wait_closed()
 
 
 def test_the_breaker_fails_fast_after_consecutive_connection_failures_then_probes_once() -> None:
