@@ -14,23 +14,35 @@ extension StoredAuditLog {
         let (entries, notes) = try await withThrowingDiscardingTaskGroup { group in
             group.addTask { await client.run() }
             defer { group.cancelAll() }
-            var entries: [(Int64, Data, Data)] = []
-            var from: Int64 = -1
-            while true {
-                let before = entries.count
-                for try await row in try await client.query(
-                    "SELECT idx, entry, leafHash FROM auditEntry WHERE idx > \(from) ORDER BY idx LIMIT 10000", logger: logger
-                ).decode((Int64, Data, Data).self) {
-                    entries.append(row)
-                    from = row.0
+            // One snapshot, as servers go on writing: the checkpoints first, then the entries. Every entry a checkpoint
+            // in the snapshot covers is in it too; past the latest one, an index another server reserved and has not
+            // written yet is a gap that no signature covers, so the entries end there.
+            return try await client.withConnection { connection in
+                try await connection.query("START TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY", logger: logger)
+                var notes: [String] = []
+                var signed: Int64 = 0
+                for try await (note, size) in try await connection.query("SELECT note, size FROM checkpoint ORDER BY id", logger: logger)
+                    .decode((String, Int64).self)
+                {
+                    notes.append(note)
+                    signed = max(signed, size)
                 }
-                if entries.count - before < 10_000 { break }
+                var entries: [(Int64, Data, Data)] = []
+                var from: Int64 = -1
+                paging: while true {
+                    let before = entries.count
+                    for try await row in try await connection.query(
+                        "SELECT idx, entry, leafHash FROM auditEntry WHERE idx > \(from) ORDER BY idx LIMIT 10000", logger: logger
+                    ).decode((Int64, Data, Data).self) {
+                        if row.0 != from + 1, row.0 > signed { break paging }
+                        entries.append(row)
+                        from = row.0
+                    }
+                    if entries.count - before < 10_000 { break }
+                }
+                try await connection.query("COMMIT", logger: logger)
+                return (entries, notes)
             }
-            var notes: [String] = []
-            for try await note in try await client.query("SELECT note FROM checkpoint ORDER BY id", logger: logger).decode(String.self) {
-                notes.append(note)
-            }
-            return (entries, notes)
         }
         return StoredAuditLog(notes: notes, count: entries.count) { body in
             for (index, entry, leafHash) in entries { try body(index, entry, leafHash) }

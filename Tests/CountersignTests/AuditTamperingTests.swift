@@ -223,6 +223,14 @@ extension AuditLogTests {
         #expect(report.entries >= 7, "the start, the agent's registration, five decisions")
         #expect(report.checkpoints >= 1)
 
+        // Another server's entry past an index it reserved and has not written yet, after the latest checkpoint: a gap
+        // no signature covers, read as the log's end, not as a deletion.
+        let last = try #require(try await postgres.integers("SELECT max(idx)::bigint FROM auditEntry", database: database.database).first)
+        try await postgres.execute(
+            "INSERT INTO auditEntry (idx, entry, leafHash, createdAt) VALUES (\(last + 1000), '\\x7b7d'::bytea, '\\x00'::bytea, 0)",
+            database: database.database)
+        #expect(try await server.application.verifyWholeLog().entries <= Int(last) + 1)
+
         try await postgres.execute("UPDATE auditEntry SET entry = entry || '\\x20'::bytea WHERE idx = 3", database: database.database)
         let error = await #expect(throws: StartupError.self) { try await server.application.verifyWholeLog() }
         #expect("\(error.map { "\($0)" } ?? "")".contains("AUDIT_LOG_MISMATCH"), "\(String(describing: error))")
